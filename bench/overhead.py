@@ -1,0 +1,106 @@
+"""Framework overhead against raw pyzmq, measured in one run on one machine.
+
+(a) A no-op offloaded call against a raw DEALER/ROUTER echo of the same
+    bytes: p50 and p99 latency, and their ratio (target: p50 at most 2.5x).
+(b) Echo of 1, 16 and 128 MB numpy arrays (random, so lz4 does not help)
+    against a raw zero-copy echo of the same buffer: throughput ratio
+    (target: at least 70% of raw at 128 MB).
+
+Run with ``python -m bench overhead``; writes ``bench/results/overhead.json``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import offload
+from offload.runtime import protocol, serialize
+
+from .rawzmq import RawEcho, timed
+from .workloads import echo, noop
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _pct(times: list[float], q: float) -> float:
+    ordered = sorted(times)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def call_frames(fn: offload.OffloadedFunction[..., Any], *args: Any) -> list[Any]:
+    """The frames a call of ``fn(*args)`` puts on the wire (for a same-bytes raw baseline)."""
+    codecs, frames = serialize.dumps((args, {}), compress=False)
+    header = protocol.encode_header(
+        protocol.CALL, 1, fingerprint=fn.fingerprint, name=fn.wire_name.encode(), codecs=codecs
+    )
+    return [header, *frames]
+
+
+def measure(small_n: int = 2000, sizes_mb: tuple[int, ...] = (1, 16, 128)) -> dict[str, Any]:
+    """Run both comparisons and return the figures."""
+    out: dict[str, Any] = {}
+    with offload.serve_local(["bench.workloads"], workers=1) as server, RawEcho() as raw:
+        client = offload.Client(server, compression="off")
+        try:
+            frames = call_frames(noop)
+            raw_t = timed(lambda: raw.roundtrip(frames), small_n)
+            off_t = timed(lambda: client.call(noop, (), {}), small_n)
+            out["noop"] = {
+                "raw_p50_us": _pct(raw_t, 0.5) * 1e6,
+                "raw_p99_us": _pct(raw_t, 0.99) * 1e6,
+                "offload_p50_us": _pct(off_t, 0.5) * 1e6,
+                "offload_p99_us": _pct(off_t, 0.99) * 1e6,
+            }
+            out["noop"]["p50_ratio"] = out["noop"]["offload_p50_us"] / out["noop"]["raw_p50_us"]
+            out["noop"]["p99_ratio"] = out["noop"]["offload_p99_us"] / out["noop"]["raw_p99_us"]
+            rng = np.random.default_rng(0)
+            for mb in sizes_mb:
+                array = rng.integers(0, 2**63, size=mb * 2**20 // 8, dtype=np.int64)
+                n = 5 if mb >= 128 else 20
+                raw_frames = call_frames(echo, array)
+                raw_s = statistics.median(
+                    timed(functools.partial(raw.roundtrip, raw_frames), n, warmup=2)
+                )
+                off_s = statistics.median(
+                    timed(functools.partial(client.call, echo, (array,), {}), n, warmup=2)
+                )
+                out[f"echo_{mb}MB"] = {
+                    "raw_MBps": 2 * mb / raw_s,
+                    "offload_MBps": 2 * mb / off_s,
+                    "throughput_ratio": raw_s / off_s,
+                }
+        finally:
+            client.shutdown()
+    return out
+
+
+def main() -> None:
+    """Print the ratios and save them."""
+    figures = measure()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "overhead.json").write_text(json.dumps(figures, indent=2))
+    n = figures["noop"]
+    print(
+        f"no-op call   p50 {n['offload_p50_us']:8.1f} us vs raw {n['raw_p50_us']:8.1f} us"
+        f"  ratio {n['p50_ratio']:.2f}x (target <= 2.5x)"
+    )
+    print(
+        f"             p99 {n['offload_p99_us']:8.1f} us vs raw {n['raw_p99_us']:8.1f} us"
+        f"  ratio {n['p99_ratio']:.2f}x"
+    )
+    for key, row in figures.items():
+        if key.startswith("echo_"):
+            print(
+                f"{key:12s} {row['offload_MBps']:8.1f} MB/s vs raw {row['raw_MBps']:8.1f} MB/s"
+                f"  = {row['throughput_ratio']:.0%} of raw (target >= 70% at 128 MB)"
+            )
+
+
+if __name__ == "__main__":
+    main()

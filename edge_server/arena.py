@@ -1,0 +1,148 @@
+"""Shared-memory arenas: how large frames cross between the server and its workers.
+
+Pushing a 128 MB array through a second socket between the server process and
+a worker costs two more kernel copies each way; a memory copy into a mapping
+both processes share costs one, and the worker then unpickles numpy arrays
+that point straight into that mapping. Each direction has one writer:
+
+* the server writes a job's large frames into the worker's *in* arena;
+* the worker writes a result's large frames into its own *out* arena, and the
+  server sends them to the client from there with ``copy=False``.
+
+An arena is a file in ``/dev/shm`` (a temp directory elsewhere), mapped once
+and reused, because first-touch page faults cost several times the copy
+itself; it grows by replacing the file. A message carries the arena's name
+and a table of *spans*, one per payload frame: inline (the frame travels in
+the message) or ``(offset, length)`` in the arena. A writer must not reuse its
+arena until the reader is done with the previous message: for the in arena
+that holds because a worker gets a job only when idle; for the out arena the
+server sends ``FREE`` once ZeroMQ has released the frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import struct
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: Frames of at least this many bytes go through the arena; smaller ones inline.
+ARENA_MIN = 256 * 1024
+_ALIGN = 64
+_SPAN = struct.Struct("!BQQ")
+INLINE, MAPPED = 0, 1
+
+
+def arena_dir() -> Path:
+    """Where arena files live: RAM-backed ``/dev/shm`` where it exists."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+class ArenaWriter:
+    """The writing side of one arena; files are named ``<prefix>-<generation>``."""
+
+    def __init__(self, directory: Path, prefix: str) -> None:
+        self._directory = directory
+        self._prefix = prefix
+        self._generation = 0
+        self._map: mmap.mmap | None = None
+        self._path: Path | None = None
+        self.name = b""
+
+    def pack(self, frames: Sequence[Any]) -> tuple[bytes, bytes, list[Any]]:
+        """Place large frames in the arena: return ``(arena name, spans, inline frames)``."""
+        views = [memoryview(f) for f in frames]
+        large = [v.nbytes for v in views if v.nbytes >= ARENA_MIN]
+        if not large:
+            return b"", _SPAN.pack(INLINE, 0, 0) * len(views), views
+        self._reserve(sum(_aligned(n) for n in large))
+        assert self._map is not None
+        spans, inline, offset = [], [], 0
+        for view in views:
+            n = view.nbytes
+            if n < ARENA_MIN:
+                spans.append(_SPAN.pack(INLINE, 0, n))
+                inline.append(view)
+                continue
+            self._map[offset : offset + n] = view.cast("B")
+            spans.append(_SPAN.pack(MAPPED, offset, n))
+            offset += _aligned(n)
+        return self.name, b"".join(spans), inline
+
+    def _reserve(self, size: int) -> None:
+        if self._map is not None and len(self._map) >= size:
+            return
+        self.close()
+        self._generation += 1
+        self._path = self._directory / f"{self._prefix}-{self._generation}"
+        fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, max(size, 2 * ARENA_MIN))
+            self._map = mmap.mmap(fd, 0)
+        finally:
+            os.close(fd)
+        self.name = os.fsencode(self._path.name)
+
+    def close(self) -> None:
+        """Remove the file; the mapping is released once no view of it remains."""
+        if self._path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._path.unlink()
+        self._map = self._path = None
+        self.name = b""
+
+
+class ArenaReader:
+    """The reading side: maps the writer's current arena by name."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._name = b""
+        self._view: memoryview | None = None
+
+    def unpack(self, name: bytes, spans: bytes, inline: Sequence[Any]) -> list[memoryview]:
+        """Rebuild the frame list from a message made by :meth:`ArenaWriter.pack`."""
+        if len(spans) % _SPAN.size:
+            raise ValueError("span table has a partial entry")
+        if name and name != self._name:
+            self._map(name)
+        frames: list[memoryview] = []
+        pos = 0
+        for kind, offset, length in _SPAN.iter_unpack(spans):
+            if kind == INLINE:
+                if pos >= len(inline):
+                    raise ValueError("span table names more inline frames than were sent")
+                frames.append(memoryview(inline[pos]))
+                pos += 1
+            elif self._view is None or offset + length > len(self._view):
+                raise ValueError("span lies outside the arena")
+            else:
+                frames.append(self._view[offset : offset + length])
+        return frames
+
+    def _map(self, name: bytes) -> None:
+        path = self._directory / os.fsdecode(name)
+        if os.sep in os.fsdecode(name):
+            raise ValueError("arena name must be a bare file name")
+        fd = os.open(path, os.O_RDWR)
+        try:
+            self._view = memoryview(mmap.mmap(fd, 0))
+        finally:
+            os.close(fd)
+        self._name = name
+
+
+def _aligned(n: int) -> int:
+    return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def remove_files(directory: Path, prefix: str) -> None:
+    """Delete every arena file whose name starts with ``prefix`` (after a crash, at exit)."""
+    for path in directory.glob(f"{prefix}*"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()

@@ -1,0 +1,114 @@
+"""``edge-server`` / ``python -m edge_server``: run an edge server in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from offload._exceptions import ConfigError
+
+from .config import ServerConfig
+from .server import EdgeServer
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argparse.Namespace]:
+    """Build the server config from command-line arguments."""
+    defaults = ServerConfig()
+    parser = argparse.ArgumentParser(
+        prog="edge-server", description="Serve @offload functions to nearby clients."
+    )
+    parser.add_argument(
+        "--bind",
+        default=defaults.bind,
+        help="ZeroMQ address to listen on; port * picks a free one (default %(default)s)",
+    )
+    parser.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE and serve its @offload functions (repeatable)",
+    )
+    parser.add_argument(
+        "--allow-type",
+        action="append",
+        default=[],
+        metavar="MODULE:NAME",
+        help="also accept instances of this type in arguments (repeatable)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=defaults.workers,
+        help="worker processes (default: CPU count, %(default)s)",
+    )
+    parser.add_argument(
+        "--allow-code-shipping",
+        action="store_true",
+        help="accept functions sent by value: runs client code, trusted clients only",
+    )
+    parser.add_argument(
+        "--max-message-size",
+        type=int,
+        default=defaults.max_message_size,
+        help="largest call accepted, in bytes (default %(default)s)",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=defaults.queue_size,
+        help="calls that may wait for a worker (default %(default)s)",
+    )
+    parser.add_argument("--compression", choices=("auto", "off"), default=defaults.compression)
+    parser.add_argument(
+        "--print-address",
+        action="store_true",
+        help="print the bound address on stdout once ready (for supervisors)",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    try:
+        config = ServerConfig(
+            bind=args.bind,
+            apps=tuple(args.app),
+            types=tuple(args.allow_type),
+            workers=args.workers,
+            allow_code_shipping=args.allow_code_shipping,
+            max_message_size=args.max_message_size,
+            queue_size=args.queue_size,
+            compression=args.compression,
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
+    return config, args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run until SIGTERM or SIGINT."""
+    config, args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        server = EdgeServer(config)
+    except ConfigError as exc:
+        print(f"edge-server: {exc}", file=sys.stderr)
+        return 2
+    if config.allow_code_shipping:
+        logging.getLogger("edge_server").warning(
+            "code shipping is ON: any client that can connect can run arbitrary code here"
+        )
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    signal.signal(signal.SIGINT, lambda *_: server.stop())
+
+    def ready(address: str) -> None:
+        if args.print_address:
+            print(address, flush=True)
+
+    server.serve(on_ready=ready)
+    return 0

@@ -1,0 +1,42 @@
+"""Server configuration: one frozen dataclass, built once from the command line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from offload._exceptions import ConfigError
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Settings of an :class:`~edge_server.server.EdgeServer`.
+
+    bind: ZeroMQ address to listen on; a ``*`` port picks a free one.
+    apps: modules whose ``@offload`` functions are served (the replicated code).
+    types: extra ``module:Name`` types call arguments may contain.
+    workers: worker processes running jobs (default: CPU count).
+    allow_code_shipping: accept functions sent by value (runs client code!).
+    max_message_size: largest call accepted, in bytes.
+    queue_size: calls waiting for a worker before new ones get ServerBusy.
+    compression: lz4 on results where it pays (``"auto"``) or ``"off"``.
+    """
+
+    bind: str = "tcp://127.0.0.1:5555"
+    apps: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    workers: int = os.cpu_count() or 1
+    allow_code_shipping: bool = False
+    max_message_size: int = 512 * 2**20
+    queue_size: int = 1000
+    compression: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+        if self.queue_size < 1:
+            raise ConfigError("queue_size must be at least 1")
+        if self.max_message_size < 1024:
+            raise ConfigError("max_message_size must be at least 1024 bytes")
+        if self.compression not in ("auto", "off"):
+            raise ConfigError("compression must be 'auto' or 'off'")

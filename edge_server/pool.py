@@ -1,0 +1,174 @@
+"""Worker processes: start, connect, watch through their sentinels, kill, replace, clean up.
+
+Workers are started with the ``spawn`` method (never ``fork`` a process that
+holds ZeroMQ sockets and threads) and connect back to a Unix socket in the
+server's private directory; a worker's first message names it. A worker that
+dies is noticed from its process sentinel, which the server polls with its
+sockets, as loky does; the server then fails the worker's job and asks for a
+replacement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from .arena import ArenaReader, ArenaWriter, remove_files
+from .channel import Channel
+from .config import ServerConfig
+from .worker import run_worker
+
+log = logging.getLogger("edge_server.pool")
+
+
+@dataclass(eq=False)
+class Worker:
+    """The server's view of one worker process."""
+
+    identity: bytes
+    process: BaseProcess
+    prefix: str
+    in_arena: ArenaWriter
+    out_arena: ArenaReader
+    job: Any = None
+    deadline: float | None = None
+    tracker: zmq.MessageTracker | None = None
+    killed: str = ""  # why the server killed it, if it did
+    channel: Channel | None = None
+
+    @property
+    def sentinel(self) -> int:
+        return self.process.sentinel
+
+
+class Pool:
+    """``config.workers`` worker processes connected to ``backend``."""
+
+    def __init__(self, config: ServerConfig, workdir: Path, arena_directory: Path, token: str):
+        self._config = config
+        self._backend = str(workdir / "workers.sock")
+        self._directory = arena_directory
+        self._token = token
+        self._mp = multiprocessing.get_context("spawn")
+        self._generation = 0
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(self._backend)
+        self.listener.listen(64)
+        self.by_identity: dict[bytes, Worker] = {}
+        self.by_sentinel: dict[int, Worker] = {}
+        self.unnamed: dict[int, Channel] = {}  # connected, first message not read yet
+        self.by_fd: dict[int, Worker] = {}
+        self.changed = True  # the set of fds to watch changed since the server last looked
+
+    def accept(self) -> None:
+        """Take a worker's new connection; it is named by its first message."""
+        sock, _ = self.listener.accept()
+        channel = Channel(sock)
+        self.unnamed[channel.fileno()] = channel
+        self.changed = True
+
+    def drop_unnamed(self, channel: Channel) -> None:
+        """Close a connection that never named a worker."""
+        self.unnamed.pop(channel.fileno(), None)
+        self.changed = True
+        channel.close()
+
+    def name(self, channel: Channel, identity: bytes) -> Worker | None:
+        """Attach a connection to the worker whose READY message named it."""
+        self.unnamed.pop(channel.fileno(), None)
+        worker = self.by_identity.get(identity)
+        if worker is None or worker.channel is not None:
+            channel.close()
+            return None
+        worker.channel = channel
+        self.by_fd[channel.fileno()] = worker
+        self.changed = True
+        return worker
+
+    def start(self) -> None:
+        for _ in range(self._config.workers):
+            self.spawn()
+
+    def spawn(self) -> Worker:
+        """Start one more worker process."""
+        self._generation += 1
+        name = f"w{self._generation}"
+        prefix = f"offload-{self._token}-{name}"
+        process = self._mp.Process(
+            target=run_worker,
+            args=(
+                name.encode(),
+                self._backend,
+                self._config,
+                str(self._directory),
+                prefix + "-out",
+            ),
+            name=f"edge-worker-{name}",
+            daemon=True,
+        )
+        process.start()
+        worker = Worker(
+            name.encode(),
+            process,
+            prefix,
+            ArenaWriter(self._directory, prefix + "-in"),
+            ArenaReader(self._directory),
+        )
+        self.by_identity[worker.identity] = worker
+        self.by_sentinel[worker.sentinel] = worker
+        self.changed = True
+        log.debug("started worker %s (pid %s)", name, process.pid)
+        return worker
+
+    def kill(self, worker: Worker, reason: str) -> None:
+        """Stop a worker now (a hung job); its sentinel reports the death."""
+        worker.killed = reason
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(worker.process.pid, signal.SIGKILL)  # type: ignore[arg-type]
+
+    def reap(self, worker: Worker) -> str:
+        """Forget a dead worker, remove its arenas, and describe how it ended."""
+        worker.process.join(timeout=1)
+        self.by_identity.pop(worker.identity, None)
+        self.by_sentinel.pop(worker.sentinel, None)
+        self.changed = True
+        if worker.channel is not None:
+            self.by_fd.pop(worker.channel.fileno(), None)
+            worker.channel.close()
+        worker.in_arena.close()
+        remove_files(self._directory, worker.prefix)
+        code = worker.process.exitcode
+        if code is not None and code < 0:
+            with contextlib.suppress(ValueError):
+                return f"killed by {signal.Signals(-code).name}"
+        return f"exited with code {code}"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask idle workers to stop, kill busy ones and stragglers; remove all arenas."""
+        for worker in list(self.by_identity.values()):
+            if worker.channel is None or worker.job is not None:
+                self.kill(worker, "shutdown")
+                continue
+            with contextlib.suppress(OSError):
+                worker.channel.send([b"S"])
+        deadline = time.monotonic() + timeout
+        for worker in list(self.by_identity.values()):
+            worker.process.join(max(0.0, deadline - time.monotonic()))
+            if worker.process.is_alive():
+                self.kill(worker, "shutdown")
+            self.reap(worker)
+        for channel in self.unnamed.values():
+            channel.close()
+        self.listener.close()
+        remove_files(self._directory, f"offload-{self._token}-")

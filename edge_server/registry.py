@@ -1,0 +1,51 @@
+"""The replicated code: functions and types the server imports from its ``--app`` modules."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from offload._exceptions import ConfigError
+from offload.runtime.functions import find_offloaded
+from offload.runtime.serialize import Allowlist
+
+
+@dataclass(frozen=True)
+class Registry:
+    """``@offload`` functions by wire name, their fingerprints, and what arguments may contain."""
+
+    functions: dict[str, Any]
+    fingerprints: dict[str, bytes]
+    allowlist: Allowlist
+
+    @classmethod
+    def load(cls, modules: Sequence[str], types: Sequence[str] = ()) -> Registry:
+        """Import ``modules`` and collect their functions; ``types`` are ``module:Name`` strings."""
+        functions: dict[str, Any] = {}
+        for name in modules:
+            try:
+                module = importlib.import_module(name)
+            except ImportError as exc:
+                raise ConfigError(f"cannot import app module {name!r}: {exc}") from exc
+            functions.update(find_offloaded(module))
+        extra = [_import_type(spec) for spec in types]
+        return cls(
+            functions,
+            {name: fn.fingerprint for name, fn in functions.items()},
+            Allowlist().extended(modules, extra),
+        )
+
+
+def _import_type(spec: str) -> type:
+    module_name, _, qualname = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import type {spec!r}: {exc}") from exc
+    if not isinstance(obj, type):
+        raise ConfigError(f"{spec!r} is not a type")
+    return obj

@@ -1,0 +1,354 @@
+"""The edge server: one event loop that routes calls from clients to worker processes.
+
+Data flow::
+
+    client DEALER ──tcp──▶ frontend ROUTER ─┐            ┌─▶ worker 1 (DEALER)
+                                            │  queue     │
+                      validate header ──────┤  (FIFO,  ──┼─▶ worker 2
+                      (no unpickling here)  │  bounded)  │
+    client DEALER ◀──tcp── frontend ROUTER ◀┴── backend ROUTER ◀── DONE + reply
+                                     ▲                         ▲
+                 large frames sent from the worker's out arena (shared memory)
+
+The loop polls the frontend, the backend, every worker's process sentinel,
+and a wake-up pipe (for :meth:`EdgeServer.stop` and signals). The server never
+deserializes a payload: it reads the fixed header, rejects what it can
+(malformed, unknown function, other version, code shipping off, too large,
+queue full) with an ERROR reply, and hands the rest to an idle worker. A job
+that runs past its timeout has its worker killed; a worker that dies fails
+its job with :class:`~offload.WorkerCrashed`; either way a new worker is
+started and every other client keeps being served.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import select
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+import offload
+from offload._exceptions import ProtocolError
+from offload.runtime import protocol
+
+from .arena import arena_dir
+from .channel import Channel
+from .config import ServerConfig
+from .pool import Pool, Worker
+from .registry import Registry
+
+log = logging.getLogger("edge_server")
+
+_TRACKER_POLL_MS = 1
+
+
+@dataclass(eq=False)
+class Job:
+    """One accepted call waiting for, or running on, a worker."""
+
+    id: int
+    client: bytes
+    request_id: int
+    frames: list[zmq.Frame]  # client header, then payload
+    timeout: float | None
+
+
+class EdgeServer:
+    """Serves the ``@offload`` functions of ``config.apps`` on ``config.bind``."""
+
+    def __init__(self, config: ServerConfig, registry: Registry | None = None) -> None:
+        self.config = config
+        self.registry = registry or Registry.load(config.apps, config.types)
+        self.address = ""
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopping = False
+        self._queue: deque[Job] = deque()
+        self._idle: deque[Worker] = deque()
+        self._next_job = 0
+        self._info = {
+            "server": "edge_server",
+            "version": offload.__version__,
+            "protocol": protocol.VERSION,
+            "functions": sorted(self.registry.functions),
+            "code_shipping": config.allow_code_shipping,
+            "max_message_size": config.max_message_size,
+            "workers": config.workers,
+        }
+
+    def stop(self) -> None:
+        """Ask the loop to exit (thread- and signal-safe)."""
+        self._stopping = True
+        os.write(self._wake_w, b"\0")
+
+    def serve(self, on_ready: Callable[[str], None] | None = None) -> None:
+        """Bind, start the workers, and route messages until :meth:`stop`."""
+        context = zmq.Context()
+        workdir = tempfile.mkdtemp(prefix="offload-")
+        token = secrets.token_hex(4)
+        frontend = context.socket(zmq.ROUTER)
+        frontend.setsockopt(zmq.LINGER, 1000)
+        frontend.setsockopt(zmq.SNDHWM, 0)
+        frontend.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_size + 65536)
+        frontend.bind(self.config.bind)
+        self.address = frontend.getsockopt(zmq.LAST_ENDPOINT).decode()
+        pool = Pool(self.config, Path(workdir), arena_dir(), token)
+        self._frontend, self._pool = frontend, pool
+        try:
+            pool.start()
+            log.info(
+                "serving %d functions on %s with %d workers",
+                len(self.registry.functions),
+                self.address,
+                self.config.workers,
+            )
+            if on_ready is not None:
+                on_ready(self.address)
+            self._loop()
+        finally:
+            for job in self._queue:
+                self._reply_error(job.client, job.request_id, "unavailable", "server shut down")
+            pool.stop(timeout=2.0)
+            frontend.close()
+            context.term()
+            shutil.rmtree(workdir, ignore_errors=True)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        # Sockets are watched through their fds with select.poll, not zmq.Poller:
+        # zmq_poll costs several system calls per socket per call, and on a small
+        # board a no-op call's latency is mostly system calls. The frontend's fd
+        # only signals "state changed", so EVENTS is checked on every iteration.
+        frontend, pool = self._frontend, self._pool
+        fdpoll = select.poll()
+        static = (frontend.getsockopt(zmq.FD), self._wake_r, pool.listener.fileno())
+        for fd in static:
+            fdpoll.register(fd, select.POLLIN)
+        watched: set[int] = set()
+        while not self._stopping:
+            while frontend.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._on_client(frontend.recv_multipart(copy=False))
+            self._dispatch()
+            if pool.changed:
+                pool.changed = False
+                fds = pool.by_sentinel.keys() | pool.by_fd.keys() | pool.unnamed.keys()
+                for fd in watched - fds:
+                    fdpoll.unregister(fd)
+                for fd in fds - watched:
+                    fdpoll.register(fd, select.POLLIN)
+                watched = set(fds)
+            if frontend.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                continue
+            for fd, _ in fdpoll.poll(self._poll_timeout()):
+                if fd in pool.by_fd:
+                    self._read_worker(pool.by_fd[fd])
+                elif fd in pool.unnamed:
+                    self._read_unnamed(pool.unnamed[fd])
+                elif fd in pool.by_sentinel:
+                    self._on_worker_death(pool.by_sentinel[fd])
+                elif fd == static[2]:
+                    pool.accept()
+            self._check_deadlines()
+            self._release_arenas()
+
+    def _poll_timeout(self) -> int | None:
+        if any(w.tracker is not None for w in self._pool.by_identity.values()):
+            return _TRACKER_POLL_MS
+        deadlines = [w.deadline for w in self._pool.by_identity.values() if w.deadline]
+        if not deadlines:
+            return None
+        return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
+
+    # -- clients --------------------------------------------------------------------------------
+
+    def _on_client(self, frames: list[zmq.Frame]) -> None:
+        if len(frames) < 2:
+            log.warning("dropping a message without a header frame")
+            return
+        client, header_frame = frames[0].bytes, frames[1].buffer
+        try:
+            header = protocol.decode_header(header_frame)
+        except ProtocolError as exc:
+            log.warning("malformed message from %s: %s", client.hex(), exc)
+            rid = protocol.peek_request_id(header_frame)
+            self._reply_error(client, rid or 0, "protocol", str(exc))
+            return
+        if header.kind == protocol.PING:
+            self._send(client, protocol.json_message(protocol.PONG, header.request_id, self._info))
+            return
+        try:
+            job = self._admit(client, header, frames)
+        except _Refused as refusal:
+            self._reply_error(client, header.request_id, refusal.code, refusal.message)
+            return
+        self._queue.append(job)
+
+    def _admit(self, client: bytes, header: protocol.Header, frames: list[zmq.Frame]) -> Job:
+        """Check a message against everything the server can judge without unpickling."""
+        if header.kind != protocol.CALL:
+            raise _Refused("protocol", f"a client may not send message kind {header.kind}")
+        payload = frames[2:]
+        if len(payload) != len(header.codecs) or not payload:
+            raise _Refused(
+                "protocol", f"{len(payload)} payload frames, {len(header.codecs)} codecs"
+            )
+        size = sum(len(f) for f in payload)
+        if size > self.config.max_message_size:
+            raise _Refused(
+                "payload_too_large",
+                f"call is {size} bytes; this server accepts {self.config.max_message_size}",
+            )
+        if header.flags & protocol.BY_VALUE:
+            if not self.config.allow_code_shipping:
+                raise _Refused(
+                    "code_shipping_disabled",
+                    f"{header.name!r} was shipped by value but this server does not "
+                    "accept code (start it with --allow-code-shipping)",
+                )
+        else:
+            expected = self.registry.fingerprints.get(header.name)
+            if expected is None:
+                raise _Refused("unknown_function", f"this server holds no function {header.name!r}")
+            if expected != header.fingerprint:
+                raise _Refused(
+                    "version_mismatch",
+                    f"the server's {header.name!r} has fingerprint {expected.hex()}, "
+                    f"the client's {header.fingerprint.hex()}: deploy the same code",
+                )
+        if len(self._queue) >= self.config.queue_size:
+            raise _Refused("busy", f"queue full ({self.config.queue_size} calls waiting)")
+        self._next_job += 1
+        timeout = header.aux / 1e6 if header.aux else None
+        return Job(self._next_job, client, header.request_id, frames[1:], timeout)
+
+    def _reply_error(self, client: bytes, request_id: int, code: str, message: str) -> None:
+        self._send(client, protocol.error_message(request_id, code, message))
+
+    def _send(
+        self, client: bytes, frames: list[Any], track: bool = False
+    ) -> zmq.MessageTracker | None:
+        return self._frontend.send_multipart([client, *frames], copy=False, track=track)
+
+    # -- workers --------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while self._queue and self._idle:
+            job, worker = self._queue.popleft(), self._idle.popleft()
+            if worker.identity not in self._pool.by_identity or worker.channel is None:
+                self._queue.appendleft(job)
+                continue
+            header, payload = job.frames[0], job.frames[1:]
+            name, spans, inline = worker.in_arena.pack([f.buffer for f in payload])
+            try:
+                worker.channel.send(
+                    [b"J", job.id.to_bytes(8, "big"), header.buffer, name, spans, *inline]
+                )
+            except OSError:
+                self._queue.appendleft(job)  # the worker died; its sentinel will tell
+                continue
+            worker.job = job
+            worker.deadline = time.monotonic() + job.timeout if job.timeout else None
+
+    def _read_unnamed(self, channel: Channel) -> None:
+        try:
+            messages = channel.feed()
+        except (EOFError, OSError, ValueError):
+            self._pool.drop_unnamed(channel)
+            return
+        for message in messages:
+            if len(message) == 2 and bytes(message[0]) == b"R":
+                worker = self._pool.name(channel, bytes(message[1]))
+                if worker is not None:
+                    self._idle.append(worker)
+                return
+        if messages:
+            self._pool.drop_unnamed(channel)
+
+    def _read_worker(self, worker: Worker) -> None:
+        assert worker.channel is not None
+        try:
+            messages = worker.channel.feed()
+        except (EOFError, OSError, ValueError):
+            return  # the sentinel reports the death
+        for message in messages:
+            self._on_worker(worker, message)
+
+    def _on_worker(self, worker: Worker, frames: list[memoryview]) -> None:
+        if bytes(frames[0]) != b"D" or len(frames) < 5:
+            log.error("unexpected message %r from worker %s", bytes(frames[0]), worker.identity)
+            return
+        job = worker.job
+        worker.job, worker.deadline = None, None
+        self._idle.append(worker)
+        if job is None or int.from_bytes(frames[1], "big") != job.id:
+            return  # the job already failed (timeout) and the worker finished anyway
+        name, spans = bytes(frames[3]), bytes(frames[4])
+        try:
+            payload = worker.out_arena.unpack(name, spans, frames[5:])
+        except (ValueError, OSError) as exc:
+            log.error("worker %s sent an unreadable reply: %s", worker.identity, exc)
+            self._reply_error(job.client, job.request_id, "worker_crashed", f"bad reply: {exc}")
+            return
+        if not name:
+            self._send(job.client, [frames[2], *payload])
+            return
+        tracked = [zmq.Frame(p, track=True) for p in payload]
+        self._send(job.client, [frames[2], *tracked])
+        worker.tracker = zmq.MessageTracker(*tracked)
+
+    def _release_arenas(self) -> None:
+        for worker in self._pool.by_identity.values():
+            if worker.tracker is not None and worker.tracker.done:
+                worker.tracker = None
+                if worker.channel is not None:
+                    worker.channel.send([b"F"])
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for worker in list(self._pool.by_identity.values()):
+            if worker.deadline is not None and now >= worker.deadline and worker.job is not None:
+                job = worker.job
+                worker.job, worker.deadline = None, None
+                self._pool.kill(worker, "timeout")
+                self._reply_error(
+                    job.client,
+                    job.request_id,
+                    "timeout",
+                    f"call ran past its timeout of {job.timeout:g} s; worker stopped",
+                )
+
+    def _on_worker_death(self, worker: Worker) -> None:
+        how = self._pool.reap(worker)
+        if worker in self._idle:
+            self._idle.remove(worker)
+        job = worker.job
+        if job is not None:
+            log.warning("worker %s died running job %d: %s", worker.identity, job.id, how)
+            self._reply_error(
+                job.client,
+                job.request_id,
+                "worker_crashed",
+                f"the worker running this call died ({how})",
+            )
+        elif worker.killed != "timeout":
+            log.warning("worker %s died while idle: %s", worker.identity, how)
+        if not self._stopping:
+            self._pool.spawn()
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message

@@ -1,0 +1,81 @@
+"""offload: run marked functions here or on a nearby edge server, decided per call.
+
+::
+
+    from offload import configure, offload
+
+    @offload
+    def work(x): ...
+
+    configure(server="tcp://edge.local:5555")   # or OFFLOAD_SERVER, or offload.toml
+    work(3)                  # runs where it is cheaper; locally when offline
+    work.submit(3)           # a concurrent.futures.Future
+"""
+
+from concurrent.futures import (
+    ALL_COMPLETED,
+    FIRST_COMPLETED,
+    FIRST_EXCEPTION,
+    Future,
+    as_completed,
+    wait,
+)
+
+from ._default import configure, default_client
+from ._exceptions import (
+    CallTimeout,
+    CodeShippingDisabled,
+    ConfigError,
+    ForbiddenType,
+    OffloadError,
+    PayloadTooLarge,
+    ProtocolError,
+    RemoteCallError,
+    RemoteError,
+    RemoteTraceback,
+    SerializationError,
+    ServerBusy,
+    ServerUnavailable,
+    UnknownFunction,
+    VersionMismatch,
+    WorkerCrashed,
+)
+from .api import OffloadedFunction, offload
+from .client import Client
+from .config import Config
+from .local import LocalServer, serve_local
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL_COMPLETED",
+    "FIRST_COMPLETED",
+    "FIRST_EXCEPTION",
+    "CallTimeout",
+    "Client",
+    "CodeShippingDisabled",
+    "Config",
+    "ConfigError",
+    "ForbiddenType",
+    "Future",
+    "LocalServer",
+    "OffloadError",
+    "OffloadedFunction",
+    "PayloadTooLarge",
+    "ProtocolError",
+    "RemoteCallError",
+    "RemoteError",
+    "RemoteTraceback",
+    "SerializationError",
+    "ServerBusy",
+    "ServerUnavailable",
+    "UnknownFunction",
+    "VersionMismatch",
+    "WorkerCrashed",
+    "as_completed",
+    "configure",
+    "default_client",
+    "offload",
+    "serve_local",
+    "wait",
+]

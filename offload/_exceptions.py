@@ -1,0 +1,125 @@
+"""Every error `offload` raises, in one tree under :class:`OffloadError`.
+
+Lower-level errors (ZeroMQ, pickle, struct, OS) are translated into these at the
+boundary where they happen, so callers only ever need to catch what is here.
+Server-side failures travel as a short code (see :data:`ERROR_CODES`) and are
+rebuilt into the matching class on the client.
+
+    OffloadError
+    ├── ConfigError
+    ├── ProtocolError
+    ├── SerializationError
+    │   └── ForbiddenType
+    ├── PayloadTooLarge
+    ├── ServerUnavailable
+    ├── ServerBusy
+    └── RemoteCallError
+        ├── UnknownFunction
+        │   └── CodeShippingDisabled
+        ├── VersionMismatch
+        ├── WorkerCrashed
+        ├── CallTimeout
+        └── RemoteError
+"""
+
+from __future__ import annotations
+
+import pickle
+
+
+class OffloadError(Exception):
+    """Base class of every error raised by offload."""
+
+
+class ConfigError(OffloadError, ValueError):
+    """A configuration value is missing, malformed or out of range."""
+
+
+class ProtocolError(OffloadError):
+    """A message does not follow the wire protocol (bad magic, version or layout)."""
+
+
+class SerializationError(OffloadError):
+    """A value could not be serialized or deserialized."""
+
+
+class ForbiddenType(SerializationError, pickle.UnpicklingError):
+    """The restricted unpickler refused a global that is not on its allowlist."""
+
+
+class PayloadTooLarge(OffloadError):
+    """A message is larger than the configured maximum message size."""
+
+
+class ServerUnavailable(OffloadError, ConnectionError):
+    """No edge server answered, or the connection to it was lost."""
+
+
+class ServerBusy(OffloadError):
+    """The server's queue is full; the call was not accepted."""
+
+
+class RemoteCallError(OffloadError):
+    """Base class of failures reported by the server for one call."""
+
+
+class UnknownFunction(RemoteCallError, LookupError):
+    """The server holds no function under the requested name."""
+
+
+class CodeShippingDisabled(UnknownFunction):
+    """The client shipped a function by value but the server does not allow it."""
+
+
+class VersionMismatch(RemoteCallError):
+    """The server's copy of the function differs from the client's (fingerprints differ)."""
+
+
+class WorkerCrashed(RemoteCallError):
+    """The worker process running the call died (os._exit, segfault, killed)."""
+
+
+class CallTimeout(RemoteCallError, TimeoutError):
+    """The call ran past its timeout and its worker was stopped."""
+
+
+class RemoteError(RemoteCallError):
+    """The function raised an exception whose type cannot be rebuilt on the client.
+
+    ``remote_type`` is the exception's qualified type name, ``remote_traceback``
+    the formatted traceback from the server.
+    """
+
+    def __init__(self, message: str, remote_type: str = "", remote_traceback: str = "") -> None:
+        super().__init__(message)
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+
+
+class RemoteTraceback(Exception):
+    """Carries a traceback text from the server; set as ``__cause__`` of a remote exception."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f"\n\nRemote traceback:\n{self.tb}"
+
+
+#: Wire codes of server-side errors, mapped to the class the client raises.
+ERROR_CODES: dict[str, type[OffloadError]] = {
+    "protocol": ProtocolError,
+    "serialization": SerializationError,
+    "forbidden_type": ForbiddenType,
+    "payload_too_large": PayloadTooLarge,
+    "busy": ServerBusy,
+    "unavailable": ServerUnavailable,
+    "unknown_function": UnknownFunction,
+    "code_shipping_disabled": CodeShippingDisabled,
+    "version_mismatch": VersionMismatch,
+    "worker_crashed": WorkerCrashed,
+    "timeout": CallTimeout,
+    "remote": RemoteError,
+}
+CODE_OF: dict[type[OffloadError], str] = {cls: code for code, cls in ERROR_CODES.items()}

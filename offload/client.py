@@ -1,0 +1,395 @@
+"""The client: a :class:`concurrent.futures.Executor` that runs each call here or on the server.
+
+Per call: the mode (the function's, else the client's) and, for ``auto``,
+the :class:`~offload.profiler.Decider` choose the side. Remote calls go over
+one shared :class:`~offload.runtime.transport.Connection`; local ones run in
+the calling thread (``f(x)``) or a thread pool (``submit``). In ``auto`` mode
+a call the server cannot take (unreachable, busy, unknown function, other
+code version, too large) runs locally instead, with one warning per function
+and reason, so the app keeps working offline. Failures of the function itself
+are never retried: they are raised as the function's own exception type.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import logging
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any
+
+import cloudpickle
+import zmq
+
+from . import _exceptions as errors
+from .api import OffloadedFunction, as_offloaded
+from .config import Config
+from .profiler import REMOTE, Decider, ReachabilityDecider
+from .runtime import protocol, serialize
+from .runtime.transport import Connection
+
+log = logging.getLogger("offload")
+
+#: Remote failures after which an ``auto`` call runs locally instead.
+FALLBACK = (
+    errors.ServerUnavailable,
+    errors.ServerBusy,
+    errors.UnknownFunction,
+    errors.VersionMismatch,
+    errors.PayloadTooLarge,
+    errors.SerializationError,
+)
+_ship_lock = threading.Lock()
+
+
+class Client(Executor):
+    """Runs offloadable calls on ``server`` or locally; thread-safe, many calls in flight.
+
+    ``server`` overrides ``config.server``; ``settings`` override other fields
+    of a config loaded by :meth:`Config.load`.
+    """
+
+    def __init__(
+        self,
+        server: str | object | None = None,
+        *,
+        config: Config | None = None,
+        decider: Decider | None = None,
+        **settings: Any,
+    ) -> None:
+        if config is None:
+            config = Config.load(**settings)
+        elif settings:
+            config = config.replace(**settings)
+        if server is not None:
+            config = config.replace(server=str(server))
+        self.config = config
+        self._decider = decider or ReachabilityDecider()
+        self._lock = threading.Lock()
+        self._local_pool: ThreadPoolExecutor | None = None
+        self._warned: set[tuple[str, str]] = set()
+        self._shutdown = False
+        self._context: zmq.Context | None = None
+        self._conn: Connection | None = None
+        self._probe: Future[dict[str, Any]] | None = None
+        self._probed_at = 0.0
+        self.server_info: dict[str, Any] = {}
+        if config.server:
+            self._context = zmq.Context()
+            self._conn = Connection(
+                self._context,
+                config.server,
+                heartbeat_interval=config.heartbeat_interval,
+                heartbeat_timeout=config.heartbeat_timeout,
+                max_message_size=config.max_message_size,
+            )
+            self._probe = self._start_ping()
+
+    # -- Executor API ---------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        """Start ``fn(*args, **kwargs)`` here or remotely; return its future."""
+        return self._start(as_offloaded(fn), args, kwargs, None, wait=False)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+    ) -> Iterator[Any]:
+        """Like :meth:`Executor.map`; all calls are in flight at once."""
+        return super().map(as_offloaded(fn), *iterables, timeout=timeout, chunksize=chunksize)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting calls; with ``wait``, let calls in flight finish first."""
+        with self._lock:
+            if self._shutdown:
+                return
+            self._shutdown = True
+        if self._local_pool is not None:
+            self._local_pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if self._conn is not None:
+            if wait:
+                self._conn.drain(self.config.heartbeat_timeout + 1)
+            self._conn.close()
+        if self._context is not None:
+            self._context.term()
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def call(
+        self,
+        fn: OffloadedFunction[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        mode: str | None = None,
+    ) -> Any:
+        """Run one call synchronously and return its value."""
+        mode = mode or fn.mode or self.config.mode
+        if mode == "local" or (mode == "auto" and self._side(fn, args, kwargs) != REMOTE):
+            return fn.__wrapped__(*args, **kwargs)
+        try:
+            return self._start(fn, args, kwargs, "remote", wait=True).result()
+        except FALLBACK as exc:
+            if mode != "auto":
+                raise
+            self._note_fallback(fn, exc)
+            return fn.__wrapped__(*args, **kwargs)
+
+    def ping(self, timeout: float | None = None) -> dict[str, Any]:
+        """Ask the server to answer; return its self-description or raise ServerUnavailable."""
+        if self._conn is None:
+            raise errors.ServerUnavailable("no server configured")
+        try:
+            return self._start_ping().result(timeout or self.config.connect_timeout)
+        except TimeoutError as exc:
+            raise errors.ServerUnavailable(f"{self._conn.address} did not answer") from exc
+
+    def server_up(self) -> bool:
+        """Whether the server currently answers; probes again every ``retry_interval``."""
+        conn = self._conn
+        if conn is None:
+            return False
+        if conn.up:
+            return True
+        probe = self._probe
+        if conn.up is None and probe is not None:
+            try:
+                probe.result(self.config.connect_timeout)
+                return True
+            except Exception:
+                conn.up = False
+        now = time.monotonic()
+        if now - self._probed_at > self.config.retry_interval:
+            self._probed_at = now
+            self._probe = self._start_ping()
+        return False
+
+    def _side(self, fn: OffloadedFunction[..., Any], args: tuple[Any, ...], kwargs: Any) -> str:
+        if (fn.wire_name, "local") in self._warned:
+            return "local"
+        return self._decider.decide(fn, args, kwargs, self.server_up())
+
+    def _start(
+        self,
+        fn: OffloadedFunction[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        mode: str | None,
+        *,
+        wait: bool,
+    ) -> Future[Any]:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new calls after shutdown")
+        mode = mode or fn.mode or self.config.mode
+        if mode == "auto" and not wait:
+            mode = "remote" if self._side(fn, args, kwargs) == REMOTE else "local"
+            if mode == "remote":
+                return self._with_fallback(fn, args, kwargs)
+        if mode == "local":
+            return self._pool().submit(fn.__wrapped__, *args, **kwargs)
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        try:
+            self._send_call(fn, args, kwargs, future, wait=wait)
+        except errors.OffloadError as exc:
+            future.set_exception(exc)
+        return future
+
+    def _with_fallback(
+        self, fn: OffloadedFunction[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Future[Any]:
+        """A remote call whose fallback-class failure reruns it in the local pool."""
+        outer: Future[Any] = Future()
+        outer.set_running_or_notify_cancel()
+
+        def done(inner: Future[Any]) -> None:
+            exc = inner.exception()
+            if isinstance(exc, FALLBACK):
+                self._note_fallback(fn, exc)
+                local = self._pool().submit(fn.__wrapped__, *args, **kwargs)
+                local.add_done_callback(functools.partial(_chain, outer))
+            else:
+                _chain(outer, inner)
+
+        self._start(fn, args, kwargs, "remote", wait=False).add_done_callback(done)
+        return outer
+
+    def _send_call(
+        self,
+        fn: OffloadedFunction[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: Future[Any],
+        *,
+        wait: bool,
+        by_value: bool | None = None,
+    ) -> None:
+        conn = self._conn
+        if conn is None:
+            raise errors.ServerUnavailable("no server configured (offload.configure(server=...))")
+        if by_value is None:
+            by_value = fn.ship_code == "always"
+        compress = self.config.compression == "auto"
+        codecs, frames = serialize.dumps((args, kwargs), compress=compress)
+        flags = 0
+        if by_value:
+            flags = protocol.BY_VALUE
+            fcodecs, fframes = serialize.dumps(_ship(fn.__wrapped__), compress=compress)
+            if len(fframes) != 1:
+                raise errors.SerializationError("shipped code must be a single frame")
+            codecs, frames = fcodecs + codecs, fframes + frames
+        size = sum(memoryview(f).nbytes for f in frames)
+        if size > self.config.max_message_size:
+            raise errors.PayloadTooLarge(
+                f"call of {fn.wire_name} is {size} bytes, over max_message_size "
+                f"{self.config.max_message_size}"
+            )
+        timeout = fn.timeout or self.config.timeout
+        request_id = conn.next_id()
+        header = protocol.encode_header(
+            protocol.CALL,
+            request_id,
+            flags=flags,
+            aux=int(timeout * 1e6) if timeout else 0,
+            fingerprint=protocol.NO_FINGERPRINT if by_value else fn.fingerprint,
+            name=fn.wire_name.encode(),
+            codecs=codecs,
+        )
+        decode = functools.partial(self._decode, fn)
+        if fn.ship_code == "missing" and not by_value and self.server_info.get("code_shipping"):
+            # The server may lack the function: on UnknownFunction, ship it by value.
+            retry = functools.partial(self._retry_by_value, fn, args, kwargs, future)
+            inner: Future[Any] = Future()
+            inner.set_running_or_notify_cancel()
+            inner.add_done_callback(retry)
+            conn.request(request_id, [header, *frames], inner, decode, wait=wait)
+            return
+        conn.request(request_id, [header, *frames], future, decode, wait=wait)
+
+    def _retry_by_value(
+        self,
+        fn: OffloadedFunction[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: Future[Any],
+        inner: Future[Any],
+    ) -> None:
+        exc = inner.exception()
+        if type(exc) is errors.UnknownFunction and self.server_info.get("code_shipping"):
+            try:
+                self._send_call(fn, args, kwargs, future, wait=False, by_value=True)
+            except errors.OffloadError as err:
+                future.set_exception(err)
+        else:
+            _chain(future, inner)
+
+    def _decode(
+        self, fn: OffloadedFunction[..., Any], header: protocol.Header, frames: Sequence[Any]
+    ) -> Any:
+        if header.kind == protocol.RESULT:
+            buffers = [f.buffer for f in frames]
+            return serialize.loads(
+                header.codecs, buffers, fn.allowlist, self.config.max_message_size
+            )
+        if header.kind == protocol.ERROR and frames:
+            raise rebuild_error(protocol.decode_json(frames[0].buffer))
+        raise errors.ProtocolError(f"unexpected reply kind {header.kind}")
+
+    def _start_ping(self) -> Future[dict[str, Any]]:
+        assert self._conn is not None
+        future: Future[dict[str, Any]] = Future()
+        future.set_running_or_notify_cancel()
+        request_id = self._conn.next_id()
+        self._conn.request(
+            request_id,
+            [protocol.encode_header(protocol.PING, request_id)],
+            future,
+            self._decode_pong,
+            wait=False,
+        )
+        return future
+
+    def _decode_pong(self, header: protocol.Header, frames: Sequence[Any]) -> dict[str, Any]:
+        if header.kind != protocol.PONG or not frames:
+            raise errors.ProtocolError(f"expected PONG, got kind {header.kind}")
+        self.server_info = protocol.decode_json(frames[0].buffer)
+        return self.server_info
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._local_pool is None:
+                self._local_pool = ThreadPoolExecutor(
+                    self.config.local_workers, thread_name_prefix="offload-local"
+                )
+            return self._local_pool
+
+    def _note_fallback(self, fn: OffloadedFunction[..., Any], exc: BaseException) -> None:
+        reason = type(exc).__name__
+        sticky = isinstance(exc, (errors.UnknownFunction, errors.VersionMismatch))
+        key = (fn.wire_name, reason)
+        with self._lock:
+            first = key not in self._warned
+            self._warned.add(key)
+            if sticky:
+                self._warned.add((fn.wire_name, "local"))
+        if first:
+            warnings.warn(
+                f"offload: running {fn.wire_name} locally: {reason}: {exc}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        log.debug("fallback to local for %s: %r", fn.wire_name, exc)
+
+
+def _ship(fn: Callable[..., Any]) -> bytes:
+    """The function by value (cloudpickle), even if its module is importable."""
+    module = sys.modules.get(fn.__module__)
+    with _ship_lock:
+        if module is None or module.__name__ == "__main__":
+            return cloudpickle.dumps(fn)
+        cloudpickle.register_pickle_by_value(module)
+        try:
+            return cloudpickle.dumps(fn)
+        finally:
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def _chain(outer: Future[Any], inner: Future[Any]) -> None:
+    if outer.done():
+        return
+    exc = inner.exception()
+    if exc is not None:
+        outer.set_exception(exc)
+    else:
+        outer.set_result(inner.result())
+
+
+def rebuild_error(body: dict[str, Any]) -> BaseException:
+    """The exception a server's ERROR reply describes, as its own type where possible."""
+    code = body.get("code", "remote")
+    message = str(body.get("message", ""))
+    remote_tb = str(body.get("traceback") or "")
+    if code != "remote":
+        return errors.ERROR_CODES.get(code, errors.RemoteError)(message)
+    type_name = str(body.get("type", ""))
+    exc: BaseException | None = None
+    module_name, _, qualname = type_name.partition(":")
+    module = sys.modules.get(module_name) if module_name != "builtins" else builtins
+    cls = getattr(module, qualname, None) if module is not None and "." not in qualname else None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            exc = cls(*body.get("args", [message]))
+        except Exception:
+            exc = None
+    if exc is None:
+        exc = errors.RemoteError(f"{type_name}: {message}", type_name, remote_tb)
+    if remote_tb:
+        exc.__cause__ = errors.RemoteTraceback(remote_tb)
+    return exc

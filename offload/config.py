@@ -1,0 +1,137 @@
+"""Client configuration: one frozen dataclass, read once and passed down.
+
+Values come from, in increasing priority: the defaults below, a TOML file
+(``OFFLOAD_CONFIG``, else ``./offload.toml``, else
+``~/.config/offload/config.toml``; keys as the field names, optionally under an
+``[offload]`` table), ``OFFLOAD_<FIELD>`` environment variables, and keyword
+arguments. Nothing else in the package reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+MODES = ("auto", "local", "remote")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of a :class:`offload.Client`.
+
+    server: address of the edge server (``tcp://host:port``); ``None`` means
+        offline: ``auto`` calls run locally and ``remote`` calls fail.
+    mode: default for functions decorated without a mode.
+    timeout: default per-call timeout in seconds, enforced by the server.
+    connect_timeout: how long the first ``auto`` call waits for the server's
+        first answer before deciding it is absent and running locally.
+    heartbeat_interval: how often a client with calls in flight pings.
+    heartbeat_timeout: silence after which in-flight calls fail with
+        :class:`~offload.ServerUnavailable` (``auto`` calls then run locally).
+    retry_interval: how often an unreachable server is probed again.
+    max_message_size: largest message sent or accepted, in bytes.
+    compression: ``"auto"`` (lz4 where a sample shows it pays) or ``"off"``.
+    local_workers: threads running ``submit``-ted local calls (``None``: CPU count).
+    """
+
+    server: str | None = None
+    mode: str = "auto"
+    timeout: float | None = None
+    connect_timeout: float = 1.0
+    heartbeat_interval: float = 1.0
+    heartbeat_timeout: float = 5.0
+    retry_interval: float = 5.0
+    max_message_size: int = 512 * 2**20
+    compression: str = "auto"
+    local_workers: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.compression not in ("auto", "off"):
+            raise ConfigError(f"compression must be 'auto' or 'off', not {self.compression!r}")
+        for name in (
+            "connect_timeout",
+            "heartbeat_interval",
+            "heartbeat_timeout",
+            "retry_interval",
+            "max_message_size",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        if self.server is not None and "://" not in self.server:
+            raise ConfigError(
+                f"server must be a ZeroMQ address like tcp://host:port, not {self.server!r}"
+            )
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Config:
+        """Build a config from a TOML file, ``OFFLOAD_*`` variables and ``overrides``."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        file = _find_file(path, env)
+        if file is not None:
+            values.update(_read_toml(file))
+        for f in fields(cls):
+            raw = env.get(f"OFFLOAD_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(f.name, raw, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown configuration keys: {sorted(unknown)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+def _find_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path | None:
+    if path is not None:
+        return Path(path)
+    if "OFFLOAD_CONFIG" in env:
+        return Path(env["OFFLOAD_CONFIG"])
+    for candidate in (Path("offload.toml"), Path.home() / ".config" / "offload" / "config.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(file.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc}") from exc
+    return dict(data.get("offload", data))
+
+
+def _parse(name: str, raw: str, annotation: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if raw.lower() in ("", "none") and "None" in kind:
+            return None
+        if kind.startswith("float"):
+            return float(raw)
+        if kind.startswith("int"):
+            return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"OFFLOAD_{name.upper()}={raw!r} is not a number") from exc
+    return raw

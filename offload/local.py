@@ -1,0 +1,95 @@
+"""``serve_local``: an edge server in a child process, for demos, tests and development."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import selectors
+import subprocess
+import sys
+import weakref
+from collections.abc import Sequence
+
+from ._exceptions import ServerUnavailable
+
+_running: weakref.WeakSet[LocalServer] = weakref.WeakSet()
+
+
+class LocalServer:
+    """A running local edge server; ``str()`` of it is its address."""
+
+    def __init__(self, address: str, process: subprocess.Popen[bytes]) -> None:
+        self.address = address
+        self.process = process
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after ``timeout``) and its workers."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        _running.discard(self)
+
+    def __str__(self) -> str:
+        return self.address
+
+    def __repr__(self) -> str:
+        return f"<LocalServer {self.address} pid={self.process.pid}>"
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_local(
+    apps: Sequence[str] = (),
+    *,
+    workers: int | None = None,
+    allow_code_shipping: bool = False,
+    extra_args: Sequence[str] = (),
+    start_timeout: float = 60.0,
+) -> LocalServer:
+    """Start an edge server serving ``apps`` on a free loopback port; return it once ready.
+
+    The child gets this process's ``sys.path``, so the app modules it imports
+    are the same files this process imports (replicated code by construction).
+    """
+    cmd = [sys.executable, "-m", "edge_server", "--bind", "tcp://127.0.0.1:*", "--print-address"]
+    for app in apps:
+        cmd += ["--app", app]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
+    if allow_code_shipping:
+        cmd.append("--allow-code-shipping")
+    cmd += list(extra_args)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p)
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        ready = selector.select(start_timeout)
+    line = process.stdout.readline().decode().strip() if ready else ""
+    if not line.startswith("tcp://"):
+        process.kill()
+        process.wait()
+        process.stdout.close()
+        raise ServerUnavailable(
+            f"local edge server did not start within {start_timeout} s (exit code {process.poll()})"
+        )
+    server = LocalServer(line, process)
+    _running.add(server)
+    return server
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_running):
+        server.stop()

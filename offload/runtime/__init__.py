@@ -1,0 +1,1 @@
+"""Running calls: wire protocol, serialization, compression and the client transport."""

@@ -1,0 +1,70 @@
+"""Naming and fingerprinting functions, and finding the replicated ones in a module.
+
+Replicated code (DCOF) means the client and the server import the same module,
+so a call only has to name the function. The name is ``"module:qualname"``;
+the fingerprint is a 16-byte BLAKE2b digest of the function's source text, so
+the server can tell when its copy differs from the client's. Source is used
+rather than bytecode because a phone and a Pi rarely run the same Python
+version, and bytecode differs between versions for identical code. Where no
+source exists (functions built at run time), the code object is hashed: its
+bytecode, names and constants, nested code objects included, but not line
+numbers or file names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import sys
+import textwrap
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+def function_name(fn: Callable[..., Any]) -> str:
+    """``"module:qualname"``, with ``__main__`` replaced by its real module name when run with -m."""
+    module = fn.__module__
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name:
+            module = spec.name
+    return f"{module}:{fn.__qualname__}"
+
+
+def _code_bytes(code: types.CodeType) -> Iterator[bytes]:
+    yield code.co_code
+    yield repr(code.co_names).encode()
+    yield repr((code.co_argcount, code.co_kwonlyargcount, code.co_varnames)).encode()
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_bytes(const)
+        else:
+            yield repr(const).encode()
+
+
+def fingerprint(fn: Callable[..., Any]) -> bytes:
+    """A 16-byte digest identifying this version of ``fn``'s code."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):
+        h.update(b"code\0")
+        for part in _code_bytes(fn.__code__):
+            h.update(part)
+            h.update(b"\0")
+    else:
+        h.update(b"source\0")
+        h.update(textwrap.dedent(source).encode())
+    return h.digest()
+
+
+def find_offloaded(module: types.ModuleType) -> dict[str, Any]:
+    """The ``@offload`` functions defined in ``module``, by wire name."""
+    from ..api import OffloadedFunction
+
+    return {
+        obj.wire_name: obj
+        for obj in vars(module).values()
+        if isinstance(obj, OffloadedFunction) and obj.__module__ == module.__name__
+    }

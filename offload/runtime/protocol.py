@@ -1,0 +1,141 @@
+"""Wire protocol: the header frame every message starts with, and its payload frames.
+
+A message is a ZeroMQ multipart message. The first frame is the header, a
+fixed binary layout (network byte order, never pickle, so a server can route
+and reject a message without deserializing anything); the frames after it are
+the payload, whose meaning depends on the kind.
+
+Header layout (``HEADER_PREFIX`` plus variable tail)::
+
+    offset  size  field
+    0       4     magic        b"OFLD"
+    4       1     version      protocol version, currently 1; others are refused
+    5       1     kind         CALL=1 RESULT=2 ERROR=3 PING=4 PONG=5
+    6       2     flags        bit 0 BY_VALUE: payload frame 0 is the function
+                               itself (cloudpickle), shipped because the server
+                               may not hold it (the "traditional offloading" path)
+    8       8     request id   chosen by the client, echoed in the reply
+    16      8     aux          CALL: timeout in microseconds (0 = none);
+                               RESULT: server-side execution time in nanoseconds
+    24      16    fingerprint  CALL: hash of the function's code; zeros otherwise
+    40      2     name length  n, the length of the UTF-8 function name
+    42      n     name         CALL: "module:qualname"; empty otherwise
+    42+n    k     codecs       one byte per payload frame: 0 raw, 1 lz4 block
+
+Payload by kind:
+
+* CALL: ``[function (BY_VALUE only)] + [pickle stream, *out-of-band buffers]``
+  of the tuple ``(args, kwargs)``; buffers are pickle protocol 5 ``PickleBuffer``
+  contents, one frame each, never copied into the stream.
+* RESULT: ``[pickle stream, *out-of-band buffers]`` of the return value.
+* ERROR: one UTF-8 JSON frame ``{"code", "message", "type", "args", "traceback"}``;
+  ``code`` is a key of :data:`offload._exceptions.ERROR_CODES`.
+* PING: no payload. PONG: one JSON frame describing the server.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any, NamedTuple
+
+from .._exceptions import ProtocolError
+
+MAGIC = b"OFLD"
+VERSION = 1
+
+CALL, RESULT, ERROR, PING, PONG = 1, 2, 3, 4, 5
+KINDS = frozenset((CALL, RESULT, ERROR, PING, PONG))
+
+BY_VALUE = 0x1
+
+RAW, LZ4 = 0, 1
+
+HEADER_PREFIX = struct.Struct("!4sBBHQQ16sH")
+NO_FINGERPRINT = bytes(16)
+
+
+class Header(NamedTuple):
+    """A decoded header frame."""
+
+    kind: int
+    flags: int
+    request_id: int
+    aux: int
+    fingerprint: bytes
+    name: str
+    codecs: bytes
+
+
+def encode_header(
+    kind: int,
+    request_id: int,
+    *,
+    flags: int = 0,
+    aux: int = 0,
+    fingerprint: bytes = NO_FINGERPRINT,
+    name: bytes = b"",
+    codecs: bytes = b"",
+) -> bytes:
+    """Pack a header frame; ``name`` is already UTF-8 encoded."""
+    return (
+        HEADER_PREFIX.pack(MAGIC, VERSION, kind, flags, request_id, aux, fingerprint, len(name))
+        + name
+        + codecs
+    )
+
+
+def decode_header(frame: bytes | memoryview) -> Header:
+    """Unpack and validate a header frame, raising :class:`ProtocolError` if malformed."""
+    size = HEADER_PREFIX.size
+    if len(frame) < size:
+        raise ProtocolError(f"header frame of {len(frame)} bytes is shorter than {size}")
+    magic, version, kind, flags, request_id, aux, fingerprint, name_len = HEADER_PREFIX.unpack_from(
+        frame
+    )
+    if magic != MAGIC:
+        raise ProtocolError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
+    if version != VERSION:
+        raise ProtocolError(f"unsupported protocol version {version}, this side speaks {VERSION}")
+    if kind not in KINDS:
+        raise ProtocolError(f"unknown message kind {kind}")
+    end = size + name_len
+    if len(frame) < end:
+        raise ProtocolError("header frame truncated inside the function name")
+    try:
+        name = bytes(frame[size:end]).decode()
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("function name is not valid UTF-8") from exc
+    codecs = bytes(frame[end:])
+    if any(c not in (RAW, LZ4) for c in codecs):
+        raise ProtocolError("unknown payload codec")
+    return Header(kind, flags, request_id, aux, fingerprint, name, codecs)
+
+
+def peek_request_id(frame: bytes | memoryview) -> int | None:
+    """Best-effort request id of a possibly malformed header, so an error can still be routed."""
+    if len(frame) >= 16 and bytes(frame[:4]) == MAGIC:
+        return int.from_bytes(frame[8:16], "big")
+    return None
+
+
+def error_message(request_id: int, code: str, message: str, **detail: Any) -> list[bytes]:
+    """An ERROR reply: header plus one JSON frame."""
+    body = json.dumps({"code": code, "message": message, **detail}).encode()
+    return [encode_header(ERROR, request_id, codecs=bytes([RAW])), body]
+
+
+def json_message(kind: int, request_id: int, body: dict[str, Any]) -> list[bytes]:
+    """A control reply (PONG) carrying one JSON frame."""
+    return [encode_header(kind, request_id, codecs=bytes([RAW])), json.dumps(body).encode()]
+
+
+def decode_json(frame: bytes | memoryview) -> dict[str, Any]:
+    """Parse a JSON payload frame, raising :class:`ProtocolError` if it is not a JSON object."""
+    try:
+        body = json.loads(bytes(frame))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"malformed JSON payload: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ProtocolError("JSON payload is not an object")
+    return body
