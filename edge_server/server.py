@@ -39,7 +39,7 @@ import zmq
 
 import offload
 from offload._exceptions import ProtocolError
-from offload.runtime import protocol
+from offload.runtime import protocol, sockets
 
 from .arena import arena_dir
 from .channel import Channel
@@ -133,12 +133,12 @@ class EdgeServer:
         # only signals "state changed", so EVENTS is checked on every iteration.
         frontend, pool = self._frontend, self._pool
         fdpoll = select.poll()
-        static = (frontend.getsockopt(zmq.FD), self._wake_r, pool.listener.fileno())
+        static = (frontend.getsockopt(sockets.FD), self._wake_r, pool.listener.fileno())
         for fd in static:
             fdpoll.register(fd, select.POLLIN)
         watched: set[int] = set()
         while not self._stopping:
-            while frontend.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            while sockets.readable(frontend):
                 self._on_client(frontend.recv_multipart(copy=False))
             self._dispatch()
             if pool.changed:
@@ -149,7 +149,7 @@ class EdgeServer:
                 for fd in fds - watched:
                     fdpoll.register(fd, select.POLLIN)
                 watched = set(fds)
-            if frontend.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if sockets.readable(frontend):
                 continue
             for fd, _ in fdpoll.poll(self._poll_timeout()):
                 if fd in pool.by_fd:
@@ -236,10 +236,8 @@ class EdgeServer:
     def _reply_error(self, client: bytes, request_id: int, code: str, message: str) -> None:
         self._send(client, protocol.error_message(request_id, code, message))
 
-    def _send(
-        self, client: bytes, frames: list[Any], track: bool = False
-    ) -> zmq.MessageTracker | None:
-        return self._frontend.send_multipart([client, *frames], copy=False, track=track)
+    def _send(self, client: bytes, frames: list[Any]) -> None:
+        sockets.send_frames(self._frontend, [client, *frames])
 
     # -- workers --------------------------------------------------------------------------------
 

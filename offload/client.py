@@ -31,6 +31,7 @@ from .api import OffloadedFunction, as_offloaded
 from .config import Config
 from .profiler import REMOTE, Decider, ReachabilityDecider
 from .runtime import protocol, serialize
+from .runtime.compression import maybe_compress
 from .runtime.transport import Connection
 
 log = logging.getLogger("offload")
@@ -241,10 +242,11 @@ class Client(Executor):
         flags = 0
         if by_value:
             flags = protocol.BY_VALUE
-            fcodecs, fframes = serialize.dumps(_ship(fn.__wrapped__), compress=compress)
-            if len(fframes) != 1:
-                raise errors.SerializationError("shipped code must be a single frame")
-            codecs, frames = fcodecs + codecs, fframes + frames
+            code: Any = _ship(fn.__wrapped__)
+            codec = protocol.RAW
+            if compress:
+                codec, code = maybe_compress(memoryview(code))
+            codecs, frames = bytes([codec]) + codecs, [code, *frames]
         size = sum(memoryview(f).nbytes for f in frames)
         if size > self.config.max_message_size:
             raise errors.PayloadTooLarge(

@@ -78,11 +78,14 @@ def serve_local(
         ready = selector.select(start_timeout)
     line = process.stdout.readline().decode().strip() if ready else ""
     if not line.startswith("tcp://"):
+        code = process.poll()
         process.kill()
         process.wait()
         process.stdout.close()
         raise ServerUnavailable(
-            f"local edge server did not start within {start_timeout} s (exit code {process.poll()})"
+            f"local edge server exited with code {code} before it was ready"
+            if code
+            else f"local edge server did not start within {start_timeout} s"
         )
     server = LocalServer(line, process)
     _running.add(server)

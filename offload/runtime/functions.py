@@ -23,7 +23,7 @@ from typing import Any
 
 
 def function_name(fn: Callable[..., Any]) -> str:
-    """``"module:qualname"``, with ``__main__`` replaced by its real module name when run with -m."""
+    """``"module:qualname"``; ``__main__`` becomes the real module name under ``python -m``."""
     module = fn.__module__
     if module == "__main__":
         spec = getattr(sys.modules.get("__main__"), "__spec__", None)

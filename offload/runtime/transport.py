@@ -36,7 +36,7 @@ from typing import Any
 import zmq
 
 from .._exceptions import OffloadError, ProtocolError, ServerUnavailable
-from . import protocol
+from . import protocol, sockets
 
 Decoder = Callable[[protocol.Header, Sequence[zmq.Frame]], Any]
 
@@ -56,6 +56,7 @@ class Connection:
         self.address = address
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = heartbeat_timeout
+        self._poll_ms = int(heartbeat_interval * 1000)
         self._sock = context.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SNDHWM, 0)
@@ -68,7 +69,7 @@ class Connection:
         # each zmq_poll costs several extra system calls per socket, and a small
         # call's latency is mostly system calls.
         self._fdpoll = select.poll()
-        self._fdpoll.register(self._sock.getsockopt(zmq.FD), select.POLLIN)
+        self._fdpoll.register(self._sock.getsockopt(sockets.FD), select.POLLIN)
         self._fdpoll.register(self._wake_r, select.POLLIN)
 
         self._mutex = threading.Lock()
@@ -157,7 +158,7 @@ class Connection:
 
     def _send(self, frames: Sequence[Any]) -> None:
         try:
-            self._sock.send_multipart(frames, copy=False)
+            sockets.send_frames(self._sock, frames)
         except zmq.ZMQError as exc:
             raise ServerUnavailable(f"cannot send to {self.address}: {exc}") from exc
 
@@ -210,9 +211,9 @@ class Connection:
         sock = self._sock
         # The notification fd only says "something changed": EVENTS is the truth,
         # and every message must be drained before polling again.
-        if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            self._fdpoll.poll(self._heartbeat_interval * 1000)
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        if not sockets.readable(sock):
+            self._fdpoll.poll(self._poll_ms)
+        while sockets.readable(sock):
             self._dispatch(sock.recv_multipart(copy=False))
         self._check_liveness()
 

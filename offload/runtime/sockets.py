@@ -1,0 +1,32 @@
+"""ZeroMQ helpers shared by the client and the server's hot paths.
+
+pyzmq exposes its constants as enum members, and every ``&`` or ``|`` on them
+builds a new enum object; on a small call's path that costs more than the
+system calls. These are the same constants as plain ints, and the two
+operations both sides repeat per message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+EVENTS = int(zmq.EVENTS)
+FD = int(zmq.FD)
+POLLIN = int(zmq.POLLIN)
+SNDMORE = int(zmq.SNDMORE)
+
+
+def readable(sock: zmq.Socket) -> bool:
+    """Whether a message is waiting; also re-arms the socket's notification fd."""
+    return bool(sock.getsockopt(EVENTS) & POLLIN)
+
+
+def send_frames(sock: zmq.Socket, frames: Sequence[Any]) -> None:
+    """Send a multipart message; large frames go zero-copy (pyzmq copies small ones)."""
+    send = sock.send
+    last = len(frames) - 1
+    for i, frame in enumerate(frames):
+        send(frame, SNDMORE if i < last else 0, copy=False)

@@ -1,0 +1,82 @@
+"""The replicated code the test servers serve (``--app tests.apps``)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from offload import offload
+
+
+@dataclass
+class Point:
+    """An application class: admitted by the server's allowlist because it is defined here."""
+
+    x: float
+    y: float
+
+
+class AppError(Exception):
+    """An application exception, rebuilt as its own type on the client."""
+
+
+@offload
+def add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+@offload
+def echo(value: Any) -> Any:
+    return value
+
+
+@offload
+def where() -> int:
+    """The pid of the process that ran the call."""
+    return os.getpid()
+
+
+@offload
+def norm(p: Point) -> float:
+    return float(np.hypot(p.x, p.y))
+
+
+@offload
+def scaled(array: np.ndarray, factor: float) -> np.ndarray:
+    return array * factor
+
+
+@offload
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+@offload
+def fail_app(code: int) -> None:
+    raise AppError("application failure", code)
+
+
+@offload
+def crash() -> None:
+    os._exit(3)
+
+
+@offload
+def segfault() -> None:
+    ctypes.string_at(0)
+
+
+@offload(timeout=0.5)
+def hang() -> None:
+    time.sleep(60)
+
+
+@offload
+def nap(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds

@@ -1,0 +1,243 @@
+"""Bad input gets a clear error, loses nothing, and the server keeps serving everyone."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import numpy as np
+import pytest
+import zmq
+
+import offload
+from offload.api import OffloadedFunction
+from offload.runtime import protocol, serialize
+from tests import apps
+
+
+def still_serving(client: offload.Client) -> None:
+    assert client.call(apps.add, (20, 22), {}, mode="remote") == 42
+
+
+def _impostor_add(a, b):
+    return a - b  # same name as tests.apps:add, different code
+
+
+_impostor_add.__module__ = "tests.apps"
+_impostor_add.__qualname__ = "add"
+
+
+def test_version_mismatch_is_reported(client):
+    impostor = OffloadedFunction(_impostor_add)
+    assert impostor.wire_name == apps.add.wire_name
+    assert impostor.fingerprint != apps.add.fingerprint
+    with pytest.raises(offload.VersionMismatch, match="fingerprint"):
+        client.call(impostor, (5, 3), {}, mode="remote")
+    still_serving(client)
+
+
+def test_version_mismatch_in_auto_mode_runs_locally_and_warns_once(client):
+    impostor = OffloadedFunction(_impostor_add)
+    with pytest.warns(RuntimeWarning, match="VersionMismatch"):
+        assert client.call(impostor, (5, 3), {}, mode="auto") == 2
+    assert client.call(impostor, (7, 3), {}, mode="auto") == 4  # sticky: no second warning
+
+
+def local_only(x):
+    return x * 2
+
+
+def test_unknown_function_without_code_shipping(client):
+    with pytest.raises(offload.UnknownFunction, match="local_only"):
+        client.call(offload.offload(local_only), (4,), {}, mode="remote")
+    still_serving(client)
+
+
+def test_code_shipping_refused_by_default(client):
+    shipped = offload.offload(local_only, ship_code="always")
+    with pytest.raises(offload.CodeShippingDisabled, match="allow-code-shipping"):
+        client.call(shipped, (4,), {}, mode="remote")
+    still_serving(client)
+
+
+def test_code_shipping_when_allowed(shipping_server):
+    with offload.Client(shipping_server) as client:
+        client.ping(timeout=10)
+        # The server lacks the function: "missing" ships it by value on UnknownFunction.
+        assert client.call(offload.offload(local_only), (4,), {}, mode="remote") == 8
+        assert client.call(offload.offload(local_only, ship_code="always"), (5,), {}) == 10
+        pid = client.call(offload.offload(os.getpid, ship_code="always"), (), {}, mode="remote")
+        assert pid != os.getpid()
+
+
+def test_worker_crash_is_reported_and_worker_replaced(client):
+    with pytest.raises(offload.WorkerCrashed, match="code 3"):
+        client.call(apps.crash, (), {}, mode="remote")
+    with pytest.raises(offload.WorkerCrashed, match="SIGSEGV"):
+        client.call(apps.segfault, (), {}, mode="remote")
+    still_serving(client)
+    # both workers are back: two half-second naps overlap
+    start = time.monotonic()
+    futures = [client.submit(apps.nap, 0.5) for _ in range(2)]
+    assert [f.result(timeout=20) for f in futures] == [0.5, 0.5]
+    assert time.monotonic() - start < 0.95
+
+
+def test_hanging_job_times_out_and_others_are_served(client):
+    slow = client.submit(apps.nap, 1.0)
+    with pytest.raises(offload.CallTimeout, match=r"0\.5 s"):
+        client.call(apps.hang, (), {}, mode="remote")
+    assert slow.result(timeout=10) == 1.0
+    still_serving(client)
+
+
+class Evil:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_malicious_pickle_is_rejected(client, tmp_path):
+    target = tmp_path / f"pwned-{uuid.uuid4().hex}"
+    with pytest.raises(offload.ForbiddenType, match="system"):
+        client.call(apps.echo, (Evil(str(target)),), {}, mode="remote")
+    time.sleep(0.2)
+    assert not target.exists()
+    still_serving(client)
+
+
+class Unlisted:
+    """Not defined in an app module: the server will not load it."""
+
+
+def test_forbidden_type_in_auto_mode_runs_locally(client):
+    value = Unlisted()
+    with pytest.warns(RuntimeWarning, match="ForbiddenType"):
+        assert client.call(apps.echo, (value,), {}, mode="auto") is value
+
+
+def _raw(server) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RCVTIMEO, 5000)
+    sock.connect(str(server))
+    return sock
+
+
+def _error(sock: zmq.Socket) -> dict:
+    frames = sock.recv_multipart()
+    header = protocol.decode_header(frames[0])
+    assert header.kind == protocol.ERROR
+    return protocol.decode_json(frames[1])
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([b"garbage"], "protocol"),
+        ([b"OFLD" + bytes(60)], "protocol"),  # version 0
+        ([protocol.encode_header(protocol.CALL, 7)[:-1] + b"\xff"], "protocol"),
+        ([protocol.encode_header(protocol.RESULT, 7, codecs=b"\0"), b"x"], "protocol"),
+        (
+            [protocol.encode_header(protocol.CALL, 7, name=b"tests.apps:add", codecs=b"\0")],
+            "protocol",
+        ),
+        (
+            [protocol.encode_header(protocol.CALL, 7, name=b"tests.apps:add", codecs=b"\0"), b"1"],
+            "version_mismatch",
+        ),
+        (
+            [protocol.encode_header(protocol.CALL, 7, name=b"\xff\xfe", codecs=b"\0"), b"1"],
+            "protocol",
+        ),
+    ],
+    ids=[
+        "garbage",
+        "bad-version",
+        "bad-codec",
+        "reply-kind",
+        "no-payload",
+        "no-fingerprint",
+        "utf8",
+    ],
+)
+def test_malformed_messages_get_errors(server, client, frames, code):
+    sock = _raw(server)
+    try:
+        sock.send_multipart(frames)
+        assert _error(sock)["code"] == code
+    finally:
+        sock.close()
+    still_serving(client)
+
+
+def test_corrupt_pickle_payload(server, client):
+    codecs, _ = serialize.dumps(((1, 2), {}))
+    header = protocol.encode_header(
+        protocol.CALL,
+        9,
+        fingerprint=apps.add.fingerprint,
+        name=apps.add.wire_name.encode(),
+        codecs=codecs,
+    )
+    sock = _raw(server)
+    try:
+        sock.send_multipart([header, b"\x80\x05not a pickle"])
+        assert _error(sock)["code"] == "serialization"
+        sock.send_multipart([header, protocol.encode_header(protocol.PING, 0)])
+        assert _error(sock)["code"] == "serialization"
+    finally:
+        sock.close()
+    still_serving(client)
+
+
+def test_lz4_bomb_is_refused(server, client):
+    # A frame claiming to inflate to 2 GiB, over the server's limit.
+    header = protocol.encode_header(
+        protocol.CALL,
+        9,
+        fingerprint=apps.echo.fingerprint,
+        name=apps.echo.wire_name.encode(),
+        codecs=bytes([protocol.LZ4]),
+    )
+    sock = _raw(server)
+    try:
+        sock.send_multipart([header, (2**31 - 1).to_bytes(4, "little") + b"\x00" * 16])
+        assert _error(sock)["code"] == "payload_too_large"
+    finally:
+        sock.close()
+    still_serving(client)
+
+
+def test_payload_over_the_server_limit(make_server):
+    server = make_server("--max-message-size", str(2**20))
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        with pytest.raises(offload.PayloadTooLarge, match="1048576"):
+            client.call(apps.echo, (np.zeros(2**18),), {}, mode="remote")
+        assert client.call(apps.echo, (np.zeros(2**10),), {}, mode="remote").shape == (1024,)
+
+
+def test_payload_over_the_client_limit(client):
+    small = offload.Client(client.config.server, max_message_size=4096)
+    try:
+        with pytest.raises(offload.PayloadTooLarge, match="max_message_size"):
+            small.call(apps.echo, (os.urandom(10_000),), {}, mode="remote")
+    finally:
+        small.shutdown()
+
+
+def test_queue_full_gives_server_busy(make_server):
+    server = make_server("--queue-size", "1", workers=1)
+    with offload.Client(server) as client:
+        client.call(apps.nap, (0,), {}, mode="remote")  # the worker is up
+        running = client.submit(apps.nap, 0.5)
+        time.sleep(0.2)
+        queued = client.submit(apps.nap, 0.01)
+        time.sleep(0.05)
+        with pytest.raises(offload.ServerBusy, match="queue full"):
+            client.call(apps.nap, (0.01,), {}, mode="remote")
+        assert running.result(timeout=10) == 0.5 and queued.result(timeout=10) == 0.01
