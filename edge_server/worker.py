@@ -24,7 +24,6 @@ import signal
 import socket
 import sys
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from offload._exceptions import (
     SerializationError,
     UnknownFunction,
 )
-from offload.runtime import protocol, serialize
+from offload.runtime import errors, protocol, serialize
 from offload.runtime.compression import decompress
 
 from .arena import ARENA_MIN, ArenaReader, ArenaWriter
@@ -106,7 +105,7 @@ def execute(
     try:
         value = fn(*args, **kwargs)
     except BaseException as exc:  # the function's failure is the caller's to see
-        return _exception_reply(request_id, exc)
+        return errors.exception_message(request_id, exc)
     elapsed = time.perf_counter_ns() - start
     try:
         codecs, frames = serialize.dumps(value, compress=config.compression == "auto")
@@ -153,19 +152,6 @@ def _load_arguments(
     ):
         raise ProtocolError("CALL payload is not an (args, kwargs) pair")
     return loaded
-
-
-def _exception_reply(request_id: int, exc: BaseException) -> list[Any]:
-    cls = type(exc)
-    plain = (str, int, float, bool, type(None))
-    return protocol.error_message(
-        request_id,
-        "remote",
-        str(exc),
-        type=f"{cls.__module__}:{cls.__qualname__}",
-        args=[a if isinstance(a, plain) else repr(a) for a in exc.args],
-        traceback="".join(traceback.format_exception(cls, exc, exc.__traceback__)),
-    )
 
 
 def _die_with_parent() -> None:

@@ -12,10 +12,8 @@ are never retried: they are raised as the function's own exception type.
 
 from __future__ import annotations
 
-import builtins
 import functools
 import logging
-import sys
 import threading
 import time
 import warnings
@@ -23,15 +21,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
 
-import cloudpickle
 import zmq
 
 from . import _exceptions as errors
 from .api import OffloadedFunction, as_offloaded
 from .config import Config
 from .profiler import REMOTE, Decider, ReachabilityDecider
+from .runtime import errors as errors_wire
 from .runtime import protocol, serialize
 from .runtime.compression import maybe_compress
+from .runtime.functions import pickle_by_value
 from .runtime.transport import Connection
 
 log = logging.getLogger("offload")
@@ -45,7 +44,6 @@ FALLBACK = (
     errors.PayloadTooLarge,
     errors.SerializationError,
 )
-_ship_lock = threading.Lock()
 
 
 class Client(Executor):
@@ -195,8 +193,7 @@ class Client(Executor):
                 return self._with_fallback(fn, args, kwargs)
         if mode == "local":
             return self._pool().submit(fn.__wrapped__, *args, **kwargs)
-        future: Future[Any] = Future()
-        future.set_running_or_notify_cancel()
+        future = _running_future()
         try:
             self._send_call(fn, args, kwargs, future, wait=wait)
         except errors.OffloadError as exc:
@@ -207,8 +204,7 @@ class Client(Executor):
         self, fn: OffloadedFunction[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Future[Any]:
         """A remote call whose fallback-class failure reruns it in the local pool."""
-        outer: Future[Any] = Future()
-        outer.set_running_or_notify_cancel()
+        outer = _running_future()
 
         def done(inner: Future[Any]) -> None:
             exc = inner.exception()
@@ -242,7 +238,7 @@ class Client(Executor):
         flags = 0
         if by_value:
             flags = protocol.BY_VALUE
-            code: Any = _ship(fn.__wrapped__)
+            code: Any = pickle_by_value(fn.__wrapped__)
             codec = protocol.RAW
             if compress:
                 codec, code = maybe_compress(memoryview(code))
@@ -268,8 +264,7 @@ class Client(Executor):
         if fn.ship_code == "missing" and not by_value and self.server_info.get("code_shipping"):
             # The server may lack the function: on UnknownFunction, ship it by value.
             retry = functools.partial(self._retry_by_value, fn, args, kwargs, future)
-            inner: Future[Any] = Future()
-            inner.set_running_or_notify_cancel()
+            inner = _running_future()
             inner.add_done_callback(retry)
             conn.request(request_id, [header, *frames], inner, decode, wait=wait)
             return
@@ -301,13 +296,12 @@ class Client(Executor):
                 header.codecs, buffers, fn.allowlist, self.config.max_message_size
             )
         if header.kind == protocol.ERROR and frames:
-            raise rebuild_error(protocol.decode_json(frames[0].buffer))
+            raise errors_wire.rebuild(protocol.decode_json(frames[0].buffer))
         raise errors.ProtocolError(f"unexpected reply kind {header.kind}")
 
     def _start_ping(self) -> Future[dict[str, Any]]:
         assert self._conn is not None
-        future: Future[dict[str, Any]] = Future()
-        future.set_running_or_notify_cancel()
+        future: Future[dict[str, Any]] = _running_future()
         request_id = self._conn.next_id()
         self._conn.request(
             request_id,
@@ -350,17 +344,11 @@ class Client(Executor):
         log.debug("fallback to local for %s: %r", fn.wire_name, exc)
 
 
-def _ship(fn: Callable[..., Any]) -> bytes:
-    """The function by value (cloudpickle), even if its module is importable."""
-    module = sys.modules.get(fn.__module__)
-    with _ship_lock:
-        if module is None or module.__name__ == "__main__":
-            return cloudpickle.dumps(fn)
-        cloudpickle.register_pickle_by_value(module)
-        try:
-            return cloudpickle.dumps(fn)
-        finally:
-            cloudpickle.unregister_pickle_by_value(module)
+def _running_future() -> Future[Any]:
+    """A future already marked running: remote calls cannot be cancelled once sent."""
+    future: Future[Any] = Future()
+    future.set_running_or_notify_cancel()
+    return future
 
 
 def _chain(outer: Future[Any], inner: Future[Any]) -> None:
@@ -371,27 +359,3 @@ def _chain(outer: Future[Any], inner: Future[Any]) -> None:
         outer.set_exception(exc)
     else:
         outer.set_result(inner.result())
-
-
-def rebuild_error(body: dict[str, Any]) -> BaseException:
-    """The exception a server's ERROR reply describes, as its own type where possible."""
-    code = body.get("code", "remote")
-    message = str(body.get("message", ""))
-    remote_tb = str(body.get("traceback") or "")
-    if code != "remote":
-        return errors.ERROR_CODES.get(code, errors.RemoteError)(message)
-    type_name = str(body.get("type", ""))
-    exc: BaseException | None = None
-    module_name, _, qualname = type_name.partition(":")
-    module = sys.modules.get(module_name) if module_name != "builtins" else builtins
-    cls = getattr(module, qualname, None) if module is not None and "." not in qualname else None
-    if isinstance(cls, type) and issubclass(cls, Exception):
-        try:
-            exc = cls(*body.get("args", [message]))
-        except Exception:
-            exc = None
-    if exc is None:
-        exc = errors.RemoteError(f"{type_name}: {message}", type_name, remote_tb)
-    if remote_tb:
-        exc.__cause__ = errors.RemoteTraceback(remote_tb)
-    return exc

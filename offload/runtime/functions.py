@@ -17,9 +17,12 @@ import hashlib
 import inspect
 import sys
 import textwrap
+import threading
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import cloudpickle
 
 
 def function_name(fn: Callable[..., Any]) -> str:
@@ -57,6 +60,26 @@ def fingerprint(fn: Callable[..., Any]) -> bytes:
         h.update(b"source\0")
         h.update(textwrap.dedent(source).encode())
     return h.digest()
+
+
+_by_value_lock = threading.Lock()
+
+
+def pickle_by_value(fn: Callable[..., Any]) -> bytes:
+    """``fn`` pickled with its code (cloudpickle), even when its module is importable.
+
+    This is the "traditional offloading" path: the server needs nothing of the
+    app beforehand. cloudpickle's by-value registry is process-wide, hence the lock.
+    """
+    module = sys.modules.get(fn.__module__)
+    with _by_value_lock:
+        if module is None or module.__name__ == "__main__":
+            return cloudpickle.dumps(fn)
+        cloudpickle.register_pickle_by_value(module)
+        try:
+            return cloudpickle.dumps(fn)
+        finally:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 def find_offloaded(module: types.ModuleType) -> dict[str, Any]:
