@@ -54,13 +54,17 @@ class RawEcho:
         self._context.term()
 
 
-def timed(fn: Any, n: int, warmup: int = 10) -> list[float]:
-    """Wall-clock seconds of ``n`` calls of ``fn()``, after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+def interleaved(fns: Sequence[Any], n: int, warmup: int = 10) -> list[list[float]]:
+    """Seconds per call of each of ``fns``, called in turn ``n`` times after ``warmup`` rounds.
+
+    Alternating the contenders call by call gives both the same share of a noisy,
+    shared machine, so their ratio means something even when absolute times drift.
+    """
+    times: list[list[float]] = [[] for _ in fns]
+    for round_ in range(warmup + n):
+        for fn, out in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                out.append(time.perf_counter() - start)
     return times
