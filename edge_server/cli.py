@@ -110,5 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.print_address:
             print(address, flush=True)
 
-    server.serve(on_ready=ready)
+    try:
+        server.serve(on_ready=ready)
+    except ConfigError as exc:
+        print(f"edge-server: {exc}", file=sys.stderr)
+        return 2
     return 0

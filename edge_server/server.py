@@ -26,7 +26,6 @@ import logging
 import os
 import secrets
 import select
-import shutil
 import tempfile
 import time
 from collections import deque
@@ -38,7 +37,7 @@ from typing import Any
 import zmq
 
 import offload
-from offload._exceptions import ProtocolError
+from offload._exceptions import ConfigError, ProtocolError
 from offload.runtime import protocol, sockets
 
 from .arena import arena_dir
@@ -91,38 +90,41 @@ class EdgeServer:
         os.write(self._wake_w, b"\0")
 
     def serve(self, on_ready: Callable[[str], None] | None = None) -> None:
-        """Bind, start the workers, and route messages until :meth:`stop`."""
-        context = zmq.Context()
-        workdir = tempfile.mkdtemp(prefix="offload-")
-        token = secrets.token_hex(4)
-        frontend = context.socket(zmq.ROUTER)
-        frontend.setsockopt(zmq.LINGER, 1000)
-        frontend.setsockopt(zmq.SNDHWM, 0)
-        frontend.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_size + 65536)
-        frontend.bind(self.config.bind)
-        self.address = frontend.getsockopt(zmq.LAST_ENDPOINT).decode()
-        pool = Pool(self.config, Path(workdir), arena_dir(), token)
-        self._frontend, self._pool = frontend, pool
-        try:
-            pool.start()
-            log.info(
-                "serving %d functions on %s with %d workers",
-                len(self.registry.functions),
-                self.address,
-                self.config.workers,
-            )
-            if on_ready is not None:
-                on_ready(self.address)
-            self._loop()
-        finally:
-            for job in self._queue:
-                self._reply_error(job.client, job.request_id, "unavailable", "server shut down")
-            pool.stop(timeout=2.0)
-            frontend.close()
-            context.term()
-            shutil.rmtree(workdir, ignore_errors=True)
-            os.close(self._wake_r)
-            os.close(self._wake_w)
+        """Bind, start the workers, and route messages until :meth:`stop`.
+
+        Raises :class:`~offload.ConfigError` if the address cannot be bound.
+        """
+        with zmq.Context() as context, tempfile.TemporaryDirectory(prefix="offload-") as workdir:
+            frontend = context.socket(zmq.ROUTER)
+            frontend.setsockopt(zmq.LINGER, 1000)
+            frontend.setsockopt(zmq.SNDHWM, 0)
+            frontend.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_size + 65536)
+            try:
+                frontend.bind(self.config.bind)
+            except zmq.ZMQError as exc:
+                frontend.close()
+                raise ConfigError(f"cannot bind {self.config.bind}: {exc}") from exc
+            self.address = frontend.getsockopt(zmq.LAST_ENDPOINT).decode()
+            pool = Pool(self.config, Path(workdir), arena_dir(), secrets.token_hex(4))
+            self._frontend, self._pool = frontend, pool
+            try:
+                pool.start()
+                log.info(
+                    "serving %d functions on %s with %d workers",
+                    len(self.registry.functions),
+                    self.address,
+                    self.config.workers,
+                )
+                if on_ready is not None:
+                    on_ready(self.address)
+                self._loop()
+            finally:
+                for job in self._queue:
+                    self._reply_error(job.client, job.request_id, "unavailable", "shut down")
+                pool.stop(timeout=2.0)
+                frontend.close()
+                os.close(self._wake_r)
+                os.close(self._wake_w)
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -248,7 +250,13 @@ class EdgeServer:
                 self._queue.appendleft(job)
                 continue
             header, payload = job.frames[0], job.frames[1:]
-            name, spans, inline = worker.in_arena.pack([f.buffer for f in payload])
+            try:
+                name, spans, inline = worker.in_arena.pack([f.buffer for f in payload])
+            except OSError as exc:  # e.g. /dev/shm is full
+                self._idle.appendleft(worker)
+                log.error("cannot stage job %d for a worker: %s", job.id, exc)
+                self._reply_error(job.client, job.request_id, "unavailable", f"server: {exc}")
+                continue
             try:
                 worker.channel.send(
                     [b"J", job.id.to_bytes(8, "big"), header.buffer, name, spans, *inline]

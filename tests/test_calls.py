@@ -143,3 +143,21 @@ def test_decorated_function_is_still_a_function():
     assert apps.add.local(2, 3) == 5
     assert pickle.loads(pickle.dumps(apps.add)) is apps.add
     assert apps.add.wire_name == "tests.apps:add"
+
+
+@pytest.mark.timeout(60)
+def test_mixed_sync_and_async_calls_from_many_threads(client):
+    """Leadership of the socket passes between callers and the I/O thread without loss."""
+
+    def worker(t):
+        out = []
+        for i in range(25):
+            if i % 3 == 0:
+                out.append(client.submit(apps.add, t, i))
+            else:
+                out.append(client.call(apps.add, (t, i), {}, mode="remote"))
+        return [o.result(timeout=30) if hasattr(o, "result") else o for o in out]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(worker, range(8)))
+    assert results == [[t + i for i in range(25)] for t in range(8)]

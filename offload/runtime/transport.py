@@ -122,7 +122,13 @@ class Connection:
                 self._wake()
         if not lead:
             return
-        self._send(frames)
+        try:
+            self._send(frames)
+        except ServerUnavailable:
+            with self._mutex:
+                self._pending.pop(request_id, None)
+            self._lead(until=None, handoff=True)  # release, or pass on to the I/O thread
+            raise
         if wait:
             self._lead(until=future)
         else:
