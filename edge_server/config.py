@@ -20,6 +20,9 @@ class ServerConfig:
     max_message_size: largest call accepted, in bytes.
     queue_size: calls waiting for a worker before new ones get ServerBusy.
     compression: lz4 on results where it pays (``"auto"``) or ``"off"``.
+    busy_poll: seconds after handing a job to a worker during which the server
+        polls for the reply instead of sleeping (0 disables); see
+        :meth:`EdgeServer._wait <edge_server.server.EdgeServer._wait>`.
     """
 
     bind: str = "tcp://127.0.0.1:5555"
@@ -30,6 +33,7 @@ class ServerConfig:
     max_message_size: int = 512 * 2**20
     queue_size: int = 1000
     compression: str = "auto"
+    busy_poll: float = 0.0005
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -38,5 +42,7 @@ class ServerConfig:
             raise ConfigError("queue_size must be at least 1")
         if self.max_message_size < 1024:
             raise ConfigError("max_message_size must be at least 1024 bytes")
+        if not 0 <= self.busy_poll <= 0.01:
+            raise ConfigError("busy_poll must be between 0 and 10 ms")
         if self.compression not in ("auto", "off"):
             raise ConfigError("compression must be 'auto' or 'off'")

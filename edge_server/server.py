@@ -74,6 +74,7 @@ class EdgeServer:
         self._queue: deque[Job] = deque()
         self._idle: deque[Worker] = deque()
         self._next_job = 0
+        self._dispatched_at = 0.0
         self._info = {
             "server": "edge_server",
             "version": offload.__version__,
@@ -153,7 +154,7 @@ class EdgeServer:
                 watched = set(fds)
             if sockets.readable(frontend):
                 continue
-            for fd, _ in fdpoll.poll(self._poll_timeout()):
+            for fd, _ in self._wait(fdpoll):
                 if fd in pool.by_fd:
                     self._read_worker(pool.by_fd[fd])
                 elif fd in pool.unnamed:
@@ -164,6 +165,25 @@ class EdgeServer:
                     pool.accept()
             self._check_deadlines()
             self._release_arenas()
+
+    def _wait(self, fdpoll: select.poll) -> list[tuple[int, int]]:
+        """Wait for events; shortly after handing out a job, poll without sleeping.
+
+        Waking a sleeping process costs tens of microseconds on small boards and
+        virtual machines, as much as the rest of a small call; a short job's reply
+        usually comes back within ``busy_poll`` of its dispatch, so for that long
+        the server polls instead of sleeping. Only then: spinning at other times
+        would take CPU from the workers and clients this server exists to serve.
+        """
+        events = fdpoll.poll(0)
+        deadline = self._dispatched_at + self.config.busy_poll
+        if events or time.perf_counter() >= deadline:
+            return events or fdpoll.poll(self._poll_timeout())
+        while time.perf_counter() < deadline:
+            events = fdpoll.poll(0)
+            if events:
+                return events
+        return fdpoll.poll(self._poll_timeout())
 
     def _poll_timeout(self) -> int | None:
         if any(w.tracker is not None for w in self._pool.by_identity.values()):
@@ -265,6 +285,7 @@ class EdgeServer:
                 self._queue.appendleft(job)  # the worker died; its sentinel will tell
                 continue
             worker.job = job
+            self._dispatched_at = time.perf_counter()
             worker.deadline = time.monotonic() + job.timeout if job.timeout else None
 
     def _read_unnamed(self, channel: Channel) -> None:
