@@ -105,7 +105,7 @@ class EdgeServer:
             except zmq.ZMQError as exc:
                 frontend.close()
                 raise ConfigError(f"cannot bind {self.config.bind}: {exc}") from exc
-            self.address = frontend.getsockopt(zmq.LAST_ENDPOINT).decode()
+            self.address = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
             pool = Pool(self.config, Path(workdir), arena_dir(), secrets.token_hex(4))
             self._frontend, self._pool = frontend, pool
             try:
@@ -136,7 +136,7 @@ class EdgeServer:
         # only signals "state changed", so EVENTS is checked on every iteration.
         frontend, pool = self._frontend, self._pool
         fdpoll = select.poll()
-        static = (frontend.getsockopt(sockets.FD), self._wake_r, pool.listener.fileno())
+        static = (sockets.fd(frontend), self._wake_r, pool.listener.fileno())
         for fd in static:
             fdpoll.register(fd, select.POLLIN)
         watched: set[int] = set()

@@ -85,7 +85,7 @@ class OffloadedFunction(Generic[P, R]):
         return default_client().call(self, args, kwargs, mode="remote")
 
     def __reduce__(self) -> str:
-        return self.__qualname__
+        return self.__wrapped__.__qualname__
 
     def __repr__(self) -> str:
         return f"<offloaded function {self.wire_name} mode={self.mode or 'default'}>"

@@ -21,7 +21,12 @@ SNDMORE = int(zmq.SNDMORE)
 
 def readable(sock: zmq.Socket) -> bool:
     """Whether a message is waiting; also re-arms the socket's notification fd."""
-    return bool(sock.getsockopt(EVENTS) & POLLIN)
+    return bool(int(sock.getsockopt(EVENTS)) & POLLIN)
+
+
+def fd(sock: zmq.Socket) -> int:
+    """The socket's notification fd, for select.poll."""
+    return int(sock.getsockopt(FD))
 
 
 def send_frames(sock: zmq.Socket, frames: Sequence[Any]) -> None:

@@ -69,7 +69,7 @@ class Connection:
         # each zmq_poll costs several extra system calls per socket, and a small
         # call's latency is mostly system calls.
         self._fdpoll = select.poll()
-        self._fdpoll.register(self._sock.getsockopt(sockets.FD), select.POLLIN)
+        self._fdpoll.register(sockets.fd(self._sock), select.POLLIN)
         self._fdpoll.register(self._wake_r, select.POLLIN)
 
         self._mutex = threading.Lock()
