@@ -13,13 +13,15 @@ framing can stay minimal::
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 from collections.abc import Sequence
 from typing import Any
 
 _COUNT = struct.Struct("!I")
-_MAX_FRAMES = 1 << 16
+MAX_FRAMES = 1 << 16
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 _CHUNK = 1 << 16
 
 
@@ -34,17 +36,24 @@ class Channel:
         return self.sock.fileno()
 
     def send(self, frames: Sequence[Any]) -> None:
-        """Write one message (blocking until the kernel has all of it)."""
+        """Write one message (blocking until the kernel has all of it).
+
+        ``sendmsg`` takes at most ``IOV_MAX`` buffers, so a message with many
+        frames is written in several calls.
+        """
         views = [memoryview(f).cast("B") for f in frames]
+        if len(views) > MAX_FRAMES:
+            raise ValueError(f"{len(views)} frames, more than {MAX_FRAMES}")
         prefix = struct.pack(f"!I{len(views)}I", len(views), *(v.nbytes for v in views))
         pending = [memoryview(prefix), *views]
-        while pending:
-            sent = self.sock.sendmsg(pending)
-            while pending and sent >= pending[0].nbytes:
-                sent -= pending[0].nbytes
-                pending.pop(0)
-            if pending and sent:
-                pending[0] = pending[0][sent:]
+        i = 0
+        while i < len(pending):
+            sent = self.sock.sendmsg(pending[i : i + _IOV_MAX])
+            while i < len(pending) and sent >= pending[i].nbytes:
+                sent -= pending[i].nbytes
+                i += 1
+            if sent:
+                pending[i] = pending[i][sent:]
 
     def recv(self) -> list[memoryview]:
         """Read one whole message, blocking; raise EOFError if the peer closed."""
@@ -77,7 +86,7 @@ class Channel:
         if len(buf) < 4:
             return None
         (count,) = _COUNT.unpack_from(buf)
-        if count > _MAX_FRAMES:
+        if count > MAX_FRAMES:
             raise ValueError(f"message claims {count} frames")
         head = 4 + 4 * count
         if len(buf) < head:

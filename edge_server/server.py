@@ -22,6 +22,7 @@ started and every other client keeps being served.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -41,7 +42,7 @@ from offload._exceptions import ConfigError, ProtocolError
 from offload.runtime import protocol, sockets
 
 from .arena import arena_dir
-from .channel import Channel
+from .channel import MAX_FRAMES, Channel
 from .config import ServerConfig
 from .pool import Pool, Worker
 from .registry import Registry
@@ -222,6 +223,8 @@ class EdgeServer:
         if header.kind != protocol.CALL:
             raise _Refused("protocol", f"a client may not send message kind {header.kind}")
         payload = frames[2:]
+        if len(payload) > MAX_FRAMES - 8:
+            raise _Refused("protocol", f"{len(payload)} payload frames; at most {MAX_FRAMES - 8}")
         if len(payload) != len(header.codecs) or not payload:
             raise _Refused(
                 "protocol", f"{len(payload)} payload frames, {len(header.codecs)} codecs"
@@ -281,8 +284,12 @@ class EdgeServer:
                 worker.channel.send(
                     [b"J", job.id.to_bytes(8, "big"), header.buffer, name, spans, *inline]
                 )
-            except OSError:
+            except (BrokenPipeError, ConnectionResetError):
                 self._queue.appendleft(job)  # the worker died; its sentinel will tell
+                continue
+            except (OSError, ValueError) as exc:
+                self._idle.appendleft(worker)
+                self._reply_error(job.client, job.request_id, "protocol", f"cannot run: {exc}")
                 continue
             worker.job = job
             self._dispatched_at = time.perf_counter()
@@ -340,7 +347,8 @@ class EdgeServer:
             if worker.tracker is not None and worker.tracker.done:
                 worker.tracker = None
                 if worker.channel is not None:
-                    worker.channel.send([b"F"])
+                    with contextlib.suppress(OSError):  # a dead worker: its sentinel will tell
+                        worker.channel.send([b"F"])
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()

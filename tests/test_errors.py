@@ -241,3 +241,12 @@ def test_queue_full_gives_server_busy(make_server):
         with pytest.raises(offload.ServerBusy, match="queue full"):
             client.call(apps.nap, (0.01,), {}, mode="remote")
         assert running.result(timeout=10) == 0.5 and queued.result(timeout=10) == 0.01
+
+
+def test_call_with_thousands_of_frames(client):
+    arrays = [np.full(200, i, dtype=np.float64) for i in range(1100)]  # 1,100 out-of-band frames
+    out = client.call(apps.echo, (arrays,), {}, mode="remote")
+    assert len(out) == 1100 and all(a[0] == i for i, a in enumerate(out))
+    out = client.call(apps.echo, (arrays,), {}, mode="remote")  # the worker is still there
+    assert len(out) == 1100
+    still_serving(client)

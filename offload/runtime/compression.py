@@ -41,10 +41,12 @@ def decompress(codec: int, frame: memoryview, limit: int) -> memoryview | bytes:
     """Undo :func:`maybe_compress` for one frame, refusing to inflate past ``limit`` bytes."""
     if codec == RAW:
         return frame
+    if frame.nbytes < 4:
+        raise SerializationError("lz4 frame shorter than its size prefix")
     size = int.from_bytes(frame[:4], "little")
     if size > limit:
         raise PayloadTooLarge(f"lz4 frame claims {size} bytes, over the limit of {limit}")
     try:
         return lz4.block.decompress(frame)
-    except lz4.block.LZ4BlockError as exc:
+    except (lz4.block.LZ4BlockError, ValueError) as exc:
         raise SerializationError(f"corrupt lz4 frame: {exc}") from exc

@@ -1,73 +1,128 @@
 """Values to frames and back: pickle protocol 5 with out-of-band buffers, restricted loading.
 
 :func:`dumps` turns a value into ``(codecs, frames)``: frame 0 is the pickle
-stream, every large contiguous buffer (a numpy array's data, bytes-like
-objects) is its own frame, referenced rather than copied, so it can be handed
-to ZeroMQ with ``copy=False``. Each frame is then lz4-compressed where that
-pays (:mod:`.compression`).
+stream, and the data of every large contiguous buffer (a numpy array, a
+bytes-like object) is its own frame, referenced rather than copied, so it can
+be handed to ZeroMQ with ``copy=False``. Each frame is then lz4-compressed
+where that pays (:mod:`.compression`).
 
-:func:`loads` never uses the plain unpickler: :class:`Allowlist` names the
-globals a stream may reference (safe builtins, numpy's array and dtype
-reconstructors, classes *defined* in the trusted application modules, and
-types registered by the operator). Anything else, such as the ``os.system``
-of a malicious ``__reduce__``, raises :class:`ForbiddenType` before it is
-imported or called.
+:func:`loads` never uses the plain unpickler, and it never hands a stream a
+callable or a class it could abuse:
+
+* Numpy values cross in three shapes this module builds itself: a dtype from
+  its text description (:func:`_dtype`), a numeric array over a buffer
+  (:func:`_array`, which refuses object dtypes: raw bytes would become object
+  pointers), an object array from a list (:func:`_object_array`). Numpy's own
+  reconstructors trust dtype flags taken from the stream, so they are not
+  admitted.
+* Classes of trusted application modules (and types the operator registers)
+  are admitted as :class:`_ClassRef` handles, never as the class itself: a
+  stream can call one or create an instance of it, but cannot set attributes
+  on the class (pickle's BUILD on a class would change it for every client).
+  Instances made with ``__new__`` are rewritten by the pickler to go through
+  :func:`_new`. Classes themselves are therefore not accepted as values.
+* Builtins are admitted only where the protocol has no opcode for them and
+  they cannot be used to allocate without bound (``complex``, ``range``,
+  ``slice``, exceptions), plus a few immutable C types from the standard
+  library.
+
+Anything else, such as the ``os.system`` of a malicious ``__reduce__``, raises
+:class:`ForbiddenType` before it is imported or called.
 """
 
 from __future__ import annotations
 
 import builtins
+import copyreg
 import io
 import pickle
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+from numpy.lib import format as npy_format
+
 from .._exceptions import ForbiddenType, OffloadError, ProtocolError, SerializationError
 from .compression import decompress, maybe_compress
 from .protocol import RAW
 
 OUT_OF_BAND_MIN = 1024
+_HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 
-_SAFE_BUILTINS = frozenset(
-    {
-        "bool",
-        "bytearray",
-        "bytes",
-        "complex",
-        "dict",
-        "float",
-        "frozenset",
-        "int",
-        "list",
-        "object",
-        "range",
-        "set",
-        "slice",
-        "str",
-        "tuple",
-        "Ellipsis",
-        "NotImplemented",
-    }
+_SAFE_GLOBALS = frozenset(
+    {("builtins", name) for name in ("complex", "range", "slice", "Ellipsis", "NotImplemented")}
     | {
-        name
+        ("builtins", name)
         for name, obj in vars(builtins).items()
         if isinstance(obj, type) and issubclass(obj, BaseException)
     }
-)
-_SAFE_GLOBALS = frozenset(
-    {("builtins", name) for name in _SAFE_BUILTINS}
-    | {
-        (mod, name)
-        for mod in ("numpy._core.multiarray", "numpy.core.multiarray")
-        for name in ("_reconstruct", "scalar")
-    }
-    | {(mod, "_frombuffer") for mod in ("numpy._core.numeric", "numpy.core.numeric")}
-    | {("numpy", "ndarray"), ("numpy", "dtype")}
-    | {("collections", n) for n in ("OrderedDict", "deque", "defaultdict", "Counter")}
+    | {(mod, "scalar") for mod in ("numpy._core.multiarray", "numpy.core.multiarray")}
+    | {("collections", n) for n in ("OrderedDict", "deque", "defaultdict")}
     | {("datetime", n) for n in ("date", "datetime", "time", "timedelta", "timezone")}
-    | {("decimal", "Decimal"), ("fractions", "Fraction"), ("uuid", "UUID")}
+    | {("decimal", "Decimal")}
+    | {(__name__, n) for n in ("_array", "_object_array", "_dtype", "_new", "_new_ex")}
 )
+
+
+class _ClassRef:
+    """A handle on an admitted class: callable, and usable by :func:`_new`, but not settable."""
+
+    __slots__ = ("cls",)
+
+    def __init__(self, cls: type) -> None:
+        object.__setattr__(self, "cls", cls)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.cls(*args, **kwargs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise ForbiddenType(f"a stream may not set attributes on class {self.cls.__qualname__}")
+
+    def __setstate__(self, state: Any) -> None:
+        raise ForbiddenType(f"a stream may not set state on class {self.cls.__qualname__}")
+
+
+def _new(ref: _ClassRef, *args: Any) -> Any:
+    """``cls.__new__(cls, *args)`` for an admitted class (pickle's NEWOBJ, made safe)."""
+    if not isinstance(ref, _ClassRef):
+        raise ForbiddenType("_new needs an admitted class")
+    return ref.cls.__new__(ref.cls, *args)
+
+
+def _new_ex(ref: _ClassRef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``cls.__new__(cls, *args, **kwargs)`` for an admitted class (NEWOBJ_EX, made safe)."""
+    if not isinstance(ref, _ClassRef):
+        raise ForbiddenType("_new_ex needs an admitted class")
+    return ref.cls.__new__(ref.cls, *args, **kwargs)
+
+
+def _describe(dtype: np.dtype[Any]) -> Any:
+    if dtype.subdtype is not None:
+        base, shape = dtype.subdtype
+        return ("subarray", _describe(base), shape)
+    return npy_format.dtype_to_descr(dtype)
+
+
+def _dtype(description: Any) -> np.dtype[Any]:
+    """A dtype rebuilt from its description, so its flags are numpy's, not the stream's."""
+    if isinstance(description, tuple) and len(description) == 3 and description[0] == "subarray":
+        return np.dtype((_dtype(description[1]), description[2]))
+    return npy_format.descr_to_dtype(description)
+
+
+def _array(buffer: Any, dtype: np.dtype[Any], shape: tuple[int, ...], order: str) -> Any:
+    """A numeric array over ``buffer`` (zero-copy for an out-of-band buffer)."""
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise ForbiddenType("arrays over raw buffers must have a numeric dtype")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order="F" if order == "F" else "C")
+
+
+def _object_array(items: list[Any], shape: tuple[int, ...]) -> Any:
+    """An object array from its elements in C order."""
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out.reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -75,9 +130,9 @@ class Allowlist:
     """The globals a restricted load may resolve.
 
     ``modules`` are trusted application modules: a class *defined* in one of
-    them is admitted (not functions, and not names a module merely imported).
-    ``types`` are ``(module, qualname)`` pairs of extra types the operator
-    registered.
+    them is admitted (as a :class:`_ClassRef`; not functions, and not names a
+    module merely imported). ``types`` are ``(module, qualname)`` pairs of
+    extra types the operator registered.
     """
 
     modules: frozenset[str] = frozenset()
@@ -93,14 +148,14 @@ class Allowlist:
     def resolve(self, unpickler: pickle.Unpickler, module: str, name: str) -> Any:
         """Look up ``module.name`` if admitted, else raise :class:`ForbiddenType`."""
         key = (module, name)
-        if key in _SAFE_GLOBALS or key in self.types:
+        if key in _SAFE_GLOBALS:
             return pickle.Unpickler.find_class(unpickler, module, name)
-        if module in self.modules:
+        if key in self.types or module in self.modules:
             obj = pickle.Unpickler.find_class(unpickler, module, name)
-            if isinstance(obj, type) and obj.__module__ == module:
-                return obj
+            if isinstance(obj, type) and (key in self.types or obj.__module__ == module):
+                return _ClassRef(obj)
         raise ForbiddenType(
-            f"refusing to load global {module}.{name}: not a safe builtin, a numpy type, "
+            f"refusing to load global {module}.{name}: not a safe builtin, a numpy value, "
             "a class of a trusted application module, or a registered type"
         )
 
@@ -114,7 +169,40 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._allowlist.resolve(self, module, name)
 
 
-def _out_of_band(frames: list[Any]):
+class _Pickler(pickle.Pickler):
+    """Pickles numpy values and ``__new__``-built instances in the shapes :func:`loads` admits."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        kind = type(obj)
+        if kind is np.ndarray or kind is np.memmap:
+            return _reduce_array(obj)
+        if isinstance(obj, np.dtype):
+            return _dtype, (_describe(obj),)
+        if not kind.__flags__ & _HEAPTYPE or kind.__reduce_ex__ is not object.__reduce_ex__:
+            return NotImplemented  # C types, and classes that reduce themselves
+        reduced = obj.__reduce_ex__(5)
+        if isinstance(reduced, tuple) and reduced:
+            if reduced[0] is copyreg.__newobj__:
+                return (_new, *reduced[1:])
+            if reduced[0] is copyreg.__newobj_ex__:
+                return (_new_ex, *reduced[1:])
+        return reduced
+
+
+def _reduce_array(array: Any) -> Any:
+    array = array.view(np.ndarray)
+    if array.dtype.hasobject:
+        if array.dtype != np.dtype(object):
+            raise SerializationError("structured arrays with object fields are not supported")
+        return _object_array, (array.ravel().tolist(), array.shape)
+    if not (array.flags.c_contiguous or array.flags.f_contiguous):
+        array = np.ascontiguousarray(array)
+    order = "F" if array.flags.f_contiguous and not array.flags.c_contiguous else "C"
+    buffer = pickle.PickleBuffer(array)
+    return _array, (buffer, array.dtype, array.shape, order)
+
+
+def _out_of_band(frames: list[Any]) -> Any:
     def callback(buf: pickle.PickleBuffer) -> bool:
         try:
             view = buf.raw()
@@ -131,11 +219,14 @@ def _out_of_band(frames: list[Any]):
 def dumps(value: Any, *, compress: bool = True) -> tuple[bytes, list[Any]]:
     """Serialize ``value`` to ``(codecs, frames)``; large buffers are referenced, not copied."""
     frames: list[Any] = []
+    stream = io.BytesIO()
     try:
-        stream = pickle.dumps(value, protocol=5, buffer_callback=_out_of_band(frames))
+        _Pickler(stream, protocol=5, buffer_callback=_out_of_band(frames)).dump(value)
+    except OffloadError:
+        raise
     except Exception as exc:
         raise SerializationError(f"cannot serialize {type(value).__name__}: {exc}") from exc
-    frames.insert(0, stream)
+    frames.insert(0, stream.getbuffer())
     if not compress:
         return bytes(len(frames)), frames
     codecs = bytearray(len(frames))
@@ -145,15 +236,20 @@ def dumps(value: Any, *, compress: bool = True) -> tuple[bytes, list[Any]]:
 
 
 def loads(codecs: bytes, frames: Sequence[Any], allowlist: Allowlist, limit: int) -> Any:
-    """Deserialize frames made by :func:`dumps`, admitting only what ``allowlist`` allows."""
+    """Deserialize frames made by :func:`dumps`, admitting only what ``allowlist`` allows.
+
+    ``limit`` bounds the total size of all frames after decompression.
+    """
     if len(codecs) != len(frames) or not frames:
         raise ProtocolError(f"{len(frames)} payload frames but {len(codecs)} codecs")
-    if any(codecs):
-        frames = [
-            frame if codec == RAW else decompress(codec, memoryview(frame), limit)
-            for codec, frame in zip(codecs, frames)
-        ]
     try:
+        if any(codecs):
+            budget, inflated = limit, []
+            for codec, frame in zip(codecs, frames):
+                data = frame if codec == RAW else decompress(codec, memoryview(frame), budget)
+                budget -= len(data) if codec != RAW else 0
+                inflated.append(data)
+            frames = inflated
         return _RestrictedUnpickler(frames[0], frames[1:], allowlist).load()
     except OffloadError:
         raise
