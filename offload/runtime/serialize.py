@@ -49,6 +49,8 @@ from .protocol import RAW
 
 OUT_OF_BAND_MIN = 1024
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+_NEWOBJ = copyreg.__newobj__  # type: ignore[attr-defined]
+_NEWOBJ_EX = copyreg.__newobj_ex__  # type: ignore[attr-defined]
 
 _SAFE_GLOBALS = frozenset(
     {("builtins", name) for name in ("complex", "range", "slice", "Ellipsis", "NotImplemented")}
@@ -69,6 +71,7 @@ class _ClassRef:
     """A handle on an admitted class: callable, and usable by :func:`_new`, but not settable."""
 
     __slots__ = ("cls",)
+    cls: type
 
     def __init__(self, cls: type) -> None:
         object.__setattr__(self, "cls", cls)
@@ -182,9 +185,9 @@ class _Pickler(pickle.Pickler):
             return NotImplemented  # C types, and classes that reduce themselves
         reduced = obj.__reduce_ex__(5)
         if isinstance(reduced, tuple) and reduced:
-            if reduced[0] is copyreg.__newobj__:
+            if reduced[0] is _NEWOBJ:
                 return (_new, *reduced[1:])
-            if reduced[0] is copyreg.__newobj_ex__:
+            if reduced[0] is _NEWOBJ_EX:
                 return (_new_ex, *reduced[1:])
         return reduced
 
