@@ -13,10 +13,13 @@ An arena is a file in ``/dev/shm`` (a temp directory elsewhere), mapped once
 and reused, because first-touch page faults cost several times the copy
 itself; it grows by replacing the file. A message carries the arena's name
 and a table of *spans*, one per payload frame: inline (the frame travels in
-the message) or ``(offset, length)`` in the arena. A writer must not reuse its
-arena until the reader is done with the previous message: for the in arena
-that holds because a worker gets a job only when idle; for the out arena the
-server sends ``FREE`` once ZeroMQ has released the frames.
+the message) or ``(offset, length)`` in the arena. A writer must not reuse an
+arena while the reader still needs its contents: for the in arena that holds
+because a worker gets a job only when idle; a worker's results rotate through
+an :class:`ArenaPool`, and the server sends ``FREE name`` once ZeroMQ has
+released that arena's frames. A worker never waits for ``FREE``: a client
+that reads slowly, or not at all, costs memory until ZeroMQ drops its
+messages, not a worker.
 """
 
 from __future__ import annotations
@@ -97,20 +100,63 @@ class ArenaWriter:
         self.name = b""
 
 
+class ArenaPool:
+    """A worker's result arenas: one per result still being sent, a couple kept for reuse."""
+
+    KEEP = 2
+
+    def __init__(self, directory: Path, prefix: str) -> None:
+        self._directory = directory
+        self._prefix = prefix
+        self._free: list[ArenaWriter] = []
+        self._busy: dict[bytes, ArenaWriter] = {}
+        self._made = 0
+
+    def pack(self, frames: Sequence[Any]) -> tuple[bytes, bytes, list[Any]]:
+        """Like :meth:`ArenaWriter.pack`, in an arena the server is not still sending from."""
+        if self._free:
+            writer = self._free.pop()
+        else:
+            self._made += 1
+            writer = ArenaWriter(self._directory, f"{self._prefix}{self._made}")
+        name, spans, inline = writer.pack(frames)
+        if name:
+            self._busy[name] = writer
+        else:
+            self._free.append(writer)
+        return name, spans, inline
+
+    def release(self, name: bytes) -> None:
+        """The server is done with arena ``name``."""
+        writer = self._busy.pop(name, None)
+        if writer is None:
+            return
+        if len(self._free) < self.KEEP:
+            self._free.append(writer)
+        else:
+            writer.close()
+
+    def close(self) -> None:
+        for writer in [*self._free, *self._busy.values()]:
+            writer.close()
+        self._free.clear()
+        self._busy.clear()
+
+
 class ArenaReader:
-    """The reading side: maps the writer's current arena by name."""
+    """The reading side: maps arenas by name, keeping the few most recent mapped."""
+
+    KEEP = 4
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
-        self._name = b""
-        self._view: memoryview | None = None
+        self._maps: dict[bytes, memoryview] = {}
 
     def unpack(self, name: bytes, spans: bytes, inline: Sequence[Any]) -> list[memoryview]:
         """Rebuild the frame list from a message made by :meth:`ArenaWriter.pack`."""
         if len(spans) % _SPAN.size:
             raise ValueError("span table has a partial entry")
-        if name and name != self._name:
-            self._map(name)
+        view = self._map(name) if name else None
         frames: list[memoryview] = []
         pos = 0
         for kind, offset, length in _SPAN.iter_unpack(spans):
@@ -119,26 +165,49 @@ class ArenaReader:
                     raise ValueError("span table names more inline frames than were sent")
                 frames.append(memoryview(inline[pos]))
                 pos += 1
-            elif self._view is None or offset + length > len(self._view):
+            elif view is None or offset + length > len(view):
                 raise ValueError("span lies outside the arena")
             else:
-                frames.append(self._view[offset : offset + length])
+                frames.append(view[offset : offset + length])
         return frames
 
-    def _map(self, name: bytes) -> None:
-        path = self._directory / os.fsdecode(name)
-        if os.sep in os.fsdecode(name):
-            raise ValueError("arena name must be a bare file name")
-        fd = os.open(path, os.O_RDWR)
-        try:
-            self._view = memoryview(mmap.mmap(fd, 0))
-        finally:
-            os.close(fd)
-        self._name = name
+    def _map(self, name: bytes) -> memoryview:
+        view = self._maps.pop(name, None)
+        if view is None:
+            if os.sep in os.fsdecode(name):
+                raise ValueError("arena name must be a bare file name")
+            fd = os.open(self._directory / os.fsdecode(name), os.O_RDWR)
+            try:
+                view = memoryview(mmap.mmap(fd, 0))
+            finally:
+                os.close(fd)
+            while len(self._maps) >= self.KEEP:  # frames still being sent keep their mapping
+                del self._maps[next(iter(self._maps))]
+        self._maps[name] = view  # most recently used last
+        return view
 
 
 def _aligned(n: int) -> int:
     return (n + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+def remove_stale_files(directory: Path) -> None:
+    """Delete arenas left by servers that died without cleaning up (``offload-<pid>-...``)."""
+    for path in directory.glob("offload-*-*"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_files(directory: Path, prefix: str) -> None:

@@ -64,6 +64,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     )
     parser.add_argument("--compression", choices=("auto", "off"), default=defaults.compression)
     parser.add_argument(
+        "--max-call-seconds",
+        type=float,
+        default=defaults.max_call_seconds,
+        help="the longest any call may run, whatever its client asks (default %(default)s)",
+    )
+    parser.add_argument(
         "--busy-poll-us",
         type=float,
         default=defaults.busy_poll * 1e6,
@@ -88,6 +94,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             queue_size=args.queue_size,
             compression=args.compression,
             busy_poll=args.busy_poll_us / 1e6,
+            max_call_seconds=args.max_call_seconds,
         )
     except ConfigError as exc:
         parser.error(str(exc))

@@ -20,6 +20,8 @@ class ServerConfig:
     max_message_size: largest call accepted, in bytes.
     queue_size: calls waiting for a worker before new ones get ServerBusy.
     compression: lz4 on results where it pays (``"auto"``) or ``"off"``.
+    max_call_seconds: the longest any call may run, whatever timeout its client
+        asked for (a client may ask for none).
     busy_poll: seconds after handing a job to a worker during which the server
         polls for the reply instead of sleeping (0 disables); see
         :meth:`EdgeServer._wait <edge_server.server.EdgeServer._wait>`.
@@ -33,6 +35,7 @@ class ServerConfig:
     max_message_size: int = 512 * 2**20
     queue_size: int = 1000
     compression: str = "auto"
+    max_call_seconds: float = 3600.0
     busy_poll: float = 0.0005
 
     def __post_init__(self) -> None:
@@ -42,6 +45,8 @@ class ServerConfig:
             raise ConfigError("queue_size must be at least 1")
         if self.max_message_size < 1024:
             raise ConfigError("max_message_size must be at least 1024 bytes")
+        if self.max_call_seconds <= 0:
+            raise ConfigError("max_call_seconds must be positive")
         if not 0 <= self.busy_poll <= 0.01:
             raise ConfigError("busy_poll must be between 0 and 10 ms")
         if self.compression not in ("auto", "off"):

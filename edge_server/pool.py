@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ class Worker:
     out_arena: ArenaReader
     job: Any = None
     deadline: float | None = None
-    tracker: zmq.MessageTracker | None = None
+    sending: list[tuple[zmq.MessageTracker, bytes]] = field(default_factory=list)
     killed: str = ""  # why the server killed it, if it did
     channel: Channel | None = None
 
@@ -104,7 +104,7 @@ class Pool:
         """Start one more worker process."""
         self._generation += 1
         name = f"w{self._generation}"
-        prefix = f"offload-{self._token}-{name}"
+        prefix = f"offload-{os.getpid()}-{self._token}-{name}"
         process = self._mp.Process(
             target=run_worker,
             args=(
@@ -171,4 +171,4 @@ class Pool:
         for channel in self.unnamed.values():
             channel.close()
         self.listener.close()
-        remove_files(self._directory, f"offload-{self._token}-")
+        remove_files(self._directory, f"offload-{os.getpid()}-{self._token}-")

@@ -41,7 +41,7 @@ import offload
 from offload._exceptions import ConfigError, ProtocolError
 from offload.runtime import protocol, sockets
 
-from .arena import arena_dir
+from .arena import arena_dir, remove_stale_files
 from .channel import MAX_FRAMES, Channel
 from .config import ServerConfig
 from .pool import Pool, Worker
@@ -101,12 +101,17 @@ class EdgeServer:
             frontend.setsockopt(zmq.LINGER, 1000)
             frontend.setsockopt(zmq.SNDHWM, 0)
             frontend.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_size + 65536)
+            # ZeroMQ-level heartbeats drop a client that vanished (a phone leaving Wi-Fi
+            # leaves a half-open TCP connection), and with it the replies queued for it.
+            frontend.setsockopt(zmq.HEARTBEAT_IVL, 5_000)
+            frontend.setsockopt(zmq.HEARTBEAT_TIMEOUT, 60_000)
             try:
                 frontend.bind(self.config.bind)
             except zmq.ZMQError as exc:
                 frontend.close()
                 raise ConfigError(f"cannot bind {self.config.bind}: {exc}") from exc
             self.address = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
+            remove_stale_files(arena_dir())
             pool = Pool(self.config, Path(workdir), arena_dir(), secrets.token_hex(4))
             self._frontend, self._pool = frontend, pool
             try:
@@ -155,15 +160,22 @@ class EdgeServer:
                 watched = set(fds)
             if sockets.readable(frontend):
                 continue
+            # Deaths and new connections are handled after the whole batch: they close
+            # and open fds, and a reused fd number must not inherit a stale event.
+            deaths, incoming = [], False
             for fd, _ in self._wait(fdpoll):
                 if fd in pool.by_fd:
                     self._read_worker(pool.by_fd[fd])
                 elif fd in pool.unnamed:
                     self._read_unnamed(pool.unnamed[fd])
                 elif fd in pool.by_sentinel:
-                    self._on_worker_death(pool.by_sentinel[fd])
+                    deaths.append(pool.by_sentinel[fd])
                 elif fd == static[2]:
-                    pool.accept()
+                    incoming = True
+            for worker in deaths:
+                self._on_worker_death(worker)
+            if incoming:
+                pool.accept()
             self._check_deadlines()
             self._release_arenas()
 
@@ -187,7 +199,7 @@ class EdgeServer:
         return fdpoll.poll(self._poll_timeout())
 
     def _poll_timeout(self) -> int | None:
-        if any(w.tracker is not None for w in self._pool.by_identity.values()):
+        if any(w.sending for w in self._pool.by_identity.values()):
             return _TRACKER_POLL_MS
         deadlines = [w.deadline for w in self._pool.by_identity.values() if w.deadline]
         if not deadlines:
@@ -255,7 +267,8 @@ class EdgeServer:
         if len(self._queue) >= self.config.queue_size:
             raise _Refused("busy", f"queue full ({self.config.queue_size} calls waiting)")
         self._next_job += 1
-        timeout = header.aux / 1e6 if header.aux else None
+        cap = self.config.max_call_seconds
+        timeout = min(header.aux / 1e6, cap) if header.aux else cap
         return Job(self._next_job, client, header.request_id, frames[1:], timeout)
 
     def _reply_error(self, client: bytes, request_id: int, code: str, message: str) -> None:
@@ -269,7 +282,7 @@ class EdgeServer:
     def _dispatch(self) -> None:
         while self._queue and self._idle:
             job, worker = self._queue.popleft(), self._idle.popleft()
-            if worker.identity not in self._pool.by_identity or worker.channel is None:
+            if worker.killed or worker.channel is None:
                 self._queue.appendleft(job)
                 continue
             header, payload = job.frames[0], job.frames[1:]
@@ -325,7 +338,8 @@ class EdgeServer:
             return
         job = worker.job
         worker.job, worker.deadline = None, None
-        self._idle.append(worker)
+        if not worker.killed:
+            self._idle.append(worker)
         if job is None or int.from_bytes(frames[1], "big") != job.id:
             return  # the job already failed (timeout) and the worker finished anyway
         name, spans = bytes(frames[3]), bytes(frames[4])
@@ -340,15 +354,24 @@ class EdgeServer:
             return
         tracked = [zmq.Frame(p, track=True) for p in payload]
         self._send(job.client, [frames[2], *tracked])
-        worker.tracker = zmq.MessageTracker(*tracked)
+        worker.sending.append((zmq.MessageTracker(*tracked), name))
 
     def _release_arenas(self) -> None:
+        """Tell workers which result arenas ZeroMQ has finished sending from."""
         for worker in self._pool.by_identity.values():
-            if worker.tracker is not None and worker.tracker.done:
-                worker.tracker = None
-                if worker.channel is not None:
-                    with contextlib.suppress(OSError):  # a dead worker: its sentinel will tell
-                        worker.channel.send([b"F"])
+            if not worker.sending:
+                continue
+            done: list[tuple[zmq.MessageTracker, bytes]] = []
+            still: list[tuple[zmq.MessageTracker, bytes]] = []
+            for tracker, name in worker.sending:
+                (done if tracker.done else still).append((tracker, name))
+            if not done:
+                continue
+            worker.sending = still
+            if worker.channel is not None:
+                with contextlib.suppress(OSError):  # a dead worker: its sentinel will tell
+                    for _, name in done:
+                        worker.channel.send([b"F", name])
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()

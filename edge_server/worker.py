@@ -5,7 +5,7 @@ Messages with the server (over a :class:`~edge_server.channel.Channel`)::
     worker -> server   READY  [b"R", identity]
     server -> worker   JOB    [b"J", job id, client header, arena name, spans, *inline frames]
     worker -> server   DONE   [b"D", job id, reply header, arena name, spans, *inline frames]
-    server -> worker   FREE   [b"F"]    the out arena may be written again
+    server -> worker   FREE   [b"F", arena name]    that result arena may be written again
     server -> worker   STOP   [b"S"]
 
 The client's header is forwarded untouched; the reply header is built here,
@@ -39,7 +39,7 @@ from offload._exceptions import (
 from offload.runtime import errors, protocol, serialize
 from offload.runtime.compression import decompress
 
-from .arena import ARENA_MIN, ArenaReader, ArenaWriter
+from .arena import ArenaPool, ArenaReader
 from .channel import Channel
 from .config import ServerConfig
 from .registry import Registry
@@ -56,12 +56,11 @@ def run_worker(
     registry = Registry.load(config.apps, config.types)
     directory = Path(arena_directory)
     reader = ArenaReader(directory)
-    writer = ArenaWriter(directory, arena_prefix)
+    results = ArenaPool(directory, arena_prefix)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(backend)
     channel = Channel(sock)
     channel.send([b"R", identity])
-    out_busy = False
     try:
         while True:
             try:
@@ -72,21 +71,16 @@ def run_worker(
             if kind == b"S":
                 return
             if kind == b"F":
-                out_busy = False
+                results.release(bytes(frames[1]))
                 continue
             job_id, header_frame, name, spans = (bytes(f) for f in frames[1:5])
             payload = reader.unpack(name, spans, frames[5:])
             reply = execute(header_frame, payload, registry, config)
             del payload
-            if out_busy and any(memoryview(f).nbytes >= ARENA_MIN for f in reply[1:]):
-                while bytes(channel.recv()[0]) != b"F":
-                    pass
-                out_busy = False
-            arena, reply_spans, inline = writer.pack(reply[1:])
-            out_busy = out_busy or bool(arena)
+            arena, reply_spans, inline = results.pack(reply[1:])
             channel.send([b"D", job_id, reply[0], arena, reply_spans, *inline])
     finally:
-        writer.close()
+        results.close()
         channel.close()
 
 

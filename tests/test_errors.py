@@ -250,3 +250,40 @@ def test_call_with_thousands_of_frames(client):
     out = client.call(apps.echo, (arrays,), {}, mode="remote")  # the worker is still there
     assert len(out) == 1100
     still_serving(client)
+
+
+def test_a_client_that_never_reads_does_not_block_a_worker(make_server):
+    server = make_server(workers=1)
+    stalled = zmq.Context.instance().socket(zmq.DEALER)
+    stalled.setsockopt(zmq.LINGER, 0)
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.setsockopt(zmq.RCVBUF, 4096)
+    stalled.connect(str(server))
+    payload = os.urandom(8 * 2**20)
+    codecs, frames = serialize.dumps(((payload,), {}))
+    header = protocol.encode_header(
+        protocol.CALL,
+        1,
+        fingerprint=apps.echo.fingerprint,
+        name=apps.echo.wire_name.encode(),
+        codecs=codecs,
+    )
+    try:
+        for _ in range(3):
+            stalled.send_multipart([header, *frames], copy=False)
+        with offload.Client(server) as client:
+            client.ping(timeout=10)
+            time.sleep(0.5)
+            assert client.call(apps.add, (1, 2), {}, mode="remote") == 3
+            big = client.call(apps.echo, (payload,), {}, mode="remote")
+            assert big == payload
+    finally:
+        stalled.close()
+
+
+def test_server_caps_call_time(make_server):
+    server = make_server("--max-call-seconds", "0.5")
+    with offload.Client(server) as client:
+        with pytest.raises(offload.CallTimeout):
+            client.call(apps.nap, (5,), {}, mode="remote")
+        assert client.call(apps.nap, (0.01,), {}, mode="remote") == 0.01

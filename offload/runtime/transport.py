@@ -62,6 +62,7 @@ class Connection:
         self._sock.setsockopt(zmq.SNDHWM, 0)
         self._sock.setsockopt(zmq.RCVHWM, 0)
         self._sock.setsockopt(zmq.MAXMSGSIZE, max_message_size + 65536)
+        self._sock.setsockopt(zmq.HEARTBEAT_IVL, 5_000)  # traffic the server's heartbeat sees
         self._sock.connect(address)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
