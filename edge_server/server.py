@@ -84,6 +84,7 @@ class EdgeServer:
             "code_shipping": config.allow_code_shipping,
             "max_message_size": config.max_message_size,
             "workers": config.workers,
+            "instance": secrets.token_hex(8),
         }
 
     def stop(self) -> None:

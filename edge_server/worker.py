@@ -104,7 +104,7 @@ def execute(
     try:
         codecs, frames = serialize.dumps(value, compress=config.compression == "auto")
     except SerializationError as exc:
-        return protocol.error_message(request_id, "serialization", f"result: {exc}")
+        return protocol.error_message(request_id, "unloadable_result", f"result: {exc}")
     return [
         protocol.encode_header(protocol.RESULT, request_id, aux=elapsed, codecs=codecs),
         *frames,

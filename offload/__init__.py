@@ -37,6 +37,7 @@ from ._exceptions import (
     ServerBusy,
     ServerUnavailable,
     UnknownFunction,
+    UnloadableResult,
     VersionMismatch,
     WorkerCrashed,
 )
@@ -70,6 +71,7 @@ __all__ = [
     "ServerBusy",
     "ServerUnavailable",
     "UnknownFunction",
+    "UnloadableResult",
     "VersionMismatch",
     "WorkerCrashed",
     "as_completed",

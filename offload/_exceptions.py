@@ -9,7 +9,8 @@ rebuilt into the matching class on the client.
     ├── ConfigError
     ├── ProtocolError
     ├── SerializationError
-    │   └── ForbiddenType
+    │   ├── ForbiddenType
+    │   └── UnloadableResult
     ├── PayloadTooLarge
     ├── ServerUnavailable
     ├── ServerBusy
@@ -45,6 +46,10 @@ class SerializationError(OffloadError):
 
 class ForbiddenType(SerializationError, pickle.UnpicklingError):
     """The restricted unpickler refused a global that is not on its allowlist."""
+
+
+class UnloadableResult(SerializationError):
+    """The call ran, but its result could not be serialized or loaded (so it is not rerun)."""
 
 
 class PayloadTooLarge(OffloadError):
@@ -112,6 +117,7 @@ ERROR_CODES: dict[str, type[OffloadError]] = {
     "protocol": ProtocolError,
     "serialization": SerializationError,
     "forbidden_type": ForbiddenType,
+    "unloadable_result": UnloadableResult,
     "payload_too_large": PayloadTooLarge,
     "busy": ServerBusy,
     "unavailable": ServerUnavailable,

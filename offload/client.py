@@ -35,7 +35,8 @@ from .runtime.transport import Connection
 
 log = logging.getLogger("offload")
 
-#: Remote failures after which an ``auto`` call runs locally instead.
+#: Remote failures after which an ``auto`` call runs locally instead: all but
+#: UnloadableResult happen before the function runs, or lose its run with the server.
 FALLBACK = (
     errors.ServerUnavailable,
     errors.ServerBusy,
@@ -136,7 +137,7 @@ class Client(Executor):
         try:
             return self._start(fn, args, kwargs, "remote", wait=True).result()
         except FALLBACK as exc:
-            if mode != "auto":
+            if mode != "auto" or isinstance(exc, errors.UnloadableResult):
                 raise
             self._note_fallback(fn, exc)
             return fn.__wrapped__(*args, **kwargs)
@@ -208,7 +209,7 @@ class Client(Executor):
 
         def done(inner: Future[Any]) -> None:
             exc = inner.exception()
-            if isinstance(exc, FALLBACK):
+            if isinstance(exc, FALLBACK) and not isinstance(exc, errors.UnloadableResult):
                 self._note_fallback(fn, exc)
                 local = self._pool().submit(fn.__wrapped__, *args, **kwargs)
                 local.add_done_callback(functools.partial(_chain, outer))
@@ -282,7 +283,7 @@ class Client(Executor):
         if type(exc) is errors.UnknownFunction and self.server_info.get("code_shipping"):
             try:
                 self._send_call(fn, args, kwargs, future, wait=False, by_value=True)
-            except errors.OffloadError as err:
+            except Exception as err:
                 future.set_exception(err)
         else:
             _chain(future, inner)
@@ -292,9 +293,12 @@ class Client(Executor):
     ) -> Any:
         if header.kind == protocol.RESULT:
             buffers = [f.buffer for f in frames]
-            return serialize.loads(
-                header.codecs, buffers, fn.allowlist, self.config.max_message_size
-            )
+            try:
+                return serialize.loads(
+                    header.codecs, buffers, fn.allowlist, self.config.max_message_size
+                )
+            except errors.SerializationError as exc:
+                raise errors.UnloadableResult(f"result of {fn.wire_name}: {exc}") from exc
         if header.kind == protocol.ERROR and frames:
             raise errors_wire.rebuild(protocol.decode_json(frames[0].buffer))
         raise errors.ProtocolError(f"unexpected reply kind {header.kind}")

@@ -80,3 +80,11 @@ def hang() -> None:
 def nap(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+@offload
+def path(text: str) -> Any:
+    """Returns a pathlib.Path: a type the client's allowlist does not admit."""
+    import pathlib
+
+    return pathlib.Path(text)

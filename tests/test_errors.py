@@ -287,3 +287,49 @@ def test_server_caps_call_time(make_server):
         with pytest.raises(offload.CallTimeout):
             client.call(apps.nap, (5,), {}, mode="remote")
         assert client.call(apps.nap, (0.01,), {}, mode="remote") == 0.01
+
+
+def test_unloadable_result_is_not_rerun_locally(client):
+    with pytest.raises(offload.UnloadableResult, match=r"tests\.apps:path"):
+        client.call(apps.path, ("/tmp",), {}, mode="auto")
+    future = client.submit(apps.path, "/tmp")
+    assert isinstance(future.exception(timeout=10), offload.UnloadableResult)
+
+
+_LOCK = __import__("threading").Lock()
+
+
+def holds_a_lock():
+    return _LOCK.locked()
+
+
+def test_unshippable_function_fails_cleanly(shipping_server):
+    with offload.Client(shipping_server) as client:
+        client.ping(timeout=10)
+        fn = offload.offload(holds_a_lock, mode="remote")
+        with pytest.raises(offload.SerializationError, match="cannot ship"):
+            client.call(fn, (), {}, mode="remote")
+        assert isinstance(client.submit(fn).exception(timeout=10), offload.SerializationError)
+
+
+def test_calls_from_future_callbacks(client):
+    results = []
+    done = __import__("threading").Event()
+
+    def callback(_future):
+        results.append(client.call(apps.add, (1, 2), {}, mode="remote"))
+        done.set()
+
+    client.submit(apps.nap, 0.05).add_done_callback(callback)
+    assert done.wait(10)
+    assert results == [3]
+    still_serving(client)
+
+
+def test_remote_offload_errors_are_not_mistaken_for_this_calls(client):
+    from offload.runtime import errors as wire
+
+    exc = wire.rebuild(
+        {"code": "remote", "message": "m", "type": "offload._exceptions:ServerBusy", "args": ["m"]}
+    )
+    assert isinstance(exc, offload.RemoteError) and not isinstance(exc, offload.ServerBusy)

@@ -58,6 +58,8 @@ def _instantiate(type_name: str, args: Any) -> BaseException | None:
     cls = getattr(module, qualname, None) if module is not None and "." not in qualname else None
     if not (isinstance(cls, type) and issubclass(cls, Exception)) or not isinstance(args, list):
         return None
+    if issubclass(cls, errors.OffloadError):
+        return None  # offload's own errors from inside a call must not look like this call's
     try:
         return cls(*args)
     except Exception:

@@ -24,6 +24,8 @@ from typing import Any
 
 import cloudpickle
 
+from .._exceptions import SerializationError
+
 
 def function_name(fn: Callable[..., Any]) -> str:
     """``"module:qualname"``; ``__main__`` becomes the real module name under ``python -m``."""
@@ -73,13 +75,16 @@ def pickle_by_value(fn: Callable[..., Any]) -> bytes:
     """
     module = sys.modules.get(fn.__module__)
     with _by_value_lock:
-        if module is None or module.__name__ == "__main__":
-            return cloudpickle.dumps(fn)
-        cloudpickle.register_pickle_by_value(module)
+        by_value = module is not None and module.__name__ != "__main__"
+        if by_value:
+            cloudpickle.register_pickle_by_value(module)
         try:
             return cloudpickle.dumps(fn)
+        except Exception as exc:
+            raise SerializationError(f"cannot ship {fn.__qualname__} by value: {exc}") from exc
         finally:
-            cloudpickle.unregister_pickle_by_value(module)
+            if by_value:
+                cloudpickle.unregister_pickle_by_value(module)
 
 
 def find_offloaded(module: types.ModuleType) -> dict[str, Any]:

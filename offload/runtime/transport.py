@@ -16,9 +16,16 @@ socket must not be used by two threads at once, so exactly one thread, the
   caller whose reply arrived, or an asynchronous ``submit``) hands leadership
   to a background I/O thread, which pumps until nothing is pending.
 
-While calls are pending the leader pings the server every
-``heartbeat_interval``; if nothing at all is heard for ``heartbeat_timeout``,
-every pending call fails with :class:`ServerUnavailable`.
+A future's callbacks run in the thread that resolves it, which is the
+leader; a callback may itself make calls on the same connection (the leader
+then sends directly and pumps until that reply is in).
+
+Liveness: while calls are pending the leader pings the server every
+``heartbeat_interval`` over a second connection used for nothing else, so a
+ping is never stuck behind a large upload or download on the data connection.
+If nothing at all is heard for ``heartbeat_timeout``, or the server answers
+with another instance id (it restarted and lost our calls), every pending
+call fails with :class:`ServerUnavailable`.
 """
 
 from __future__ import annotations
@@ -57,33 +64,32 @@ class Connection:
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = heartbeat_timeout
         self._poll_ms = int(heartbeat_interval * 1000)
-        self._sock = context.socket(zmq.DEALER)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        self._sock.setsockopt(zmq.SNDHWM, 0)
-        self._sock.setsockopt(zmq.RCVHWM, 0)
-        self._sock.setsockopt(zmq.MAXMSGSIZE, max_message_size + 65536)
-        self._sock.setsockopt(zmq.HEARTBEAT_IVL, 5_000)  # traffic the server's heartbeat sees
-        self._sock.connect(address)
+        self._sock = _dealer(context, address, max_message_size)
+        self._hb = _dealer(context, address, 65536)
+        self._hb_fd = sockets.fd(self._hb)
+        self._hb_dirty = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        # Poll the socket's notification fd directly rather than through zmq.Poller:
+        # Poll the sockets' notification fds directly rather than through zmq.Poller:
         # each zmq_poll costs several extra system calls per socket, and a small
         # call's latency is mostly system calls.
         self._fdpoll = select.poll()
-        self._fdpoll.register(sockets.fd(self._sock), select.POLLIN)
-        self._fdpoll.register(self._wake_r, select.POLLIN)
+        for fd in (sockets.fd(self._sock), self._hb_fd, self._wake_r):
+            self._fdpoll.register(fd, select.POLLIN)
 
         self._mutex = threading.Lock()
         self._io_cond = threading.Condition(self._mutex)
         self._pending: dict[int, tuple[Future[Any], Decoder]] = {}
         self._outbox: list[Sequence[Any]] = []
         self._leader = False
+        self._owner = 0  # thread id of the leader
         self._io_owner = False
         self._woken = False
         self._closed = False
         self._ids = itertools.count(1)
         self._heard = time.monotonic()
         self._pinged = 0.0
+        self._instance: str | None = None
         #: True once the server answered, False after it went silent, None before.
         self.up: bool | None = None
         self._io_thread = threading.Thread(
@@ -109,28 +115,34 @@ class Connection:
         With ``wait`` the calling thread may lead the socket until ``future`` is
         done, so a synchronous call needs no thread hand-off.
         """
+        me = threading.get_ident()
         with self._mutex:
             if self._closed:
                 raise ServerUnavailable(f"connection to {self.address} is closed")
             if not self._pending:
                 self._heard = time.monotonic()
             self._pending[request_id] = (future, decode)
+            nested = self._leader and self._owner == me  # a callback run by the leader
             lead = not self._leader
             if lead:
-                self._leader = True
-            else:
+                self._leader, self._owner = True, me
+            elif not nested:
                 self._outbox.append(frames)
                 self._wake()
-        if not lead:
+        if not (lead or nested):
             return
         try:
             self._send(frames)
         except ServerUnavailable:
             with self._mutex:
                 self._pending.pop(request_id, None)
-            self._lead(until=None, handoff=True)  # release, or pass on to the I/O thread
+            if lead:
+                self._lead(until=None, handoff=True)  # release, or pass on to the I/O thread
             raise
-        if wait:
+        if nested:
+            while wait and not future.done() and not self._closed:
+                self._pump()
+        elif wait:
             self._lead(until=future)
         else:
             self._lead(until=None, handoff=True)
@@ -142,16 +154,21 @@ class Connection:
             time.sleep(0.005)
 
     def close(self) -> None:
-        """Fail pending requests, stop the I/O thread and close the socket."""
+        """Fail pending requests, wait for the socket's owner to let go, close everything."""
         with self._mutex:
             if self._closed:
                 return
             self._closed = True
             self._io_cond.notify_all()
             self._wake()
+            deadline = time.monotonic() + 5
+            while self._leader and self._owner != threading.get_ident():
+                if not self._io_cond.wait(max(0.0, deadline - time.monotonic())):
+                    break
         self._io_thread.join(timeout=5)
         self._fail_all(ServerUnavailable(f"connection to {self.address} was closed"))
         self._sock.close(linger=0)
+        self._hb.close(linger=0)
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -173,25 +190,44 @@ class Connection:
         """Pump the socket until ``until`` is done (the I/O thread: until nothing is pending).
 
         ``handoff``: the caller only had to send; pass leadership to the I/O thread now.
+        Whatever ends this early (an exception, Ctrl-C), the socket is released or passed on.
         """
-        while True:
-            if not handoff:
-                self._pump()
+        try:
+            while True:
+                if not handoff:
+                    self._pump()
+                with self._mutex:
+                    if self._closed:
+                        self._release()
+                        return
+                    if self._outbox and not handoff:
+                        continue
+                    if until is not None and not until.done():
+                        continue
+                    if not self._pending:
+                        self._release()
+                        return
+                    if until is not None or handoff:
+                        self._pass_to_io_thread()
+                        return
+        except BaseException:
             with self._mutex:
-                if self._closed:
-                    self._leader = self._io_owner = False
-                    return
-                if self._outbox and not handoff:
-                    continue
-                if until is not None and not until.done():
-                    continue
-                if not self._pending:
-                    self._leader = self._io_owner = False
-                    return
-                if until is not None or handoff:
-                    self._io_owner = True
-                    self._io_cond.notify()
-                    return
+                if self._pending and not self._closed and until is not None:
+                    self._pass_to_io_thread()
+                else:
+                    self._release()
+            raise
+
+    def _release(self) -> None:
+        """Give up the socket (mutex held)."""
+        self._leader = self._io_owner = False
+        self._io_cond.notify_all()
+
+    def _pass_to_io_thread(self) -> None:
+        """Make the I/O thread the socket's owner (mutex held)."""
+        self._io_owner = True
+        self._owner = self._io_thread.ident or 0
+        self._io_cond.notify_all()
 
     def _io_loop(self) -> None:
         while True:
@@ -200,7 +236,10 @@ class Connection:
                     self._io_cond.wait()
                 if self._closed:
                     return
-            self._lead(until=None)
+            try:
+                self._lead(until=None)
+            except Exception as exc:  # never let the I/O thread die with calls pending
+                self._fail_all(ServerUnavailable(f"connection to {self.address} failed: {exc}"))
 
     def _pump(self) -> None:
         """One round: send queued frames, wait for events, resolve replies, check liveness."""
@@ -216,12 +255,17 @@ class Connection:
                 except ServerUnavailable as exc:
                     self._fail_all(exc)
         sock = self._sock
-        # The notification fd only says "something changed": EVENTS is the truth,
-        # and every message must be drained before polling again.
+        # A notification fd only says "something changed": EVENTS is the truth, and
+        # every message must be drained before polling again.
+        events: list[tuple[int, int]] = []
         if not sockets.readable(sock):
-            self._fdpoll.poll(self._poll_ms)
+            events = self._fdpoll.poll(self._poll_ms)
         while sockets.readable(sock):
             self._dispatch(sock.recv_multipart(copy=False))
+        if self._hb_dirty or any(fd == self._hb_fd for fd, _ in events):
+            self._hb_dirty = False
+            while sockets.readable(self._hb):
+                self._on_pong(self._hb.recv_multipart())
         self._check_liveness()
 
     def _dispatch(self, frames: list[zmq.Frame]) -> None:
@@ -234,7 +278,7 @@ class Connection:
         with self._mutex:
             entry = self._pending.pop(header.request_id, None)
         if entry is None:
-            return  # a heartbeat reply, or a reply to a call that already failed
+            return  # a reply to a call that already failed
         future, decode = entry
         try:
             value = decode(header, frames[1:])
@@ -242,6 +286,17 @@ class Connection:
             _set(future, exc=exc)
         else:
             _set(future, value=value)
+
+    def _on_pong(self, frames: list[bytes]) -> None:
+        self._heard = time.monotonic()
+        self.up = True
+        try:
+            instance = protocol.decode_json(frames[1]).get("instance")
+        except (IndexError, ProtocolError):
+            return
+        if self._instance is not None and instance != self._instance:
+            self._fail_all(ServerUnavailable(f"{self.address} restarted; calls in flight are lost"))
+        self._instance = instance
 
     def _check_liveness(self) -> None:
         if not self._pending:
@@ -253,13 +308,26 @@ class Connection:
             self._fail_all(ServerUnavailable(f"no answer from {self.address} for {silent:.1f} s"))
         elif silent > self._heartbeat_interval and now - self._pinged > self._heartbeat_interval:
             self._pinged = now
-            self._sock.send(protocol.encode_header(protocol.PING, 0), copy=True)
+            with contextlib.suppress(zmq.ZMQError):  # if it cannot go, the silence will tell
+                self._hb.send(protocol.encode_header(protocol.PING, 0), zmq.NOBLOCK)
+            self._hb_dirty = True
 
     def _fail_all(self, exc: OffloadError) -> None:
         with self._mutex:
             pending, self._pending = self._pending, {}
         for future, _ in pending.values():
             _set(future, exc=exc)
+
+
+def _dealer(context: zmq.Context, address: str, max_message_size: int) -> zmq.Socket:
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message_size + 65536)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 5_000)  # traffic the server's heartbeat sees
+    sock.connect(address)
+    return sock
 
 
 def _set(future: Future[Any], value: Any = None, exc: BaseException | None = None) -> None:
