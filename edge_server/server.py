@@ -190,14 +190,18 @@ class EdgeServer:
         would take CPU from the workers and clients this server exists to serve.
         """
         events = fdpoll.poll(0)
+        if events:
+            return events
         deadline = self._dispatched_at + self.config.busy_poll
-        if events or time.perf_counter() >= deadline:
-            return events or fdpoll.poll(self._poll_timeout())
-        while time.perf_counter() < deadline:
-            events = fdpoll.poll(0)
-            if events:
-                return events
+        if time.perf_counter() < deadline and self._running():
+            while time.perf_counter() < deadline:
+                events = fdpoll.poll(0)
+                if events:
+                    return events
         return fdpoll.poll(self._poll_timeout())
+
+    def _running(self) -> bool:
+        return any(w.job is not None for w in self._pool.by_identity.values())
 
     def _poll_timeout(self) -> int | None:
         if any(w.sending for w in self._pool.by_identity.values()):
