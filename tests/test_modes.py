@@ -123,3 +123,20 @@ def test_server_killed_hard_takes_its_workers_along():
     srv.stop()
     _gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, alive
+
+
+def test_default_client_from_toml_file(server, tmp_path, monkeypatch):
+    config = tmp_path / "offload.toml"
+    config.write_text(f'[offload]\nserver = "{server}"\nconnect_timeout = 2.5\n')
+    monkeypatch.setenv("OFFLOAD_CONFIG", str(config))
+    monkeypatch.delenv("OFFLOAD_SERVER", raising=False)
+    import offload._default as default
+
+    monkeypatch.setattr(default, "_client", None)
+    try:
+        client = offload.default_client()
+        assert client.config.server == str(server)
+        assert client.config.connect_timeout == 2.5
+        assert apps.where() != os.getpid()
+    finally:
+        default._shutdown_default()
