@@ -31,7 +31,6 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +40,9 @@ import offload
 from offload._exceptions import ConfigError, ProtocolError
 from offload.runtime import protocol, sockets
 
+from .admission import Job, Refused, admit
 from .arena import arena_dir, remove_stale_files
-from .channel import MAX_FRAMES, Channel
+from .channel import Channel
 from .config import ServerConfig
 from .pool import Pool, Worker
 from .registry import Registry
@@ -50,17 +50,6 @@ from .registry import Registry
 log = logging.getLogger("edge_server")
 
 _TRACKER_POLL_MS = 1
-
-
-@dataclass(eq=False)
-class Job:
-    """One accepted call waiting for, or running on, a worker."""
-
-    id: int
-    client: bytes
-    request_id: int
-    frames: list[zmq.Frame]  # client header, then payload
-    timeout: float | None
 
 
 class EdgeServer:
@@ -229,52 +218,14 @@ class EdgeServer:
             self._send(client, protocol.json_message(protocol.PONG, header.request_id, self._info))
             return
         try:
-            job = self._admit(client, header, frames)
-        except _Refused as refusal:
+            job = admit(client, header, frames, self.registry, self.config, self._next_job + 1)
+            if len(self._queue) >= self.config.queue_size:
+                raise Refused("busy", f"queue full ({len(self._queue)} calls waiting)")
+        except Refused as refusal:
             self._reply_error(client, header.request_id, refusal.code, refusal.message)
             return
+        self._next_job = job.id
         self._queue.append(job)
-
-    def _admit(self, client: bytes, header: protocol.Header, frames: list[zmq.Frame]) -> Job:
-        """Check a message against everything the server can judge without unpickling."""
-        if header.kind != protocol.CALL:
-            raise _Refused("protocol", f"a client may not send message kind {header.kind}")
-        payload = frames[2:]
-        if len(payload) > MAX_FRAMES - 8:
-            raise _Refused("protocol", f"{len(payload)} payload frames; at most {MAX_FRAMES - 8}")
-        if len(payload) != len(header.codecs) or not payload:
-            raise _Refused(
-                "protocol", f"{len(payload)} payload frames, {len(header.codecs)} codecs"
-            )
-        size = sum(len(f) for f in payload)
-        if size > self.config.max_message_size:
-            raise _Refused(
-                "payload_too_large",
-                f"call is {size} bytes; this server accepts {self.config.max_message_size}",
-            )
-        if header.flags & protocol.BY_VALUE:
-            if not self.config.allow_code_shipping:
-                raise _Refused(
-                    "code_shipping_disabled",
-                    f"{header.name!r} was shipped by value but this server does not "
-                    "accept code (start it with --allow-code-shipping)",
-                )
-        else:
-            expected = self.registry.fingerprints.get(header.name)
-            if expected is None:
-                raise _Refused("unknown_function", f"this server holds no function {header.name!r}")
-            if expected != header.fingerprint:
-                raise _Refused(
-                    "version_mismatch",
-                    f"the server's {header.name!r} has fingerprint {expected.hex()}, "
-                    f"the client's {header.fingerprint.hex()}: deploy the same code",
-                )
-        if len(self._queue) >= self.config.queue_size:
-            raise _Refused("busy", f"queue full ({self.config.queue_size} calls waiting)")
-        self._next_job += 1
-        cap = self.config.max_call_seconds
-        timeout = min(header.aux / 1e6, cap) if header.aux else cap
-        return Job(self._next_job, client, header.request_id, frames[1:], timeout)
 
     def _reply_error(self, client: bytes, request_id: int, code: str, message: str) -> None:
         self._send(client, protocol.error_message(request_id, code, message))
@@ -409,9 +360,3 @@ class EdgeServer:
             log.warning("worker %s died while idle: %s", worker.identity, how)
         if not self._stopping:
             self._pool.spawn()
-
-
-class _Refused(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message

@@ -1,0 +1,80 @@
+"""Admission: everything the server can judge about a call from its header, without unpickling.
+
+A call that passes becomes a :class:`Job`; one that does not is refused with
+the error code the client will raise (see :data:`offload._exceptions.ERROR_CODES`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import zmq
+
+from offload.runtime import protocol
+
+from .channel import MAX_FRAMES
+from .config import ServerConfig
+from .registry import Registry
+
+
+@dataclass(eq=False)
+class Job:
+    """One accepted call waiting for, or running on, a worker."""
+
+    id: int
+    client: bytes
+    request_id: int
+    frames: list[zmq.Frame]  # client header, then payload
+    timeout: float
+
+
+class Refused(Exception):
+    """A call the server will not run: ``code`` is the wire error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def admit(
+    client: bytes,
+    header: protocol.Header,
+    frames: list[zmq.Frame],
+    registry: Registry,
+    config: ServerConfig,
+    job_id: int,
+) -> Job:
+    """Check a client message (``frames``: identity, header, payload) and make it job ``job_id``."""
+    if header.kind != protocol.CALL:
+        raise Refused("protocol", f"a client may not send message kind {header.kind}")
+    payload = frames[2:]
+    if len(payload) > MAX_FRAMES - 8:
+        raise Refused("protocol", f"{len(payload)} payload frames; at most {MAX_FRAMES - 8}")
+    if len(payload) != len(header.codecs) or not payload:
+        raise Refused("protocol", f"{len(payload)} payload frames, {len(header.codecs)} codecs")
+    size = sum(len(f) for f in payload)
+    if size > config.max_message_size:
+        raise Refused(
+            "payload_too_large",
+            f"call is {size} bytes; this server accepts {config.max_message_size}",
+        )
+    if header.flags & protocol.BY_VALUE:
+        if not config.allow_code_shipping:
+            raise Refused(
+                "code_shipping_disabled",
+                f"{header.name!r} was shipped by value but this server does not "
+                "accept code (start it with --allow-code-shipping)",
+            )
+    else:
+        expected = registry.fingerprints.get(header.name)
+        if expected is None:
+            raise Refused("unknown_function", f"this server holds no function {header.name!r}")
+        if expected != header.fingerprint:
+            raise Refused(
+                "version_mismatch",
+                f"the server's {header.name!r} has fingerprint {expected.hex()}, "
+                f"the client's {header.fingerprint.hex()}: deploy the same code",
+            )
+    cap = config.max_call_seconds
+    timeout = min(header.aux / 1e6, cap) if header.aux else cap
+    return Job(job_id, client, header.request_id, frames[1:], timeout)
