@@ -89,12 +89,16 @@ class EdgeServer:
         with zmq.Context() as context, tempfile.TemporaryDirectory(prefix="offload-") as workdir:
             frontend = context.socket(zmq.ROUTER)
             frontend.setsockopt(zmq.LINGER, 1000)
-            frontend.setsockopt(zmq.SNDHWM, 0)
             frontend.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_size + 65536)
-            # ZeroMQ-level heartbeats drop a client that vanished (a phone leaving Wi-Fi
-            # leaves a half-open TCP connection), and with it the replies queued for it.
-            frontend.setsockopt(zmq.HEARTBEAT_IVL, 5_000)
-            frontend.setsockopt(zmq.HEARTBEAT_TIMEOUT, 60_000)
+            # TCP keepalive drops a client that vanished (a phone leaving Wi-Fi leaves a
+            # half-open connection), and with it the replies queued for it. Not ZeroMQ's
+            # heartbeat: its timeout only counts whole messages, so it would cut a slow
+            # upload of a large call.
+            frontend.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            frontend.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)
+            frontend.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
+            frontend.setsockopt(zmq.TCP_KEEPALIVE_CNT, 6)
+            frontend.setsockopt(zmq.SNDHWM, 10_000)  # per client; beyond it replies are dropped
             try:
                 frontend.bind(self.config.bind)
             except zmq.ZMQError as exc:
@@ -116,7 +120,8 @@ class EdgeServer:
                     on_ready(self.address)
                 self._loop()
             finally:
-                for job in self._queue:
+                running = [w.job for w in pool.by_identity.values() if w.job is not None]
+                for job in [*running, *self._queue]:
                     self._reply_error(job.client, job.request_id, "unavailable", "shut down")
                 pool.stop(timeout=2.0)
                 frontend.close()

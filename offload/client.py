@@ -86,7 +86,6 @@ class Client(Executor):
                 config.server,
                 heartbeat_interval=config.heartbeat_interval,
                 heartbeat_timeout=config.heartbeat_timeout,
-                max_message_size=config.max_message_size,
             )
             self._probe = self._start_ping()
 
@@ -294,10 +293,13 @@ class Client(Executor):
         if header.kind == protocol.RESULT:
             buffers = [f.buffer for f in frames]
             try:
+                size = sum(b.nbytes for b in buffers)
+                if size > self.config.max_message_size:
+                    raise errors.PayloadTooLarge(f"{size} bytes, over max_message_size")
                 return serialize.loads(
                     header.codecs, buffers, fn.allowlist, self.config.max_message_size
                 )
-            except errors.SerializationError as exc:
+            except errors.OffloadError as exc:  # the call ran: never rerun it for this
                 raise errors.UnloadableResult(f"result of {fn.wire_name}: {exc}") from exc
         if header.kind == protocol.ERROR and frames:
             raise errors_wire.rebuild(protocol.decode_json(frames[0].buffer))
@@ -320,6 +322,8 @@ class Client(Executor):
         if header.kind != protocol.PONG or not frames:
             raise errors.ProtocolError(f"expected PONG, got kind {header.kind}")
         self.server_info = protocol.decode_json(frames[0].buffer)
+        if self._conn is not None:
+            self._conn.note_instance(self.server_info.get("instance"))
         return self.server_info
 
     def _pool(self) -> ThreadPoolExecutor:

@@ -53,15 +53,16 @@ def serve_local(
     *,
     workers: int | None = None,
     allow_code_shipping: bool = False,
+    bind: str = "tcp://127.0.0.1:*",
     extra_args: Sequence[str] = (),
     start_timeout: float = 60.0,
 ) -> LocalServer:
-    """Start an edge server serving ``apps`` on a free loopback port; return it once ready.
+    """Start an edge server serving ``apps`` (by default on a free loopback port); return it.
 
     The child gets this process's ``sys.path``, so the app modules it imports
     are the same files this process imports (replicated code by construction).
     """
-    cmd = [sys.executable, "-m", "edge_server", "--bind", "tcp://127.0.0.1:*", "--print-address"]
+    cmd = [sys.executable, "-m", "edge_server", "--bind", bind, "--print-address"]
     for app in apps:
         cmd += ["--app", app]
     if workers is not None:

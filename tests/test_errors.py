@@ -333,3 +333,14 @@ def test_remote_offload_errors_are_not_mistaken_for_this_calls(client):
         {"code": "remote", "message": "m", "type": "offload._exceptions:ServerBusy", "args": ["m"]}
     )
     assert isinstance(exc, offload.RemoteError) and not isinstance(exc, offload.ServerBusy)
+
+
+def test_result_over_the_client_limit_is_unloadable(client):
+    small = offload.Client(client.config.server, max_message_size=2**20, compression="off")
+    try:
+        small.ping(timeout=10)
+        with pytest.raises(offload.UnloadableResult):
+            small.call(apps.scaled, (np.ones(200_000, np.float32), np.float64(2)), {})
+        assert small.call(apps.add, (1, 2), {}, mode="remote") == 3
+    finally:
+        small.shutdown()

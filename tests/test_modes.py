@@ -140,3 +140,31 @@ def test_default_client_from_toml_file(server, tmp_path, monkeypatch):
         assert apps.where() != os.getpid()
     finally:
         default._shutdown_default()
+
+
+def test_restarted_server_fails_the_calls_it_lost(unused_tcp_port):
+    address = f"tcp://127.0.0.1:{unused_tcp_port}"
+    first = offload.serve_local(["tests.apps"], workers=1, bind=address)
+    second = None
+    try:
+        with offload.Client(address, heartbeat_interval=0.2, heartbeat_timeout=30) as client:
+            lost = client.submit(offload.offload(apps.nap.__wrapped__, mode="remote"), 5)
+            time.sleep(0.5)
+            first.process.kill()  # no goodbye
+            first.stop()
+            second = offload.serve_local(["tests.apps"], workers=1, bind=address)
+            assert isinstance(lost.exception(timeout=15), offload.ServerUnavailable)
+            assert client.call(apps.add, (1, 2), {}, mode="remote") == 3
+    finally:
+        if second is not None:
+            second.stop()
+
+
+def test_shutdown_from_a_callback(server):
+    client = offload.Client(server)
+    client.ping(timeout=10)
+    slow = client.submit(offload.offload(apps.nap.__wrapped__, mode="remote"), 2)
+    client.submit(offload.offload(apps.nap.__wrapped__, mode="remote"), 0.05).add_done_callback(
+        lambda _: client.shutdown(wait=False)
+    )
+    assert isinstance(slow.exception(timeout=10), offload.ServerUnavailable)

@@ -29,9 +29,13 @@ def fd(sock: zmq.Socket) -> int:
     return int(sock.getsockopt(FD))
 
 
-def send_frames(sock: zmq.Socket, frames: Sequence[Any]) -> None:
-    """Send a multipart message; large frames go zero-copy (pyzmq copies small ones)."""
+def send_frames(sock: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None:
+    """Send a multipart message; large frames go zero-copy (pyzmq copies small ones).
+
+    With NOBLOCK, only the first frame can fail: ZeroMQ takes the rest with it.
+    """
     send = sock.send
     last = len(frames) - 1
+    flags = int(flags)
     for i, frame in enumerate(frames):
-        send(frame, SNDMORE if i < last else 0, copy=False)
+        send(frame, flags | SNDMORE if i < last else flags, copy=False)

@@ -58,23 +58,25 @@ class Connection:
         *,
         heartbeat_interval: float,
         heartbeat_timeout: float,
-        max_message_size: int,
     ) -> None:
         self.address = address
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = heartbeat_timeout
         self._poll_ms = int(heartbeat_interval * 1000)
-        self._sock = _dealer(context, address, max_message_size)
-        self._hb = _dealer(context, address, 65536)
+        self._sock = _dealer(context, address)
+        self._hb = _dealer(context, address)
         self._hb_fd = sockets.fd(self._hb)
         self._hb_dirty = False
+        # The data connection's own fate: a disconnect loses the calls sent on it.
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor_fd = sockets.fd(self._monitor)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         # Poll the sockets' notification fds directly rather than through zmq.Poller:
         # each zmq_poll costs several extra system calls per socket, and a small
         # call's latency is mostly system calls.
         self._fdpoll = select.poll()
-        for fd in (sockets.fd(self._sock), self._hb_fd, self._wake_r):
+        for fd in (sockets.fd(self._sock), self._hb_fd, self._monitor_fd, self._wake_r):
             self._fdpoll.register(fd, select.POLLIN)
 
         self._mutex = threading.Lock()
@@ -86,6 +88,7 @@ class Connection:
         self._io_owner = False
         self._woken = False
         self._closed = False
+        self._owner_closes = False
         self._ids = itertools.count(1)
         self._heard = time.monotonic()
         self._pinged = 0.0
@@ -154,19 +157,33 @@ class Connection:
             time.sleep(0.005)
 
     def close(self) -> None:
-        """Fail pending requests, wait for the socket's owner to let go, close everything."""
+        """Fail pending requests, wait for the socket's owner to let go, close everything.
+
+        Called from a callback (that is, by the thread that owns the socket), the
+        sockets are closed by that thread when it lets go.
+        """
+        me = threading.get_ident()
         with self._mutex:
             if self._closed:
                 return
             self._closed = True
             self._io_cond.notify_all()
             self._wake()
+            owner_is_me = self._leader and self._owner == me
             deadline = time.monotonic() + 5
-            while self._leader and self._owner != threading.get_ident():
+            while self._leader and not owner_is_me:
                 if not self._io_cond.wait(max(0.0, deadline - time.monotonic())):
                     break
-        self._io_thread.join(timeout=5)
+            self._owner_closes = owner_is_me
+            close_now = not owner_is_me and not self._leader
         self._fail_all(ServerUnavailable(f"connection to {self.address} was closed"))
+        if threading.current_thread() is not self._io_thread:
+            self._io_thread.join(timeout=5)
+        if close_now:
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        self._monitor.close(linger=0)
         self._sock.close(linger=0)
         self._hb.close(linger=0)
         os.close(self._wake_r)
@@ -182,7 +199,7 @@ class Connection:
 
     def _send(self, frames: Sequence[Any]) -> None:
         try:
-            sockets.send_frames(self._sock, frames)
+            sockets.send_frames(self._sock, frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             raise ServerUnavailable(f"cannot send to {self.address}: {exc}") from exc
 
@@ -199,6 +216,8 @@ class Connection:
                 with self._mutex:
                     if self._closed:
                         self._release()
+                        if self._owner_closes:  # close() was called from our own callback
+                            self._close_sockets()
                         return
                     if self._outbox and not handoff:
                         continue
@@ -262,7 +281,14 @@ class Connection:
             events = self._fdpoll.poll(self._poll_ms)
         while sockets.readable(sock):
             self._dispatch(sock.recv_multipart(copy=False))
-        if self._hb_dirty or any(fd == self._hb_fd for fd, _ in events):
+        if events:
+            fired = {fd for fd, _ in events}
+            if self._monitor_fd in fired:
+                while sockets.readable(self._monitor):
+                    self._monitor.recv_multipart()
+                    self._fail_all(ServerUnavailable(f"lost the connection to {self.address}"))
+            self._hb_dirty = self._hb_dirty or self._hb_fd in fired
+        if self._hb_dirty:
             self._hb_dirty = False
             while sockets.readable(self._hb):
                 self._on_pong(self._hb.recv_multipart())
@@ -291,9 +317,12 @@ class Connection:
         self._heard = time.monotonic()
         self.up = True
         try:
-            instance = protocol.decode_json(frames[1]).get("instance")
+            self.note_instance(protocol.decode_json(frames[1]).get("instance"))
         except (IndexError, ProtocolError):
             return
+
+    def note_instance(self, instance: Any) -> None:
+        """Record the server instance a PONG names; another one means it restarted."""
         if self._instance is not None and instance != self._instance:
             self._fail_all(ServerUnavailable(f"{self.address} restarted; calls in flight are lost"))
         self._instance = instance
@@ -319,13 +348,13 @@ class Connection:
             _set(future, exc=exc)
 
 
-def _dealer(context: zmq.Context, address: str, max_message_size: int) -> zmq.Socket:
+def _dealer(context: zmq.Context, address: str) -> zmq.Socket:
+    # No MAXMSGSIZE here: ZeroMQ drops a connection that exceeds it and never
+    # reconnects; the client checks sizes itself (UnloadableResult).
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
-    sock.setsockopt(zmq.MAXMSGSIZE, max_message_size + 65536)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 5_000)  # traffic the server's heartbeat sees
     sock.connect(address)
     return sock
 
