@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from offload._exceptions import ConfigError
@@ -77,6 +78,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         "sleeping; lowers small-call latency, 0 saves CPU (default %(default)s)",
     )
     parser.add_argument(
+        "--exit-with-stdin",
+        action="store_true",
+        help="stop when standard input closes (a supervising parent that dies takes us along)",
+    )
+    parser.add_argument(
         "--print-address",
         action="store_true",
         help="print the bound address on stdout once ready (for supervisors)",
@@ -101,6 +107,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     return config, args
 
 
+def _stop_at_eof(server: EdgeServer) -> None:
+    while sys.stdin.buffer.read(65536):
+        pass
+    server.stop()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run until SIGTERM or SIGINT."""
     config, args = parse_args(argv)
@@ -118,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("edge_server").warning(
             "code shipping is ON: any client that can connect can run arbitrary code here"
         )
+    if args.exit_with_stdin:
+        threading.Thread(target=_stop_at_eof, args=(server,), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
 

@@ -147,7 +147,7 @@ class Pool:
             self.by_fd.pop(worker.channel.fileno(), None)
             worker.channel.close()
         worker.in_arena.close()
-        remove_files(self._directory, worker.prefix)
+        remove_files(self._directory, worker.prefix + "-")  # not w1 matching w10
         code = worker.process.exitcode
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):

@@ -49,7 +49,8 @@ from .registry import Registry
 
 log = logging.getLogger("edge_server")
 
-_TRACKER_POLL_MS = 1
+_CLIENT_BATCH = 64
+_TRACKER_POLL_MS = (1, 50)  # first and longest wait while results are still being sent
 
 
 class EdgeServer:
@@ -65,6 +66,7 @@ class EdgeServer:
         self._idle: deque[Worker] = deque()
         self._next_job = 0
         self._dispatched_at = 0.0
+        self._tracker_wait = _TRACKER_POLL_MS[0]
         self._info = {
             "server": "edge_server",
             "version": offload.__version__,
@@ -142,7 +144,11 @@ class EdgeServer:
             fdpoll.register(fd, select.POLLIN)
         watched: set[int] = set()
         while not self._stopping:
-            while sockets.readable(frontend):
+            # A bounded batch per pass: a client flooding the server must not keep
+            # workers' replies and dispatch waiting.
+            for _ in range(_CLIENT_BATCH):
+                if not sockets.readable(frontend):
+                    break
                 self._on_client(frontend.recv_multipart(copy=False))
             self._dispatch()
             if pool.changed:
@@ -153,12 +159,11 @@ class EdgeServer:
                 for fd in fds - watched:
                     fdpoll.register(fd, select.POLLIN)
                 watched = set(fds)
-            if sockets.readable(frontend):
-                continue
+            more_from_clients = sockets.readable(frontend)
             # Deaths and new connections are handled after the whole batch: they close
             # and open fds, and a reused fd number must not inherit a stale event.
             deaths, incoming = [], False
-            for fd, _ in self._wait(fdpoll):
+            for fd, _ in fdpoll.poll(0) if more_from_clients else self._wait(fdpoll):
                 if fd in pool.by_fd:
                     self._read_worker(pool.by_fd[fd])
                 elif fd in pool.unnamed:
@@ -199,7 +204,11 @@ class EdgeServer:
 
     def _poll_timeout(self) -> int | None:
         if any(w.sending for w in self._pool.by_identity.values()):
-            return _TRACKER_POLL_MS
+            # ZeroMQ says nothing when it has sent a frame: poll for that, backing off
+            # so a client that reads slowly (or never) does not keep the server busy.
+            wait = self._tracker_wait
+            self._tracker_wait = min(2 * wait, _TRACKER_POLL_MS[1])
+            return wait
         deadlines = [w.deadline for w in self._pool.by_identity.values() if w.deadline]
         if not deadlines:
             return None
@@ -316,6 +325,7 @@ class EdgeServer:
         tracked = [zmq.Frame(p, track=True) for p in payload]
         self._send(job.client, [frames[2], *tracked])
         worker.sending.append((zmq.MessageTracker(*tracked), name))
+        self._tracker_wait = _TRACKER_POLL_MS[0]
 
     def _release_arenas(self) -> None:
         """Tell workers which result arenas ZeroMQ has finished sending from."""

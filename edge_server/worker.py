@@ -75,7 +75,15 @@ def run_worker(
                 continue
             job_id, header_frame, name, spans = (bytes(f) for f in frames[1:5])
             payload = reader.unpack(name, spans, frames[5:])
-            reply = execute(header_frame, payload, registry, config)
+            try:
+                reply = execute(header_frame, payload, registry, config)
+            except Exception as exc:  # a bug or a hostile value: answer, do not die
+                log.exception("job failed outside the function")
+                reply = protocol.error_message(
+                    protocol.peek_request_id(header_frame) or 0,
+                    "protocol",
+                    f"worker: {exc!r}"[:2000],
+                )
             del payload
             arena, reply_spans, inline = results.pack(reply[1:])
             channel.send([b"D", job_id, reply[0], arena, reply_spans, *inline])

@@ -244,10 +244,13 @@ class Client(Executor):
                 codec, code = maybe_compress(memoryview(code))
             codecs, frames = bytes([codec]) + codecs, [code, *frames]
         size = sum(memoryview(f).nbytes for f in frames)
-        if size > self.config.max_message_size:
+        # The server's own limit (from its PONG) too: ZeroMQ would drop the connection.
+        limit = min(self.config.max_message_size, self.server_info.get("max_message_size", size))
+        if size > limit:
             raise errors.PayloadTooLarge(
-                f"call of {fn.wire_name} is {size} bytes, over max_message_size "
-                f"{self.config.max_message_size}"
+                f"call of {fn.wire_name} is {size} bytes, over the max_message_size {limit} "
+                f"(this client's {self.config.max_message_size}, the server's "
+                f"{self.server_info.get('max_message_size', 'unknown')})"
             )
         timeout = fn.timeout or self.config.timeout
         request_id = conn.next_id()

@@ -31,8 +31,9 @@ class LocalServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
         _running.discard(self)
 
     def __str__(self) -> str:
@@ -62,7 +63,15 @@ def serve_local(
     The child gets this process's ``sys.path``, so the app modules it imports
     are the same files this process imports (replicated code by construction).
     """
-    cmd = [sys.executable, "-m", "edge_server", "--bind", bind, "--print-address"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_server",
+        "--bind",
+        bind,
+        "--print-address",
+        "--exit-with-stdin",
+    ]
     for app in apps:
         cmd += ["--app", app]
     if workers is not None:
@@ -72,7 +81,8 @@ def serve_local(
     cmd += list(extra_args)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p)
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env)
+    # The child stops when its stdin closes: when this process exits, however it dies.
+    process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     assert process.stdout is not None
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
@@ -83,6 +93,8 @@ def serve_local(
         process.kill()
         process.wait()
         process.stdout.close()
+        if process.stdin is not None:
+            process.stdin.close()
         raise ServerUnavailable(
             f"local edge server exited with code {code} before it was ready"
             if code

@@ -216,7 +216,10 @@ def test_payload_over_the_server_limit(make_server):
     server = make_server("--max-message-size", str(2**20))
     with offload.Client(server) as client:
         client.ping(timeout=10)
+        noise = np.random.default_rng(0).random(2**18)  # 2 MiB that lz4 cannot shrink
         with pytest.raises(offload.PayloadTooLarge, match="1048576"):
+            client.call(apps.echo, (noise,), {}, mode="remote")
+        with pytest.raises(offload.PayloadTooLarge, match="lz4"):  # small on the wire only
             client.call(apps.echo, (np.zeros(2**18),), {}, mode="remote")
         assert client.call(apps.echo, (np.zeros(2**10),), {}, mode="remote").shape == (1024,)
 
@@ -344,3 +347,23 @@ def test_result_over_the_client_limit_is_unloadable(client):
         assert small.call(apps.add, (1, 2), {}, mode="remote") == 3
     finally:
         small.shutdown()
+
+
+def test_a_dropped_connection_fails_the_call_instead_of_hanging(make_server):
+    # Not knowing the server's limit (no PONG yet), the client sends a frame over it:
+    # ZeroMQ on the server drops the connection. The call must fail, not wait forever.
+    server = make_server("--max-message-size", str(2**20))
+    with offload.Client(server, heartbeat_timeout=30) as client:
+        client.ping(timeout=10)
+        client.server_info = {}
+        noise = np.random.default_rng(0).random(2**18)
+        with pytest.raises(offload.ServerUnavailable, match="lost the connection"):
+            client.call(apps.echo, (noise,), {}, mode="remote")
+        assert client.call(apps.add, (1, 2), {}, mode="remote") == 3
+
+
+def test_exceptions_that_resist_description_still_get_reported(client):
+    with pytest.raises(apps.AppError) as info:
+        client.call(apps.fail_app, (10**5000,), {}, mode="remote")
+    assert info.value.args == ("application failure", "<unprintable int: ValueError>")
+    still_serving(client)

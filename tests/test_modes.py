@@ -168,3 +168,23 @@ def test_shutdown_from_a_callback(server):
         lambda _: client.shutdown(wait=False)
     )
     assert isinstance(slow.exception(timeout=10), offload.ServerUnavailable)
+
+
+def test_local_server_dies_with_its_parent(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, offload\n"
+        "srv = offload.serve_local(['tests.apps'], workers=1)\n"
+        "print(srv.process.pid, flush=True)\n"
+        "os._exit(0)  # no cleanup: as if killed\n"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=os.getcwd()
+    )
+    server = psutil.Process(int(out.stdout.split()[0]))
+    children = server.children(recursive=True)
+    _, alive = psutil.wait_procs([server, *children], timeout=15)
+    assert not alive, alive

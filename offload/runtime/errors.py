@@ -24,16 +24,37 @@ _PLAIN = (str, int, float, bool, type(None))
 
 
 def exception_message(request_id: int, exc: BaseException) -> list[bytes]:
-    """The ERROR reply for an exception raised by the called function."""
+    """The ERROR reply for an exception raised by the called function.
+
+    Describing an exception runs its code (``__str__``, ``repr`` of its
+    arguments); whatever that raises, the reply still goes out, truncated text.
+    """
     cls = type(exc)
     return protocol.error_message(
         request_id,
         "remote",
-        str(exc),
+        _text(str, exc),
         type=f"{cls.__module__}:{cls.__qualname__}",
-        args=[a if isinstance(a, _PLAIN) else repr(a) for a in exc.args],
-        traceback="".join(traceback.format_exception(cls, exc, exc.__traceback__)),
+        args=[_arg(a) for a in exc.args],
+        traceback=_text(lambda e: "".join(traceback.format_exception(e)), exc),
     )
+
+
+def _arg(value: Any) -> Any:
+    """An exception argument as JSON can carry it: plain values as they are, else text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if abs(value) < 2**63 else _text(repr, value)
+    if isinstance(value, _PLAIN) and (not isinstance(value, str) or len(value) <= 20_000):
+        return value
+    return _text(repr, value)
+
+
+def _text(describe: Any, value: Any, limit: int = 20_000) -> str:
+    try:
+        text = describe(value)
+    except Exception as exc:
+        return f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+    return text if len(text) <= limit else text[:limit] + "... [truncated]"
 
 
 def rebuild(body: dict[str, Any]) -> BaseException:

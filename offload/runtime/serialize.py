@@ -24,7 +24,8 @@ callable or a class it could abuse:
 * Builtins are admitted only where the protocol has no opcode for them and
   they cannot be used to allocate without bound (``complex``, ``range``,
   ``slice``, exceptions), plus a few immutable C types from the standard
-  library.
+  library that cannot consume an iterable. What remains is bounded by the
+  stream's own size, times Python's per-object overhead.
 
 Anything else, such as the ``os.system`` of a malicious ``__reduce__``, raises
 :class:`ForbiddenType` before it is imported or called.
@@ -59,11 +60,10 @@ _SAFE_GLOBALS = frozenset(
         for name, obj in vars(builtins).items()
         if isinstance(obj, type) and issubclass(obj, BaseException)
     }
-    | {(mod, "scalar") for mod in ("numpy._core.multiarray", "numpy.core.multiarray")}
-    | {("collections", n) for n in ("OrderedDict", "deque", "defaultdict")}
+    | {("collections", n) for n in ("OrderedDict", "defaultdict")}
     | {("datetime", n) for n in ("date", "datetime", "time", "timedelta", "timezone")}
     | {("decimal", "Decimal")}
-    | {(__name__, n) for n in ("_array", "_object_array", "_dtype", "_new", "_new_ex")}
+    | {(__name__, n) for n in ("_object_array", "_dtype", "_scalar", "_new", "_new_ex")}
 )
 
 
@@ -115,17 +115,33 @@ def _dtype(description: Any) -> np.dtype[Any]:
 
 
 def _array(buffer: Any, dtype: np.dtype[Any], shape: tuple[int, ...], order: str) -> Any:
-    """A numeric array over ``buffer`` (zero-copy for an out-of-band buffer)."""
+    """A numeric array over ``buffer`` (zero-copy for an out-of-band buffer).
+
+    Resolved per load as :meth:`_RestrictedUnpickler._array`, which lets each
+    buffer back one array only: a stream that reused one buffer for thousands
+    of arrays would have them all sent back as separate copies.
+    """
     if not isinstance(dtype, np.dtype) or dtype.hasobject:
         raise ForbiddenType("arrays over raw buffers must have a numeric dtype")
     return np.frombuffer(buffer, dtype=dtype).reshape(shape, order="F" if order == "F" else "C")
 
 
 def _object_array(items: list[Any], shape: tuple[int, ...]) -> Any:
-    """An object array from its elements in C order."""
+    """An object array from its elements (a list: nothing lazy) in C order."""
+    if type(items) is not list:
+        raise ForbiddenType("object arrays are built from lists only")
     out = np.empty(len(items), dtype=object)
     out[:] = items
     return out.reshape(shape)
+
+
+def _scalar(dtype: np.dtype[Any], data: bytes) -> Any:
+    """A numpy scalar from its bytes, which must be exactly one item."""
+    if not isinstance(dtype, np.dtype) or dtype.hasobject or dtype.subdtype is not None:
+        raise ForbiddenType("numpy scalars must have a plain numeric dtype")
+    if type(data) is not bytes or len(data) != dtype.itemsize:
+        raise ForbiddenType("numpy scalar data does not match its dtype")
+    return np.frombuffer(data, dtype=dtype)[0]
 
 
 @dataclass(frozen=True)
@@ -167,9 +183,20 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, data: Any, buffers: Sequence[Any], allowlist: Allowlist) -> None:
         super().__init__(io.BytesIO(data), buffers=buffers)
         self._allowlist = allowlist
+        self._used: set[int] = set()
+        self._keep: list[Any] = []  # keeps used buffers alive so their ids stay theirs
 
     def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name == "_array":
+            return self._array
         return self._allowlist.resolve(self, module, name)
+
+    def _array(self, buffer: Any, *args: Any) -> Any:
+        if id(buffer) in self._used:
+            raise ForbiddenType("a buffer may back one array only")
+        self._used.add(id(buffer))
+        self._keep.append(buffer)
+        return _array(buffer, *args)
 
 
 class _Pickler(pickle.Pickler):
@@ -181,6 +208,8 @@ class _Pickler(pickle.Pickler):
             return _reduce_array(obj)
         if isinstance(obj, np.dtype):
             return _dtype, (_describe(obj),)
+        if isinstance(obj, np.generic) and not obj.dtype.hasobject:
+            return _scalar, (obj.dtype, obj.tobytes())
         if not kind.__flags__ & _HEAPTYPE or kind.__reduce_ex__ is not object.__reduce_ex__:
             return NotImplemented  # C types, and classes that reduce themselves
         reduced = obj.__reduce_ex__(5)
@@ -250,7 +279,7 @@ def loads(codecs: bytes, frames: Sequence[Any], allowlist: Allowlist, limit: int
             budget, inflated = limit, []
             for codec, frame in zip(codecs, frames):
                 data = frame if codec == RAW else decompress(codec, memoryview(frame), budget)
-                budget -= len(data) if codec != RAW else 0
+                budget -= memoryview(data).nbytes
                 inflated.append(data)
             frames = inflated
         return _RestrictedUnpickler(frames[0], frames[1:], allowlist).load()

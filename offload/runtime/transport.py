@@ -70,6 +70,8 @@ class Connection:
         # The data connection's own fate: a disconnect loses the calls sent on it.
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._monitor_fd = sockets.fd(self._monitor)
+        for sock in (self._sock, self._hb, self._monitor):
+            sockets.readable(sock)  # arms the fd: ZeroMQ signals only readers that looked
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         # Poll the sockets' notification fds directly rather than through zmq.Poller:
