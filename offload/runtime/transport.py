@@ -288,6 +288,7 @@ class Connection:
             if self._monitor_fd in fired:
                 while sockets.readable(self._monitor):
                     self._monitor.recv_multipart()
+                    self.up, self._instance = False, None  # whoever answers next is news
                     self._fail_all(ServerUnavailable(f"lost the connection to {self.address}"))
             self._hb_dirty = self._hb_dirty or self._hb_fd in fired
         if self._hb_dirty:
