@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -108,8 +110,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
 
 
 def _stop_at_eof(server: EdgeServer) -> None:
-    while sys.stdin.buffer.read(65536):
-        pass
+    # os.read on the raw fd: a daemon thread inside sys.stdin's buffer lock would
+    # abort the interpreter at exit.
+    with contextlib.suppress(OSError):
+        while os.read(0, 65536):
+            pass
     server.stop()
 
 
