@@ -50,7 +50,7 @@ from .registry import Registry
 log = logging.getLogger("edge_server")
 
 _CLIENT_BATCH = 64
-_TRACKER_POLL_MS = (1, 50)  # first and longest wait while results are still being sent
+_TRACKER_POLL_MS = (1, 10)  # first and longest wait while results are still being sent
 
 
 class EdgeServer:
@@ -250,6 +250,8 @@ class EdgeServer:
     # -- workers --------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        if self._queue and self._idle:
+            self._release_arenas()  # a FREE ahead of the job lets the worker reuse its arena
         while self._queue and self._idle:
             job, worker = self._queue.popleft(), self._idle.popleft()
             if worker.killed or worker.channel is None:
