@@ -136,7 +136,7 @@ class Client(Executor):
         try:
             return self._start(fn, args, kwargs, "remote", wait=True).result()
         except FALLBACK as exc:
-            if mode != "auto" or isinstance(exc, errors.UnloadableResult):
+            if mode != "auto" or not _falls_back(exc):
                 raise
             self._note_fallback(fn, exc)
             return fn.__wrapped__(*args, **kwargs)
@@ -208,7 +208,7 @@ class Client(Executor):
 
         def done(inner: Future[Any]) -> None:
             exc = inner.exception()
-            if isinstance(exc, FALLBACK) and not isinstance(exc, errors.UnloadableResult):
+            if exc is not None and _falls_back(exc):
                 self._note_fallback(fn, exc)
                 local = self._pool().submit(fn.__wrapped__, *args, **kwargs)
                 local.add_done_callback(functools.partial(_chain, outer))
@@ -353,6 +353,11 @@ class Client(Executor):
                 stacklevel=4,
             )
         log.debug("fallback to local for %s: %r", fn.wire_name, exc)
+
+
+def _falls_back(exc: BaseException) -> bool:
+    """Whether an ``auto`` call that failed remotely with ``exc`` runs locally instead."""
+    return isinstance(exc, FALLBACK) and not isinstance(exc, errors.UnloadableResult)
 
 
 def _running_future() -> Future[Any]:
