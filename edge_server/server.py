@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 import os
 import secrets
 import select
@@ -51,6 +52,9 @@ log = logging.getLogger("edge_server")
 
 _CLIENT_BATCH = 64
 _TRACKER_POLL_MS = (1, 10)  # first and longest wait while results are still being sent
+# Zeros for bandwidth probes: an anonymous mapping reads as the shared zero page,
+# so it costs no memory however often it is sent.
+_PADDING = memoryview(mmap.mmap(-1, protocol.PROBE_MAX))
 
 
 class EdgeServer:
@@ -229,7 +233,10 @@ class EdgeServer:
             self._reply_error(client, rid or 0, "protocol", str(exc))
             return
         if header.kind == protocol.PING:
-            self._send(client, protocol.json_message(protocol.PONG, header.request_id, self._info))
+            pong: list[Any] = protocol.json_message(protocol.PONG, header.request_id, self._info)
+            if header.aux:  # a bandwidth probe: pad the reply, from one shared buffer
+                pong.append(_PADDING[: min(header.aux, protocol.PROBE_MAX)])
+            self._send(client, pong)
             return
         try:
             job = admit(client, header, frames, self.registry, self.config, self._next_job + 1)

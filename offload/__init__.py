@@ -10,6 +10,7 @@
     configure(server="tcp://edge.local:5555")   # or OFFLOAD_SERVER, or offload.toml
     work(3)                  # runs where it is cheaper; locally when offline
     work.submit(3)           # a concurrent.futures.Future
+    offload.explain(work, 3) # where it would run, and why
 """
 
 from concurrent.futures import (
@@ -21,7 +22,7 @@ from concurrent.futures import (
     wait,
 )
 
-from ._default import configure, default_client
+from ._default import configure, default_client, explain, stats
 from ._exceptions import (
     CallTimeout,
     CodeShippingDisabled,
@@ -45,6 +46,7 @@ from .api import OffloadedFunction, offload
 from .client import Client
 from .config import Config
 from .local import LocalServer, serve_local
+from .profiler import Explanation
 
 __version__ = "0.1.0"
 
@@ -57,6 +59,7 @@ __all__ = [
     "CodeShippingDisabled",
     "Config",
     "ConfigError",
+    "Explanation",
     "ForbiddenType",
     "Future",
     "LocalServer",
@@ -77,7 +80,9 @@ __all__ = [
     "as_completed",
     "configure",
     "default_client",
+    "explain",
     "offload",
     "serve_local",
+    "stats",
     "wait",
 ]

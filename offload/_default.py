@@ -7,6 +7,7 @@ import threading
 from typing import Any
 
 from .client import Client
+from .profiler import Explanation
 
 _lock = threading.Lock()
 _client: Client | None = None
@@ -46,3 +47,13 @@ def _shutdown_default() -> None:
         client, _client = _client, None
     if client is not None:
         client.shutdown(wait=False)
+
+
+def explain(fn: Any, /, *args: Any, **kwargs: Any) -> Explanation:
+    """Where ``fn(*args, **kwargs)`` would run now on the default client, and why; runs nothing."""
+    return default_client().explain(fn, *args, **kwargs)
+
+
+def stats() -> dict[str, dict[str, Any]]:
+    """The default client's per-function counts, seconds, bytes and joules, by side."""
+    return default_client().stats()

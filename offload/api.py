@@ -32,7 +32,10 @@ class OffloadedFunction(Generic[P, R]):
         mode: str | None = None,
         timeout: float | None = None,
         ship_code: ShipCode = "missing",
+        size: Callable[..., int] | None = None,
     ) -> None:
+        if size is not None and not callable(size):
+            raise ConfigError("size must be a callable taking the call's arguments")
         if mode is not None and mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, not {mode!r}")
         if ship_code not in ("never", "missing", "always"):
@@ -46,6 +49,7 @@ class OffloadedFunction(Generic[P, R]):
         self.mode = mode
         self.timeout = timeout
         self.ship_code = ship_code
+        self.size = size
         self.wire_name = function_name(fn)
         self.allowlist = Allowlist(frozenset({fn.__module__, self.wire_name.split(":")[0]}))
         self._fingerprint: bytes | None = None
@@ -99,6 +103,7 @@ def offload(
     mode: str | None = None,
     timeout: float | None = None,
     ship_code: ShipCode = "missing",
+    size: Callable[..., int] | None = None,
 ) -> Callable[[Callable[P, R]], OffloadedFunction[P, R]]: ...
 def offload(
     fn: Callable[P, R] | None = None,
@@ -107,6 +112,7 @@ def offload(
     mode: str | None = None,
     timeout: float | None = None,
     ship_code: ShipCode = "missing",
+    size: Callable[..., int] | None = None,
 ) -> Any:
     """Mark ``fn`` as offloadable: each call runs here or on an edge server.
 
@@ -114,11 +120,13 @@ def offload(
     ``None`` takes the client's default. ``timeout``: seconds the server lets
     one call run. ``ship_code``: when the server lacks the function, send it by
     value if the server allows that (``"missing"``), never, or ``"always"``
-    (the traditional-offloading baseline).
+    (the traditional-offloading baseline). ``size``: a function of the call's
+    arguments returning a number that grows with the work (default: estimated
+    bytes of the arguments), which the profiler learns costs against.
     """
 
     def wrap(f: Callable[P, R]) -> OffloadedFunction[P, R]:
-        return OffloadedFunction(f, mode=mode, timeout=timeout, ship_code=ship_code)
+        return OffloadedFunction(f, mode=mode, timeout=timeout, ship_code=ship_code, size=size)
 
     return wrap if fn is None else wrap(fn)
 

@@ -26,7 +26,8 @@ import zmq
 from . import _exceptions as errors
 from .api import OffloadedFunction, as_offloaded
 from .config import Config
-from .profiler import REMOTE, Decider, ReachabilityDecider
+from .profiler import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Policy, Profiler
+from .profiler.sizes import call_size
 from .runtime import errors as errors_wire
 from .runtime import protocol, serialize
 from .runtime.compression import maybe_compress
@@ -69,7 +70,25 @@ class Client(Executor):
         if server is not None:
             config = config.replace(server=str(server))
         self.config = config
-        self._decider = decider or ReachabilityDecider()
+        self.profiler = Profiler(
+            energy_profile=config.energy_profile,
+            profile_cache=config.profile_cache,
+            prior_bps=config.assumed_mbit_s * 1e6 / 8,
+            interval=config.profile_interval,
+            address=config.server or "",
+        )
+        #: Chooses the side of ``auto`` calls and learns from finished ones.
+        self.decider: Decider = decider or AdaptiveDecider(
+            self.profiler,
+            Policy(
+                time_weight=config.time_weight,
+                hysteresis=config.hysteresis,
+                explore_every=config.explore_every,
+                battery_low=config.battery_low,
+                cpu_busy=config.cpu_busy,
+                memory_low=config.memory_low,
+            ),
+        )
         self._lock = threading.Lock()
         self._local_pool: ThreadPoolExecutor | None = None
         self._warned: set[tuple[str, str]] = set()
@@ -87,7 +106,11 @@ class Client(Executor):
                 heartbeat_interval=config.heartbeat_interval,
                 heartbeat_timeout=config.heartbeat_timeout,
             )
-            self._probe = self._start_ping()
+            self._conn.on_rtt = self.profiler.link.on_rtt
+            self._probe = self._start_ping(timed=False)  # its time includes connecting
+            if config.probe_bytes and self.profiler.link.up_bps.mean is None:
+                self._probe.add_done_callback(lambda f: f.exception() or self.probe())
+        self.profiler.start(self._tick if self._conn is not None else None)
 
     # -- Executor API ---------------------------------------------------------------------------
 
@@ -113,6 +136,7 @@ class Client(Executor):
             self._shutdown = True
         if self._local_pool is not None:
             self._local_pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        self.profiler.stop()
         if self._conn is not None:
             if wait:
                 self._conn.drain(self.config.heartbeat_timeout + 1)
@@ -131,15 +155,54 @@ class Client(Executor):
     ) -> Any:
         """Run one call synchronously and return its value."""
         mode = mode or fn.mode or self.config.mode
-        if mode == "local" or (mode == "auto" and self._side(fn, args, kwargs) != REMOTE):
+        if mode == "local":
             return fn.__wrapped__(*args, **kwargs)
+        if mode == "auto":
+            side, size = self._side(fn, args, kwargs)
+            if side != REMOTE:
+                return self._run_local(fn, size, args, kwargs)
+        else:
+            size = call_size(fn, args, kwargs)
         try:
-            return self._start(fn, args, kwargs, "remote", wait=True).result()
+            return self._start(fn, args, kwargs, "remote", wait=True, size=size).result()
         except FALLBACK as exc:
             if mode != "auto" or not _falls_back(exc):
                 raise
             self._note_fallback(fn, exc)
-            return fn.__wrapped__(*args, **kwargs)
+            return self._run_local(fn, size, args, kwargs)
+
+    def explain(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Explanation:
+        """Where ``fn(*args, **kwargs)`` would run now, with estimates and reasons; runs nothing."""
+        fn = as_offloaded(fn)
+        explain = getattr(self.decider, "explain", None)
+        if explain is None:
+            raise TypeError(f"{type(self.decider).__name__} cannot explain its decisions")
+        up = self.server_up()
+        result: Explanation = explain(fn, args, kwargs, up)
+        mode = fn.mode or self.config.mode
+        if mode != "auto":
+            result.side = LOCAL if mode == "local" else REMOTE
+            result.reasons.insert(0, f"mode={mode!r} overrides the decision")
+        elif (fn.wire_name, "local") in self._warned:
+            result.side = LOCAL
+            result.reasons.insert(0, "the server cannot run this function (warned before)")
+        return result
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per function and side: calls, seconds, bytes up and down, joules (estimated)."""
+        stats = getattr(self.decider, "stats", None)
+        return stats() if stats is not None else {}
+
+    def probe(self, nbytes: int | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Measure bandwidth actively: ``nbytes`` up in a PING, then down in its PONG."""
+        nbytes = nbytes or self.config.probe_bytes or 2**20
+        timeout = timeout or max(self.config.connect_timeout, 10.0)
+        link = self.profiler.link
+        for up, down in ((nbytes, 0), (0, nbytes)):
+            start = time.perf_counter()
+            self._start_ping(up=up, down=down).result(timeout)
+            link.on_probe(up, down, time.perf_counter() - start)
+        return link.snapshot()
 
     def ping(self, timeout: float | None = None) -> dict[str, Any]:
         """Ask the server to answer; return its self-description or raise ServerUnavailable."""
@@ -170,10 +233,30 @@ class Client(Executor):
             self._probe = self._start_ping()
         return False
 
-    def _side(self, fn: OffloadedFunction[..., Any], args: tuple[Any, ...], kwargs: Any) -> str:
+    def _side(
+        self, fn: OffloadedFunction[..., Any], args: tuple[Any, ...], kwargs: Any
+    ) -> tuple[str, int]:
         if (fn.wire_name, "local") in self._warned:
-            return "local"
-        return self._decider.decide(fn, args, kwargs, self.server_up())
+            return LOCAL, call_size(fn, args, kwargs)
+        return self.decider.decide(fn, args, kwargs, self.server_up())
+
+    def _tick(self) -> None:
+        """From the profiler's thread: an idle PING now and then (RTT, liveness)."""
+        if time.monotonic() - self._probed_at > self.config.retry_interval and not self._shutdown:
+            self._probed_at = time.monotonic()
+            self._probe = self._start_ping()
+
+    def _run_local(
+        self,
+        fn: OffloadedFunction[..., Any],
+        size: int,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        start = time.perf_counter()
+        result = fn.__wrapped__(*args, **kwargs)
+        self.decider.observe_local(fn, size, time.perf_counter() - start)
+        return result
 
     def _start(
         self,
@@ -183,25 +266,33 @@ class Client(Executor):
         mode: str | None,
         *,
         wait: bool,
+        size: int | None = None,
     ) -> Future[Any]:
         if self._shutdown:
             raise RuntimeError("cannot schedule new calls after shutdown")
         mode = mode or fn.mode or self.config.mode
         if mode == "auto" and not wait:
-            mode = "remote" if self._side(fn, args, kwargs) == REMOTE else "local"
-            if mode == "remote":
-                return self._with_fallback(fn, args, kwargs)
+            side, size = self._side(fn, args, kwargs)
+            if side == REMOTE:
+                return self._with_fallback(fn, args, kwargs, size)
+            mode = "local"
         if mode == "local":
-            return self._pool().submit(fn.__wrapped__, *args, **kwargs)
+            if size is None:
+                return self._pool().submit(fn.__wrapped__, *args, **kwargs)
+            return self._pool().submit(self._run_local, fn, size, args, kwargs)
         future = _running_future()
         try:
-            self._send_call(fn, args, kwargs, future, wait=wait)
+            self._send_call(fn, args, kwargs, future, wait=wait, size=size)
         except errors.OffloadError as exc:
             future.set_exception(exc)
         return future
 
     def _with_fallback(
-        self, fn: OffloadedFunction[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        fn: OffloadedFunction[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        size: int,
     ) -> Future[Any]:
         """A remote call whose fallback-class failure reruns it in the local pool."""
         outer = _running_future()
@@ -210,12 +301,12 @@ class Client(Executor):
             exc = inner.exception()
             if exc is not None and _falls_back(exc):
                 self._note_fallback(fn, exc)
-                local = self._pool().submit(fn.__wrapped__, *args, **kwargs)
+                local = self._pool().submit(self._run_local, fn, size, args, kwargs)
                 local.add_done_callback(functools.partial(_chain, outer))
             else:
                 _chain(outer, inner)
 
-        self._start(fn, args, kwargs, "remote", wait=False).add_done_callback(done)
+        self._start(fn, args, kwargs, "remote", wait=False, size=size).add_done_callback(done)
         return outer
 
     def _send_call(
@@ -227,7 +318,9 @@ class Client(Executor):
         *,
         wait: bool,
         by_value: bool | None = None,
+        size: int | None = None,
     ) -> None:
+        start = time.perf_counter()
         conn = self._conn
         if conn is None:
             raise errors.ServerUnavailable("no server configured (offload.configure(server=...))")
@@ -243,12 +336,12 @@ class Client(Executor):
             if compress:
                 codec, code = maybe_compress(memoryview(code))
             codecs, frames = bytes([codec]) + codecs, [code, *frames]
-        size = sum(memoryview(f).nbytes for f in frames)
+        nbytes = sum(memoryview(f).nbytes for f in frames)
         # The server's own limit (from its PONG) too: ZeroMQ would drop the connection.
-        limit = min(self.config.max_message_size, self.server_info.get("max_message_size", size))
-        if size > limit:
+        limit = min(self.config.max_message_size, self.server_info.get("max_message_size", nbytes))
+        if nbytes > limit:
             raise errors.PayloadTooLarge(
-                f"call of {fn.wire_name} is {size} bytes, over the max_message_size {limit} "
+                f"call of {fn.wire_name} is {nbytes} bytes, over the max_message_size {limit} "
                 f"(this client's {self.config.max_message_size}, the server's "
                 f"{self.server_info.get('max_message_size', 'unknown')})"
             )
@@ -263,10 +356,10 @@ class Client(Executor):
             name=fn.wire_name.encode(),
             codecs=codecs,
         )
-        decode = functools.partial(self._decode, fn)
+        decode = functools.partial(self._decode, fn, size, start, nbytes)
         if fn.ship_code == "missing" and not by_value and self.server_info.get("code_shipping"):
             # The server may lack the function: on UnknownFunction, ship it by value.
-            retry = functools.partial(self._retry_by_value, fn, args, kwargs, future)
+            retry = functools.partial(self._retry_by_value, fn, args, kwargs, future, size)
             inner = _running_future()
             inner.add_done_callback(retry)
             conn.request(request_id, [header, *frames], inner, decode, wait=wait)
@@ -279,51 +372,70 @@ class Client(Executor):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         future: Future[Any],
+        size: int | None,
         inner: Future[Any],
     ) -> None:
         exc = inner.exception()
         if type(exc) is errors.UnknownFunction and self.server_info.get("code_shipping"):
             try:
-                self._send_call(fn, args, kwargs, future, wait=False, by_value=True)
+                self._send_call(fn, args, kwargs, future, wait=False, by_value=True, size=size)
             except Exception as err:
                 future.set_exception(err)
         else:
             _chain(future, inner)
 
     def _decode(
-        self, fn: OffloadedFunction[..., Any], header: protocol.Header, frames: Sequence[Any]
+        self,
+        fn: OffloadedFunction[..., Any],
+        size: int | None,
+        start: float,
+        sent: int,
+        header: protocol.Header,
+        frames: Sequence[Any],
     ) -> Any:
+        """A reply's value (or exception); a result also teaches the profiler (when sized)."""
         if header.kind == protocol.RESULT:
             buffers = [f.buffer for f in frames]
             try:
-                size = sum(b.nbytes for b in buffers)
-                if size > self.config.max_message_size:
-                    raise errors.PayloadTooLarge(f"{size} bytes, over max_message_size")
-                return serialize.loads(
+                received = sum(b.nbytes for b in buffers)
+                if received > self.config.max_message_size:
+                    raise errors.PayloadTooLarge(f"{received} bytes, over max_message_size")
+                value = serialize.loads(
                     header.codecs, buffers, fn.allowlist, self.config.max_message_size
                 )
             except errors.OffloadError as exc:  # the call ran: never rerun it for this
                 raise errors.UnloadableResult(f"result of {fn.wire_name}: {exc}") from exc
+            if size is not None:
+                turnaround = time.perf_counter() - start
+                self.decider.observe_remote(fn, size, turnaround, header.aux / 1e9, sent, received)
+            return value
         if header.kind == protocol.ERROR and frames:
             raise errors_wire.rebuild(protocol.decode_json(frames[0].buffer))
         raise errors.ProtocolError(f"unexpected reply kind {header.kind}")
 
-    def _start_ping(self) -> Future[dict[str, Any]]:
+    def _start_ping(
+        self, *, up: int = 0, down: int = 0, timed: bool = True
+    ) -> Future[dict[str, Any]]:
+        """PING the server (with ``up`` bytes, asking ``down`` back); ``timed`` feeds the RTT."""
         assert self._conn is not None
         future: Future[dict[str, Any]] = _running_future()
         request_id = self._conn.next_id()
+        frames: list[Any] = [protocol.encode_header(protocol.PING, request_id, aux=down)]
+        if up:
+            frames.append(bytes(up))
+        start = time.perf_counter() if timed and not (up or down) else 0.0
         self._conn.request(
-            request_id,
-            [protocol.encode_header(protocol.PING, request_id)],
-            future,
-            self._decode_pong,
-            wait=False,
+            request_id, frames, future, functools.partial(self._decode_pong, start), wait=False
         )
         return future
 
-    def _decode_pong(self, header: protocol.Header, frames: Sequence[Any]) -> dict[str, Any]:
+    def _decode_pong(
+        self, start: float, header: protocol.Header, frames: Sequence[Any]
+    ) -> dict[str, Any]:
         if header.kind != protocol.PONG or not frames:
             raise errors.ProtocolError(f"expected PONG, got kind {header.kind}")
+        if start:
+            self.profiler.link.on_rtt(time.perf_counter() - start)
         self.server_info = protocol.decode_json(frames[0].buffer)
         if self._conn is not None:
             self._conn.note_instance(self.server_info.get("instance"))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ConfigError
+from .profiler.energy import PROFILES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,6 +45,19 @@ class Config:
     max_message_size: largest message sent or accepted, in bytes.
     compression: ``"auto"`` (lz4 where a sample shows it pays) or ``"off"``.
     local_workers: threads running ``submit``-ted local calls (``None``: CPU count).
+    objective: what ``auto`` minimizes: ``"time"``, ``"energy"``, or a number
+        from 0 to 1, the weight of time against energy.
+    energy_profile: the device's power draws, one of
+        :data:`offload.profiler.PROFILES` (a measured draw replaces the CPU's).
+    profile_cache: file keeping function profiles across runs; ``None`` keeps
+        them in memory only. :meth:`load` defaults it to
+        ``$XDG_CACHE_HOME/offload/profiles.json`` (``~/.cache/...``).
+    assumed_mbit_s: link bandwidth assumed until a transfer or probe measures it.
+    probe_bytes: bytes each way of an active bandwidth probe on connecting
+        when nothing is known about the link (0: never probe).
+    profile_interval: seconds between device samples (and idle pings).
+    explore_every, hysteresis, battery_low, cpu_busy, memory_low: the
+        decision's knobs, see :mod:`offload.profiler.decision`.
     """
 
     server: str | None = None
@@ -56,6 +70,17 @@ class Config:
     max_message_size: int = 512 * 2**20
     compression: str = "auto"
     local_workers: int | None = None
+    objective: str = "time"
+    energy_profile: str = "smartphone-wifi"
+    profile_cache: str | None = None
+    assumed_mbit_s: float = 27.0
+    probe_bytes: int = 0
+    profile_interval: float = 1.0
+    explore_every: int = 32
+    hysteresis: float = 0.1
+    battery_low: float = 0.2
+    cpu_busy: float = 0.9
+    memory_low: float = 0.1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -68,9 +93,17 @@ class Config:
             "heartbeat_timeout",
             "retry_interval",
             "max_message_size",
+            "assumed_mbit_s",
+            "profile_interval",
+            "explore_every",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        _ = self.time_weight  # raises on a bad objective
+        if self.energy_profile not in PROFILES:
+            raise ConfigError(
+                f"energy_profile must be one of {sorted(PROFILES)}, not {self.energy_profile!r}"
+            )
         if self.server is not None and "://" not in self.server:
             raise ConfigError(
                 f"server must be a ZeroMQ address like tcp://host:port, not {self.server!r}"
@@ -94,10 +127,28 @@ class Config:
             if raw is not None:
                 values[f.name] = _parse(f.name, raw, f.type)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if "profile_cache" not in values:
+            cache = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+            values["profile_cache"] = str(Path(cache) / "offload" / "profiles.json")
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ConfigError(f"unknown configuration keys: {sorted(unknown)}")
         return cls(**values)
+
+    @property
+    def time_weight(self) -> float:
+        """The weight of time against energy that ``objective`` names (1: time only)."""
+        named = {"time": 1.0, "energy": 0.0}
+        try:
+            weight = named[self.objective] if self.objective in named else float(self.objective)
+        except (TypeError, ValueError):
+            weight = -1.0
+        if not 0.0 <= weight <= 1.0:
+            raise ConfigError(
+                "objective must be 'time', 'energy' or a weight from 0 to 1, "
+                f"not {self.objective!r}"
+            )
+        return weight
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied."""

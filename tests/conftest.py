@@ -15,6 +15,12 @@ def _server(*extra: str, workers: int = 2) -> offload.LocalServer:
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_profile_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's clients start cold: no function profiles read from or written to disk."""
+    monkeypatch.setenv("OFFLOAD_PROFILE_CACHE", "")
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[offload.LocalServer]:
     """A server holding tests.apps, code shipping off."""

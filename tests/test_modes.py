@@ -36,8 +36,10 @@ def test_unreachable_server_auto_runs_locally_remote_fails(unused_tcp_port):
 def test_lost_server_auto_falls_back_to_local(make_server):
     server = make_server()
     with offload.Client(server, heartbeat_interval=0.1, heartbeat_timeout=0.8) as client:
-        remote_pid = client.call(apps.where, (), {})
+        remote_pid = client.call(apps.where, (), {})  # cold: tried remotely first
         assert remote_pid != os.getpid()
+        client.decider.observe_local(apps.where, 1, 10.0)  # running here is slow
+        assert client.explain(apps.where).side == "remote"
         server.stop()
         with pytest.warns(RuntimeWarning, match="ServerUnavailable"):
             assert client.call(apps.where, (), {}) == os.getpid()

@@ -1,5 +1,36 @@
-"""Measurements, cost models and the per-call decision."""
+"""Measurements, cost models and the per-call decision.
 
-from .decision import LOCAL, REMOTE, Decider, ReachabilityDecider, Side
+``Profiler`` gathers what is measured (device, link, function history,
+energy); ``AdaptiveDecider`` turns it into a side for each call.
+"""
 
-__all__ = ["LOCAL", "REMOTE", "Decider", "ReachabilityDecider", "Side"]
+from .decision import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Policy, Side
+from .device import DeviceProfiler, DeviceState
+from .energy import PROFILES, EnergyModel, EnergyProfile
+from .history import FunctionProfile, ProfileStore
+from .models import SizeModel, Smoothed
+from .network import Link
+from .profiler import Profiler
+from .sizes import argument_bytes
+
+__all__ = [
+    "LOCAL",
+    "PROFILES",
+    "REMOTE",
+    "AdaptiveDecider",
+    "Decider",
+    "DeviceProfiler",
+    "DeviceState",
+    "EnergyModel",
+    "EnergyProfile",
+    "Explanation",
+    "FunctionProfile",
+    "Link",
+    "Policy",
+    "ProfileStore",
+    "Profiler",
+    "Side",
+    "SizeModel",
+    "Smoothed",
+    "argument_bytes",
+]

@@ -1,34 +1,279 @@
-"""Where a call runs: the one interface the client asks, and the first policy behind it.
+"""Where a call runs: the decision engine the client asks on every ``auto`` call.
 
-The client asks a :class:`Decider` once per ``auto`` call. This first policy
-is DCOF's online/offline switch reduced to its core: online (offload) when the
-server answers, offline (local) when it does not. The profiler replaces it with
-one that weighs measured time and energy; the client does not change.
+For a call of size ``s`` (bytes of the arguments, or the function's own
+``size=``), the engine estimates from the profiler:
+
+* local time ``t_L = local(s)`` and energy ``E_L = P_cpu * t_L``;
+* remote time ``t_R = RTT + overhead + up(s)/B_up + server(s) + down(s)/B_down``
+  and energy ``E_R = P_tx * t_up + P_rx * t_down + P_idle * (t_R - t_up - t_down)``;
+
+then scores each side as ``w * t / (t_L + t_R) + (1 - w) * E / (E_L + E_R)``
+(``w`` is 1 for ``objective="time"``, 0 for ``"energy"``, or the given mix)
+and runs the call on the cheaper side, subject to, in order:
+
+1. Offline: no server answers, so local (DCOF's offline mode).
+2. Cold start: a side never measured for this function is tried once
+   (remote first, as DCOF's online mode would), so both have a history after
+   two calls.
+3. Critical conditions (DCOF's switch to online mode): the battery below
+   ``battery_low`` and discharging (the objective becomes energy), the CPU
+   above ``cpu_busy`` or free memory below ``memory_low``: the local score is
+   multiplied by ``critical_bias``.
+4. Hysteresis: the side changes only when the other is ``hysteresis`` cheaper.
+5. Exploration: the side not chosen is tried again once its estimate is
+   ``explore_every * min(cost ratio, 50)`` decisions old, so a change (a link
+   that recovered) is noticed while the exploration costs at most about
+   ``1 / explore_every`` of the total.
+
+The path reads plain attributes and does a few float operations: no system
+call, no lock. :meth:`AdaptiveDecider.explain` runs the same code and says why.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from .history import FunctionProfile
+from .profiler import Profiler
+from .sizes import call_size
 
 Side = Literal["local", "remote"]
 LOCAL: Side = "local"
 REMOTE: Side = "remote"
 
+log = logging.getLogger("offload.decision")
+
+# Reasons, as short codes on the hot path and sentences in explain().
+OFFLINE, COLD, CHEAPER, KEPT, EXPLORE = range(5)
+REASONS = {
+    OFFLINE: "no server answers: offline mode, run here",
+    COLD: "no history on this side yet: try it once",
+    CHEAPER: "estimated cheaper",
+    KEPT: "kept the previous side: the other is not cheaper by the hysteresis margin",
+    EXPLORE: "exploring: the other side's estimate is stale",
+}
+
 
 class Decider(Protocol):
-    """Chooses the side for one call. Must be cheap: it runs on every ``auto`` call."""
+    """Chooses the side for one call and learns from how calls went."""
 
     def decide(
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
-    ) -> Side:
-        """Return ``"local"`` or ``"remote"`` for calling ``fn(*args, **kwargs)``."""
+    ) -> tuple[Side, int]:
+        """Return the side for ``fn(*args, **kwargs)`` and the call's size."""
+        ...
+
+    def observe_local(self, fn: Any, size: int, seconds: float) -> None:
+        """A call of ``size`` ran here in ``seconds``."""
+        ...
+
+    def observe_remote(
+        self, fn: Any, size: int, turnaround: float, server: float, up: int, down: int
+    ) -> None:
+        """A call of ``size`` took ``turnaround`` s remotely, ``server`` s of it executing."""
         ...
 
 
-class ReachabilityDecider:
-    """Remote whenever a server answers, else local."""
+@dataclass(frozen=True)
+class Policy:
+    """The knobs of the decision (see the module docstring); from :class:`offload.Config`."""
+
+    time_weight: float = 1.0
+    hysteresis: float = 0.1
+    explore_every: int = 32
+    battery_low: float = 0.2
+    cpu_busy: float = 0.9
+    memory_low: float = 0.1
+    critical_bias: float = 2.0
+
+
+@dataclass
+class Explanation:
+    """A decision with the estimates and reasons behind it (``offload.explain``)."""
+
+    side: Side
+    reasons: list[str]
+    size: int
+    estimates: dict[str, dict[str, float | None]]
+    device: dict[str, Any]
+    link: dict[str, Any]
+    energy_source: str
+    objective_time_weight: float = field(default=1.0)
+
+
+class AdaptiveDecider:
+    """The default decider: per-call estimates of time and energy from a :class:`Profiler`."""
+
+    def __init__(self, profiler: Profiler, policy: Policy | None = None) -> None:
+        self.profiler = profiler
+        self.policy = policy or Policy()
+        self._profiles: dict[Any, FunctionProfile] = {}
+
+    # -- the hot path ------------------------------------------------------------------------
 
     def decide(
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
-    ) -> Side:
-        return REMOTE if server_up else LOCAL
+    ) -> tuple[Side, int]:
+        size = call_size(fn, args, kwargs)
+        prof = self._profiles.get(fn)
+        if prof is None:
+            prof = self._profile(fn)
+        side = self.choose(prof, size, server_up)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s size=%d -> %s", prof.key, size, side)
+        return side, size
+
+    def choose(self, prof: FunctionProfile, size: int, server_up: bool) -> Side:
+        """Decide for a call of ``size`` and advance the function's decision clock."""
+        side, reason, _ = self._evaluate(prof, size, server_up)
+        clock = prof.clock = prof.clock + 1
+        if reason in (COLD, EXPLORE):
+            # Mark the side as freshly tried so that calls made before this one
+            # reports do not all try it too; its result moves the mark on.
+            (prof.local if side == LOCAL else prof.remote).seen = clock
+        if reason != EXPLORE and reason != OFFLINE:
+            prof.side = side
+        return side
+
+    def _evaluate(
+        self, prof: FunctionProfile, size: int, server_up: bool
+    ) -> tuple[Side, int, tuple[Any, ...]]:
+        """(side, reason, estimates) without changing any state."""
+        x = math.log(size) if size > 1 else 0.0
+        t_local = prof.local.predict(x)
+        if not server_up:
+            return LOCAL, OFFLINE, (t_local, None, None, None, 0.0, 0.0, False)
+        t_exec = prof.remote.predict(x)
+        policy = self.policy
+        every = policy.explore_every
+        if t_exec is None and prof.clock - prof.remote.seen >= every:
+            return REMOTE, COLD, (t_local, None, None, None, 0.0, 0.0, False)
+        if t_local is None and prof.clock - prof.local.seen >= every:
+            return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
+        if t_local is None or t_exec is None:  # a first try still running: lean on the other
+            return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
+
+        pr = self.profiler
+        link, energy, device = pr.link, pr.energy, pr.device.state
+        up = prof.up.predict(x)
+        down = prof.down.predict(x)
+        t_up = link.up_s(up if up is not None else size)
+        t_down = link.down_s(down if down is not None else 0.0)
+        t_remote = link.fixed_s() + t_up + t_exec + t_down
+        e_local = energy.local(t_local)
+        e_remote = energy.remote(t_up, t_down, t_remote)
+
+        weight = policy.time_weight
+        bias = 1.0
+        critical = False
+        battery = device.battery
+        if battery is not None and battery < policy.battery_low and not device.charging:
+            weight, bias, critical = 0.0, policy.critical_bias, True
+        if device.cpu_load > policy.cpu_busy or device.memory_free < policy.memory_low:
+            bias, critical = policy.critical_bias, True
+        s_local = bias * (
+            weight * t_local / (t_local + t_remote) + (1 - weight) * e_local / (e_local + e_remote)
+        )
+        s_remote = weight * t_remote / (t_local + t_remote) + (1 - weight) * e_remote / (
+            e_local + e_remote
+        )
+        estimates = (t_local, t_exec, t_remote, t_up + t_down, e_local, e_remote, critical)
+
+        side: Side = LOCAL if s_local <= s_remote else REMOTE
+        reason = CHEAPER
+        best, other = (s_local, s_remote) if side == LOCAL else (s_remote, s_local)
+        last = prof.side
+        if last is not None and last != side and best > other * (1 - policy.hysteresis):
+            side, reason, best, other = (REMOTE if side == LOCAL else LOCAL), KEPT, other, best
+        # The other side, if its estimate has gone stale in proportion to its cost.
+        stale = prof.remote if side == LOCAL else prof.local
+        ratio = other / best if best > 0 else 50.0
+        if prof.clock - stale.seen >= every * (ratio if ratio < 50.0 else 50.0):
+            return (REMOTE if side == LOCAL else LOCAL), EXPLORE, estimates
+        return side, reason, estimates
+
+    # -- learning ------------------------------------------------------------------------------
+
+    def observe_local(self, fn: Any, size: int, seconds: float) -> None:
+        prof = self._profiles.get(fn) or self._profile(fn)
+        x = math.log(size) if size > 1 else 0.0
+        with prof.lock:
+            prof.local.add(x, seconds, prof.clock)
+            prof.add("local", seconds, 0, 0, self.profiler.energy.local(seconds))
+
+    def observe_remote(
+        self, fn: Any, size: int, turnaround: float, server: float, up: int, down: int
+    ) -> None:
+        prof = self._profiles.get(fn) or self._profile(fn)
+        x = math.log(size) if size > 1 else 0.0
+        link = self.profiler.link
+        link.on_call(up, down, turnaround, server)
+        energy = self.profiler.energy.remote(link.up_s(up), link.down_s(down), turnaround)
+        with prof.lock:
+            prof.remote.add(x, server, prof.clock)
+            prof.up.add(x, float(up), prof.clock)
+            prof.down.add(x, float(down), prof.clock)
+            prof.add("remote", turnaround, up, down, energy)
+
+    def _profile(self, fn: Any) -> FunctionProfile:
+        prof = self.profiler.store.profile(f"{fn.wire_name}@{fn.fingerprint.hex()[:16]}")
+        self._profiles[fn] = prof
+        return prof
+
+    # -- visibility ----------------------------------------------------------------------------
+
+    def explain(
+        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
+    ) -> Explanation:
+        """What :meth:`decide` would answer for this call now, and why; changes nothing."""
+        size = call_size(fn, args, kwargs)
+        prof = self._profiles.get(fn) or self._profile(fn)
+        side, reason, est = self._evaluate(prof, size, server_up)
+        t_local, t_exec, t_remote, t_wire, e_local, e_remote, critical = est
+        reasons = [REASONS[reason]]
+        state = self.profiler.device.state
+        if critical:
+            reasons.append(
+                f"critical condition (battery {state.battery}, charging {state.charging}, "
+                f"cpu {state.cpu_load:.0%}, free memory {state.memory_free:.0%}): prefer online"
+            )
+        known = t_remote is not None
+        return Explanation(
+            side=side,
+            reasons=reasons,
+            size=size,
+            estimates={
+                "local": {"time_s": t_local, "energy_j": e_local if known else None},
+                "remote": {
+                    "time_s": t_remote,
+                    "server_s": t_exec,
+                    "transfer_s": t_wire,
+                    "energy_j": e_remote if known else None,
+                },
+            },
+            device={
+                "cpu_load": state.cpu_load,
+                "memory_free": state.memory_free,
+                "battery": state.battery,
+                "charging": state.charging,
+                "power_w": state.power_w,
+            },
+            link=self.profiler.link.snapshot(),
+            energy_source=self.profiler.energy.source,
+            objective_time_weight=self.policy.time_weight,
+        )
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per function and side: calls, seconds, bytes up and down, joules."""
+        source = self.profiler.energy.source
+        return {
+            prof.key.split("@")[0]: {
+                "local": dict(prof.totals["local"]),
+                "remote": dict(prof.totals["remote"]),
+                "energy_source": source,
+            }
+            for prof in list(self._profiles.values())
+        }

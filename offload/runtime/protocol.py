@@ -16,7 +16,9 @@ Header layout (``HEADER_PREFIX`` plus variable tail)::
                                may not hold it (the "traditional offloading" path)
     8       8     request id   chosen by the client, echoed in the reply
     16      8     aux          CALL: timeout in microseconds (0 = none);
-                               RESULT: server-side execution time in nanoseconds
+                               RESULT: server-side execution time in nanoseconds;
+                               PING: bytes of padding asked for in the PONG
+                               (a bandwidth probe; at most PROBE_MAX)
     24      16    fingerprint  CALL: hash of the function's code; zeros otherwise
     40      2     name length  n, the length of the UTF-8 function name
     42      n     name         CALL: "module:qualname"; empty otherwise
@@ -30,7 +32,9 @@ Payload by kind:
 * RESULT: ``[pickle stream, *out-of-band buffers]`` of the return value.
 * ERROR: one UTF-8 JSON frame ``{"code", "message", "type", "args", "traceback"}``;
   ``code`` is a key of :data:`offload._exceptions.ERROR_CODES`.
-* PING: no payload. PONG: one JSON frame describing the server.
+* PING: no payload, or one frame of padding (a probe of the upload).
+  PONG: one JSON frame describing the server, then the padding the PING's
+  ``aux`` asked for, if any (a probe of the download).
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ CALL, RESULT, ERROR, PING, PONG = 1, 2, 3, 4, 5
 KINDS = frozenset((CALL, RESULT, ERROR, PING, PONG))
 
 BY_VALUE = 0x1
+
+PROBE_MAX = 8 * 2**20  # the most padding a PONG carries
 
 RAW, LZ4 = 0, 1
 

@@ -1,0 +1,136 @@
+"""Function profiler: each function's cost on each side as a function of its input size.
+
+Per function, four :class:`~offload.profiler.models.SizeModel` s learn from
+every call: local execution time, the server's own execution time (it reports
+it in each reply, so compute and transfer are told apart), and bytes up and
+down. Running totals per side feed ``offload.stats()``.
+
+Profiles persist in a small JSON file (by default under the user's cache
+directory, see :class:`offload.Config`) keyed by function name and code
+fingerprint, so a restarted app starts warm and a changed function starts
+cold. The file holds only numbers; it is written atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from .models import SizeModel
+
+log = logging.getLogger("offload")
+
+SIDES = ("local", "remote")
+_TOTALS = ("calls", "seconds", "bytes_up", "bytes_down", "energy_j")
+
+
+class FunctionProfile:
+    """What has been learned about one function."""
+
+    __slots__ = (
+        "clock",
+        "down",
+        "key",
+        "local",
+        "lock",
+        "remote",
+        "side",
+        "totals",
+        "up",
+    )
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.local = SizeModel()
+        self.remote = SizeModel()
+        self.up = SizeModel()
+        self.down = SizeModel(slope_prior=0.0)  # results often do not grow with the input
+        self.totals = {side: dict.fromkeys(_TOTALS, 0.0) for side in SIDES}
+        self.clock = 0  # decisions made: the time base of exploration
+        self.side: str | None = None  # the side chosen last (hysteresis)
+        self.lock = threading.Lock()
+
+    def add(self, side: str, seconds: float, up: int, down: int, energy: float) -> None:
+        """Count one finished call in the totals."""
+        totals = self.totals[side]
+        totals["calls"] += 1
+        totals["seconds"] += seconds
+        totals["bytes_up"] += up
+        totals["bytes_down"] += down
+        totals["energy_j"] += energy
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "local": self.local.to_json(),
+            "remote": self.remote.to_json(),
+            "up": self.up.to_json(),
+            "down": self.down.to_json(),
+            "clock": self.clock,
+        }
+
+    def load(self, data: dict[str, Any]) -> None:
+        for name in ("local", "remote", "up", "down"):
+            getattr(self, name).load(data[name])
+        self.clock = int(data["clock"])
+
+
+class ProfileStore:
+    """The function profiles and link estimates of one client, optionally backed by a file."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path else None
+        self.functions: dict[str, FunctionProfile] = {}
+        self.links: dict[str, dict[str, Any]] = {}
+        self._saved: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        if self.path is not None:
+            self._saved = _read(self.path)
+            self.links = dict(self._saved.get("links", {}))
+
+    def profile(self, key: str) -> FunctionProfile:
+        """The profile for ``key``, loaded from the file the first time if it is there."""
+        prof = self.functions.get(key)
+        if prof is None:
+            with self._lock:
+                prof = self.functions.get(key)
+                if prof is None:
+                    prof = FunctionProfile(key)
+                    saved = self._saved.get("functions", {}).get(key)
+                    if saved is not None:
+                        with contextlib.suppress(KeyError, TypeError, ValueError, IndexError):
+                            prof.load(saved)
+                    self.functions[key] = prof
+        return prof
+
+    def save(self, links: dict[str, Any] | None = None) -> None:
+        """Write every profile (and ``links``) to the file, if there is one."""
+        if self.path is None:
+            return
+        with self._lock:
+            functions = dict(self._saved.get("functions", {}))
+            functions.update({k: p.to_json() for k, p in self.functions.items()})
+            self.links.update(links or {})
+            data = {"version": 1, "functions": functions, "links": self.links}
+        with contextlib.suppress(OSError):  # a read-only cache is not worth failing a call
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".profiles-")
+            with os.fdopen(fd, "w") as out:
+                json.dump(data, out)
+            os.replace(tmp, self.path)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable profile file %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) and data.get("version") == 1 else {}

@@ -1,0 +1,108 @@
+"""Network profiler: round-trip time, per-call overhead and bandwidth of the link to a server.
+
+Everything is learned from traffic the client sends anyway:
+
+* RTT from PING/PONG pairs (the connection's heartbeats and probes),
+  smoothed as TCP does (:class:`~offload.profiler.models.Smoothed`).
+* Per-call overhead (serialization, the server's queue and its worker hop)
+  from small calls: turnaround minus the server's reported execution time
+  minus the RTT.
+* Bandwidth from large calls (over ``LARGE`` bytes in one direction): bytes
+  over the time left once execution, RTT and overhead are taken out. A call
+  whose bytes go mostly one way teaches that direction; a balanced one
+  teaches both the same figure.
+
+Until a large transfer has been seen, bandwidth is ``prior_bps`` (a
+configured guess, or what an active probe measured). A server that stops
+answering is reported by the connection (``Connection.up``), not here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .models import Smoothed
+
+LARGE = 64 * 1024  # bytes in one direction before a call says anything about bandwidth
+
+
+class Link:
+    """What is known about the path to one server."""
+
+    __slots__ = ("calls", "down_bps", "overhead", "prior_bps", "rtt", "up_bps")
+
+    def __init__(self, prior_bps: float = 54e6 / 8 * 0.5) -> None:
+        self.rtt = Smoothed()
+        self.overhead = Smoothed(gain=0.2)
+        self.up_bps = Smoothed(gain=0.25)
+        self.down_bps = Smoothed(gain=0.25)
+        self.prior_bps = prior_bps
+        self.calls = 0
+
+    def fixed_s(self) -> float:
+        """Seconds a call costs beyond transfer and execution: RTT plus overhead."""
+        rtt = self.rtt.mean
+        over = self.overhead.mean
+        return (rtt if rtt is not None else 0.0) + (over if over is not None else 0.0)
+
+    def up_s(self, nbytes: float) -> float:
+        bps = self.up_bps.mean
+        return nbytes / (bps if bps is not None else self.prior_bps)
+
+    def down_s(self, nbytes: float) -> float:
+        bps = self.down_bps.mean
+        return nbytes / (bps if bps is not None else self.prior_bps)
+
+    def on_rtt(self, seconds: float) -> None:
+        """A PING answered after ``seconds``."""
+        self.rtt.add(seconds)
+
+    def on_call(self, up: int, down: int, turnaround: float, server: float) -> None:
+        """A call sent ``up`` bytes, got ``down`` back, took ``turnaround`` s, ran ``server`` s."""
+        self.calls += 1
+        if self.rtt.mean is None:
+            self.rtt.add(max(turnaround - server, 0.0))
+        wire = turnaround - server - self.fixed_s()
+        if up < LARGE and down < LARGE:
+            rtt = self.rtt.mean or 0.0
+            self.overhead.add(max(turnaround - server - rtt - self.up_s(up) - self.down_s(down), 0))
+            return
+        if wire <= 0:
+            return
+        if up >= 4 * down:
+            left = wire - self.down_s(down)
+            if left > 0:
+                self.up_bps.add(up / left)
+        elif down >= 4 * up:
+            left = wire - self.up_s(up)
+            if left > 0:
+                self.down_bps.add(down / left)
+        else:
+            bps = (up + down) / wire
+            self.up_bps.add(bps)
+            self.down_bps.add(bps)
+
+    def on_probe(self, up: int, down: int, seconds: float) -> None:
+        """A probe moved ``up`` bytes out or ``down`` bytes in, in ``seconds`` (RTT included)."""
+        wire = seconds - (self.rtt.mean or 0.0)
+        if wire > 0:
+            (self.up_bps if up else self.down_bps).add((up or down) / wire)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Current estimates, for ``explain`` and ``stats``."""
+        return {
+            "rtt_s": self.rtt.mean,
+            "rtt_dev_s": self.rtt.dev,
+            "overhead_s": self.overhead.mean,
+            "up_bps": self.up_bps.mean,
+            "down_bps": self.down_bps.mean,
+            "prior_bps": self.prior_bps,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k).to_json() for k in ("rtt", "overhead", "up_bps", "down_bps")}
+
+    def load(self, data: dict[str, Any]) -> None:
+        for key, value in data.items():
+            if key in ("rtt", "overhead", "up_bps", "down_bps"):
+                getattr(self, key).load(value)
