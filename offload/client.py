@@ -52,7 +52,9 @@ class Client(Executor):
     """Runs offloadable calls on ``server`` or locally; thread-safe, many calls in flight.
 
     ``server`` overrides ``config.server``; ``settings`` override other fields
-    of a config loaded by :meth:`Config.load`.
+    of a config loaded by :meth:`Config.load`. ``decider`` and ``profiler``
+    replace the default :class:`~offload.profiler.AdaptiveDecider` and the
+    :class:`~offload.profiler.Profiler` it reads.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class Client(Executor):
         *,
         config: Config | None = None,
         decider: Decider | None = None,
+        profiler: Profiler | None = None,
         **settings: Any,
     ) -> None:
         if config is None:
@@ -70,7 +73,8 @@ class Client(Executor):
         if server is not None:
             config = config.replace(server=str(server))
         self.config = config
-        self.profiler = Profiler(
+        #: What the decisions are made from (built from ``config`` unless given).
+        self.profiler = profiler or Profiler(
             energy_profile=config.energy_profile,
             profile_cache=config.profile_cache,
             prior_bps=config.assumed_mbit_s * 1e6 / 8,

@@ -88,3 +88,10 @@ def path(text: str) -> Any:
     import pathlib
 
     return pathlib.Path(text)
+
+
+@offload
+def slow_where(seconds: float) -> int:
+    """The process that ran the call, after ``seconds``."""
+    time.sleep(seconds)
+    return os.getpid()

@@ -32,8 +32,8 @@ call, no lock. :meth:`AdaptiveDecider.explain` runs the same code and says why.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
+from math import exp, log
 from typing import Any, Literal, Protocol
 
 from .history import FunctionProfile
@@ -44,7 +44,7 @@ Side = Literal["local", "remote"]
 LOCAL: Side = "local"
 REMOTE: Side = "remote"
 
-log = logging.getLogger("offload.decision")
+logger = logging.getLogger("offload.decision")
 
 # Reasons, as short codes on the hot path and sentences in explain().
 OFFLINE, COLD, CHEAPER, KEPT, EXPLORE = range(5)
@@ -110,6 +110,7 @@ class AdaptiveDecider:
     def __init__(self, profiler: Profiler, policy: Policy | None = None) -> None:
         self.profiler = profiler
         self.policy = policy or Policy()
+        self._link, self._energy, self._device = profiler.link, profiler.energy, profiler.device
         self._profiles: dict[Any, FunctionProfile] = {}
 
     # -- the hot path ------------------------------------------------------------------------
@@ -122,8 +123,8 @@ class AdaptiveDecider:
         if prof is None:
             prof = self._profile(fn)
         side = self.choose(prof, size, server_up)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s size=%d -> %s", prof.key, size, side)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s size=%d -> %s", prof.key, size, side)
         return side, size
 
     def choose(self, prof: FunctionProfile, size: int, server_up: bool) -> Side:
@@ -142,11 +143,13 @@ class AdaptiveDecider:
         self, prof: FunctionProfile, size: int, server_up: bool
     ) -> tuple[Side, int, tuple[Any, ...]]:
         """(side, reason, estimates) without changing any state."""
-        x = math.log(size) if size > 1 else 0.0
-        t_local = prof.local.predict(x)
+        x = log(size) if size > 1 else 0.0
+        m = prof.local
+        t_local = exp(m.a + m.b * x) if m.count else None
         if not server_up:
             return LOCAL, OFFLINE, (t_local, None, None, None, 0.0, 0.0, False)
-        t_exec = prof.remote.predict(x)
+        m = prof.remote
+        t_exec = exp(m.a + m.b * x) if m.count else None
         policy = self.policy
         every = policy.explore_every
         if t_exec is None and prof.clock - prof.remote.seen >= every:
@@ -156,14 +159,14 @@ class AdaptiveDecider:
         if t_local is None or t_exec is None:  # a first try still running: lean on the other
             return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
 
-        pr = self.profiler
-        link, energy, device = pr.link, pr.energy, pr.device.state
-        up = prof.up.predict(x)
-        down = prof.down.predict(x)
-        t_up = link.up_s(up if up is not None else size)
-        t_down = link.down_s(down if down is not None else 0.0)
-        t_remote = link.fixed_s() + t_up + t_exec + t_down
-        e_local = energy.local(t_local)
+        # Both sides known (a remote sample also teaches the byte models).
+        link, energy, device = self._link, self._energy, self._device.state
+        m = prof.up
+        t_up = exp(m.a + m.b * x) / link.up_rate
+        m = prof.down
+        t_down = exp(m.a + m.b * x) / link.down_rate
+        t_remote = link.fixed + t_up + t_exec + t_down
+        e_local = energy.cpu_w * t_local
         e_remote = energy.remote(t_up, t_down, t_remote)
 
         weight = policy.time_weight
@@ -199,7 +202,7 @@ class AdaptiveDecider:
 
     def observe_local(self, fn: Any, size: int, seconds: float) -> None:
         prof = self._profiles.get(fn) or self._profile(fn)
-        x = math.log(size) if size > 1 else 0.0
+        x = log(size) if size > 1 else 0.0
         with prof.lock:
             prof.local.add(x, seconds, prof.clock)
             prof.add("local", seconds, 0, 0, self.profiler.energy.local(seconds))
@@ -208,7 +211,7 @@ class AdaptiveDecider:
         self, fn: Any, size: int, turnaround: float, server: float, up: int, down: int
     ) -> None:
         prof = self._profiles.get(fn) or self._profile(fn)
-        x = math.log(size) if size > 1 else 0.0
+        x = log(size) if size > 1 else 0.0
         link = self.profiler.link
         link.on_call(up, down, turnaround, server)
         energy = self.profiler.energy.remote(link.up_s(up), link.down_s(down), turnaround)

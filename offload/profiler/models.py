@@ -52,17 +52,35 @@ class Smoothed:
 class SizeModel:
     """Predicts a cost (seconds, bytes) from a call's size, learned online in log-log space.
 
-    ``forget`` is the weight kept by past samples at each new one: 0.9 means
-    the last ten or so samples dominate. ``slope_prior`` is the exponent
-    assumed until the sizes seen differ enough to measure it.
+    ``forget`` is the weight kept by past samples at each new one: 0.8 means
+    the last five or so samples dominate, so a change of regime is learned
+    within about ten calls. ``slope_prior`` is the exponent
+    assumed until the sizes seen differ enough to measure it. The fit
+    (``log cost = a + b * log size``) is redone at each sample, so a
+    prediction is one multiply-add and one ``exp``: callers on the hot path
+    inline ``exp(m.a + m.b * x)`` after checking ``m.count``.
     """
 
-    __slots__ = ("count", "err", "forget", "seen", "slope_prior", "sx", "sxx", "sxy", "sy", "w")
+    __slots__ = (
+        "a",
+        "b",
+        "count",
+        "err",
+        "forget",
+        "seen",
+        "slope_prior",
+        "sx",
+        "sxx",
+        "sxy",
+        "sy",
+        "w",
+    )
 
-    def __init__(self, forget: float = 0.9, slope_prior: float = 1.0) -> None:
+    def __init__(self, forget: float = 0.8, slope_prior: float = 1.0) -> None:
         self.forget = forget
         self.slope_prior = slope_prior
         self.w = self.sx = self.sy = self.sxx = self.sxy = 0.0
+        self.a, self.b = 0.0, slope_prior
         self.err = 0.0  # smoothed squared residual, in log units
         self.count = 0
         #: Caller's clock (a decision counter) at the last sample or try; very old at first.
@@ -70,25 +88,13 @@ class SizeModel:
 
     def predict(self, log_size: float) -> float | None:
         """The expected cost at ``exp(log_size)``, or ``None`` before any sample."""
-        w = self.w
-        if w == 0.0:
-            return None
-        mx, my = self.sx / w, self.sy / w
-        # Ridge towards the prior slope: with no spread in x, the prior decides.
-        spread = self.sxx / w - mx * mx
-        slope = (self.sxy / w - mx * my + 0.05 * self.slope_prior) / (spread + 0.05)
-        if slope < 0.0:
-            slope = 0.0
-        elif slope > 4.0:
-            slope = 4.0
-        return math.exp(my + slope * (log_size - mx))
+        return math.exp(self.a + self.b * log_size) if self.count else None
 
     def add(self, log_size: float, cost: float, clock: int = 0) -> None:
         """Learn that a call of size ``exp(log_size)`` cost ``cost``."""
         y = math.log(cost if cost > _MIN else _MIN)
-        guess = self.predict(log_size)
-        if guess is not None and self.count >= 3:
-            residual = y - math.log(guess)
+        if self.count >= 3:
+            residual = y - (self.a + self.b * log_size)
             bound = 3.0 * math.sqrt(self.err) + 0.1
             if residual > bound:
                 y -= residual - bound
@@ -103,6 +109,16 @@ class SizeModel:
         self.sxy = self.sxy * f + log_size * y
         self.count += 1
         self.seen = clock
+        self._fit()
+
+    def _fit(self) -> None:
+        w = self.w
+        mx, my = self.sx / w, self.sy / w
+        # Ridge towards the prior slope: with no spread in x, the prior decides.
+        spread = self.sxx / w - mx * mx
+        slope = (self.sxy / w - mx * my + 0.05 * self.slope_prior) / (spread + 0.05)
+        self.b = min(max(slope, 0.0), 4.0)
+        self.a = my - self.b * mx
 
     def to_json(self) -> list[float]:
         return [self.w, self.sx, self.sy, self.sxx, self.sxy, self.err, self.count, self.seen]
@@ -110,3 +126,5 @@ class SizeModel:
     def load(self, data: list[float]) -> None:
         self.w, self.sx, self.sy, self.sxx, self.sxy, self.err = (float(v) for v in data[:6])
         self.count, self.seen = int(data[6]), int(data[7])
+        if self.count:
+            self._fit()

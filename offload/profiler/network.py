@@ -29,7 +29,17 @@ LARGE = 64 * 1024  # bytes in one direction before a call says anything about ba
 class Link:
     """What is known about the path to one server."""
 
-    __slots__ = ("calls", "down_bps", "overhead", "prior_bps", "rtt", "up_bps")
+    __slots__ = (
+        "calls",
+        "down_bps",
+        "down_rate",
+        "fixed",
+        "overhead",
+        "prior_bps",
+        "rtt",
+        "up_bps",
+        "up_rate",
+    )
 
     def __init__(self, prior_bps: float = 54e6 / 8 * 0.5) -> None:
         self.rtt = Smoothed()
@@ -38,35 +48,45 @@ class Link:
         self.down_bps = Smoothed(gain=0.25)
         self.prior_bps = prior_bps
         self.calls = 0
-
-    def fixed_s(self) -> float:
-        """Seconds a call costs beyond transfer and execution: RTT plus overhead."""
-        rtt = self.rtt.mean
-        over = self.overhead.mean
-        return (rtt if rtt is not None else 0.0) + (over if over is not None else 0.0)
+        #: The figures a decision uses, kept current by every update: seconds of
+        #: RTT plus overhead, and bytes per second each way.
+        self.fixed = 0.0
+        self.up_rate = self.down_rate = prior_bps
 
     def up_s(self, nbytes: float) -> float:
-        bps = self.up_bps.mean
-        return nbytes / (bps if bps is not None else self.prior_bps)
+        return nbytes / self.up_rate
 
     def down_s(self, nbytes: float) -> float:
-        bps = self.down_bps.mean
-        return nbytes / (bps if bps is not None else self.prior_bps)
+        return nbytes / self.down_rate
+
+    def _refresh(self) -> None:
+        rtt, over = self.rtt.mean, self.overhead.mean
+        self.fixed = (rtt if rtt is not None else 0.0) + (over if over is not None else 0.0)
+        up, down = self.up_bps.mean, self.down_bps.mean
+        self.up_rate = up if up is not None else self.prior_bps
+        self.down_rate = down if down is not None else self.prior_bps
 
     def on_rtt(self, seconds: float) -> None:
         """A PING answered after ``seconds``."""
         self.rtt.add(seconds)
+        self._refresh()
 
     def on_call(self, up: int, down: int, turnaround: float, server: float) -> None:
         """A call sent ``up`` bytes, got ``down`` back, took ``turnaround`` s, ran ``server`` s."""
         self.calls += 1
-        if self.rtt.mean is None:
-            self.rtt.add(max(turnaround - server, 0.0))
-        wire = turnaround - server - self.fixed_s()
+        self._learn(up, down, turnaround - server)
+        self._refresh()
+
+    def _learn(self, up: int, down: int, outside: float) -> None:
+        """Learn from ``outside`` seconds of a call not spent executing."""
         if up < LARGE and down < LARGE:
-            rtt = self.rtt.mean or 0.0
-            self.overhead.add(max(turnaround - server - rtt - self.up_s(up) - self.down_s(down), 0))
+            rtt = self.rtt.mean
+            if rtt is None:  # no PING answered yet: the first small call stands in
+                self.rtt.add(max(outside, 0.0))
+            else:
+                self.overhead.add(max(outside - rtt - self.up_s(up) - self.down_s(down), 0.0))
             return
+        wire = outside - self.fixed
         if wire <= 0:
             return
         if up >= 4 * down:
@@ -87,6 +107,7 @@ class Link:
         wire = seconds - (self.rtt.mean or 0.0)
         if wire > 0:
             (self.up_bps if up else self.down_bps).add((up or down) / wire)
+            self._refresh()
 
     def snapshot(self) -> dict[str, Any]:
         """Current estimates, for ``explain`` and ``stats``."""
@@ -106,3 +127,4 @@ class Link:
         for key, value in data.items():
             if key in ("rtt", "overhead", "up_bps", "down_bps"):
                 getattr(self, key).load(value)
+        self._refresh()

@@ -1,0 +1,149 @@
+"""The decision engine on synthetic histories: cold start, choices, critical conditions."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+import offload
+from offload.profiler import AdaptiveDecider, DeviceState, Policy, Profiler
+
+
+def _work(n: int) -> int:
+    return n
+
+
+@pytest.fixture
+def fn() -> offload.OffloadedFunction:
+    return offload.offload(_work, size=lambda n: n)
+
+
+def make(policy: Policy | None = None, **profiler: object) -> AdaptiveDecider:
+    decider = AdaptiveDecider(Profiler(profile_cache=None, **profiler), policy)  # type: ignore[arg-type]
+    decider.profiler.device.state = DeviceState()  # a quiet, plugged-in device
+    return decider
+
+
+def teach(decider, fn, size, local, remote, up=1000, down=100):
+    """Outcomes of one call on each side: local seconds; remote server seconds."""
+    decider.observe_local(fn, size, local)
+    decider.observe_remote(fn, size, remote + 0.001, remote, up, down)
+
+
+def side(decider, fn, size, up=True):
+    return decider.decide(fn, (size,), {}, up)[0]
+
+
+def test_cold_start_offloads_once_then_runs_here_once(fn):
+    d = make()
+    assert side(d, fn, 100) == "remote"
+    d.observe_remote(fn, 100, 0.01, 0.009, 100, 100)
+    assert side(d, fn, 100) == "local"
+    d.observe_local(fn, 100, 0.001)
+    assert side(d, fn, 100) == "local"  # now by the estimates: 1 ms here, 10 ms there
+
+
+def test_cold_start_does_not_send_a_burst_of_tries(fn):
+    d = make()
+    sides = [side(d, fn, 100) for _ in range(10)]  # none has reported yet
+    assert sides.count("remote") == 9 and sides[1] == "local"
+
+
+def test_offline_runs_everything_here(fn):
+    d = make()
+    teach(d, fn, 100, local=1.0, remote=0.01)
+    assert side(d, fn, 100, up=False) == "local"
+    assert d.explain(fn, (100,), {}, False).reasons[0].startswith("no server answers")
+
+
+def test_chooses_by_size_where_the_costs_cross(fn):
+    d = make()
+    for n in (10, 100, 1000, 10_000):  # local ~ n^2 us; remote: 5 ms + n us
+        for _ in range(3):
+            teach(d, fn, n, local=1e-6 * n * n, remote=0.005 + 1e-6 * n)
+    assert side(d, fn, 20) == "local"
+    assert side(d, fn, 5000) == "remote"
+    explained = d.explain(fn, (5000,), {}, True)
+    assert explained.estimates["local"]["time_s"] == pytest.approx(25.0, rel=0.3)
+    assert explained.estimates["remote"]["server_s"] == pytest.approx(0.01, rel=0.3)
+
+
+def test_energy_objective_can_disagree_with_time(fn):
+    # Remote is a little faster but keeps the radio busy: 1.3 W sending vs 0.9 W computing.
+    args = dict(local=0.10, remote=0.001, up=270_000)  # ~80 ms of upload at the prior rate
+    by_time, by_energy = make(Policy(time_weight=1.0)), make(Policy(time_weight=0.0))
+    for d in (by_time, by_energy):
+        d.profiler.link.on_rtt(0.001)
+        for _ in range(3):
+            teach(d, fn, 1000, **args)
+    assert side(by_time, fn, 1000) == "remote"
+    assert side(by_energy, fn, 1000) == "local"
+
+
+@pytest.mark.parametrize(
+    "state, why",
+    [
+        (DeviceState(battery=0.1, charging=False), "battery"),
+        (DeviceState(cpu_load=0.97), "cpu"),
+        (DeviceState(memory_free=0.05), "memory"),
+    ],
+)
+def test_critical_conditions_prefer_online(fn, state, why):
+    d = make()
+    for _ in range(3):
+        teach(d, fn, 1000, local=0.010, remote=0.012)  # local slightly cheaper
+    assert side(d, fn, 1000) == "local"
+    d.profiler.device.state = state
+    assert side(d, fn, 1000) == "remote"
+    assert why in " ".join(d.explain(fn, (1000,), {}, True).reasons)
+    # A low battery while charging is not critical.
+    d.profiler.device.state = DeviceState(battery=0.1, charging=True)
+    assert side(d, fn, 1000) == "local"
+
+
+def test_hysteresis_keeps_a_near_tie_from_flapping(fn):
+    d = make(Policy(explore_every=10_000))
+    for _ in range(3):
+        teach(d, fn, 1000, local=0.0100, remote=0.0095)
+    sides = []
+    for i in range(200):  # costs wobble 5% around a tie
+        wobble = 1.05 if i % 2 else 0.95
+        sides.append(side(d, fn, 1000))
+        teach(d, fn, 1000, local=0.0100 * wobble, remote=0.0100 / wobble - 0.001)
+    switches = sum(a != b for a, b in itertools.pairwise(sides))
+    assert switches <= 2
+
+
+def test_exploration_is_bounded_and_notices_a_recovery(fn):
+    d = make(Policy(explore_every=32))
+    for _ in range(3):
+        teach(d, fn, 1000, local=0.010, remote=0.030)  # remote 3x worse: a slow link
+    sides = []
+    for _ in range(1000):
+        s = side(d, fn, 1000)
+        sides.append(s)
+        if s == "local":
+            d.observe_local(fn, 1000, 0.010)
+        else:
+            d.observe_remote(fn, 1000, 0.031, 0.030, 1000, 100)
+    explored = sides.count("remote")
+    assert 3 <= explored <= 1000 // 32  # a few, at most one in 32
+    # The link recovers: the next exploration sees it and the decision follows.
+    for _ in range(400):
+        s = side(d, fn, 1000)
+        if s == "local":
+            d.observe_local(fn, 1000, 0.010)
+        else:
+            d.observe_remote(fn, 1000, 0.003, 0.002, 1000, 100)
+    assert side(d, fn, 1000) == "remote"
+
+
+def test_stats_count_calls_bytes_and_energy_by_side(fn):
+    d = make()
+    teach(d, fn, 1000, local=0.5, remote=0.1, up=4000, down=40)
+    stats = d.stats()["tests.test_decision:_work"]
+    assert stats["local"]["calls"] == 1 and stats["local"]["seconds"] == pytest.approx(0.5)
+    assert stats["local"]["energy_j"] == pytest.approx(0.45)  # 0.9 W x 0.5 s
+    assert stats["remote"]["bytes_up"] == 4000 and stats["remote"]["bytes_down"] == 40
+    assert stats["energy_source"] == "modelled (smartphone-wifi)"

@@ -1,0 +1,96 @@
+"""The profiler's estimators on synthetic data: they converge, adapt, and shrug off outliers."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from offload.profiler import Link, SizeModel, Smoothed
+from offload.profiler.sizes import argument_bytes, value_bytes
+
+
+def feed(model: SizeModel, size: float, cost: float, clock: int = 0) -> None:
+    model.add(math.log(size), cost, clock)
+
+
+def test_size_model_learns_a_power_law_and_extrapolates():
+    rng = random.Random(1)
+    model = SizeModel()
+    for _ in range(60):
+        n = rng.uniform(1_000, 20_000)
+        feed(model, n, 1e-8 * n**2 * rng.uniform(0.95, 1.05))
+    assert model.b == pytest.approx(2.0, abs=0.15)
+    assert model.predict(math.log(40_000)) == pytest.approx(1e-8 * 40_000**2, rel=0.2)
+
+
+def test_size_model_with_one_size_assumes_the_prior_slope():
+    model = SizeModel(slope_prior=1.0)
+    for _ in range(5):
+        feed(model, 1000, 0.5)
+    assert model.predict(math.log(1000)) == pytest.approx(0.5)
+    assert model.predict(math.log(2000)) == pytest.approx(1.0, rel=0.05)
+
+
+def test_size_model_adapts_when_the_cost_changes():
+    model = SizeModel()
+    for _ in range(30):
+        feed(model, 5000, 1.0)
+    for _ in range(12):
+        feed(model, 5000, 3.0)  # the server got busy
+    assert model.predict(math.log(5000)) == pytest.approx(3.0, rel=0.15)
+
+
+def test_one_outlier_barely_moves_the_model():
+    model = SizeModel()
+    for _ in range(20):
+        feed(model, 5000, 1.0)
+    feed(model, 5000, 100.0)  # a stalled call
+    assert model.predict(math.log(5000)) < 1.2
+
+
+def test_smoothed_tracks_mean_and_deviation():
+    rtt = Smoothed()
+    for i in range(200):
+        rtt.add(0.010 + (0.002 if i % 2 else -0.002))
+    assert rtt.mean == pytest.approx(0.010, rel=0.05)
+    assert rtt.dev == pytest.approx(0.002, rel=0.3)
+
+
+def test_link_separates_rtt_overhead_and_bandwidth():
+    link = Link(prior_bps=1e9)
+    for _ in range(10):
+        link.on_rtt(0.004)
+    for _ in range(10):  # small calls: 4 ms RTT + 1 ms overhead + 20 ms execution
+        link.on_call(up=1000, down=100, turnaround=0.025, server=0.020)
+    assert link.overhead.mean == pytest.approx(0.001, abs=3e-4)
+    for _ in range(20):  # 2 MB up at 4 MB/s, then 50 ms execution
+        link.on_call(up=2_000_000, down=100, turnaround=0.005 + 0.5 + 0.05, server=0.05)
+    assert link.up_rate == pytest.approx(4e6, rel=0.05)
+    assert link.down_rate == 1e9  # nothing large came down: still the prior
+    for _ in range(20):  # the link slows down to 1 MB/s
+        link.on_call(up=2_000_000, down=100, turnaround=0.005 + 2.0 + 0.05, server=0.05)
+    assert link.up_rate == pytest.approx(1e6, rel=0.05)
+
+
+def test_link_learns_download_from_large_results_and_probes():
+    link = Link(prior_bps=1e9)
+    link.on_rtt(0.002)
+    link.on_call(up=100, down=1_000_000, turnaround=0.002 + 0.5 + 0.01, server=0.01)
+    assert link.down_rate == pytest.approx(2e6, rel=0.05)
+    link.on_probe(up=500_000, down=0, seconds=0.002 + 0.25)
+    assert link.up_rate == pytest.approx(2e6, rel=0.05)
+
+
+def test_size_estimates_follow_the_data_cheaply():
+    assert value_bytes(list(range(40_000))) == 320_000
+    assert value_bytes([[1] * 450] * 450) == 450 * 450 * 8
+    assert value_bytes(b"x" * 100) == 100
+    np = pytest.importorskip("numpy")
+    assert value_bytes(np.zeros((100, 100))) == 80_000
+    assert argument_bytes((3, "abc"), {"k": [1.0, 2.0]}) == 1 + 8 + 3 + 16
+    deep: list = [1]
+    for _ in range(100):
+        deep = [deep]
+    assert value_bytes(deep) > 0  # bounded depth, no recursion error

@@ -1,0 +1,170 @@
+"""The profiler against a real server and real files: explain, stats, persistence, link, device."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import offload
+from offload.profiler import DeviceProfiler, EnergyModel, Profiler
+from offload.profiler.device import _CgroupCpu
+
+from . import apps
+
+
+def test_explain_runs_nothing_and_says_why(server):
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        cold = client.explain(apps.crash)  # would kill a worker if it ran
+        assert cold.side == "remote" and "no history" in cold.reasons[0]
+        assert client.stats() == {} or all(
+            s["local"]["calls"] == s["remote"]["calls"] == 0 for s in client.stats().values()
+        )
+        forced = client.explain(offload.offload(apps.where.__wrapped__, mode="local"))
+        assert forced.side == "local" and "mode='local'" in forced.reasons[0]
+
+
+def test_stats_and_explain_after_real_calls(server):
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        data = list(range(20_000))
+        for _ in range(3):  # remote (cold), local (cold), then by the estimates
+            assert client.call(apps.echo, (data,), {}) == data
+        stats = client.stats()["tests.apps:echo"]
+        assert stats["local"]["calls"] + stats["remote"]["calls"] == 3
+        assert stats["local"]["calls"] >= 1 and stats["remote"]["calls"] >= 1
+        assert stats["remote"]["bytes_up"] > 20_000 and stats["remote"]["bytes_down"] > 20_000
+        assert stats["remote"]["energy_j"] > 0 and stats["local"]["energy_j"] > 0
+        why = client.explain(apps.echo, data)
+        assert why.estimates["remote"]["time_s"] > why.estimates["remote"]["server_s"] > 0
+        assert why.energy_source.startswith("modelled")
+        assert why.link["rtt_s"] is not None
+
+
+def test_module_level_explain_and_stats(server):
+    offload.configure(server=server)
+    try:
+        offload.default_client().ping(timeout=10)
+        assert offload.explain(apps.add, 1, 2).side == "remote"
+        assert apps.add(1, 2) == 3
+        assert offload.stats()["tests.apps:add"]["remote"]["calls"] == 1
+    finally:
+        offload.configure(server=None)
+
+
+def test_profiles_persist_across_clients(server, tmp_path):
+    cache = tmp_path / "profiles.json"
+    with offload.Client(server, profile_cache=str(cache)) as client:
+        client.ping(timeout=10)
+        for _ in range(3):
+            client.call(apps.add, (1, 2), {})
+    assert cache.is_file()
+    with offload.Client(server, profile_cache=str(cache)) as client:
+        client.ping(timeout=10)
+        warm = client.explain(apps.add, 1, 2)
+        assert "no history" not in warm.reasons[0]
+        assert warm.estimates["local"]["time_s"] is not None
+        assert warm.link["rtt_s"] is not None  # the link to this server was saved too
+    cache.write_text("{not json")
+    with offload.Client(server, profile_cache=str(cache)) as client:  # a bad file: start cold
+        client.ping(timeout=10)
+        assert "no history" in client.explain(apps.add, 1, 2).reasons[0]
+
+
+def test_rtt_from_pings_and_bandwidth_from_a_probe(server):
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        client.ping(timeout=10)
+        link = client.profiler.link
+        assert link.rtt.count >= 1 and 0 < link.rtt.mean < 1.0
+        assert link.up_bps.mean is None
+        measured = client.probe(1_000_000)
+        assert measured["up_bps"] > 1e6 and measured["down_bps"] > 1e6  # loopback
+
+
+def test_server_dying_mid_call_completes_it_here(make_server):
+    server = make_server()
+    with offload.Client(server, heartbeat_interval=0.1, heartbeat_timeout=0.8) as client:
+        client.ping(timeout=10)
+        assert client.call(apps.slow_where, (0,), {}) != os.getpid()  # cold: remote
+        client.decider.observe_local(apps.slow_where, 9, 10.0)  # here is slow: stay remote
+        result: list[int] = []
+        worker = threading.Thread(
+            target=lambda: result.append(client.call(apps.slow_where, (1.0,), {}))
+        )
+        worker.start()
+        time.sleep(0.3)
+        server.process.kill()  # the server dies with the call running
+        with pytest.warns(RuntimeWarning, match="ServerUnavailable"):
+            worker.join(timeout=20)
+        assert result == [os.getpid()]  # the app got a result, computed here
+        assert client.explain(apps.slow_where, 0).side == "local"  # offline now
+
+
+def _battery(root: Path, capacity: int, status: str, power_uw: int | None) -> None:
+    bat = root / "BAT0"
+    bat.mkdir(parents=True, exist_ok=True)
+    (bat / "type").write_text("Battery\n")
+    (bat / "capacity").write_text(f"{capacity}\n")
+    (bat / "status").write_text(f"{status}\n")
+    if power_uw is not None:
+        (bat / "power_now").write_text(f"{power_uw}\n")
+    else:
+        (bat / "power_now").unlink(missing_ok=True)
+    (root / "AC").mkdir(exist_ok=True)
+    (root / "AC" / "type").write_text("Mains\n")
+
+
+def test_device_profiler_reads_battery_and_power_from_sysfs(tmp_path):
+    _battery(tmp_path, 15, "Discharging", 3_250_000)
+    profiler = DeviceProfiler(interval=0.05, power_supply=tmp_path)
+    state = profiler.state
+    assert state.battery == pytest.approx(0.15) and state.charging is False
+    assert state.power_w == pytest.approx(3.25)
+    assert 0.0 <= state.cpu_load <= 1.0 and 0.0 < state.memory_free <= 1.0
+    energy = EnergyModel("smartphone-wifi")
+    energy.measured(state.power_w)
+    assert energy.local(2.0) == pytest.approx(6.5) and energy.source.startswith("measured")
+    profiler.start()
+    try:
+        _battery(tmp_path, 80, "Charging", None)  # plugged in: the thread notices
+        deadline = time.monotonic() + 5
+        while profiler.state.battery != pytest.approx(0.8) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert profiler.state.charging is True and profiler.state.power_w is None
+    finally:
+        profiler.stop()
+
+
+def test_low_battery_from_sysfs_turns_a_client_online(server, tmp_path):
+    _battery(tmp_path, 10, "Discharging", None)
+    profiler = Profiler(power_supply=tmp_path, address=str(server))
+    with offload.Client(server, profiler=profiler) as client:
+        client.ping(timeout=10)
+        for _ in range(3):
+            client.decider.observe_local(apps.add, 17, 0.001)
+            client.decider.observe_remote(apps.add, 17, 0.0012, 0.0001, 100, 50)
+        assert client.explain(apps.add, 1, 2).side == "remote"
+        assert "battery 0.1" in " ".join(client.explain(apps.add, 1, 2).reasons)
+
+
+def test_cgroup_quota_gives_the_cpu_load_of_an_emulated_device(tmp_path):
+    line = Path(f"/proc/{os.getpid()}/cgroup").read_text().splitlines()
+    v1 = [entry.split(":", 2) for entry in line if "cpu" in entry.split(":")[1].split(",")]
+    if not v1:
+        pytest.skip("no cgroup v1 cpu controller line for this process")
+    group = tmp_path / "cpu" / v1[0][2].lstrip("/")
+    group.mkdir(parents=True)
+    (group / "cpu.cfs_quota_us").write_text("20000\n")  # a fifth of one CPU
+    (group / "cpu.cfs_period_us").write_text("100000\n")
+    (group / "cpuacct.usage").write_text("0\n")
+    cpu = _CgroupCpu.find(tmp_path)
+    assert cpu is not None
+    assert cpu.load() is None  # the first reading only starts the interval
+    time.sleep(0.1)
+    (group / "cpuacct.usage").write_text(f"{int(0.02 * 1e9)}\n")  # 20 ms used in ~100 ms
+    assert cpu.load() == pytest.approx(1.0, rel=0.5)
