@@ -57,13 +57,17 @@ def serve_local(
     bind: str = "tcp://127.0.0.1:*",
     extra_args: Sequence[str] = (),
     start_timeout: float = 60.0,
+    launcher: Sequence[str] = (),
 ) -> LocalServer:
     """Start an edge server serving ``apps`` (by default on a free loopback port); return it.
 
     The child gets this process's ``sys.path``, so the app modules it imports
     are the same files this process imports (replicated code by construction).
+    ``launcher`` prefixes the command, e.g. ``["ip", "netns", "exec", "edge"]``
+    to start the server in a network namespace.
     """
     cmd = [
+        *launcher,
         sys.executable,
         "-m",
         "edge_server",

@@ -1,0 +1,199 @@
+"""Emulating a weak device and a Wi-Fi link on one machine (Linux, as root).
+
+* :class:`SlowDevice`: this process (the client) goes into a cgroup with a CPU
+  quota (v1 ``cpu.cfs_quota_us`` or v2 ``cpu.max``) and is pinned to CPU 0,
+  so it computes ``1 / share`` times slower than the edge server, which gets
+  the other CPUs. :meth:`SlowDevice.busy` adds a competing process inside the
+  quota (another app keeping the phone's CPU busy).
+* :class:`SlowLink`: the edge server runs in its own network namespace,
+  reached over a veth pair whose two ends are shaped by a ``tc`` token-bucket
+  filter (``tbf``) to ``mbit`` Mbit/s; :meth:`SlowLink.set_rate` changes it
+  mid-run. ``netem`` (added latency) is used when the kernel has it; where it
+  does not, nothing pretends: the RTT is measured and reported instead.
+* :func:`hog`: CPU-bound processes pinned next to the server (a competing job).
+
+Each piece is a context manager that undoes what it did. Where a piece is not
+permitted (not root, no cgroup, one CPU), :func:`available` says why and the
+benchmarks run unemulated, saying so in their report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+CGROUP = Path("/sys/fs/cgroup")
+_PERIOD_US = 100_000
+
+
+def available() -> dict[str, str | None]:
+    """For each emulation, ``None`` if it can run here, else why not."""
+    reasons: dict[str, str | None] = {"device": None, "link": None}
+    if os.geteuid() != 0:
+        return {"device": "not root", "link": "not root"}
+    if (os.cpu_count() or 1) < 2:
+        reasons["device"] = "one CPU: client and server cannot be separated"
+    elif not (CGROUP / "cpu" / "cpu.cfs_quota_us").exists() and not (
+        CGROUP / "cgroup.controllers"
+    ).exists():
+        reasons["device"] = "no cgroup cpu controller"
+    try:
+        _run("ip", "netns", "add", "offload-probe")
+        _run("ip", "netns", "del", "offload-probe")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        reasons["link"] = f"cannot create a network namespace: {exc}"
+    return reasons
+
+
+def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=30)
+
+
+class SlowDevice:
+    """This process under a CPU quota of ``share`` of one CPU, pinned to CPU 0."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.name = f"offload-device-{os.getpid()}"
+        self._groups: list[Path] = []
+        self._hogs: list[subprocess.Popen[bytes]] = []
+        self._affinity: set[int] = set()
+
+    def __enter__(self) -> SlowDevice:
+        quota = int(self.share * _PERIOD_US)
+        v1 = CGROUP / "cpu" / "cpu.cfs_quota_us"
+        if v1.exists():
+            cpu = CGROUP / "cpu" / self.name
+            cpu.mkdir(exist_ok=True)
+            (cpu / "cpu.cfs_period_us").write_text(str(_PERIOD_US))
+            (cpu / "cpu.cfs_quota_us").write_text(str(quota))
+            self._groups.append(cpu)
+            if (CGROUP / "cpuacct").is_dir() and not (cpu / "cpuacct.usage").exists():
+                acct = CGROUP / "cpuacct" / self.name
+                acct.mkdir(exist_ok=True)
+                self._groups.append(acct)
+        else:
+            group = CGROUP / self.name
+            group.mkdir(exist_ok=True)
+            (group / "cpu.max").write_text(f"{quota} {_PERIOD_US}")
+            self._groups.append(group)
+        self._affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {0})
+        self._join(os.getpid())
+        return self
+
+    def _join(self, pid: int) -> None:
+        for group in self._groups:
+            (group / "cgroup.procs").write_text(str(pid))
+
+    def busy(self) -> contextlib.AbstractContextManager[None]:
+        """Another process saturating the device's CPU while the block runs."""
+        return self._busy()
+
+    @contextlib.contextmanager
+    def _busy(self) -> Iterator[None]:
+        proc = _spin(cpus="0")
+        self._join(proc.pid)
+        try:
+            yield
+        finally:
+            _stop(proc)
+
+    def __exit__(self, *exc: object) -> None:
+        for group in self._groups:  # back to the root groups, then remove ours
+            root = group.parent
+            with contextlib.suppress(OSError):
+                (root / "cgroup.procs").write_text(str(os.getpid()))
+        if self._affinity:
+            os.sched_setaffinity(0, self._affinity)
+        for group in self._groups:
+            with contextlib.suppress(OSError):
+                group.rmdir()
+
+
+class SlowLink:
+    """A network namespace for the server, a veth pair, and ``tc tbf`` at ``mbit`` Mbit/s."""
+
+    def __init__(self, mbit: float, subnet: int = 77) -> None:
+        self.mbit = mbit
+        self.netns = f"offload-edge-{os.getpid()}"
+        self._host, self._peer = f"oe{os.getpid() % 100000}a", f"oe{os.getpid() % 100000}b"
+        self.client_ip, self.server_ip = f"10.{subnet}.0.1", f"10.{subnet}.0.2"
+        self.netem = False
+
+    @property
+    def launcher(self) -> list[str]:
+        """Command prefix that starts a process inside the server's namespace, off CPU 0."""
+        return ["ip", "netns", "exec", self.netns, "taskset", "-c", _server_cpus()]
+
+    @property
+    def bind(self) -> str:
+        return f"tcp://{self.server_ip}:*"
+
+    def __enter__(self) -> SlowLink:
+        _run("ip", "netns", "add", self.netns)
+        _run("ip", "link", "add", self._host, "type", "veth", "peer", "name", self._peer)
+        _run("ip", "link", "set", self._peer, "netns", self.netns)
+        _run("ip", "addr", "add", f"{self.client_ip}/24", "dev", self._host)
+        _run("ip", "link", "set", self._host, "up")
+        inside = ("ip", "netns", "exec", self.netns)
+        _run(*inside, "ip", "addr", "add", f"{self.server_ip}/24", "dev", self._peer)
+        _run(*inside, "ip", "link", "set", self._peer, "up")
+        _run(*inside, "ip", "link", "set", "lo", "up")
+        self.set_rate(self.mbit, add=True)
+        return self
+
+    def set_rate(self, mbit: float, add: bool = False) -> None:
+        """Shape both directions to ``mbit`` Mbit/s."""
+        self.mbit = mbit
+        verb = "add" if add else "change"
+        # A bucket of ~10 ms at the rate (at least 16 KB) and a 50 ms queue, as a
+        # Wi-Fi access point roughly behaves.
+        burst = max(16_000, int(mbit * 1e6 / 8 * 0.01))
+        spec = ("tbf", "rate", f"{mbit}mbit", "burst", str(burst), "latency", "50ms")
+        _run("tc", "qdisc", verb, "dev", self._host, "root", *spec)
+        _run("ip", "netns", "exec", self.netns, "tc", "qdisc", verb, "dev", self._peer, "root", *spec)
+
+    def __exit__(self, *exc: object) -> None:
+        _run("ip", "netns", "del", self.netns, check=False)  # takes the veth pair with it
+        _run("ip", "link", "del", self._host, check=False)
+
+
+def _server_cpus() -> str:
+    return ",".join(str(c) for c in range(1, os.cpu_count() or 1)) or "0"
+
+
+def _to_root(pid: int) -> None:
+    """Move ``pid`` out of any emulated-device cgroup (children inherit their parent's)."""
+    for root in (CGROUP / "cpu", CGROUP / "cpuacct", CGROUP):
+        with contextlib.suppress(OSError):
+            (root / "cgroup.procs").write_text(str(pid))
+
+
+def _spin(cpus: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["taskset", "-c", cpus, sys.executable, "-c", "while True: pass"],
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def hog(processes: int) -> Iterator[None]:
+    """``processes`` busy loops on the server's CPUs while the block runs (a competing job)."""
+    procs = [_spin(_server_cpus()) for _ in range(processes)]
+    for proc in procs:
+        _to_root(proc.pid)
+    try:
+        yield
+    finally:
+        for proc in procs:
+            _stop(proc)
