@@ -112,8 +112,8 @@ def measure(
     return out
 
 
-def main() -> None:
-    """Print the ratios and save them."""
+def main(argv: list[str] | None = None) -> None:
+    """Print the ratios and save them (no options)."""
     figures = measure()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "overhead.json").write_text(json.dumps(figures, indent=2))

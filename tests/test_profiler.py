@@ -163,8 +163,14 @@ def test_cgroup_quota_gives_the_cpu_load_of_an_emulated_device(tmp_path):
     (group / "cpu.cfs_period_us").write_text("100000\n")
     (group / "cpuacct.usage").write_text("0\n")
     cpu = _CgroupCpu.find(tmp_path)
-    assert cpu is not None
-    assert cpu.load() is None  # the first reading only starts the interval
-    time.sleep(0.1)
-    (group / "cpuacct.usage").write_text(f"{int(0.02 * 1e9)}\n")  # 20 ms used in ~100 ms
-    assert cpu.load() == pytest.approx(1.0, rel=0.5)
+    assert cpu is not None and cpu.capacity == pytest.approx(0.2)
+    assert cpu.used() == 0.0
+    start = time.monotonic()
+    profiler = DeviceProfiler(cgroup_root=tmp_path, power_supply=tmp_path)
+    own = time.process_time()
+    time.sleep(0.2)
+    # Others used half of the 0.2 CPU; this process's own use is added and must not count.
+    others = 0.5 * 0.2 * (time.monotonic() - start)
+    spent = time.process_time() - own
+    (group / "cpuacct.usage").write_text(f"{int((others + spent) * 1e9)}\n")
+    assert profiler.sample().cpu_load == pytest.approx(0.5, abs=0.15)

@@ -12,18 +12,22 @@ then scores each side as ``w * t / (t_L + t_R) + (1 - w) * E / (E_L + E_R)``
 and runs the call on the cheaper side, subject to, in order:
 
 1. Offline: no server answers, so local (DCOF's offline mode).
-2. Cold start: a side never measured for this function is tried once
-   (remote first, as DCOF's online mode would), so both have a history after
-   two calls.
+2. Cold start: a function never run remotely is offloaded once (DCOF's
+   online mode). Its local time is then estimated from its server time and
+   how much slower this device has been on other functions; until that is
+   known, it is run here once, on a call the server did in under
+   ``cheap_try_s`` (or after ``explore_every`` calls without one).
 3. Critical conditions (DCOF's switch to online mode): the battery below
    ``battery_low`` and discharging (the objective becomes energy), the CPU
    above ``cpu_busy`` or free memory below ``memory_low``: the local score is
    multiplied by ``critical_bias``.
 4. Hysteresis: the side changes only when the other is ``hysteresis`` cheaper.
-5. Exploration: the side not chosen is tried again once its estimate is
-   ``explore_every * min(cost ratio, 50)`` decisions old, so a change (a link
-   that recovered) is noticed while the exploration costs at most about
-   ``1 / explore_every`` of the total.
+5. Exploration: the side not chosen is tried again once what makes it look
+   worse is ``explore_every * (its extra cost, 0.25 to 50)`` decisions old: the
+   function's own history of that side, or, across functions, that side's
+   speed (a server seen busy) or the bandwidth (for a call that is mostly
+   transfer). A change (a link that recovered) is noticed while each kind of
+   exploration costs at most about ``1 / explore_every`` of the total.
 
 The path reads plain attributes and does a few float operations: no system
 call, no lock. :meth:`AdaptiveDecider.explain` runs the same code and says why.
@@ -36,7 +40,9 @@ from dataclasses import dataclass, field
 from math import exp, log
 from typing import Any, Literal, Protocol
 
-from .history import FunctionProfile
+from .history import HERE, THERE, FunctionProfile
+from .models import Drift
+from .network import LARGE
 from .profiler import Profiler
 from .sizes import call_size
 
@@ -88,6 +94,7 @@ class Policy:
     cpu_busy: float = 0.9
     memory_low: float = 0.1
     critical_bias: float = 2.0
+    cheap_try_s: float = 0.02
 
 
 @dataclass
@@ -111,6 +118,12 @@ class AdaptiveDecider:
         self.profiler = profiler
         self.policy = policy or Policy()
         self._link, self._energy, self._device = profiler.link, profiler.energy, profiler.device
+        self._local_drift = profiler.local_drift
+        # Decisions so far, and the decision at which each shared estimate was last
+        # refreshed: the server's speed (THERE), this device's (HERE), the bandwidth.
+        self._clock = 0
+        self._fresh = [0, 0]
+        self._fresh_link = 0
         self._profiles: dict[Any, FunctionProfile] = {}
 
     # -- the hot path ------------------------------------------------------------------------
@@ -121,7 +134,7 @@ class AdaptiveDecider:
         size = call_size(fn, args, kwargs)
         prof = self._profiles.get(fn)
         if prof is None:
-            prof = self._profile(fn)
+            prof = self.profile(fn)
         side = self.choose(prof, size, server_up)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("%s size=%d -> %s", prof.key, size, side)
@@ -131,10 +144,15 @@ class AdaptiveDecider:
         """Decide for a call of ``size`` and advance the function's decision clock."""
         side, reason, _ = self._evaluate(prof, size, server_up)
         clock = prof.clock = prof.clock + 1
+        self._clock += 1
         if reason in (COLD, EXPLORE):
             # Mark the side as freshly tried so that calls made before this one
             # reports do not all try it too; its result moves the mark on.
-            (prof.local if side == LOCAL else prof.remote).seen = clock
+            index = HERE if side == LOCAL else THERE
+            prof.time.seen[index] = clock
+            self._fresh[index] = self._clock
+            if index == THERE:
+                self._fresh_link = self._clock
         if reason != EXPLORE and reason != OFFLINE:
             prof.side = side
         return side
@@ -144,27 +162,36 @@ class AdaptiveDecider:
     ) -> tuple[Side, int, tuple[Any, ...]]:
         """(side, reason, estimates) without changing any state."""
         x = log(size) if size > 1 else 0.0
-        m = prof.local
-        t_local = exp(m.a + m.b * x) if m.count else None
+        link = self._link
+        m = prof.time
+        base = m.a + m.b * x
+        here, there = m.counts[HERE], m.counts[THERE]
+        t_local = exp(base + m.c) * self._local_drift.value if here else None
         if not server_up:
             return LOCAL, OFFLINE, (t_local, None, None, None, 0.0, 0.0, False)
-        m = prof.remote
-        t_exec = exp(m.a + m.b * x) if m.count else None
+        t_exec = exp(base) * link.server_drift.value if there else None
         policy = self.policy
         every = policy.explore_every
-        if t_exec is None and prof.clock - prof.remote.seen >= every:
+        if t_exec is None and prof.clock - m.seen[THERE] >= every:
             return REMOTE, COLD, (t_local, None, None, None, 0.0, 0.0, False)
-        if t_local is None and prof.clock - prof.local.seen >= every:
+        slowdown = link.slowdown.mean
+        if t_local is None and there and slowdown is not None:
+            # Never run here, but other functions say how much slower here is.
+            t_local = exp(base + slowdown) * self._local_drift.value
+        if t_local is None and (
+            (t_exec is not None and t_exec < policy.cheap_try_s)
+            or prof.clock - max(m.seen[HERE], 0) >= every
+        ):
             return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
         if t_local is None or t_exec is None:  # a first try still running: lean on the other
             return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
 
         # Both sides known (a remote sample also teaches the byte models).
-        link, energy, device = self._link, self._energy, self._device.state
-        m = prof.up
-        t_up = exp(m.a + m.b * x) / link.up_rate
-        m = prof.down
-        t_down = exp(m.a + m.b * x) / link.down_rate
+        energy, device = self._energy, self._device.state
+        nbytes = prof.up
+        t_up = exp(nbytes.a + nbytes.b * x) / link.up_rate
+        nbytes = prof.down
+        t_down = exp(nbytes.a + nbytes.b * x) / link.down_rate
         t_remote = link.fixed + t_up + t_exec + t_down
         e_local = energy.cpu_w * t_local
         e_remote = energy.remote(t_up, t_down, t_remote)
@@ -191,37 +218,69 @@ class AdaptiveDecider:
         last = prof.side
         if last is not None and last != side and best > other * (1 - policy.hysteresis):
             side, reason, best, other = (REMOTE if side == LOCAL else LOCAL), KEPT, other, best
-        # The other side, if its estimate has gone stale in proportion to its cost.
-        stale = prof.remote if side == LOCAL else prof.local
-        ratio = other / best if best > 0 else 50.0
-        if prof.clock - stale.seen >= every * (ratio if ratio < 50.0 else 50.0):
+        # Explore the other side if what makes it look worse has gone stale, in
+        # proportion to how much worse: this function's own estimate of it, or
+        # (across functions) the speed of that side or the bandwidth.
+        # Waiting every * (extra cost of one try) decisions keeps the cost of
+        # exploring under about 1 / every of the total.
+        extra = other / best - 1.0 if best > 0 else 50.0
+        wait = every * (0.25 if extra < 0.25 else 50.0 if extra > 50.0 else extra)
+        clock = self._clock
+        if side == LOCAL:
+            stale = prof.clock - max(m.seen[THERE], 0) >= wait or (
+                clock - self._fresh_link >= wait
+                if t_up + t_down > t_exec
+                else link.server_drift.value > 1.2 and clock - self._fresh[THERE] >= wait
+            )
+        else:
+            stale = prof.clock - max(m.seen[HERE], 0) >= wait or (
+                self._local_drift.value > 1.2 and clock - self._fresh[HERE] >= wait
+            )
+        if stale:
             return (REMOTE if side == LOCAL else LOCAL), EXPLORE, estimates
         return side, reason, estimates
 
     # -- learning ------------------------------------------------------------------------------
 
     def observe_local(self, fn: Any, size: int, seconds: float) -> None:
-        prof = self._profiles.get(fn) or self._profile(fn)
-        x = log(size) if size > 1 else 0.0
+        prof = self.profile(fn)
         with prof.lock:
-            prof.local.add(x, seconds, prof.clock)
-            prof.add("local", seconds, 0, 0, self.profiler.energy.local(seconds))
+            self._learn(prof, size, seconds, HERE, self._local_drift)
+            prof.add("local", seconds, 0, 0, self._energy.local(seconds))
 
     def observe_remote(
         self, fn: Any, size: int, turnaround: float, server: float, up: int, down: int
     ) -> None:
-        prof = self._profiles.get(fn) or self._profile(fn)
+        prof = self.profile(fn)
         x = log(size) if size > 1 else 0.0
-        link = self.profiler.link
+        link = self._link
         link.on_call(up, down, turnaround, server)
-        energy = self.profiler.energy.remote(link.up_s(up), link.down_s(down), turnaround)
+        if up >= LARGE or down >= LARGE:
+            self._fresh_link = self._clock
+        energy = self._energy.remote(link.up_s(up), link.down_s(down), turnaround)
         with prof.lock:
-            prof.remote.add(x, server, prof.clock)
+            self._learn(prof, size, server, THERE, link.server_drift)
             prof.up.add(x, float(up), prof.clock)
             prof.down.add(x, float(down), prof.clock)
             prof.add("remote", turnaround, up, down, energy)
 
-    def _profile(self, fn: Any) -> FunctionProfile:
+    def _learn(
+        self, prof: FunctionProfile, size: int, seconds: float, side: int, drift: Drift
+    ) -> None:
+        """One execution time into the function's model, the side's drift and the slowdown."""
+        x = log(size) if size > 1 else 0.0
+        m, slowdown = prof.time, self._link.slowdown
+        self._fresh[side] = self._clock
+        cost = drift.normalize(m, x, seconds, side)
+        m.add(x, cost, prof.clock, side, slowdown.mean or 0.0)
+        if m.counts[HERE] >= 2 and m.counts[THERE] >= 2:
+            slowdown.add(m.c)
+
+    def profile(self, fn: Any) -> FunctionProfile:
+        """What has been learned about ``fn`` (created, or loaded from disk, on first use)."""
+        prof = self._profiles.get(fn)
+        if prof is not None:
+            return prof
         prof = self.profiler.store.profile(f"{fn.wire_name}@{fn.fingerprint.hex()[:16]}")
         self._profiles[fn] = prof
         return prof
@@ -233,7 +292,7 @@ class AdaptiveDecider:
     ) -> Explanation:
         """What :meth:`decide` would answer for this call now, and why; changes nothing."""
         size = call_size(fn, args, kwargs)
-        prof = self._profiles.get(fn) or self._profile(fn)
+        prof = self.profile(fn)
         side, reason, est = self._evaluate(prof, size, server_up)
         t_local, t_exec, t_remote, t_wire, e_local, e_remote, critical = est
         reasons = [REASONS[reason]]

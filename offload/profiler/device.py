@@ -7,7 +7,8 @@ with no system call. Sources, in order of preference:
 * CPU load: the CPU quota of this process's cgroup when it has one (v2
   ``cpu.max``/``cpu.stat``, v1 ``cpu.cfs_quota_us``/``cpuacct.usage``): a
   container or an emulated slow device is saturated long before the host is.
-  Else the system-wide ``psutil.cpu_percent``.
+  Else all CPUs (``psutil.cpu_times``). This process's own CPU time is
+  subtracted: the question is how contended the CPU is by others.
 * Battery and power: ``/sys/class/power_supply/*`` (``capacity``, ``status``,
   ``power_now`` or ``current_now`` x ``voltage_now``), else
   ``psutil.sensors_battery`` (no power figure). Mains-only machines have none.
@@ -32,7 +33,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 class DeviceState:
     """One snapshot of the device.
 
-    cpu_load: busy fraction of the CPU this process may use (0-1).
+    cpu_load: fraction of the CPU this process may use that *other* processes
+        kept busy over the last interval (0-1).
     memory_free: fraction of memory available (0-1).
     battery: charge fraction (0-1), ``None`` without a battery.
     charging: on external power; ``True`` without a battery.
@@ -58,27 +60,42 @@ class DeviceProfiler:
         self.interval = interval
         self._power_supply = power_supply
         self._cpu = _CgroupCpu.find(cgroup_root)
+        self._capacity = self._cpu.capacity if self._cpu else float(psutil.cpu_count() or 1)
+        self._last: tuple[float, float, float] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        psutil.cpu_percent()  # the first reading only starts the interval
         #: The latest snapshot; replaced whole, never mutated.
         self.state = self.sample()
 
     def sample(self) -> DeviceState:
         """Measure now, publish and return the snapshot."""
-        load = self._cpu.load() if self._cpu is not None else None
-        if load is None:
-            load = psutil.cpu_percent() / 100.0
+        load = self._others_load()
         memory = psutil.virtual_memory()
         battery, charging, power = _battery(self._power_supply)
         self.state = DeviceState(
-            cpu_load=min(1.0, load),
+            cpu_load=load,
             memory_free=memory.available / memory.total,
             battery=battery,
             charging=charging,
             power_w=power,
         )
         return self.state
+
+    def _others_load(self) -> float:
+        """Fraction of the CPU allowed to this process that others used since the last sample.
+
+        This process's own use is left out: a call computing here is not a
+        reason to stop computing here.
+        """
+        used = self._cpu.used() if self._cpu is not None else None
+        if used is None:
+            used = _system_used()
+        now, own = time.monotonic(), time.process_time()
+        last, self._last = self._last, (now, used, own)
+        if last is None or now <= last[0]:
+            return self.state.cpu_load if hasattr(self, "state") else 0.0
+        others = (used - last[1]) - (own - last[2])
+        return min(1.0, max(0.0, others / ((now - last[0]) * self._capacity)))
 
     def start(self) -> None:
         """Sample every ``interval`` seconds in a daemon thread until :meth:`stop`."""
@@ -135,11 +152,10 @@ def _read(path: Path) -> str | None:
 
 
 class _CgroupCpu:
-    """Busy fraction of this process's cgroup CPU quota, from its usage counter."""
+    """CPU seconds used by this process's cgroup, and the CPUs its quota allows."""
 
     def __init__(self, usage: Path, scale: float, capacity: float) -> None:
-        self._usage, self._scale, self._capacity = usage, scale, capacity
-        self._last: tuple[float, float] | None = None
+        self._usage, self._scale, self.capacity = usage, scale, capacity
 
     @classmethod
     def find(cls, root: Path) -> _CgroupCpu | None:
@@ -167,14 +183,17 @@ class _CgroupCpu:
                     return cls(usage, 1e-9, int(quota) / int(period))
         return None
 
-    def load(self) -> float | None:
+    def used(self) -> float | None:
+        """CPU seconds the group has used so far."""
         raw = _read(self._usage)
         if raw is None:
             return None
         if raw.startswith("usage_usec"):
             raw = raw.split()[1]
-        now, used = time.monotonic(), int(raw) * self._scale
-        last, self._last = self._last, (now, used)
-        if last is None or now <= last[0]:
-            return None
-        return (used - last[1]) / ((now - last[0]) * self._capacity)
+        return int(raw) * self._scale
+
+
+def _system_used() -> float:
+    """CPU seconds all CPUs have been busy since boot."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)

@@ -1,8 +1,9 @@
 """Function profiler: each function's cost on each side as a function of its input size.
 
-Per function, four :class:`~offload.profiler.models.SizeModel` s learn from
-every call: local execution time, the server's own execution time (it reports
-it in each reply, so compute and transfer are told apart), and bytes up and
+Per function, three :class:`~offload.profiler.models.SizeModel` s learn from
+every call: execution time on both sides in one model (here, and on the
+server as it reports in each reply, so compute and transfer are told apart;
+the two share their shape and differ by a speed factor), and bytes up and
 down. Running totals per side feed ``offload.stats()``.
 
 Profiles persist in a small JSON file (by default under the user's cache
@@ -27,6 +28,8 @@ from .models import SizeModel
 log = logging.getLogger("offload")
 
 SIDES = ("local", "remote")
+#: Side indices in :attr:`FunctionProfile.time`: on the server, and here.
+THERE, HERE = 0, 1
 _TOTALS = ("calls", "seconds", "bytes_up", "bytes_down", "energy_j")
 
 
@@ -37,18 +40,16 @@ class FunctionProfile:
         "clock",
         "down",
         "key",
-        "local",
         "lock",
-        "remote",
         "side",
+        "time",
         "totals",
         "up",
     )
 
     def __init__(self, key: str) -> None:
         self.key = key
-        self.local = SizeModel()
-        self.remote = SizeModel()
+        self.time = SizeModel()  # side THERE: server execution; side HERE: local
         self.up = SizeModel()
         self.down = SizeModel(slope_prior=0.0)  # results often do not grow with the input
         self.totals = {side: dict.fromkeys(_TOTALS, 0.0) for side in SIDES}
@@ -67,15 +68,14 @@ class FunctionProfile:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "local": self.local.to_json(),
-            "remote": self.remote.to_json(),
+            "time": self.time.to_json(),
             "up": self.up.to_json(),
             "down": self.down.to_json(),
             "clock": self.clock,
         }
 
     def load(self, data: dict[str, Any]) -> None:
-        for name in ("local", "remote", "up", "down"):
+        for name in ("time", "up", "down"):
             getattr(self, name).load(data[name])
         self.clock = int(data["clock"])
 
@@ -116,7 +116,7 @@ class ProfileStore:
             functions = dict(self._saved.get("functions", {}))
             functions.update({k: p.to_json() for k, p in self.functions.items()})
             self.links.update(links or {})
-            data = {"version": 1, "functions": functions, "links": self.links}
+            data = {"version": 2, "functions": functions, "links": self.links}
         with contextlib.suppress(OSError):  # a read-only cache is not worth failing a call
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".profiles-")
@@ -133,4 +133,4 @@ def _read(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable profile file %s: %s", path, exc)
         return {}
-    return data if isinstance(data, dict) and data.get("version") == 1 else {}
+    return data if isinstance(data, dict) and data.get("version") == 2 else {}

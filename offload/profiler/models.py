@@ -49,82 +49,161 @@ class Smoothed:
         self.mean, self.dev, self.count = data[0], float(data[1]), int(data[2])
 
 
+#: ``SizeModel.seen`` of a side never tried.
+NEVER = -(2**31)
+
+
 class SizeModel:
     """Predicts a cost (seconds, bytes) from a call's size, learned online in log-log space.
 
-    ``forget`` is the weight kept by past samples at each new one: 0.8 means
-    the last five or so samples dominate, so a change of regime is learned
-    within about ten calls. ``slope_prior`` is the exponent
-    assumed until the sizes seen differ enough to measure it. The fit
-    (``log cost = a + b * log size``) is redone at each sample, so a
-    prediction is one multiply-add and one ``exp``: callers on the hot path
-    inline ``exp(m.a + m.b * x)`` after checking ``m.count``.
+    The fit is ``log cost = a + b * log size + c * side``: ``side`` is 0 or 1,
+    so one model can hold a function's execution time on the server (0) and
+    on this device (1). Both run the same code, so they share the shape
+    ``b`` and differ by the speed factor ``exp(c)``: every call on either
+    side sharpens the estimate of both, and a side seen only at small sizes
+    is still predicted well at large ones. Until a side has been seen, ``c``
+    is ``side_prior`` (e.g. how much slower this device was on other
+    functions). A one-sided model (bytes) just never uses side 1.
+
+    ``forget`` is the weight kept by past samples at each new one: 0.8
+    means the last five or so dominate, so a change of regime is learned
+    within about ten calls. ``slope_prior`` is the exponent assumed until
+    the sizes seen differ enough to measure it. The fit is redone at each
+    sample, so a prediction is a multiply-add and an ``exp``; hot paths
+    inline ``exp(m.a + m.b * x + m.c)``.
     """
 
     __slots__ = (
         "a",
         "b",
-        "count",
+        "c",
+        "counts",
         "err",
         "forget",
         "seen",
         "slope_prior",
-        "sx",
-        "sxx",
-        "sxy",
-        "sy",
-        "w",
+        "sums",
     )
 
     def __init__(self, forget: float = 0.8, slope_prior: float = 1.0) -> None:
         self.forget = forget
         self.slope_prior = slope_prior
-        self.w = self.sx = self.sy = self.sxx = self.sxy = 0.0
-        self.a, self.b = 0.0, slope_prior
-        self.err = 0.0  # smoothed squared residual, in log units
-        self.count = 0
-        #: Caller's clock (a decision counter) at the last sample or try; very old at first.
-        self.seen = -(2**31)
+        #: Per side, decayed sums of weight, x, y, x*x and x*y. Each side forgets
+        #: only when it learns: a side seldom used keeps what it knew.
+        self.sums = [[0.0] * 5, [0.0] * 5]
+        self.a, self.b, self.c = 0.0, slope_prior, 0.0
+        #: Per side, the smoothed squared residual (log units): how well it predicts.
+        self.err = [0.0, 0.0]
+        #: Samples per side.
+        self.counts = [0, 0]
+        #: Caller's clock (a decision counter) at each side's last sample or try.
+        self.seen = [NEVER, NEVER]
 
-    def predict(self, log_size: float) -> float | None:
-        """The expected cost at ``exp(log_size)``, or ``None`` before any sample."""
-        return math.exp(self.a + self.b * log_size) if self.count else None
+    @property
+    def count(self) -> int:
+        return self.counts[0] + self.counts[1]
 
-    def add(self, log_size: float, cost: float, clock: int = 0) -> None:
-        """Learn that a call of size ``exp(log_size)`` cost ``cost``."""
+    def predict(self, log_size: float, side: int = 0) -> float | None:
+        """The expected cost on ``side`` at ``exp(log_size)``, or ``None`` before any sample."""
+        if not self.count:
+            return None
+        return math.exp(self.a + self.b * log_size + (self.c if side else 0.0))
+
+    def add(
+        self,
+        log_size: float,
+        cost: float,
+        clock: int = 0,
+        side: int = 0,
+        side_prior: float = 0.0,
+    ) -> None:
+        """Learn that a call of size ``exp(log_size)`` on ``side`` cost ``cost``."""
         y = math.log(cost if cost > _MIN else _MIN)
-        if self.count >= 3:
-            residual = y - (self.a + self.b * log_size)
-            bound = 3.0 * math.sqrt(self.err) + 0.1
+        if self.counts[side] >= 3:
+            residual = y - (self.a + self.b * log_size + (self.c if side else 0.0))
+            err = self.err[side]
+            bound = 3.0 * math.sqrt(err) + 0.1
             if residual > bound:
                 y -= residual - bound
             elif residual < -bound:
                 y -= residual + bound
-            self.err += 0.1 * (residual * residual - self.err)
-        f = self.forget
-        self.w = self.w * f + 1.0
-        self.sx = self.sx * f + log_size
-        self.sy = self.sy * f + y
-        self.sxx = self.sxx * f + log_size * log_size
-        self.sxy = self.sxy * f + log_size * y
-        self.count += 1
-        self.seen = clock
-        self._fit()
+            self.err[side] = err + 0.1 * (residual * residual - err)
+        f, x = self.forget, log_size
+        sums = self.sums[side]
+        for k, v in enumerate((1.0, x, y, x * x, x * y)):
+            sums[k] = sums[k] * f + v
+        self.counts[side] += 1
+        self.seen[side] = clock
+        self._fit(side_prior)
 
-    def _fit(self) -> None:
-        w = self.w
-        mx, my = self.sx / w, self.sy / w
-        # Ridge towards the prior slope: with no spread in x, the prior decides.
-        spread = self.sxx / w - mx * mx
-        slope = (self.sxy / w - mx * my + 0.05 * self.slope_prior) / (spread + 0.05)
-        self.b = min(max(slope, 0.0), 4.0)
-        self.a = my - self.b * mx
+    def covers(self, log_size: float, side: int = 0) -> bool:
+        """Whether ``side`` has samples and ``exp(log_size)`` is within the sizes learned."""
+        if self.counts[side] < 3:
+            return False
+        w, sx, _, sxx, _ = self.sums[side]
+        mean = sx / w
+        return (log_size - mean) ** 2 <= 4 * (sxx / w - mean * mean) + 0.25
+
+    def _fit(self, side_prior: float) -> None:
+        # Weighted least squares of y on (1, x, side) over both sides' samples,
+        # centred, with ridge terms pulling the slope towards slope_prior and
+        # the side factor towards side_prior: they decide when the data cannot
+        # (one size seen, or one side).
+        here = self.sums[1]
+        w, sx, sy, sxx, sxy = (a + b for a, b in zip(self.sums[0], here))
+        mx, mi, my = sx / w, here[0] / w, sy / w
+        cxx = sxx / w - mx * mx + 0.05
+        cxi = here[1] / w - mx * mi
+        cii = mi - mi * mi + 0.02
+        rx = sxy / w - mx * my + 0.05 * self.slope_prior
+        ri = here[2] / w - mi * my + 0.02 * side_prior
+        b = (rx * cii - cxi * ri) / (cxx * cii - cxi * cxi)
+        b = min(max(b, 0.0), 4.0)
+        self.b = b
+        self.c = (ri - cxi * b) / cii
+        self.a = my - b * mx - self.c * mi
 
     def to_json(self) -> list[float]:
-        return [self.w, self.sx, self.sy, self.sxx, self.sxy, self.err, self.count, self.seen]
+        return [*self.sums[0], *self.sums[1], *self.err, *self.counts, *self.seen]
 
     def load(self, data: list[float]) -> None:
-        self.w, self.sx, self.sy, self.sxx, self.sxy, self.err = (float(v) for v in data[:6])
-        self.count, self.seen = int(data[6]), int(data[7])
+        self.sums = [[float(v) for v in data[0:5]], [float(v) for v in data[5:10]]]
+        self.err = [float(data[10]), float(data[11])]
+        self.counts = [int(data[12]), int(data[13])]
+        self.seen = [int(data[14]), int(data[15])]
         if self.count:
-            self._fit()
+            self._fit(0.0)
+
+
+class Drift:
+    """A multiplier shared by the models of one side: where recent costs land against them.
+
+    A server that gets busy, or a device whose CPU another app takes, slows
+    every function at once; per-function models would each have to relearn
+    it, call by call. Instead each observation's residual (log of actual over
+    predicted) moves this shared factor by ``gain``, every prediction on that
+    side is multiplied by :attr:`value`, and the models learn costs divided
+    by it. One call of any function is enough to shift the estimates of all.
+    Only calls of sizes a model has already seen, by a model that has been
+    predicting well, and of at least ``floor`` seconds count: a miss where
+    the model extrapolates or is still finding its shape says more about the
+    model than about the machine, and a call of a millisecond measures fixed
+    costs and timer noise rather than speed.
+    """
+
+    __slots__ = ("floor", "gain", "log", "value")
+
+    def __init__(self, gain: float = 0.7, floor: float = 0.01) -> None:
+        self.gain = gain
+        self.floor = floor
+        self.log = 0.0
+        self.value = 1.0
+
+    def normalize(self, model: SizeModel, log_size: float, cost: float, side: int = 0) -> float:
+        """Learn from ``cost`` observed on ``model``'s ``side``; return it as the model should."""
+        if cost >= self.floor and model.covers(log_size, side) and model.err[side] < 0.1:
+            predicted = model.a + model.b * log_size + (model.c if side else 0.0)
+            residual = math.log(cost if cost > _MIN else _MIN) - predicted
+            self.log = min(3.0, max(-3.0, self.log + self.gain * (residual - self.log)))
+            self.value = math.exp(self.log)
+        return cost / self.value

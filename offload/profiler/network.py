@@ -19,11 +19,12 @@ answering is reported by the connection (``Connection.up``), not here.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from .models import Smoothed
+from .models import Drift, Smoothed
 
-LARGE = 64 * 1024  # bytes in one direction before a call says anything about bandwidth
+LARGE = 32 * 1024  # bytes in one direction before a call says anything about bandwidth
 
 
 class Link:
@@ -37,6 +38,8 @@ class Link:
         "overhead",
         "prior_bps",
         "rtt",
+        "server_drift",
+        "slowdown",
         "up_bps",
         "up_rate",
     )
@@ -44,8 +47,15 @@ class Link:
     def __init__(self, prior_bps: float = 54e6 / 8 * 0.5) -> None:
         self.rtt = Smoothed()
         self.overhead = Smoothed(gain=0.2)
-        self.up_bps = Smoothed(gain=0.25)
-        self.down_bps = Smoothed(gain=0.25)
+        # Bandwidth moves in steps, by factors (the user walks away from the access
+        # point), and each large transfer measures it well: smoothed as a logarithm,
+        # the latest measurement dominating.
+        self.up_bps = Smoothed(gain=0.75)
+        self.down_bps = Smoothed(gain=0.75)
+        #: How the server's speed has drifted from what the function models learned.
+        self.server_drift = Drift()
+        #: log(local time / server time) at equal input, over functions run on both.
+        self.slowdown = Smoothed(gain=0.25)
         self.prior_bps = prior_bps
         self.calls = 0
         #: The figures a decision uses, kept current by every update: seconds of
@@ -63,8 +73,8 @@ class Link:
         rtt, over = self.rtt.mean, self.overhead.mean
         self.fixed = (rtt if rtt is not None else 0.0) + (over if over is not None else 0.0)
         up, down = self.up_bps.mean, self.down_bps.mean
-        self.up_rate = up if up is not None else self.prior_bps
-        self.down_rate = down if down is not None else self.prior_bps
+        self.up_rate = math.exp(up) if up is not None else self.prior_bps
+        self.down_rate = math.exp(down) if down is not None else self.prior_bps
 
     def on_rtt(self, seconds: float) -> None:
         """A PING answered after ``seconds``."""
@@ -92,13 +102,13 @@ class Link:
         if up >= 4 * down:
             left = wire - self.down_s(down)
             if left > 0:
-                self.up_bps.add(up / left)
+                self.up_bps.add(math.log(up / left))
         elif down >= 4 * up:
             left = wire - self.up_s(up)
             if left > 0:
-                self.down_bps.add(down / left)
+                self.down_bps.add(math.log(down / left))
         else:
-            bps = (up + down) / wire
+            bps = math.log((up + down) / wire)
             self.up_bps.add(bps)
             self.down_bps.add(bps)
 
@@ -106,7 +116,7 @@ class Link:
         """A probe moved ``up`` bytes out or ``down`` bytes in, in ``seconds`` (RTT included)."""
         wire = seconds - (self.rtt.mean or 0.0)
         if wire > 0:
-            (self.up_bps if up else self.down_bps).add((up or down) / wire)
+            (self.up_bps if up else self.down_bps).add(math.log((up or down) / wire))
             self._refresh()
 
     def snapshot(self) -> dict[str, Any]:
@@ -115,16 +125,19 @@ class Link:
             "rtt_s": self.rtt.mean,
             "rtt_dev_s": self.rtt.dev,
             "overhead_s": self.overhead.mean,
-            "up_bps": self.up_bps.mean,
-            "down_bps": self.down_bps.mean,
+            "up_bps": self.up_rate if self.up_bps.mean is not None else None,
+            "down_bps": self.down_rate if self.down_bps.mean is not None else None,
             "prior_bps": self.prior_bps,
+            "server_drift": self.server_drift.value,
+            "device_slowdown": None if self.slowdown.mean is None else math.exp(self.slowdown.mean),
         }
 
     def to_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k).to_json() for k in ("rtt", "overhead", "up_bps", "down_bps")}
+        keys = ("rtt", "overhead", "up_bps", "down_bps", "slowdown")
+        return {k: getattr(self, k).to_json() for k in keys}
 
     def load(self, data: dict[str, Any]) -> None:
         for key, value in data.items():
-            if key in ("rtt", "overhead", "up_bps", "down_bps"):
+            if key in ("rtt", "overhead", "up_bps", "down_bps", "slowdown"):
                 getattr(self, key).load(value)
         self._refresh()

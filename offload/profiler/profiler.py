@@ -19,6 +19,7 @@ from pathlib import Path
 from .device import POWER_SUPPLY, DeviceProfiler
 from .energy import EnergyModel
 from .history import ProfileStore
+from .models import Drift
 from .network import Link
 
 log = logging.getLogger("offload")
@@ -43,6 +44,8 @@ class Profiler:
         self.energy.measured(self.device.state.power_w)
         self.store = ProfileStore(profile_cache)
         self.link = Link(prior_bps)
+        #: How this device's speed has drifted from what the function models learned.
+        self.local_drift = Drift()
         self.address = address
         saved_link = self.store.links.get(address)
         if saved_link:

@@ -1,0 +1,279 @@
+"""How well each policy decides, against an oracle, on a measured trace; then a live check.
+
+1. Trace (:mod:`bench.trace`): every call of DCOF's three services, across
+   phases of changing link, server load, device load and battery, is run on
+   both sides on an emulated slow device and link.
+2. Replay: each policy walks the trace, choosing a side per call from what it
+   could know then (the device state and RTT of the moment, and the outcomes
+   of the sides it chose before), and is charged the measured outcome of its
+   choice. Policies: always local, always remote, DCOF's rule (online only in
+   a critical condition, and then only for intensive functions), ours with the
+   time objective and with the energy objective, and the oracle (the better
+   side of every call, by time and by energy).
+3. Live: a real client in ``auto`` mode runs the same calls under the same
+   phases; its choices are compared with the replayed ones.
+4. Decision cost: ``AdaptiveDecider.decide`` on a warm profile, against a raw
+   pyzmq round trip measured in the same process.
+
+Energy is the profiler's model (``smartphone-wifi``: Kumar & Lu 2010) applied
+to the measured times and bytes; transfer times use the emulated link rate.
+``python -m bench decisions [--quick] [--no-emulation]`` writes
+``bench/results/decisions.json`` and ``decisions.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import offload
+from offload.profiler import AdaptiveDecider, DeviceState, EnergyModel, Policy, Profiler
+
+from . import trace
+from .rawzmq import RawEcho
+
+RESULTS = Path(__file__).parent / "results"
+ENERGY = EnergyModel("smartphone-wifi")
+ASSUMED_MBIT = 27.0  # link rate for energy when the link is not emulated (Config's default)
+
+
+def outcomes(step: trace.Step) -> tuple[float, float, float, float]:
+    """(local s, remote s, local J, remote J) of one measured call."""
+    rate = (step.mbit or ASSUMED_MBIT) * 1e6 / 8
+    return (
+        step.local_s,
+        step.remote_s,
+        ENERGY.local(step.local_s),
+        ENERGY.remote(step.up / rate, step.down / rate, step.remote_s),
+    )
+
+
+class Replay:
+    """Our decider walking the trace, learning only from the sides it chose."""
+
+    def __init__(self, time_weight: float) -> None:
+        self.decider = AdaptiveDecider(
+            Profiler(profile_cache=None), Policy(time_weight=time_weight)
+        )
+
+    def __call__(self, step: trace.Step) -> str:
+        d, fn = self.decider, trace.SERVICES[step.service]
+        d.profiler.device.state = DeviceState(**step.device)
+        d.profiler.link.on_rtt(step.rtt_s)
+        side = d.choose(d.profile(fn), step.size, True)
+        if side == "local":
+            d.observe_local(fn, step.size, step.local_s)
+        else:
+            d.observe_remote(fn, step.size, step.remote_s, step.server_s, step.up, step.down)
+        return side
+
+
+class DcofRule:
+    """DCOF's execution manager: offline mode unless a critical condition; then online for
+    intensive components (local time on record over ``intensive_s``, or none on record)."""
+
+    def __init__(self, intensive_s: float = 0.05) -> None:
+        self.policy = Policy()
+        self.intensive_s = intensive_s
+        self.local_time: dict[tuple[str, int], float] = {}
+
+    def __call__(self, step: trace.Step) -> str:
+        p, state = self.policy, DeviceState(**step.device)
+        critical = (
+            (state.battery is not None and state.battery < p.battery_low and not state.charging)
+            or state.cpu_load > p.cpu_busy
+            or state.memory_free < p.memory_low
+        )
+        seen = self.local_time.get((step.service, step.intensity))
+        if critical and (seen is None or seen > self.intensive_s):
+            return "remote"
+        self.local_time[(step.service, step.intensity)] = step.local_s
+        return "local"
+
+
+def replay(steps: list[trace.Step]) -> dict[str, Any]:
+    """Totals of every policy, and their ratios to the oracles."""
+    policies: dict[str, Any] = {
+        "always_local": lambda s: "local",
+        "always_remote": lambda s: "remote",
+        "dcof_rule": DcofRule(),
+        "ours": Replay(1.0),
+        "ours_energy": Replay(0.0),
+    }
+    outs = [outcomes(s) for s in steps]
+    oracle_time = sum(min(o[0], o[1]) for o in outs)
+    oracle_energy = sum(min(o[2], o[3]) for o in outs)
+    report: dict[str, Any] = {
+        "oracle": {
+            "time_s": oracle_time,
+            "energy_j": oracle_energy,
+            "time_ratio_to_oracle": 1.0,
+            "energy_ratio_to_oracle": 1.0,
+        }
+    }
+    choices: dict[str, list[str]] = {}
+    for name, choose in policies.items():
+        sides = [choose(s) for s in steps]
+        choices[name] = sides
+        t = sum(o[0] if c == "local" else o[1] for o, c in zip(outs, sides))
+        e = sum(o[2] if c == "local" else o[3] for o, c in zip(outs, sides))
+        report[name] = {
+            "time_s": t,
+            "energy_j": e,
+            "time_ratio_to_oracle": t / oracle_time,
+            "energy_ratio_to_oracle": e / oracle_energy,
+            "remote_share": sides.count("remote") / len(sides),
+            "agrees_with_time_oracle": sum(
+                (c == "local") == (o[0] <= o[1]) for o, c in zip(outs, sides)
+            )
+            / len(sides),
+        }
+    report["_choices"] = choices
+    return report
+
+
+def live(bed: trace.Testbed, size: str, seed: int) -> dict[str, Any]:
+    """The same calls from a real client in auto mode; its sides and turnarounds."""
+    profiler = Profiler(profile_cache=None, power_supply=bed.power_supply, address=str(bed.server))
+    sides: list[str] = []
+    seconds: list[float] = []
+    with offload.Client(bed.server, profiler=profiler, profile_cache=None) as client:
+        client.ping(timeout=30)
+        decider = client.decider
+        decide = decider.decide
+
+        def recording(*args: Any) -> Any:
+            side, call_size = decide(*args)
+            sides.append(side)
+            return side, call_size
+
+        decider.decide = recording  # type: ignore[method-assign]
+        phase = None
+        for now, service, _, args in trace.run(bed, size, seed):
+            if now is not phase:  # a new phase: see it at once, not at the next sample
+                phase = now
+                profiler.device.sample()
+            start = time.perf_counter()
+            client.call(trace.SERVICES[service], args, {})
+            seconds.append(time.perf_counter() - start)
+    return {"sides": sides, "seconds": seconds}
+
+
+def decision_cost(rounds: int = 5, calls: int = 20_000) -> dict[str, float]:
+    """Median microseconds of one warm ``decide``, and of one raw pyzmq round trip."""
+    decider = AdaptiveDecider(Profiler(profile_cache=None))
+    fn = trace.SERVICES["bubble_sort"]
+    args = trace.arguments("bubble_sort", 2000, 0)
+    for _ in range(3):
+        decider.observe_local(fn, 16_001, 0.5)
+        decider.observe_remote(fn, 16_001, 0.2, 0.15, 12_000, 12_000)
+    per_round = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            decider.decide(fn, args, {}, True)
+        per_round.append((time.perf_counter() - start) / calls * 1e6)
+    with RawEcho() as raw:
+        frames = [b"x" * 64]
+        for _ in range(200):
+            raw.roundtrip(frames)
+        trips = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for _ in range(500):
+                raw.roundtrip(frames)
+            trips.append((time.perf_counter() - start) / 500 * 1e6)
+    decide_us, trip_us = statistics.median(per_round), statistics.median(trips)
+    return {
+        "decide_us": decide_us,
+        "raw_zmq_roundtrip_us": trip_us,
+        "decide_share_of_roundtrip": decide_us / trip_us,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m bench decisions")
+    parser.add_argument("--quick", action="store_true", help="reduced trace (under 2 minutes)")
+    parser.add_argument("--no-emulation", action="store_true", help="loopback, no CPU quota")
+    parser.add_argument("--no-live", action="store_true", help="skip the live run")
+    parser.add_argument("--seed", type=int, default=20261121)
+    opts = parser.parse_args(argv)
+    size = "quick" if opts.quick else "full"
+    began = time.time()
+    cost = decision_cost()
+    print(
+        f"decision: {cost['decide_us']:.2f} us "
+        f"(raw pyzmq round trip {cost['raw_zmq_roundtrip_us']:.0f} us)"
+    )
+    with trace.Testbed(emulate=not opts.no_emulation) as bed:
+        print("testbed:", json.dumps(bed.describe(), indent=1))
+        print("measuring the trace (each call on both sides)")
+        steps = trace.measure(bed, size, opts.seed)
+        results = replay(steps)
+        live_run = None if opts.no_live else live(bed, size, opts.seed)
+        testbed = bed.describe()
+    choices = results.pop("_choices")
+    report: dict[str, Any] = {
+        "size": size,
+        "seed": opts.seed,
+        "testbed": testbed,
+        "energy_profile": ENERGY.profile.name,
+        "energy_source": ENERGY.source + ": " + ENERGY.profile.source,
+        "calls": len(steps),
+        "policies": results,
+        "decision_cost": cost,
+        "wall_s": None,
+    }
+    if live_run is not None:
+        ours = choices["ours"]
+        agree = sum(a == b for a, b in zip(live_run["sides"], ours)) / len(ours)
+        report["live"] = {
+            "agreement_with_replayed_choices": agree,
+            "remote_share": live_run["sides"].count("remote") / len(ours),
+            "time_s": sum(live_run["seconds"]),
+            "trace_oracle_time_s": results["oracle"]["time_s"],
+        }
+    report["wall_s"] = time.time() - began
+    report["trace"] = [dict(asdict(s), ours=c) for s, c in zip(steps, choices["ours"])]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "decisions.json").write_text(json.dumps(report, indent=1))
+    table = markdown(report)
+    (RESULTS / "decisions.md").write_text(table)
+    print(table)
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as a markdown table."""
+    lines = [
+        f"# Decisions: {report['calls']} calls ({report['size']}), seed {report['seed']}",
+        "",
+        *(f"- {k}: {v}" for k, v in report["testbed"].items()),
+        f"- energy: {report['energy_source']}",
+        f"- decision cost: {report['decision_cost']['decide_us']:.2f} us per call "
+        f"({report['decision_cost']['decide_share_of_roundtrip']:.1%} of a raw pyzmq round trip)",
+        "",
+        "| policy | time s | energy J | time / oracle | energy / oracle | remote | agrees |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in report["policies"].items():
+        lines.append(
+            f"| {name} | {r['time_s']:.2f} | {r['energy_j']:.2f} | "
+            f"{r['time_ratio_to_oracle']:.3f} | {r['energy_ratio_to_oracle']:.3f} | "
+            f"{r.get('remote_share', float('nan')):.0%} | "
+            f"{r.get('agrees_with_time_oracle', 1.0):.0%} |"
+        )
+    if "live" in report:
+        live = report["live"]
+        lines += [
+            "",
+            f"Live run: {live['agreement_with_replayed_choices']:.0%} of choices match the "
+            f"replay; {live['remote_share']:.0%} offloaded; {live['time_s']:.2f} s "
+            f"(trace oracle {live['trace_oracle_time_s']:.2f} s).",
+        ]
+    return "\n".join(lines) + "\n"

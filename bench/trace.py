@@ -1,0 +1,254 @@
+"""A measured trace: DCOF's three services, each call run on both sides under changing conditions.
+
+The trace is a sequence of phases (Wi-Fi, a weak signal, a busy server, a
+busy device, a low battery, Wi-Fi again); in each, the three services of DCOF
+are called at several intensities in a seeded random order. Every call is run
+here (under the emulated device's CPU quota) and on the edge server (over the
+emulated link), and both outcomes are recorded with the device state and the
+RTT at that moment: the ground truth that policies are replayed against
+(:mod:`bench.decisions`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import offload
+from examples import workloads
+from offload.profiler import DeviceProfiler
+from offload.profiler.sizes import call_size
+
+from . import emulation
+
+SERVICES = {
+    "bubble_sort": workloads.bubble_sort,
+    "matrix_multiply": workloads.matrix_multiply,
+    "power": workloads.power,
+}
+
+#: Intensities per service: DCOF's ranges scaled to pure Python on an emulated device.
+INTENSITIES = {
+    "quick": {
+        "bubble_sort": [40, 400, 1200, 2400],
+        "matrix_multiply": [8, 50, 100, 150],
+        "power": [2_000, 60_000, 300_000, 1_000_000],
+    },
+    "full": {
+        "bubble_sort": [40, 150, 400, 800, 1200, 1800, 2400, 3000],
+        "matrix_multiply": [8, 20, 40, 60, 80, 100, 130, 160],
+        "power": [2_000, 20_000, 60_000, 150_000, 300_000, 600_000, 1_000_000, 1_600_000],
+    },
+}
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Conditions held for a stretch of the trace."""
+
+    name: str
+    mbit: float = 54.0
+    server_hogs: int = 0
+    device_busy: bool = False
+    battery: int = 80  # percent, discharging
+
+
+PHASES = (
+    Phase("wifi"),
+    Phase("weak-signal", mbit=2.0),
+    Phase("server-busy", server_hogs=6),
+    Phase("device-busy", device_busy=True),
+    Phase("low-battery", mbit=8.0, battery=12),
+    Phase("wifi-again"),
+)
+
+
+@dataclass
+class Step:
+    """One call, measured on both sides."""
+
+    phase: str
+    service: str
+    intensity: int
+    size: int
+    mbit: float | None
+    rtt_s: float
+    device: dict[str, Any]
+    local_s: float
+    remote_s: float
+    server_s: float
+    up: int
+    down: int
+    same: bool = field(default=True)  # both sides returned the same value
+
+
+def arguments(service: str, intensity: int, seed: int) -> tuple[Any, ...]:
+    """The arguments of one call: DCOF's inputs at ``intensity``, from ``seed``."""
+    rng = random.Random(seed)
+    if service == "bubble_sort":
+        return ([rng.randrange(2**20) for _ in range(intensity)],)
+    if service == "matrix_multiply":
+        n = intensity
+        return tuple([[rng.randrange(2**20) for _ in range(n)] for _ in range(n)] for _ in "ab")
+    return (3, intensity)
+
+
+def plan(size: str, seed: int) -> list[tuple[Phase, str, int, int]]:
+    """(phase, service, intensity, argument seed) for every call, in trace order."""
+    rng = random.Random(seed)
+    calls = []
+    for phase in PHASES:
+        batch = [(s, i) for s, levels in INTENSITIES[size].items() for i in levels]
+        rng.shuffle(batch)
+        calls += [(phase, s, i, rng.randrange(2**31)) for s, i in batch]
+    return calls
+
+
+class _Recorder:
+    """A decider for ``mode="remote"`` calls that keeps the client's measurement of each."""
+
+    def __init__(self) -> None:
+        self.last: tuple[float, float, int, int] = (0.0, 0.0, 0, 0)
+
+    def decide(self, fn: Any, args: Any, kwargs: Any, server_up: bool) -> tuple[str, int]:
+        return "remote", call_size(fn, args, kwargs)
+
+    def observe_local(self, fn: Any, size: int, seconds: float) -> None:
+        pass
+
+    def observe_remote(
+        self, fn: Any, size: int, turnaround: float, server: float, up: int, down: int
+    ) -> None:
+        self.last = (turnaround, server, up, down)
+
+
+class Testbed:
+    """The emulated device, link, battery and edge server the trace runs on."""
+
+    def __init__(self, emulate: bool = True, device_share: float = 0.25) -> None:
+        self.why_not = emulation.available() if emulate else {"device": "off", "link": "off"}
+        self.device_share = device_share
+        self.stack = contextlib.ExitStack()
+        self.link: emulation.SlowLink | None = None
+        self.device: emulation.SlowDevice | None = None
+        self.server: offload.LocalServer | None = None
+        self.power_supply = Path(self.stack.enter_context(tempfile.TemporaryDirectory()))
+        self.set_battery(80)
+
+    def __enter__(self) -> Testbed:
+        launcher: list[str] = []
+        bind = "tcp://127.0.0.1:*"
+        if self.why_not["link"] is None:
+            self.link = self.stack.enter_context(emulation.SlowLink(PHASES[0].mbit))
+            launcher, bind = self.link.launcher, self.link.bind
+        self.server = self.stack.enter_context(
+            offload.serve_local(
+                ["examples.workloads"],
+                workers=1,
+                bind=bind,
+                launcher=launcher,
+                extra_args=["--log-level", "WARNING"],
+            )
+        )
+        if self.why_not["device"] is None:  # after the server: children inherit the cgroup
+            self.device = self.stack.enter_context(emulation.SlowDevice(self.device_share))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.close()
+
+    def describe(self) -> dict[str, Any]:
+        """What was emulated, for the report's header."""
+        return {
+            "device": f"client under a CPU quota of {self.device_share} of one CPU, pinned to CPU 0"
+            if self.device
+            else f"unemulated ({self.why_not['device']})",
+            "link": "server in a network namespace behind a veth pair shaped by tc tbf "
+            "(no added latency: the RTT is measured)"
+            if self.link
+            else f"unemulated: loopback ({self.why_not['link']})",
+            "battery": "a sysfs-style power_supply directory the phases rewrite",
+        }
+
+    def set_battery(self, percent: int) -> None:
+        bat = self.power_supply / "BAT0"
+        bat.mkdir(exist_ok=True)
+        (bat / "type").write_text("Battery\n")
+        (bat / "capacity").write_text(f"{percent}\n")
+        (bat / "status").write_text("Discharging\n")
+
+    @contextlib.contextmanager
+    def phase(self, phase: Phase) -> Iterator[None]:
+        """Hold ``phase``'s conditions while the block runs."""
+        self.set_battery(phase.battery)
+        if self.link is not None:
+            self.link.set_rate(phase.mbit)
+        with contextlib.ExitStack() as stack:
+            if phase.server_hogs:
+                stack.enter_context(emulation.hog(phase.server_hogs))
+            if phase.device_busy and self.device is not None:
+                stack.enter_context(self.device.busy())
+            time.sleep(0.3)  # let the load settle before measuring
+            yield
+
+    def mbit(self, phase: Phase) -> float | None:
+        return phase.mbit if self.link is not None else None
+
+
+def run(
+    bed: Testbed, size: str, seed: int, progress: Any = print
+) -> Iterator[tuple[Phase, str, int, tuple[Any, ...]]]:
+    """Yield every call of the plan (phase, service, intensity, arguments) under its phase."""
+    with contextlib.ExitStack() as held:
+        current: Phase | None = None
+        for n, (phase, service, intensity, arg_seed) in enumerate(plan(size, seed)):
+            if phase is not current:
+                held.close()
+                held.enter_context(bed.phase(phase))
+                current = phase
+                progress(f"  phase {phase.name}: from call {n + 1}")
+            yield phase, service, intensity, arguments(service, intensity, arg_seed)
+
+
+def measure(bed: Testbed, size: str, seed: int, progress: Any = print) -> list[Step]:
+    """Run every call of the plan on both sides; return the trace."""
+    recorder = _Recorder()
+    device = DeviceProfiler(power_supply=bed.power_supply)
+    steps: list[Step] = []
+    with offload.Client(bed.server, decider=recorder, profile_cache=None) as client:
+        client.ping(timeout=30)
+        for phase, service, intensity, args in run(bed, size, seed, progress):
+            fn = SERVICES[service]
+            start = time.perf_counter()
+            client.ping(timeout=30)
+            rtt = time.perf_counter() - start
+            state = device.sample()
+            start = time.perf_counter()
+            here = fn.__wrapped__(*args)
+            local_s = time.perf_counter() - start
+            there = client.call(fn, args, {}, mode="remote")
+            remote_s, server_s, up, down = recorder.last
+            steps.append(
+                Step(
+                    phase=phase.name,
+                    service=service,
+                    intensity=intensity,
+                    size=call_size(fn, args, {}),
+                    mbit=bed.mbit(phase),
+                    rtt_s=rtt,
+                    device=asdict(state),
+                    local_s=local_s,
+                    remote_s=remote_s,
+                    server_s=server_s,
+                    up=up,
+                    down=down,
+                    same=here == there,
+                )
+            )
+    return steps
