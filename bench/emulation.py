@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
-_PERIOD_US = 2_000  # short, so even a 2 ms call runs at the quota, not in a burst
+_PERIOD_US = 4_000  # short, so a 4 ms call already runs at the quota, not in a burst
 
 
 def available() -> dict[str, str | None]:
@@ -65,7 +65,15 @@ class SlowDevice:
         self._affinity: set[int] = set()
 
     def __enter__(self) -> SlowDevice:
-        quota = int(self.share * _PERIOD_US)
+        try:
+            self._enter()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _enter(self) -> None:
+        quota = max(1000, int(self.share * _PERIOD_US))  # the kernel's minimum is 1 ms
         v1 = CGROUP / "cpu" / "cpu.cfs_quota_us"
         if v1.exists():
             cpu = CGROUP / "cpu" / self.name
@@ -85,7 +93,6 @@ class SlowDevice:
         self._affinity = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {0})
         self._join(os.getpid())
-        return self
 
     def _join(self, pid: int) -> None:
         for group in self._groups:
@@ -136,6 +143,14 @@ class SlowLink:
         return f"tcp://{self.server_ip}:*"
 
     def __enter__(self) -> SlowLink:
+        try:
+            self._enter()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _enter(self) -> None:
         _run("ip", "netns", "add", self.netns)
         _run("ip", "link", "add", self._host, "type", "veth", "peer", "name", self._peer)
         _run("ip", "link", "set", self._peer, "netns", self.netns)
@@ -146,7 +161,6 @@ class SlowLink:
         _run(*inside, "ip", "link", "set", self._peer, "up")
         _run(*inside, "ip", "link", "set", "lo", "up")
         self.set_rate(self.mbit, add=True)
-        return self
 
     def set_rate(self, mbit: float, add: bool = False) -> None:
         """Shape both directions to ``mbit`` Mbit/s."""

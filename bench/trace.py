@@ -99,12 +99,17 @@ def arguments(service: str, intensity: int, seed: int) -> tuple[Any, ...]:
     return (3, intensity)
 
 
+#: Times each (service, intensity) is called per phase: conditions hold for a while.
+ROUNDS = {"quick": 1, "full": 2}
+
+
 def plan(size: str, seed: int) -> list[tuple[Phase, str, int, int]]:
     """(phase, service, intensity, argument seed) for every call, in trace order."""
     rng = random.Random(seed)
     calls = []
     for phase in PHASES:
         batch = [(s, i) for s, levels in INTENSITIES[size].items() for i in levels]
+        batch *= ROUNDS[size]
         rng.shuffle(batch)
         calls += [(phase, s, i, rng.randrange(2**31)) for s, i in batch]
     return calls
@@ -142,6 +147,14 @@ class Testbed:
         self.set_battery(80)
 
     def __enter__(self) -> Testbed:
+        try:
+            self._start()
+        except BaseException:
+            self.stack.close()
+            raise
+        return self
+
+    def _start(self) -> None:
         launcher: list[str] = []
         bind = "tcp://127.0.0.1:*"
         if self.why_not["link"] is None:
@@ -158,7 +171,6 @@ class Testbed:
         )
         if self.why_not["device"] is None:  # after the server: children inherit the cgroup
             self.device = self.stack.enter_context(emulation.SlowDevice(self.device_share))
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stack.close()

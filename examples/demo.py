@@ -3,8 +3,11 @@
 ``python -m examples.demo`` starts an edge server in a child process (the
 replicated code is :mod:`examples.workloads`), then for each workload and a
 few intensities runs the call on this device and on the server, and prints
-where it ran, how long it took and how many bytes crossed the link. It ends
-by stopping the server and showing that the app keeps working offline.
+where it ran, how long it took and how many bytes crossed the link. Then the
+same calls in ``auto`` mode, where the profiler decides (on one machine, with
+no slow device or link to avoid, running here is usually right), with its
+estimates. It ends by stopping the server and showing that the app keeps
+working offline.
 """
 
 from __future__ import annotations
@@ -68,6 +71,25 @@ def main() -> None:
             sent, received = _payload_bytes((args, {})), _payload_bytes(remote)
             print(f"{label:26s} {'this device':12s} {t_local:8.3f}s {'-':>10s} {'-':>10s}")
             print(f"{'':26s} {'edge server':12s} {t_remote:8.3f}s {sent:9,d}B {received:9,d}B")
+
+        print("\nauto mode: the profiler decides each call; offload.explain() says why")
+        for label, fn, args in cases:
+            for _ in range(3):  # remote once, here once (cold start), then by the estimates
+                why = offload.explain(fn, *args)
+                _, took = _timed(functools.partial(fn, *args))
+            est = why.estimates
+            print(
+                f"{label:26s} -> {why.side:6s} in {took:.3f}s  "
+                f"(estimated here {est['local']['time_s']:.3f}s, "
+                f"there {est['remote']['time_s']:.3f}s: {why.reasons[0]})"
+            )
+        for name, by_side in offload.stats().items():
+            here, there = (
+                f"{s['calls']:.0f} calls {s['seconds']:.2f}s {s['energy_j']:.2f}J"
+                for s in (by_side["local"], by_side["remote"])
+            )
+            print(f"  {name.split(':')[1]:16s} here {here}, there {there}")
+        print(f"  energy: {why.energy_source}")
 
         print("\nfour bubble sorts at once: submit() returns futures; the server runs two workers")
         lists = [[rng.randrange(10**6) for _ in range(2000)] for _ in range(4)]

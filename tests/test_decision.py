@@ -183,3 +183,35 @@ def test_stats_count_calls_bytes_and_energy_by_side(fn):
     assert stats["local"]["energy_j"] == pytest.approx(0.45)  # 0.9 W x 0.5 s
     assert stats["remote"]["bytes_up"] == 4000 and stats["remote"]["bytes_down"] == 40
     assert stats["energy_source"] == "modelled (smartphone-wifi)"
+
+
+def test_a_busy_cpu_makes_running_here_look_slower(fn):
+    d = make()
+    for _ in range(3):
+        teach(d, fn, 1000, local=0.010, remote=0.008)
+    quiet = d.explain(fn, (1000,), {}, True).estimates["local"]["time_s"]
+    d.profiler.device.state = DeviceState(cpu_load=0.5)  # another app takes half the CPU
+    busy = d.explain(fn, (1000,), {}, True).estimates["local"]["time_s"]
+    assert busy == pytest.approx(2 * quiet, rel=0.01)
+    d.observe_local(fn, 1000, 0.020)  # and a slow run under load is not news
+    assert d.explain(fn, (1000,), {}, True).estimates["local"]["time_s"] == pytest.approx(
+        busy, rel=0.01
+    )
+
+
+def test_exploration_waits_for_an_ordinary_call(fn):
+    twins = [make(Policy(explore_every=4)), make(Policy(explore_every=4))]
+    for d in twins:
+        for n in (10, 10, 10, 1000):
+            teach(d, fn, n, local=1e-4 * n, remote=3e-4 * n)  # remote 3x worse at any size
+    first, second = twins
+    for _ in range(100):  # ordinary (small) calls in lockstep until one is explored
+        if side(first, fn, 10) == "remote":
+            break
+        assert side(second, fn, 10) == "local"
+        for d in twins:
+            d.observe_local(fn, 10, 1e-3)
+    else:
+        pytest.fail("no exploration in 100 calls")
+    assert side(second, fn, 100_000) == "local"  # due, but not on an unusually big call
+    assert side(second, fn, 10) == "remote"  # the next ordinary one

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from offload.profiler import Link, SizeModel, Smoothed
+from offload.profiler import Drift, Link, SizeModel, Smoothed
 from offload.profiler.sizes import argument_bytes, value_bytes
 
 
@@ -94,3 +94,37 @@ def test_size_estimates_follow_the_data_cheaply():
     for _ in range(100):
         deep = [deep]
     assert value_bytes(deep) > 0  # bounded depth, no recursion error
+
+
+def test_two_sided_model_shares_the_shape_between_sides():
+    model = SizeModel()
+    for n in (100, 200, 400, 800):  # the server sees all sizes: cost ~ n^2
+        for _ in range(2):
+            model.add(math.log(n), 1e-6 * n * n, side=0)
+    for _ in range(3):  # this device only small ones, 4 times slower
+        model.add(math.log(100), 4e-6 * 100 * 100, side=1)
+    assert model.predict(math.log(800), side=1) == pytest.approx(4e-6 * 800**2, rel=0.2)
+    assert model.counts == [8, 3]
+
+
+def test_a_side_used_rarely_keeps_what_it_knew():
+    model = SizeModel()
+    for _ in range(5):
+        model.add(math.log(1000), 0.030, side=0)
+    for _ in range(500):  # many calls on the other side do not wash it out
+        model.add(math.log(1000), 0.010, side=1)
+    assert model.predict(math.log(1000), side=0) == pytest.approx(0.030, rel=0.05)
+
+
+def test_drift_moves_every_prediction_and_ignores_tiny_calls():
+    a, b = SizeModel(), SizeModel()
+    drift = Drift()
+    for _ in range(5):
+        a.add(math.log(1000), drift.normalize(a, math.log(1000), 0.1))
+        b.add(math.log(1000), drift.normalize(b, math.log(1000), 0.2))
+    assert drift.value == pytest.approx(1.0, abs=0.05)
+    a.add(math.log(1000), drift.normalize(a, math.log(1000), 0.4))  # a is 4x slower now
+    assert drift.value > 2.5  # ... and so, the drift says, is b
+    before = drift.value
+    drift.normalize(a, math.log(1000), 0.0001)  # a 0.1 ms call measures timer noise
+    assert drift.value == before

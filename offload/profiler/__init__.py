@@ -8,7 +8,7 @@ from .decision import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Poli
 from .device import DeviceProfiler, DeviceState
 from .energy import PROFILES, EnergyModel, EnergyProfile
 from .history import FunctionProfile, ProfileStore
-from .models import SizeModel, Smoothed
+from .models import Drift, SizeModel, Smoothed
 from .network import Link
 from .profiler import Profiler
 from .sizes import argument_bytes
@@ -21,6 +21,7 @@ __all__ = [
     "Decider",
     "DeviceProfiler",
     "DeviceState",
+    "Drift",
     "EnergyModel",
     "EnergyProfile",
     "Explanation",

@@ -63,6 +63,14 @@ REASONS = {
 }
 
 
+def contention(cpu_load: float) -> float:
+    """How much slower a call runs here while others take ``cpu_load`` of the CPU.
+
+    It gets what they leave, ``1 - cpu_load`` (at most 4 times slower).
+    """
+    return 1.0 / (1.0 - cpu_load) if cpu_load < 0.75 else 4.0
+
+
 class Decider(Protocol):
     """Chooses the side for one call and learns from how calls went."""
 
@@ -142,8 +150,11 @@ class AdaptiveDecider:
 
     def choose(self, prof: FunctionProfile, size: int, server_up: bool) -> Side:
         """Decide for a call of ``size`` and advance the function's decision clock."""
-        side, reason, _ = self._evaluate(prof, size, server_up)
+        side, reason, est = self._evaluate(prof, size, server_up)
         clock = prof.clock = prof.clock + 1
+        if est[2] is not None:  # the cost of a typical call, to keep explorations cheap
+            best = est[0] if est[0] < est[2] else est[2]
+            prof.typical += 0.1 * (best - prof.typical)
         self._clock += 1
         if reason in (COLD, EXPLORE):
             # Mark the side as freshly tried so that calls made before this one
@@ -162,11 +173,12 @@ class AdaptiveDecider:
     ) -> tuple[Side, int, tuple[Any, ...]]:
         """(side, reason, estimates) without changing any state."""
         x = log(size) if size > 1 else 0.0
-        link = self._link
+        link, device = self._link, self._device.state
         m = prof.time
         base = m.a + m.b * x
         here, there = m.counts[HERE], m.counts[THERE]
-        t_local = exp(base + m.c) * self._local_drift.value if here else None
+        busy = contention(device.cpu_load)
+        t_local = exp(base + m.c) * self._local_drift.value * busy if here else None
         if not server_up:
             return LOCAL, OFFLINE, (t_local, None, None, None, 0.0, 0.0, False)
         t_exec = exp(base) * link.server_drift.value if there else None
@@ -177,7 +189,7 @@ class AdaptiveDecider:
         slowdown = link.slowdown.mean
         if t_local is None and there and slowdown is not None:
             # Never run here, but other functions say how much slower here is.
-            t_local = exp(base + slowdown) * self._local_drift.value
+            t_local = exp(base + slowdown) * self._local_drift.value * busy
         if t_local is None and (
             (t_exec is not None and t_exec < policy.cheap_try_s)
             or prof.clock - max(m.seen[HERE], 0) >= every
@@ -187,7 +199,7 @@ class AdaptiveDecider:
             return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
 
         # Both sides known (a remote sample also teaches the byte models).
-        energy, device = self._energy, self._device.state
+        energy = self._energy
         nbytes = prof.up
         t_up = exp(nbytes.a + nbytes.b * x) / link.up_rate
         nbytes = prof.down
@@ -227,16 +239,17 @@ class AdaptiveDecider:
         wait = every * (0.25 if extra < 0.25 else 50.0 if extra > 50.0 else extra)
         clock = self._clock
         if side == LOCAL:
-            stale = prof.clock - max(m.seen[THERE], 0) >= wait or (
-                clock - self._fresh_link >= wait
-                if t_up + t_down > t_exec
-                else link.server_drift.value > 1.2 and clock - self._fresh[THERE] >= wait
+            stale = (
+                prof.clock - max(m.seen[THERE], 0) >= wait
+                or (t_up + t_down > 0.25 * t_remote and clock - self._fresh_link >= wait)
+                or (link.server_drift.value > 1.2 and clock - self._fresh[THERE] >= wait)
             )
         else:
             stale = prof.clock - max(m.seen[HERE], 0) >= wait or (
                 self._local_drift.value > 1.2 and clock - self._fresh[HERE] >= wait
             )
-        if stale:
+        # ...on a call no bigger than usual: never a big one just to learn.
+        if stale and (t_local if side == LOCAL else t_remote) <= 2.0 * prof.typical:
             return (REMOTE if side == LOCAL else LOCAL), EXPLORE, estimates
         return side, reason, estimates
 
@@ -244,8 +257,9 @@ class AdaptiveDecider:
 
     def observe_local(self, fn: Any, size: int, seconds: float) -> None:
         prof = self.profile(fn)
+        busy = contention(self._device.state.cpu_load)  # learned as if the CPU were free
         with prof.lock:
-            self._learn(prof, size, seconds, HERE, self._local_drift)
+            self._learn(prof, size, seconds / busy, HERE, self._local_drift)
             prof.add("local", seconds, 0, 0, self._energy.local(seconds))
 
     def observe_remote(

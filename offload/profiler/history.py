@@ -44,6 +44,7 @@ class FunctionProfile:
         "side",
         "time",
         "totals",
+        "typical",
         "up",
     )
 
@@ -55,6 +56,7 @@ class FunctionProfile:
         self.totals = {side: dict.fromkeys(_TOTALS, 0.0) for side in SIDES}
         self.clock = 0  # decisions made: the time base of exploration
         self.side: str | None = None  # the side chosen last (hysteresis)
+        self.typical = 0.0  # smoothed estimated seconds of a call on its better side
         self.lock = threading.Lock()
 
     def add(self, side: str, seconds: float, up: int, down: int, energy: float) -> None:

@@ -152,11 +152,11 @@ class SizeModel:
         here = self.sums[1]
         w, sx, sy, sxx, sxy = (a + b for a, b in zip(self.sums[0], here))
         mx, mi, my = sx / w, here[0] / w, sy / w
-        cxx = sxx / w - mx * mx + 0.05
+        cxx = sxx / w - mx * mx + 0.01
         cxi = here[1] / w - mx * mi
-        cii = mi - mi * mi + 0.02
-        rx = sxy / w - mx * my + 0.05 * self.slope_prior
-        ri = here[2] / w - mi * my + 0.02 * side_prior
+        cii = mi - mi * mi + 0.01
+        rx = sxy / w - mx * my + 0.01 * self.slope_prior
+        ri = here[2] / w - mi * my + 0.01 * side_prior
         b = (rx * cii - cxi * ri) / (cxx * cii - cxi * cxi)
         b = min(max(b, 0.0), 4.0)
         self.b = b

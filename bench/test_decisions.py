@@ -1,0 +1,74 @@
+"""pytest-benchmark view of the decision's cost, and a smoke run of the trace replay.
+
+``pytest bench --benchmark-enable --benchmark-group-by=group`` compares one
+``decide`` with one raw pyzmq round trip (the call it decides about costs at
+least that); ``python -m bench decisions`` is the full evaluation.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from offload.profiler import AdaptiveDecider, DeviceState, Profiler
+
+from . import trace
+from .decisions import replay
+
+
+@pytest.fixture(scope="module")
+def warm_decider() -> AdaptiveDecider:
+    decider = AdaptiveDecider(Profiler(profile_cache=None))
+    decider.profiler.device.state = DeviceState()
+    fn = trace.SERVICES["bubble_sort"]
+    for n in (4_001, 8_001, 16_001):
+        decider.observe_local(fn, n, 0.5 * n / 16_001)
+        decider.observe_remote(fn, n, 0.2 * n / 16_001, 0.15 * n / 16_001, n, n)
+    return decider
+
+
+@pytest.mark.benchmark(group="decision")
+def test_decide(benchmark, warm_decider):
+    fn = trace.SERVICES["bubble_sort"]
+    args = trace.arguments("bubble_sort", 2000, 0)
+    side, size = benchmark(warm_decider.decide, fn, args, {}, True)
+    assert side in ("local", "remote") and size == 16_001
+
+
+@pytest.mark.benchmark(group="decision")
+def test_raw_zmq_roundtrip_baseline(benchmark, raw_echo):
+    out = benchmark(raw_echo.roundtrip, [b"x" * 64])
+    assert len(out) == 1
+
+
+def _step(phase: str, local_s: float, remote_s: float, size: int = 1000) -> trace.Step:
+    return trace.Step(
+        phase=phase,
+        service="power",
+        intensity=size,
+        size=size,
+        mbit=54.0,
+        rtt_s=0.001,
+        device={"cpu_load": 0.0, "memory_free": 0.5, "battery": 0.8, "charging": False},
+        local_s=local_s,
+        remote_s=remote_s,
+        server_s=remote_s - 0.002,
+        up=30,
+        down=30,
+    )
+
+
+def test_replay_scores_policies_against_the_oracle():
+    # Offloading wins for the first 60 calls, then the server slows down 20x.
+    steps = [_step("wifi", 0.10, 0.02) for _ in range(60)]
+    steps += [_step("server-busy", 0.10, 0.40) for _ in range(60)]
+    report = replay(steps)
+    oracle = report["oracle"]
+    assert oracle["time_s"] == pytest.approx(60 * 0.02 + 60 * 0.10)
+    assert report["always_local"]["time_ratio_to_oracle"] == pytest.approx(12.0 / 7.2)
+    assert report["always_remote"]["time_ratio_to_oracle"] == pytest.approx(25.2 / 7.2)
+    ours = report["ours"]["time_ratio_to_oracle"]
+    assert ours < min(
+        report["always_local"]["time_ratio_to_oracle"],
+        report["always_remote"]["time_ratio_to_oracle"],
+    )
+    assert ours < 1.15  # a few calls to learn each regime, and it follows
