@@ -25,6 +25,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 CGROUP = Path("/sys/fs/cgroup")
 _PERIOD_US = 4_000  # short, so a 4 ms call already runs at the quota, not in a burst
@@ -54,7 +55,25 @@ def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=30)
 
 
-class SlowDevice:
+class _Emulation:
+    """Set up in ``_enter``; whatever fails half-way is undone by ``__exit__``."""
+
+    def __enter__(self) -> Self:
+        try:
+            self._enter()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _enter(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(self, *exc: object) -> None:
+        raise NotImplementedError
+
+
+class SlowDevice(_Emulation):
     """This process under a CPU quota of ``share`` of one CPU, pinned to CPU 0."""
 
     def __init__(self, share: float) -> None:
@@ -63,14 +82,6 @@ class SlowDevice:
         self._groups: list[Path] = []
         self._hogs: list[subprocess.Popen[bytes]] = []
         self._affinity: set[int] = set()
-
-    def __enter__(self) -> SlowDevice:
-        try:
-            self._enter()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
 
     def _enter(self) -> None:
         quota = max(1000, int(self.share * _PERIOD_US))  # the kernel's minimum is 1 ms
@@ -123,7 +134,7 @@ class SlowDevice:
                 group.rmdir()
 
 
-class SlowLink:
+class SlowLink(_Emulation):
     """A network namespace for the server, a veth pair, and ``tc tbf`` at ``mbit`` Mbit/s."""
 
     def __init__(self, mbit: float, subnet: int = 77) -> None:
@@ -141,14 +152,6 @@ class SlowLink:
     @property
     def bind(self) -> str:
         return f"tcp://{self.server_ip}:*"
-
-    def __enter__(self) -> SlowLink:
-        try:
-            self._enter()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
 
     def _enter(self) -> None:
         _run("ip", "netns", "add", self.netns)

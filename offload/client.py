@@ -26,7 +26,7 @@ import zmq
 from . import _exceptions as errors
 from .api import OffloadedFunction, as_offloaded
 from .config import Config
-from .profiler import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Policy, Profiler
+from .profiler import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Profiler
 from .profiler.sizes import call_size
 from .runtime import errors as errors_wire
 from .runtime import protocol, serialize
@@ -82,17 +82,7 @@ class Client(Executor):
             address=config.server or "",
         )
         #: Chooses the side of ``auto`` calls and learns from finished ones.
-        self.decider: Decider = decider or AdaptiveDecider(
-            self.profiler,
-            Policy(
-                time_weight=config.time_weight,
-                hysteresis=config.hysteresis,
-                explore_every=config.explore_every,
-                battery_low=config.battery_low,
-                cpu_busy=config.cpu_busy,
-                memory_low=config.memory_low,
-            ),
-        )
+        self.decider: Decider = decider or AdaptiveDecider(self.profiler, config.policy())
         self._lock = threading.Lock()
         self._local_pool: ThreadPoolExecutor | None = None
         self._warned: set[tuple[str, str]] = set()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ConfigError
+from .profiler.decision import Policy
 from .profiler.energy import PROFILES
 
 if sys.version_info >= (3, 11):
@@ -76,11 +77,11 @@ class Config:
     assumed_mbit_s: float = 27.0
     probe_bytes: int = 0
     profile_interval: float = 1.0
-    explore_every: int = 32
-    hysteresis: float = 0.1
-    battery_low: float = 0.2
-    cpu_busy: float = 0.9
-    memory_low: float = 0.1
+    explore_every: int = Policy.explore_every
+    hysteresis: float = Policy.hysteresis
+    battery_low: float = Policy.battery_low
+    cpu_busy: float = Policy.cpu_busy
+    memory_low: float = Policy.memory_low
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -149,6 +150,17 @@ class Config:
                 f"not {self.objective!r}"
             )
         return weight
+
+    def policy(self) -> Policy:
+        """The decision's knobs from this configuration."""
+        return Policy(
+            time_weight=self.time_weight,
+            hysteresis=self.hysteresis,
+            explore_every=self.explore_every,
+            battery_low=self.battery_low,
+            cpu_busy=self.cpu_busy,
+            memory_low=self.memory_low,
+        )
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` applied."""

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from math import exp, log
 from typing import Any, Literal, Protocol
 
+from .device import DeviceState
 from .history import HERE, THERE, FunctionProfile
 from .models import Drift
 from .network import LARGE
@@ -127,6 +128,12 @@ class AdaptiveDecider:
         self.policy = policy or Policy()
         self._link, self._energy, self._device = profiler.link, profiler.energy, profiler.device
         self._local_drift = profiler.local_drift
+        # The policy's numbers, and what the current device state means for the
+        # decision, kept as plain attributes: the hot path reads, never derives.
+        self._every, self._cheap_try_s = self.policy.explore_every, self.policy.cheap_try_s
+        self._keep = 1.0 - self.policy.hysteresis
+        self._state: DeviceState | None = None
+        self._adopt(self._device.state)
         # Decisions so far, and the decision at which each shared estimate was last
         # refreshed: the server's speed (THERE), this device's (HERE), the bandwidth.
         self._clock = 0
@@ -136,6 +143,21 @@ class AdaptiveDecider:
 
     # -- the hot path ------------------------------------------------------------------------
 
+    def _adopt(self, state: DeviceState) -> None:
+        """Derive from a new device snapshot: objective weight, bias, critical, contention."""
+        policy = self.policy
+        weight, bias, critical = policy.time_weight, 1.0, False
+        battery = state.battery
+        if battery is not None and battery < policy.battery_low and not state.charging:
+            weight, bias, critical = 0.0, policy.critical_bias, True
+        if state.cpu_load > policy.cpu_busy or state.memory_free < policy.memory_low:
+            bias, critical = policy.critical_bias, True
+        self._weight, self._bias, self._critical = weight, bias, critical
+        self._busy = contention(state.cpu_load)
+        self._state = state
+        # Asking the logger costs more than a decision; a new level shows with the next sample.
+        self._debug = logger.isEnabledFor(logging.DEBUG)
+
     def decide(
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
     ) -> tuple[Side, int]:
@@ -144,7 +166,7 @@ class AdaptiveDecider:
         if prof is None:
             prof = self.profile(fn)
         side = self.choose(prof, size, server_up)
-        if logger.isEnabledFor(logging.DEBUG):
+        if self._debug:
             logger.debug("%s size=%d -> %s", prof.key, size, side)
         return side, size
 
@@ -173,17 +195,18 @@ class AdaptiveDecider:
     ) -> tuple[Side, int, tuple[Any, ...]]:
         """(side, reason, estimates) without changing any state."""
         x = log(size) if size > 1 else 0.0
-        link, device = self._link, self._device.state
+        link = self._link
+        if self._device.state is not self._state:
+            self._adopt(self._device.state)
         m = prof.time
         base = m.a + m.b * x
-        here, there = m.counts[HERE], m.counts[THERE]
-        busy = contention(device.cpu_load)
+        there, here = m.counts  # indices THERE = 0, HERE = 1
+        busy = self._busy
         t_local = exp(base + m.c) * self._local_drift.value * busy if here else None
         if not server_up:
             return LOCAL, OFFLINE, (t_local, None, None, None, 0.0, 0.0, False)
         t_exec = exp(base) * link.server_drift.value if there else None
-        policy = self.policy
-        every = policy.explore_every
+        every = self._every
         if t_exec is None and prof.clock - m.seen[THERE] >= every:
             return REMOTE, COLD, (t_local, None, None, None, 0.0, 0.0, False)
         slowdown = link.slowdown.mean
@@ -191,7 +214,7 @@ class AdaptiveDecider:
             # Never run here, but other functions say how much slower here is.
             t_local = exp(base + slowdown) * self._local_drift.value * busy
         if t_local is None and (
-            (t_exec is not None and t_exec < policy.cheap_try_s)
+            (t_exec is not None and t_exec < self._cheap_try_s)
             or prof.clock - max(m.seen[HERE], 0) >= every
         ):
             return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
@@ -208,14 +231,7 @@ class AdaptiveDecider:
         e_local = energy.cpu_w * t_local
         e_remote = energy.remote(t_up, t_down, t_remote)
 
-        weight = policy.time_weight
-        bias = 1.0
-        critical = False
-        battery = device.battery
-        if battery is not None and battery < policy.battery_low and not device.charging:
-            weight, bias, critical = 0.0, policy.critical_bias, True
-        if device.cpu_load > policy.cpu_busy or device.memory_free < policy.memory_low:
-            bias, critical = policy.critical_bias, True
+        weight, bias, critical = self._weight, self._bias, self._critical
         s_local = bias * (
             weight * t_local / (t_local + t_remote) + (1 - weight) * e_local / (e_local + e_remote)
         )
@@ -228,7 +244,7 @@ class AdaptiveDecider:
         reason = CHEAPER
         best, other = (s_local, s_remote) if side == LOCAL else (s_remote, s_local)
         last = prof.side
-        if last is not None and last != side and best > other * (1 - policy.hysteresis):
+        if last is not None and last != side and best > other * self._keep:
             side, reason, best, other = (REMOTE if side == LOCAL else LOCAL), KEPT, other, best
         # Explore the other side if what makes it look worse has gone stale, in
         # proportion to how much worse: this function's own estimate of it, or
