@@ -11,13 +11,19 @@ import offload
 from .rawzmq import RawEcho
 
 
+@pytest.fixture(autouse=True)
+def _no_profile_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Benchmarks start cold and leave the user's profile cache alone."""
+    monkeypatch.setenv("OFFLOAD_PROFILE_CACHE", "")
+
+
 @pytest.fixture(scope="module")
 def bench_client() -> Iterator[offload.Client]:
     with (
         offload.serve_local(
             ["bench.workloads"], workers=1, extra_args=["--log-level", "WARNING"]
         ) as srv,
-        offload.Client(srv, compression="off") as client,
+        offload.Client(srv, compression="off", profile_cache="") as client,
     ):
         client.ping(timeout=30)
         yield client

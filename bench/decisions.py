@@ -172,7 +172,7 @@ def live(bed: trace.Testbed, size: str, seed: int) -> dict[str, Any]:
     profiler = Profiler(profile_cache=None, power_supply=bed.power_supply, address=str(bed.server))
     sides: list[str] = []
     seconds: list[float] = []
-    with offload.Client(bed.server, profiler=profiler, profile_cache=None) as client:
+    with offload.Client(bed.server, profiler=profiler) as client:
         client.ping(timeout=30)
         decider = client.decider
         decide = decider.decide

@@ -233,7 +233,7 @@ def measure(bed: Testbed, size: str, seed: int, progress: Any = print) -> list[S
     recorder = _Recorder()
     device = DeviceProfiler(power_supply=bed.power_supply)
     steps: list[Step] = []
-    with offload.Client(bed.server, decider=recorder, profile_cache=None) as client:
+    with offload.Client(bed.server, decider=recorder, profile_cache="") as client:
         client.ping(timeout=30)
         for phase, service, intensity, args in run(bed, size, seed, progress):
             fn = SERVICES[service]

@@ -2,7 +2,7 @@
 
 Per call: the mode (the function's, else the client's) and, for ``auto``,
 the :class:`~offload.profiler.Decider` choose the side. Remote calls go over
-one shared :class:`~offload.runtime.transport.Connection`; local ones run in
+one shared connection (:mod:`offload.remote`); local ones run in
 the calling thread (``f(x)``) or a thread pool (``submit``). In ``auto`` mode
 a call the server cannot take (unreachable, busy, unknown function, other
 code version, too large) runs locally instead, with one warning per function
@@ -17,22 +17,16 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any
-
-import zmq
 
 from . import _exceptions as errors
 from .api import OffloadedFunction, as_offloaded
 from .config import Config
 from .profiler import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Profiler
 from .profiler.sizes import call_size
-from .runtime import errors as errors_wire
-from .runtime import protocol, serialize
-from .runtime.compression import maybe_compress
-from .runtime.functions import pickle_by_value
-from .runtime.transport import Connection
+from .remote import Remote, chain, running_future
 
 log = logging.getLogger("offload")
 
@@ -87,24 +81,20 @@ class Client(Executor):
         self._local_pool: ThreadPoolExecutor | None = None
         self._warned: set[tuple[str, str]] = set()
         self._shutdown = False
-        self._context: zmq.Context | None = None
-        self._conn: Connection | None = None
+        self._remote: Remote | None = None
         self._probe: Future[dict[str, Any]] | None = None
         self._probed_at = 0.0
-        self.server_info: dict[str, Any] = {}
         if config.server:
-            self._context = zmq.Context()
-            self._conn = Connection(
-                self._context,
-                config.server,
-                heartbeat_interval=config.heartbeat_interval,
-                heartbeat_timeout=config.heartbeat_timeout,
-            )
-            self._conn.on_rtt = self.profiler.link.on_rtt
-            self._probe = self._start_ping(timed=False)  # its time includes connecting
+            self._remote = Remote(config, self.decider, self.profiler.link)
+            self._probe = self._remote.ping(timed=False)  # its time includes connecting
             if config.probe_bytes and self.profiler.link.up_bps.mean is None:
                 self._probe.add_done_callback(lambda f: f.exception() or self.probe())
-        self.profiler.start(self._tick if self._conn is not None else None)
+        self.profiler.start(self._tick if self._remote is not None else None)
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        """The server's self-description (functions, limits, instance), from its latest PONG."""
+        return self._remote.server_info if self._remote is not None else {}
 
     # -- Executor API ---------------------------------------------------------------------------
 
@@ -131,12 +121,8 @@ class Client(Executor):
         if self._local_pool is not None:
             self._local_pool.shutdown(wait=wait, cancel_futures=cancel_futures)
         self.profiler.stop()
-        if self._conn is not None:
-            if wait:
-                self._conn.drain(self.config.heartbeat_timeout + 1)
-            self._conn.close()
-        if self._context is not None:
-            self._context.term()
+        if self._remote is not None:
+            self._remote.close(wait)
 
     # -- calls ----------------------------------------------------------------------------------
 
@@ -194,24 +180,28 @@ class Client(Executor):
         link = self.profiler.link
         for up, down in ((nbytes, 0), (0, nbytes)):
             start = time.perf_counter()
-            self._start_ping(up=up, down=down).result(timeout)
+            self._require_remote().ping(up=up, down=down).result(timeout)
             link.on_probe(up, down, time.perf_counter() - start)
         return link.snapshot()
 
     def ping(self, timeout: float | None = None) -> dict[str, Any]:
         """Ask the server to answer; return its self-description or raise ServerUnavailable."""
-        if self._conn is None:
-            raise errors.ServerUnavailable("no server configured")
+        remote = self._require_remote()
         try:
-            return self._start_ping().result(timeout or self.config.connect_timeout)
+            return remote.ping().result(timeout or self.config.connect_timeout)
         except TimeoutError as exc:
-            raise errors.ServerUnavailable(f"{self._conn.address} did not answer") from exc
+            raise errors.ServerUnavailable(f"{remote.conn.address} did not answer") from exc
+
+    def _require_remote(self) -> Remote:
+        if self._remote is None:
+            raise errors.ServerUnavailable("no server configured (offload.configure(server=...))")
+        return self._remote
 
     def server_up(self) -> bool:
         """Whether the server currently answers; probes again every ``retry_interval``."""
-        conn = self._conn
-        if conn is None:
+        if self._remote is None:
             return False
+        conn = self._remote.conn
         if conn.up:
             return True
         probe = self._probe
@@ -224,7 +214,7 @@ class Client(Executor):
         now = time.monotonic()
         if now - self._probed_at > self.config.retry_interval:
             self._probed_at = now
-            self._probe = self._start_ping()
+            self._probe = self._remote.ping()
         return False
 
     def _side(
@@ -236,9 +226,10 @@ class Client(Executor):
 
     def _tick(self) -> None:
         """From the profiler's thread: an idle PING now and then (RTT, liveness)."""
-        if time.monotonic() - self._probed_at > self.config.retry_interval and not self._shutdown:
-            self._probed_at = time.monotonic()
-            self._probe = self._start_ping()
+        remote, now = self._remote, time.monotonic()
+        if remote and not self._shutdown and now - self._probed_at > self.config.retry_interval:
+            self._probed_at = now
+            self._probe = remote.ping()
 
     def _run_local(
         self,
@@ -274,9 +265,9 @@ class Client(Executor):
             if size is None:
                 return self._pool().submit(fn.__wrapped__, *args, **kwargs)
             return self._pool().submit(self._run_local, fn, size, args, kwargs)
-        future = _running_future()
+        future = running_future()
         try:
-            self._send_call(fn, args, kwargs, future, wait=wait, size=size)
+            self._require_remote().send(fn, args, kwargs, future, wait=wait, size=size)
         except errors.OffloadError as exc:
             future.set_exception(exc)
         return future
@@ -289,151 +280,19 @@ class Client(Executor):
         size: int,
     ) -> Future[Any]:
         """A remote call whose fallback-class failure reruns it in the local pool."""
-        outer = _running_future()
+        outer = running_future()
 
         def done(inner: Future[Any]) -> None:
             exc = inner.exception()
             if exc is not None and _falls_back(exc):
                 self._note_fallback(fn, exc)
                 local = self._pool().submit(self._run_local, fn, size, args, kwargs)
-                local.add_done_callback(functools.partial(_chain, outer))
+                local.add_done_callback(functools.partial(chain, outer))
             else:
-                _chain(outer, inner)
+                chain(outer, inner)
 
         self._start(fn, args, kwargs, "remote", wait=False, size=size).add_done_callback(done)
         return outer
-
-    def _send_call(
-        self,
-        fn: OffloadedFunction[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        future: Future[Any],
-        *,
-        wait: bool,
-        by_value: bool | None = None,
-        size: int | None = None,
-    ) -> None:
-        start = time.perf_counter()
-        conn = self._conn
-        if conn is None:
-            raise errors.ServerUnavailable("no server configured (offload.configure(server=...))")
-        if by_value is None:
-            by_value = fn.ship_code == "always"
-        compress = self.config.compression == "auto"
-        codecs, frames = serialize.dumps((args, kwargs), compress=compress)
-        flags = 0
-        if by_value:
-            flags = protocol.BY_VALUE
-            code: Any = pickle_by_value(fn.__wrapped__)
-            codec = protocol.RAW
-            if compress:
-                codec, code = maybe_compress(memoryview(code))
-            codecs, frames = bytes([codec]) + codecs, [code, *frames]
-        nbytes = sum(memoryview(f).nbytes for f in frames)
-        # The server's own limit (from its PONG) too: ZeroMQ would drop the connection.
-        limit = min(self.config.max_message_size, self.server_info.get("max_message_size", nbytes))
-        if nbytes > limit:
-            raise errors.PayloadTooLarge(
-                f"call of {fn.wire_name} is {nbytes} bytes, over the max_message_size {limit} "
-                f"(this client's {self.config.max_message_size}, the server's "
-                f"{self.server_info.get('max_message_size', 'unknown')})"
-            )
-        timeout = fn.timeout or self.config.timeout
-        request_id = conn.next_id()
-        header = protocol.encode_header(
-            protocol.CALL,
-            request_id,
-            flags=flags,
-            aux=int(timeout * 1e6) if timeout else 0,
-            fingerprint=protocol.NO_FINGERPRINT if by_value else fn.fingerprint,
-            name=fn.wire_name.encode(),
-            codecs=codecs,
-        )
-        decode = functools.partial(self._decode, fn, size, start, nbytes)
-        if fn.ship_code == "missing" and not by_value and self.server_info.get("code_shipping"):
-            # The server may lack the function: on UnknownFunction, ship it by value.
-            retry = functools.partial(self._retry_by_value, fn, args, kwargs, future, size)
-            inner = _running_future()
-            inner.add_done_callback(retry)
-            conn.request(request_id, [header, *frames], inner, decode, wait=wait)
-            return
-        conn.request(request_id, [header, *frames], future, decode, wait=wait)
-
-    def _retry_by_value(
-        self,
-        fn: OffloadedFunction[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        future: Future[Any],
-        size: int | None,
-        inner: Future[Any],
-    ) -> None:
-        exc = inner.exception()
-        if type(exc) is errors.UnknownFunction and self.server_info.get("code_shipping"):
-            try:
-                self._send_call(fn, args, kwargs, future, wait=False, by_value=True, size=size)
-            except Exception as err:
-                future.set_exception(err)
-        else:
-            _chain(future, inner)
-
-    def _decode(
-        self,
-        fn: OffloadedFunction[..., Any],
-        size: int | None,
-        start: float,
-        sent: int,
-        header: protocol.Header,
-        frames: Sequence[Any],
-    ) -> Any:
-        """A reply's value (or exception); a result also teaches the profiler (when sized)."""
-        if header.kind == protocol.RESULT:
-            buffers = [f.buffer for f in frames]
-            try:
-                received = sum(b.nbytes for b in buffers)
-                if received > self.config.max_message_size:
-                    raise errors.PayloadTooLarge(f"{received} bytes, over max_message_size")
-                value = serialize.loads(
-                    header.codecs, buffers, fn.allowlist, self.config.max_message_size
-                )
-            except errors.OffloadError as exc:  # the call ran: never rerun it for this
-                raise errors.UnloadableResult(f"result of {fn.wire_name}: {exc}") from exc
-            if size is not None:
-                turnaround = time.perf_counter() - start
-                self.decider.observe_remote(fn, size, turnaround, header.aux / 1e9, sent, received)
-            return value
-        if header.kind == protocol.ERROR and frames:
-            raise errors_wire.rebuild(protocol.decode_json(frames[0].buffer))
-        raise errors.ProtocolError(f"unexpected reply kind {header.kind}")
-
-    def _start_ping(
-        self, *, up: int = 0, down: int = 0, timed: bool = True
-    ) -> Future[dict[str, Any]]:
-        """PING the server (with ``up`` bytes, asking ``down`` back); ``timed`` feeds the RTT."""
-        assert self._conn is not None
-        future: Future[dict[str, Any]] = _running_future()
-        request_id = self._conn.next_id()
-        frames: list[Any] = [protocol.encode_header(protocol.PING, request_id, aux=down)]
-        if up:
-            frames.append(bytes(up))
-        start = time.perf_counter() if timed and not (up or down) else 0.0
-        self._conn.request(
-            request_id, frames, future, functools.partial(self._decode_pong, start), wait=False
-        )
-        return future
-
-    def _decode_pong(
-        self, start: float, header: protocol.Header, frames: Sequence[Any]
-    ) -> dict[str, Any]:
-        if header.kind != protocol.PONG or not frames:
-            raise errors.ProtocolError(f"expected PONG, got kind {header.kind}")
-        if start:
-            self.profiler.link.on_rtt(time.perf_counter() - start)
-        self.server_info = protocol.decode_json(frames[0].buffer)
-        if self._conn is not None:
-            self._conn.note_instance(self.server_info.get("instance"))
-        return self.server_info
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -464,20 +323,3 @@ class Client(Executor):
 def _falls_back(exc: BaseException) -> bool:
     """Whether an ``auto`` call that failed remotely with ``exc`` runs locally instead."""
     return isinstance(exc, FALLBACK) and not isinstance(exc, errors.UnloadableResult)
-
-
-def _running_future() -> Future[Any]:
-    """A future already marked running: remote calls cannot be cancelled once sent."""
-    future: Future[Any] = Future()
-    future.set_running_or_notify_cancel()
-    return future
-
-
-def _chain(outer: Future[Any], inner: Future[Any]) -> None:
-    if outer.done():
-        return
-    exc = inner.exception()
-    if exc is not None:
-        outer.set_exception(exc)
-    else:
-        outer.set_result(inner.result())

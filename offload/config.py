@@ -50,8 +50,9 @@ class Config:
         from 0 to 1, the weight of time against energy.
     energy_profile: the device's power draws, one of
         :data:`offload.profiler.PROFILES` (a measured draw replaces the CPU's).
-    profile_cache: file keeping function profiles across runs; ``None`` keeps
-        them in memory only. :meth:`load` defaults it to
+    profile_cache: file keeping function profiles across runs; ``""`` (or
+        ``None`` when building a ``Config`` directly) keeps them in memory
+        only. :meth:`load` defaults it to
         ``$XDG_CACHE_HOME/offload/profiles.json`` (``~/.cache/...``).
     assumed_mbit_s: link bandwidth assumed until a transfer or probe measures it.
     probe_bytes: bytes each way of an active bandwidth probe on connecting

@@ -1,0 +1,202 @@
+"""Calls over the connection to an edge server: encoding, limits, code shipping, replies, pings.
+
+The client decides whether a call goes to the server; :class:`Remote` takes
+it there. It serializes the arguments (out-of-band buffers, lz4 where it
+pays), checks the size against this client's and the server's limits, ships
+the function by value when asked or when the server lacks it and allows
+that, and turns the reply into the value or the exception. Each result also
+tells the decider how the call went (turnaround, the server's execution time,
+bytes each way), and each PING the round-trip time.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import zmq
+
+from . import _exceptions as errors
+from .api import OffloadedFunction
+from .config import Config
+from .profiler import Decider, Link
+from .runtime import errors as errors_wire
+from .runtime import protocol, serialize
+from .runtime.compression import maybe_compress
+from .runtime.functions import pickle_by_value
+from .runtime.transport import Connection
+
+
+class Remote:
+    """One connection to ``config.server`` and the calls and pings made over it."""
+
+    def __init__(self, config: Config, decider: Decider, link: Link) -> None:
+        self.config = config
+        self._decider = decider
+        self._link = link
+        #: The server's self-description, from its latest PONG.
+        self.server_info: dict[str, Any] = {}
+        assert config.server is not None
+        self._context = zmq.Context()
+        self.conn = Connection(
+            self._context,
+            config.server,
+            heartbeat_interval=config.heartbeat_interval,
+            heartbeat_timeout=config.heartbeat_timeout,
+        )
+        self.conn.on_rtt = link.on_rtt
+
+    def close(self, wait: bool) -> None:
+        """Close the connection; with ``wait``, let calls in flight finish first."""
+        if wait:
+            self.conn.drain(self.config.heartbeat_timeout + 1)
+        self.conn.close()
+        self._context.term()
+
+    def send(
+        self,
+        fn: OffloadedFunction[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: Future[Any],
+        *,
+        wait: bool,
+        by_value: bool | None = None,
+        size: int | None = None,
+    ) -> None:
+        """Send one call; its reply resolves ``future`` (``size`` set: the decider learns)."""
+        start = time.perf_counter()
+        conn = self.conn
+        if by_value is None:
+            by_value = fn.ship_code == "always"
+        compress = self.config.compression == "auto"
+        codecs, frames = serialize.dumps((args, kwargs), compress=compress)
+        flags = 0
+        if by_value:
+            flags = protocol.BY_VALUE
+            code: Any = pickle_by_value(fn.__wrapped__)
+            codec = protocol.RAW
+            if compress:
+                codec, code = maybe_compress(memoryview(code))
+            codecs, frames = bytes([codec]) + codecs, [code, *frames]
+        nbytes = sum(memoryview(f).nbytes for f in frames)
+        # The server's own limit (from its PONG) too: ZeroMQ would drop the connection.
+        limit = min(self.config.max_message_size, self.server_info.get("max_message_size", nbytes))
+        if nbytes > limit:
+            raise errors.PayloadTooLarge(
+                f"call of {fn.wire_name} is {nbytes} bytes, over the max_message_size {limit} "
+                f"(this client's {self.config.max_message_size}, the server's "
+                f"{self.server_info.get('max_message_size', 'unknown')})"
+            )
+        timeout = fn.timeout or self.config.timeout
+        request_id = conn.next_id()
+        header = protocol.encode_header(
+            protocol.CALL,
+            request_id,
+            flags=flags,
+            aux=int(timeout * 1e6) if timeout else 0,
+            fingerprint=protocol.NO_FINGERPRINT if by_value else fn.fingerprint,
+            name=fn.wire_name.encode(),
+            codecs=codecs,
+        )
+        decode = functools.partial(self._decode, fn, size, start, nbytes)
+        if fn.ship_code == "missing" and not by_value and self.server_info.get("code_shipping"):
+            # The server may lack the function: on UnknownFunction, ship it by value.
+            retry = functools.partial(self._retry_by_value, fn, args, kwargs, future, size)
+            inner = running_future()
+            inner.add_done_callback(retry)
+            conn.request(request_id, [header, *frames], inner, decode, wait=wait)
+            return
+        conn.request(request_id, [header, *frames], future, decode, wait=wait)
+
+    def _retry_by_value(
+        self,
+        fn: OffloadedFunction[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: Future[Any],
+        size: int | None,
+        inner: Future[Any],
+    ) -> None:
+        exc = inner.exception()
+        if type(exc) is errors.UnknownFunction and self.server_info.get("code_shipping"):
+            try:
+                self.send(fn, args, kwargs, future, wait=False, by_value=True, size=size)
+            except Exception as err:
+                future.set_exception(err)
+        else:
+            chain(future, inner)
+
+    def _decode(
+        self,
+        fn: OffloadedFunction[..., Any],
+        size: int | None,
+        start: float,
+        sent: int,
+        header: protocol.Header,
+        frames: Sequence[Any],
+    ) -> Any:
+        """A reply's value (or exception); a result also teaches the profiler (when sized)."""
+        if header.kind == protocol.RESULT:
+            buffers = [f.buffer for f in frames]
+            try:
+                received = sum(b.nbytes for b in buffers)
+                if received > self.config.max_message_size:
+                    raise errors.PayloadTooLarge(f"{received} bytes, over max_message_size")
+                value = serialize.loads(
+                    header.codecs, buffers, fn.allowlist, self.config.max_message_size
+                )
+            except errors.OffloadError as exc:  # the call ran: never rerun it for this
+                raise errors.UnloadableResult(f"result of {fn.wire_name}: {exc}") from exc
+            if size is not None:
+                turnaround = time.perf_counter() - start
+                self._decider.observe_remote(fn, size, turnaround, header.aux / 1e9, sent, received)
+            return value
+        if header.kind == protocol.ERROR and frames:
+            raise errors_wire.rebuild(protocol.decode_json(frames[0].buffer))
+        raise errors.ProtocolError(f"unexpected reply kind {header.kind}")
+
+    def ping(self, *, up: int = 0, down: int = 0, timed: bool = True) -> Future[dict[str, Any]]:
+        """PING the server (with ``up`` bytes, asking ``down`` back); ``timed`` feeds the RTT."""
+        future: Future[dict[str, Any]] = running_future()
+        request_id = self.conn.next_id()
+        frames: list[Any] = [protocol.encode_header(protocol.PING, request_id, aux=down)]
+        if up:
+            frames.append(bytes(up))
+        start = time.perf_counter() if timed and not (up or down) else 0.0
+        self.conn.request(
+            request_id, frames, future, functools.partial(self._decode_pong, start), wait=False
+        )
+        return future
+
+    def _decode_pong(
+        self, start: float, header: protocol.Header, frames: Sequence[Any]
+    ) -> dict[str, Any]:
+        if header.kind != protocol.PONG or not frames:
+            raise errors.ProtocolError(f"expected PONG, got kind {header.kind}")
+        if start:
+            self._link.on_rtt(time.perf_counter() - start)
+        self.server_info = protocol.decode_json(frames[0].buffer)
+        self.conn.note_instance(self.server_info.get("instance"))
+        return self.server_info
+
+
+def running_future() -> Future[Any]:
+    """A future already marked running: remote calls cannot be cancelled once sent."""
+    future: Future[Any] = Future()
+    future.set_running_or_notify_cancel()
+    return future
+
+
+def chain(outer: Future[Any], inner: Future[Any]) -> None:
+    """Resolve ``outer`` as ``inner`` was (unless ``outer`` already is)."""
+    if outer.done():
+        return
+    exc = inner.exception()
+    if exc is not None:
+        outer.set_exception(exc)
+    else:
+        outer.set_result(inner.result())
