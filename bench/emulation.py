@@ -25,7 +25,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
+from typing import TypeVar
 
 CGROUP = Path("/sys/fs/cgroup")
 _PERIOD_US = 4_000  # short, so a 4 ms call already runs at the quota, not in a burst
@@ -51,14 +51,24 @@ def available() -> dict[str, str | None]:
     return reasons
 
 
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
 def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=check, capture_output=True, text=True, timeout=30)
+
+
+E = TypeVar("E", bound="_Emulation")
 
 
 class _Emulation:
     """Set up in ``_enter``; whatever fails half-way is undone by ``__exit__``."""
 
-    def __enter__(self) -> Self:
+    def __enter__(self: E) -> E:
         try:
             self._enter()
         except BaseException:
@@ -80,7 +90,7 @@ class SlowDevice(_Emulation):
         self.share = share
         self.name = f"offload-device-{os.getpid()}"
         self._groups: list[Path] = []
-        self._hogs: list[subprocess.Popen[bytes]] = []
+        self._homes: list[Path] = []  # the group this process was in, per hierarchy
         self._affinity: set[int] = set()
 
     def _enter(self) -> None:
@@ -91,19 +101,23 @@ class SlowDevice(_Emulation):
             cpu.mkdir(exist_ok=True)
             (cpu / "cpu.cfs_period_us").write_text(str(_PERIOD_US))
             (cpu / "cpu.cfs_quota_us").write_text(str(quota))
-            self._groups.append(cpu)
+            self._add(cpu, CGROUP / "cpu" / _current("cpu"))
             if (CGROUP / "cpuacct").is_dir() and not (cpu / "cpuacct.usage").exists():
                 acct = CGROUP / "cpuacct" / self.name
                 acct.mkdir(exist_ok=True)
-                self._groups.append(acct)
+                self._add(acct, CGROUP / "cpuacct" / _current("cpuacct"))
         else:
             group = CGROUP / self.name
             group.mkdir(exist_ok=True)
+            self._add(group, CGROUP / _current(""))
             (group / "cpu.max").write_text(f"{quota} {_PERIOD_US}")
-            self._groups.append(group)
         self._affinity = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {0})
         self._join(os.getpid())
+
+    def _add(self, group: Path, home: Path) -> None:
+        self._groups.append(group)
+        self._homes.append(home)
 
     def _join(self, pid: int) -> None:
         for group in self._groups:
@@ -116,17 +130,16 @@ class SlowDevice(_Emulation):
     @contextlib.contextmanager
     def _busy(self) -> Iterator[None]:
         proc = _spin(cpus="0")
-        self._join(proc.pid)
         try:
+            self._join(proc.pid)
             yield
         finally:
             _stop(proc)
 
     def __exit__(self, *exc: object) -> None:
-        for group in self._groups:  # back to the root groups, then remove ours
-            root = group.parent
+        for home in self._homes:  # back home, then remove our groups
             with contextlib.suppress(OSError):
-                (root / "cgroup.procs").write_text(str(os.getpid()))
+                (home / "cgroup.procs").write_text(str(os.getpid()))
         if self._affinity:
             os.sched_setaffinity(0, self._affinity)
         for group in self._groups:
@@ -147,7 +160,7 @@ class SlowLink(_Emulation):
     @property
     def launcher(self) -> list[str]:
         """Command prefix that starts a process inside the server's namespace, off CPU 0."""
-        return ["ip", "netns", "exec", self.netns, "taskset", "-c", _server_cpus()]
+        return ["ip", "netns", "exec", self.netns, *pinned_off_device()]
 
     @property
     def bind(self) -> str:
@@ -183,6 +196,20 @@ class SlowLink(_Emulation):
         _run("ip", "link", "del", self._host, check=False)
 
 
+def pinned_off_device() -> list[str]:
+    """Command prefix that keeps a process (the server) off the device's CPU 0."""
+    return ["taskset", "-c", _server_cpus()]
+
+
+def _current(controller: str) -> str:
+    """This process's cgroup path for ``controller`` ("" for cgroup v2), relative to its root."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == controller or controller in controllers.split(","):
+            return path.lstrip("/")
+    return ""
+
+
 def _server_cpus() -> str:
     return ",".join(str(c) for c in range(1, os.cpu_count() or 1)) or "0"
 
@@ -209,10 +236,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def hog(processes: int) -> Iterator[None]:
     """``processes`` busy loops on the server's CPUs while the block runs (a competing job)."""
-    procs = [_spin(_server_cpus()) for _ in range(processes)]
-    for proc in procs:
-        _to_root(proc.pid)
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        for _ in range(processes):
+            procs.append(_spin(_server_cpus()))
+            _to_root(procs[-1].pid)
         yield
     finally:
         for proc in procs:

@@ -31,7 +31,7 @@ def test_decide(benchmark, warm_decider):
     fn = trace.SERVICES["bubble_sort"]
     args = trace.arguments("bubble_sort", 2000, 0)
     side, size = benchmark(warm_decider.decide, fn, args, {}, True)
-    assert side in ("local", "remote") and size == 16_001
+    assert (side, size) == ("remote", 16_001)  # 0.5 s here against 0.2 s there
 
 
 @pytest.mark.benchmark(group="decision")

@@ -22,12 +22,12 @@ from typing import Any
 
 import offload
 from examples import workloads
-from offload.profiler import DeviceProfiler
+from offload.profiler import REMOTE, DeviceProfiler, Side
 from offload.profiler.sizes import call_size
 
 from . import emulation
 
-SERVICES = {
+SERVICES: dict[str, offload.OffloadedFunction[..., Any]] = {
     "bubble_sort": workloads.bubble_sort,
     "matrix_multiply": workloads.matrix_multiply,
     "power": workloads.power,
@@ -121,14 +121,21 @@ class _Recorder:
     def __init__(self) -> None:
         self.last: tuple[float, float, int, int] = (0.0, 0.0, 0, 0)
 
-    def decide(self, fn: Any, args: Any, kwargs: Any, server_up: bool) -> tuple[str, int]:
-        return "remote", call_size(fn, args, kwargs)
+    def decide(self, fn: Any, args: Any, kwargs: Any, server_up: bool) -> tuple[Side, int]:
+        return REMOTE, call_size(fn, args, kwargs)
 
     def observe_local(self, fn: Any, size: int, seconds: float) -> None:
         pass
 
     def observe_remote(
-        self, fn: Any, size: int, turnaround: float, server: float, up: int, down: int
+        self,
+        fn: Any,
+        size: int,
+        turnaround: float,
+        server: float,
+        up: int,
+        down: int,
+        alone: bool = True,
     ) -> None:
         self.last = (turnaround, server, up, down)
 
@@ -160,6 +167,8 @@ class Testbed:
         if self.why_not["link"] is None:
             self.link = self.stack.enter_context(emulation.SlowLink(PHASES[0].mbit))
             launcher, bind = self.link.launcher, self.link.bind
+        elif self.why_not["device"] is None:  # still keep the server off the device's CPU
+            launcher = emulation.pinned_off_device()
         self.server = self.stack.enter_context(
             offload.serve_local(
                 ["examples.workloads"],

@@ -87,8 +87,9 @@ class Client(Executor):
         if config.server:
             self._remote = Remote(config, self.decider, self.profiler.link)
             self._probe = self._remote.ping(timed=False)  # its time includes connecting
-            if config.probe_bytes and self.profiler.link.up_bps.mean is None:
-                self._probe.add_done_callback(lambda f: f.exception() or self.probe())
+        # Probed from the profiler's thread once the server answers: never from a
+        # callback, which runs on the thread that must read the probe's reply.
+        self._probe_link = bool(config.probe_bytes) and self.profiler.link.up_bps.mean is None
         self.profiler.start(self._tick if self._remote is not None else None)
 
     @property
@@ -178,9 +179,13 @@ class Client(Executor):
         nbytes = nbytes or self.config.probe_bytes or 2**20
         timeout = timeout or max(self.config.connect_timeout, 10.0)
         link = self.profiler.link
+        remote = self._require_remote()
         for up, down in ((nbytes, 0), (0, nbytes)):
             start = time.perf_counter()
-            self._require_remote().ping(up=up, down=down).result(timeout)
+            try:
+                remote.ping(up=up, down=down).result(timeout)
+            except TimeoutError as exc:
+                raise errors.ServerUnavailable(f"{remote.conn.address} did not answer") from exc
             link.on_probe(up, down, time.perf_counter() - start)
         return link.snapshot()
 
@@ -225,9 +230,17 @@ class Client(Executor):
         return self.decider.decide(fn, args, kwargs, self.server_up())
 
     def _tick(self) -> None:
-        """From the profiler's thread: an idle PING now and then (RTT, liveness)."""
+        """From the profiler's thread: the first bandwidth probe, and an idle PING now and then."""
         remote, now = self._remote, time.monotonic()
-        if remote and not self._shutdown and now - self._probed_at > self.config.retry_interval:
+        if remote is None or self._shutdown:
+            return
+        if self._probe_link and remote.conn.up:
+            self._probe_link = False
+            try:
+                self.probe()
+            except errors.OffloadError as exc:
+                log.debug("bandwidth probe failed: %r", exc)
+        elif now - self._probed_at > self.config.retry_interval:
             self._probed_at = now
             self._probe = remote.ping()
 
@@ -240,7 +253,10 @@ class Client(Executor):
     ) -> Any:
         start = time.perf_counter()
         result = fn.__wrapped__(*args, **kwargs)
-        self.decider.observe_local(fn, size, time.perf_counter() - start)
+        try:
+            self.decider.observe_local(fn, size, time.perf_counter() - start)
+        except Exception:  # the result stands, whatever the profiler thinks
+            log.warning("the profiler could not learn from a call", exc_info=True)
         return result
 
     def _start(

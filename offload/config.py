@@ -102,6 +102,10 @@ class Config:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
         _ = self.time_weight  # raises on a bad objective
+        for name in ("battery_low", "cpu_busy", "memory_low", "hysteresis"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{name} must be a fraction from 0 up to 1, not {value!r}")
         if self.energy_profile not in PROFILES:
             raise ConfigError(
                 f"energy_profile must be one of {sorted(PROFILES)}, not {self.energy_profile!r}"

@@ -12,6 +12,7 @@ bytes each way), and each PING the round-trip time.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -28,6 +29,8 @@ from .runtime import protocol, serialize
 from .runtime.compression import maybe_compress
 from .runtime.functions import pickle_by_value
 from .runtime.transport import Connection
+
+log = logging.getLogger("offload")
 
 
 class Remote:
@@ -47,7 +50,6 @@ class Remote:
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_timeout=config.heartbeat_timeout,
         )
-        self.conn.on_rtt = link.on_rtt
 
     def close(self, wait: bool) -> None:
         """Close the connection; with ``wait``, let calls in flight finish first."""
@@ -102,7 +104,8 @@ class Remote:
             name=fn.wire_name.encode(),
             codecs=codecs,
         )
-        decode = functools.partial(self._decode, fn, size, start, nbytes)
+        alone = conn.in_flight() == 0
+        decode = functools.partial(self._decode, fn, size, start, nbytes, alone)
         if fn.ship_code == "missing" and not by_value and self.server_info.get("code_shipping"):
             # The server may lack the function: on UnknownFunction, ship it by value.
             retry = functools.partial(self._retry_by_value, fn, args, kwargs, future, size)
@@ -136,6 +139,7 @@ class Remote:
         size: int | None,
         start: float,
         sent: int,
+        alone: bool,
         header: protocol.Header,
         frames: Sequence[Any],
     ) -> Any:
@@ -153,7 +157,13 @@ class Remote:
                 raise errors.UnloadableResult(f"result of {fn.wire_name}: {exc}") from exc
             if size is not None:
                 turnaround = time.perf_counter() - start
-                self._decider.observe_remote(fn, size, turnaround, header.aux / 1e9, sent, received)
+                alone = alone and self.conn.in_flight() == 0
+                try:
+                    self._decider.observe_remote(
+                        fn, size, turnaround, header.aux / 1e9, sent, received, alone
+                    )
+                except Exception:  # the result stands, whatever the profiler thinks
+                    log.warning("the profiler could not learn from a call", exc_info=True)
             return value
         if header.kind == protocol.ERROR and frames:
             raise errors_wire.rebuild(protocol.decode_json(frames[0].buffer))
@@ -166,7 +176,10 @@ class Remote:
         frames: list[Any] = [protocol.encode_header(protocol.PING, request_id, aux=down)]
         if up:
             frames.append(bytes(up))
-        start = time.perf_counter() if timed and not (up or down) else 0.0
+        # Timed only on an idle connection: behind a large transfer, a PING
+        # measures the queue, not the round trip.
+        idle = self.conn.in_flight() == 0
+        start = time.perf_counter() if timed and idle and not (up or down) else 0.0
         self.conn.request(
             request_id, frames, future, functools.partial(self._decode_pong, start), wait=False
         )

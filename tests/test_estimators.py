@@ -21,7 +21,7 @@ def test_size_model_learns_a_power_law_and_extrapolates():
     for _ in range(60):
         n = rng.uniform(1_000, 20_000)
         feed(model, n, 1e-8 * n**2 * rng.uniform(0.95, 1.05))
-    assert model.b == pytest.approx(2.0, abs=0.15)
+    assert model.params[1] == pytest.approx(2.0, abs=0.15)
     assert model.predict(math.log(40_000)) == pytest.approx(1e-8 * 40_000**2, rel=0.2)
 
 

@@ -31,6 +31,7 @@ def test_explain_runs_nothing_and_says_why(server):
 def test_stats_and_explain_after_real_calls(server):
     with offload.Client(server) as client:
         client.ping(timeout=10)
+        client.ping(timeout=10)  # on an idle connection: a round-trip time
         data = list(range(20_000))
         for _ in range(3):  # remote (cold), local (cold), then by the estimates
             assert client.call(apps.echo, (data,), {}) == data
@@ -127,7 +128,7 @@ def test_device_profiler_reads_battery_and_power_from_sysfs(tmp_path):
     assert state.power_w == pytest.approx(3.25)
     assert 0.0 <= state.cpu_load <= 1.0 and 0.0 < state.memory_free <= 1.0
     energy = EnergyModel("smartphone-wifi")
-    energy.measured(state.power_w)
+    energy.measured(state.power_w, not state.charging)
     assert energy.local(2.0) == pytest.approx(6.5) and energy.source.startswith("measured")
     profiler.start()
     try:
@@ -174,3 +175,46 @@ def test_cgroup_quota_gives_the_cpu_load_of_an_emulated_device(tmp_path):
     spent = time.process_time() - own
     (group / "cpuacct.usage").write_text(f"{int((others + spent) * 1e9)}\n")
     assert profiler.sample().cpu_load == pytest.approx(0.5, abs=0.15)
+
+
+def test_probe_on_connect_measures_the_link(server):
+    with offload.Client(server, probe_bytes=200_000, profile_interval=0.05) as client:
+        client.ping(timeout=10)  # answered promptly: the probe does not hold the connection
+        deadline = time.monotonic() + 10
+        while client.profiler.link.down_bps.mean is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        snapshot = client.profiler.link.snapshot()
+        assert snapshot["up_bps"] > 1e6 and snapshot["down_bps"] > 1e6
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"version": 2, "functions": [], "links": {}}',
+        '{"version": 2, "functions": {}, "links": [1, 2]}',
+        '{"version": 2, "functions": {"KEY": {"time": [0, 0, 0], "up": [], "down": []}}}',
+        '{"version": 2, "functions": {"KEY": {"time": [0,0,0,0,0, 0,0,0,0,0, -1,0, 3,0, 0,0],'
+        ' "up": 1, "down": 2, "clock": 1}}}',
+        '{"version": 2, "links": {"ADDR": {"rtt": ["fast", 0, 1], "up_bps": [1000, 0, 1]}}}',
+    ],
+)
+def test_a_malformed_profile_file_costs_nothing(server, tmp_path, content):
+    cache = tmp_path / "profiles.json"
+    key = f"{apps.add.wire_name}@{apps.add.fingerprint.hex()[:16]}"
+    cache.write_text(content.replace("KEY", key).replace("ADDR", str(server)))
+    with offload.Client(server, profile_cache=str(cache)) as client:
+        client.ping(timeout=10)
+        for _ in range(3):
+            assert client.call(apps.add, (1, 2), {}) == 3
+        assert client.stats()["tests.apps:add"]["remote"]["calls"] >= 1
+    assert '"version": 2' in cache.read_text()  # rewritten whole, readable again
+
+
+def test_measured_power_only_while_discharging(tmp_path):
+    energy = EnergyModel("smartphone-wifi")
+    energy.measured(4.0, discharging=False)  # a charger's current, not the device's draw
+    assert energy.cpu_w == 0.9 and energy.source.startswith("modelled")
+    energy.measured(4.0, discharging=True)
+    assert energy.cpu_w == 4.0
+    energy.measured(None, discharging=True)  # the figure went away: back to the profile
+    assert energy.cpu_w == 0.9

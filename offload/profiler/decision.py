@@ -36,6 +36,7 @@ call, no lock. :meth:`AdaptiveDecider.explain` runs the same code and says why.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from math import exp, log
 from typing import Any, Literal, Protocol
@@ -86,9 +87,20 @@ class Decider(Protocol):
         ...
 
     def observe_remote(
-        self, fn: Any, size: int, turnaround: float, server: float, up: int, down: int
+        self,
+        fn: Any,
+        size: int,
+        turnaround: float,
+        server: float,
+        up: int,
+        down: int,
+        alone: bool = True,
     ) -> None:
-        """A call of ``size`` took ``turnaround`` s remotely, ``server`` s of it executing."""
+        """A call of ``size`` took ``turnaround`` s remotely, ``server`` s of it executing.
+
+        ``alone``: no other call shared the connection meanwhile, so the time
+        outside execution was this call's own transfer and overhead.
+        """
         ...
 
 
@@ -138,6 +150,9 @@ class AdaptiveDecider:
         # refreshed: the server's speed (THERE), this device's (HERE), the bandwidth.
         self._clock = 0
         self._fresh = [0, 0]
+        # Learning (never deciding) takes this: calls finish on several threads, and
+        # the drifts, the slowdown and the link are shared by all functions.
+        self._learning = threading.Lock()
         self._fresh_link = 0
         self._profiles: dict[Any, FunctionProfile] = {}
 
@@ -199,10 +214,11 @@ class AdaptiveDecider:
         if self._device.state is not self._state:
             self._adopt(self._device.state)
         m = prof.time
-        base = m.a + m.b * x
+        a, b, c = m.params
+        base = a + b * x
         there, here = m.counts  # indices THERE = 0, HERE = 1
         busy = self._busy
-        t_local = exp(base + m.c) * self._local_drift.value * busy if here else None
+        t_local = exp(base + c) * self._local_drift.value * busy if here else None
         if not server_up:
             return LOCAL, OFFLINE, (t_local, None, None, None, 0.0, 0.0, False)
         t_exec = exp(base) * link.server_drift.value if there else None
@@ -223,10 +239,10 @@ class AdaptiveDecider:
 
         # Both sides known (a remote sample also teaches the byte models).
         energy = self._energy
-        nbytes = prof.up
-        t_up = exp(nbytes.a + nbytes.b * x) / link.up_rate
-        nbytes = prof.down
-        t_down = exp(nbytes.a + nbytes.b * x) / link.down_rate
+        a, b, _ = prof.up.params
+        t_up = exp(a + b * x) / link.up_rate
+        a, b, _ = prof.down.params
+        t_down = exp(a + b * x) / link.down_rate
         t_remote = link.fixed + t_up + t_exec + t_down
         e_local = energy.cpu_w * t_local
         e_remote = energy.remote(t_up, t_down, t_remote)
@@ -274,24 +290,32 @@ class AdaptiveDecider:
     def observe_local(self, fn: Any, size: int, seconds: float) -> None:
         prof = self.profile(fn)
         busy = contention(self._device.state.cpu_load)  # learned as if the CPU were free
-        with prof.lock:
+        with self._learning, prof.lock:
             self._learn(prof, size, seconds / busy, HERE, self._local_drift)
             prof.add("local", seconds, 0, 0, self._energy.local(seconds))
 
     def observe_remote(
-        self, fn: Any, size: int, turnaround: float, server: float, up: int, down: int
+        self,
+        fn: Any,
+        size: int,
+        turnaround: float,
+        server: float,
+        up: int,
+        down: int,
+        alone: bool = True,
     ) -> None:
         prof = self.profile(fn)
         x = log(size) if size > 1 else 0.0
         link = self._link
-        link.on_call(up, down, turnaround, server)
-        if up >= LARGE or down >= LARGE:
-            self._fresh_link = self._clock
-        energy = self._energy.remote(link.up_s(up), link.down_s(down), turnaround)
-        with prof.lock:
+        with self._learning, prof.lock:
+            if alone:  # else queueing behind other calls would pass for a slow link
+                link.on_call(up, down, turnaround, server)
+                if up >= LARGE or down >= LARGE:
+                    self._fresh_link = self._clock
             self._learn(prof, size, server, THERE, link.server_drift)
             prof.up.add(x, float(up), prof.clock)
             prof.down.add(x, float(down), prof.clock)
+            energy = self._energy.remote(link.up_s(up), link.down_s(down), turnaround)
             prof.add("remote", turnaround, up, down, energy)
 
     def _learn(
@@ -304,7 +328,7 @@ class AdaptiveDecider:
         cost = drift.normalize(m, x, seconds, side)
         m.add(x, cost, prof.clock, side, slowdown.mean or 0.0)
         if m.counts[HERE] >= 2 and m.counts[THERE] >= 2:
-            slowdown.add(m.c)
+            slowdown.add(m.params[2])
 
     def profile(self, fn: Any) -> FunctionProfile:
         """What has been learned about ``fn`` (created, or loaded from disk, on first use)."""

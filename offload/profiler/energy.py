@@ -95,11 +95,18 @@ class EnergyModel:
         )
         self.source = f"modelled ({profile.name})"
 
-    def measured(self, power_w: float | None) -> None:
-        """Use the draw the battery reports as the local CPU draw, when it reports one."""
-        if power_w is not None and power_w > 0:
+    def measured(self, power_w: float | None, discharging: bool) -> None:
+        """Use the draw the battery reports as the computing draw while it reports one.
+
+        Only a discharging battery's figure is the device's own draw (charging,
+        it is the charger's current); without one the profile's figure is back.
+        """
+        if power_w is not None and power_w > 0 and discharging:
             self.cpu_w = power_w
             self.source = f"measured cpu draw (power_now), modelled radio ({self.profile.name})"
+        else:
+            self.cpu_w = self.profile.cpu_w
+            self.source = f"modelled ({self.profile.name})"
 
     def local(self, seconds: float) -> float:
         """Joules of computing for ``seconds`` here."""

@@ -93,7 +93,8 @@ class ProfileStore:
         self._lock = threading.Lock()
         if self.path is not None:
             self._saved = _read(self.path)
-            self.links = dict(self._saved.get("links", {}))
+        self._saved.setdefault("functions", {})
+        self.links = dict(self._saved.get("links", {}))
 
     def profile(self, key: str) -> FunctionProfile:
         """The profile for ``key``, loaded from the file the first time if it is there."""
@@ -102,11 +103,7 @@ class ProfileStore:
             with self._lock:
                 prof = self.functions.get(key)
                 if prof is None:
-                    prof = FunctionProfile(key)
-                    saved = self._saved.get("functions", {}).get(key)
-                    if saved is not None:
-                        with contextlib.suppress(KeyError, TypeError, ValueError, IndexError):
-                            prof.load(saved)
+                    prof = _restore(key, self._saved["functions"].get(key))
                     self.functions[key] = prof
         return prof
 
@@ -115,16 +112,37 @@ class ProfileStore:
         if self.path is None:
             return
         with self._lock:
-            functions = dict(self._saved.get("functions", {}))
-            functions.update({k: p.to_json() for k, p in self.functions.items()})
+            functions = dict(self._saved["functions"])
+            for key, prof in list(self.functions.items()):
+                with prof.lock:  # not half-way through learning a call
+                    functions[key] = prof.to_json()
             self.links.update(links or {})
             data = {"version": 2, "functions": functions, "links": self.links}
-        with contextlib.suppress(OSError):  # a read-only cache is not worth failing a call
+        try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".profiles-")
+        except OSError:
+            return  # a read-only cache is not worth failing a call
+        try:
             with os.fdopen(fd, "w") as out:
                 json.dump(data, out)
             os.replace(tmp, self.path)
+        except (OSError, ValueError):
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+
+def _restore(key: str, saved: Any) -> FunctionProfile:
+    """A profile from its saved form, or a fresh one if there is none or it is malformed."""
+    prof = FunctionProfile(key)
+    if saved is None:
+        return prof
+    try:
+        prof.load(saved)
+    except Exception as exc:  # anything in the file may be wrong: start this one cold
+        log.warning("ignoring the saved profile of %s: %r", key, exc)
+        return FunctionProfile(key)
+    return prof
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -135,4 +153,12 @@ def _read(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable profile file %s: %s", path, exc)
         return {}
-    return data if isinstance(data, dict) and data.get("version") == 2 else {}
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != 2
+        or not isinstance(data.get("functions", {}), dict)
+        or not isinstance(data.get("links", {}), dict)
+    ):
+        log.warning("ignoring profile file %s: not a version 2 profile file", path)
+        return {}
+    return data

@@ -46,7 +46,12 @@ class Smoothed:
         return [self.mean, self.dev, self.count]
 
     def load(self, data: list[Any]) -> None:
-        self.mean, self.dev, self.count = data[0], float(data[1]), int(data[2])
+        """Restore from :meth:`to_json`; raises ``ValueError`` on anything malformed."""
+        mean = None if data[0] is None else float(data[0])
+        dev, count = float(data[1]), int(data[2])
+        if (mean is not None and not math.isfinite(mean)) or not math.isfinite(dev) or count < 0:
+            raise ValueError("malformed smoothed value")
+        self.mean, self.dev, self.count = mean, dev, count
 
 
 #: ``SizeModel.seen`` of a side never tried.
@@ -69,17 +74,16 @@ class SizeModel:
     means the last five or so dominate, so a change of regime is learned
     within about ten calls. ``slope_prior`` is the exponent assumed until
     the sizes seen differ enough to measure it. The fit is redone at each
-    sample, so a prediction is a multiply-add and an ``exp``; hot paths
-    inline ``exp(m.a + m.b * x + m.c)``.
+    sample and published as one tuple, :attr:`params` ``(a, b, c)``, so a
+    reader on another thread never mixes an old ``a`` with a new ``b``, and a
+    prediction is a multiply-add and an ``exp``.
     """
 
     __slots__ = (
-        "a",
-        "b",
-        "c",
         "counts",
         "err",
         "forget",
+        "params",
         "seen",
         "slope_prior",
         "sums",
@@ -91,7 +95,8 @@ class SizeModel:
         #: Per side, decayed sums of weight, x, y, x*x and x*y. Each side forgets
         #: only when it learns: a side seldom used keeps what it knew.
         self.sums = [[0.0] * 5, [0.0] * 5]
-        self.a, self.b, self.c = 0.0, slope_prior, 0.0
+        #: The fit ``(a, b, c)``, replaced whole at each sample.
+        self.params = (0.0, slope_prior, 0.0)
         #: Per side, the smoothed squared residual (log units): how well it predicts.
         self.err = [0.0, 0.0]
         #: Samples per side.
@@ -107,7 +112,8 @@ class SizeModel:
         """The expected cost on ``side`` at ``exp(log_size)``, or ``None`` before any sample."""
         if not self.count:
             return None
-        return math.exp(self.a + self.b * log_size + (self.c if side else 0.0))
+        a, b, c = self.params
+        return math.exp(a + b * log_size + (c if side else 0.0))
 
     def add(
         self,
@@ -120,7 +126,8 @@ class SizeModel:
         """Learn that a call of size ``exp(log_size)`` on ``side`` cost ``cost``."""
         y = math.log(cost if cost > _MIN else _MIN)
         if self.counts[side] >= 3:
-            residual = y - (self.a + self.b * log_size + (self.c if side else 0.0))
+            a, b, c = self.params
+            residual = y - (a + b * log_size + (c if side else 0.0))
             err = self.err[side]
             bound = 3.0 * math.sqrt(err) + 0.1
             if residual > bound:
@@ -159,18 +166,27 @@ class SizeModel:
         ri = here[2] / w - mi * my + 0.01 * side_prior
         b = (rx * cii - cxi * ri) / (cxx * cii - cxi * cxi)
         b = min(max(b, 0.0), 4.0)
-        self.b = b
-        self.c = (ri - cxi * b) / cii
-        self.a = my - b * mx - self.c * mi
+        c = (ri - cxi * b) / cii
+        self.params = (my - b * mx - c * mi, b, c)
 
     def to_json(self) -> list[float]:
         return [*self.sums[0], *self.sums[1], *self.err, *self.counts, *self.seen]
 
     def load(self, data: list[float]) -> None:
-        self.sums = [[float(v) for v in data[0:5]], [float(v) for v in data[5:10]]]
-        self.err = [float(data[10]), float(data[11])]
-        self.counts = [int(data[12]), int(data[13])]
-        self.seen = [int(data[14]), int(data[15])]
+        """Restore from :meth:`to_json`; raises ``ValueError`` on anything malformed."""
+        values = [float(v) for v in data]
+        if len(values) != 16 or not all(math.isfinite(v) for v in values):
+            raise ValueError("a size model is 16 finite numbers")
+        sums = [values[0:5], values[5:10]]
+        err, counts = values[10:12], [int(v) for v in values[12:14]]
+        if (
+            min(err) < 0
+            or min(counts) < 0
+            or any((n > 0) != (s[0] > 0) for n, s in zip(counts, sums))
+        ):
+            raise ValueError("inconsistent size model")
+        self.sums, self.err, self.counts = sums, err, counts
+        self.seen = [int(v) for v in values[14:16]]
         if self.count:
             self._fit(0.0)
 
@@ -202,7 +218,8 @@ class Drift:
     def normalize(self, model: SizeModel, log_size: float, cost: float, side: int = 0) -> float:
         """Learn from ``cost`` observed on ``model``'s ``side``; return it as the model should."""
         if cost >= self.floor and model.covers(log_size, side) and model.err[side] < 0.1:
-            predicted = model.a + model.b * log_size + (model.c if side else 0.0)
+            a, b, c = model.params
+            predicted = a + b * log_size + (c if side else 0.0)
             residual = math.log(cost if cost > _MIN else _MIN) - predicted
             self.log = min(3.0, max(-3.0, self.log + self.gain * (residual - self.log)))
             self.value = math.exp(self.log)

@@ -72,9 +72,9 @@ class Link:
     def _refresh(self) -> None:
         rtt, over = self.rtt.mean, self.overhead.mean
         self.fixed = (rtt if rtt is not None else 0.0) + (over if over is not None else 0.0)
-        up, down = self.up_bps.mean, self.down_bps.mean
-        self.up_rate = math.exp(up) if up is not None else self.prior_bps
-        self.down_rate = math.exp(down) if down is not None else self.prior_bps
+        up, down = self.up_bps.mean, self.down_bps.mean  # logs of bytes per second
+        self.up_rate = math.exp(min(up, 40.0)) if up is not None else self.prior_bps
+        self.down_rate = math.exp(min(down, 40.0)) if down is not None else self.prior_bps
 
     def on_rtt(self, seconds: float) -> None:
         """A PING answered after ``seconds``."""
@@ -137,7 +137,13 @@ class Link:
         return {k: getattr(self, k).to_json() for k in keys}
 
     def load(self, data: dict[str, Any]) -> None:
-        for key, value in data.items():
-            if key in ("rtt", "overhead", "up_bps", "down_bps", "slowdown"):
-                getattr(self, key).load(value)
+        """Restore from :meth:`to_json`, all or nothing; raises on anything malformed."""
+        restored = {}
+        for key in ("rtt", "overhead", "up_bps", "down_bps", "slowdown"):
+            if key in data:
+                value = Smoothed(getattr(self, key).gain)
+                value.load(data[key])
+                restored[key] = value
+        for key, value in restored.items():
+            setattr(self, key, value)
         self._refresh()

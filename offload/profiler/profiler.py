@@ -9,7 +9,6 @@ function profiles to disk. Nothing here runs on the call path except reads.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -41,7 +40,7 @@ class Profiler:
     ) -> None:
         self.energy = EnergyModel(energy_profile)
         self.device = DeviceProfiler(interval, power_supply=power_supply)
-        self.energy.measured(self.device.state.power_w)
+        self.energy.measured(self.device.state.power_w, not self.device.state.charging)
         self.store = ProfileStore(profile_cache)
         self.link = Link(prior_bps)
         #: How this device's speed has drifted from what the function models learned.
@@ -49,8 +48,10 @@ class Profiler:
         self.address = address
         saved_link = self.store.links.get(address)
         if saved_link:
-            with contextlib.suppress(KeyError, TypeError, ValueError, IndexError):
+            try:
                 self.link.load(saved_link)
+            except Exception as exc:  # a bad file must not stop the client
+                log.warning("ignoring the saved link estimates of %s: %r", address, exc)
         self.interval = interval
         self.save_every = save_every
         self._tick: Callable[[], None] | None = None
@@ -79,7 +80,7 @@ class Profiler:
         while not self._stop.wait(self.interval):
             try:
                 state = self.device.sample()
-                self.energy.measured(state.power_w)
+                self.energy.measured(state.power_w, not state.charging)
                 if self._tick is not None:
                     self._tick()
                 if time.monotonic() - saved > self.save_every:

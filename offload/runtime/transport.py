@@ -94,9 +94,6 @@ class Connection:
         self._ids = itertools.count(1)
         self._heard = time.monotonic()
         self._pinged = 0.0
-        self._ping_out = 0.0  # when the unanswered heartbeat PING left
-        #: Called with the round-trip time of each answered heartbeat PING.
-        self.on_rtt: Callable[[float], None] | None = None
         self._instance: str | None = None
         #: True once the server answered, False after it went silent, None before.
         self.up: bool | None = None
@@ -104,6 +101,10 @@ class Connection:
             target=self._io_loop, name=f"offload-io-{address}", daemon=True
         )
         self._io_thread.start()
+
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered (a racy count, for heuristics only)."""
+        return len(self._pending)
 
     def next_id(self) -> int:
         """A fresh request id (thread-safe: ``itertools.count`` is atomic under the GIL)."""
@@ -320,11 +321,8 @@ class Connection:
             _set(future, value=value)
 
     def _on_pong(self, frames: list[bytes]) -> None:
-        now = self._heard = time.monotonic()
+        self._heard = time.monotonic()
         self.up = True
-        if self._ping_out and self.on_rtt is not None:
-            self.on_rtt(now - self._ping_out)
-        self._ping_out = 0.0
         try:
             self.note_instance(protocol.decode_json(frames[1]).get("instance"))
         except (IndexError, ProtocolError):
@@ -345,7 +343,7 @@ class Connection:
             self.up = False
             self._fail_all(ServerUnavailable(f"no answer from {self.address} for {silent:.1f} s"))
         elif silent > self._heartbeat_interval and now - self._pinged > self._heartbeat_interval:
-            self._pinged = self._ping_out = now
+            self._pinged = now
             with contextlib.suppress(zmq.ZMQError):  # if it cannot go, the silence will tell
                 self._hb.send(protocol.encode_header(protocol.PING, 0), zmq.NOBLOCK)
             self._hb_dirty = True
