@@ -43,6 +43,7 @@ from ._exceptions import (
     WorkerCrashed,
 )
 from .api import OffloadedFunction, offload
+from .batch import BatchResult, Dropped
 from .client import Client
 from .config import Config
 from .local import LocalServer, serve_local
@@ -54,11 +55,13 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "BatchResult",
     "CallTimeout",
     "Client",
     "CodeShippingDisabled",
     "Config",
     "ConfigError",
+    "Dropped",
     "Explanation",
     "ForbiddenType",
     "Future",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -72,10 +72,18 @@ class OffloadedFunction(Generic[P, R]):
 
         return default_client().submit(self, *args, **kwargs)
 
-    def map(self, *iterables: Iterable[Any], timeout: float | None = None) -> Iterator[R]:
-        """Like :meth:`concurrent.futures.Executor.map`, calls in flight concurrently."""
+    def map(self, *iterables: Iterable[Any], timeout: float | None = None, **within: Any) -> Any:
+        """Like :meth:`concurrent.futures.Executor.map`, calls in flight concurrently.
+
+        With ``deadline=SECONDS`` (and ``objective``, ``max_drop``, ``policy``,
+        ``late``), the batch is split between here and the server to be done
+        in time, and a :class:`~offload.batch.BatchResult` returned: see
+        :meth:`offload.Client.map_within`.
+        """
         from ._default import default_client
 
+        if within:
+            return default_client().map_within(self, *iterables, **within)
         return default_client().map(self, *iterables, timeout=timeout)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:

@@ -23,6 +23,7 @@ from typing import Any
 
 from . import _exceptions as errors
 from .api import OffloadedFunction, as_offloaded
+from .batch import BatchResult, run_batch
 from .config import Config
 from .profiler import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Profiler
 from .profiler.sizes import call_size
@@ -112,6 +113,28 @@ class Client(Executor):
     ) -> Iterator[Any]:
         """Like :meth:`Executor.map`; all calls are in flight at once."""
         return super().map(as_offloaded(fn), *iterables, timeout=timeout, chunksize=chunksize)
+
+    def map_within(
+        self,
+        fn: Callable[..., Any],
+        *iterables: Iterable[Any],
+        deadline: float,
+        **options: Any,
+    ) -> BatchResult:
+        """Run the batch split between here and the server so it is done by ``deadline`` s.
+
+        ``options`` (see :func:`offload.batch.run_batch`): ``objective``
+        ("energy" or "time"), ``max_drop`` (long-run share of items that may
+        be dropped to save energy), ``policy`` ("djos", "lfos", "efos"),
+        ``late`` ("drop": items not done in time are
+        :class:`~offload.batch.Dropped`; "complete": done anyway), ``weight``
+        (DJOS's M).
+        """
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new calls after shutdown")
+        return run_batch(
+            self, as_offloaded(fn), list(zip(*iterables)), deadline=deadline, **options
+        )
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting calls; with ``wait``, let calls in flight finish first."""

@@ -339,6 +339,14 @@ class AdaptiveDecider:
         self._profiles[fn] = prof
         return prof
 
+    def costs(self, fn: Any, size: int) -> tuple[float, float, float, float, float] | None:
+        """(local s, server s, transfer s, local J, remote J) of a call, if both sides are known."""
+        _, _, est = self._evaluate(self.profile(fn), size, True)
+        if est[2] is None:
+            return None
+        t_local, t_exec, _, t_wire, e_local, e_remote, _ = est
+        return t_local, t_exec, t_wire, e_local, e_remote
+
     # -- visibility ----------------------------------------------------------------------------
 
     def explain(

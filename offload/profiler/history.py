@@ -37,6 +37,7 @@ class FunctionProfile:
     """What has been learned about one function."""
 
     __slots__ = (
+        "backlog",
         "clock",
         "down",
         "key",
@@ -57,6 +58,7 @@ class FunctionProfile:
         self.clock = 0  # decisions made: the time base of exploration
         self.side: str | None = None  # the side chosen last (hysteresis)
         self.typical = 0.0  # smoothed estimated seconds of a call on its better side
+        self.backlog = 1.0  # DJOS virtual queue of deadline batches (dropped items owed)
         self.lock = threading.Lock()
 
     def add(self, side: str, seconds: float, up: int, down: int, energy: float) -> None:
