@@ -26,6 +26,7 @@ class Job:
     request_id: int
     frames: list[zmq.Frame]  # client header, then payload
     timeout: float
+    checkpointed: bool = False  # it takes checkpoints, so it can be asked to stop at one
 
 
 class Refused(Exception):
@@ -77,4 +78,11 @@ def admit(
             )
     cap = config.max_call_seconds
     timeout = min(header.aux / 1e6, cap) if header.aux else cap
-    return Job(job_id, client, header.request_id, frames[1:], timeout)
+    return Job(
+        job_id,
+        client,
+        header.request_id,
+        frames[1:],
+        timeout,
+        checkpointed=bool(header.flags & protocol.CHECKPOINTED),
+    )

@@ -80,6 +80,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         "sleeping; lowers small-call latency, 0 saves CPU (default %(default)s)",
     )
     parser.add_argument(
+        "--close-grace",
+        type=float,
+        default=defaults.close_grace,
+        help="on SIGTERM, seconds running jobs get to checkpoint or finish before the "
+        "server exits (default %(default)s)",
+    )
+    parser.add_argument(
+        "--purge-on-exit",
+        action="store_true",
+        help="delete every piece of job data this server stored when it exits",
+    )
+    parser.add_argument(
         "--exit-with-stdin",
         action="store_true",
         help="stop when standard input closes (a supervising parent that dies takes us along)",
@@ -103,6 +115,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             compression=args.compression,
             busy_poll=args.busy_poll_us / 1e6,
             max_call_seconds=args.max_call_seconds,
+            close_grace=args.close_grace,
+            purge_on_exit=args.purge_on_exit,
         )
     except ConfigError as exc:
         parser.error(str(exc))

@@ -25,6 +25,9 @@ class ServerConfig:
     busy_poll: seconds after handing a job to a worker during which the server
         polls for the reply instead of sleeping (0 disables); see
         :meth:`EdgeServer._wait <edge_server.server.EdgeServer._wait>`.
+    close_grace: on stop (SIGTERM), how long running jobs get: checkpointed ones
+        are asked for a checkpoint at once and stop there, others may finish.
+    purge_on_exit: delete all job data this server stored when it exits.
     """
 
     bind: str = "tcp://127.0.0.1:5555"
@@ -37,6 +40,8 @@ class ServerConfig:
     compression: str = "auto"
     max_call_seconds: float = 3600.0
     busy_poll: float = 0.0005
+    close_grace: float = 10.0
+    purge_on_exit: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -28,6 +28,7 @@ import mmap
 import os
 import secrets
 import select
+import signal
 import tempfile
 import time
 from collections import deque
@@ -66,6 +67,7 @@ class EdgeServer:
         self.address = ""
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = False
+        self._closing_since = 0.0
         self._queue: deque[Job] = deque()
         self._idle: deque[Worker] = deque()
         self._next_job = 0
@@ -83,7 +85,13 @@ class EdgeServer:
         }
 
     def stop(self) -> None:
-        """Ask the loop to exit (thread- and signal-safe)."""
+        """Close (thread- and signal-safe): checkpointed jobs stop at a checkpoint, then exit.
+
+        Closing time, as FlexConnect's makerspace at night: queued calls are
+        refused at once, every running checkpointed job is asked for a
+        checkpoint now and stops there (its client resumes it elsewhere), the
+        others get ``close_grace`` seconds to finish; then the server exits.
+        """
         self._stopping = True
         os.write(self._wake_w, b"\0")
 
@@ -129,7 +137,10 @@ class EdgeServer:
                 running = [w.job for w in pool.by_identity.values() if w.job is not None]
                 for job in [*running, *self._queue]:
                     self._reply_error(job.client, job.request_id, "unavailable", "shut down")
-                pool.stop(timeout=2.0)
+                pool.stop(timeout=2.0)  # removes this server's arenas
+                if self.config.purge_on_exit:
+                    remove_stale_files(arena_dir())
+                    log.info("purged: no job data of this server is left on disk")
                 frontend.close()
                 os.close(self._wake_r)
                 os.close(self._wake_w)
@@ -147,7 +158,7 @@ class EdgeServer:
         for fd in static:
             fdpoll.register(fd, select.POLLIN)
         watched: set[int] = set()
-        while not self._stopping:
+        while not (self._stopping and self._closed()):
             # A bounded batch per pass: a client flooding the server must not keep
             # workers' replies and dispatch waiting.
             for _ in range(_CLIENT_BATCH):
@@ -183,6 +194,21 @@ class EdgeServer:
             self._check_deadlines()
             self._release_arenas()
 
+    def _closed(self) -> bool:
+        """Closing: the first time, stop what can stop; then whether all is done."""
+        now = time.monotonic()
+        if not self._closing_since:
+            self._closing_since = now
+            log.info(
+                "closing: %d queued calls refused, running jobs asked to stop", len(self._queue)
+            )
+            while self._queue:
+                job = self._queue.popleft()
+                self._reply_error(job.client, job.request_id, "unavailable", "server closing")
+            for worker in self._pool.by_identity.values():
+                self._signal_stop(worker, signal.SIGUSR2)
+        return not self._running() or now - self._closing_since > self.config.close_grace
+
     def _wait(self, fdpoll: select.poll) -> list[tuple[int, int]]:
         """Wait for events; shortly after handing out a job, poll without sleeping.
 
@@ -207,6 +233,8 @@ class EdgeServer:
         return any(w.job is not None for w in self._pool.by_identity.values())
 
     def _poll_timeout(self) -> int | None:
+        if self._stopping:
+            return 50  # closing: look at the clock for close_grace
         if any(w.sending for w in self._pool.by_identity.values()):
             # ZeroMQ says nothing when it has sent a frame: poll for that, backing off
             # so a client that reads slowly (or never) does not keep the server busy.
@@ -232,11 +260,17 @@ class EdgeServer:
             rid = protocol.peek_request_id(header_frame)
             self._reply_error(client, rid or 0, "protocol", str(exc))
             return
+        if header.kind == protocol.PAUSE:
+            self._pause(client, header.request_id)
+            return
         if header.kind == protocol.PING:
             pong: list[Any] = protocol.json_message(protocol.PONG, header.request_id, self._info)
             if header.aux:  # a bandwidth probe: pad the reply, from one shared buffer
                 pong.append(_PADDING[: min(header.aux, protocol.PROBE_MAX)])
             self._send(client, pong)
+            return
+        if self._stopping:
+            self._reply_error(client, header.request_id, "unavailable", "server closing")
             return
         try:
             job = admit(client, header, frames, self.registry, self.config, self._next_job + 1)
@@ -247,6 +281,25 @@ class EdgeServer:
             return
         self._next_job = job.id
         self._queue.append(job)
+
+    def _pause(self, client: bytes, request_id: int, why: str = "paused") -> None:
+        """Stop a client's job at its next checkpoint (running) or before it starts (queued)."""
+        for job in self._queue:
+            if job.client == client and job.request_id == request_id:
+                self._queue.remove(job)
+                self._reply_error(client, request_id, "stopped", f"{why} before it started")
+                return
+        for worker in self._pool.by_identity.values():
+            job = worker.job
+            if job is not None and job.client == client and job.request_id == request_id:
+                self._signal_stop(worker, signal.SIGUSR1)
+                return
+
+    def _signal_stop(self, worker: Worker, signum: int) -> None:
+        """Ask a worker's checkpointed job to stop at its next checkpoint."""
+        if worker.job is not None and worker.job.checkpointed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.process.pid or 0, signum)
 
     def _reply_error(self, client: bytes, request_id: int, code: str, message: str) -> None:
         self._send(client, protocol.error_message(request_id, code, message))
@@ -312,7 +365,13 @@ class EdgeServer:
             self._on_worker(worker, message)
 
     def _on_worker(self, worker: Worker, frames: list[memoryview]) -> None:
-        if bytes(frames[0]) != b"D" or len(frames) < 5:
+        kind = bytes(frames[0])
+        if kind == b"C" and len(frames) >= 3:  # a checkpoint: straight on to its client
+            job = worker.job
+            if job is not None and int.from_bytes(frames[1], "big") == job.id:
+                self._send(job.client, list(frames[2:]))
+            return
+        if kind != b"D" or len(frames) < 5:
             log.error("unexpected message %r from worker %s", bytes(frames[0]), worker.identity)
             return
         job = worker.job

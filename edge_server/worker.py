@@ -4,12 +4,16 @@ Messages with the server (over a :class:`~edge_server.channel.Channel`)::
 
     worker -> server   READY  [b"R", identity]
     server -> worker   JOB    [b"J", job id, client header, arena name, spans, *inline frames]
+    worker -> server   CKPT   [b"C", job id, CHECKPOINT header, *state frames]
     worker -> server   DONE   [b"D", job id, reply header, arena name, spans, *inline frames]
     server -> worker   FREE   [b"F", arena name]    that result arena may be written again
     server -> worker   STOP   [b"S"]
 
-The client's header is forwarded untouched; the reply header is built here,
-so the server only routes. Arguments are loaded with the restricted unpickler;
+The client's header is forwarded untouched; the reply and checkpoint headers
+are built here, so the server only routes. A checkpointed job is asked to
+stop at its next checkpoint by a signal: SIGUSR1 (the client paused it) or
+SIGUSR2 (the server is closing); the handler only sets a flag on the running
+job's session. Arguments are loaded with the restricted unpickler;
 numpy arrays among them point into the in arena, which stays valid until the
 job ends (a function must not keep a reference to an argument buffer across
 calls).
@@ -18,12 +22,14 @@ calls).
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +38,12 @@ import cloudpickle
 from offload._exceptions import (
     CODE_OF,
     OffloadError,
+    PayloadTooLarge,
     ProtocolError,
     SerializationError,
     UnknownFunction,
 )
-from offload.runtime import errors, protocol, serialize
+from offload.runtime import checkpoint, errors, protocol, serialize
 from offload.runtime.compression import decompress
 
 from .arena import ArenaPool, ArenaReader
@@ -53,6 +60,8 @@ def run_worker(
     """Entry point of a worker process (started with the ``spawn`` method)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
+    signal.signal(signal.SIGUSR1, _ask_to_stop)
+    signal.signal(signal.SIGUSR2, _ask_to_stop)
     registry = Registry.load(config.apps, config.types)
     directory = Path(arena_directory)
     reader = ArenaReader(directory)
@@ -75,8 +84,12 @@ def run_worker(
                 continue
             job_id, header_frame, name, spans = (bytes(f) for f in frames[1:5])
             payload = reader.unpack(name, spans, frames[5:])
+
+            def ship(state_frames: list[Any], job_id: bytes = job_id) -> None:
+                channel.send([b"C", job_id, *state_frames])
+
             try:
-                reply = execute(header_frame, payload, registry, config)
+                reply = execute(header_frame, payload, registry, config, ship)
             except Exception as exc:  # a bug or a hostile value: answer, do not die
                 log.exception("job failed outside the function")
                 reply = protocol.error_message(
@@ -93,21 +106,48 @@ def run_worker(
 
 
 def execute(
-    header_frame: bytes, payload: list[memoryview], registry: Registry, config: ServerConfig
+    header_frame: bytes,
+    payload: list[memoryview],
+    registry: Registry,
+    config: ServerConfig,
+    ship: Callable[[list[Any]], None] | None = None,
 ) -> list[Any]:
-    """Run the call a CALL message describes; return the reply frames (header first)."""
+    """Run the call a CALL message describes; return the reply frames (header first).
+
+    ``ship`` sends a checkpoint's frames (header first) on their way to the client.
+    """
     header = protocol.decode_header(header_frame)
     request_id = header.request_id
     try:
         fn, codecs, payload = _resolve(header, payload, registry, config)
-        args, kwargs = _load_arguments(codecs, payload, registry, config)
+        args, kwargs, resume = _load_arguments(
+            codecs, payload, registry, config, header.flags & protocol.CHECKPOINTED
+        )
     except OffloadError as exc:
         return protocol.error_message(request_id, CODE_OF.get(type(exc), "protocol"), str(exc))
+    session = None
+    if resume is not None:
+        state, count, every = resume
+        session = checkpoint.Session(
+            state, every, functools.partial(_ship_state, ship, request_id, config), count
+        )
     start = time.perf_counter_ns()
+    global _running
+    _running = session
     try:
-        value = fn(*args, **kwargs)
+        if session is None:
+            value = fn(*args, **kwargs)
+        else:
+            with checkpoint.running(session):
+                value = fn(*args, **kwargs)
+    except checkpoint.Stopped as stop:  # at a safe point, its state already shipped
+        return protocol.error_message(request_id, "stopped", str(stop.args[0]))
+    except PayloadTooLarge as exc:  # a checkpoint too large to ship
+        return protocol.error_message(request_id, "payload_too_large", str(exc))
     except BaseException as exc:  # the function's failure is the caller's to see
         return errors.exception_message(request_id, exc)
+    finally:
+        _running = None
     elapsed = time.perf_counter_ns() - start
     try:
         codecs, frames = serialize.dumps(value, compress=config.compression == "auto")
@@ -143,17 +183,59 @@ def _resolve(
 
 
 def _load_arguments(
-    codecs: bytes, payload: list[memoryview], registry: Registry, config: ServerConfig
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    codecs: bytes,
+    payload: list[memoryview],
+    registry: Registry,
+    config: ServerConfig,
+    checkpointed: int,
+) -> tuple[tuple[Any, ...], dict[str, Any], tuple[Any, int, float] | None]:
+    """(args, kwargs, (state, count, every) or None) from a CALL's payload."""
     loaded = serialize.loads(codecs, payload, registry.allowlist, config.max_message_size)
+    size = 5 if checkpointed else 2
     if (
         not isinstance(loaded, tuple)
-        or len(loaded) != 2
+        or len(loaded) != size
         or not isinstance(loaded[0], tuple)
         or not isinstance(loaded[1], dict)
     ):
-        raise ProtocolError("CALL payload is not an (args, kwargs) pair")
-    return loaded
+        raise ProtocolError(f"CALL payload is not a tuple of {size} (args, kwargs, ...)")
+    if not checkpointed:
+        return loaded[0], loaded[1], None
+    _, _, state, count, every = loaded
+    if type(count) is not int or not isinstance(every, (int, float)) or every < 0:
+        raise ProtocolError("CALL checkpoint count or interval malformed")
+    return loaded[0], loaded[1], (state, count, float(every))
+
+
+#: The session of the checkpointed job running now, for the stop signals.
+_running: checkpoint.Session | None = None
+
+
+def _ask_to_stop(signum: int, frame: Any) -> None:
+    session = _running
+    if session is not None:
+        session.stop = "paused" if signum == signal.SIGUSR1 else "server closing"
+
+
+def _ship_state(
+    ship: Callable[[list[Any]], None] | None,
+    request_id: int,
+    config: ServerConfig,
+    state: Any,
+    count: int,
+) -> None:
+    """Serialize a checkpoint and send it towards the client (a bad state fails the job)."""
+    if ship is None:
+        return
+    codecs, frames = serialize.dumps(state, compress=config.compression == "auto")
+    size = sum(memoryview(f).nbytes for f in frames)
+    if size > config.max_message_size:
+        raise PayloadTooLarge(
+            f"checkpoint of {size} bytes is over the max_message_size {config.max_message_size}"
+        )
+    ship(
+        [protocol.encode_header(protocol.CHECKPOINT, request_id, aux=count, codecs=codecs), *frames]
+    )
 
 
 def _die_with_parent() -> None:

@@ -28,6 +28,8 @@ from ._exceptions import (
     CodeShippingDisabled,
     ConfigError,
     ForbiddenType,
+    JobStopped,
+    NotCheckpointable,
     OffloadError,
     PayloadTooLarge,
     ProtocolError,
@@ -46,8 +48,10 @@ from .api import OffloadedFunction, offload
 from .batch import BatchResult, Dropped
 from .client import Client
 from .config import Config
+from .jobs import Job, Progress
 from .local import LocalServer, serve_local
 from .profiler import Explanation
+from .runtime.checkpoint import checkpoint, restore
 
 __version__ = "0.1.0"
 
@@ -65,10 +69,14 @@ __all__ = [
     "Explanation",
     "ForbiddenType",
     "Future",
+    "Job",
+    "JobStopped",
     "LocalServer",
+    "NotCheckpointable",
     "OffloadError",
     "OffloadedFunction",
     "PayloadTooLarge",
+    "Progress",
     "ProtocolError",
     "RemoteCallError",
     "RemoteError",
@@ -81,10 +89,12 @@ __all__ = [
     "VersionMismatch",
     "WorkerCrashed",
     "as_completed",
+    "checkpoint",
     "configure",
     "default_client",
     "explain",
     "offload",
+    "restore",
     "serve_local",
     "stats",
     "wait",

@@ -88,6 +88,17 @@ class CallTimeout(RemoteCallError, TimeoutError):
     """The call ran past its timeout and its worker was stopped."""
 
 
+class JobStopped(RemoteCallError):
+    """A checkpointed job stopped at a safe point when asked: paused, or its server closing.
+
+    Its last checkpoint reached the client first, so it can resume from there.
+    """
+
+
+class NotCheckpointable(OffloadError, TypeError):
+    """Pause or resume of a call whose function takes no checkpoints (``checkpoint_every``)."""
+
+
 class RemoteError(RemoteCallError):
     """The function raised an exception whose type cannot be rebuilt on the client.
 
@@ -126,6 +137,7 @@ ERROR_CODES: dict[str, type[OffloadError]] = {
     "version_mismatch": VersionMismatch,
     "worker_crashed": WorkerCrashed,
     "timeout": CallTimeout,
+    "stopped": JobStopped,
     "remote": RemoteError,
 }
 CODE_OF: dict[type[OffloadError], str] = {cls: code for code, cls in ERROR_CODES.items()}

@@ -33,7 +33,13 @@ class OffloadedFunction(Generic[P, R]):
         timeout: float | None = None,
         ship_code: ShipCode = "missing",
         size: Callable[..., int] | None = None,
+        checkpoint_every: float | None = None,
+        retries: int = 0,
     ) -> None:
+        if checkpoint_every is not None and checkpoint_every < 0:
+            raise ConfigError("checkpoint_every must be a number of seconds, 0 or more")
+        if retries < 0:
+            raise ConfigError("retries must be 0 or more")
         if size is not None and not callable(size):
             raise ConfigError("size must be a callable taking the call's arguments")
         if mode is not None and mode not in MODES:
@@ -50,6 +56,8 @@ class OffloadedFunction(Generic[P, R]):
         self.timeout = timeout
         self.ship_code = ship_code
         self.size = size
+        self.checkpoint_every = checkpoint_every
+        self.retries = retries
         self.wire_name = function_name(fn)
         self.allowlist = Allowlist(frozenset({fn.__module__, self.wire_name.split(":")[0]}))
         self._fingerprint: bytes | None = None
@@ -112,6 +120,8 @@ def offload(
     timeout: float | None = None,
     ship_code: ShipCode = "missing",
     size: Callable[..., int] | None = None,
+    checkpoint_every: float | None = None,
+    retries: int = 0,
 ) -> Callable[[Callable[P, R]], OffloadedFunction[P, R]]: ...
 def offload(
     fn: Callable[P, R] | None = None,
@@ -121,6 +131,8 @@ def offload(
     timeout: float | None = None,
     ship_code: ShipCode = "missing",
     size: Callable[..., int] | None = None,
+    checkpoint_every: float | None = None,
+    retries: int = 0,
 ) -> Any:
     """Mark ``fn`` as offloadable: each call runs here or on an edge server.
 
@@ -131,10 +143,23 @@ def offload(
     (the traditional-offloading baseline). ``size``: a function of the call's
     arguments returning a number that grows with the work (default: estimated
     bytes of the arguments), which the profiler learns costs against.
+    ``checkpoint_every``: seconds between the checkpoints the function offers
+    (:func:`offload.checkpoint`); its calls become :class:`~offload.Job` s that
+    survive a lost server or worker and can pause and resume. ``retries``: the
+    function is idempotent; a run lost without a checkpoint starts again,
+    that many times.
     """
 
     def wrap(f: Callable[P, R]) -> OffloadedFunction[P, R]:
-        return OffloadedFunction(f, mode=mode, timeout=timeout, ship_code=ship_code, size=size)
+        return OffloadedFunction(
+            f,
+            mode=mode,
+            timeout=timeout,
+            ship_code=ship_code,
+            size=size,
+            checkpoint_every=checkpoint_every,
+            retries=retries,
+        )
 
     return wrap if fn is None else wrap(fn)
 

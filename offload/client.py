@@ -25,7 +25,9 @@ from . import _exceptions as errors
 from .api import OffloadedFunction, as_offloaded
 from .batch import BatchResult, run_batch
 from .config import Config
+from .jobs import Job, write_checkpoint
 from .profiler import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Profiler
+from .profiler.network import Link
 from .profiler.sizes import call_size
 from .remote import Remote, chain, running_future
 
@@ -72,7 +74,7 @@ class Client(Executor):
         self.profiler = profiler or Profiler(
             energy_profile=config.energy_profile,
             profile_cache=config.profile_cache,
-            prior_bps=config.assumed_mbit_s * 1e6 / 8,
+            prior_bps=config_bps(config),
             interval=config.profile_interval,
             address=config.server or "",
         )
@@ -83,6 +85,7 @@ class Client(Executor):
         self._warned: set[tuple[str, str]] = set()
         self._shutdown = False
         self._remote: Remote | None = None
+        self._others: dict[str, Remote] = {}  # other servers jobs were sent to
         self._probe: Future[dict[str, Any]] | None = None
         self._probed_at = 0.0
         if config.server:
@@ -145,8 +148,9 @@ class Client(Executor):
         if self._local_pool is not None:
             self._local_pool.shutdown(wait=wait, cancel_futures=cancel_futures)
         self.profiler.stop()
-        if self._remote is not None:
-            self._remote.close(wait)
+        for remote in [self._remote, *self._others.values()]:
+            if remote is not None:
+                remote.close(wait)
 
     # -- calls ----------------------------------------------------------------------------------
 
@@ -163,10 +167,14 @@ class Client(Executor):
             return fn.__wrapped__(*args, **kwargs)
         if mode == "auto":
             side, size = self._side(fn, args, kwargs)
+            if _is_job(fn):
+                return Job(self, fn, args, kwargs, size).start(side).result()
             if side != REMOTE:
                 return self._run_local(fn, size, args, kwargs)
         else:
             size = call_size(fn, args, kwargs)
+            if _is_job(fn):
+                return Job(self, fn, args, kwargs, size).start(REMOTE).result()
         try:
             return self._start(fn, args, kwargs, "remote", wait=True, size=size).result()
         except FALLBACK as exc:
@@ -219,6 +227,40 @@ class Client(Executor):
             return remote.ping().result(timeout or self.config.connect_timeout)
         except TimeoutError as exc:
             raise errors.ServerUnavailable(f"{remote.conn.address} did not answer") from exc
+
+    def _remote_for(self, where: str) -> Remote | None:
+        """The connection a job's run goes over: None for "local", else "remote" or an address."""
+        if where == LOCAL:
+            return None
+        if where == REMOTE or (self._remote is not None and where == self._remote.conn.address):
+            return self._require_remote()
+        with self._lock:
+            remote = self._others.get(where)
+            if remote is None:
+                config = self.config.replace(server=where)
+                remote = self._others[where] = Remote(
+                    config, self.decider, Link(config_bps(config))
+                )
+                remote.ping(timed=False)
+        return remote
+
+    def _fallback_target(self) -> str:
+        """Where a job goes when its server is lost: the backup server if it answers, else here."""
+        backup = self.config.backup_server
+        if backup and not self._shutdown:
+            remote = self._remote_for(backup)
+            assert remote is not None
+            try:
+                remote.ping().result(self.config.connect_timeout)
+                return backup
+            except Exception:
+                log.debug("backup server %s does not answer", backup)
+        return LOCAL
+
+    def _store_checkpoint(self, job: Job, state: Any, count: int) -> None:
+        """Also keep a job's latest checkpoint in ``checkpoint_dir``, if there is one."""
+        if self.config.checkpoint_dir:
+            write_checkpoint(self.config.checkpoint_dir, job, state, count)
 
     def _require_remote(self) -> Remote:
         if self._remote is None:
@@ -295,6 +337,12 @@ class Client(Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new calls after shutdown")
         mode = mode or fn.mode or self.config.mode
+        if _is_job(fn) and not wait:
+            if mode == "auto":
+                side, size = self._side(fn, args, kwargs)
+            else:
+                side = LOCAL if mode == "local" else REMOTE
+            return Job(self, fn, args, kwargs, size or call_size(fn, args, kwargs)).start(side)
         if mode == "auto" and not wait:
             side, size = self._side(fn, args, kwargs)
             if side == REMOTE:
@@ -357,6 +405,16 @@ class Client(Executor):
                 stacklevel=4,
             )
         log.debug("fallback to local for %s: %r", fn.wire_name, exc)
+
+
+def _is_job(fn: OffloadedFunction[..., Any]) -> bool:
+    """Whether calls of ``fn`` are :class:`~offload.jobs.Job` s (checkpoints or retries)."""
+    return fn.checkpoint_every is not None or fn.retries > 0
+
+
+def config_bps(config: Config) -> float:
+    """The bandwidth assumed for a link until measured, in bytes per second."""
+    return config.assumed_mbit_s * 1e6 / 8
 
 
 def _falls_back(exc: BaseException) -> bool:

@@ -60,6 +60,10 @@ class Config:
     profile_interval: seconds between device samples (and idle pings).
     explore_every, hysteresis, battery_low, cpu_busy, memory_low: the
         decision's knobs, see :mod:`offload.profiler.decision`.
+    backup_server: where a checkpointed job resumes when ``server`` is lost
+        (else it resumes here).
+    checkpoint_dir: a directory where each job's latest checkpoint is also
+        written (``<function>-<job id>.ckpt``), so it outlives this process.
     """
 
     server: str | None = None
@@ -83,6 +87,8 @@ class Config:
     battery_low: float = Policy.battery_low
     cpu_busy: float = Policy.cpu_busy
     memory_low: float = Policy.memory_low
+    backup_server: str | None = None
+    checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

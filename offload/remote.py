@@ -11,10 +11,11 @@ bytes each way), and each PING the round-trip time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -68,17 +69,25 @@ class Remote:
         wait: bool,
         by_value: bool | None = None,
         size: int | None = None,
-    ) -> None:
-        """Send one call; its reply resolves ``future`` (``size`` set: the decider learns)."""
+        resume: tuple[Any, int, float] | None = None,
+        on_checkpoint: Callable[[Any, int], None] | None = None,
+    ) -> int:
+        """Send one call; its reply resolves ``future``; return its request id.
+
+        ``size`` set: the decider learns from the reply. ``resume``: the call
+        checkpoints, ``(state to resume from, checkpoints so far, interval)``;
+        each CHECKPOINT that streams back goes to ``on_checkpoint(state, n)``.
+        """
         start = time.perf_counter()
         conn = self.conn
         if by_value is None:
             by_value = fn.ship_code == "always"
         compress = self.config.compression == "auto"
-        codecs, frames = serialize.dumps((args, kwargs), compress=compress)
-        flags = 0
+        payload = (args, kwargs) if resume is None else (args, kwargs, *resume)
+        codecs, frames = serialize.dumps(payload, compress=compress)
+        flags = 0 if resume is None else protocol.CHECKPOINTED
         if by_value:
-            flags = protocol.BY_VALUE
+            flags |= protocol.BY_VALUE
             code: Any = pickle_by_value(fn.__wrapped__)
             codec = protocol.RAW
             if compress:
@@ -105,15 +114,23 @@ class Remote:
             codecs=codecs,
         )
         alone = conn.in_flight() == 0
-        decode = functools.partial(self._decode, fn, size, start, nbytes, alone)
+        decode = functools.partial(self._decode, fn, size, start, nbytes, alone, on_checkpoint)
         if fn.ship_code == "missing" and not by_value and self.server_info.get("code_shipping"):
             # The server may lack the function: on UnknownFunction, ship it by value.
-            retry = functools.partial(self._retry_by_value, fn, args, kwargs, future, size)
+            retry = functools.partial(
+                self._retry_by_value, fn, args, kwargs, future, size, resume, on_checkpoint
+            )
             inner = running_future()
             inner.add_done_callback(retry)
             conn.request(request_id, [header, *frames], inner, decode, wait=wait)
-            return
+            return request_id
         conn.request(request_id, [header, *frames], future, decode, wait=wait)
+        return request_id
+
+    def pause(self, request_id: int) -> None:
+        """Ask the server to stop call ``request_id`` at its next checkpoint."""
+        with contextlib.suppress(errors.ServerUnavailable):  # then it is stopped anyway
+            self.conn.post([protocol.encode_header(protocol.PAUSE, request_id)])
 
     def _retry_by_value(
         self,
@@ -122,12 +139,24 @@ class Remote:
         kwargs: dict[str, Any],
         future: Future[Any],
         size: int | None,
+        resume: tuple[Any, int, float] | None,
+        on_checkpoint: Callable[[Any, int], None] | None,
         inner: Future[Any],
     ) -> None:
         exc = inner.exception()
         if type(exc) is errors.UnknownFunction and self.server_info.get("code_shipping"):
             try:
-                self.send(fn, args, kwargs, future, wait=False, by_value=True, size=size)
+                self.send(
+                    fn,
+                    args,
+                    kwargs,
+                    future,
+                    wait=False,
+                    by_value=True,
+                    size=size,
+                    resume=resume,
+                    on_checkpoint=on_checkpoint,
+                )
             except Exception as err:
                 future.set_exception(err)
         else:
@@ -140,10 +169,24 @@ class Remote:
         start: float,
         sent: int,
         alone: bool,
+        on_checkpoint: Callable[[Any, int], None] | None,
         header: protocol.Header,
         frames: Sequence[Any],
     ) -> Any:
-        """A reply's value (or exception); a result also teaches the profiler (when sized)."""
+        """A reply's value (or exception); a result also teaches the profiler (when sized).
+
+        A CHECKPOINT (the call still running) goes to ``on_checkpoint``.
+        """
+        if header.kind == protocol.CHECKPOINT:
+            if on_checkpoint is not None:
+                state = serialize.loads(
+                    header.codecs,
+                    [f.buffer for f in frames],
+                    fn.allowlist,
+                    self.config.max_message_size,
+                )
+                on_checkpoint(state, header.aux)
+            return None
         if header.kind == protocol.RESULT:
             buffers = [f.buffer for f in frames]
             try:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+import offload as offload_api
 from offload import offload
 
 
@@ -95,3 +96,38 @@ def slow_where(seconds: float) -> int:
     """The process that ran the call, after ``seconds``."""
     time.sleep(seconds)
     return os.getpid()
+
+
+@offload(checkpoint_every=0.05)
+def count_up(n: int, step: float, log: str) -> int:
+    """Sum of i*i for i < n, a step at a time; each step is logged as ``pid i`` to ``log``."""
+    i, total = offload_api.restore((0, 0))
+    while i < n:
+        time.sleep(step)
+        total += i * i
+        i += 1
+        with open(log, "a") as out:
+            out.write(f"{os.getpid()} {i}\n")
+        offload_api.checkpoint((i, total))
+    return total
+
+
+@offload(checkpoint_every=0)
+def big_checkpoint(megabytes: int) -> int:
+    """Offers a checkpoint of ``megabytes`` MB (random: compression cannot shrink it)."""
+    offload_api.checkpoint(os.urandom(megabytes * 2**20))
+    return megabytes
+
+
+@offload(retries=1)
+def slow_square(x: int, seconds: float) -> int:
+    """x * x after ``seconds`` (idempotent: safe to run again)."""
+    time.sleep(seconds)
+    return x * x
+
+
+@offload
+def hold(data: bytes, seconds: float) -> int:
+    """Keeps ``data`` (staged in shared memory when large) for ``seconds``; returns its size."""
+    time.sleep(seconds)
+    return len(data)

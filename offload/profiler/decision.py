@@ -203,6 +203,7 @@ class AdaptiveDecider:
                 self._fresh_link = self._clock
         if reason != EXPLORE and reason != OFFLINE:
             prof.side = side
+        (self._link.server_drift if side == LOCAL else self._local_drift).fade(0.99)
         return side
 
     def _evaluate(
@@ -274,11 +275,17 @@ class AdaptiveDecider:
             stale = (
                 prof.clock - max(m.seen[THERE], 0) >= wait
                 or (t_up + t_down > 0.25 * t_remote and clock - self._fresh_link >= wait)
-                or (link.server_drift.value > 1.2 and clock - self._fresh[THERE] >= wait)
+                or (
+                    link.server_drift.value > 1.2
+                    and clock - self._fresh[THERE] >= wait
+                    and exp(base) >= link.server_drift.floor  # long enough to measure speed
+                )
             )
         else:
             stale = prof.clock - max(m.seen[HERE], 0) >= wait or (
-                self._local_drift.value > 1.2 and clock - self._fresh[HERE] >= wait
+                self._local_drift.value > 1.2
+                and clock - self._fresh[HERE] >= wait
+                and exp(base + c) >= self._local_drift.floor
             )
         # ...on a call no bigger than usual: never a big one just to learn.
         if stale and (t_local if side == LOCAL else t_remote) <= 2.0 * prof.typical:
@@ -324,8 +331,10 @@ class AdaptiveDecider:
         """One execution time into the function's model, the side's drift and the slowdown."""
         x = log(size) if size > 1 else 0.0
         m, slowdown = prof.time, self._link.slowdown
-        self._fresh[side] = self._clock
+        updates = drift.updates
         cost = drift.normalize(m, x, seconds, side)
+        if drift.updates != updates:  # news of that side's speed, not just a call
+            self._fresh[side] = self._clock
         m.add(x, cost, prof.clock, side, slowdown.mean or 0.0)
         if m.counts[HERE] >= 2 and m.counts[THERE] >= 2:
             slowdown.add(m.params[2])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+ERR_MAX = 0.3  # a model predicting worse than ~55% does not move a drift
 _MIN = 1e-9  # a cost of zero has no logarithm; a nanosecond is "free"
 
 
@@ -207,20 +208,32 @@ class Drift:
     costs and timer noise rather than speed.
     """
 
-    __slots__ = ("floor", "gain", "log", "value")
+    __slots__ = ("floor", "gain", "log", "updates", "value")
 
     def __init__(self, gain: float = 0.7, floor: float = 0.01) -> None:
         self.gain = gain
         self.floor = floor
+        self.updates = 0  # observations that moved it
         self.log = 0.0
         self.value = 1.0
 
+    def fade(self, keep: float) -> None:
+        """Pessimism fades: a side seen slow long ago is probably not slow now.
+
+        Called when a decision did not use this side. Only a slowdown fades
+        (``log > 0``): a side believed fast is tried, and so corrected, anyway.
+        """
+        if self.log > 0.01:
+            self.log *= keep
+            self.value = math.exp(self.log)
+
     def normalize(self, model: SizeModel, log_size: float, cost: float, side: int = 0) -> float:
         """Learn from ``cost`` observed on ``model``'s ``side``; return it as the model should."""
-        if cost >= self.floor and model.covers(log_size, side) and model.err[side] < 0.1:
+        if cost >= self.floor and model.covers(log_size, side) and model.err[side] < ERR_MAX:
             a, b, c = model.params
             predicted = a + b * log_size + (c if side else 0.0)
             residual = math.log(cost if cost > _MIN else _MIN) - predicted
             self.log = min(3.0, max(-3.0, self.log + self.gain * (residual - self.log)))
             self.value = math.exp(self.log)
+            self.updates += 1
         return cost / self.value

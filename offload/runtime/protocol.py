@@ -11,12 +11,15 @@ Header layout (``HEADER_PREFIX`` plus variable tail)::
     0       4     magic        b"OFLD"
     4       1     version      protocol version, currently 1; others are refused
     5       1     kind         CALL=1 RESULT=2 ERROR=3 PING=4 PONG=5
+                               CHECKPOINT=6 PAUSE=7
     6       2     flags        bit 0 BY_VALUE: payload frame 0 is the function
                                itself (cloudpickle), shipped because the server
-                               may not hold it (the "traditional offloading" path)
+                               may not hold it (the "traditional offloading" path);
+                               bit 1 CHECKPOINTED: the call takes checkpoints
     8       8     request id   chosen by the client, echoed in the reply
     16      8     aux          CALL: timeout in microseconds (0 = none);
                                RESULT: server-side execution time in nanoseconds;
+                               CHECKPOINT: the checkpoint's sequence number;
                                PING: bytes of padding asked for in the PONG
                                (a bandwidth probe; at most PROBE_MAX)
     24      16    fingerprint  CALL: hash of the function's code; zeros otherwise
@@ -27,8 +30,15 @@ Header layout (``HEADER_PREFIX`` plus variable tail)::
 Payload by kind:
 
 * CALL: ``[function (BY_VALUE only)] + [pickle stream, *out-of-band buffers]``
-  of the tuple ``(args, kwargs)``; buffers are pickle protocol 5 ``PickleBuffer``
-  contents, one frame each, never copied into the stream.
+  of the tuple ``(args, kwargs)``, or with CHECKPOINTED ``(args, kwargs,
+  state, count, every)``: the state to resume from (``None`` to start), the
+  checkpoints taken so far, and seconds between checkpoints. Buffers are
+  pickle protocol 5 ``PickleBuffer`` contents, one frame each, never copied
+  into the stream.
+* CHECKPOINT (server to client, any number before the RESULT or ERROR of
+  the same request id, in order): the pickle stream and buffers of a state.
+* PAUSE (client to server): stop the call of this request id at its next
+  checkpoint; it ends with ERROR ``stopped`` after its last CHECKPOINT.
 * RESULT: ``[pickle stream, *out-of-band buffers]`` of the return value.
 * ERROR: one UTF-8 JSON frame ``{"code", "message", "type", "args", "traceback"}``;
   ``code`` is a key of :data:`offload._exceptions.ERROR_CODES`.
@@ -48,10 +58,11 @@ from .._exceptions import ProtocolError
 MAGIC = b"OFLD"
 VERSION = 1
 
-CALL, RESULT, ERROR, PING, PONG = 1, 2, 3, 4, 5
-KINDS = frozenset((CALL, RESULT, ERROR, PING, PONG))
+CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE = 1, 2, 3, 4, 5, 6, 7
+KINDS = frozenset((CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE))
 
 BY_VALUE = 0x1
+CHECKPOINTED = 0x2
 
 PROBE_MAX = 8 * 2**20  # the most padding a PONG carries
 

@@ -156,6 +156,25 @@ class Connection:
         else:
             self._lead(until=None, handoff=True)
 
+    def post(self, frames: Sequence[Any]) -> None:
+        """Send a message that gets no reply of its own (PAUSE)."""
+        me = threading.get_ident()
+        with self._mutex:
+            if self._closed:
+                raise ServerUnavailable(f"connection to {self.address} is closed")
+            nested = self._leader and self._owner == me
+            if self._leader and not nested:
+                self._outbox.append(frames)
+                self._wake()
+                return
+            if not nested:
+                self._leader, self._owner = True, me
+        try:
+            self._send(frames)
+        finally:
+            if not nested:
+                self._lead(until=None, handoff=True)  # release, or pass on to the I/O thread
+
     def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for every pending request to be answered."""
         deadline = time.monotonic() + timeout
@@ -309,10 +328,21 @@ class Connection:
         except ProtocolError:
             return  # not from an offload server; nothing to route it to
         with self._mutex:
-            entry = self._pending.pop(header.request_id, None)
+            if header.kind == protocol.CHECKPOINT:  # the call goes on: keep its entry
+                entry = self._pending.get(header.request_id)
+            else:
+                entry = self._pending.pop(header.request_id, None)
         if entry is None:
             return  # a reply to a call that already failed
         future, decode = entry
+        if header.kind == protocol.CHECKPOINT:
+            try:
+                decode(header, frames[1:])
+            except Exception as exc:  # an unloadable checkpoint fails its call
+                with self._mutex:
+                    self._pending.pop(header.request_id, None)
+                _set(future, exc=exc)
+            return
         try:
             value = decode(header, frames[1:])
         except BaseException as exc:

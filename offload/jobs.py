@@ -1,0 +1,312 @@
+"""Jobs: calls that checkpoint, survive failures, pause and resume, here or on a server.
+
+A call of a function declared with ``checkpoint_every`` (or ``retries``)
+returns a :class:`Job`, a :class:`concurrent.futures.Future` that outlives
+any one run of the function. Data flow of one job::
+
+    client                         server                      worker
+    Job.start(remote) --CALL(state, count, every)-->  queue --> fn(...) with a Session
+          ^                                                        | checkpoint(s) when due
+          +------------------ CHECKPOINT(state, n) <---------------+  (in order, streamed)
+    Job keeps the latest state
+          |   server dies / link drops / worker killed / server closing (SIGTERM)
+          v
+    Job._recover: the same server (worker crash), else the backup server, else here,
+                  each time from the latest state (``offload.restore`` returns it)
+    Job.pause(): PAUSE --> worker signalled --> stops at its next checkpoint --> ERROR stopped
+    Job.resume(where): a new run from the latest state, here or on a server
+
+A run here gets a :class:`~offload.runtime.checkpoint.Session` whose states
+go straight to the job; a remote run's states arrive as CHECKPOINT messages.
+Without checkpoints (``retries`` only) a run that is lost is started again
+from scratch, at most ``retries`` times: the function declared itself
+idempotent. At most one checkpoint interval of work is redone after a
+failure, since the states come home as they are taken.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _exceptions as errors
+from .runtime import serialize
+from .runtime.checkpoint import Session, Stopped, running
+
+if TYPE_CHECKING:
+    from .api import OffloadedFunction
+    from .client import Client
+    from .remote import Remote
+
+#: Failures a job recovers from by running again (from its latest checkpoint).
+RECOVERABLE = (errors.ServerUnavailable, errors.WorkerCrashed, errors.JobStopped)
+#: Consecutive worker crashes on one server after which a job leaves it.
+_CRASHES_PER_SERVER = 2
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a job has come: checkpoints taken, when the last one was, where it runs."""
+
+    checkpoints: int
+    last_checkpoint: float | None  # time.time() of the latest one
+    where: str  # "local", a server's address, "paused" or "done"
+    runs: int  # runs started (1 plus recoveries and resumes)
+
+
+class Job(Future[Any]):
+    """The future of a checkpointed call: :meth:`pause`, :meth:`resume`, :attr:`progress`."""
+
+    def __init__(
+        self,
+        client: Client,
+        fn: OffloadedFunction[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        size: int,
+    ) -> None:
+        super().__init__()
+        self.set_running_or_notify_cancel()
+        self._client, self._fn, self._args, self._kwargs, self._size = (
+            client,
+            fn,
+            args,
+            kwargs,
+            size,
+        )
+        #: A name for this job (checkpoint files are named after it).
+        self.id = uuid.uuid4().hex[:12]
+        self._lock = threading.Lock()
+        self._saved: Any = None  # the latest checkpoint's state
+        self._count = 0
+        self._when: float | None = None
+        self._where = ""
+        self._runs = 0
+        self._retries = fn.retries
+        self._crashes = 0
+        self._paused = threading.Event()
+        self._pause_wanted = False
+        self._cancel_wanted = False
+        self._remote: tuple[Remote, int] | None = None
+        self._session: Session | None = None
+
+    # -- the public API -------------------------------------------------------------------------
+
+    @property
+    def checkpoint(self) -> Any:
+        """The latest checkpoint's state (``None`` before the first)."""
+        return self._saved
+
+    @property
+    def progress(self) -> Progress:
+        where = "done" if self.done() else "paused" if self._paused.is_set() else self._where
+        return Progress(self._count, self._when, where, self._runs)
+
+    def pause(self, timeout: float | None = 30.0) -> None:
+        """Stop the job at its next safe point and bring its state home; wait until it has."""
+        if self._fn.checkpoint_every is None:
+            raise errors.NotCheckpointable(f"{self._fn.wire_name} takes no checkpoints")
+        with self._lock:
+            if self.done() or self._paused.is_set():
+                return
+            self._pause_wanted = True
+            self._stop_run("paused")
+        if not self._paused.wait(timeout) and not self.done():
+            raise TimeoutError(f"{self._fn.wire_name} did not reach a checkpoint in {timeout} s")
+
+    def resume(self, where: str = "local") -> None:
+        """Continue a paused job from its latest checkpoint: "local", "remote" or an address."""
+        with self._lock:
+            if not self._paused.is_set():
+                raise errors.OffloadError("only a paused job can be resumed")
+            self._paused.clear()
+            self._pause_wanted = False
+        self._start(where)
+
+    def cancel(self) -> bool:
+        """Stop the job (at its next checkpoint if it takes them); it fails with CancelledError."""
+        if self.done():
+            return False
+        with self._lock:
+            self._cancel_wanted = True
+            if self._paused.is_set():
+                self._fail(CancelledError())
+                return True
+            self._stop_run("paused")
+        return True
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def start(self, where: str) -> Job:
+        """Start the first run (``"local"`` or ``"remote"``); return the job."""
+        self._start(where)
+        return self
+
+    def _start(self, where: str) -> None:
+        self._runs += 1
+        remote = self._client._remote_for(where)
+        if remote is None:
+            self._where = "local"
+            self._client._pool().submit(self._run_here)
+        else:
+            self._where = remote.conn.address
+            self._run_there(remote)
+
+    def _run_here(self) -> None:
+        every = self._fn.checkpoint_every
+        session = Session(self._saved, every or 0.0, self._on_checkpoint, self._count)
+        with self._lock:
+            self._session = session
+            if self._pause_wanted or self._cancel_wanted:
+                session.stop = "paused"
+        start, fresh = time.perf_counter(), self._saved is None
+        try:
+            with running(session):
+                value = self._fn.__wrapped__(*self._args, **self._kwargs)
+        except Stopped:
+            self._on_stopped("paused")
+            return
+        except BaseException as exc:
+            self._fail(exc)
+            return
+        finally:
+            self._session = None
+        if fresh:  # only a whole run teaches how long the function takes
+            self._client.decider.observe_local(self._fn, self._size, time.perf_counter() - start)
+        self._finish(value)
+
+    def _run_there(self, remote: Remote) -> None:
+        every = self._fn.checkpoint_every
+        inner: Future[Any] = Future()
+        inner.set_running_or_notify_cancel()
+        inner.add_done_callback(self._remote_done)
+        resume = None if every is None else (self._saved, self._count, every)
+        try:
+            request_id = remote.send(
+                self._fn,
+                self._args,
+                self._kwargs,
+                inner,
+                wait=False,
+                size=self._size if self._saved is None else None,  # a whole run teaches
+                resume=resume,
+                on_checkpoint=self._on_checkpoint,
+            )
+        except errors.OffloadError as exc:
+            inner.set_exception(exc)
+            return
+        with self._lock:
+            self._remote = (remote, request_id)
+            if self._pause_wanted or self._cancel_wanted:
+                remote.pause(request_id)
+
+    def _remote_done(self, inner: Future[Any]) -> None:
+        self._remote = None
+        exc = inner.exception()
+        if exc is None:
+            self._finish(inner.result())
+        elif isinstance(exc, errors.JobStopped) and (self._pause_wanted or self._cancel_wanted):
+            self._on_stopped("paused")
+        elif isinstance(exc, RECOVERABLE):
+            self._recover(exc)
+        else:
+            self._fail(exc)
+
+    def _recover(self, exc: BaseException) -> None:
+        """Run again from the latest checkpoint, where the failure says it can run."""
+        checkpointed = self._fn.checkpoint_every is not None
+        if not checkpointed:
+            if self._retries <= 0:
+                self._fail(exc)
+                return
+            self._retries -= 1
+        crashed = isinstance(exc, errors.WorkerCrashed)
+        self._crashes = self._crashes + 1 if crashed else 0
+        if crashed and self._crashes < _CRASHES_PER_SERVER and self._where != "local":
+            self._start(self._where)  # the server replaced the worker
+        else:
+            self._start(self._client._fallback_target())
+
+    def _on_checkpoint(self, state: Any, count: int) -> None:
+        if count <= self._count:
+            return  # a late one from a run that was already superseded
+        self._saved, self._count, self._when = state, count, time.time()
+        self._client._store_checkpoint(self, state, count)
+
+    def _on_stopped(self, reason: str) -> None:
+        if self._cancel_wanted:
+            self._fail(CancelledError())
+        else:
+            self._paused.set()
+
+    def _stop_run(self, reason: str) -> None:
+        """Ask the current run to stop at its next checkpoint (lock held)."""
+        if self._session is not None:
+            self._session.stop = reason
+        elif self._remote is not None:
+            remote, request_id = self._remote
+            remote.pause(request_id)
+
+    def _finish(self, value: Any) -> None:
+        if not self.done():
+            self._where = "done"
+            self.set_result(value)
+
+    def _fail(self, exc: BaseException) -> None:
+        if not self.done():
+            self.set_exception(exc)
+
+
+_FILE_MAGIC = b"OFCK"
+
+
+def checkpoint_path(directory: str | os.PathLike[str], job: Job) -> Path:
+    """Where :func:`write_checkpoint` keeps ``job``'s latest checkpoint."""
+    name = job._fn.wire_name.replace(":", "-").replace("<", "").replace(">", "")
+    return Path(directory) / f"{name}-{job.id}.ckpt"
+
+
+def write_checkpoint(directory: str | os.PathLike[str], job: Job, state: Any, count: int) -> None:
+    """Write a job's checkpoint atomically: magic, count, codecs, each frame's length and bytes."""
+    codecs, frames = serialize.dumps(state)
+    path = checkpoint_path(directory, job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(_FILE_MAGIC + struct.pack("!QI", count, len(codecs)) + codecs)
+            for frame in frames:
+                view = memoryview(frame).cast("B")
+                out.write(struct.pack("!Q", view.nbytes))
+                out.write(view)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str], fn: OffloadedFunction[..., Any]
+) -> tuple[Any, int]:
+    """(state, count) from a file :func:`write_checkpoint` wrote, loaded as ``fn``'s results are."""
+    data = memoryview(Path(path).read_bytes())
+    if bytes(data[:4]) != _FILE_MAGIC:
+        raise errors.SerializationError(f"{path} is not an offload checkpoint")
+    count, n = struct.unpack_from("!QI", data, 4)
+    offset = 16
+    codecs = bytes(data[offset : offset + n])
+    offset += n
+    frames = []
+    for _ in range(n):
+        (length,) = struct.unpack_from("!Q", data, offset)
+        frames.append(data[offset + 8 : offset + 8 + length])
+        offset += 8 + length
+    return serialize.loads(codecs, frames, fn.allowlist, 2**40), count

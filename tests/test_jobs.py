@@ -1,0 +1,204 @@
+"""Checkpointed jobs against real servers: kills, lost servers, pauses, closing time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+import offload
+from offload.jobs import read_checkpoint
+
+from . import apps
+
+N, STEP = 40, 0.02
+EXPECTED = sum(i * i for i in range(N))
+
+
+def workers(server: offload.LocalServer) -> list[psutil.Process]:
+    """The server's worker processes (not multiprocessing's resource tracker)."""
+    children = psutil.Process(server.process.pid).children(recursive=True)
+    return [p for p in children if "resource_tracker" not in " ".join(p.cmdline())]
+
+
+def steps(log: Path) -> list[tuple[int, int]]:
+    """(pid, step) lines the function logged, in order."""
+    if not log.exists():
+        return []
+    return [tuple(map(int, line.split())) for line in log.read_text().splitlines()]  # type: ignore[misc]
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_worker_killed_mid_job_resumes_from_its_last_checkpoint(make_server, tmp_path):
+    server = make_server(workers=1)
+    log = tmp_path / "steps"
+    with offload.Client(server, heartbeat_timeout=10) as client:
+        client.ping(timeout=10)
+        job = client.submit(
+            offload.offload(apps.count_up.__wrapped__, mode="remote", checkpoint_every=0.05),
+            N,
+            STEP,
+            str(log),
+        )
+        assert isinstance(job, offload.Job)
+        wait_for(lambda: job.progress.checkpoints >= 5)
+        for worker in workers(server):
+            worker.kill()
+        assert job.result(timeout=30) == EXPECTED
+        done = steps(log)
+        redone = len(done) - N
+        interval_steps = 0.05 / STEP + 2  # one checkpoint interval, and the step in flight
+        assert 0 <= redone <= interval_steps, done
+        assert job.progress.runs == 2 and job.progress.where == "done"
+
+
+def test_resumes_here_when_the_server_dies(make_server, tmp_path):
+    server = make_server(workers=1)
+    log = tmp_path / "steps"
+    with offload.Client(server, heartbeat_interval=0.1, heartbeat_timeout=1.0) as client:
+        client.ping(timeout=10)
+        job = client.submit(apps.count_up, N, STEP, str(log))
+        wait_for(lambda: job.progress.checkpoints >= 5)
+        checkpoints_before = job.progress.checkpoints
+        server.process.kill()
+        assert job.result(timeout=30) == EXPECTED
+        pids = [pid for pid, _ in steps(log)]
+        assert pids[-1] == os.getpid()  # finished here
+        assert pids.count(os.getpid()) <= N - checkpoints_before + 1  # from the checkpoint on
+
+
+def test_resumes_on_the_backup_server(make_server, tmp_path):
+    first, second = make_server(workers=1), make_server(workers=1)
+    log = tmp_path / "steps"
+    with offload.Client(
+        first, backup_server=str(second), heartbeat_interval=0.1, heartbeat_timeout=1.0
+    ) as client:
+        client.ping(timeout=10)
+        job = client.submit(apps.count_up, N, STEP, str(log))
+        wait_for(lambda: job.progress.checkpoints >= 5)
+        first.process.kill()
+        assert job.result(timeout=30) == EXPECTED
+        pids = {pid for pid, _ in steps(log)}
+        assert os.getpid() not in pids and len(pids) == 2  # two servers' workers, not here
+
+
+def test_pause_then_resume_on_the_other_side(server, tmp_path):
+    log = tmp_path / "steps"
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        job = client.submit(apps.count_up, N, STEP, str(log))
+        wait_for(lambda: job.progress.checkpoints >= 3)
+        job.pause()
+        paused = job.progress
+        assert paused.where == "paused" and not job.done()
+        assert paused.checkpoints >= 3 and job.checkpoint[0] >= 3  # the state came home
+        time.sleep(0.2)
+        assert len(steps(log)) == job.checkpoint[0]  # it stopped at that checkpoint
+        job.resume("local")
+        assert job.result(timeout=30) == EXPECTED
+        assert steps(log)[-1][0] == os.getpid()
+        # And the other way round: started here, paused, finished on the server.
+        here = offload.offload(apps.count_up.__wrapped__, mode="local", checkpoint_every=0.05)
+        local = client.submit(here, N, STEP, str(tmp_path / "b"))
+        wait_for(lambda: local.progress.checkpoints >= 2)
+        local.pause()
+        local.resume("remote")
+        assert local.result(timeout=30) == EXPECTED
+
+
+def test_closing_time_hands_running_jobs_back(tmp_path):
+    server = offload.serve_local(
+        ["tests.apps"], workers=2, extra_args=["--log-level", "WARNING", "--close-grace", "10"]
+    )
+    try:
+        with offload.Client(server, heartbeat_timeout=10) as client:
+            client.ping(timeout=10)
+            jobs = [client.submit(apps.count_up, N, STEP, str(tmp_path / f"j{k}")) for k in (1, 2)]
+            wait_for(lambda: all(j.progress.checkpoints >= 3 for j in jobs))
+            server.process.send_signal(signal.SIGTERM)
+            assert [j.result(timeout=30) for j in jobs] == [EXPECTED, EXPECTED]
+            assert server.process.wait(timeout=15) == 0
+            for k in (1, 2):
+                done = steps(tmp_path / f"j{k}")
+                assert done[-1][0] == os.getpid() and len(done) <= N + 3
+    finally:
+        server.stop()
+
+
+def test_purge_on_exit_leaves_no_job_data(tmp_path):
+    from edge_server.arena import arena_dir
+
+    server = offload.serve_local(
+        ["tests.apps"], workers=1, extra_args=["--log-level", "WARNING", "--purge-on-exit"]
+    )
+    pid = server.process.pid
+    try:
+        with offload.Client(server) as client:
+            client.ping(timeout=10)
+            big = os.urandom(4 * 2**20)  # incompressible: staged through shared memory
+            hold = offload.offload(apps.hold.__wrapped__, mode="remote")
+            running = client.submit(hold, big, 1.0)
+            wait_for(lambda: list(arena_dir().glob(f"offload-{pid}-*")))  # data on disk
+            server.process.send_signal(signal.SIGTERM)  # closing with the job running
+            assert running.result(timeout=15) == len(big)  # it was let finish
+            assert server.process.wait(timeout=15) == 0
+        assert not list(arena_dir().glob(f"offload-{pid}-*"))
+    finally:
+        server.stop()
+
+
+def test_a_checkpoint_over_the_message_limit_is_a_clear_error(make_server):
+    server = make_server("--max-message-size", str(2**20))
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        job = client.submit(
+            offload.offload(apps.big_checkpoint.__wrapped__, mode="remote", checkpoint_every=0), 2
+        )
+        with pytest.raises(offload.PayloadTooLarge, match="checkpoint of 2097"):
+            job.result(timeout=20)
+
+
+def test_retries_rerun_an_idempotent_call_and_only_it(make_server):
+    server = make_server(workers=1)
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        job = client.submit(
+            offload.offload(apps.slow_square.__wrapped__, mode="remote", retries=1), 7, 1.0
+        )
+        time.sleep(0.3)
+        for worker in workers(server):
+            worker.kill()
+        assert job.result(timeout=20) == 49  # run again from scratch
+        plain = offload.offload(apps.slow_square.__wrapped__, mode="remote")
+        future = client.submit(plain, 7, 1.0)
+        time.sleep(0.3)
+        for worker in workers(server):
+            worker.kill()
+        with pytest.raises(offload.WorkerCrashed):
+            future.result(timeout=20)
+
+
+def test_checkpoints_also_go_to_a_directory(server, tmp_path):
+    with offload.Client(server, checkpoint_dir=str(tmp_path / "ckpt")) as client:
+        client.ping(timeout=10)
+        job = client.submit(apps.count_up, 10, 0.01, str(tmp_path / "steps"))
+        assert job.result(timeout=20) == sum(i * i for i in range(10))
+        (path,) = (tmp_path / "ckpt").glob("*.ckpt")
+        state, count = read_checkpoint(path, apps.count_up)
+        assert count == job.progress.checkpoints >= 1 and state == job.checkpoint
+
+
+def test_checkpoint_and_restore_are_no_ops_outside_a_job():
+    assert apps.count_up.local(3, 0, os.devnull) == 0 + 1 + 4
+    assert offload.restore("start") == "start"
+    offload.checkpoint("ignored")  # no job: nothing happens
