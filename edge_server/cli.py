@@ -87,6 +87,19 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         "server exits (default %(default)s)",
     )
     parser.add_argument(
+        "--orphans",
+        choices=("stop", "finish"),
+        default=defaults.orphans,
+        help="jobs of a client that disconnected: stop them, or let them finish "
+        "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--client-timeout",
+        type=float,
+        default=defaults.client_timeout,
+        help="seconds of silence after which a client counts as gone (default %(default)s)",
+    )
+    parser.add_argument(
         "--purge-on-exit",
         action="store_true",
         help="delete every piece of job data this server stored when it exits",
@@ -117,6 +130,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             max_call_seconds=args.max_call_seconds,
             close_grace=args.close_grace,
             purge_on_exit=args.purge_on_exit,
+            orphans=args.orphans,
+            client_timeout=args.client_timeout,
         )
     except ConfigError as exc:
         parser.error(str(exc))

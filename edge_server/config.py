@@ -28,6 +28,10 @@ class ServerConfig:
     close_grace: on stop (SIGTERM), how long running jobs get: checkpointed ones
         are asked for a checkpoint at once and stop there, others may finish.
     purge_on_exit: delete all job data this server stored when it exits.
+    orphans: what happens to the jobs of a client that disconnected: ``"stop"``
+        (queued ones dropped, running ones' workers replaced) or ``"finish"``.
+    client_timeout: silence (no message, no heartbeat) after which a client
+        counts as gone; clients with calls in flight ping every second.
     """
 
     bind: str = "tcp://127.0.0.1:5555"
@@ -41,6 +45,8 @@ class ServerConfig:
     max_call_seconds: float = 3600.0
     busy_poll: float = 0.0005
     close_grace: float = 10.0
+    orphans: str = "stop"
+    client_timeout: float = 15.0
     purge_on_exit: bool = False
 
     def __post_init__(self) -> None:
@@ -56,3 +62,9 @@ class ServerConfig:
             raise ConfigError("busy_poll must be between 0 and 10 ms")
         if self.compression not in ("auto", "off"):
             raise ConfigError("compression must be 'auto' or 'off'")
+        if self.orphans not in ("stop", "finish"):
+            raise ConfigError("orphans must be 'stop' or 'finish'")
+        if self.client_timeout <= 0:
+            raise ConfigError("client_timeout must be positive")
+        if self.close_grace < 0:
+            raise ConfigError("close_grace must be 0 or more")

@@ -68,6 +68,8 @@ class EdgeServer:
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = False
         self._closing_since = 0.0
+        self._seen: dict[bytes, float] = {}  # client identity -> when last heard from
+        self._clients_checked = 0.0
         self._queue: deque[Job] = deque()
         self._idle: deque[Worker] = deque()
         self._next_job = 0
@@ -192,6 +194,7 @@ class EdgeServer:
             if incoming:
                 pool.accept()
             self._check_deadlines()
+            self._check_clients()
             self._release_arenas()
 
     def _closed(self) -> bool:
@@ -242,6 +245,8 @@ class EdgeServer:
             self._tracker_wait = min(2 * wait, _TRACKER_POLL_MS[1])
             return wait
         deadlines = [w.deadline for w in self._pool.by_identity.values() if w.deadline]
+        if self._seen:  # look for vanished clients every second
+            deadlines.append(time.monotonic() + 1.0)
         if not deadlines:
             return None
         return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
@@ -253,6 +258,8 @@ class EdgeServer:
             log.warning("dropping a message without a header frame")
             return
         client, header_frame = frames[0].bytes, frames[1].buffer
+        now = time.monotonic()
+        self._seen[client] = now
         try:
             header = protocol.decode_header(header_frame)
         except ProtocolError as exc:
@@ -264,6 +271,8 @@ class EdgeServer:
             self._pause(client, header.request_id)
             return
         if header.kind == protocol.PING:
+            if header.flags & protocol.ALIVE and len(frames) == 3 and len(frames[2]) <= 255:
+                self._seen[frames[2].bytes] = now  # a heartbeat on behalf of a data socket
             pong: list[Any] = protocol.json_message(protocol.PONG, header.request_id, self._info)
             if header.aux:  # a bandwidth probe: pad the reply, from one shared buffer
                 pong.append(_PADDING[: min(header.aux, protocol.PROBE_MAX)])
@@ -281,6 +290,34 @@ class EdgeServer:
             return
         self._next_job = job.id
         self._queue.append(job)
+
+    def _check_clients(self) -> None:
+        """Once a second: stop the jobs of clients silent for ``client_timeout`` (by policy)."""
+        now = time.monotonic()
+        if now - self._clients_checked < 1.0:
+            return
+        self._clients_checked = now
+        timeout = self.config.client_timeout
+        gone = {c for c, seen in self._seen.items() if now - seen > timeout}
+        for client in gone:
+            del self._seen[client]
+        if gone and self.config.orphans == "stop":
+            for client in gone:
+                self._client_gone(client)
+
+    def _client_gone(self, client: bytes) -> None:
+        """A client vanished (no message or heartbeat in ``client_timeout``): stop its jobs."""
+        dropped = [job for job in self._queue if job.client == client]
+        for job in dropped:
+            self._queue.remove(job)
+        running = [w for w in self._pool.by_identity.values() if w.job and w.job.client == client]
+        for worker in running:
+            worker.job, worker.deadline = None, None
+            self._pool.kill(worker, "its client is gone")
+        if dropped or running:
+            log.info(
+                "client gone: %d queued and %d running jobs stopped", len(dropped), len(running)
+            )
 
     def _pause(self, client: bytes, request_id: int, why: str = "paused") -> None:
         """Stop a client's job at its next checkpoint (running) or before it starts (queued)."""

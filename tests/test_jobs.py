@@ -202,3 +202,20 @@ def test_checkpoint_and_restore_are_no_ops_outside_a_job():
     assert apps.count_up.local(3, 0, os.devnull) == 0 + 1 + 4
     assert offload.restore("start") == "start"
     offload.checkpoint("ignored")  # no job: nothing happens
+
+
+def test_a_vanished_clients_job_is_stopped(make_server):
+    server = make_server("--client-timeout", "1.5", workers=1)
+    hold = offload.offload(apps.hold.__wrapped__, mode="remote")
+    with offload.Client(server) as alive:  # heartbeats keep a long call's client known
+        assert alive.call(hold, (b"xy", 3.0), {}) == 2
+    client = offload.Client(server)
+    client.ping(timeout=10)
+    client.submit(hold, b"x", 30.0)
+    wait_for(lambda: len(workers(server)) == 1)
+    time.sleep(0.3)  # the job is running on the one worker
+    (before,) = workers(server)
+    client.shutdown(wait=False)  # the client goes away without waiting
+    wait_for(lambda: not before.is_running() or before.status() == psutil.STATUS_ZOMBIE, 10)
+    with offload.Client(server) as other:  # a new worker serves the next client
+        assert other.call(apps.add, (1, 2), {}, mode="remote") == 3

@@ -15,7 +15,11 @@ Header layout (``HEADER_PREFIX`` plus variable tail)::
     6       2     flags        bit 0 BY_VALUE: payload frame 0 is the function
                                itself (cloudpickle), shipped because the server
                                may not hold it (the "traditional offloading" path);
-                               bit 1 CHECKPOINTED: the call takes checkpoints
+                               bit 1 CHECKPOINTED: the call takes checkpoints;
+                               bit 2 ALIVE (PING): payload frame 0 is the routing
+                               id of the sender's data socket, which is alive (a
+                               heartbeat from a second socket, so that it never
+                               waits behind a large upload)
     8       8     request id   chosen by the client, echoed in the reply
     16      8     aux          CALL: timeout in microseconds (0 = none);
                                RESULT: server-side execution time in nanoseconds;
@@ -63,6 +67,7 @@ KINDS = frozenset((CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE))
 
 BY_VALUE = 0x1
 CHECKPOINTED = 0x2
+ALIVE = 0x4
 
 PROBE_MAX = 8 * 2**20  # the most padding a PONG carries
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import secrets
 import select
 import threading
 import time
@@ -63,7 +64,9 @@ class Connection:
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = heartbeat_timeout
         self._poll_ms = int(heartbeat_interval * 1000)
-        self._sock = _dealer(context, address)
+        #: The data socket's routing id, chosen here: heartbeats vouch for it.
+        self.identity = b"c" + secrets.token_bytes(15)
+        self._sock = _dealer(context, address, self.identity)
         self._hb = _dealer(context, address)
         self._hb_fd = sockets.fd(self._hb)
         self._hb_dirty = False
@@ -372,10 +375,13 @@ class Connection:
         if silent > self._heartbeat_timeout:
             self.up = False
             self._fail_all(ServerUnavailable(f"no answer from {self.address} for {silent:.1f} s"))
-        elif silent > self._heartbeat_interval and now - self._pinged > self._heartbeat_interval:
+        elif now - self._pinged > self._heartbeat_interval:
+            # Both ways: the PONG tells this side the server lives; the PING tells the
+            # server this client does (even while checkpoints stream in).
             self._pinged = now
+            ping = protocol.encode_header(protocol.PING, 0, flags=protocol.ALIVE)
             with contextlib.suppress(zmq.ZMQError):  # if it cannot go, the silence will tell
-                self._hb.send(protocol.encode_header(protocol.PING, 0), zmq.NOBLOCK)
+                self._hb.send_multipart([ping, self.identity], zmq.NOBLOCK)
             self._hb_dirty = True
 
     def _fail_all(self, exc: OffloadError) -> None:
@@ -385,13 +391,15 @@ class Connection:
             _set(future, exc=exc)
 
 
-def _dealer(context: zmq.Context, address: str) -> zmq.Socket:
+def _dealer(context: zmq.Context, address: str, identity: bytes | None = None) -> zmq.Socket:
     # No MAXMSGSIZE here: ZeroMQ drops a connection that exceeds it and never
     # reconnects; the client checks sizes itself (UnloadableResult).
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
+    if identity is not None:
+        sock.setsockopt(zmq.ROUTING_ID, identity)
     sock.connect(address)
     return sock
 
