@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 #: Failures a job recovers from by running again (from its latest checkpoint).
 RECOVERABLE = (errors.ServerUnavailable, errors.WorkerCrashed, errors.JobStopped)
-#: Consecutive worker crashes on one server after which a job leaves it.
+#: Worker crashes on one server without a checkpoint in between after which a job leaves it.
 _CRASHES_PER_SERVER = 2
 
 
@@ -213,7 +213,9 @@ class Job(Future[Any]):
         exc = inner.exception()
         if exc is None:
             self._finish(inner.result())
-        elif isinstance(exc, errors.JobStopped) and (self._pause_wanted or self._cancel_wanted):
+        elif self._cancel_wanted:
+            self._fail(CancelledError())
+        elif isinstance(exc, errors.JobStopped) and self._pause_wanted:
             self._on_stopped("paused")
         elif isinstance(exc, RECOVERABLE):
             self._recover(exc)
@@ -229,9 +231,12 @@ class Job(Future[Any]):
                 return
             self._retries -= 1
         crashed = isinstance(exc, errors.WorkerCrashed)
-        self._crashes = self._crashes + 1 if crashed else 0
-        if crashed and self._crashes < _CRASHES_PER_SERVER and self._where != "local":
-            self._start(self._where)  # the server replaced the worker
+        self._crashes += crashed
+        # A crashed worker is replaced by its server: stay, unless crashes keep
+        # coming without progress (a checkpoint resets the count).
+        stay = crashed and self._where != "local"
+        if stay and (not checkpointed or self._crashes < _CRASHES_PER_SERVER):
+            self._start(self._where)
         else:
             self._start(self._client._fallback_target())
 
@@ -239,6 +244,7 @@ class Job(Future[Any]):
         if count <= self._count:
             return  # a late one from a run that was already superseded
         self._saved, self._count, self._when = state, count, time.time()
+        self._crashes = 0  # progress since the last crash
         self._client._store_checkpoint(self, state, count)
 
     def _on_stopped(self, reason: str) -> None:
