@@ -13,8 +13,12 @@ def test_a_case_with_kills_finishes_correctly(tmp_path):
     rounds, per_round = failures._rounds_for(1.0, a)
     expected = matrix_rounds.__wrapped__(a, rounds)
     with failures._server() as (_, client):
-        record = failures.run_case(client, a, rounds, per_round, expected, 0.01, 15, 1.0, 3)
+        record = failures.run_case(
+            client, a, rounds, per_round, expected, 0.003, 15, 1.0, seed=0, cap=20
+        )
     assert record["finished"] and record["correct"] and record["failures"] >= 1
     assert record["checkpoints_taken"] >= 1 and record["redone_s"] >= 0
     failures.plot([record], 1.0, tmp_path / "f.png")
-    assert "| 0.01 | 15 |" in failures.markdown({"job_s": 1.0, "rounds": rounds, "cases": [record]})
+    assert "| 0.003 | 15 |" in failures.markdown(
+        {"job_s": 1.0, "rounds": rounds, "cases": [record]}
+    )

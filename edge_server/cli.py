@@ -1,4 +1,9 @@
-"""``edge-server`` / ``python -m edge_server``: run an edge server in the foreground."""
+"""``edge-server`` / ``python -m edge_server``: run an edge server in the foreground.
+
+``edge-server stop --pid-file FILE`` asks a server started with that
+``--pid-file`` to close (SIGTERM: running checkpointed jobs hand their state
+home first) and waits until it has exited.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,11 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
+
+import psutil
 
 from offload._exceptions import ConfigError
 
@@ -105,6 +114,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         help="delete every piece of job data this server stored when it exits",
     )
     parser.add_argument(
+        "--pid-file",
+        help="write this process's id here while serving (for edge-server stop)",
+    )
+    parser.add_argument(
         "--exit-with-stdin",
         action="store_true",
         help="stop when standard input closes (a supervising parent that dies takes us along)",
@@ -147,8 +160,35 @@ def _stop_at_eof(server: EdgeServer) -> None:
     server.stop()
 
 
+def stop(argv: Sequence[str]) -> int:
+    """``edge-server stop --pid-file FILE [--timeout S]``: close a server, wait for it."""
+    parser = argparse.ArgumentParser(prog="edge-server stop")
+    parser.add_argument("--pid-file", required=True)
+    parser.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    try:
+        pid = int(Path(args.pid_file).read_text().split()[0])
+        os.kill(pid, signal.SIGTERM)
+    except (OSError, ValueError, IndexError) as exc:
+        print(f"edge-server stop: no server to stop ({exc})", file=sys.stderr)
+        return 1
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return 0  # exited; its parent has not collected it yet
+        except psutil.NoSuchProcess:
+            return 0
+        time.sleep(0.05)
+    print(f"edge-server stop: {pid} still running after {args.timeout:g} s", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run until SIGTERM or SIGINT."""
+    """Run until SIGTERM or SIGINT (or stop another server: ``stop``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["stop"]:
+        return stop(argv[1:])
     config, args = parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -170,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: server.stop())
 
     def ready(address: str) -> None:
+        if args.pid_file:
+            with open(args.pid_file, "w") as out:
+                out.write(f"{os.getpid()}\n")
         if args.print_address:
             print(address, flush=True)
 
@@ -178,4 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"edge-server: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if args.pid_file:
+            with contextlib.suppress(OSError):
+                os.unlink(args.pid_file)
     return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 import warnings
@@ -25,7 +26,7 @@ from . import _exceptions as errors
 from .api import OffloadedFunction, as_offloaded
 from .batch import BatchResult, run_batch
 from .config import Config
-from .jobs import Job, write_checkpoint
+from .jobs import Job, read_checkpoint, write_checkpoint
 from .profiler import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Profiler
 from .profiler.network import Link
 from .profiler.sizes import call_size
@@ -138,6 +139,27 @@ class Client(Executor):
         return run_batch(
             self, as_offloaded(fn), list(zip(*iterables)), deadline=deadline, **options
         )
+
+    def resume_from(
+        self, path: str | os.PathLike[str], fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Job:
+        """Continue ``fn(*args, **kwargs)`` from a checkpoint file an earlier process wrote.
+
+        The file is one ``checkpoint_dir`` holds (:func:`offload.jobs.checkpoint_path`);
+        its state is loaded as the function's results are, with the restricted unpickler.
+        """
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new calls after shutdown")
+        fn = as_offloaded(fn)
+        if fn.checkpoint_every is None:
+            raise errors.NotCheckpointable(f"{fn.wire_name} takes no checkpoints")
+        state, count = read_checkpoint(path, fn)
+        mode = fn.mode or self.config.mode
+        if mode == "auto":
+            side, size = self._side(fn, args, kwargs)
+        else:
+            side, size = (LOCAL if mode == "local" else REMOTE), call_size(fn, args, kwargs)
+        return Job(self, fn, args, kwargs, size, state, count).start(side)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting calls; with ``wait``, let calls in flight finish first."""

@@ -62,6 +62,8 @@ class Config:
         decision's knobs, see :mod:`offload.profiler.decision`.
     backup_server: where a checkpointed job resumes when ``server`` is lost
         (else it resumes here).
+    crash_tolerance: worker crashes on one server without a checkpoint in
+        between after which a checkpointed job leaves that server.
     checkpoint_dir: a directory where each job's latest checkpoint is also
         written (``<function>-<job id>.ckpt``), so it outlives this process.
     """
@@ -88,6 +90,7 @@ class Config:
     cpu_busy: float = Policy.cpu_busy
     memory_low: float = Policy.memory_low
     backup_server: str | None = None
+    crash_tolerance: int = 2
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -104,6 +107,7 @@ class Config:
             "assumed_mbit_s",
             "profile_interval",
             "explore_every",
+            "crash_tolerance",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")

@@ -48,8 +48,6 @@ if TYPE_CHECKING:
 
 #: Failures a job recovers from by running again (from its latest checkpoint).
 RECOVERABLE = (errors.ServerUnavailable, errors.WorkerCrashed, errors.JobStopped)
-#: Worker crashes on one server without a checkpoint in between after which a job leaves it.
-_CRASHES_PER_SERVER = 2
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ class Progress:
 
     checkpoints: int
     last_checkpoint: float | None  # time.time() of the latest one
-    where: str  # "local", a server's address, "paused" or "done"
+    where: str  # "local" or a server's address (of the last run, once done), or "paused"
     runs: int  # runs started (1 plus recoveries and resumes)
 
 
@@ -72,7 +70,10 @@ class Job(Future[Any]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         size: int,
+        state: Any = None,
+        count: int = 0,
     ) -> None:
+        """A job of ``fn(*args, **kwargs)``, from ``state`` (checkpoint ``count``) if given."""
         super().__init__()
         self.set_running_or_notify_cancel()
         self._client, self._fn, self._args, self._kwargs, self._size = (
@@ -85,8 +86,8 @@ class Job(Future[Any]):
         #: A name for this job (checkpoint files are named after it).
         self.id = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
-        self._saved: Any = None  # the latest checkpoint's state
-        self._count = 0
+        self._saved: Any = state  # the latest checkpoint's state
+        self._count = count
         self._when: float | None = None
         self._where = ""
         self._runs = 0
@@ -107,7 +108,7 @@ class Job(Future[Any]):
 
     @property
     def progress(self) -> Progress:
-        where = "done" if self.done() else "paused" if self._paused.is_set() else self._where
+        where = "paused" if self._paused.is_set() and not self.done() else self._where
         return Progress(self._count, self._when, where, self._runs)
 
     def pause(self, timeout: float | None = 30.0) -> None:
@@ -235,7 +236,7 @@ class Job(Future[Any]):
         # A crashed worker is replaced by its server: stay, unless crashes keep
         # coming without progress (a checkpoint resets the count).
         stay = crashed and self._where != "local"
-        if stay and (not checkpointed or self._crashes < _CRASHES_PER_SERVER):
+        if stay and (not checkpointed or self._crashes < self._client.config.crash_tolerance):
             self._start(self._where)
         else:
             self._start(self._client._fallback_target())
@@ -263,7 +264,6 @@ class Job(Future[Any]):
 
     def _finish(self, value: Any) -> None:
         if not self.done():
-            self._where = "done"
             self.set_result(value)
 
     def _fail(self, exc: BaseException) -> None:

@@ -59,7 +59,7 @@ def test_worker_killed_mid_job_resumes_from_its_last_checkpoint(make_server, tmp
         redone = len(done) - N
         interval_steps = 0.05 / STEP + 2  # one checkpoint interval, and the step in flight
         assert 0 <= redone <= interval_steps, done
-        assert job.progress.runs == 2 and job.progress.where == "done"
+        assert job.progress.runs == 2 and job.progress.where == server.address
 
 
 def test_resumes_here_when_the_server_dies(make_server, tmp_path):
@@ -219,3 +219,43 @@ def test_a_vanished_clients_job_is_stopped(make_server):
     wait_for(lambda: not before.is_running() or before.status() == psutil.STATUS_ZOMBIE, 10)
     with offload.Client(server) as other:  # a new worker serves the next client
         assert other.call(apps.add, (1, 2), {}, mode="remote") == 3
+
+
+def test_a_restarted_app_resumes_from_the_checkpoint_file(server, tmp_path):
+    log, directory = tmp_path / "steps", tmp_path / "ckpt"
+    with offload.Client(server, checkpoint_dir=str(directory)) as first:
+        first.ping(timeout=10)
+        job = first.submit(apps.count_up, N, STEP, str(log))
+        wait_for(lambda: job.progress.checkpoints >= 5)
+        job.pause()  # then this "app" goes away
+    (path,) = directory.glob("*.ckpt")
+    done_before = len(steps(log))
+    with offload.Client(server) as second:  # a new process would do the same
+        second.ping(timeout=10)
+        resumed = second.resume_from(path, apps.count_up, N, STEP, str(log))
+        assert resumed.result(timeout=30) == EXPECTED
+    assert len(steps(log)) == N and done_before < N  # nothing done twice
+
+
+def test_edge_server_stop_closes_a_server_by_its_pid_file(tmp_path):
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "edge.pid"
+    server = offload.serve_local(
+        ["tests.apps"],
+        workers=1,
+        extra_args=["--log-level", "WARNING", "--pid-file", str(pid_file)],
+    )
+    try:
+        assert int(pid_file.read_text()) == server.process.pid
+        stop = subprocess.run(
+            [sys.executable, "-m", "edge_server", "stop", "--pid-file", str(pid_file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert stop.returncode == 0, stop.stderr
+        assert server.process.wait(timeout=5) == 0 and not pid_file.exists()
+    finally:
+        server.stop()
