@@ -36,6 +36,10 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
+def _seconds(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.3f}s"
+
+
 def _matrix(n: int, rng: random.Random) -> list[list[int]]:
     return [[rng.randrange(100) for _ in range(n)] for _ in range(n)]
 
@@ -73,16 +77,31 @@ def main() -> None:
             print(f"{'':26s} {'edge server':12s} {t_remote:8.3f}s {sent:9,d}B {received:9,d}B")
 
         print("\nauto mode: the profiler decides each call; offload.explain() says why")
-        for label, fn, args in cases:
-            for _ in range(3):  # remote once, here once (cold start), then by the estimates
+        series = [
+            (
+                "bubble sort",
+                bubble_sort,
+                [
+                    ([rng.randrange(10**6) for _ in range(n)],)
+                    for n in (300, 800, 1500, 2500, 4000, 2500)
+                ],
+            ),
+            (
+                "matrix multiply",
+                matrix_multiply,
+                [(_matrix(n, rng), _matrix(n, rng)) for n in (20, 50, 90, 130, 160, 130)],
+            ),
+            ("power", power, [(3, e) for e in (10**4, 10**5, 5 * 10**5, 10**6, 3 * 10**6, 10**6)]),
+        ]
+        for label, fn, calls in series:
+            for args in calls:
                 why = offload.explain(fn, *args)
                 _, took = _timed(functools.partial(fn, *args))
-            est = why.estimates
-            print(
-                f"{label:26s} -> {why.side:6s} in {took:.3f}s  "
-                f"(estimated here {est['local']['time_s']:.3f}s, "
-                f"there {est['remote']['time_s']:.3f}s: {why.reasons[0]})"
-            )
+                here, there = (_seconds(why.estimates[s]["time_s"]) for s in ("local", "remote"))
+                print(
+                    f"{label:16s} size {why.size:>9,d} -> {why.side:6s} {took:6.3f}s  "
+                    f"(estimated here {here}, there {there}: {why.reasons[0]})"
+                )
         for name, by_side in offload.stats().items():
             here, there = (
                 f"{s['calls']:.0f} calls {s['seconds']:.2f}s {s['energy_j']:.2f}J"

@@ -47,16 +47,16 @@ def test_cold_start_offloads_once_then_runs_here_once(fn):
 def test_cold_start_does_not_send_a_burst_of_tries(fn):
     d = make()
     sides = [side(d, fn, 100) for _ in range(10)]  # none has reported yet
-    assert sides[0] == "remote" and sides.count("local") <= 1
+    assert sides[0] == "remote" and sides.count("local") <= 2  # tries spaced out
 
 
 def test_an_expensive_function_is_not_tried_here_on_a_big_call(fn):
-    d = make(Policy(explore_every=8))
+    d = make()
     assert side(d, fn, 10_000) == "remote"
     d.observe_remote(fn, 10_000, 2.1, 2.0, 100, 100)  # 2 s on the server
-    sides = [side(d, fn, 10_000) for _ in range(7)]
-    assert sides == ["remote"] * 7  # trying it here could cost many times that
-    assert side(d, fn, 10_000) == "local"  # ...but after explore_every calls, once
+    sides = [side(d, fn, 10_000) for _ in range(3)]
+    assert sides == ["remote"] * 3  # trying it here could cost many times that
+    assert side(d, fn, 10_000) == "local"  # ...but after a few calls, once
     d.observe_local(fn, 10_000, 9.0)
     assert side(d, fn, 10_000) == "remote"
 

@@ -16,7 +16,7 @@ and runs the call on the cheaper side, subject to, in order:
    online mode). Its local time is then estimated from its server time and
    how much slower this device has been on other functions; until that is
    known, it is run here once, on a call the server did in under
-   ``cheap_try_s`` (or after ``explore_every`` calls without one).
+   ``cheap_try_s`` (or after four calls without one).
 3. Critical conditions (DCOF's switch to online mode): the battery below
    ``battery_low`` and discharging (the objective becomes energy), the CPU
    above ``cpu_busy`` or free memory below ``memory_low``: the local score is
@@ -53,6 +53,9 @@ LOCAL: Side = "local"
 REMOTE: Side = "remote"
 
 logger = logging.getLogger("offload.decision")
+
+#: Decisions after which a function never run here is tried here even on a dear call.
+_COLD_LOCAL_AFTER = 4
 
 # Reasons, as short codes on the hot path and sentences in explain().
 OFFLINE, COLD, CHEAPER, KEPT, EXPLORE = range(5)
@@ -232,7 +235,7 @@ class AdaptiveDecider:
             t_local = exp(base + slowdown) * self._local_drift.value * busy
         if t_local is None and (
             (t_exec is not None and t_exec < self._cheap_try_s)
-            or prof.clock - max(m.seen[HERE], 0) >= every
+            or prof.clock - max(m.seen[HERE], 0) >= _COLD_LOCAL_AFTER
         ):
             return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
         if t_local is None or t_exec is None:  # a first try still running: lean on the other
