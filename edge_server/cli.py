@@ -103,6 +103,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--client-running",
+        type=int,
+        default=defaults.max_running_per_client,
+        help="calls of one client running at once (default: no limit but the workers)",
+    )
+    parser.add_argument(
         "--client-timeout",
         type=float,
         default=defaults.client_timeout,
@@ -145,6 +151,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             purge_on_exit=args.purge_on_exit,
             orphans=args.orphans,
             client_timeout=args.client_timeout,
+            max_running_per_client=args.client_running,
         )
     except ConfigError as exc:
         parser.error(str(exc))

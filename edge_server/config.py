@@ -30,6 +30,8 @@ class ServerConfig:
     purge_on_exit: delete all job data this server stored when it exits.
     orphans: what happens to the jobs of a client that disconnected: ``"stop"``
         (queued ones dropped, running ones' workers replaced) or ``"finish"``.
+    max_running_per_client: calls of one client running at once; its others
+        wait (the queue serves clients round-robin either way).
     client_timeout: silence (no message, no heartbeat) after which a client
         counts as gone; clients with calls in flight ping every second.
     """
@@ -46,6 +48,7 @@ class ServerConfig:
     busy_poll: float = 0.0005
     close_grace: float = 10.0
     orphans: str = "stop"
+    max_running_per_client: int = 1_000_000
     client_timeout: float = 15.0
     purge_on_exit: bool = False
 
@@ -64,6 +67,8 @@ class ServerConfig:
             raise ConfigError("compression must be 'auto' or 'off'")
         if self.orphans not in ("stop", "finish"):
             raise ConfigError("orphans must be 'stop' or 'finish'")
+        if self.max_running_per_client < 1:
+            raise ConfigError("max_running_per_client must be at least 1")
         if self.client_timeout <= 0:
             raise ConfigError("client_timeout must be positive")
         if self.close_grace < 0:

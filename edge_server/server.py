@@ -42,11 +42,12 @@ import offload
 from offload._exceptions import ConfigError, ProtocolError
 from offload.runtime import protocol, sockets
 
-from .admission import Job, Refused, admit
+from .admission import Refused, admit
 from .arena import arena_dir, remove_stale_files
 from .channel import Channel
 from .config import ServerConfig
 from .pool import Pool, Worker
+from .queue import FairQueue
 from .registry import Registry
 
 log = logging.getLogger("edge_server")
@@ -70,7 +71,7 @@ class EdgeServer:
         self._closing_since = 0.0
         self._seen: dict[bytes, float] = {}  # client identity -> when last heard from
         self._clients_checked = 0.0
-        self._queue: deque[Job] = deque()
+        self._queue = FairQueue()
         self._idle: deque[Worker] = deque()
         self._next_job = 0
         self._dispatched_at = 0.0
@@ -205,8 +206,8 @@ class EdgeServer:
             log.info(
                 "closing: %d queued calls refused, running jobs asked to stop", len(self._queue)
             )
-            while self._queue:
-                job = self._queue.popleft()
+            for job in list(self._queue):
+                self._queue.remove(job)
                 self._reply_error(job.client, job.request_id, "unavailable", "server closing")
             for worker in self._pool.by_identity.values():
                 self._signal_stop(worker, signal.SIGUSR2)
@@ -350,9 +351,12 @@ class EdgeServer:
         if self._queue and self._idle:
             self._release_arenas()  # a FREE ahead of the job lets the worker reuse its arena
         while self._queue and self._idle:
-            job, worker = self._queue.popleft(), self._idle.popleft()
+            job = self._queue.pop(self._at_running_limit)
+            if job is None:
+                return  # every client with calls waiting has its share running
+            worker = self._idle.popleft()
             if worker.killed or worker.channel is None:
-                self._queue.appendleft(job)
+                self._queue.push_back(job)
                 continue
             header, payload = job.frames[0], job.frames[1:]
             try:
@@ -367,7 +371,7 @@ class EdgeServer:
                     [b"J", job.id.to_bytes(8, "big"), header.buffer, name, spans, *inline]
                 )
             except (BrokenPipeError, ConnectionResetError):
-                self._queue.appendleft(job)  # the worker died; its sentinel will tell
+                self._queue.push_back(job)  # the worker died; its sentinel will tell
                 continue
             except (OSError, ValueError) as exc:
                 self._idle.appendleft(worker)
@@ -376,6 +380,15 @@ class EdgeServer:
             worker.job = job
             self._dispatched_at = time.perf_counter()
             worker.deadline = time.monotonic() + job.timeout if job.timeout else None
+
+    def _at_running_limit(self, client: bytes) -> bool:
+        """Whether ``client`` already has ``max_running_per_client`` calls running."""
+        limit = self.config.max_running_per_client
+        running = 0
+        for worker in self._pool.by_identity.values():
+            if worker.job is not None and worker.job.client == client:
+                running += 1
+        return running >= limit
 
     def _read_unnamed(self, channel: Channel) -> None:
         try:

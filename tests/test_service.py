@@ -1,0 +1,70 @@
+"""The server as a shared service: fair queueing between clients, per-client running limits."""
+
+from __future__ import annotations
+
+import time
+
+import offload
+
+from . import apps
+
+nap = offload.offload(apps.nap.__wrapped__, mode="remote")
+
+
+def test_one_clients_many_calls_do_not_starve_anothers_one(make_server):
+    server = make_server(workers=1)
+    with offload.Client(server) as greedy, offload.Client(server) as modest:
+        greedy.ping(timeout=10)
+        modest.ping(timeout=10)
+        flood = [greedy.submit(nap, 0.2) for _ in range(10)]
+        time.sleep(0.1)  # the flood is queued; the first one is running
+        start = time.perf_counter()
+        assert modest.submit(nap, 0.2).result(timeout=20) == 0.2
+        waited = time.perf_counter() - start
+        assert waited < 0.2 * 3.5  # at most the running call and one more of the flood ahead
+        finished_before = sum(f.done() for f in flood)
+        assert finished_before <= 3
+        assert [f.result(timeout=20) for f in flood] == [0.2] * 10
+
+
+def both_workers_up(a: offload.Client, b: offload.Client) -> None:
+    """Wait until two calls from two clients run side by side (both workers started)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        start = time.perf_counter()
+        pair = [a.submit(nap, 0.2), b.submit(nap, 0.2)]
+        [f.result(timeout=20) for f in pair]
+        if time.perf_counter() - start < 0.35:
+            return
+    raise AssertionError("the second worker never came up")
+
+
+def test_a_client_runs_at_most_its_limit_at_once(make_server):
+    server = make_server("--client-running", "1", workers=2)
+    with offload.Client(server) as first, offload.Client(server) as second:
+        both_workers_up(first, second)
+        start = time.perf_counter()
+        calls = [first.submit(nap, 0.3) for _ in range(3)]
+        time.sleep(0.05)
+        assert second.submit(nap, 0.3).result(timeout=20) == 0.3  # the other worker is free
+        second_done = time.perf_counter() - start
+        assert [c.result(timeout=20) for c in calls] == [0.3] * 3
+        first_done = time.perf_counter() - start
+        assert second_done < 0.3 * 2  # not behind first's calls
+        assert first_done >= 0.3 * 3 * 0.95  # first's three ran one at a time
+
+
+def test_the_queue_takes_one_call_per_client_in_turn():
+    from edge_server.admission import Job
+    from edge_server.queue import FairQueue
+
+    queue = FairQueue()
+    jobs = [Job(i, client, i, [], 0.0) for i, client in enumerate([b"a", b"a", b"a", b"b"])]
+    for job in jobs:
+        queue.append(job)
+    order = [queue.pop(lambda client: False) for _ in range(4)]
+    assert [j.id for j in order if j] == [0, 3, 1, 2]  # a, b, a, a
+    assert queue.pop(lambda client: False) is None and len(queue) == 0
+    for job in jobs:
+        queue.append(job)
+    assert queue.pop(lambda client: client == b"a").id == 3  # a is at its limit: b goes
