@@ -103,6 +103,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--limit-memory-mb",
+        type=float,
+        help="memory a job may allocate, in MB (RLIMIT_AS over the worker's own)",
+    )
+    parser.add_argument("--limit-cpu", type=float, help="CPU seconds a job may use")
+    parser.add_argument("--limit-files", type=int, help="files a job may have open at once")
+    parser.add_argument(
         "--client-running",
         type=int,
         default=defaults.max_running_per_client,
@@ -152,6 +159,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             orphans=args.orphans,
             client_timeout=args.client_timeout,
             max_running_per_client=args.client_running,
+            limit_memory=int(args.limit_memory_mb * 2**20) if args.limit_memory_mb else None,
+            limit_cpu=args.limit_cpu,
+            limit_files=args.limit_files,
         )
     except ConfigError as exc:
         parser.error(str(exc))

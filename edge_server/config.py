@@ -30,6 +30,10 @@ class ServerConfig:
     purge_on_exit: delete all job data this server stored when it exits.
     orphans: what happens to the jobs of a client that disconnected: ``"stop"``
         (queued ones dropped, running ones' workers replaced) or ``"finish"``.
+    limit_memory, limit_cpu, limit_files: per job, the memory (bytes of address
+        space beyond what the worker holds when it starts), CPU seconds and
+        open files it may use (``resource.setrlimit``); past one, the call
+        fails with LimitExceeded naming it and its worker is replaced.
     max_running_per_client: calls of one client running at once; its others
         wait (the queue serves clients round-robin either way).
     client_timeout: silence (no message, no heartbeat) after which a client
@@ -48,6 +52,9 @@ class ServerConfig:
     busy_poll: float = 0.0005
     close_grace: float = 10.0
     orphans: str = "stop"
+    limit_memory: int | None = None
+    limit_cpu: float | None = None
+    limit_files: int | None = None
     max_running_per_client: int = 1_000_000
     client_timeout: float = 15.0
     purge_on_exit: bool = False
@@ -67,6 +74,10 @@ class ServerConfig:
             raise ConfigError("compression must be 'auto' or 'off'")
         if self.orphans not in ("stop", "finish"):
             raise ConfigError("orphans must be 'stop' or 'finish'")
+        for name in ("limit_memory", "limit_cpu", "limit_files"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{name} must be positive")
         if self.max_running_per_client < 1:
             raise ConfigError("max_running_per_client must be at least 1")
         if self.client_timeout <= 0:

@@ -421,7 +421,9 @@ class EdgeServer:
             if job is not None and int.from_bytes(frames[1], "big") == job.id:
                 self._send(job.client, list(frames[2:]))
             return
-        if kind != b"D" or len(frames) < 5:
+        if kind == b"E":  # done, and the worker leaves (it passed a resource limit)
+            worker.killed = worker.killed or "passed a resource limit"
+        elif kind != b"D" or len(frames) < 5:
             log.error("unexpected message %r from worker %s", bytes(frames[0]), worker.identity)
             return
         job = worker.job

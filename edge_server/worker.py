@@ -6,6 +6,8 @@ Messages with the server (over a :class:`~edge_server.channel.Channel`)::
     server -> worker   JOB    [b"J", job id, client header, arena name, spans, *inline frames]
     worker -> server   CKPT   [b"C", job id, CHECKPOINT header, *state frames]
     worker -> server   DONE   [b"D", job id, reply header, arena name, spans, *inline frames]
+    worker -> server   LAST   [b"E", ...as DONE]   the job passed a resource limit: this
+                                                    worker exits after it (to be replaced)
     server -> worker   FREE   [b"F", arena name]    that result arena may be written again
     server -> worker   STOP   [b"S"]
 
@@ -49,6 +51,7 @@ from offload.runtime.compression import decompress
 from .arena import ArenaPool, ArenaReader
 from .channel import Channel
 from .config import ServerConfig
+from .limits import CpuTimeExceeded, Limits
 from .registry import Registry
 
 log = logging.getLogger("edge_server.worker")
@@ -69,6 +72,8 @@ def run_worker(
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(backend)
     channel = Channel(sock)
+    limits = Limits(config)
+    limits.install()
     channel.send([b"R", identity])
     try:
         while True:
@@ -89,7 +94,7 @@ def run_worker(
                 channel.send([b"C", job_id, *state_frames])
 
             try:
-                reply = execute(header_frame, payload, registry, config, ship)
+                reply = execute(header_frame, payload, registry, config, ship, limits)
             except Exception as exc:  # a bug or a hostile value: answer, do not die
                 log.exception("job failed outside the function")
                 reply = protocol.error_message(
@@ -99,7 +104,10 @@ def run_worker(
                 )
             del payload
             arena, reply_spans, inline = results.pack(reply[1:])
-            channel.send([b"D", job_id, reply[0], arena, reply_spans, *inline])
+            over = limits.passed
+            channel.send([b"E" if over else b"D", job_id, reply[0], arena, reply_spans, *inline])
+            if over:
+                return  # a fresh worker takes this one's place
     finally:
         results.close()
         channel.close()
@@ -111,6 +119,7 @@ def execute(
     registry: Registry,
     config: ServerConfig,
     ship: Callable[[list[Any]], None] | None = None,
+    limits: Limits | None = None,
 ) -> list[Any]:
     """Run the call a CALL message describes; return the reply frames (header first).
 
@@ -134,12 +143,20 @@ def execute(
     start = time.perf_counter_ns()
     global _running
     _running = session
+    if limits is not None:
+        limits.start_job()
     try:
         if session is None:
             value = fn(*args, **kwargs)
         else:
             with checkpoint.running(session):
                 value = fn(*args, **kwargs)
+    except (CpuTimeExceeded, MemoryError, OSError) as exc:
+        passed = limits.exceeded(exc) if limits is not None else None
+        if passed is None:
+            return errors.exception_message(request_id, exc)
+        limits.passed = passed  # type: ignore[union-attr]
+        return protocol.error_message(request_id, "limit_exceeded", f"{header.name}: {passed}")
     except checkpoint.Stopped as stop:  # at a safe point, its state already shipped
         return protocol.error_message(request_id, "stopped", str(stop.args[0]))
     except PayloadTooLarge as exc:  # a checkpoint too large to ship
@@ -148,6 +165,8 @@ def execute(
         return errors.exception_message(request_id, exc)
     finally:
         _running = None
+        if limits is not None:
+            limits.end_job()
     elapsed = time.perf_counter_ns() - start
     try:
         codecs, frames = serialize.dumps(value, compress=config.compression == "auto")

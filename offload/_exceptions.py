@@ -88,6 +88,13 @@ class CallTimeout(RemoteCallError, TimeoutError):
     """The call ran past its timeout and its worker was stopped."""
 
 
+class LimitExceeded(RemoteCallError):
+    """The call went past a resource limit of its worker (memory, CPU time, open files).
+
+    The message names the limit; the worker was replaced, other calls were not disturbed.
+    """
+
+
 class JobStopped(RemoteCallError):
     """A checkpointed job stopped at a safe point when asked: paused, or its server closing.
 
@@ -138,6 +145,7 @@ ERROR_CODES: dict[str, type[OffloadError]] = {
     "worker_crashed": WorkerCrashed,
     "timeout": CallTimeout,
     "stopped": JobStopped,
+    "limit_exceeded": LimitExceeded,
     "remote": RemoteError,
 }
 CODE_OF: dict[type[OffloadError], str] = {cls: code for code, cls in ERROR_CODES.items()}

@@ -131,3 +131,28 @@ def hold(data: bytes, seconds: float) -> int:
     """Keeps ``data`` (staged in shared memory when large) for ``seconds``; returns its size."""
     time.sleep(seconds)
     return len(data)
+
+
+@offload
+def allocate(megabytes: int) -> int:
+    """Holds ``megabytes`` MB for a moment; returns how many it got."""
+    block = bytearray(megabytes * 2**20)
+    return len(block) // 2**20
+
+
+@offload
+def spin(seconds: float) -> float:
+    """Burns CPU for ``seconds`` of wall-clock time."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    return seconds
+
+
+@offload
+def open_files(count: int) -> int:
+    """Opens ``count`` files at once (and closes them)."""
+    handles = [open(os.devnull) for _ in range(count)]  # noqa: SIM115
+    for handle in handles:
+        handle.close()
+    return count

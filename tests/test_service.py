@@ -68,3 +68,28 @@ def test_the_queue_takes_one_call_per_client_in_turn():
     for job in jobs:
         queue.append(job)
     assert queue.pop(lambda client: client == b"a").id == 3  # a is at its limit: b goes
+
+
+def _remote(fn: offload.OffloadedFunction) -> offload.OffloadedFunction:
+    return offload.offload(fn.__wrapped__, mode="remote")
+
+
+def test_resource_limits_fail_the_job_by_name_and_spare_the_rest(make_server):
+    import pytest
+
+    server = make_server(
+        "--limit-memory-mb", "200", "--limit-cpu", "1", "--limit-files", "64", workers=1
+    )
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        assert client.call(_remote(apps.allocate), (50,), {}) == 50  # within the limits
+        with pytest.raises(offload.LimitExceeded, match="memory limit of 200 MB"):
+            client.call(_remote(apps.allocate), (1000,), {})
+        assert client.call(_remote(apps.open_files), (20,), {}) == 20
+        with pytest.raises(offload.LimitExceeded, match="open files limit of 64"):
+            client.call(_remote(apps.open_files), (500,), {})
+        start = time.perf_counter()
+        with pytest.raises(offload.LimitExceeded, match="CPU time limit of 1 s"):
+            client.call(_remote(apps.spin), (30.0,), {})
+        assert time.perf_counter() - start < 10  # stopped by its CPU limit, not a timeout
+        assert client.call(_remote(apps.add), (1, 2), {}) == 3  # a fresh worker serves on

@@ -1,0 +1,99 @@
+"""Resource limits of a worker's jobs: memory, CPU time, open files (``resource.setrlimit``).
+
+Limits are set in the worker, on itself, so a job that goes past one fails
+there with a clear error and nothing else on the server notices:
+
+* memory: ``RLIMIT_AS`` at what the worker maps when it starts plus
+  ``limit_memory``; an allocation past it raises ``MemoryError``.
+* CPU time: before each job the soft ``RLIMIT_CPU`` is set ``limit_cpu``
+  seconds above what the worker has used; past it the kernel sends SIGXCPU,
+  whose handler raises :class:`CpuTimeExceeded` in the job. (A job stuck
+  inside C code for good is left to the wall-clock timeout.)
+* open files: ``RLIMIT_NOFILE`` at the worker's own descriptors plus
+  ``limit_files``; one more ``open`` raises ``OSError(EMFILE)``.
+
+A job that went past a limit is answered ``limit_exceeded`` naming it, and
+its worker then exits to be replaced: memory fragments, leaked descriptors
+and half-done state go with it. ``RLIMIT_NPROC`` is not used: it counts all
+of the user's processes and does not bind root.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import resource
+import signal
+from typing import Any
+
+from .config import ServerConfig
+
+
+class CpuTimeExceeded(BaseException):
+    """Raised in a job by SIGXCPU: a BaseException, so the job's ``except Exception`` lets it by."""
+
+
+class Limits:
+    """The limits of one worker process, from the server's configuration."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.memory = config.limit_memory
+        self.cpu = config.limit_cpu
+        self.files = config.limit_files
+        #: Set when a job has passed a limit: the worker leaves after answering it.
+        self.passed: str | None = None
+
+    def install(self) -> None:
+        """Set the per-process limits; call once the worker has started."""
+        if self.files is not None:
+            mine = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 16
+            _lower(resource.RLIMIT_NOFILE, mine + self.files)
+        if self.memory is not None:
+            _lower(resource.RLIMIT_AS, _address_space() + self.memory)
+        if self.cpu is not None:
+            signal.signal(signal.SIGXCPU, _on_xcpu)
+
+    def start_job(self) -> None:
+        """Give the next job its CPU seconds."""
+        if self.cpu is not None:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            soft = math.ceil(usage.ru_utime + usage.ru_stime + self.cpu)
+            _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+    def end_job(self) -> None:
+        if self.cpu is not None:
+            _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+            resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+
+    def exceeded(self, exc: BaseException) -> str | None:
+        """The message naming the limit ``exc`` shows was passed, or ``None``."""
+        if isinstance(exc, CpuTimeExceeded):
+            return f"CPU time limit of {self.cpu:g} s exceeded"
+        if isinstance(exc, MemoryError) and self.memory is not None:
+            return f"memory limit of {self.memory / 2**20:g} MB exceeded"
+        if isinstance(exc, OSError) and exc.errno == errno.EMFILE and self.files is not None:
+            return f"open files limit of {self.files} exceeded"
+        return None
+
+
+def _on_xcpu(signum: int, frame: Any) -> None:
+    raise CpuTimeExceeded()
+
+
+def _lower(which: int, value: int) -> None:
+    """Set both soft and hard limits to ``value`` (never above the current hard limit)."""
+    _, hard = resource.getrlimit(which)
+    if hard != resource.RLIM_INFINITY:
+        value = min(value, hard)
+    resource.setrlimit(which, (value, value))
+
+
+def _address_space() -> int:
+    """Bytes of address space this process maps now."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
