@@ -103,6 +103,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         "(default %(default)s)",
     )
     parser.add_argument(
+        "--secret-key",
+        help="this server's CurveZMQ secret key file (offload keys generate NAME)",
+    )
+    parser.add_argument(
+        "--authorized-keys", help="directory of the public keys (*.key) of allowed clients"
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="no encryption, no authentication: anyone who can connect runs jobs (a lab bench)",
+    )
+    parser.add_argument(
         "--limit-memory-mb",
         type=float,
         help="memory a job may allocate, in MB (RLIMIT_AS over the worker's own)",
@@ -142,6 +154,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    if not args.secret_key and not args.insecure:
+        parser.error("give --secret-key and --authorized-keys, or --insecure for an open server")
     try:
         config = ServerConfig(
             bind=args.bind,
@@ -162,6 +176,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             limit_memory=int(args.limit_memory_mb * 2**20) if args.limit_memory_mb else None,
             limit_cpu=args.limit_cpu,
             limit_files=args.limit_files,
+            secret_key=args.secret_key,
+            authorized_keys=args.authorized_keys,
         )
     except ConfigError as exc:
         parser.error(str(exc))

@@ -34,6 +34,11 @@ class ServerConfig:
         space beyond what the worker holds when it starts), CPU seconds and
         open files it may use (``resource.setrlimit``); past one, the call
         fails with LimitExceeded naming it and its worker is replaced.
+    secret_key: file with this server's CurveZMQ secret key; with it every
+        connection is encrypted and only clients whose public keys are in
+        ``authorized_keys`` (a directory of ``*.key`` files) get in, refused
+        by ZAP before a byte of a call is read. Without it the server is open
+        to anyone who can connect (the CLI insists on ``--insecure`` then).
     max_running_per_client: calls of one client running at once; its others
         wait (the queue serves clients round-robin either way).
     client_timeout: silence (no message, no heartbeat) after which a client
@@ -52,6 +57,8 @@ class ServerConfig:
     busy_poll: float = 0.0005
     close_grace: float = 10.0
     orphans: str = "stop"
+    secret_key: str | None = None
+    authorized_keys: str | None = None
     limit_memory: int | None = None
     limit_cpu: float | None = None
     limit_files: int | None = None
@@ -78,6 +85,10 @@ class ServerConfig:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if (self.secret_key is None) != (self.authorized_keys is None):
+            raise ConfigError("secret_key and authorized_keys go together")
+        if self.authorized_keys is not None and not os.path.isdir(self.authorized_keys):
+            raise ConfigError(f"authorized_keys {self.authorized_keys!r} is not a directory")
         if self.max_running_per_client < 1:
             raise ConfigError("max_running_per_client must be at least 1")
         if self.client_timeout <= 0:

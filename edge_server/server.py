@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
 
 import offload
 from offload._exceptions import ConfigError, ProtocolError
@@ -116,6 +118,7 @@ class EdgeServer:
             frontend.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
             frontend.setsockopt(zmq.TCP_KEEPALIVE_CNT, 6)
             frontend.setsockopt(zmq.SNDHWM, 10_000)  # per client; beyond it replies are dropped
+            authenticator = self._secure(context, frontend)
             try:
                 frontend.bind(self.config.bind)
             except zmq.ZMQError as exc:
@@ -141,12 +144,37 @@ class EdgeServer:
                 for job in [*running, *self._queue]:
                     self._reply_error(job.client, job.request_id, "unavailable", "shut down")
                 pool.stop(timeout=2.0)  # removes this server's arenas
+                if authenticator is not None:
+                    authenticator.stop()
                 if self.config.purge_on_exit:
                     remove_stale_files(arena_dir())
                     log.info("purged: no job data of this server is left on disk")
                 frontend.close()
                 os.close(self._wake_r)
                 os.close(self._wake_w)
+
+    def _secure(self, context: zmq.Context, frontend: zmq.Socket) -> ThreadAuthenticator | None:
+        """CurveZMQ on the frontend and a ZAP handler admitting only authorized keys."""
+        if self.config.secret_key is None:
+            log.warning(
+                "INSECURE: no --secret-key; traffic is in the clear and anyone who can "
+                "connect to %s may run jobs",
+                self.config.bind,
+            )
+            return None
+        try:
+            public, secret = zmq.auth.load_certificate(self.config.secret_key)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {self.config.secret_key}: {exc}") from exc
+        if secret is None:
+            raise ConfigError(f"{self.config.secret_key} holds no secret key")
+        authenticator = ThreadAuthenticator(context, log=logging.getLogger("edge_server.auth"))
+        authenticator.start()
+        authenticator.configure_curve(domain="*", location=self.config.authorized_keys or "")
+        frontend.curve_publickey, frontend.curve_secretkey = public, secret
+        frontend.curve_server = True
+        log.info("CurveZMQ on: clients must hold a key in %s", self.config.authorized_keys)
+        return authenticator
 
     # -- the loop -------------------------------------------------------------------------------
 

@@ -62,6 +62,10 @@ class Config:
         decision's knobs, see :mod:`offload.profiler.decision`.
     backup_server: where a checkpointed job resumes when ``server`` is lost
         (else it resumes here).
+    server_key: file with the server's CurveZMQ public key (``offload keys
+        generate`` writes one); with ``client_key`` the connection is encrypted
+        and authenticated, and this client is known by its public key.
+    client_key: file with this client's CurveZMQ secret key (``NAME.key_secret``).
     crash_tolerance: worker crashes on one server without a checkpoint in
         between after which a checkpointed job leaves that server.
     checkpoint_dir: a directory where each job's latest checkpoint is also
@@ -90,6 +94,8 @@ class Config:
     cpu_busy: float = Policy.cpu_busy
     memory_low: float = Policy.memory_low
     backup_server: str | None = None
+    server_key: str | None = None
+    client_key: str | None = None
     crash_tolerance: int = 2
     checkpoint_dir: str | None = None
 
@@ -120,6 +126,8 @@ class Config:
             raise ConfigError(
                 f"energy_profile must be one of {sorted(PROFILES)}, not {self.energy_profile!r}"
             )
+        if (self.server_key is None) != (self.client_key is None):
+            raise ConfigError("server_key and client_key go together (CurveZMQ needs both)")
         if self.server is not None and "://" not in self.server:
             raise ConfigError(
                 f"server must be a ZeroMQ address like tcp://host:port, not {self.server!r}"

@@ -83,6 +83,8 @@ def serve_local(
     if allow_code_shipping:
         cmd.append("--allow-code-shipping")
     cmd += list(extra_args)
+    if "--secret-key" not in cmd:
+        cmd.append("--insecure")  # a server on this machine for this process: say so
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p)
     # The child stops when its stdin closes: when this process exits, however it dies.

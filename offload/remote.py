@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import zmq
+import zmq.auth
 
 from . import _exceptions as errors
 from .api import OffloadedFunction
@@ -50,6 +51,7 @@ class Remote:
             config.server,
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_timeout=config.heartbeat_timeout,
+            curve=_curve(config),
         )
 
     def close(self, wait: bool) -> None:
@@ -213,7 +215,10 @@ class Remote:
         raise errors.ProtocolError(f"unexpected reply kind {header.kind}")
 
     def ping(self, *, up: int = 0, down: int = 0, timed: bool = True) -> Future[dict[str, Any]]:
-        """PING the server (with ``up`` bytes, asking ``down`` back); ``timed`` feeds the RTT."""
+        """PING the server (with ``up`` bytes, asking ``down`` back); ``timed`` feeds the RTT.
+
+        Never raises: a PING that cannot even be sent fails its future.
+        """
         future: Future[dict[str, Any]] = running_future()
         request_id = self.conn.next_id()
         frames: list[Any] = [protocol.encode_header(protocol.PING, request_id, aux=down)]
@@ -223,9 +228,12 @@ class Remote:
         # measures the queue, not the round trip.
         idle = self.conn.in_flight() == 0
         start = time.perf_counter() if timed and idle and not (up or down) else 0.0
-        self.conn.request(
-            request_id, frames, future, functools.partial(self._decode_pong, start), wait=False
-        )
+        try:
+            self.conn.request(
+                request_id, frames, future, functools.partial(self._decode_pong, start), wait=False
+            )
+        except errors.ServerUnavailable as exc:  # nothing to send to: the answer is no
+            future.set_exception(exc)
         return future
 
     def _decode_pong(
@@ -238,6 +246,20 @@ class Remote:
         self.server_info = protocol.decode_json(frames[0].buffer)
         self.conn.note_instance(self.server_info.get("instance"))
         return self.server_info
+
+
+def _curve(config: Config) -> tuple[bytes, bytes, bytes] | None:
+    """(client public, client secret, server public) keys from the config's key files."""
+    if config.client_key is None or config.server_key is None:
+        return None
+    try:
+        public, secret = zmq.auth.load_certificate(config.client_key)
+        server, _ = zmq.auth.load_certificate(config.server_key)
+    except (OSError, ValueError) as exc:
+        raise errors.ConfigError(f"cannot read CurveZMQ keys: {exc}") from exc
+    if secret is None:
+        raise errors.ConfigError(f"{config.client_key} holds no secret key (use NAME.key_secret)")
+    return public, secret, server
 
 
 def running_future() -> Future[Any]:

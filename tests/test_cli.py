@@ -22,12 +22,19 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
         (["--app", "no_such_module_here"], "cannot import app module 'no_such_module_here'"),
         (["--allow-type", "tests.apps:Nope"], "cannot import type 'tests.apps:Nope'"),
         (["--bind", "tcp://127.0.0.1:notaport"], "cannot bind"),
+        (["--limit-cpu", "-1"], "limit_cpu must be positive"),
+        (["--secret-key", "/nonexistent"], "secret_key and authorized_keys go together"),
     ],
 )
 def test_bad_options_fail_clearly(args, message):
-    result = run(*args)
+    result = run("--insecure", *args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_an_open_server_must_be_asked_for():
+    result = run("--bind", "tcp://127.0.0.1:*")
+    assert result.returncode == 2 and "--insecure" in result.stderr
 
 
 def test_help_and_console_script():

@@ -59,15 +59,17 @@ class Connection:
         *,
         heartbeat_interval: float,
         heartbeat_timeout: float,
+        curve: tuple[bytes, bytes, bytes] | None = None,
     ) -> None:
+        """``curve``: (this client's public key, its secret key, the server's public key)."""
         self.address = address
         self._heartbeat_interval = heartbeat_interval
         self._heartbeat_timeout = heartbeat_timeout
         self._poll_ms = int(heartbeat_interval * 1000)
         #: The data socket's routing id, chosen here: heartbeats vouch for it.
         self.identity = b"c" + secrets.token_bytes(15)
-        self._sock = _dealer(context, address, self.identity)
-        self._hb = _dealer(context, address)
+        self._sock = _dealer(context, address, self.identity, curve)
+        self._hb = _dealer(context, address, None, curve)
         self._hb_fd = sockets.fd(self._hb)
         self._hb_dirty = False
         # The data connection's own fate: a disconnect loses the calls sent on it.
@@ -391,7 +393,12 @@ class Connection:
             _set(future, exc=exc)
 
 
-def _dealer(context: zmq.Context, address: str, identity: bytes | None = None) -> zmq.Socket:
+def _dealer(
+    context: zmq.Context,
+    address: str,
+    identity: bytes | None = None,
+    curve: tuple[bytes, bytes, bytes] | None = None,
+) -> zmq.Socket:
     # No MAXMSGSIZE here: ZeroMQ drops a connection that exceeds it and never
     # reconnects; the client checks sizes itself (UnloadableResult).
     sock = context.socket(zmq.DEALER)
@@ -400,6 +407,8 @@ def _dealer(context: zmq.Context, address: str, identity: bytes | None = None) -
     sock.setsockopt(zmq.RCVHWM, 0)
     if identity is not None:
         sock.setsockopt(zmq.ROUTING_ID, identity)
+    if curve is not None:
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = curve
     sock.connect(address)
     return sock
 

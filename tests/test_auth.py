@@ -1,0 +1,69 @@
+"""CurveZMQ: encrypted connections, and only clients with an authorized key get in."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import offload
+
+from . import apps
+
+
+def keys(directory: Path, name: str) -> tuple[Path, Path]:
+    """``offload keys generate NAME``: (public key file, secret key file)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "offload.cli", "keys", "generate", name, "--dir", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return directory / f"{name}.key", directory / f"{name}.key_secret"
+
+
+@pytest.fixture
+def secure_server(tmp_path, make_server):
+    server_public, server_secret = keys(tmp_path / "server", "server")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    client_public, _ = keys(tmp_path / "alice", "alice")
+    (allowed / "alice.key").write_bytes(client_public.read_bytes())
+    keys(tmp_path / "mallory", "mallory")
+    server = make_server("--secret-key", str(server_secret), "--authorized-keys", str(allowed))
+    return server, server_public, tmp_path
+
+
+def test_an_authorized_client_gets_in(secure_server):
+    server, server_key, home = secure_server
+    secret = home / "alice" / "alice.key_secret"
+    with offload.Client(server, server_key=str(server_key), client_key=str(secret)) as client:
+        assert client.ping(timeout=10)["functions"]
+        assert client.call(apps.add, (1, 2), {}, mode="remote") == 3
+
+
+@pytest.mark.parametrize("who", ["mallory", None])
+def test_anyone_else_is_refused_before_a_byte_of_a_call(secure_server, who):
+    server, server_key, home = secure_server
+    settings = {"connect_timeout": 1.0, "heartbeat_timeout": 2.0}
+    if who is not None:  # keys of its own, not authorized
+        settings |= {
+            "server_key": str(server_key),
+            "client_key": str(home / who / f"{who}.key_secret"),
+        }
+    with offload.Client(server, **settings) as client:
+        with pytest.raises(offload.ServerUnavailable):
+            client.ping(timeout=1.5)
+        with pytest.raises(offload.ServerUnavailable):
+            client.call(apps.add, (1, 2), {}, mode="remote")
+        assert client.call(apps.add, (1, 2), {}) == 3  # auto: it runs here instead
+
+
+def test_a_client_key_file_without_its_secret_is_a_clear_error(secure_server):
+    server, server_key, home = secure_server
+    public_only = home / "alice" / "alice.key"
+    with pytest.raises(offload.ConfigError, match="no secret key"):
+        offload.Client(server, server_key=str(server_key), client_key=str(public_only))
