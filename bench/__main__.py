@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("overhead", "decisions", "djos", "failures")
+BENCHMARKS = ("overhead", "decisions", "djos", "failures", "load")
 
 
 def main() -> int:
