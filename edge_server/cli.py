@@ -117,7 +117,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     parser.add_argument(
         "--limit-memory-mb",
         type=float,
-        help="memory a job may allocate, in MB (RLIMIT_AS over the worker's own)",
+        help="memory a job may allocate, in MB (RLIMIT_DATA over the worker's own)",
     )
     parser.add_argument("--limit-cpu", type=float, help="CPU seconds a job may use")
     parser.add_argument("--limit-files", type=int, help="files a job may have open at once")

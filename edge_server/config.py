@@ -30,8 +30,8 @@ class ServerConfig:
     purge_on_exit: delete all job data this server stored when it exits.
     orphans: what happens to the jobs of a client that disconnected: ``"stop"``
         (queued ones dropped, running ones' workers replaced) or ``"finish"``.
-    limit_memory, limit_cpu, limit_files: per job, the memory (bytes of address
-        space beyond what the worker holds when it starts), CPU seconds and
+    limit_memory, limit_cpu, limit_files: per job, the memory (bytes of private
+        memory beyond what the worker holds when it starts), CPU seconds and
         open files it may use (``resource.setrlimit``); past one, the call
         fails with LimitExceeded naming it and its worker is replaced.
     secret_key: file with this server's CurveZMQ secret key; with it every

@@ -3,8 +3,10 @@
 Limits are set in the worker, on itself, so a job that goes past one fails
 there with a clear error and nothing else on the server notices:
 
-* memory: ``RLIMIT_AS`` at what the worker maps when it starts plus
-  ``limit_memory``; an allocation past it raises ``MemoryError``.
+* memory: ``RLIMIT_DATA`` (private writable memory: the heap and anonymous
+  mappings, not the shared-memory arenas arguments arrive in) at what the
+  worker holds when it starts plus ``limit_memory``; an allocation past it
+  raises ``MemoryError``.
 * CPU time: before each job the soft ``RLIMIT_CPU`` is set ``limit_cpu``
   seconds above what the worker has used; past it the kernel sends SIGXCPU,
   whose handler raises :class:`CpuTimeExceeded` in the job. (A job stuck
@@ -50,7 +52,7 @@ class Limits:
             mine = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 16
             _lower(resource.RLIMIT_NOFILE, mine + self.files)
         if self.memory is not None:
-            _lower(resource.RLIMIT_AS, _address_space() + self.memory)
+            _lower(resource.RLIMIT_DATA, _data_size() + self.memory)
         if self.cpu is not None:
             signal.signal(signal.SIGXCPU, _on_xcpu)
 
@@ -61,8 +63,12 @@ class Limits:
             soft = math.ceil(usage.ru_utime + usage.ru_stime + self.cpu)
             _, hard = resource.getrlimit(resource.RLIMIT_CPU)
             resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+            global _armed
+            _armed = True
 
     def end_job(self) -> None:
+        global _armed
+        _armed = False
         if self.cpu is not None:
             _, hard = resource.getrlimit(resource.RLIMIT_CPU)
             resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
@@ -78,8 +84,13 @@ class Limits:
         return None
 
 
+#: True only while a job's function runs: SIGXCPU elsewhere (sending a reply) is ignored.
+_armed = False
+
+
 def _on_xcpu(signum: int, frame: Any) -> None:
-    raise CpuTimeExceeded()
+    if _armed:
+        raise CpuTimeExceeded()
 
 
 def _lower(which: int, value: int) -> None:
@@ -90,10 +101,13 @@ def _lower(which: int, value: int) -> None:
     resource.setrlimit(which, (value, value))
 
 
-def _address_space() -> int:
-    """Bytes of address space this process maps now."""
+def _data_size() -> int:
+    """Bytes of private writable memory this process maps now (VmData)."""
     try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
     except (OSError, ValueError):
-        return 0
+        pass
+    return 0

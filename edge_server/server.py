@@ -122,6 +122,8 @@ class EdgeServer:
             try:
                 frontend.bind(self.config.bind)
             except zmq.ZMQError as exc:
+                if authenticator is not None:
+                    authenticator.stop()
                 frontend.close()
                 raise ConfigError(f"cannot bind {self.config.bind}: {exc}") from exc
             self.address = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -365,7 +367,8 @@ class EdgeServer:
         """Ask a worker's checkpointed job to stop at its next checkpoint."""
         if worker.job is not None and worker.job.checkpointed:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(worker.process.pid or 0, signum)
+                if worker.process.pid:
+                    os.kill(worker.process.pid, signum)
 
     def _reply_error(self, client: bytes, request_id: int, code: str, message: str) -> None:
         self._send(client, protocol.error_message(request_id, code, message))

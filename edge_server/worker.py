@@ -141,8 +141,10 @@ def execute(
             state, every, functools.partial(_ship_state, ship, request_id, config), count
         )
     start = time.perf_counter_ns()
-    global _running
+    global _running, _stop_early
     _running = session
+    if session is not None and _stop_early is not None:
+        session.stop = _stop_early
     if limits is not None:
         limits.start_job()
     try:
@@ -164,9 +166,9 @@ def execute(
     except BaseException as exc:  # the function's failure is the caller's to see
         return errors.exception_message(request_id, exc)
     finally:
-        _running = None
         if limits is not None:
-            limits.end_job()
+            limits.end_job()  # first: no SIGXCPU may land in what follows
+        _running, _stop_early = None, None
     elapsed = time.perf_counter_ns() - start
     try:
         codecs, frames = serialize.dumps(value, compress=config.compression == "auto")
@@ -230,10 +232,18 @@ def _load_arguments(
 _running: checkpoint.Session | None = None
 
 
+#: A stop asked for before the job's session existed (it adopts it).
+_stop_early: str | None = None
+
+
 def _ask_to_stop(signum: int, frame: Any) -> None:
+    global _stop_early
+    why = "paused" if signum == signal.SIGUSR1 else "server closing"
     session = _running
     if session is not None:
-        session.stop = "paused" if signum == signal.SIGUSR1 else "server closing"
+        session.stop = why
+    else:
+        _stop_early = why
 
 
 def _ship_state(

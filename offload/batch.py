@@ -169,7 +169,11 @@ def _plan(
     prof = _profile(client, fn)
     backlog = prof.backlog if prof is not None and objective == "energy" else None
     lane_remote = max(0.0, deadline - client.profiler.link.fixed)
-    here, there, dropped = split_batch(items, deadline, lane_remote, policy, backlog, weight)
+    # Drops by choice in one batch: about the share max_drop allows, plus what is owed.
+    skips = int(max_drop * len(items) + (backlog or 0.0))
+    here, there, dropped = split_batch(
+        items, deadline, lane_remote, policy, backlog, weight, max_skips=skips
+    )
     energy = sum(costs[i][3] for i in here) + sum(costs[i][4] for i in there)
     return here, there, dropped, energy, True
 

@@ -170,7 +170,9 @@ class Client(Executor):
         if self._local_pool is not None:
             self._local_pool.shutdown(wait=wait, cancel_futures=cancel_futures)
         self.profiler.stop()
-        for remote in [self._remote, *self._others.values()]:
+        with self._lock:
+            others = list(self._others.values())
+        for remote in [self._remote, *others]:
             if remote is not None:
                 remote.close(wait)
 
@@ -257,6 +259,8 @@ class Client(Executor):
         if where == REMOTE or (self._remote is not None and where == self._remote.conn.address):
             return self._require_remote()
         with self._lock:
+            if self._shutdown:
+                raise errors.ServerUnavailable("the client was shut down")
             remote = self._others.get(where)
             if remote is None:
                 config = self.config.replace(server=where)

@@ -128,6 +128,10 @@ class Job(Future[Any]):
         with self._lock:
             if not self._paused.is_set():
                 raise errors.OffloadError("only a paused job can be resumed")
+            if where not in ("local", "remote") and "://" not in where:
+                raise errors.ConfigError(
+                    f"resume where? 'local', 'remote' or an address, not {where!r}"
+                )
             self._paused.clear()
             self._pause_wanted = False
         self._start(where)
@@ -137,10 +141,13 @@ class Job(Future[Any]):
         if self.done():
             return False
         with self._lock:
-            self._cancel_wanted = True
             if self._paused.is_set():
+                self._cancel_wanted = True
                 self._fail(CancelledError())
                 return True
+            if self._fn.checkpoint_every is None:
+                return False  # a run without safe points cannot be stopped
+            self._cancel_wanted = True
             self._stop_run("paused")
         return True
 
@@ -152,8 +159,15 @@ class Job(Future[Any]):
         return self
 
     def _start(self, where: str) -> None:
+        if self._client._shutdown:
+            self._fail(errors.ServerUnavailable("the client was shut down"))
+            return
         self._runs += 1
-        remote = self._client._remote_for(where)
+        try:
+            remote = self._client._remote_for(where)
+        except errors.OffloadError as exc:
+            self._fail(exc)
+            return
         if remote is None:
             self._where = "local"
             self._client._pool().submit(self._run_here)
@@ -197,7 +211,8 @@ class Job(Future[Any]):
                 self._kwargs,
                 inner,
                 wait=False,
-                size=self._size if self._saved is None else None,  # a whole run teaches
+                # Only a whole run on the primary server teaches the profiler.
+                size=self._size if self._saved is None and remote is self._client._remote else None,
                 resume=resume,
                 on_checkpoint=self._on_checkpoint,
             )
@@ -219,7 +234,8 @@ class Job(Future[Any]):
         elif isinstance(exc, errors.JobStopped) and self._pause_wanted:
             self._on_stopped("paused")
         elif isinstance(exc, RECOVERABLE):
-            self._recover(exc)
+            # Not on the connection's I/O thread: finding where to go may wait for a PING.
+            threading.Thread(target=self._recover, args=(exc,), daemon=True).start()
         else:
             self._fail(exc)
 

@@ -117,3 +117,14 @@ def test_offloaded_function_map_takes_a_deadline(server):
         assert list(apps.add.map([1], [2])) == [3]  # without one: an ordinary map
     finally:
         offload.configure(server=None)
+
+
+def test_equal_items_with_time_to_spare_are_dropped_only_within_the_budget(server):
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        for _ in range(3):  # both sides measured; no drops, so the virtual queue drains
+            client.map_within(apps.nap, [0.01] * 4, deadline=10.0, objective="time")
+        result = client.map_within(apps.nap, [0.01] * 10, deadline=10.0)  # energy, by default
+        assert result.planned and len(result.dropped) <= 1  # max_drop 0.1 of 10, not all 10
+        strict = client.map_within(apps.nap, [0.01] * 10, deadline=10.0, max_drop=0.0)
+        assert strict.met and not strict.dropped

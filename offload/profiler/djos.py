@@ -291,6 +291,7 @@ def split_batch(
     policy: str = "djos",
     backlog: float | None = None,
     weight: float = 1.0,
+    max_skips: int | None = None,
 ) -> tuple[list[int], list[int], list[int]]:
     """(here, there, dropped) item indices for one user's batch due in the lanes' time.
 
@@ -301,7 +302,9 @@ def split_batch(
     worth ``backlog - weight * cost / typical cost`` on a side; items go to
     the side where they are worth most while it has room, those worth
     nothing anywhere or that fit nowhere are dropped. ``backlog=None`` means
-    no item may be dropped by choice (only for want of time).
+    no item may be dropped by choice (only for want of time); ``max_skips``
+    caps the items dropped by choice in this batch (spreading the drops the
+    virtual queue allows over batches instead of losing one batch whole).
     """
     here: list[int] = []
     there: list[int] = []
@@ -329,14 +332,25 @@ def split_batch(
     def cost(i: int, side: str) -> float:
         return items[i].cost_local if side == "here" else items[i].cost_remote
 
+    skipped = 0
+
     def worth(i: int, side: str) -> bool:
-        return backlog is None or backlog - weight * cost(i, side) / typical > 0
+        if backlog is None or (max_skips is not None and skipped >= max_skips):
+            return True
+        return backlog - weight * cost(i, side) / typical > 0
 
     # The items whose sides differ most choose first: they have the most to lose.
     for i in sorted(
         range(len(items)), key=lambda i: -abs(items[i].cost_local - items[i].cost_remote)
     ):
         sides = sorted(("here", "there"), key=lambda side: cost(i, side))
-        if not any(worth(i, side) and place(i, side) for side in sides):
+        wanted = [side for side in sides if worth(i, side)]
+        if not any(place(i, side) for side in wanted):
             dropped.append(i)
+            if len(wanted) < 2 and any(
+                (items[i].busy_local if s == "here" else items[i].busy_remote) <= free[s]
+                for s in sides
+                if s not in wanted
+            ):
+                skipped += 1  # it would have fitted: dropped by choice
     return sorted(here), sorted(there), sorted(dropped)

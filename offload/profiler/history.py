@@ -58,7 +58,9 @@ class FunctionProfile:
         self.clock = 0  # decisions made: the time base of exploration
         self.side: str | None = None  # the side chosen last (hysteresis)
         self.typical = 0.0  # smoothed estimated seconds of a call on its better side
-        self.backlog = 1.0  # DJOS virtual queue of deadline batches (dropped items owed)
+        # DJOS virtual queue of deadline batches (dropped items owed). It starts
+        # where an item of twice the typical cost is still worth doing.
+        self.backlog = 2.0
         self.lock = threading.Lock()
 
     def add(self, side: str, seconds: float, up: int, down: int, energy: float) -> None:
