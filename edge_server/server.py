@@ -350,12 +350,12 @@ class EdgeServer:
                 "client gone: %d queued and %d running jobs stopped", len(dropped), len(running)
             )
 
-    def _pause(self, client: bytes, request_id: int, why: str = "paused") -> None:
+    def _pause(self, client: bytes, request_id: int) -> None:
         """Stop a client's job at its next checkpoint (running) or before it starts (queued)."""
         for job in self._queue:
             if job.client == client and job.request_id == request_id:
                 self._queue.remove(job)
-                self._reply_error(client, request_id, "stopped", f"{why} before it started")
+                self._reply_error(client, request_id, "stopped", "paused before it started")
                 return
         for worker in self._pool.by_identity.values():
             job = worker.job

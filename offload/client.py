@@ -154,11 +154,7 @@ class Client(Executor):
         if fn.checkpoint_every is None:
             raise errors.NotCheckpointable(f"{fn.wire_name} takes no checkpoints")
         state, count = read_checkpoint(path, fn)
-        mode = fn.mode or self.config.mode
-        if mode == "auto":
-            side, size = self._side(fn, args, kwargs)
-        else:
-            side, size = (LOCAL if mode == "local" else REMOTE), call_size(fn, args, kwargs)
+        side, size = self._placed(fn, args, kwargs, fn.mode or self.config.mode)
         return Job(self, fn, args, kwargs, size, state, count).start(side)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -313,6 +309,14 @@ class Client(Executor):
             self._probe = self._remote.ping()
         return False
 
+    def _placed(
+        self, fn: OffloadedFunction[..., Any], args: tuple[Any, ...], kwargs: Any, mode: str
+    ) -> tuple[str, int]:
+        """(side, size) of a call in ``mode``: decided in ``auto``, else the mode's side."""
+        if mode == "auto":
+            return self._side(fn, args, kwargs)
+        return (LOCAL if mode == "local" else REMOTE), call_size(fn, args, kwargs)
+
     def _side(
         self, fn: OffloadedFunction[..., Any], args: tuple[Any, ...], kwargs: Any
     ) -> tuple[str, int]:
@@ -364,11 +368,8 @@ class Client(Executor):
             raise RuntimeError("cannot schedule new calls after shutdown")
         mode = mode or fn.mode or self.config.mode
         if _is_job(fn) and not wait:
-            if mode == "auto":
-                side, size = self._side(fn, args, kwargs)
-            else:
-                side = LOCAL if mode == "local" else REMOTE
-            return Job(self, fn, args, kwargs, size or call_size(fn, args, kwargs)).start(side)
+            side, size = self._placed(fn, args, kwargs, mode)
+            return Job(self, fn, args, kwargs, size).start(side)
         if mode == "auto" and not wait:
             side, size = self._side(fn, args, kwargs)
             if side == REMOTE:

@@ -28,18 +28,19 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import threading
 import time
 import uuid
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from . import _exceptions as errors
+from .remote import running_future
 from .runtime import serialize
 from .runtime.checkpoint import Session, Stopped, running
+from .runtime.files import atomic_write
 
 if TYPE_CHECKING:
     from .api import OffloadedFunction
@@ -187,7 +188,7 @@ class Job(Future[Any]):
             with running(session):
                 value = self._fn.__wrapped__(*self._args, **self._kwargs)
         except Stopped:
-            self._on_stopped("paused")
+            self._on_stopped()
             return
         except BaseException as exc:
             self._fail(exc)
@@ -200,8 +201,7 @@ class Job(Future[Any]):
 
     def _run_there(self, remote: Remote) -> None:
         every = self._fn.checkpoint_every
-        inner: Future[Any] = Future()
-        inner.set_running_or_notify_cancel()
+        inner = running_future()
         inner.add_done_callback(self._remote_done)
         resume = None if every is None else (self._saved, self._count, every)
         try:
@@ -232,7 +232,7 @@ class Job(Future[Any]):
         elif self._cancel_wanted:
             self._fail(CancelledError())
         elif isinstance(exc, errors.JobStopped) and self._pause_wanted:
-            self._on_stopped("paused")
+            self._on_stopped()
         elif isinstance(exc, RECOVERABLE):
             # Not on the connection's I/O thread: finding where to go may wait for a PING.
             threading.Thread(target=self._recover, args=(exc,), daemon=True).start()
@@ -264,7 +264,7 @@ class Job(Future[Any]):
         self._crashes = 0  # progress since the last crash
         self._client._store_checkpoint(self, state, count)
 
-    def _on_stopped(self, reason: str) -> None:
+    def _on_stopped(self) -> None:
         if self._cancel_wanted:
             self._fail(CancelledError())
         else:
@@ -299,20 +299,15 @@ def checkpoint_path(directory: str | os.PathLike[str], job: Job) -> Path:
 def write_checkpoint(directory: str | os.PathLike[str], job: Job, state: Any, count: int) -> None:
     """Write a job's checkpoint atomically: magic, count, codecs, each frame's length and bytes."""
     codecs, frames = serialize.dumps(state)
-    path = checkpoint_path(directory, job)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(_FILE_MAGIC + struct.pack("!QI", count, len(codecs)) + codecs)
-            for frame in frames:
-                view = memoryview(frame).cast("B")
-                out.write(struct.pack("!Q", view.nbytes))
-                out.write(view)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def write(out: IO[bytes]) -> None:
+        out.write(_FILE_MAGIC + struct.pack("!QI", count, len(codecs)) + codecs)
+        for frame in frames:
+            view = memoryview(frame).cast("B")
+            out.write(struct.pack("!Q", view.nbytes))
+            out.write(view)
+
+    atomic_write(checkpoint_path(directory, job), write)
 
 
 def read_checkpoint(

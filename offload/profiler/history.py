@@ -18,11 +18,11 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
+from ..runtime.files import atomic_write
 from .models import SizeModel
 
 log = logging.getLogger("offload")
@@ -122,18 +122,8 @@ class ProfileStore:
                     functions[key] = prof.to_json()
             self.links.update(links or {})
             data = {"version": 2, "functions": functions, "links": self.links}
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".profiles-")
-        except OSError:
-            return  # a read-only cache is not worth failing a call
-        try:
-            with os.fdopen(fd, "w") as out:
-                json.dump(data, out)
-            os.replace(tmp, self.path)
-        except (OSError, ValueError):
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        with contextlib.suppress(OSError, ValueError):  # a read-only cache fails no call
+            atomic_write(self.path, lambda out: out.write(json.dumps(data).encode()))
 
 
 def _restore(key: str, saved: Any) -> FunctionProfile:

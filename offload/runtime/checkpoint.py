@@ -58,7 +58,7 @@ class Session:
         self.count = count  # checkpoints taken so far (across resumed runs)
         self._last = time.monotonic()
         #: Set (from a signal handler or another thread) to take the next
-        #: checkpoint at once and stop there: ``"pause"`` or ``"closing"``.
+        #: checkpoint at once and stop there; the value says why ("paused", ...).
         self.stop: str | None = None
 
     def offer(self, state: Any) -> None:
