@@ -73,6 +73,7 @@ class Remote:
         size: int | None = None,
         resume: tuple[Any, int, float] | None = None,
         on_checkpoint: Callable[[Any, int], None] | None = None,
+        request_id: int | None = None,
     ) -> int:
         """Send one call; its reply resolves ``future``; return its request id.
 
@@ -105,7 +106,8 @@ class Remote:
                 f"{self.server_info.get('max_message_size', 'unknown')})"
             )
         timeout = fn.timeout or self.config.timeout
-        request_id = conn.next_id()
+        if request_id is None:  # a retry keeps its call's id (a PAUSE names it)
+            request_id = conn.next_id()
         header = protocol.encode_header(
             protocol.CALL,
             request_id,
@@ -120,7 +122,15 @@ class Remote:
         if fn.ship_code == "missing" and not by_value and self.server_info.get("code_shipping"):
             # The server may lack the function: on UnknownFunction, ship it by value.
             retry = functools.partial(
-                self._retry_by_value, fn, args, kwargs, future, size, resume, on_checkpoint
+                self._retry_by_value,
+                fn,
+                args,
+                kwargs,
+                future,
+                size,
+                resume,
+                on_checkpoint,
+                request_id,
             )
             inner = running_future()
             inner.add_done_callback(retry)
@@ -143,6 +153,7 @@ class Remote:
         size: int | None,
         resume: tuple[Any, int, float] | None,
         on_checkpoint: Callable[[Any, int], None] | None,
+        request_id: int,
         inner: Future[Any],
     ) -> None:
         exc = inner.exception()
@@ -158,6 +169,7 @@ class Remote:
                     size=size,
                     resume=resume,
                     on_checkpoint=on_checkpoint,
+                    request_id=request_id,
                 )
             except Exception as err:
                 future.set_exception(err)

@@ -259,3 +259,26 @@ def test_edge_server_stop_closes_a_server_by_its_pid_file(tmp_path):
         assert server.process.wait(timeout=5) == 0 and not pid_file.exists()
     finally:
         server.stop()
+
+
+def _shipped_count(n: int, step: float) -> int:
+    """Like apps.count_up, but defined here: a server must be sent it by value."""
+    i, total = offload.restore((0, 0))
+    while i < n:
+        time.sleep(step)
+        total += i * i
+        i += 1
+        offload.checkpoint((i, total))
+    return total
+
+
+def test_a_job_shipped_by_value_can_still_be_paused(shipping_server):
+    fn = offload.offload(_shipped_count, mode="remote", checkpoint_every=0.05)
+    with offload.Client(shipping_server) as client:
+        assert client.ping(timeout=10)["code_shipping"]
+        job = client.submit(fn, N, STEP)  # UnknownFunction, then sent again by value
+        wait_for(lambda: job.progress.checkpoints >= 3)
+        job.pause()  # the PAUSE names the call the server is running
+        assert job.progress.where == "paused"
+        job.resume("local")
+        assert job.result(timeout=30) == EXPECTED

@@ -129,20 +129,13 @@ class Connection:
         With ``wait`` the calling thread may lead the socket until ``future`` is
         done, so a synchronous call needs no thread hand-off.
         """
-        me = threading.get_ident()
         with self._mutex:
             if self._closed:
                 raise ServerUnavailable(f"connection to {self.address} is closed")
             if not self._pending:
                 self._heard = time.monotonic()
             self._pending[request_id] = (future, decode)
-            nested = self._leader and self._owner == me  # a callback run by the leader
-            lead = not self._leader
-            if lead:
-                self._leader, self._owner = True, me
-            elif not nested:
-                self._outbox.append(frames)
-                self._wake()
+            lead, nested = self._claim(frames)
         if not (lead or nested):
             return
         try:
@@ -163,22 +156,33 @@ class Connection:
 
     def post(self, frames: Sequence[Any]) -> None:
         """Send a message that gets no reply of its own (PAUSE)."""
-        me = threading.get_ident()
         with self._mutex:
             if self._closed:
                 raise ServerUnavailable(f"connection to {self.address} is closed")
-            nested = self._leader and self._owner == me
-            if self._leader and not nested:
-                self._outbox.append(frames)
-                self._wake()
-                return
-            if not nested:
-                self._leader, self._owner = True, me
+            lead, nested = self._claim(frames)
+        if not (lead or nested):
+            return
         try:
             self._send(frames)
         finally:
-            if not nested:
+            if lead:
                 self._lead(until=None, handoff=True)  # release, or pass on to the I/O thread
+
+    def _claim(self, frames: Sequence[Any]) -> tuple[bool, bool]:
+        """(lead, nested) for sending ``frames`` (mutex held).
+
+        The socket is free: this thread leads it. The calling thread leads it
+        already (a callback of a reply): nested. Another thread leads it: the
+        frames go to its outbox and it is woken.
+        """
+        nested = self._leader and self._owner == threading.get_ident()
+        lead = not self._leader
+        if lead:
+            self._leader, self._owner = True, threading.get_ident()
+        elif not nested:
+            self._outbox.append(frames)
+            self._wake()
+        return lead, nested
 
     def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for every pending request to be answered."""
