@@ -415,6 +415,8 @@ class EdgeServer:
     def _at_running_limit(self, client: bytes) -> bool:
         """Whether ``client`` already has ``max_running_per_client`` calls running."""
         limit = self.config.max_running_per_client
+        if limit >= len(self._pool.by_identity):
+            return False  # no client can reach it: skip the count (the usual case)
         running = 0
         for worker in self._pool.by_identity.values():
             if worker.job is not None and worker.job.client == client:

@@ -68,6 +68,11 @@ REASONS = {
 }
 
 
+def _log_size(size: int) -> float:
+    """The models' x: the log of a call's size (sizes of 0 and 1 both give 0)."""
+    return log(size) if size > 1 else 0.0
+
+
 def contention(cpu_load: float) -> float:
     """How much slower a call runs here while others take ``cpu_load`` of the CPU.
 
@@ -213,7 +218,7 @@ class AdaptiveDecider:
         self, prof: FunctionProfile, size: int, server_up: bool
     ) -> tuple[Side, int, tuple[Any, ...]]:
         """(side, reason, estimates) without changing any state."""
-        x = log(size) if size > 1 else 0.0
+        x = log(size) if size > 1 else 0.0  # _log_size, inlined: the hot path
         link = self._link
         if self._device.state is not self._state:
             self._adopt(self._device.state)
@@ -301,7 +306,7 @@ class AdaptiveDecider:
         prof = self.profile(fn)
         busy = contention(self._device.state.cpu_load)  # learned as if the CPU were free
         with self._learning, prof.lock:
-            self._learn(prof, size, seconds / busy, HERE, self._local_drift)
+            self._learn(prof, _log_size(size), seconds / busy, HERE, self._local_drift)
             prof.add("local", seconds, 0, 0, self._energy.local(seconds))
 
     def observe_remote(
@@ -315,24 +320,23 @@ class AdaptiveDecider:
         alone: bool = True,
     ) -> None:
         prof = self.profile(fn)
-        x = log(size) if size > 1 else 0.0
+        x = _log_size(size)
         link = self._link
         with self._learning, prof.lock:
             if alone:  # else queueing behind other calls would pass for a slow link
                 link.on_call(up, down, turnaround, server)
                 if up >= LARGE or down >= LARGE:
                     self._fresh_link = self._clock
-            self._learn(prof, size, server, THERE, link.server_drift)
+            self._learn(prof, x, server, THERE, link.server_drift)
             prof.up.add(x, float(up), prof.clock)
             prof.down.add(x, float(down), prof.clock)
             energy = self._energy.remote(link.up_s(up), link.down_s(down), turnaround)
             prof.add("remote", turnaround, up, down, energy)
 
     def _learn(
-        self, prof: FunctionProfile, size: int, seconds: float, side: int, drift: Drift
+        self, prof: FunctionProfile, x: float, seconds: float, side: int, drift: Drift
     ) -> None:
-        """One execution time into the function's model, the side's drift and the slowdown."""
-        x = log(size) if size > 1 else 0.0
+        """One execution time (at log size ``x``) into the function's model, drift, slowdown."""
         m, slowdown = prof.time, self._link.slowdown
         updates = drift.updates
         cost = drift.normalize(m, x, seconds, side)
