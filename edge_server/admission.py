@@ -27,6 +27,12 @@ class Job:
     frames: list[zmq.Frame]  # client header, then payload
     timeout: float
     checkpointed: bool = False  # it takes checkpoints, so it can be asked to stop at one
+    owner: str = ""  # the client's CurveZMQ public key (Z85); "" on an insecure server
+    function: str = ""
+    bytes_in: int = 0
+    state: str = "queued"  # then running, and one of the store's FINISHED states
+    stored: bool = False  # its payload is in the store (it waited in the queue)
+    keep: bool = False  # keep its result whatever happens (queued before a restart)
 
 
 class Refused(Exception):
@@ -39,6 +45,7 @@ class Refused(Exception):
 
 def admit(
     client: bytes,
+    owner: str,
     header: protocol.Header,
     frames: list[zmq.Frame],
     registry: Registry,
@@ -85,4 +92,7 @@ def admit(
         frames[1:],
         timeout,
         checkpointed=bool(header.flags & protocol.CHECKPOINTED),
+        owner=owner,
+        function=header.name,
+        bytes_in=size,
     )

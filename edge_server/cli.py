@@ -21,8 +21,10 @@ from pathlib import Path
 import psutil
 
 from offload._exceptions import ConfigError
+from offload.config import read_toml
 
 from .config import ServerConfig
+from .logs import setup_logging
 from .server import EdgeServer
 
 
@@ -97,10 +99,35 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     )
     parser.add_argument(
         "--orphans",
-        choices=("stop", "finish"),
+        choices=("stop", "keep"),
         default=defaults.orphans,
-        help="jobs of a client that disconnected: stop them, or let them finish "
+        help="jobs of a client that disconnected: stop them, or let them run and keep "
+        "their results for offload result (default %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=defaults.data_dir,
+        help="where the job store lives: history, waiting calls, kept results, usage "
         "(default %(default)s)",
+    )
+    parser.add_argument(
+        "--keep-results",
+        choices=("orphaned", "all"),
+        default=defaults.keep_results,
+        help="keep the results of jobs whose client is gone, or of all jobs, for "
+        "offload result (default %(default)s)",
+    )
+    parser.add_argument(
+        "--result-ttl",
+        type=float,
+        default=defaults.result_ttl,
+        help="seconds a kept result stays (default %(default)s)",
+    )
+    parser.add_argument(
+        "--history-ttl",
+        type=float,
+        default=defaults.history_ttl,
+        help="seconds a finished job stays in the history (default %(default)s)",
     )
     parser.add_argument(
         "--secret-key",
@@ -153,6 +180,19 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         help="print the bound address on stdout once ready (for supervisors)",
     )
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one object per line, for a log collector",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML file of options under their long names (data-dir = ...), at the top "
+        "or in an [edge-server] table; options on the command line win",
+    )
+    _apply_config_file(parser, argv)
     args = parser.parse_args(argv)
     if not args.secret_key and not args.insecure:
         parser.error("give --secret-key and --authorized-keys, or --insecure for an open server")
@@ -171,6 +211,10 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             close_grace=args.close_grace,
             purge_on_exit=args.purge_on_exit,
             orphans=args.orphans,
+            data_dir=args.data_dir,
+            keep_results=args.keep_results,
+            result_ttl=args.result_ttl,
+            history_ttl=args.history_ttl,
             client_timeout=args.client_timeout,
             max_running_per_client=args.client_running,
             limit_memory=int(args.limit_memory_mb * 2**20) if args.limit_memory_mb else None,
@@ -179,9 +223,28 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             secret_key=args.secret_key,
             authorized_keys=args.authorized_keys,
         )
-    except ConfigError as exc:
+    except (ConfigError, TypeError) as exc:
         parser.error(str(exc))
     return config, args
+
+
+def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
+    """Make the options of ``--config FILE`` (TOML) the parser's defaults."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--config")
+    path = early.parse_known_args(argv)[0].config
+    if path is None:
+        return
+    try:
+        table = read_toml(Path(path), "edge-server")
+    except ConfigError as exc:
+        parser.error(str(exc))
+    known = {action.dest for action in parser._actions}
+    options = {key.replace("-", "_"): value for key, value in table.items()}
+    unknown = sorted(set(options) - known - {"help", "config"})
+    if unknown:
+        parser.error(f"{path}: unknown options {', '.join(unknown)}")
+    parser.set_defaults(**options)
 
 
 def _stop_at_eof(server: EdgeServer) -> None:
@@ -223,11 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["stop"]:
         return stop(argv[1:])
     config, args = parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.log_level, args.log_format)
     try:
         server = EdgeServer(config)
     except ConfigError as exc:

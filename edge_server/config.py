@@ -29,7 +29,14 @@ class ServerConfig:
         are asked for a checkpoint at once and stop there, others may finish.
     purge_on_exit: delete all job data this server stored when it exits.
     orphans: what happens to the jobs of a client that disconnected: ``"stop"``
-        (queued ones dropped, running ones' workers replaced) or ``"finish"``.
+        (queued ones dropped, running ones' workers replaced) or ``"keep"``
+        (they run, and their results are kept for ``offload result``).
+    data_dir: where the job store (``jobs.sqlite``) lives.
+    keep_results: ``"orphaned"`` keeps the result of a job whose client is
+        gone when it finishes; ``"all"`` keeps every result (for clients that
+        fetch them later; costs a copy of each result on disk).
+    result_ttl, history_ttl: seconds a kept result, and a finished job's
+        record, stay in the store.
     limit_memory, limit_cpu, limit_files: per job, the memory (bytes of private
         memory beyond what the worker holds when it starts), CPU seconds and
         open files it may use (``resource.setrlimit``); past one, the call
@@ -65,6 +72,12 @@ class ServerConfig:
     max_running_per_client: int = 1_000_000
     client_timeout: float = 15.0
     purge_on_exit: bool = False
+    data_dir: str = os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "edge-server"
+    )
+    keep_results: str = "orphaned"
+    result_ttl: float = 7 * 86400.0
+    history_ttl: float = 30 * 86400.0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -79,8 +92,12 @@ class ServerConfig:
             raise ConfigError("busy_poll must be between 0 and 10 ms")
         if self.compression not in ("auto", "off"):
             raise ConfigError("compression must be 'auto' or 'off'")
-        if self.orphans not in ("stop", "finish"):
-            raise ConfigError("orphans must be 'stop' or 'finish'")
+        if self.orphans not in ("stop", "keep"):
+            raise ConfigError("orphans must be 'stop' or 'keep'")
+        if self.keep_results not in ("orphaned", "all"):
+            raise ConfigError("keep_results must be 'orphaned' or 'all'")
+        if self.result_ttl <= 0 or self.history_ttl <= 0:
+            raise ConfigError("result_ttl and history_ttl must be positive")
         for name in ("limit_memory", "limit_cpu", "limit_files"):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -28,8 +28,12 @@ from ._exceptions import (
     CodeShippingDisabled,
     ConfigError,
     ForbiddenType,
+    JobCancelled,
+    JobLookupError,
+    JobNotFinished,
     JobStopped,
     LimitExceeded,
+    NotCancellable,
     NotCheckpointable,
     OffloadError,
     PayloadTooLarge,
@@ -37,10 +41,12 @@ from ._exceptions import (
     RemoteCallError,
     RemoteError,
     RemoteTraceback,
+    ResultNotKept,
     SerializationError,
     ServerBusy,
     ServerUnavailable,
     UnknownFunction,
+    UnknownJob,
     UnloadableResult,
     VersionMismatch,
     WorkerCrashed,
@@ -49,6 +55,7 @@ from .api import OffloadedFunction, offload
 from .batch import BatchResult, Dropped
 from .client import Client
 from .config import Config
+from .control import JobInfo
 from .jobs import Job, Progress
 from .local import LocalServer, serve_local
 from .profiler import Explanation
@@ -71,9 +78,14 @@ __all__ = [
     "ForbiddenType",
     "Future",
     "Job",
+    "JobCancelled",
+    "JobInfo",
+    "JobLookupError",
+    "JobNotFinished",
     "JobStopped",
     "LimitExceeded",
     "LocalServer",
+    "NotCancellable",
     "NotCheckpointable",
     "OffloadError",
     "OffloadedFunction",
@@ -83,10 +95,12 @@ __all__ = [
     "RemoteCallError",
     "RemoteError",
     "RemoteTraceback",
+    "ResultNotKept",
     "SerializationError",
     "ServerBusy",
     "ServerUnavailable",
     "UnknownFunction",
+    "UnknownJob",
     "UnloadableResult",
     "VersionMismatch",
     "WorkerCrashed",

@@ -102,6 +102,30 @@ class JobStopped(RemoteCallError):
     """
 
 
+class JobCancelled(RemoteCallError):
+    """The job was cancelled on the server (``offload cancel``) before it finished."""
+
+
+class JobLookupError(OffloadError, LookupError):
+    """Base class of failures to find a job or its result on the server."""
+
+
+class UnknownJob(JobLookupError):
+    """The server holds no job of this client under that id (never, expired, or another's)."""
+
+
+class JobNotFinished(JobLookupError):
+    """The job is still queued or running, so it has no result yet."""
+
+
+class ResultNotKept(JobLookupError):
+    """The job finished, but its result was delivered to its client and not kept, or expired."""
+
+
+class NotCancellable(JobLookupError):
+    """The job has already finished (or is on its way out), so it cannot be cancelled."""
+
+
 class NotCheckpointable(OffloadError, TypeError):
     """Pause or resume of a call whose function takes no checkpoints (``checkpoint_every``)."""
 
@@ -146,6 +170,11 @@ ERROR_CODES: dict[str, type[OffloadError]] = {
     "timeout": CallTimeout,
     "stopped": JobStopped,
     "limit_exceeded": LimitExceeded,
+    "cancelled": JobCancelled,
+    "unknown_job": UnknownJob,
+    "not_finished": JobNotFinished,
+    "not_kept": ResultNotKept,
+    "not_cancellable": NotCancellable,
     "remote": RemoteError,
 }
 CODE_OF: dict[type[OffloadError], str] = {cls: code for code, cls in ERROR_CODES.items()}

@@ -26,6 +26,7 @@ from . import _exceptions as errors
 from .api import OffloadedFunction, as_offloaded
 from .batch import BatchResult, run_batch
 from .config import Config
+from .control import ServerJobs
 from .jobs import Job, read_checkpoint, write_checkpoint
 from .profiler import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Profiler
 from .profiler.network import Link
@@ -101,6 +102,12 @@ class Client(Executor):
     def server_info(self) -> dict[str, Any]:
         """The server's self-description (functions, limits, instance), from its latest PONG."""
         return self._remote.server_info if self._remote is not None else {}
+
+    @property
+    def server(self) -> ServerJobs:
+        """This client's jobs on its server: list, status, result, wait, cancel, usage, health."""
+        timeout = max(self.config.connect_timeout, 10.0)
+        return ServerJobs(self._require_remote(), timeout)
 
     # -- Executor API ---------------------------------------------------------------------------
 

@@ -145,7 +145,7 @@ class Config:
         values: dict[str, Any] = {}
         file = _find_file(path, env)
         if file is not None:
-            values.update(_read_toml(file))
+            values.update(read_toml(file, "offload"))
         for f in fields(cls):
             raw = env.get(f"OFFLOAD_{f.name.upper()}")
             if raw is not None:
@@ -201,12 +201,13 @@ def _find_file(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> P
     return None
 
 
-def _read_toml(file: Path) -> dict[str, Any]:
+def read_toml(file: Path, section: str) -> dict[str, Any]:
+    """The table ``section`` of a TOML file, or the whole file if it has no such table."""
     try:
         data = tomllib.loads(file.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read config file {file}: {exc}") from exc
-    return dict(data.get("offload", data))
+    return dict(data.get(section, data))
 
 
 def _parse(name: str, raw: str, annotation: Any) -> Any:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import atexit
 import os
 import selectors
+import shutil
 import subprocess
 import sys
+import tempfile
 import weakref
 from collections.abc import Sequence
 
@@ -18,9 +20,12 @@ _running: weakref.WeakSet[LocalServer] = weakref.WeakSet()
 class LocalServer:
     """A running local edge server; ``str()`` of it is its address."""
 
-    def __init__(self, address: str, process: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, address: str, process: subprocess.Popen[bytes], scratch: str | None = None
+    ) -> None:
         self.address = address
         self.process = process
+        self._scratch = scratch  # a data directory of its own, removed with it
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``) and its workers."""
@@ -34,6 +39,8 @@ class LocalServer:
         for pipe in (self.process.stdin, self.process.stdout):
             if pipe is not None:
                 pipe.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
         _running.discard(self)
 
     def __str__(self) -> str:
@@ -58,14 +65,19 @@ def serve_local(
     extra_args: Sequence[str] = (),
     start_timeout: float = 60.0,
     launcher: Sequence[str] = (),
+    data_dir: str | None = None,
 ) -> LocalServer:
     """Start an edge server serving ``apps`` (by default on a free loopback port); return it.
 
     The child gets this process's ``sys.path``, so the app modules it imports
     are the same files this process imports (replicated code by construction).
     ``launcher`` prefixes the command, e.g. ``["ip", "netns", "exec", "edge"]``
-    to start the server in a network namespace.
+    to start the server in a network namespace. ``data_dir`` holds its job
+    store; by default a fresh temporary directory, removed when it stops.
     """
+    scratch = None
+    if data_dir is None and "--data-dir" not in extra_args:
+        data_dir = scratch = tempfile.mkdtemp(prefix="offload-edge-")
     cmd = [
         *launcher,
         sys.executable,
@@ -82,6 +94,8 @@ def serve_local(
         cmd += ["--workers", str(workers)]
     if allow_code_shipping:
         cmd.append("--allow-code-shipping")
+    if data_dir is not None:
+        cmd += ["--data-dir", data_dir]
     cmd += list(extra_args)
     if "--secret-key" not in cmd:
         cmd.append("--insecure")  # a server on this machine for this process: say so
@@ -101,12 +115,14 @@ def serve_local(
         process.stdout.close()
         if process.stdin is not None:
             process.stdin.close()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         raise ServerUnavailable(
             f"local edge server exited with code {code} before it was ready"
             if code
             else f"local edge server did not start within {start_timeout} s"
         )
-    server = LocalServer(line, process)
+    server = LocalServer(line, process, scratch)
     _running.add(server)
     return server
 

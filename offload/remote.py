@@ -144,6 +144,14 @@ class Remote:
         with contextlib.suppress(errors.ServerUnavailable):  # then it is stopped anyway
             self.conn.post([protocol.encode_header(protocol.PAUSE, request_id)])
 
+    def control(self, body: dict[str, Any]) -> tuple[int, Future[Any]]:
+        """Send a control request; its future resolves to ``(answer, extra frames)``."""
+        future: Future[Any] = running_future()
+        request_id = self.conn.next_id()
+        frames = protocol.json_message(protocol.CONTROL, request_id, body)
+        self.conn.request(request_id, frames, future, _decode_control, wait=False)
+        return request_id, future
+
     def _retry_by_value(
         self,
         fn: OffloadedFunction[..., Any],
@@ -258,6 +266,14 @@ class Remote:
         self.server_info = protocol.decode_json(frames[0].buffer)
         self.conn.note_instance(self.server_info.get("instance"))
         return self.server_info
+
+
+def _decode_control(header: protocol.Header, frames: Sequence[Any]) -> tuple[Any, list[Any]]:
+    if header.kind == protocol.ERROR and frames:
+        raise errors_wire.rebuild(protocol.decode_json(frames[0].buffer))
+    if header.kind != protocol.CONTROL or not frames:
+        raise errors.ProtocolError(f"expected CONTROL, got kind {header.kind}")
+    return protocol.decode_json(frames[0].buffer), [f.buffer for f in frames[1:]]
 
 
 def _curve(config: Config) -> tuple[bytes, bytes, bytes] | None:

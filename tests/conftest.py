@@ -16,9 +16,14 @@ def _server(*extra: str, workers: int = 2) -> offload.LocalServer:
 
 
 @pytest.fixture(autouse=True)
-def _no_profile_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test's clients start cold: no function profiles read from or written to disk."""
+def _no_profile_file(monkeypatch: pytest.MonkeyPatch, tmp_path_factory) -> None:
+    """Each test's clients start cold, and servers it starts keep their job stores in tmp.
+
+    No function profiles are read from or written to disk; a server started
+    without ``--data-dir`` puts its store under ``XDG_DATA_HOME``.
+    """
     monkeypatch.setenv("OFFLOAD_PROFILE_CACHE", "")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("data")))
 
 
 @pytest.fixture(scope="session")

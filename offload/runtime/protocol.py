@@ -11,7 +11,7 @@ Header layout (``HEADER_PREFIX`` plus variable tail)::
     0       4     magic        b"OFLD"
     4       1     version      protocol version, currently 1; others are refused
     5       1     kind         CALL=1 RESULT=2 ERROR=3 PING=4 PONG=5
-                               CHECKPOINT=6 PAUSE=7
+                               CHECKPOINT=6 PAUSE=7 CONTROL=8
     6       2     flags        bit 0 BY_VALUE: payload frame 0 is the function
                                itself (cloudpickle), shipped because the server
                                may not hold it (the "traditional offloading" path);
@@ -46,6 +46,12 @@ Payload by kind:
 * RESULT: ``[pickle stream, *out-of-band buffers]`` of the return value.
 * ERROR: one UTF-8 JSON frame ``{"code", "message", "type", "args", "traceback"}``;
   ``code`` is a key of :data:`offload._exceptions.ERROR_CODES`.
+* CONTROL (client to server): one JSON frame ``{"op": ..., ...}`` asking
+  about the client's jobs (``jobs``, ``status``, ``result``, ``wait``,
+  ``cancel``, ``usage``, ``health``; see :mod:`edge_server.ledger`). The
+  answer is a CONTROL with one JSON frame (for ``result``: the job, then the
+  job's kept reply, header frame and payload, as the worker produced it), or
+  an ERROR.
 * PING: no payload, or one frame of padding (a probe of the upload).
   PONG: one JSON frame describing the server, then the padding the PING's
   ``aux`` asked for, if any (a probe of the download).
@@ -62,8 +68,8 @@ from .._exceptions import ProtocolError
 MAGIC = b"OFLD"
 VERSION = 1
 
-CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE = 1, 2, 3, 4, 5, 6, 7
-KINDS = frozenset((CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE))
+CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE, CONTROL = 1, 2, 3, 4, 5, 6, 7, 8
+KINDS = frozenset((CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE, CONTROL))
 
 BY_VALUE = 0x1
 CHECKPOINTED = 0x2
@@ -148,7 +154,7 @@ def error_message(request_id: int, code: str, message: str, **detail: Any) -> li
 
 
 def json_message(kind: int, request_id: int, body: dict[str, Any]) -> list[bytes]:
-    """A control reply (PONG) carrying one JSON frame."""
+    """A control message (PONG, CONTROL) carrying one JSON frame."""
     return [encode_header(kind, request_id, codecs=bytes([RAW])), json.dumps(body).encode()]
 
 

@@ -154,6 +154,11 @@ class Connection:
         else:
             self._lead(until=None, handoff=True)
 
+    def forget(self, request_id: int) -> None:
+        """Stop waiting for the reply to ``request_id``; if it comes, it is dropped."""
+        with self._mutex:
+            self._pending.pop(request_id, None)
+
     def post(self, frames: Sequence[Any]) -> None:
         """Send a message that gets no reply of its own (PAUSE)."""
         with self._mutex:

@@ -1,0 +1,254 @@
+"""The worker side of the event loop: hand queued jobs to idle workers and route what comes back.
+
+A job goes to an idle worker over its Unix-socket channel (large frames
+through the worker's in-arena); the worker answers with checkpoints (sent
+straight on to the client) and one DONE, whose reply goes to the client
+(large frames tracked until ZeroMQ has sent them, then the arena is freed).
+A job past its deadline has its worker killed; a worker that dies fails its
+job with ``worker_crashed``; either way a new worker takes its place. Every
+outcome is told to the :class:`~edge_server.ledger.Ledger`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from offload._exceptions import ProtocolError
+from offload.runtime import protocol
+
+from .admission import Job
+from .channel import Channel
+from .config import ServerConfig
+from .ledger import Ledger
+from .pool import Pool, Worker
+from .queue import FairQueue
+
+log = logging.getLogger("edge_server")
+
+TRACKER_POLL_MS = (1, 10)  # first and longest wait while results are still being sent
+
+
+class Dispatcher:
+    """Jobs from the queue to the workers, and their replies back to the clients."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        pool: Pool,
+        queue: FairQueue,
+        ledger: Ledger,
+        send: Callable[[bytes, list[Any]], None],
+    ) -> None:
+        self.config = config
+        self.pool = pool
+        self.queue = queue
+        self.ledger = ledger
+        self._send = send
+        self.idle: deque[Worker] = deque()
+        self.dispatched_at = 0.0
+        self.tracker_wait = TRACKER_POLL_MS[0]
+        self.stopping = False
+
+    def fail(self, job: Job, code: str, message: str, state: str = "failed") -> None:
+        """End ``job`` with an ERROR to its client (``state``: failed, cancelled, paused)."""
+        self._send(job.client, protocol.error_message(job.request_id, code, message))
+        self.ledger.ended(job, state, f"{code}: {message}")
+
+    def running(self) -> list[Worker]:
+        """The workers running a job now."""
+        return [w for w in self.pool.by_identity.values() if w.job is not None]
+
+    def worker_of(self, job_id: int) -> Worker | None:
+        """The worker running job ``job_id``, if one is."""
+        for worker in self.pool.by_identity.values():
+            if worker.job is not None and worker.job.id == job_id:
+                return worker
+        return None
+
+    def stop_job(self, worker: Worker, why: str) -> Job:
+        """Kill ``worker``, which is running a job (a fresh one replaces it); return the job."""
+        job, worker.job, worker.deadline = worker.job, None, None
+        assert job is not None
+        self.pool.kill(worker, why)
+        return job
+
+    def signal(self, worker: Worker, signum: int) -> None:
+        """Ask a worker's checkpointed job to stop at its next checkpoint."""
+        if worker.job is not None and worker.job.checkpointed:
+            with contextlib.suppress(ProcessLookupError):
+                if worker.process.pid:
+                    os.kill(worker.process.pid, signum)
+
+    # -- to the workers -------------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """Hand queued jobs to idle workers, round-robin between clients."""
+        if self.queue and self.idle:
+            self.release_arenas()  # a FREE ahead of the job lets the worker reuse its arena
+        while self.queue and self.idle:
+            job = self.queue.pop(self._at_running_limit)
+            if job is None:
+                return  # every client with calls waiting has its share running
+            worker = self.idle.popleft()
+            if worker.killed or worker.channel is None:
+                self.queue.push_back(job)
+                continue
+            header, payload = job.frames[0], job.frames[1:]
+            try:
+                name, spans, inline = worker.in_arena.pack([f.buffer for f in payload])
+            except OSError as exc:  # e.g. /dev/shm is full
+                self.idle.appendleft(worker)
+                log.error("cannot stage job %d for a worker: %s", job.id, exc)
+                self.fail(job, "unavailable", f"server: {exc}")
+                continue
+            try:
+                worker.channel.send(
+                    [b"J", job.id.to_bytes(8, "big"), header.buffer, name, spans, *inline]
+                )
+            except (BrokenPipeError, ConnectionResetError):
+                self.queue.push_back(job)  # the worker died; its sentinel will tell
+                continue
+            except (OSError, ValueError) as exc:
+                self.idle.appendleft(worker)
+                self.fail(job, "protocol", f"cannot run: {exc}")
+                continue
+            worker.job = job
+            self.ledger.started(job)
+            self.dispatched_at = time.perf_counter()
+            worker.deadline = time.monotonic() + job.timeout if job.timeout else None
+
+    def _at_running_limit(self, client: bytes) -> bool:
+        """Whether ``client`` already has ``max_running_per_client`` calls running."""
+        limit = self.config.max_running_per_client
+        if limit >= len(self.pool.by_identity):
+            return False  # no client can reach it: skip the count (the usual case)
+        running = 0
+        for worker in self.pool.by_identity.values():
+            if worker.job is not None and worker.job.client == client:
+                running += 1
+        return running >= limit
+
+    # -- from the workers -----------------------------------------------------------------------
+
+    def read_unnamed(self, channel: Channel) -> None:
+        """A new worker's first message names it; then it is idle."""
+        try:
+            messages = channel.feed()
+        except (EOFError, OSError, ValueError):
+            self.pool.drop_unnamed(channel)
+            return
+        for message in messages:
+            if len(message) == 2 and bytes(message[0]) == b"R":
+                worker = self.pool.name(channel, bytes(message[1]))
+                if worker is not None:
+                    self.idle.append(worker)
+                return
+        if messages:
+            self.pool.drop_unnamed(channel)
+
+    def read_worker(self, worker: Worker) -> None:
+        """Everything a worker has sent."""
+        assert worker.channel is not None
+        try:
+            messages = worker.channel.feed()
+        except (EOFError, OSError, ValueError):
+            return  # the sentinel reports the death
+        for message in messages:
+            self._on_worker(worker, message)
+
+    def _on_worker(self, worker: Worker, frames: list[memoryview]) -> None:
+        kind = bytes(frames[0])
+        if kind == b"C" and len(frames) >= 3:  # a checkpoint: straight on to its client
+            job = worker.job
+            if job is not None and int.from_bytes(frames[1], "big") == job.id:
+                self._send(job.client, list(frames[2:]))
+            return
+        if kind == b"E":  # done, and the worker leaves (it passed a resource limit)
+            worker.killed = worker.killed or "passed a resource limit"
+        elif kind != b"D" or len(frames) < 6:
+            log.error("unexpected message %r from worker %s", bytes(frames[0]), worker.identity)
+            return
+        job = worker.job
+        worker.job, worker.deadline = None, None
+        if not worker.killed:
+            self.idle.append(worker)
+        if job is None or int.from_bytes(frames[1], "big") != job.id:
+            return  # the job already failed (timeout) and the worker finished anyway
+        cpu_s = int.from_bytes(frames[2], "big") / 1e9
+        header, name, spans = frames[3], bytes(frames[4]), bytes(frames[5])
+        try:
+            payload = worker.out_arena.unpack(name, spans, frames[6:])
+        except (ValueError, OSError) as exc:
+            log.error("worker %s sent an unreadable reply: %s", worker.identity, exc)
+            self.fail(job, "worker_crashed", f"bad reply: {exc}")
+            return
+        state, error = _outcome(header, payload)
+        self.ledger.ended(job, state, error, [header, *payload], cpu_s)
+        if not name:
+            self._send(job.client, [header, *payload])
+            return
+        tracked = [zmq.Frame(p, track=True) for p in payload]
+        self._send(job.client, [header, *tracked])
+        worker.sending.append((zmq.MessageTracker(*tracked), name))
+        self.tracker_wait = TRACKER_POLL_MS[0]
+
+    def release_arenas(self) -> None:
+        """Tell workers which result arenas ZeroMQ has finished sending from."""
+        for worker in self.pool.by_identity.values():
+            if not worker.sending:
+                continue
+            done: list[tuple[zmq.MessageTracker, bytes]] = []
+            still: list[tuple[zmq.MessageTracker, bytes]] = []
+            for tracker, name in worker.sending:
+                (done if tracker.done else still).append((tracker, name))
+            if not done:
+                continue
+            worker.sending = still
+            if worker.channel is not None:
+                with contextlib.suppress(OSError):  # a dead worker: its sentinel will tell
+                    for _, name in done:
+                        worker.channel.send([b"F", name])
+
+    def check_deadlines(self) -> None:
+        """Stop the jobs that ran past their timeout."""
+        now = time.monotonic()
+        for worker in list(self.pool.by_identity.values()):
+            if worker.deadline is not None and now >= worker.deadline and worker.job is not None:
+                job = self.stop_job(worker, "timeout")
+                message = f"call ran past its timeout of {job.timeout:g} s; worker stopped"
+                self.fail(job, "timeout", message)
+
+    def on_death(self, worker: Worker) -> None:
+        """A worker process ended: fail its job, and start another unless closing."""
+        how = self.pool.reap(worker)
+        if worker in self.idle:
+            self.idle.remove(worker)
+        job = worker.job
+        if job is not None:
+            log.warning("worker %s died running job %d: %s", worker.identity, job.id, how)
+            self.fail(job, "worker_crashed", f"the worker running this call died ({how})")
+        elif worker.killed != "timeout":
+            log.warning("worker %s died while idle: %s", worker.identity, how)
+        if not self.stopping:
+            self.pool.spawn()
+
+
+def _outcome(header: memoryview, payload: list[Any]) -> tuple[str, str | None]:
+    """A reply's job state and error text: done, paused (stopped at a checkpoint) or failed."""
+    if header[5] != protocol.ERROR or not payload:
+        return "done", None
+    try:
+        body = protocol.decode_json(payload[0])
+    except ProtocolError:
+        return "failed", "unreadable error"
+    code = str(body.get("code"))
+    message = f"{code}: {str(body.get('message'))[:500]}"
+    return ("paused" if code == "stopped" else "failed"), message

@@ -1,0 +1,58 @@
+"""CurveZMQ encryption and ZAP authentication of clients, through pyzmq's own ``zmq.auth``.
+
+With a secret key the frontend is a CURVE server and a
+:class:`~zmq.auth.thread.ThreadAuthenticator` admits only clients whose
+public keys are in the ``authorized_keys`` directory: anyone else is refused
+during the handshake, before a byte of a call is read. ZAP stamps every
+message of an admitted client with its public key (Z85) as ``User-Id``,
+which :func:`owner` reads: that key owns the client's jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from offload._exceptions import ConfigError
+
+from .config import ServerConfig
+
+log = logging.getLogger("edge_server")
+
+
+def secure(
+    config: ServerConfig, context: zmq.Context, frontend: zmq.Socket
+) -> ThreadAuthenticator | None:
+    """Turn CURVE on for ``frontend`` and start the authenticator (None: insecure, said loudly)."""
+    if config.secret_key is None:
+        log.warning(
+            "INSECURE: no --secret-key; traffic is in the clear, anyone who can connect to "
+            "%s may run jobs, and every client sees every job",
+            config.bind,
+        )
+        return None
+    try:
+        public, secret = zmq.auth.load_certificate(config.secret_key)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {config.secret_key}: {exc}") from exc
+    if secret is None:
+        raise ConfigError(f"{config.secret_key} holds no secret key")
+    authenticator = ThreadAuthenticator(context, log=logging.getLogger("edge_server.auth"))
+    authenticator.start()
+    authenticator.configure_curve(domain="*", location=config.authorized_keys or "")
+    frontend.curve_publickey, frontend.curve_secretkey = public, secret
+    frontend.curve_server = True
+    log.info("CurveZMQ on: clients must hold a key in %s", config.authorized_keys)
+    return authenticator
+
+
+def owner(frame: zmq.Frame) -> str:
+    """The public key (Z85) ZAP admitted the sender of ``frame`` with; "" without CURVE."""
+    try:
+        user = frame.get("User-Id")
+    except zmq.ZMQError:  # no metadata: an insecure connection
+        return ""
+    return user if isinstance(user, str) else ""

@@ -1,0 +1,398 @@
+"""The job store: every job's history, waiting calls and kept results, in one SQLite file.
+
+Each job is a row of ``jobs`` (owner, function, state, timestamps, bytes in
+and out, CPU seconds, error); ``frames`` holds the payload of a call still
+waiting for a worker (so a server killed with SIGKILL runs it after its
+restart) and the reply of a finished job whose result is kept for later
+download; ``usage`` holds each owner's running totals (metering), which
+outlive the jobs they count.
+
+The event loop must not wait for the disk on every call, so writes are
+collected in memory and :meth:`Store.flush` writes them in one transaction:
+at once when calls are waiting in the queue (their payloads must survive a
+crash), otherwise at most ``FLUSH_EVERY`` seconds after the first unwritten
+change. WAL mode with ``synchronous=NORMAL``: a commit survives the server
+process dying (SIGKILL, a crash), and readers never block the writer.
+
+States: queued -> running -> done | failed | cancelled; paused (a
+checkpointed job stopped at a safe point, its state gone home).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from offload._exceptions import ConfigError
+
+FLUSH_EVERY = 0.1  # seconds an unwritten change may wait when no call's payload is at stake
+SCHEMA_VERSION = 1
+FINISHED = ("done", "failed", "cancelled", "paused")
+COLUMNS = (
+    "id",
+    "owner",
+    "function",
+    "request_id",
+    "state",
+    "submitted",
+    "started",
+    "finished",
+    "bytes_in",
+    "bytes_out",
+    "cpu_s",
+    "error",
+    "kept",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    function TEXT NOT NULL,
+    request_id INTEGER NOT NULL,
+    client BLOB NOT NULL,
+    state TEXT NOT NULL,
+    submitted REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL DEFAULT 0,
+    cpu_s REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    kept INTEGER NOT NULL DEFAULT 0,
+    timeout REAL NOT NULL,
+    checkpointed INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, id);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+CREATE TABLE IF NOT EXISTS frames (
+    job INTEGER NOT NULL,
+    part TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job, part, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage (
+    owner TEXT PRIMARY KEY,
+    jobs INTEGER NOT NULL,
+    cpu_s REAL NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL
+);
+"""
+
+
+@dataclass
+class Waiting:
+    """A queued job read back from the store after a restart."""
+
+    id: int
+    owner: str
+    client: bytes
+    request_id: int
+    timeout: float
+    checkpointed: bool
+    frames: list[bytes]
+
+
+class Store:
+    """One SQLite file of jobs, waiting payloads, kept results and usage totals."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (or create) the store at ``path``; :class:`ConfigError` if it cannot be used.
+
+        One server per store: a lock file next to it keeps a second server,
+        which would run the same waiting calls again, out.
+        """
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 (held until close)
+        except OSError as exc:
+            raise ConfigError(f"cannot use the data directory {path.parent}: {exc}") from exc
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            self._lock.close()
+            raise ConfigError(f"another server uses the job store {path}") from exc
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise ConfigError(f"{path}: schema {row[0]}, this server reads {SCHEMA_VERSION}")
+        except (sqlite3.Error, ValueError) as exc:
+            self._lock.close()
+            raise ConfigError(f"cannot open the job store {path}: {exc}") from exc
+        self._added: list[tuple[Any, ...]] = []
+        self._payloads: list[tuple[int, Sequence[Any]]] = []
+        self._started: list[tuple[float, int]] = []
+        self._ended: list[tuple[Any, ...]] = []
+        self._usage: list[tuple[Any, ...]] = []
+        self._results: list[tuple[int, Sequence[Any]]] = []
+        self._dropped: list[tuple[int]] = []
+        self._oldest = 0.0  # when the oldest unwritten change was made (0: none)
+
+    def close(self) -> None:
+        """Write what is pending, close the file and let another server have it."""
+        try:
+            self.flush()
+        finally:
+            self._db.close()
+            self._lock.close()
+
+    # -- recording (in memory until flush) -----------------------------------------------------
+
+    def added(
+        self,
+        job_id: int,
+        owner: str,
+        function: str,
+        request_id: int,
+        client: bytes,
+        bytes_in: int,
+        timeout: float,
+        checkpointed: bool,
+    ) -> None:
+        """A call was accepted into the queue."""
+        rid = _signed(request_id)
+        row = (job_id, owner, function, rid, client, "queued", time.time(), bytes_in)
+        self._added.append((*row, timeout, int(checkpointed)))
+        self._touch()
+
+    def waiting(self, job_id: int, frames: Sequence[Any]) -> None:
+        """Keep the payload of a call still in the queue, so it survives a crash."""
+        self._payloads.append((job_id, frames))
+        self._touch()
+
+    def started(self, job_id: int, stored_payload: bool) -> None:
+        """A worker took the call (its stored payload, if any, is no longer needed)."""
+        self._started.append((time.time(), job_id))
+        if stored_payload:
+            self._dropped.append((job_id,))
+        self._touch()
+
+    def ended(
+        self,
+        job_id: int,
+        owner: str,
+        state: str,
+        bytes_in: int,
+        bytes_out: int,
+        cpu_s: float,
+        error: str | None,
+        reply: Sequence[Any] | None = None,
+        stored_payload: bool = False,
+    ) -> None:
+        """A job finished in ``state``; ``reply`` (its frames) is kept for later download."""
+        self._ended.append(
+            (state, time.time(), bytes_out, cpu_s, error, int(reply is not None), job_id)
+        )
+        self._usage.append((owner, cpu_s, bytes_in, bytes_out))
+        if reply is not None:
+            self._results.append((job_id, [bytes(f) for f in reply]))
+        if stored_payload:
+            self._dropped.append((job_id,))
+        self._touch()
+
+    def _touch(self) -> None:
+        if not self._oldest:
+            self._oldest = time.monotonic()
+
+    def due(self) -> float | None:
+        """When :meth:`flush` should next run (monotonic clock; None: nothing to write)."""
+        if not self._oldest:
+            return None
+        return 0.0 if self._payloads else self._oldest + FLUSH_EVERY
+
+    def flush(self) -> None:
+        """Write every change recorded since the last flush, in one transaction."""
+        if not self._oldest:
+            return
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            db.executemany(
+                "INSERT OR REPLACE INTO jobs (id, owner, function, request_id, client, state, "
+                "submitted, bytes_in, timeout, checkpointed) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                self._added,
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO frames VALUES (?, 'call', ?, ?)",
+                _numbered(self._payloads),
+            )
+            db.executemany(
+                "UPDATE jobs SET state='running', started=? WHERE id=? AND state='queued'",
+                self._started,
+            )
+            db.executemany(
+                "UPDATE jobs SET state=?, finished=?, bytes_out=?, cpu_s=?, error=?, kept=? "
+                "WHERE id=?",
+                self._ended,
+            )
+            db.executemany(
+                "INSERT INTO usage VALUES (?, 1, ?, ?, ?) ON CONFLICT (owner) DO UPDATE SET "
+                "jobs=jobs+1, cpu_s=cpu_s+excluded.cpu_s, bytes_in=bytes_in+excluded.bytes_in, "
+                "bytes_out=bytes_out+excluded.bytes_out",
+                self._usage,
+            )
+            db.executemany(
+                "INSERT OR REPLACE INTO frames VALUES (?, 'result', ?, ?)",
+                _numbered(self._results),
+            )
+            db.executemany("DELETE FROM frames WHERE job=? AND part='call'", self._dropped)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            self._clear()
+
+    def _clear(self) -> None:
+        for pending in (
+            self._added,
+            self._payloads,
+            self._started,
+            self._ended,
+            self._usage,
+            self._results,
+            self._dropped,
+        ):
+            pending.clear()
+        self._oldest = 0.0
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def recover(self) -> list[Waiting]:
+        """After a restart: fail what was running, and return the calls still waiting, in order.
+
+        A job the crash interrupted counts in its owner's usage (with the CPU
+        time nobody measured as zero), like any other failure.
+        """
+        self.flush()
+        waiting = []
+        rows = self._db.execute(
+            "SELECT id, owner, client, request_id, timeout, checkpointed, state, bytes_in "
+            "FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"
+        ).fetchall()
+        for job_id, owner, client, rid, timeout, checkpointed, state, bytes_in in rows:
+            frames = self.frames(job_id, "call") if state == "queued" else []
+            if frames:
+                waiting.append(
+                    Waiting(job_id, owner, client, rid % 2**64, timeout, bool(checkpointed), frames)
+                )
+                continue
+            if state == "running":
+                error = "the server stopped while this job ran"
+            else:  # accepted, but the crash came before its payload was written
+                error = "the server stopped before this job's payload was stored"
+            self.ended(job_id, owner, "failed", bytes_in, 0, 0.0, error)
+        self.flush()
+        return waiting
+
+    def last_id(self) -> int:
+        """The highest job id ever given (ids are never reused)."""
+        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0])
+
+    def job(self, job_id: int, owner: str | None) -> dict[str, Any] | None:
+        """Job ``job_id`` as a dict, if it exists and (unless ``owner`` is None) is ``owner``'s."""
+        self.flush()
+        row = self._db.execute(
+            f"SELECT {', '.join(COLUMNS)}, owner FROM jobs WHERE id=?", (job_id,)
+        ).fetchone()
+        if row is None or (owner is not None and row[-1] != owner):
+            return None
+        return _job(row[:-1])
+
+    def jobs(
+        self, owner: str | None, limit: int = 50, states: Iterable[str] = ()
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` jobs of ``owner`` (everyone's if None), optionally by state."""
+        self.flush()
+        where, params = [], []
+        if owner is not None:
+            where.append("owner=?")
+            params.append(owner)
+        states = list(states)
+        if states:
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            params.extend(states)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM jobs {clause} ORDER BY id DESC LIMIT ?",
+            (*params, limit),
+        )
+        return [_job(row) for row in rows]
+
+    def frames(self, job_id: int, part: str) -> list[bytes]:
+        """The stored frames of a job's waiting ``call`` or kept ``result``."""
+        self.flush()
+        rows = self._db.execute(
+            "SELECT data FROM frames WHERE job=? AND part=? ORDER BY seq", (job_id, part)
+        )
+        return [bytes(row[0]) for row in rows]
+
+    def usage(self, owner: str | None) -> list[dict[str, Any]]:
+        """Metering totals: ``owner``'s, or everyone's if None."""
+        self.flush()
+        query = "SELECT owner, jobs, cpu_s, bytes_in, bytes_out FROM usage"
+        rows = self._db.execute(
+            query + (" WHERE owner=?" if owner is not None else " ORDER BY owner"),
+            (owner,) if owner is not None else (),
+        )
+        keys = ("owner", "jobs", "cpu_s", "bytes_in", "bytes_out")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def expire(self, result_ttl: float, history_ttl: float) -> int:
+        """Delete results older than ``result_ttl`` and jobs older than ``history_ttl`` seconds."""
+        self.flush()
+        now = time.time()
+        db = self._db
+        db.execute("BEGIN")
+        db.execute(
+            "DELETE FROM frames WHERE part='result' AND job IN (SELECT id FROM jobs "
+            "WHERE kept=1 AND finished < ?)",
+            (now - result_ttl,),
+        )
+        db.execute("UPDATE jobs SET kept=0 WHERE kept=1 AND finished < ?", (now - result_ttl,))
+        gone = db.execute(
+            "DELETE FROM jobs WHERE finished IS NOT NULL AND finished < ?", (now - history_ttl,)
+        ).rowcount
+        db.execute("COMMIT")
+        return gone
+
+    def purge(self) -> None:
+        """Delete every job, payload and result (closing time with ``purge_on_exit``)."""
+        self.flush()
+        self._db.execute("DELETE FROM frames")
+        self._db.execute("DELETE FROM jobs")
+        self._db.execute("VACUUM")
+
+
+def _job(row: Sequence[Any]) -> dict[str, Any]:
+    job = dict(zip(COLUMNS, row, strict=True))
+    job["request_id"] %= 2**64
+    job["kept"] = bool(job["kept"])
+    return job
+
+
+def _signed(request_id: int) -> int:
+    """A 64-bit request id as SQLite's signed INTEGER holds it (``% 2**64`` undoes it)."""
+    return request_id - 2**64 if request_id >= 2**63 else request_id
+
+
+def _numbered(jobs: list[tuple[int, Sequence[Any]]]) -> Iterator[tuple[int, int, Any]]:
+    """``(job, seq, frame)`` rows of each job's frames."""
+    for job, frames in jobs:
+        for seq, frame in enumerate(frames):
+            yield job, seq, frame

@@ -1,0 +1,114 @@
+"""The job store on a real SQLite file: records, waiting payloads, recovery, retention, locking."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+
+from edge_server.store import Store
+from offload import ConfigError
+
+
+def _add(store: Store, job_id: int, owner: str = "alice", request_id: int = 7) -> None:
+    store.added(job_id, owner, "app:f", request_id, b"client", 10, 30.0, False)
+
+
+def test_a_job_is_recorded_from_queue_to_done_with_metering(tmp_path):
+    store = Store(tmp_path / "jobs.sqlite")
+    _add(store, 1)
+    store.waiting(1, [b"header", b"payload"])
+    assert store.due() == 0.0  # a waiting payload is written at once
+    store.flush()
+    store.started(1, stored_payload=True)
+    store.ended(1, "alice", "done", 10, 5, 0.25, None, reply=[b"h", b"value"])
+    store.flush()
+    job = store.job(1, "alice")
+    assert job is not None
+    assert (job["state"], job["bytes_in"], job["bytes_out"], job["cpu_s"]) == ("done", 10, 5, 0.25)
+    assert job["kept"] and job["started"] <= job["finished"]
+    assert store.frames(1, "call") == []  # the payload went with the start
+    assert store.frames(1, "result") == [b"h", b"value"]
+    assert store.usage("alice") == [
+        {"owner": "alice", "jobs": 1, "cpu_s": 0.25, "bytes_in": 10, "bytes_out": 5}
+    ]
+    assert store.job(1, "mallory") is None  # another owner's job does not exist for them
+    store.close()
+
+
+def test_changes_wait_in_memory_until_due_then_go_in_one_transaction(tmp_path):
+    store = Store(tmp_path / "jobs.sqlite")
+    _add(store, 1)
+    due = store.due()
+    assert due is not None and due > time.monotonic()  # no payload at stake: batched
+    reader = sqlite3.connect(tmp_path / "jobs.sqlite")
+    assert reader.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+    store.flush()
+    assert reader.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1
+    assert store.due() is None
+    reader.close()
+    store.close()
+
+
+def test_recovery_requeues_waiting_calls_and_fails_running_ones(tmp_path):
+    store = Store(tmp_path / "jobs.sqlite")
+    for job_id in (1, 2, 3):
+        _add(store, job_id, request_id=2**64 - job_id)  # request ids use all 64 bits
+    store.waiting(2, [b"h2", b"p2"])
+    store.waiting(3, [b"h3", b"p3"])
+    store.flush()
+    store.started(1, stored_payload=False)
+    store.flush()
+    _add(store, 4)  # accepted, but never written before the "crash"
+    del store  # no close, no last flush (the lock goes with the file handle, as in a crash)
+    reopened = Store(tmp_path / "jobs.sqlite")
+    waiting = reopened.recover()
+    assert [(w.id, w.request_id, w.frames) for w in waiting] == [
+        (2, 2**64 - 2, [b"h2", b"p2"]),
+        (3, 2**64 - 3, [b"h3", b"p3"]),
+    ]
+    failed = reopened.job(1, None)
+    assert failed is not None and failed["state"] == "failed"
+    assert "stopped while this job ran" in failed["error"]
+    assert reopened.job(4, None) is None
+    assert reopened.last_id() == 3
+    reopened.close()
+
+
+def test_one_server_per_store(tmp_path):
+    store = Store(tmp_path / "jobs.sqlite")
+    with pytest.raises(ConfigError, match="another server uses"):
+        Store(tmp_path / "jobs.sqlite")
+    store.close()
+    Store(tmp_path / "jobs.sqlite").close()  # free again once closed
+
+
+def test_results_and_history_expire(tmp_path):
+    store = Store(tmp_path / "jobs.sqlite")
+    for job_id in (1, 2):
+        _add(store, job_id)
+        store.ended(job_id, "alice", "done", 10, 1, 0.0, None, reply=[b"h", b"v"])
+    store.flush()
+    store._db.execute("UPDATE jobs SET finished = finished - 100 WHERE id = 1")
+    assert store.expire(result_ttl=50, history_ttl=1000) == 0
+    first, second = store.job(1, None), store.job(2, None)
+    assert first is not None and not first["kept"] and store.frames(1, "result") == []
+    assert second is not None and second["kept"]
+    assert store.expire(result_ttl=50, history_ttl=50) == 1
+    assert store.job(1, None) is None
+    assert store.usage("alice")[0]["jobs"] == 2  # metering outlives the history
+    store.close()
+
+
+def test_jobs_lists_newest_first_by_owner_and_state(tmp_path):
+    store = Store(tmp_path / "jobs.sqlite")
+    for job_id, owner in ((1, "alice"), (2, "bob"), (3, "alice")):
+        _add(store, job_id, owner)
+    store.ended(3, "alice", "failed", 10, 0, 0.0, "remote: boom")
+    assert [j["id"] for j in store.jobs("alice")] == [3, 1]
+    assert [j["id"] for j in store.jobs("alice", states=["queued"])] == [1]
+    assert [j["id"] for j in store.jobs(None, limit=2)] == [3, 2]
+    store.purge()
+    assert store.jobs(None) == []
+    store.close()
