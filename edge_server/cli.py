@@ -149,6 +149,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     parser.add_argument("--limit-cpu", type=float, help="CPU seconds a job may use")
     parser.add_argument("--limit-files", type=int, help="files a job may have open at once")
     parser.add_argument(
+        "--limit-processes", type=int, help="processes and threads a job may start (fork bombs)"
+    )
+    parser.add_argument(
         "--client-running",
         type=int,
         default=defaults.max_running_per_client,
@@ -220,6 +223,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             limit_memory=int(args.limit_memory_mb * 2**20) if args.limit_memory_mb else None,
             limit_cpu=args.limit_cpu,
             limit_files=args.limit_files,
+            limit_processes=args.limit_processes,
             secret_key=args.secret_key,
             authorized_keys=args.authorized_keys,
         )

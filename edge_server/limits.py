@@ -13,11 +13,14 @@ there with a clear error and nothing else on the server notices:
   inside C code for good is left to the wall-clock timeout.)
 * open files: ``RLIMIT_NOFILE`` at the worker's own descriptors plus
   ``limit_files``; one more ``open`` raises ``OSError(EMFILE)``.
+* processes: ``limit_processes`` more tasks than the worker runs itself
+  (:mod:`edge_server.pids`: a pids cgroup, else ``RLIMIT_NPROC``); one more
+  ``fork`` raises ``BlockingIOError(EAGAIN)``. Processes a job leaves
+  running are killed when it ends.
 
 A job that went past a limit is answered ``limit_exceeded`` naming it, and
 its worker then exits to be replaced: memory fragments, leaked descriptors
-and half-done state go with it. ``RLIMIT_NPROC`` is not used: it counts all
-of the user's processes and does not bind root.
+and half-done state go with it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import resource
 import signal
 from typing import Any
 
+from . import pids
 from .config import ServerConfig
 
 
@@ -43,6 +47,7 @@ class Limits:
         self.memory = config.limit_memory
         self.cpu = config.limit_cpu
         self.files = config.limit_files
+        self.processes = config.limit_processes
         #: Set when a job has passed a limit: the worker leaves after answering it.
         self.passed: str | None = None
 
@@ -55,6 +60,8 @@ class Limits:
             _lower(resource.RLIMIT_DATA, _data_size() + self.memory)
         if self.cpu is not None:
             signal.signal(signal.SIGXCPU, _on_xcpu)
+        if self.processes is not None:
+            pids.cap(self.processes)
 
     def start_job(self) -> None:
         """Give the next job its CPU seconds."""
@@ -72,6 +79,8 @@ class Limits:
         if self.cpu is not None:
             _, hard = resource.getrlimit(resource.RLIMIT_CPU)
             resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
+        if self.processes is not None:
+            pids.kill_leftovers()
 
     def exceeded(self, exc: BaseException) -> str | None:
         """The message naming the limit ``exc`` shows was passed, or ``None``."""
@@ -81,6 +90,8 @@ class Limits:
             return f"memory limit of {self.memory / 2**20:g} MB exceeded"
         if isinstance(exc, OSError) and exc.errno == errno.EMFILE and self.files is not None:
             return f"open files limit of {self.files} exceeded"
+        if isinstance(exc, OSError) and exc.errno == errno.EAGAIN and self.processes is not None:
+            return f"process limit of {self.processes} exceeded"
         return None
 
 

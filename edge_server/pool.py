@@ -24,6 +24,7 @@ from typing import Any
 
 import zmq
 
+from . import pids
 from .arena import ArenaReader, ArenaWriter, remove_files
 from .channel import Channel
 from .config import ServerConfig
@@ -118,6 +119,8 @@ class Pool:
             daemon=True,
         )
         process.start()
+        if self._config.limit_processes is not None:
+            pids.adopt(pids.group(os.getpid(), name), process.pid)  # type: ignore[arg-type]
         worker = Worker(
             name.encode(),
             process,
@@ -148,6 +151,8 @@ class Pool:
             worker.channel.close()
         worker.in_arena.close()
         remove_files(self._directory, worker.prefix + "-")  # not w1 matching w10
+        if self._config.limit_processes is not None:
+            pids.release(pids.group(os.getpid(), worker.identity.decode()))
         code = worker.process.exitcode
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
@@ -172,3 +177,5 @@ class Pool:
             channel.close()
         self.listener.close()
         remove_files(self._directory, f"offload-{os.getpid()}-{self._token}-")
+        if self._config.limit_processes is not None:
+            pids.release_server(os.getpid())

@@ -156,3 +156,24 @@ def open_files(count: int) -> int:
     for handle in handles:
         handle.close()
     return count
+
+
+@offload
+def fork_bomb(children: int) -> int:
+    """Forks up to ``children`` sleeping processes (bounded, so a test cannot hurt the machine)."""
+    started = 0
+    for _ in range(children):
+        pid = os.fork()
+        if pid == 0:  # the child: sleep, then leave without cleanup
+            time.sleep(30)
+            os._exit(0)
+        started += 1
+    return started
+
+
+@offload
+def leave_behind() -> int:
+    """Starts a process that outlives the call; returns its pid."""
+    import subprocess
+
+    return subprocess.Popen(["sleep", "60"]).pid

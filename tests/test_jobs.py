@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -139,7 +140,10 @@ def test_purge_on_exit_leaves_no_job_data(tmp_path):
     from edge_server.arena import arena_dir
 
     server = offload.serve_local(
-        ["tests.apps"], workers=1, extra_args=["--log-level", "WARNING", "--purge-on-exit"]
+        ["tests.apps"],
+        workers=1,
+        extra_args=["--log-level", "WARNING", "--purge-on-exit", "--keep-results", "all"],
+        data_dir=str(tmp_path),
     )
     pid = server.process.pid
     try:
@@ -153,6 +157,10 @@ def test_purge_on_exit_leaves_no_job_data(tmp_path):
             assert running.result(timeout=15) == len(big)  # it was let finish
             assert server.process.wait(timeout=15) == 0
         assert not list(arena_dir().glob(f"offload-{pid}-*"))
+        store = sqlite3.connect(tmp_path / "jobs.sqlite")  # the job, its payload and result gone
+        assert store.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 0
+        assert store.execute("SELECT COUNT(*) FROM frames").fetchone()[0] == 0
+        store.close()
     finally:
         server.stop()
 

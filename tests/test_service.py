@@ -93,3 +93,22 @@ def test_resource_limits_fail_the_job_by_name_and_spare_the_rest(make_server):
             client.call(_remote(apps.spin), (30.0,), {})
         assert time.perf_counter() - start < 10  # stopped by its CPU limit, not a timeout
         assert client.call(_remote(apps.add), (1, 2), {}) == 3  # a fresh worker serves on
+
+
+def test_a_fork_bomb_fails_by_name_and_leaves_nothing_behind(make_server):
+    import psutil
+    import pytest
+
+    server = make_server("--limit-processes", "8", workers=1)
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        with pytest.raises(offload.LimitExceeded, match="process limit of 8"):
+            client.call(_remote(apps.fork_bomb), (200,), {})
+        assert client.call(_remote(apps.add), (1, 2), {}) == 3  # a fresh worker serves on
+        family = psutil.Process(server.process.pid).children(recursive=True)
+        assert len(family) <= 2  # the new worker (and multiprocessing's tracker): no bomb left
+        pid = client.call(_remote(apps.leave_behind), (), {})
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "a process the job left is still running"
+            time.sleep(0.05)
