@@ -84,8 +84,8 @@ class FrameMeter:
             self.down += sum(len(f) for f in frames)
             dispatch(frames)
 
-        conn._send = counted_send
-        conn._dispatch = counted_dispatch
+        conn._send = counted_send  # type: ignore[method-assign]
+        conn._dispatch = counted_dispatch  # type: ignore[method-assign]
 
 
 def _seed(seed: int, service: str, intensity: int, rep: int) -> int:
@@ -161,11 +161,11 @@ def measure(
     tick: Callable[[str], None] = lambda _: None,
 ) -> list[dict[str, Any]]:
     """Every call of the plan in every scenario; one record per call."""
-    samples = []
+    samples: list[dict[str, Any]] = []
     for rep, service, intensity in calls(plan, reps):
         args = compiled.arguments(service, intensity, _seed(seed, service, intensity, rep))
         shift = rep % len(SCENARIOS)  # rotate who goes first: drift hits all alike
-        values = {}
+        values: dict[str, Any] = {}
         for scenario in SCENARIOS[shift:] + SCENARIOS[:shift]:
             values[scenario], record = runner.call(service, scenario, args)
             samples.append(
@@ -173,8 +173,8 @@ def measure(
                 | record
             )
             tick(f"{service} {intensity} {scenario}")
-        for record in samples[-len(SCENARIOS) :]:
-            record["correct"] = _same(values[record["scenario"]], values["local"])
+        for done in samples[-len(SCENARIOS) :]:
+            done["correct"] = _same(values[done["scenario"]], values["local"])
     return samples
 
 
