@@ -38,7 +38,7 @@ def _turnaround(ax: Any, report: dict[str, Any], service: str) -> None:
         xs, ys = _series(report, service, scenario, "turnaround_s")
         _, ci = _series(report, service, scenario, "turnaround_ci99_s")
         ax.errorbar(xs, ys, yerr=ci, fmt=style, capsize=3, label=scenario)
-    ax.set(xlabel=LABELS[service], ylabel="turnaround s (median, 99% CI)")
+    ax.set(xlabel=LABELS[service], ylabel="turnaround s (median; bars: 99% CI of mean)")
 
 
 def _data(ax: Any, report: dict[str, Any], service: str) -> None:

@@ -88,6 +88,14 @@ def machine() -> dict[str, Any]:
     }
 
 
+def describe(m: dict[str, Any]) -> str:
+    """One line for a :func:`machine` record."""
+    return (
+        f"{m['cpu']}, {m['cpus']} CPUs, Linux {m['kernel']}, Python {m['python']}, "
+        f"numba {m['numba']}"
+    )
+
+
 def cells(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Per service, scenario and intensity: the statistics of its repetitions."""
     grouped: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
@@ -192,7 +200,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['reps']} repetitions per intensity, seed {report['seed']}",
         "",
         *(f"- {k}: {v}" for k, v in report["testbed"].items()),
-        f"- machine: {report['machine']}",
+        f"- machine: {describe(report['machine'])}",
         f"- energy: {report['energy']}",
         "- traditional: the function shipped by value (cloudpickle) every call, compiled anew "
         "by numba on the server; shipped code bytes: "
@@ -220,7 +228,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {_wire(tra)} | {_wire(dco)} | {loc['energy_j']:.3f} | {tra['energy_j']:.3f} "
                 f"| {dco['energy_j']:.3f} | {tra['correct'] and dco['correct']} |"
             )
-        lines.append("")
+        lines += ["", _paper_points(service), ""]
     lines += _summary_table(report["summary"])
     return "\n".join(lines) + "\n"
 
@@ -240,6 +248,19 @@ def _wire(cell: dict[str, Any]) -> str:
     if cell["wire_up"] is None:
         return "-"
     return f"{(cell['wire_up'] + cell['wire_down']) / 1e3:.1f}"
+
+
+def _paper_points(service: str) -> str:
+    """The paper's own figures for ``service`` (a phone running Android, 802.11g)."""
+    local = ", ".join(
+        f"{int(k):,}: {v:,} ms" for k, v in PAPER["local_turnaround_ms"][service].items()
+    )
+    data = PAPER["data_kb"][service]
+    sent = "; ".join(
+        f"{scenario} " + ", ".join(f"{k}: {v:,} KB" for k, v in points.items())
+        for scenario, points in data.items()
+    )
+    return f"Paper (phone): local turnaround {local}; data {sent}."
 
 
 def _summary_table(summary: dict[str, Any]) -> list[str]:

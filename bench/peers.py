@@ -40,6 +40,9 @@ import numpy as np
 import offload
 
 from . import compiled, peer_servers
+from .dcof_report import describe, machine
+from .overhead import _pct
+from .rawzmq import interleaved
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -187,19 +190,8 @@ PEERS = (
 
 
 def _times(fn: Callable[[], Any], n: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(n):
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
-
-
-def _pct(times: list[float], q: float) -> float:
-    ordered = sorted(times)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    (times,) = interleaved([fn], n, warmup)
+    return times
 
 
 #: Calls per figure: no-op, 1 MB echo, 16 MB echo, matrix product.
@@ -260,7 +252,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Peers on loopback, one remote worker process each ({report['size']})",
         "",
-        f"- machine: {report['machine']}",
+        f"- machine: {describe(report['machine']) if report['machine'] else '-'}",
         "- no-op: p50 / p99 of sequential calls; echo: median round trip of random int64 "
         "arrays, MB/s counting both ways; matrix: DCOF's 300x300 int32 product on the worker "
         "(numba kernel already loaded there), median turnaround",
@@ -288,7 +280,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only", nargs="*", help="frameworks to run (default: all)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     opts = parser.parse_args(argv)
-    from .dcof_report import machine
 
     size = "quick" if opts.quick else "full"
     report = {"size": size, "machine": machine(), "peers": run(opts.only, size)}
