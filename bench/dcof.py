@@ -233,8 +233,11 @@ def run(
             with _bar(total, progress) as tick:
                 samples = measure(runner, plan, reps, seed, tick)
         testbed = bed.describe()
+        testbed.pop("battery")  # the trace's phases rewrite it; this run has none
         if bed.link is not None:
             testbed["link"] += f"; rate {mbit} Mbit/s each way"
+        else:
+            testbed["link"] += f"; energy takes the radio at {ASSUMED_MBIT} Mbit/s"
         testbed["rtt_ms"] = f"{round_trip * 1e3:.3f} (median of 30 PINGs, measured)"
     code = {
         name: len(pickle_by_value(fns[1].__wrapped__)) for name, fns in compiled.SERVICES.items()
