@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("overhead", "decisions", "djos", "failures", "load")
+BENCHMARKS = ("overhead", "decisions", "djos", "failures", "load", "dcof", "peers")
 
 
 def main() -> int:

@@ -191,6 +191,15 @@ class SlowLink(_Emulation):
             "ip", "netns", "exec", self.netns, "tc", "qdisc", verb, "dev", self._peer, "root", *spec
         )
 
+    def counters(self) -> tuple[int, int]:
+        """(bytes sent towards the server, bytes received from it) on the client's veth end.
+
+        Everything the link carried: IP packets with their TCP headers, ACKs and
+        heartbeats included, as the radio would.
+        """
+        stats = Path("/sys/class/net") / self._host / "statistics"
+        return int((stats / "tx_bytes").read_text()), int((stats / "rx_bytes").read_text())
+
     def __exit__(self, *exc: object) -> None:
         _run("ip", "netns", "del", self.netns, check=False)  # takes the veth pair with it
         _run("ip", "link", "del", self._host, check=False)

@@ -143,9 +143,17 @@ class _Recorder:
 class Testbed:
     """The emulated device, link, battery and edge server the trace runs on."""
 
-    def __init__(self, emulate: bool = True, device_share: float = 0.25) -> None:
+    def __init__(
+        self,
+        emulate: bool = True,
+        device_share: float = 0.25,
+        apps: tuple[str, ...] = ("examples.workloads",),
+        allow_code_shipping: bool = False,
+    ) -> None:
         self.why_not = emulation.available() if emulate else {"device": "off", "link": "off"}
         self.device_share = device_share
+        self.apps = apps
+        self.allow_code_shipping = allow_code_shipping
         self.stack = contextlib.ExitStack()
         self.link: emulation.SlowLink | None = None
         self.device: emulation.SlowDevice | None = None
@@ -171,8 +179,9 @@ class Testbed:
             launcher = emulation.pinned_off_device()
         self.server = self.stack.enter_context(
             offload.serve_local(
-                ["examples.workloads"],
+                self.apps,
                 workers=1,
+                allow_code_shipping=self.allow_code_shipping,
                 bind=bind,
                 launcher=launcher,
                 extra_args=["--log-level", "WARNING"],

@@ -1,0 +1,111 @@
+"""What the peers' remote worker runs: the three calls, and RPyC's and Pyro5's server processes.
+
+The calls are plain module-level functions, so Ray and Dask pickle them by
+reference and the worker imports this module: code already on the server,
+as with ``offload``'s replicated code. RPyC and Pyro5 get a service object
+exposing the same three calls; their protocols do not carry numpy arrays by
+value (RPyC passes objects by reference, Pyro5's serializers have no arrays),
+so arrays travel as pickle protocol 5 bytes, which both pass by value.
+
+``python -m bench.peer_servers rpyc|pyro5`` serves on a free loopback port,
+prints its address on stdout and runs until stdin closes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import threading
+from typing import Any
+
+from . import compiled
+
+
+def noop() -> None:
+    """Does nothing: the call's cost is all framework."""
+
+
+def echo(value: Any) -> Any:
+    """Returns its argument: the data path both ways."""
+    return value
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """DCOF's matrix product, by the numba kernel compiled once (as ``bench.compiled``)."""
+    return compiled.matrix_multiply.__wrapped__(a, b)
+
+
+class Worker:
+    """The three calls as an actor's methods (Ray: one actor, one worker process)."""
+
+    def noop(self) -> None:
+        noop()
+
+    def echo(self, value: Any) -> Any:
+        return echo(value)
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return matmul(a, b)
+
+
+def pickled(fn: Any) -> Any:
+    """``fn`` taking and returning pickled bytes (for protocols without arrays by value)."""
+
+    def call(data: bytes) -> bytes:
+        args = pickle.loads(data)
+        return pickle.dumps(fn(*args), protocol=5)
+
+    return call
+
+
+def _exit_with_stdin() -> None:
+    """Exit this server process as soon as its parent closes our stdin (or dies)."""
+
+    def watch() -> None:
+        sys.stdin.read()
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def serve_rpyc() -> None:
+    import rpyc
+    from rpyc.utils.server import ThreadedServer
+
+    class Service(rpyc.Service):
+        exposed_noop = staticmethod(noop)
+        exposed_echo = staticmethod(pickled(echo))
+        exposed_matmul = staticmethod(pickled(matmul))
+
+    server = ThreadedServer(
+        Service, hostname="127.0.0.1", port=0, protocol_config={"allow_public_attrs": False}
+    )
+    print(f"127.0.0.1:{server.port}", flush=True)
+    _exit_with_stdin()
+    server.start()
+
+
+def serve_pyro5() -> None:
+    import Pyro5.api
+
+    @Pyro5.api.expose
+    class Service:
+        def noop(self) -> None:
+            noop()
+
+        def echo(self, data: bytes) -> bytes:
+            return pickled(echo)(data)
+
+        def matmul(self, data: bytes) -> bytes:
+            return pickled(matmul)(data)
+
+    daemon = Pyro5.api.Daemon(host="127.0.0.1")
+    print(daemon.register(Service, "bench"), flush=True)
+    _exit_with_stdin()
+    daemon.requestLoop()
+
+
+if __name__ == "__main__":
+    compiled.warm()
+    {"rpyc": serve_rpyc, "pyro5": serve_pyro5}[sys.argv[1]]()
