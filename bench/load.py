@@ -127,7 +127,7 @@ def run(clients: int, calls: int, workers: int = 2, kill_at: float = 0.0) -> dic
     )
     server = serve()
     recovered: list[Any] = []
-    failed_running = 0
+    lost_with_server: dict[str, int] = {}
     try:
         per = [clients // PROCESSES + (k < clients % PROCESSES) for k in range(PROCESSES)]
         starts = [sum(per[:k]) for k in range(PROCESSES)]
@@ -143,6 +143,7 @@ def run(clients: int, calls: int, workers: int = 2, kill_at: float = 0.0) -> dic
             _wait_for_jobs(server, int(kill_at * clients * calls))
             server.process.kill()  # SIGKILL: no goodbye, no last write
             server.process.wait()
+            killed = time.time()
             server.stop()
             server = serve()
         parts = [out.get(timeout=600) for _ in procs]
@@ -150,7 +151,7 @@ def run(clients: int, calls: int, workers: int = 2, kill_at: float = 0.0) -> dic
         for proc in procs:
             proc.join(timeout=30)
         if kill_at:
-            recovered, failed_running = _after_restart(server)
+            recovered, lost_with_server = _after_restart(server, killed)
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -183,8 +184,10 @@ def run(clients: int, calls: int, workers: int = 2, kill_at: float = 0.0) -> dic
             recovered=len(recovered),
             recovered_correct=len(recovered_set & unavailable) == len(recovered),
             recovered_also_answered=len(recovered_set & set(seen)),
-            failed_running=failed_running,
-            unaccounted=len(unavailable) - len(recovered_set & unavailable) - failed_running,
+            **lost_with_server,
+            reply_lost_or_never_arrived=len(unavailable)
+            - len(recovered_set & unavailable)
+            - sum(lost_with_server.values()),
         )
     return report
 
@@ -201,16 +204,28 @@ def _wait_for_jobs(server: offload.LocalServer, count: int, timeout: float = 300
     raise TimeoutError(f"the server took fewer than {count} calls in {timeout:g} s")
 
 
-def _after_restart(server: offload.LocalServer) -> tuple[list[Any], int]:
-    """The kept results of the calls the restarted server recovered, and the jobs it failed."""
+def _after_restart(server: offload.LocalServer, killed: float) -> tuple[list[Any], dict[str, int]]:
+    """What became of the calls the killed server had: recovered results, and the others.
+
+    Returns the kept results of the calls the restarted server ran from its
+    store, and counts of the failures the store recorded: ``failed_running``
+    (running at the kill) and ``failed_unstored`` (accepted, payload not yet
+    written). The other calls in flight had run with their reply lost in the
+    kill, or had not got past the sockets.
+    """
+    counts = {"failed_running": 0, "failed_unstored": 0}
+    recovered = []
     with offload.Client(server, profile_cache="") as client:
-        jobs = client.server.jobs(limit=10_000)
-        recovered = []
-        for job in jobs:
+        for job in client.server.jobs(limit=10_000):
+            if job.submitted > killed:
+                continue  # a call made after the restart
             if job.kept and job.state == "done":
                 recovered.append(client.server.result(job.id))
-        failed = sum("stopped while this job ran" in (j.error or "") for j in jobs)
-    return recovered, failed
+            elif "stopped while this job ran" in (job.error or ""):
+                counts["failed_running"] += 1
+            elif "payload was stored" in (job.error or ""):
+                counts["failed_unstored"] += 1
+    return recovered, counts
 
 
 def _free_port() -> int:
@@ -246,11 +261,13 @@ def markdown(report: dict[str, Any]) -> str:
         f"{steady['p50_ms']:.1f} | {steady['p99_ms']:.1f} |\n\n"
         f"## SIGKILL after {kill['killed_at']:.0%} of the calls, then a restart on the same "
         "job store\n\n"
-        "| answered | in flight at the kill (ServerUnavailable) | recovered from the store, "
-        "results correct | failed while running | unaccounted | duplicates | lost |\n"
-        "|---|---|---|---|---|---|---|\n"
+        "| answered | in flight at the kill (ServerUnavailable) | of those: queued, recovered "
+        "from the store, results correct | running (failed) | accepted, not yet stored | "
+        "ran with the reply lost, or never arrived | duplicates | lost |\n"
+        "|---|---|---|---|---|---|---|---|\n"
         f"| {kill['answered']} | {kill['unavailable']} | {kill['recovered']}, "
         f"{'yes' if kill['recovered_correct'] else 'NO'} | {kill['failed_running']} | "
-        f"{kill['unaccounted']} | {kill['duplicates'] + kill['recovered_also_answered']} | "
+        f"{kill['failed_unstored']} | {kill['reply_lost_or_never_arrived']} | "
+        f"{kill['duplicates'] + kill['recovered_also_answered']} | "
         f"{kill['lost']} |\n"
     )

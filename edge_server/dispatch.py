@@ -90,40 +90,61 @@ class Dispatcher:
     # -- to the workers -------------------------------------------------------------------------
 
     def dispatch(self) -> None:
-        """Hand queued jobs to idle workers, round-robin between clients."""
+        """Hand queued jobs to idle workers, round-robin between clients.
+
+        Jobs whose payload is in the store are marked running there (one
+        commit for the batch) before any is sent: a server killed a moment
+        later must not run them again after its restart.
+        """
         if self.queue and self.idle:
             self.release_arenas()  # a FREE ahead of the job lets the worker reuse its arena
+        picked: list[tuple[Job, Worker]] = []
         while self.queue and self.idle:
             job = self.queue.pop(self._at_running_limit)
             if job is None:
-                return  # every client with calls waiting has its share running
+                break  # every client with calls waiting has its share running
             worker = self.idle.popleft()
             if worker.killed or worker.channel is None:
                 self.queue.push_back(job)
                 continue
-            header, payload = job.frames[0], job.frames[1:]
-            try:
-                name, spans, inline = worker.in_arena.pack([f.buffer for f in payload])
-            except OSError as exc:  # e.g. /dev/shm is full
-                self.idle.appendleft(worker)
-                log.error("cannot stage job %d for a worker: %s", job.id, exc)
-                self.fail(job, "unavailable", f"server: {exc}")
-                continue
-            try:
-                worker.channel.send(
-                    [b"J", job.id.to_bytes(8, "big"), header.buffer, name, spans, *inline]
-                )
-            except (BrokenPipeError, ConnectionResetError):
-                self.queue.push_back(job)  # the worker died; its sentinel will tell
-                continue
-            except (OSError, ValueError) as exc:
-                self.idle.appendleft(worker)
-                self.fail(job, "protocol", f"cannot run: {exc}")
-                continue
-            worker.job = job
+            picked.append((job, worker))
+        if not picked:
+            return
+        stored = False
+        for job, _ in picked:
+            stored = stored or job.stored
             self.ledger.started(job)
-            self.dispatched_at = time.perf_counter()
-            worker.deadline = time.monotonic() + job.timeout if job.timeout else None
+        if stored:
+            self.ledger.commit()
+        for job, worker in picked:
+            self._hand(job, worker)
+
+    def _hand(self, job: Job, worker: Worker) -> None:
+        """Send ``job`` to ``worker`` (large frames through its arena)."""
+        header, payload = job.frames[0], job.frames[1:]
+        try:
+            name, spans, inline = worker.in_arena.pack([f.buffer for f in payload])
+        except OSError as exc:  # e.g. /dev/shm is full
+            self.idle.appendleft(worker)
+            log.error("cannot stage job %d for a worker: %s", job.id, exc)
+            self.fail(job, "unavailable", f"server: {exc}")
+            return
+        assert worker.channel is not None
+        try:
+            worker.channel.send(
+                [b"J", job.id.to_bytes(8, "big"), header.buffer, name, spans, *inline]
+            )
+        except (BrokenPipeError, ConnectionResetError):
+            self.ledger.requeued(job)
+            self.queue.push_back(job)  # the worker died; its sentinel will tell
+            return
+        except (OSError, ValueError) as exc:
+            self.idle.appendleft(worker)
+            self.fail(job, "protocol", f"cannot run: {exc}")
+            return
+        worker.job = job
+        self.dispatched_at = time.perf_counter()
+        worker.deadline = time.monotonic() + job.timeout if job.timeout else None
 
     def _at_running_limit(self, client: bytes) -> bool:
         """Whether ``client`` already has ``max_running_per_client`` calls running."""

@@ -91,6 +91,13 @@ class Ledger:
         self.store.started(job.id, job.stored)
         job.stored = False
 
+    def requeued(self, job: Job) -> None:
+        """A started job goes back to the queue (its worker died before taking it)."""
+        job.state = "queued"
+        self.store.requeued(job.id)
+        self.store.waiting(job.id, [f.buffer for f in job.frames])
+        job.stored = True
+
     def ended(
         self,
         job: Job,
@@ -130,14 +137,21 @@ class Ledger:
                     job.stored = True
             self._new.clear()
         due = self.store.due()
+        if due is not None and due <= now:
+            self.commit()
         try:
-            if due is not None and due <= now:
-                self.store.flush()
             if now - self._expired_at > _EXPIRE_EVERY:
                 self._expired_at = now
                 gone = self.store.expire(self._config.result_ttl, self._config.history_ttl)
                 if gone:
                     log.info("expired %d old jobs from the history", gone)
+        except sqlite3.Error:
+            log.exception("the job store could not expire old jobs")
+
+    def commit(self) -> None:
+        """Write everything recorded so far to the store now."""
+        try:
+            self.store.flush()
         except (sqlite3.Error, OverflowError):  # e.g. the disk is full: keep serving calls
             log.exception("the job store could not be written; these records are lost")
 

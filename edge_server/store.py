@@ -182,6 +182,11 @@ class Store:
             self._dropped.append((job_id,))
         self._touch()
 
+    def requeued(self, job_id: int) -> None:
+        """A started job went back to the queue: written at once (it is rare)."""
+        self.flush()
+        self._db.execute("UPDATE jobs SET state='queued', started=NULL WHERE id=?", (job_id,))
+
     def ended(
         self,
         job_id: int,
