@@ -8,7 +8,7 @@ result must come back exactly once and be the value sent; the only error a
 client may see is ``ServerBusy`` (none with the default queue). Reports calls
 per second and p50/p99 latency to ``bench/results/load.json`` and ``load.md``.
 
-``--kill``: the same load, but the server is killed with SIGKILL mid-run and
+Then the same load again, but the server is killed with SIGKILL mid-run and
 started again on the same port and job store. Calls in flight then fail with
 ``ServerUnavailable`` (the clients wait for the server and go on with their
 next calls); the calls that were waiting in the queue are in the store, run
@@ -216,7 +216,7 @@ def _after_restart(server: offload.LocalServer, killed: float) -> tuple[list[Any
     counts = {"failed_running": 0, "failed_unstored": 0}
     recovered = []
     with offload.Client(server, profile_cache="") as client:
-        for job in client.server.jobs(limit=10_000):
+        for job in client.server.all_jobs():
             if job.submitted > killed:
                 continue  # a call made after the restart
             if job.kept and job.state == "done":

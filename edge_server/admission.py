@@ -33,10 +33,14 @@ class Job:
     state: str = "queued"  # then running, and one of the store's FINISHED states
     stored: bool = False  # its payload is in the store (it waited in the queue)
     keep: bool = False  # keep its result whatever happens (queued before a restart)
+    cpu_s: float = 0.0  # CPU seconds its worker spent on it (known once it has ended)
 
 
 class Refused(Exception):
-    """A call the server will not run: ``code`` is the wire error code."""
+    """A request the server refuses: a call it will not run, a question it cannot answer.
+
+    ``code`` is the wire error code the client raises.
+    """
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)

@@ -195,8 +195,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         help="TOML file of options under their long names (data-dir = ...), at the top "
         "or in an [edge-server] table; options on the command line win",
     )
-    _apply_config_file(parser, argv)
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from_file = _config_file_args(argv)
+    known = {o for action in parser._actions for o in action.option_strings}
+    unknown = sorted({a for a in from_file if a.startswith("--")} - known)
+    if unknown:
+        parser.error(f"--config: unknown options {', '.join(o[2:] for o in unknown)}")
+    args = parser.parse_args([*from_file, *argv])
     if not args.secret_key and not args.insecure:
         parser.error("give --secret-key and --authorized-keys, or --insecure for an open server")
     try:
@@ -227,28 +232,40 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             secret_key=args.secret_key,
             authorized_keys=args.authorized_keys,
         )
-    except (ConfigError, TypeError) as exc:
+    except ConfigError as exc:
         parser.error(str(exc))
     return config, args
 
 
-def _apply_config_file(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> None:
-    """Make the options of ``--config FILE`` (TOML) the parser's defaults."""
+def _config_file_args(argv: Sequence[str]) -> list[str]:
+    """The options of ``--config FILE`` (TOML) as command-line arguments, to go first.
+
+    Going through the parser checks their types and choices like the command
+    line's own; coming first, the command line's own options win (repeatable
+    ones, like ``--app``, add to the file's).
+    """
     early = argparse.ArgumentParser(add_help=False)
     early.add_argument("--config")
     path = early.parse_known_args(argv)[0].config
     if path is None:
-        return
+        return []
     try:
         table = read_toml(Path(path), "edge-server")
     except ConfigError as exc:
-        parser.error(str(exc))
-    known = {action.dest for action in parser._actions}
-    options = {key.replace("-", "_"): value for key, value in table.items()}
-    unknown = sorted(set(options) - known - {"help", "config"})
-    if unknown:
-        parser.error(f"{path}: unknown options {', '.join(unknown)}")
-    parser.set_defaults(**options)
+        raise SystemExit(f"edge-server: {exc}") from exc
+    args: list[str] = []
+    for key, value in table.items():
+        option = "--" + key.replace("_", "-")
+        if value is True:
+            args.append(option)
+        elif value is False:
+            continue
+        elif isinstance(value, list):
+            for item in value:
+                args += [option, str(item)]
+        else:
+            args += [option, str(value)]
+    return args
 
 
 def _stop_at_eof(server: EdgeServer) -> None:

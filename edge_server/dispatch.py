@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 import zmq
 
 from offload._exceptions import ProtocolError
@@ -74,9 +76,16 @@ class Dispatcher:
         return None
 
     def stop_job(self, worker: Worker, why: str) -> Job:
-        """Kill ``worker``, which is running a job (a fresh one replaces it); return the job."""
+        """Kill ``worker``, which is running a job (a fresh one replaces it); return the job.
+
+        The CPU time the job had used is read from the process first, so a job
+        stopped for running too long is metered like one that finished.
+        """
         job, worker.job, worker.deadline = worker.job, None, None
         assert job is not None
+        with contextlib.suppress(psutil.Error, TypeError):
+            times = psutil.Process(worker.process.pid).cpu_times()
+            job.cpu_s = max(0.0, times.user + times.system - worker.cpu_ns / 1e9)
         self.pool.kill(worker, why)
         return job
 
@@ -87,6 +96,33 @@ class Dispatcher:
                 if worker.process.pid:
                     os.kill(worker.process.pid, signum)
 
+    def pause(self, client: bytes, request_id: int) -> None:
+        """Stop a client's job at its next checkpoint (running) or before it starts (queued)."""
+        for job in self.queue:
+            if job.client == client and job.request_id == request_id:
+                self.queue.remove(job)
+                self.fail(job, "stopped", "paused before it started", state="paused")
+                return
+        for worker in self.running():
+            job = worker.job
+            if job is not None and job.client == client and job.request_id == request_id:
+                self.signal(worker, signal.SIGUSR1)
+                return
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel job ``job_id``, queued or running; False if it is neither."""
+        for job in self.queue:
+            if job.id == job_id:
+                self.queue.remove(job)
+                self.fail(job, "cancelled", "cancelled by its owner", "cancelled")
+                return True
+        worker = self.worker_of(job_id)
+        if worker is None:
+            return False
+        stopped = self.stop_job(worker, "cancelled")
+        self.fail(stopped, "cancelled", "cancelled by its owner", "cancelled")
+        return True
+
     # -- to the workers -------------------------------------------------------------------------
 
     def dispatch(self) -> None:
@@ -96,6 +132,8 @@ class Dispatcher:
         commit for the batch) before any is sent: a server killed a moment
         later must not run them again after its restart.
         """
+        if self.stopping:
+            return  # closing: what is still queued stays in the store for the restart
         if self.queue and self.idle:
             self.release_arenas()  # a FREE ahead of the job lets the worker reuse its arena
         picked: list[tuple[Job, Worker]] = []
@@ -167,9 +205,10 @@ class Dispatcher:
             self.pool.drop_unnamed(channel)
             return
         for message in messages:
-            if len(message) == 2 and bytes(message[0]) == b"R":
+            if len(message) == 3 and bytes(message[0]) == b"R":
                 worker = self.pool.name(channel, bytes(message[1]))
                 if worker is not None:
+                    worker.cpu_ns = int.from_bytes(message[2], "big")
                     self.idle.append(worker)
                 return
         if messages:
@@ -203,7 +242,8 @@ class Dispatcher:
             self.idle.append(worker)
         if job is None or int.from_bytes(frames[1], "big") != job.id:
             return  # the job already failed (timeout) and the worker finished anyway
-        cpu_s = int.from_bytes(frames[2], "big") / 1e9
+        cpu_ns = int.from_bytes(frames[2], "big")
+        job.cpu_s, worker.cpu_ns = max(0, cpu_ns - worker.cpu_ns) / 1e9, cpu_ns
         header, name, spans = frames[3], bytes(frames[4]), bytes(frames[5])
         try:
             payload = worker.out_arena.unpack(name, spans, frames[6:])
@@ -212,7 +252,7 @@ class Dispatcher:
             self.fail(job, "worker_crashed", f"bad reply: {exc}")
             return
         state, error = _outcome(header, payload)
-        self.ledger.ended(job, state, error, [header, *payload], cpu_s)
+        self.ledger.ended(job, state, error, [header, *payload])
         if not name:
             self._send(job.client, [header, *payload])
             return
@@ -256,7 +296,9 @@ class Dispatcher:
         if job is not None:
             log.warning("worker %s died running job %d: %s", worker.identity, job.id, how)
             self.fail(job, "worker_crashed", f"the worker running this call died ({how})")
-        elif worker.killed != "timeout":
+        elif worker.killed:
+            log.info("worker %s stopped (%s)", worker.identity, worker.killed)
+        else:
             log.warning("worker %s died while idle: %s", worker.identity, how)
         if not self.stopping:
             self.pool.spawn()

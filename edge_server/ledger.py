@@ -19,31 +19,28 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
+
+import zmq
 
 from offload._exceptions import ProtocolError
 from offload.runtime import protocol
 
-from .admission import Job
+from .admission import Job, Refused
 from .config import ServerConfig
 from .store import FINISHED, Store
 
 log = logging.getLogger("edge_server")
 
 MAX_WAITERS = 10_000  # pending ``wait`` requests over all clients
+MAX_WAITERS_PER_OWNER = 100
 _EXPIRE_EVERY = 60.0  # seconds between sweeps of expired results and history
-_LIMIT_MAX = 10_000  # most jobs one ``jobs`` request lists
+_LIMIT_MAX = 1000  # most jobs one ``jobs`` request lists
+_STATES = frozenset(("queued", "running", *FINISHED))
 
 Send = Callable[[bytes, list[Any]], None]
-
-
-class ControlError(Exception):
-    """A control request that cannot be answered: ``code`` is the wire error code."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 class Ledger:
@@ -65,8 +62,8 @@ class Ledger:
         self._cancel = cancel
         self._health = health
         self._new: list[Job] = []
-        self._waiters: dict[int, list[tuple[bytes, int]]] = {}
-        self._waiter_count = 0
+        self._waiters: dict[int, list[tuple[bytes, int, str]]] = {}
+        self._waiting: Counter[str] = Counter()  # pending waits per owner
         self._expired_at = 0.0
 
     # -- what happens to jobs ---------------------------------------------------------------------
@@ -84,6 +81,32 @@ class Ledger:
             job.checkpointed,
         )
         self._new.append(job)
+
+    def recover(self) -> list[Job]:
+        """The calls the store holds from before a restart, as jobs to queue again.
+
+        Their results are always kept: their clients stopped waiting for them
+        when the old server died, and fetch them with ``offload result``.
+        """
+        jobs = []
+        for saved in self.store.recover():
+            frames = [zmq.Frame(f) for f in saved.frames]
+            header = protocol.decode_header(frames[0].buffer)
+            job = Job(
+                saved.id,
+                saved.client,
+                saved.request_id,
+                frames,
+                saved.timeout,
+                checkpointed=saved.checkpointed,
+                owner=saved.owner,
+                function=header.name,
+                bytes_in=sum(len(f) for f in frames[1:]),
+                stored=True,
+                keep=True,
+            )
+            jobs.append(job)
+        return jobs
 
     def started(self, job: Job) -> None:
         """A worker took the call."""
@@ -104,7 +127,6 @@ class Ledger:
         state: str,
         error: str | None,
         reply: list[Any] | None = None,
-        cpu_s: float = 0.0,
     ) -> None:
         """Job ``job`` finished in ``state``; ``reply`` is kept if its client is not there."""
         job.state = state
@@ -118,15 +140,23 @@ class Ledger:
             state,
             job.bytes_in,
             bytes_out,
-            cpu_s,
+            job.cpu_s,
             error,
             reply if keep else None,
             job.stored,
         )
         job.stored = False
-        for client, request_id in self._waiters.pop(job.id, ()):
-            self._waiter_count -= 1
-            self._answer(client, request_id, {"job": self._status(job.id, None)})
+        waiters = self._waiters.pop(job.id, ())
+        if not waiters:
+            return
+        try:
+            body = protocol.json_message(protocol.CONTROL, 0, {"job": self._status(job.id, None)})
+        except Exception as exc:  # the store failed: the waits fail, the server serves on
+            log.exception("cannot answer the waits on job %d", job.id)
+            body = protocol.error_message(0, "unavailable", f"store: {exc}")
+        for client, request_id, owner in waiters:
+            self._waiting[owner] -= 1
+            self._send(client, [protocol.with_request_id(body[0], request_id), body[1]])
 
     def tick(self, now: float) -> None:
         """Once per loop pass: store waiting payloads, write what is due, expire what is old."""
@@ -152,7 +182,7 @@ class Ledger:
         """Write everything recorded so far to the store now."""
         try:
             self.store.flush()
-        except (sqlite3.Error, OverflowError):  # e.g. the disk is full: keep serving calls
+        except (sqlite3.Error, OverflowError, ValueError):  # e.g. the disk is full: serve on
             log.exception("the job store could not be written; these records are lost")
 
     def due(self) -> float | None:
@@ -169,9 +199,11 @@ class Ledger:
             if op == "jobs":
                 limit = _int(body, "limit", 50, 1, _LIMIT_MAX)
                 states = body.get("states") or []
-                if not isinstance(states, list) or not all(isinstance(s, str) for s in states):
-                    raise ControlError("protocol", "states must be a list of strings")
-                self._answer(client, request_id, {"jobs": self.store.jobs(owner, limit, states)})
+                if not isinstance(states, list) or not all(s in _STATES for s in states):
+                    raise Refused("protocol", f"states must be a list of {sorted(_STATES)}")
+                before = _int(body, "before", None, 1, 2**63 - 1) if "before" in body else None
+                jobs = self.store.jobs(owner, limit, states, before)
+                self._answer(client, request_id, {"jobs": jobs})
             elif op == "status":
                 self._answer(client, request_id, {"job": self._status(_job_id(body), owner)})
             elif op == "result":
@@ -181,38 +213,39 @@ class Ledger:
             elif op == "cancel":
                 job = self._status(_job_id(body), owner)
                 if job["state"] in FINISHED or not self._cancel(job["id"]):
-                    raise ControlError("not_cancellable", f"job {job['id']} is {job['state']}")
+                    raise Refused("not_cancellable", f"job {job['id']} is {job['state']}")
                 self._answer(client, request_id, {"job": self._status(job["id"], owner)})
             elif op == "usage":
                 self._answer(client, request_id, {"usage": self.store.usage(owner)})
             elif op == "health":
                 self._answer(client, request_id, self._health())
             else:
-                raise ControlError("protocol", f"unknown control operation {op!r}")
-        except ControlError as exc:
+                raise Refused("protocol", f"unknown control operation {str(op)[:100]!r}")
+        except Refused as exc:
             self._send(client, protocol.error_message(request_id, exc.code, exc.message))
         except ProtocolError as exc:
             self._send(client, protocol.error_message(request_id, "protocol", str(exc)))
-        except sqlite3.Error as exc:
-            log.exception("the job store could not be read")
-            self._send(client, protocol.error_message(request_id, "unavailable", f"store: {exc}"))
+        except Exception as exc:  # the store, or a bug: this request fails, the server serves on
+            log.exception("control request %r failed", body if "body" in locals() else None)
+            self._send(client, protocol.error_message(request_id, "unavailable", f"server: {exc}"))
 
     def _status(self, job_id: int, owner: str | None) -> dict[str, Any]:
         job = self.store.job(job_id, owner)
         if job is None:  # another owner's job is as unknown as one that never was
-            raise ControlError("unknown_job", f"no job {job_id} of yours on this server")
+            raise Refused("unknown_job", f"no job {job_id} of yours on this server")
         return job
 
     def _result(self, client: bytes, request_id: int, job_id: int, owner: str) -> None:
         job = self._status(job_id, owner)
         if job["state"] not in FINISHED:
-            raise ControlError("not_finished", f"job {job_id} is {job['state']}")
+            raise Refused("not_finished", f"job {job_id} is {job['state']}")
         reply = self.store.frames(job_id, "result") if job["kept"] else []
         if not reply:
-            raise ControlError(
+            raise Refused(
                 "not_kept",
-                f"job {job_id} is {job['state']} but its result was not kept "
-                "(delivered to its client, or expired)",
+                f"job {job_id} is {job['state']} and no reply of it is kept "
+                "(it went to its client, expired, or there was none: "
+                f"{job['error'] or 'no error recorded'})",
             )
         self._send(client, [*protocol.json_message(protocol.CONTROL, request_id, job), *reply])
 
@@ -221,10 +254,10 @@ class Ledger:
         if job["state"] in FINISHED:
             self._answer(client, request_id, {"job": job})
             return
-        if self._waiter_count >= MAX_WAITERS:
-            raise ControlError("busy", f"{MAX_WAITERS} waits pending; try again later")
-        self._waiters.setdefault(job_id, []).append((client, request_id))
-        self._waiter_count += 1
+        if self._waiting[owner] >= MAX_WAITERS_PER_OWNER or self._waiting.total() >= MAX_WAITERS:
+            raise Refused("busy", "too many waits pending; try again later")
+        self._waiters.setdefault(job_id, []).append((client, request_id, owner))
+        self._waiting[owner] += 1
 
     def _answer(self, client: bytes, request_id: int, body: dict[str, Any]) -> None:
         self._send(client, protocol.json_message(protocol.CONTROL, request_id, body))
@@ -237,5 +270,5 @@ def _job_id(body: dict[str, Any]) -> int:
 def _int(body: dict[str, Any], key: str, default: int | None, low: int, high: int) -> int:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ControlError("protocol", f"{key} must be an integer from {low} to {high}")
+        raise Refused("protocol", f"{key} must be an integer from {low} to {high}")
     return value

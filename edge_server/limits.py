@@ -48,6 +48,7 @@ class Limits:
         self.cpu = config.limit_cpu
         self.files = config.limit_files
         self.processes = config.limit_processes
+        self._refusals = -1  # the worker cgroup's count of refused forks when the job began
         #: Set when a job has passed a limit: the worker leaves after answering it.
         self.passed: str | None = None
 
@@ -64,7 +65,9 @@ class Limits:
             pids.cap(self.processes)
 
     def start_job(self) -> None:
-        """Give the next job its CPU seconds."""
+        """Give the next job its CPU seconds; note the forks refused so far."""
+        if self.processes is not None:
+            self._refusals = pids.refusals()
         if self.cpu is not None:
             usage = resource.getrusage(resource.RUSAGE_SELF)
             soft = math.ceil(usage.ru_utime + usage.ru_stime + self.cpu)
@@ -90,9 +93,20 @@ class Limits:
             return f"memory limit of {self.memory / 2**20:g} MB exceeded"
         if isinstance(exc, OSError) and exc.errno == errno.EMFILE and self.files is not None:
             return f"open files limit of {self.files} exceeded"
-        if isinstance(exc, OSError) and exc.errno == errno.EAGAIN and self.processes is not None:
+        if self.processes is not None and self._refused_a_task(exc):
             return f"process limit of {self.processes} exceeded"
         return None
+
+    def _refused_a_task(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a fork or thread start the process limit refused."""
+        if isinstance(exc, OSError):
+            refused = exc.errno == errno.EAGAIN
+        else:
+            refused = isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
+        if not refused:
+            return False
+        now = pids.refusals()  # with a cgroup, it says; without, EAGAIN is taken as the limit
+        return now < 0 or now > self._refusals
 
 
 #: True only while a job's function runs: SIGXCPU elsewhere (sending a reply) is ignored.

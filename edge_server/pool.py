@@ -47,6 +47,7 @@ class Worker:
     sending: list[tuple[zmq.MessageTracker, bytes]] = field(default_factory=list)
     killed: str = ""  # why the server killed it, if it did
     channel: Channel | None = None
+    cpu_ns: int = 0  # CPU time it had used when it last reported (ready, or a job done)
 
     @property
     def sentinel(self) -> int:
@@ -98,6 +99,9 @@ class Pool:
         return worker
 
     def start(self) -> None:
+        """Start the configured number of workers (first removing cgroups of dead servers)."""
+        if self._config.limit_processes is not None:
+            pids.sweep()
         for _ in range(self._config.workers):
             self.spawn()
 

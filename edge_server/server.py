@@ -43,15 +43,15 @@ import offload
 from offload._exceptions import ConfigError, ProtocolError
 from offload.runtime import protocol, sockets
 
-from .admission import Job, Refused, admit
+from .admission import Refused, admit
 from .arena import arena_dir, remove_stale_files
 from .config import ServerConfig
 from .dispatch import TRACKER_POLL_MS, Dispatcher
+from .frontend import open_frontend, owner
 from .ledger import Ledger
 from .pool import Pool
 from .queue import FairQueue
 from .registry import Registry
-from .security import owner, secure
 from .store import Store
 
 log = logging.getLogger("edge_server")
@@ -92,10 +92,12 @@ class EdgeServer:
     def stop(self) -> None:
         """Close (thread- and signal-safe): checkpointed jobs stop at a checkpoint, then exit.
 
-        Closing time, as FlexConnect's makerspace at night: queued calls are
-        refused at once, every running checkpointed job is asked for a
-        checkpoint now and stops there (its client resumes it elsewhere), the
-        others get ``close_grace`` seconds to finish; then the server exits.
+        Closing time, as FlexConnect's makerspace at night: queued calls go
+        back to their clients at once (those of clients that are gone stay in
+        the store for the restart), every running checkpointed job is asked
+        for a checkpoint now and stops there (its client resumes it
+        elsewhere), the others get ``close_grace`` seconds to finish; then the
+        server exits.
         """
         self._stopping = True
         os.write(self._wake_w, b"\0")
@@ -106,25 +108,9 @@ class EdgeServer:
         Raises :class:`~offload.ConfigError` if the address cannot be bound.
         """
         with zmq.Context() as context, tempfile.TemporaryDirectory(prefix="offload-") as workdir:
-            frontend = context.socket(zmq.ROUTER)
-            frontend.setsockopt(zmq.LINGER, 1000)
-            frontend.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_size + 65536)
-            # TCP keepalive drops a client that vanished (a phone leaving Wi-Fi leaves a
-            # half-open connection), and with it the replies queued for it. Not ZeroMQ's
-            # heartbeat: its timeout only counts whole messages, so it would cut a slow
-            # upload of a large call.
-            frontend.setsockopt(zmq.TCP_KEEPALIVE, 1)
-            frontend.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)
-            frontend.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
-            frontend.setsockopt(zmq.TCP_KEEPALIVE_CNT, 6)
-            frontend.setsockopt(zmq.SNDHWM, 10_000)  # per client; beyond it replies are dropped
-            authenticator = secure(self.config, context, frontend)
+            frontend, authenticator = open_frontend(self.config, context)
             self._secure = authenticator is not None
             try:
-                try:
-                    frontend.bind(self.config.bind)
-                except zmq.ZMQError as exc:
-                    raise ConfigError(f"cannot bind {self.config.bind}: {exc}") from exc
                 store = Store(Path(self.config.data_dir) / "jobs.sqlite")
             except ConfigError:
                 if authenticator is not None:
@@ -136,7 +122,12 @@ class EdgeServer:
             pool = Pool(self.config, Path(workdir), arena_dir(), secrets.token_hex(4))
             self._frontend, self._pool = frontend, pool
             self._ledger = Ledger(
-                store, self.config, self._send, self._seen.__contains__, self._cancel, self.health
+                store,
+                self.config,
+                self._send,
+                self._seen.__contains__,
+                lambda job_id: self._workers.cancel(job_id),
+                self.health,
             )
             self._workers = Dispatcher(self.config, pool, self._queue, self._ledger, self._send)
             try:
@@ -171,24 +162,9 @@ class EdgeServer:
 
     def _recover(self, store: Store) -> None:
         """Queue again the calls that were waiting when the server last stopped."""
-        waiting = store.recover()
+        waiting = self._ledger.recover()
         self._next_job = store.last_id()
-        for saved in waiting:
-            frames = [zmq.Frame(f) for f in saved.frames]
-            header = protocol.decode_header(frames[0].buffer)
-            job = Job(
-                saved.id,
-                saved.client,
-                saved.request_id,
-                frames,
-                saved.timeout,
-                checkpointed=saved.checkpointed,
-                owner=saved.owner,
-                function=header.name,
-                bytes_in=sum(len(f) for f in frames[1:]),
-                stored=True,
-                keep=True,  # its client gave up on it when this server died: keep the result
-            )
+        for job in waiting:
             self._queue.append(job)
         if waiting:
             log.info("%d calls waiting from before the restart are queued again", len(waiting))
@@ -267,7 +243,7 @@ class EdgeServer:
             self._workers.stopping = True
             # Queued calls go back to clients that are there to take them; the calls of
             # clients that are gone stay queued in the store and run after a restart.
-            handed_back = [job for job in self._queue if job.client in self._seen]
+            handed_back = [j for j in self._queue if j.client in self._seen and not j.keep]
             for job in handed_back:
                 self._queue.remove(job)
                 self._workers.fail(job, "unavailable", "server closing")
@@ -340,7 +316,7 @@ class EdgeServer:
             self._reply_error(client, rid or 0, "protocol", str(exc))
             return
         if header.kind == protocol.PAUSE:
-            self._pause(client, header.request_id)
+            self._workers.pause(client, header.request_id)
             return
         if header.kind == protocol.CONTROL:
             who = owner(frames[1]) if self._secure else ""
@@ -388,11 +364,13 @@ class EdgeServer:
 
     def _client_gone(self, client: bytes) -> None:
         """A client vanished (no message or heartbeat in ``client_timeout``): stop its jobs."""
-        dropped = [job for job in self._queue if job.client == client]
+        # Calls recovered after a restart are kept whatever their old client does now.
+        dropped = [job for job in self._queue if job.client == client and not job.keep]
         for job in dropped:
             self._queue.remove(job)
             self._ledger.ended(job, "cancelled", "its client is gone")
         running = [w for w in self._workers.running() if w.job and w.job.client == client]
+        running = [w for w in running if w.job and not w.job.keep]
         for worker in running:
             stopped = self._workers.stop_job(worker, "its client is gone")
             self._ledger.ended(stopped, "cancelled", "its client is gone")
@@ -400,33 +378,6 @@ class EdgeServer:
             log.info(
                 "client gone: %d queued and %d running jobs stopped", len(dropped), len(running)
             )
-
-    def _pause(self, client: bytes, request_id: int) -> None:
-        """Stop a client's job at its next checkpoint (running) or before it starts (queued)."""
-        for job in self._queue:
-            if job.client == client and job.request_id == request_id:
-                self._queue.remove(job)
-                self._workers.fail(job, "stopped", "paused before it started", state="paused")
-                return
-        for worker in self._workers.running():
-            job = worker.job
-            if job is not None and job.client == client and job.request_id == request_id:
-                self._workers.signal(worker, signal.SIGUSR1)
-                return
-
-    def _cancel(self, job_id: int) -> bool:
-        """Cancel job ``job_id``, queued or running; False if it is neither."""
-        for job in self._queue:
-            if job.id == job_id:
-                self._queue.remove(job)
-                self._workers.fail(job, "cancelled", "cancelled by its owner", "cancelled")
-                return True
-        worker = self._workers.worker_of(job_id)
-        if worker is None:
-            return False
-        stopped = self._workers.stop_job(worker, "cancelled")
-        self._workers.fail(stopped, "cancelled", "cancelled by its owner", "cancelled")
-        return True
 
     def _reply_error(self, client: bytes, request_id: int, code: str, message: str) -> None:
         self._send(client, protocol.error_message(request_id, code, message))

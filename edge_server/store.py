@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, id);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished);
 CREATE TABLE IF NOT EXISTS frames (
     job INTEGER NOT NULL,
     part TEXT NOT NULL,
@@ -125,6 +126,7 @@ class Store:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA journal_size_limit=67108864")  # the WAL shrinks back
             self._db.executescript(_SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
@@ -200,6 +202,8 @@ class Store:
         stored_payload: bool = False,
     ) -> None:
         """A job finished in ``state``; ``reply`` (its frames) is kept for later download."""
+        if error is not None:  # text from a job may hold lone surrogates SQLite cannot store
+            error = error.encode("utf-8", "replace").decode()
         self._ended.append(
             (state, time.time(), bytes_out, cpu_s, error, int(reply is not None), job_id)
         )
@@ -225,8 +229,15 @@ class Store:
         if not self._oldest:
             return
         db = self._db
-        db.execute("BEGIN")
         try:
+            db.execute("BEGIN")
+            if self._added:  # ids are never given twice, even after the jobs expire
+                last = max(row[0] for row in self._added)
+                db.execute(
+                    "INSERT INTO meta VALUES ('last_id', ?) ON CONFLICT (key) DO UPDATE SET "
+                    "value = MAX(CAST(value AS INTEGER), excluded.value)",
+                    (last,),
+                )
             db.executemany(
                 "INSERT OR REPLACE INTO jobs (id, owner, function, request_id, client, state, "
                 "submitted, bytes_in, timeout, checkpointed) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -258,7 +269,8 @@ class Store:
             db.executemany("DELETE FROM frames WHERE job=? AND part='call'", self._dropped)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         finally:
             self._clear()
@@ -307,34 +319,39 @@ class Store:
 
     def last_id(self) -> int:
         """The highest job id ever given (ids are never reused)."""
-        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0])
+        row = self._db.execute(
+            "SELECT MAX(COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key='last_id'), 0),"
+            " COALESCE((SELECT MAX(id) FROM jobs), 0))"
+        ).fetchone()
+        return int(row[0])
 
     def job(self, job_id: int, owner: str | None) -> dict[str, Any] | None:
         """Job ``job_id`` as a dict, if it exists and (unless ``owner`` is None) is ``owner``'s."""
         self.flush()
         row = self._db.execute(
-            f"SELECT {', '.join(COLUMNS)}, owner FROM jobs WHERE id=?", (job_id,)
+            f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE id=?", (job_id,)
         ).fetchone()
-        if row is None or (owner is not None and row[-1] != owner):
+        if row is None or (owner is not None and row[COLUMNS.index("owner")] != owner):
             return None
-        return _job(row[:-1])
+        return _job(row)
 
     def jobs(
-        self, owner: str | None, limit: int = 50, states: Iterable[str] = ()
+        self, owner: str, limit: int = 50, states: Iterable[str] = (), before: int | None = None
     ) -> list[dict[str, Any]]:
-        """The newest ``limit`` jobs of ``owner`` (everyone's if None), optionally by state."""
+        """``owner``'s newest ``limit`` jobs (older than job ``before``), optionally by state."""
         self.flush()
-        where, params = [], []
-        if owner is not None:
-            where.append("owner=?")
-            params.append(owner)
+        where: list[str] = ["owner=?"]
+        params: list[Any] = [owner]
+        if before is not None:
+            where.append("id<?")
+            params.append(before)
         states = list(states)
         if states:
             where.append(f"state IN ({', '.join('?' * len(states))})")
             params.extend(states)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._db.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM jobs {clause} ORDER BY id DESC LIMIT ?",
+            f"SELECT {', '.join(COLUMNS)} FROM jobs WHERE {' AND '.join(where)} "
+            "ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )
         return [_job(row) for row in rows]
@@ -347,34 +364,37 @@ class Store:
         )
         return [bytes(row[0]) for row in rows]
 
-    def usage(self, owner: str | None) -> list[dict[str, Any]]:
-        """Metering totals: ``owner``'s, or everyone's if None."""
+    def usage(self, owner: str) -> dict[str, Any]:
+        """``owner``'s metering totals: jobs, CPU seconds, bytes in and out (zeros if none)."""
         self.flush()
-        query = "SELECT owner, jobs, cpu_s, bytes_in, bytes_out FROM usage"
-        rows = self._db.execute(
-            query + (" WHERE owner=?" if owner is not None else " ORDER BY owner"),
-            (owner,) if owner is not None else (),
-        )
-        keys = ("owner", "jobs", "cpu_s", "bytes_in", "bytes_out")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+        row = self._db.execute(
+            "SELECT jobs, cpu_s, bytes_in, bytes_out FROM usage WHERE owner=?", (owner,)
+        ).fetchone()
+        keys = ("jobs", "cpu_s", "bytes_in", "bytes_out")
+        return {"owner": owner, **dict(zip(keys, row or (0, 0.0, 0, 0), strict=True))}
 
     def expire(self, result_ttl: float, history_ttl: float) -> int:
         """Delete results older than ``result_ttl`` and jobs older than ``history_ttl`` seconds."""
         self.flush()
         now = time.time()
         db = self._db
-        db.execute("BEGIN")
-        db.execute(
-            "DELETE FROM frames WHERE part='result' AND job IN (SELECT id FROM jobs "
-            "WHERE kept=1 AND finished < ?)",
-            (now - result_ttl,),
-        )
-        db.execute("UPDATE jobs SET kept=0 WHERE kept=1 AND finished < ?", (now - result_ttl,))
-        gone = db.execute(
-            "DELETE FROM jobs WHERE finished IS NOT NULL AND finished < ?", (now - history_ttl,)
-        ).rowcount
-        db.execute("COMMIT")
-        return gone
+        try:
+            db.execute("BEGIN")
+            db.execute("UPDATE jobs SET kept=0 WHERE kept=1 AND finished < ?", (now - result_ttl,))
+            gone = db.execute(
+                "DELETE FROM jobs WHERE finished IS NOT NULL AND finished < ?",
+                (now - history_ttl,),
+            ).rowcount
+            db.execute(
+                "DELETE FROM frames WHERE part='result' AND job NOT IN "
+                "(SELECT id FROM jobs WHERE kept=1)"
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return int(gone)
 
     def purge(self) -> None:
         """Delete every job, payload and result (closing time with ``purge_on_exit``)."""

@@ -2,10 +2,12 @@
 
 Messages with the server (over a :class:`~edge_server.channel.Channel`)::
 
-    worker -> server   READY  [b"R", identity]
+    worker -> server   READY  [b"R", identity, CPU ns used so far]
     server -> worker   JOB    [b"J", job id, client header, arena name, spans, *inline frames]
     worker -> server   CKPT   [b"C", job id, CHECKPOINT header, *state frames]
-    worker -> server   DONE   [b"D", job id, CPU ns, reply header, arena name, spans, *inline]
+    worker -> server   DONE   [b"D", job id, CPU ns used so far, reply header, arena name,
+                               spans, *inline]   (the server meters the job's CPU as the
+                               difference from the count it had before)
     worker -> server   LAST   [b"E", ...as DONE]   the job passed a resource limit: this
                                                     worker exits after it (to be replaced)
     server -> worker   FREE   [b"F", arena name]    that result arena may be written again
@@ -74,7 +76,7 @@ def run_worker(
     channel = Channel(sock)
     limits = Limits(config)
     limits.install()
-    channel.send([b"R", identity])
+    channel.send([b"R", identity, time.process_time_ns().to_bytes(8, "big")])
     try:
         while True:
             try:
@@ -93,7 +95,6 @@ def run_worker(
             def ship(state_frames: list[Any], job_id: bytes = job_id) -> None:
                 channel.send([b"C", job_id, *state_frames])
 
-            cpu = time.process_time_ns()
             try:
                 reply = execute(header_frame, payload, registry, config, ship, limits)
             except Exception as exc:  # a bug or a hostile value: answer, do not die
@@ -106,7 +107,7 @@ def run_worker(
             del payload
             arena, reply_spans, inline = results.pack(reply[1:])
             over = limits.passed
-            cpu_ns = (time.process_time_ns() - cpu).to_bytes(8, "big")
+            cpu_ns = time.process_time_ns().to_bytes(8, "big")
             channel.send(
                 [b"E" if over else b"D", job_id, cpu_ns, reply[0], arena, reply_spans, *inline]
             )

@@ -41,12 +41,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _generate(args.name, Path(args.dir))
     try:
         return int(args.run(args))
-    except errors.OffloadError as exc:
-        print(f"offload: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    except TimeoutError:
+    except TimeoutError as exc:
+        if args.command != "wait":  # a job's own TimeoutError, fetched with its result
+            return _failed(exc)
         print(f"offload: job {args.job} has not finished after {args.timeout:g} s", file=sys.stderr)
         return 3
+    except Exception as exc:  # offload's errors, or the exception a fetched job raised
+        return _failed(exc)
+
+
+def _failed(exc: BaseException) -> int:
+    print(f"offload: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     jobs = command("jobs", _jobs, "list your jobs on the server, newest first")
     jobs.add_argument("--limit", type=int, default=20)
     jobs.add_argument("--state", action="append", default=[], help="only these states")
+    jobs.add_argument("--before", type=int, help="only jobs older than this id (next page)")
     for name, run, text in (
         ("status", _status, "one job's state, times, CPU seconds and bytes"),
         ("cancel", _cancel, "cancel a queued or running job"),
@@ -111,7 +118,7 @@ def _client(args: argparse.Namespace, server: str | None = None) -> Client:
 
 def _jobs(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        jobs = client.server.jobs(args.limit, args.state)
+        jobs = client.server.jobs(args.limit, args.state, args.before)
     _show(args, [j.as_dict() for j in jobs], [_row(j) for j in jobs], _COLUMNS)
     return 0
 
@@ -218,7 +225,7 @@ def _write(path: Path, value: Any) -> None:
     if isinstance(value, (bytes, bytearray, memoryview)):
         path.write_bytes(bytes(value))
     elif isinstance(value, str):
-        path.write_text(value)
+        path.write_text(value, encoding="utf-8")
     elif type(value).__module__ == "numpy" and type(value).__name__ == "ndarray":
         import numpy as np
 

@@ -20,7 +20,7 @@ application modules whose classes it may contain).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,10 +62,27 @@ class ServerJobs:
         self._remote = remote
         self._timeout = timeout
 
-    def jobs(self, limit: int = 50, states: Iterable[str] = ()) -> list[JobInfo]:
-        """The newest ``limit`` jobs, optionally only those in ``states``."""
-        answer, _ = self._ask({"op": "jobs", "limit": limit, "states": list(states)})
-        return [_info(job) for job in answer["jobs"]]
+    def jobs(
+        self, limit: int = 50, states: Iterable[str] = (), before: int | None = None
+    ) -> list[JobInfo]:
+        """The newest ``limit`` jobs (at most 1,000), optionally only those in ``states``.
+
+        ``before``: only jobs older than that id (the next page).
+        """
+        body: dict[str, Any] = {"op": "jobs", "limit": limit, "states": list(states)}
+        if before is not None:
+            body["before"] = before
+        return [_info(job) for job in self._ask(body)[0]["jobs"]]
+
+    def all_jobs(self, states: Iterable[str] = ()) -> Iterator[JobInfo]:
+        """Every job this client has on the server, newest first, a page at a time."""
+        before = None
+        while True:
+            page = self.jobs(1000, states, before)
+            yield from page
+            if len(page) < 1000:
+                return
+            before = page[-1].id
 
     def status(self, job_id: int) -> JobInfo:
         """Job ``job_id``; :class:`~offload.UnknownJob` if this client has none by that id."""
@@ -109,8 +126,7 @@ class ServerJobs:
 
     def usage(self) -> dict[str, Any]:
         """This client's totals: jobs, CPU seconds, bytes in and out (zeros if none yet)."""
-        rows = self._ask({"op": "usage"})[0]["usage"]
-        return rows[0] if rows else {"jobs": 0, "cpu_s": 0.0, "bytes_in": 0, "bytes_out": 0}
+        return dict(self._ask({"op": "usage"})[0]["usage"])
 
     def health(self) -> dict[str, Any]:
         """The server's health check: ``ok``, workers, running and queued jobs, uptime."""

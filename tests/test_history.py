@@ -48,6 +48,17 @@ def test_every_call_is_a_job_with_its_bytes_and_cpu_seconds(make_server):
     assert usage["cpu_s"] == pytest.approx(sum(j.cpu_s for j in jobs))
 
 
+def test_a_job_stopped_at_its_timeout_is_metered_too(make_server):
+    server = make_server()
+    endless = offload.offload(apps.spin.__wrapped__, mode="remote", timeout=0.5)
+    with offload.Client(server) as client:
+        with pytest.raises(offload.CallTimeout):
+            call(client, endless, 30.0)
+        (job,) = client.server.jobs()
+        assert job.state == "failed" and job.cpu_s >= 0.3  # the CPU it burnt until stopped
+        assert client.server.usage()["cpu_s"] == pytest.approx(job.cpu_s)
+
+
 def test_a_vanished_clients_result_is_kept_for_later(make_server):
     server = make_server("--orphans", "keep", "--client-timeout", "0.5")
     first = offload.Client(server)
@@ -156,6 +167,8 @@ def test_clients_see_only_their_own_jobs(tmp_path, make_server):
         b'{"op": "jobs", "limit": 1e9}',
         b'{"op": "jobs", "states": [1]}',
         b'{"op": "status"}',
+        b"[" * 60_000,  # nested past the JSON parser's recursion limit
+        b'{"op": "jobs", "states": ["\\ud800"]}',  # a lone surrogate, no state at all
     ],
 )
 def test_a_malformed_control_request_gets_a_clear_error(server, client, body):
@@ -297,3 +310,14 @@ def test_the_offload_command_line(make_server, tmp_path):
     assert missing.returncode == 1 and "UnknownJob" in missing.stderr
     servers = _offload("servers", "--server", server.address, "--json")
     assert servers.returncode == 0 and json.loads(servers.stdout)[0]["ok"] is True
+
+
+def test_an_error_text_sqlite_cannot_store_loses_nothing_else(make_server):
+    server = make_server("--keep-results", "all")
+    failing = offload.offload(apps.fail.__wrapped__, mode="remote")
+    with offload.Client(server) as client:
+        with pytest.raises(ValueError):
+            call(client, failing, "bad \ud800 text")  # a lone surrogate in the error
+        assert call(client, nap, 0.0) == 0.0
+        failed = client.server.jobs()[1]
+        assert failed.state == "failed" and "bad ? text" in (failed.error or "")

@@ -30,9 +30,14 @@ def test_a_job_is_recorded_from_queue_to_done_with_metering(tmp_path):
     assert job["kept"] and job["started"] <= job["finished"]
     assert store.frames(1, "call") == []  # the payload went with the start
     assert store.frames(1, "result") == [b"h", b"value"]
-    assert store.usage("alice") == [
-        {"owner": "alice", "jobs": 1, "cpu_s": 0.25, "bytes_in": 10, "bytes_out": 5}
-    ]
+    assert store.usage("alice") == {
+        "owner": "alice",
+        "jobs": 1,
+        "cpu_s": 0.25,
+        "bytes_in": 10,
+        "bytes_out": 5,
+    }
+    assert store.usage("mallory")["jobs"] == 0
     assert store.job(1, "mallory") is None  # another owner's job does not exist for them
     store.close()
 
@@ -97,7 +102,13 @@ def test_results_and_history_expire(tmp_path):
     assert second is not None and second["kept"]
     assert store.expire(result_ttl=50, history_ttl=50) == 1
     assert store.job(1, None) is None
-    assert store.usage("alice")[0]["jobs"] == 2  # metering outlives the history
+    assert store.usage("alice")["jobs"] == 2  # metering outlives the history
+    store.purge()
+    _add(store, 3)
+    store.flush()
+    assert store.last_id() == 3  # ids are not given again, even with every job gone
+    store.purge()
+    assert store.last_id() == 3
     store.close()
 
 
@@ -108,7 +119,7 @@ def test_jobs_lists_newest_first_by_owner_and_state(tmp_path):
     store.ended(3, "alice", "failed", 10, 0, 0.0, "remote: boom")
     assert [j["id"] for j in store.jobs("alice")] == [3, 1]
     assert [j["id"] for j in store.jobs("alice", states=["queued"])] == [1]
-    assert [j["id"] for j in store.jobs(None, limit=2)] == [3, 2]
+    assert [j["id"] for j in store.jobs("alice", limit=1, before=3)] == [1]
     store.purge()
-    assert store.jobs(None) == []
+    assert store.jobs("alice") == []
     store.close()

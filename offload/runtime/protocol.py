@@ -140,6 +140,11 @@ def decode_header(frame: bytes | memoryview) -> Header:
     return Header(kind, flags, request_id, aux, fingerprint, name, codecs)
 
 
+def with_request_id(header: bytes, request_id: int) -> bytes:
+    """The same header frame for another request id (one answer sent to several waiters)."""
+    return header[:8] + request_id.to_bytes(8, "big") + header[16:]
+
+
 def peek_request_id(frame: bytes | memoryview) -> int | None:
     """Best-effort request id of a possibly malformed header, so an error can still be routed."""
     if len(frame) >= 16 and bytes(frame[:4]) == MAGIC:
@@ -162,8 +167,8 @@ def decode_json(frame: bytes | memoryview) -> dict[str, Any]:
     """Parse a JSON payload frame, raising :class:`ProtocolError` if it is not a JSON object."""
     try:
         body = json.loads(bytes(frame))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError(f"malformed JSON payload: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
+        raise ProtocolError(f"malformed JSON payload: {str(exc)[:200]}") from exc
     if not isinstance(body, dict):
         raise ProtocolError("JSON payload is not an object")
     return body

@@ -1,7 +1,7 @@
-"""CurveZMQ encryption and ZAP authentication of clients, through pyzmq's own ``zmq.auth``.
+"""The socket clients connect to: its options, CurveZMQ encryption and ZAP authentication.
 
-With a secret key the frontend is a CURVE server and a
-:class:`~zmq.auth.thread.ThreadAuthenticator` admits only clients whose
+:func:`open_frontend` binds the ROUTER socket. With a secret key it is a
+CURVE server and a :class:`~zmq.auth.thread.ThreadAuthenticator` admits only clients whose
 public keys are in the ``authorized_keys`` directory: anyone else is refused
 during the handshake, before a byte of a call is read. ZAP stamps every
 message of an admitted client with its public key (Z85) as ``User-Id``,
@@ -21,6 +21,39 @@ from offload._exceptions import ConfigError
 from .config import ServerConfig
 
 log = logging.getLogger("edge_server")
+
+
+def open_frontend(
+    config: ServerConfig, context: zmq.Context
+) -> tuple[zmq.Socket, ThreadAuthenticator | None]:
+    """The bound frontend socket, and its authenticator if encrypted.
+
+    Raises :class:`~offload.ConfigError` if the address cannot be bound.
+    """
+    frontend = context.socket(zmq.ROUTER)
+    frontend.setsockopt(zmq.LINGER, 1000)
+    frontend.setsockopt(zmq.MAXMSGSIZE, config.max_message_size + 65536)
+    # TCP keepalive drops a client that vanished (a phone leaving Wi-Fi leaves a
+    # half-open connection), and with it the replies queued for it. Not ZeroMQ's
+    # heartbeat: its timeout only counts whole messages, so it would cut a slow
+    # upload of a large call.
+    frontend.setsockopt(zmq.TCP_KEEPALIVE, 1)
+    frontend.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)
+    frontend.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
+    frontend.setsockopt(zmq.TCP_KEEPALIVE_CNT, 6)
+    frontend.setsockopt(zmq.SNDHWM, 10_000)  # per client; beyond it replies are dropped
+    authenticator = None
+    try:
+        authenticator = secure(config, context, frontend)
+        frontend.bind(config.bind)
+    except (zmq.ZMQError, ConfigError) as exc:
+        if authenticator is not None:
+            authenticator.stop()
+        frontend.close()
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"cannot bind {config.bind}: {exc}") from exc
+    return frontend, authenticator
 
 
 def secure(
