@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     checkpointed INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, id);
-CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state);
+-- no index on state: every transition would write it, and only a restart asks by state
 CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished);
 CREATE TABLE IF NOT EXISTS frames (
     job INTEGER NOT NULL,
