@@ -145,6 +145,7 @@ class Dispatcher:
             if worker.killed or worker.channel is None:
                 self.queue.push_back(job)
                 continue
+            worker.job = job  # now: the running limit counts it for the next pick
             picked.append((job, worker))
         if not picked:
             return
@@ -163,6 +164,7 @@ class Dispatcher:
         try:
             name, spans, inline = worker.in_arena.pack([f.buffer for f in payload])
         except OSError as exc:  # e.g. /dev/shm is full
+            worker.job = None
             self.idle.appendleft(worker)
             log.error("cannot stage job %d for a worker: %s", job.id, exc)
             self.fail(job, "unavailable", f"server: {exc}")
@@ -173,14 +175,15 @@ class Dispatcher:
                 [b"J", job.id.to_bytes(8, "big"), header.buffer, name, spans, *inline]
             )
         except (BrokenPipeError, ConnectionResetError):
+            worker.job = None
             self.ledger.requeued(job)
             self.queue.push_back(job)  # the worker died; its sentinel will tell
             return
         except (OSError, ValueError) as exc:
+            worker.job = None
             self.idle.appendleft(worker)
             self.fail(job, "protocol", f"cannot run: {exc}")
             return
-        worker.job = job
         self.dispatched_at = time.perf_counter()
         worker.deadline = time.monotonic() + job.timeout if job.timeout else None
 

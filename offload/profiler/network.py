@@ -115,6 +115,8 @@ class Link:
     def on_probe(self, up: int, down: int, seconds: float) -> None:
         """A probe moved ``up`` bytes out or ``down`` bytes in, in ``seconds`` (RTT included)."""
         wire = seconds - (self.rtt.mean or 0.0)
+        if wire <= 0:  # faster than the RTT estimate's noise: the whole time bounds it below
+            wire = seconds
         if wire > 0:
             (self.up_bps if up else self.down_bps).add(math.log((up or down) / wire))
             self._refresh()
