@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 import offload
+from offload.runtime import protocol
 from offload.runtime.functions import pickle_by_value
 
 from . import compiled, dcof_report, trace
@@ -65,8 +66,8 @@ class FrameMeter:
     """Counts the bytes of every ZeroMQ frame one client's data connection sends and receives.
 
     The framework's own counts (what the profiler learns from) leave out the
-    header frame of each message; this counts every frame, header included,
-    by wrapping the connection's send and dispatch. ZMTP's few bytes of
+    header frame of each message; this counts every frame of each call and
+    its reply, header included, by wrapping the connection's send and dispatch. ZMTP's few bytes of
     framing per frame and TCP/IP are on top (see the link counters).
     """
 
@@ -76,16 +77,25 @@ class FrameMeter:
         conn = client._remote.conn  # type: ignore[union-attr]
         send, dispatch = conn._send, conn._dispatch
 
+        # Only calls and their replies: the profiler's idle PINGs share the connection.
         def counted_send(frames: Any) -> None:
-            self.up += sum(memoryview(f).nbytes for f in frames)
+            if _kind(frames[0]) == protocol.CALL:
+                self.up += sum(memoryview(f).nbytes for f in frames)
             send(frames)
 
         def counted_dispatch(frames: Any) -> None:
-            self.down += sum(len(f) for f in frames)
+            if _kind(frames[0]) in (protocol.RESULT, protocol.ERROR, protocol.CHECKPOINT):
+                self.down += sum(len(f) for f in frames)
             dispatch(frames)
 
         conn._send = counted_send  # type: ignore[method-assign]
         conn._dispatch = counted_dispatch  # type: ignore[method-assign]
+
+
+def _kind(header: Any) -> int:
+    """The message kind in a header frame (byte 5; see :mod:`offload.runtime.protocol`)."""
+    view = memoryview(header.buffer if hasattr(header, "buffer") else header)
+    return view[5] if view.nbytes > 5 else -1
 
 
 def _seed(seed: int, service: str, intensity: int, rep: int) -> int:
