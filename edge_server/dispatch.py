@@ -109,6 +109,18 @@ class Dispatcher:
                 self.signal(worker, signal.SIGUSR1)
                 return
 
+    def withdraw(self, client: bytes, request_ids: set[int]) -> list[int]:
+        """Take a client's queued calls back (its futures were cancelled); return their ids.
+
+        Only calls no worker has taken: a running call is not withdrawn. The
+        client stopped waiting for them, so no ERROR is sent.
+        """
+        taken = [j for j in self.queue if j.client == client and j.request_id in request_ids]
+        for job in taken:
+            self.queue.remove(job)
+            self.ledger.ended(job, "cancelled", "cancelled: withdrawn by its client")
+        return [job.request_id for job in taken]
+
     def cancel(self, job_id: int) -> bool:
         """Cancel job ``job_id``, queued or running; False if it is neither."""
         for job in self.queue:

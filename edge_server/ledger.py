@@ -54,8 +54,10 @@ class Ledger:
         connected: Callable[[bytes], bool],
         cancel: Callable[[int], bool],
         health: Callable[[], dict[str, Any]],
+        withdraw: Callable[[bytes, set[int]], list[int]] = lambda client, ids: [],
     ) -> None:
         self.store = store
+        self._withdraw = withdraw
         self._config = config
         self._send = send
         self._connected = connected
@@ -215,6 +217,12 @@ class Ledger:
                 if job["state"] in FINISHED or not self._cancel(job["id"]):
                     raise Refused("not_cancellable", f"job {job['id']} is {job['state']}")
                 self._answer(client, request_id, {"job": self._status(job["id"], owner)})
+            elif op == "withdraw":  # calls of this connection no worker has taken yet
+                ids = body.get("requests")
+                if not isinstance(ids, list) or not all(type(i) is int for i in ids):
+                    raise Refused("protocol", "requests must be a list of request ids")
+                withdrawn = self._withdraw(client, set(ids[:_LIMIT_MAX]))
+                self._answer(client, request_id, {"withdrawn": withdrawn})
             elif op == "usage":
                 self._answer(client, request_id, {"usage": self.store.usage(owner)})
             elif op == "health":

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from offload._exceptions import ConfigError
-from offload.runtime.functions import find_offloaded
+from offload.api import find_offloaded
 from offload.runtime.serialize import Allowlist
 
 

@@ -128,6 +128,7 @@ class EdgeServer:
                 self._seen.__contains__,
                 lambda job_id: self._workers.cancel(job_id),
                 self.health,
+                lambda client, ids: self._workers.withdraw(client, ids),
             )
             self._workers = Dispatcher(self.config, pool, self._queue, self._ledger, self._send)
             try:

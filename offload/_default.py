@@ -6,6 +6,7 @@ import atexit
 import threading
 from typing import Any
 
+from .api import use_default
 from .client import Client
 from .profiler import Explanation
 
@@ -38,6 +39,9 @@ def default_client() -> Client:
                 _client = Client()
             client = _client
     return client
+
+
+use_default(default_client)
 
 
 @atexit.register

@@ -1,11 +1,17 @@
-"""The ``@offload`` decorator and the callable it returns."""
+"""The ``@offload`` decorator, the callable it returns, and finding them in a module.
+
+An :class:`OffloadedFunction` routes its calls through an executor it is
+handed at call time: the default client, which :mod:`offload._default`
+registers with :func:`use_default` (so this module imports nothing above it).
+"""
 
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from ._exceptions import ConfigError
 from .config import MODES
@@ -15,6 +21,41 @@ from .runtime.serialize import Allowlist
 P = ParamSpec("P")
 R = TypeVar("R")
 ShipCode = Literal["never", "missing", "always"]
+
+
+class Caller(Protocol):
+    """What an offloaded function's calls go to: the default :class:`offload.Client`."""
+
+    def call(
+        self,
+        fn: OffloadedFunction[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        mode: str | None = None,
+    ) -> Any: ...
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]: ...
+
+    def map(
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], timeout: float | None = None
+    ) -> Any: ...
+
+    def map_within(
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], deadline: float, **options: Any
+    ) -> Any: ...
+
+
+def _no_default() -> Caller:
+    raise RuntimeError("offload's default client is not set up (import offload first)")
+
+
+_default: Callable[[], Caller] = _no_default
+
+
+def use_default(provider: Callable[[], Caller]) -> None:
+    """Route calls of offloaded functions to ``provider()`` (the default client)."""
+    global _default
+    _default = provider
 
 
 class OffloadedFunction(Generic[P, R]):
@@ -60,27 +101,33 @@ class OffloadedFunction(Generic[P, R]):
         self.retries = retries
         self.wire_name = function_name(fn)
         self.allowlist = Allowlist(frozenset({fn.__module__, self.wire_name.split(":")[0]}))
+        #: Its calls are :class:`~offload.Job` s: they take checkpoints or may be retried.
+        self.is_job = checkpoint_every is not None or retries > 0
         self._fingerprint: bytes | None = None
+        self._key: str | None = None
 
     @property
     def fingerprint(self) -> bytes:
         """Digest of the function's code, computed once (see :mod:`offload.runtime.functions`)."""
         if self._fingerprint is None:
-            self._fingerprint = fingerprint(self.__wrapped__)
+            self._fingerprint = _fingerprint_of(self.__wrapped__)
         return self._fingerprint
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
-        from ._default import default_client
+    @property
+    def key(self) -> str:
+        """``name@fingerprint``: what the profiler learns under (the same code, the same key)."""
+        if self._key is None:
+            self._key = f"{self.wire_name}@{self.fingerprint.hex()[:16]}"
+        return self._key
 
-        return default_client().call(self, args, kwargs)
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return _default().call(self, args, kwargs)
 
-    def submit(self, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
+    def submit(self, /, *args: P.args, **kwargs: P.kwargs) -> Future[R]:
         """Start a call and return its future."""
-        from ._default import default_client
+        return _default().submit(self, *args, **kwargs)
 
-        return default_client().submit(self, *args, **kwargs)
-
-    def map(self, *iterables: Iterable[Any], timeout: float | None = None, **within: Any) -> Any:
+    def map(self, /, *iterables: Iterable[Any], timeout: float | None = None, **within: Any) -> Any:
         """Like :meth:`concurrent.futures.Executor.map`, calls in flight concurrently.
 
         With ``deadline=SECONDS`` (and ``objective``, ``max_drop``, ``policy``,
@@ -88,21 +135,17 @@ class OffloadedFunction(Generic[P, R]):
         in time, and a :class:`~offload.batch.BatchResult` returned: see
         :meth:`offload.Client.map_within`.
         """
-        from ._default import default_client
-
         if within:
-            return default_client().map_within(self, *iterables, **within)
-        return default_client().map(self, *iterables, timeout=timeout)
+            return _default().map_within(self, *iterables, **within)
+        return _default().map(self, *iterables, timeout=timeout)
 
-    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def local(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run here, now."""
         return self.__wrapped__(*args, **kwargs)
 
-    def remote(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    def remote(self, /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run on the edge server; errors are raised, never hidden by a local run."""
-        from ._default import default_client
-
-        return default_client().call(self, args, kwargs, mode="remote")
+        return _default().call(self, args, kwargs, mode="remote")
 
     def __reduce__(self) -> str:
         return self.__wrapped__.__qualname__
@@ -165,5 +208,41 @@ def offload(
 
 
 def as_offloaded(fn: Callable[..., Any]) -> OffloadedFunction[..., Any]:
-    """``fn`` itself if decorated, else a transient wrapper (submitting a plain function)."""
-    return fn if isinstance(fn, OffloadedFunction) else OffloadedFunction(fn)
+    """``fn`` itself if decorated, else a wrapper (submitting a plain function).
+
+    Wrappers of plain functions are kept in a small LRU, so submitting the same
+    function many times computes its fingerprint once; a bound method gets a
+    fresh wrapper each time (keeping one would keep its instance alive).
+    """
+    if isinstance(fn, OffloadedFunction):
+        return fn
+    if isinstance(fn, types.FunctionType):
+        return _wrapper(fn)
+    return OffloadedFunction(fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _wrapper(fn: Callable[..., Any]) -> OffloadedFunction[..., Any]:
+    return OffloadedFunction(fn)
+
+
+def _fingerprint_of(fn: Callable[..., Any]) -> bytes:
+    """A method's fingerprint is its function's, cached without keeping the instance alive."""
+    func = getattr(fn, "__func__", None)
+    if isinstance(func, types.FunctionType):
+        return _function_fingerprint(func)
+    return fingerprint(fn)
+
+
+@functools.lru_cache(maxsize=256)
+def _function_fingerprint(fn: Callable[..., Any]) -> bytes:
+    return fingerprint(fn)
+
+
+def find_offloaded(module: types.ModuleType) -> dict[str, Any]:
+    """The ``@offload`` functions defined in ``module``, by wire name."""
+    return {
+        obj.wire_name: obj
+        for obj in vars(module).values()
+        if isinstance(obj, OffloadedFunction) and obj.__module__ == module.__name__
+    }

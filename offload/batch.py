@@ -1,7 +1,8 @@
 """Deadline-aware map: a batch split between this device and the edge so it is done in time.
 
 ``f.map(items, deadline=2.0)`` (or ``client.map_within(f, items, deadline=2.0)``)
-plans the whole batch before running any of it. From the profiler's
+plans the whole batch before running any of it (:class:`BatchPlanner`, through
+the client's router). From the profiler's
 estimates for each item (seconds and joules on each side) and two lanes,
 this device (items one after another) and the edge (the link and the
 server's workers, after the round trip), :func:`offload.profiler.djos.split_batch`
@@ -23,15 +24,15 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 from ._exceptions import ConfigError
+from .api import OffloadedFunction
+from .profiler import Decider, Link
 from .profiler.djos import ItemCost, split_batch, update_backlog
 from .profiler.sizes import call_size
-
-if TYPE_CHECKING:
-    from .api import OffloadedFunction
-    from .client import Client
+from .routing import Router
+from .servers import Servers
 
 OBJECTIVES = ("energy", "time")
 LATE = ("drop", "complete")
@@ -75,112 +76,122 @@ class BatchResult(Sequence[Any]):
         return not self.dropped and not self.late and self.elapsed_s <= self.deadline_s
 
 
-def run_batch(
-    client: Client,
-    fn: OffloadedFunction[..., Any],
-    calls: Sequence[tuple[Any, ...]],
-    *,
-    deadline: float,
-    objective: str = "energy",
-    max_drop: float = 0.1,
-    policy: str = "djos",
-    late: str = "drop",
-    weight: float = 1.0,
-) -> BatchResult:
-    """Plan ``fn(*args)`` for every ``args`` in ``calls`` against ``deadline`` seconds; run it."""
-    if deadline <= 0:
-        raise ConfigError("deadline must be positive")
-    if objective not in OBJECTIVES or late not in LATE or not 0 <= max_drop < 1:
-        raise ConfigError(
-            f"objective in {OBJECTIVES}, late in {LATE} and 0 <= max_drop < 1, "
-            f"not {objective!r}, {late!r}, {max_drop!r}"
+class BatchPlanner:
+    """Plans and runs deadline batches through a router; keeps each function's drop backlog.
+
+    The backlog is DJOS's virtual queue: how many drops by choice a function
+    owes or has saved against its ``max_drop`` rate, carried from batch to batch.
+    """
+
+    def __init__(self, router: Router, decider: Decider, servers: Servers, link: Link) -> None:
+        self._router, self._decider, self._servers, self._link = router, decider, servers, link
+        self._backlogs: dict[str, float] = {}
+
+    def backlog(self, fn: OffloadedFunction[..., Any]) -> float:
+        """The drops ``fn``'s batches owe (positive) against their ``max_drop`` rate."""
+        return self._backlogs.get(fn.key, 0.0)
+
+    def run(
+        self,
+        fn: OffloadedFunction[..., Any],
+        calls: Sequence[tuple[Any, ...]],
+        *,
+        deadline: float,
+        objective: str = "energy",
+        max_drop: float = 0.1,
+        policy: str = "djos",
+        late: str = "drop",
+        weight: float = 1.0,
+    ) -> BatchResult:
+        """Plan ``fn(*args)`` for every ``args`` in ``calls`` against ``deadline`` s; run it."""
+        if deadline <= 0:
+            raise ConfigError("deadline must be positive")
+        if objective not in OBJECTIVES or late not in LATE or not 0 <= max_drop < 1:
+            raise ConfigError(
+                f"objective in {OBJECTIVES}, late in {LATE} and 0 <= max_drop < 1, "
+                f"not {objective!r}, {late!r}, {max_drop!r}"
+            )
+        router = self._router
+        start = time.perf_counter()
+        sizes = [call_size(fn, args, {}) for args in calls]
+        up = self._servers.up()
+        backlog = self.backlog(fn) if objective == "energy" else None
+        here, there, planned_drops, energy, planned = self._plan(
+            fn, sizes, up, deadline, objective, max_drop, policy, weight, backlog
         )
-    start = time.perf_counter()
-    sizes = [call_size(fn, args, {}) for args in calls]
-    up = client.server_up()
-    here, there, planned_drops, energy, planned = _plan(
-        client, fn, sizes, up, deadline, objective, max_drop, policy, weight
-    )
-    out = BatchResult(
-        [None] * len(calls), here=here, there=there, deadline_s=deadline, planned=planned
-    )
-    futures: dict[int, Future[Any]] = {
-        i: client._with_fallback(fn, calls[i], {}, sizes[i]) for i in there
-    }
-    for i in here:
-        if time.perf_counter() - start > deadline and late == "drop":
-            _drop(out, i, "the deadline passed before its turn here")
-            continue
-        out.results[i] = client._run_local(fn, sizes[i], calls[i], {})
-        _note_late(out, i, start)
-    wait(list(futures.values()), timeout=max(0.0, deadline - (time.perf_counter() - start)))
-    for i, future in futures.items():
-        if not future.done() and late == "drop":
-            _drop(out, i, "not back from the server by the deadline")  # its result is ignored
-            continue
-        out.results[i] = future.result()  # the function's own exception propagates
-        _note_late(out, i, start)
-    for i in planned_drops:
-        if late == "complete":
-            out.results[i] = client._run_local(fn, sizes[i], calls[i], {})
-            out.here.append(i)
+        out = BatchResult(
+            [None] * len(calls), here=here, there=there, deadline_s=deadline, planned=planned
+        )
+        futures: dict[int, Future[Any]] = {
+            i: router.start_there(fn, calls[i], {}, sizes[i], fallback=True) for i in there
+        }
+        for i in here:
+            if time.perf_counter() - start > deadline and late == "drop":
+                _drop(out, i, "the deadline passed before its turn here")
+                continue
+            out.results[i] = router.run_here(fn, sizes[i], calls[i], {})
             _note_late(out, i, start)
-        else:
-            _drop(out, i, "no time for it by the deadline, or not worth its energy within max_drop")
-    prof = _profile(client, fn)
-    if prof is not None:
-        prof.backlog = update_backlog(prof.backlog, len(out.dropped), len(calls), max_drop)
-    out.elapsed_s = time.perf_counter() - start
-    out.energy_j = energy
-    out.dropped.sort()
-    return out
+        wait(list(futures.values()), timeout=max(0.0, deadline - (time.perf_counter() - start)))
+        for i, future in futures.items():
+            if not future.done() and late == "drop":
+                _drop(out, i, "not back from the server by the deadline")  # its result is ignored
+                continue
+            out.results[i] = future.result()  # the function's own exception propagates
+            _note_late(out, i, start)
+        for i in planned_drops:
+            if late == "complete":
+                out.results[i] = router.run_here(fn, sizes[i], calls[i], {})
+                out.here.append(i)
+                _note_late(out, i, start)
+            else:
+                _drop(out, i, "no time for it by the deadline, or not worth its energy")
+        self._backlogs[fn.key] = update_backlog(
+            self.backlog(fn), len(out.dropped), len(calls), max_drop
+        )
+        out.elapsed_s = time.perf_counter() - start
+        out.energy_j = energy
+        out.dropped.sort()
+        return out
 
-
-def _plan(
-    client: Client,
-    fn: OffloadedFunction[..., Any],
-    sizes: list[int],
-    up: bool,
-    deadline: float,
-    objective: str,
-    max_drop: float,
-    policy: str,
-    weight: float,
-) -> tuple[list[int], list[int], list[int], float, bool]:
-    """(here, there, dropped, estimated joules, planned) for the batch."""
-    costs_of = getattr(client.decider, "costs", None)
-    costs = [costs_of(fn, size) for size in sizes] if up and costs_of is not None else []
-    if not costs or any(c is None for c in costs):
-        # Not enough known to plan: offload (DCOF's online mode) all but the
-        # smallest item, which runs here so that both sides get measured.
-        everyone = list(range(len(sizes)))
-        if not up:
-            return everyone, [], [], 0.0, False
-        smallest = min(everyone, key=lambda i: sizes[i])
-        return [smallest], [i for i in everyone if i != smallest], [], 0.0, False
-    workers = max(1, int(client.server_info.get("workers", 1)))
-    items = []
-    for t_local, t_exec, t_wire, e_local, e_remote in costs:
-        busy_remote = t_wire + t_exec / workers
-        if objective == "energy":
-            items.append(ItemCost(t_local, busy_remote, e_local, e_remote))
-        else:
-            items.append(ItemCost(t_local, busy_remote, t_local, busy_remote))
-    prof = _profile(client, fn)
-    backlog = prof.backlog if prof is not None and objective == "energy" else None
-    lane_remote = max(0.0, deadline - client.profiler.link.fixed)
-    # Drops by choice in one batch: about the share max_drop allows, plus what is owed.
-    skips = int(max_drop * len(items) + (backlog or 0.0))
-    here, there, dropped = split_batch(
-        items, deadline, lane_remote, policy, backlog, weight, max_skips=skips
-    )
-    energy = sum(costs[i][3] for i in here) + sum(costs[i][4] for i in there)
-    return here, there, dropped, energy, True
-
-
-def _profile(client: Client, fn: OffloadedFunction[..., Any]) -> Any:
-    profile = getattr(client.decider, "profile", None)
-    return profile(fn) if profile is not None else None
+    def _plan(
+        self,
+        fn: OffloadedFunction[..., Any],
+        sizes: list[int],
+        up: bool,
+        deadline: float,
+        objective: str,
+        max_drop: float,
+        policy: str,
+        weight: float,
+        backlog: float | None,
+    ) -> tuple[list[int], list[int], list[int], float, bool]:
+        """(here, there, dropped, estimated joules, planned) for the batch."""
+        costs = [self._decider.costs(fn, size) for size in sizes] if up else []
+        if not costs or any(c is None for c in costs):
+            # Not enough known to plan: offload (DCOF's online mode) all but the
+            # smallest item, which runs here so that both sides get measured.
+            everyone = list(range(len(sizes)))
+            if not up:
+                return everyone, [], [], 0.0, False
+            smallest = min(everyone, key=lambda i: sizes[i])
+            return [smallest], [i for i in everyone if i != smallest], [], 0.0, False
+        workers = max(1, int(self._servers.info.get("workers", 1)))
+        items = []
+        known = [c for c in costs if c is not None]
+        for t_local, t_exec, t_wire, e_local, e_remote in known:
+            busy_remote = t_wire + t_exec / workers
+            if objective == "energy":
+                items.append(ItemCost(t_local, busy_remote, e_local, e_remote))
+            else:
+                items.append(ItemCost(t_local, busy_remote, t_local, busy_remote))
+        lane_remote = max(0.0, deadline - self._link.fixed)
+        # Drops by choice in one batch: about the share max_drop allows, plus what is owed.
+        skips = int(max_drop * len(items) + (backlog or 0.0))
+        here, there, dropped = split_batch(
+            items, deadline, lane_remote, policy, backlog, weight, max_skips=skips
+        )
+        energy = sum(known[i][3] for i in here) + sum(known[i][4] for i in there)
+        return here, there, dropped, energy, True
 
 
 def _drop(out: BatchResult, i: int, reason: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ConfigError
-from .profiler.decision import Policy
+from .profiler.decider import Policy
 from .profiler.energy import PROFILES
 
 if sys.version_info >= (3, 11):

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import _exceptions as errors
+from .remote import Remote
 from .runtime import errors as errors_wire
 from .runtime import protocol, serialize
-
-if TYPE_CHECKING:
-    from .remote import Remote
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ any one run of the function. Data flow of one job::
     Job keeps the latest state
           |   server dies / link drops / worker killed / server closing (SIGTERM)
           v
-    Job._recover: the same server (worker crash), else the backup server, else here,
+    Job._recover: the same server (worker crash), else where the host says (the backup
+                  server, else here),
                   each time from the latest state (``offload.restore`` returns it)
     Job.pause(): PAUSE --> worker signalled --> stops at its next checkpoint --> ERROR stopped
     Job.resume(where): a new run from the latest state, here or on a server
@@ -31,24 +32,54 @@ import struct
 import threading
 import time
 import uuid
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 from . import _exceptions as errors
-from .remote import running_future
+from .api import OffloadedFunction
+from .futures import cancel_now, running_future, settle
+from .remote import Outcome, Remote
 from .runtime import serialize
 from .runtime.checkpoint import Session, Stopped, running
 from .runtime.files import atomic_write
 
-if TYPE_CHECKING:
-    from .api import OffloadedFunction
-    from .client import Client
-    from .remote import Remote
-
 #: Failures a job recovers from by running again (from its latest checkpoint).
 RECOVERABLE = (errors.ServerUnavailable, errors.WorkerCrashed, errors.JobStopped)
+
+
+class JobHost(Protocol):
+    """What a job needs from the router that started it: places to run and a checkpoint sink."""
+
+    crash_tolerance: int
+
+    @property
+    def local_executor(self) -> Executor:
+        """Where runs on this device go."""
+        ...
+
+    def connection(self, where: str) -> Remote | None:
+        """The connection for ``where`` ("remote" or an address); None for "local"."""
+        ...
+
+    def fallback_target(self) -> str:
+        """Where a run goes after its server was lost: an address, or "local"."""
+        ...
+
+    def keep_checkpoint(self, job: Job, state: Any, count: int) -> None:
+        """Called with every checkpoint the job receives."""
+        ...
+
+    def learn_local(self, fn: OffloadedFunction[..., Any], size: int, seconds: float) -> None:
+        """A whole run of ``size`` took ``seconds`` here."""
+        ...
+
+    def learn_remote(
+        self, fn: OffloadedFunction[..., Any], size: int, outcome: Outcome, remote: Remote | None
+    ) -> None:
+        """A whole run of ``size`` went as ``outcome`` on ``remote``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -62,28 +93,32 @@ class Progress:
 
 
 class Job(Future[Any]):
-    """The future of a checkpointed call: :meth:`pause`, :meth:`resume`, :attr:`progress`."""
+    """The future of a checkpointed call: :meth:`pause`, :meth:`resume`, :attr:`progress`.
+
+    As a :class:`concurrent.futures.Future` it is pending until it is done.
+    :meth:`cancel` on a job that takes checkpoints always succeeds: the job is
+    cancelled at once and its run stops at its next checkpoint (a result that
+    still arrives is dropped). A job that takes none (``retries`` only) can be
+    cancelled only while its run waits in a queue, like a pool's call.
+    """
 
     def __init__(
         self,
-        client: Client,
         fn: OffloadedFunction[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         size: int,
         state: Any = None,
         count: int = 0,
+        *,
+        host: JobHost,
     ) -> None:
         """A job of ``fn(*args, **kwargs)``, from ``state`` (checkpoint ``count``) if given."""
         super().__init__()
-        self.set_running_or_notify_cancel()
-        self._client, self._fn, self._args, self._kwargs, self._size = (
-            client,
-            fn,
-            args,
-            kwargs,
-            size,
-        )
+        self._host = host
+        #: The function this job runs.
+        self.fn = fn
+        self._args, self._kwargs, self._size = args, kwargs, size
         #: A name for this job (checkpoint files are named after it).
         self.id = uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
@@ -98,6 +133,7 @@ class Job(Future[Any]):
         self._pause_wanted = False
         self._cancel_wanted = False
         self._remote: tuple[Remote, int] | None = None
+        self._local: Future[Any] | None = None  # a run here, queued or running
         self._session: Session | None = None
 
     # -- the public API -------------------------------------------------------------------------
@@ -108,26 +144,35 @@ class Job(Future[Any]):
         return self._saved
 
     @property
+    def paused(self) -> bool:
+        """Stopped at a checkpoint by :meth:`pause`, waiting for :meth:`resume`."""
+        return self._paused.is_set() and not self.done()
+
+    @property
     def progress(self) -> Progress:
-        where = "paused" if self._paused.is_set() and not self.done() else self._where
+        where = "paused" if self.paused else self._where
         return Progress(self._count, self._when, where, self._runs)
+
+    def running(self) -> bool:
+        """Whether a run of the job is under way (not done, not paused)."""
+        return self._runs > 0 and not self.done() and not self._paused.is_set()
 
     def pause(self, timeout: float | None = 30.0) -> None:
         """Stop the job at its next safe point and bring its state home; wait until it has."""
-        if self._fn.checkpoint_every is None:
-            raise errors.NotCheckpointable(f"{self._fn.wire_name} takes no checkpoints")
+        if self.fn.checkpoint_every is None:
+            raise errors.NotCheckpointable(f"{self.fn.wire_name} takes no checkpoints")
         with self._lock:
             if self.done() or self._paused.is_set():
                 return
             self._pause_wanted = True
-            self._stop_run("paused")
+            self._stop_run()
         if not self._paused.wait(timeout) and not self.done():
-            raise TimeoutError(f"{self._fn.wire_name} did not reach a checkpoint in {timeout} s")
+            raise TimeoutError(f"{self.fn.wire_name} did not reach a checkpoint in {timeout} s")
 
     def resume(self, where: str = "local") -> None:
         """Continue a paused job from its latest checkpoint: "local", "remote" or an address."""
         with self._lock:
-            if not self._paused.is_set():
+            if not self.paused:
                 raise errors.OffloadError("only a paused job can be resumed")
             if where not in ("local", "remote") and "://" not in where:
                 raise errors.ConfigError(
@@ -138,19 +183,27 @@ class Job(Future[Any]):
         self._start(where)
 
     def cancel(self) -> bool:
-        """Stop the job (at its next checkpoint if it takes them); it fails with CancelledError."""
+        """Cancel the job; see the class docstring for when that is possible."""
         if self.done():
-            return False
+            return self.cancelled()
         with self._lock:
-            if self._paused.is_set():
-                self._cancel_wanted = True
-                self._fail(CancelledError())
-                return True
-            if self._fn.checkpoint_every is None:
-                return False  # a run without safe points cannot be stopped
+            if (
+                self.fn.checkpoint_every is None
+                and not self._paused.is_set()
+                and not self._withdraw()
+            ):
+                return False  # its run has started and has no safe point to stop at
             self._cancel_wanted = True
-            self._stop_run("paused")
-        return True
+            self._stop_run()
+        return cancel_now(self)
+
+    def cancel_if_waiting(self) -> bool:
+        """Cancel the job only if its run has not started (``shutdown(cancel_futures=True)``)."""
+        with self._lock:
+            if self.done() or self._paused.is_set() or not self._withdraw():
+                return self.cancelled()
+            self._cancel_wanted = True
+        return cancel_now(self)
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -160,24 +213,29 @@ class Job(Future[Any]):
         return self
 
     def _start(self, where: str) -> None:
-        if self._client._shutdown:
-            self._fail(errors.ServerUnavailable("the client was shut down"))
-            return
         self._runs += 1
         try:
-            remote = self._client._remote_for(where)
-        except errors.OffloadError as exc:
+            remote = self._host.connection(where)
+            if remote is None:
+                self._where = "local"
+                local = self._host.local_executor.submit(self._run_here)
+                self._local = local
+                local.add_done_callback(self._local_done)
+            else:
+                self._where = remote.address
+                self._run_there(remote)
+        except (errors.OffloadError, RuntimeError) as exc:  # no server, or shut down
             self._fail(exc)
-            return
-        if remote is None:
-            self._where = "local"
-            self._client._pool().submit(self._run_here)
-        else:
-            self._where = remote.conn.address
-            self._run_there(remote)
+
+    def _local_done(self, run: Future[Any]) -> None:
+        if run.cancelled():  # taken out of the pool's queue (shutdown with cancel_futures)
+            self._cancel_wanted = True
+            cancel_now(self)
 
     def _run_here(self) -> None:
-        every = self._fn.checkpoint_every
+        if self.done():
+            return
+        every = self.fn.checkpoint_every
         session = Session(self._saved, every or 0.0, self._on_checkpoint, self._count)
         with self._lock:
             self._session = session
@@ -186,7 +244,7 @@ class Job(Future[Any]):
         start, fresh = time.perf_counter(), self._saved is None
         try:
             with running(session):
-                value = self._fn.__wrapped__(*self._args, **self._kwargs)
+                value = self.fn.__wrapped__(*self._args, **self._kwargs)
         except Stopped:
             self._on_stopped()
             return
@@ -196,41 +254,43 @@ class Job(Future[Any]):
         finally:
             self._session = None
         if fresh:  # only a whole run teaches how long the function takes
-            self._client.decider.observe_local(self._fn, self._size, time.perf_counter() - start)
+            self._host.learn_local(self.fn, self._size, time.perf_counter() - start)
         self._finish(value)
 
     def _run_there(self, remote: Remote) -> None:
-        every = self._fn.checkpoint_every
+        every = self.fn.checkpoint_every
+        fresh = self._saved is None  # only a whole run teaches the profiler
         inner = running_future()
-        inner.add_done_callback(self._remote_done)
+        inner.add_done_callback(lambda done: self._remote_done(remote, fresh, done))
         resume = None if every is None else (self._saved, self._count, every)
         try:
             request_id = remote.send(
-                self._fn,
+                self.fn,
                 self._args,
                 self._kwargs,
                 inner,
                 wait=False,
-                # Only a whole run on the primary server teaches the profiler.
-                size=self._size if self._saved is None and remote is self._client._remote else None,
                 resume=resume,
                 on_checkpoint=self._on_checkpoint,
             )
         except errors.OffloadError as exc:
-            inner.set_exception(exc)
+            settle(inner, exc=exc)
             return
         with self._lock:
             self._remote = (remote, request_id)
             if self._pause_wanted or self._cancel_wanted:
                 remote.pause(request_id)
 
-    def _remote_done(self, inner: Future[Any]) -> None:
+    def _remote_done(self, remote: Remote, fresh: bool, inner: Future[Any]) -> None:
         self._remote = None
         exc = inner.exception()
         if exc is None:
-            self._finish(inner.result())
-        elif self._cancel_wanted:
-            self._fail(CancelledError())
+            outcome: Outcome = inner.result()
+            if fresh:
+                self._host.learn_remote(self.fn, self._size, outcome, remote)
+            self._finish(outcome.value)
+        elif self._cancel_wanted or self.done():
+            return
         elif isinstance(exc, errors.JobStopped) and self._pause_wanted:
             self._on_stopped()
         elif isinstance(exc, RECOVERABLE):
@@ -241,7 +301,7 @@ class Job(Future[Any]):
 
     def _recover(self, exc: BaseException) -> None:
         """Run again from the latest checkpoint, where the failure says it can run."""
-        checkpointed = self._fn.checkpoint_every is not None
+        checkpointed = self.fn.checkpoint_every is not None
         if not checkpointed:
             if self._retries <= 0:
                 self._fail(exc)
@@ -252,39 +312,50 @@ class Job(Future[Any]):
         # A crashed worker is replaced by its server: stay, unless crashes keep
         # coming without progress (a checkpoint resets the count).
         stay = crashed and self._where != "local"
-        if stay and (not checkpointed or self._crashes < self._client.config.crash_tolerance):
+        if stay and (not checkpointed or self._crashes < self._host.crash_tolerance):
             self._start(self._where)
         else:
-            self._start(self._client._fallback_target())
+            try:
+                target = self._host.fallback_target()
+            except errors.OffloadError as err:
+                self._fail(err)
+                return
+            self._start(target)
 
     def _on_checkpoint(self, state: Any, count: int) -> None:
         if count <= self._count:
             return  # a late one from a run that was already superseded
         self._saved, self._count, self._when = state, count, time.time()
         self._crashes = 0  # progress since the last crash
-        self._client._store_checkpoint(self, state, count)
+        self._host.keep_checkpoint(self, state, count)
 
     def _on_stopped(self) -> None:
-        if self._cancel_wanted:
-            self._fail(CancelledError())
-        else:
+        if not self._cancel_wanted:
             self._paused.set()
 
-    def _stop_run(self, reason: str) -> None:
+    def _withdraw(self) -> bool:
+        """Take the current run back from the queue it waits in (lock held); True if taken."""
+        local, there = self._local, self._remote
+        if local is not None and not local.done():
+            return local.cancel()
+        if there is not None:
+            remote, request_id = there
+            return request_id in remote.withdraw([request_id], remote.config.connect_timeout)
+        return False
+
+    def _stop_run(self) -> None:
         """Ask the current run to stop at its next checkpoint (lock held)."""
         if self._session is not None:
-            self._session.stop = reason
+            self._session.stop = "paused"
         elif self._remote is not None:
             remote, request_id = self._remote
             remote.pause(request_id)
 
     def _finish(self, value: Any) -> None:
-        if not self.done():
-            self.set_result(value)
+        settle(self, value)
 
     def _fail(self, exc: BaseException) -> None:
-        if not self.done():
-            self.set_exception(exc)
+        settle(self, exc=exc)
 
 
 _FILE_MAGIC = b"OFCK"
@@ -292,7 +363,7 @@ _FILE_MAGIC = b"OFCK"
 
 def checkpoint_path(directory: str | os.PathLike[str], job: Job) -> Path:
     """Where :func:`write_checkpoint` keeps ``job``'s latest checkpoint."""
-    name = job._fn.wire_name.replace(":", "-").replace("<", "").replace(">", "")
+    name = job.fn.wire_name.replace(":", "-").replace("<", "").replace(">", "")
     return Path(directory) / f"{name}-{job.id}.ckpt"
 
 

@@ -1,12 +1,13 @@
 """Calls over the connection to an edge server: encoding, limits, code shipping, replies, pings.
 
-The client decides whether a call goes to the server; :class:`Remote` takes
+The router decides whether a call goes to the server; :class:`Remote` takes
 it there. It serializes the arguments (out-of-band buffers, lz4 where it
 pays), checks the size against this client's and the server's limits, ships
 the function by value when asked or when the server lacks it and allows
-that, and turns the reply into the value or the exception. Each result also
-tells the decider how the call went (turnaround, the server's execution time,
-bytes each way), and each PING the round-trip time.
+that, and turns the reply into an :class:`Outcome` (the value, the server's
+execution time, bytes each way) or the exception. Learning from the outcome
+is the router's business, not this module's; each PING's round-trip time
+goes to the :class:`~offload.profiler.Link` it is given.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -25,7 +27,8 @@ import zmq.auth
 from . import _exceptions as errors
 from .api import OffloadedFunction
 from .config import Config
-from .profiler import Decider, Link
+from .futures import chain, running_future, settle
+from .profiler import Link
 from .runtime import errors as errors_wire
 from .runtime import protocol, serialize
 from .runtime.compression import maybe_compress
@@ -35,12 +38,23 @@ from .runtime.transport import Connection
 log = logging.getLogger("offload")
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one remote call went: its value, and what the profiler learns from it."""
+
+    value: Any
+    turnaround: float  # seconds from sending to the decoded reply
+    server_s: float  # seconds the server spent executing it
+    sent: int  # bytes of the call
+    received: int  # bytes of the reply
+    alone: bool  # no other call shared the connection meanwhile
+
+
 class Remote:
     """One connection to ``config.server`` and the calls and pings made over it."""
 
-    def __init__(self, config: Config, decider: Decider, link: Link) -> None:
+    def __init__(self, config: Config, link: Link) -> None:
         self.config = config
-        self._decider = decider
         self._link = link
         #: The server's self-description, from its latest PONG.
         self.server_info: dict[str, Any] = {}
@@ -54,10 +68,13 @@ class Remote:
             curve=_curve(config),
         )
 
-    def close(self, wait: bool) -> None:
-        """Close the connection; with ``wait``, let calls in flight finish first."""
-        if wait:
-            self.conn.drain(self.config.heartbeat_timeout + 1)
+    @property
+    def address(self) -> str:
+        """The server's address."""
+        return self.conn.address
+
+    def close(self) -> None:
+        """Close the connection (calls still in flight fail with ServerUnavailable)."""
         self.conn.close()
         self._context.term()
 
@@ -70,16 +87,16 @@ class Remote:
         *,
         wait: bool,
         by_value: bool | None = None,
-        size: int | None = None,
         resume: tuple[Any, int, float] | None = None,
         on_checkpoint: Callable[[Any, int], None] | None = None,
         request_id: int | None = None,
     ) -> int:
-        """Send one call; its reply resolves ``future``; return its request id.
+        """Send one call; its reply resolves ``future`` to an :class:`Outcome`; return its id.
 
-        ``size`` set: the decider learns from the reply. ``resume``: the call
-        checkpoints, ``(state to resume from, checkpoints so far, interval)``;
-        each CHECKPOINT that streams back goes to ``on_checkpoint(state, n)``.
+        ``wait``: the calling thread will wait for the reply, and may lead the
+        socket meanwhile. ``resume``: the call checkpoints, ``(state to resume
+        from, checkpoints so far, interval)``; each CHECKPOINT that streams back
+        goes to ``on_checkpoint(state, n)``.
         """
         start = time.perf_counter()
         conn = self.conn
@@ -118,7 +135,7 @@ class Remote:
             codecs=codecs,
         )
         alone = conn.in_flight() == 0
-        decode = functools.partial(self._decode, fn, size, start, nbytes, alone, on_checkpoint)
+        decode = functools.partial(self._decode, fn, start, nbytes, alone, on_checkpoint)
         if fn.ship_code == "missing" and not by_value and self.server_info.get("code_shipping"):
             # The server may lack the function: on UnknownFunction, ship it by value.
             retry = functools.partial(
@@ -127,7 +144,6 @@ class Remote:
                 args,
                 kwargs,
                 future,
-                size,
                 resume,
                 on_checkpoint,
                 request_id,
@@ -144,6 +160,30 @@ class Remote:
         with contextlib.suppress(errors.ServerUnavailable):  # then it is stopped anyway
             self.conn.post([protocol.encode_header(protocol.PAUSE, request_id)])
 
+    def withdraw(self, request_ids: Iterable[int], timeout: float) -> set[int]:
+        """Take calls still queued on the server back; return the ids it withdrew.
+
+        A call a worker has taken is not withdrawn (as a pool cannot cancel a
+        running call); neither is any when the server does not answer in time.
+        """
+        ids = list(request_ids)
+        if not ids:
+            return set()
+        request_id, answer = self.control({"op": "withdraw", "requests": ids})
+        try:
+            body, _ = answer.result(timeout)
+        except Exception as exc:  # no answer, an old server: nothing was withdrawn
+            self.conn.forget(request_id)
+            log.debug("withdrawing %d calls from %s failed: %r", len(ids), self.address, exc)
+            return set()
+        withdrawn = body.get("withdrawn") if isinstance(body, dict) else None
+        if not isinstance(withdrawn, list):
+            return set()
+        taken = {i for i in withdrawn if isinstance(i, int) and i in ids}
+        for i in taken:
+            self.conn.forget(i)
+        return taken
+
     def control(self, body: dict[str, Any]) -> tuple[int, Future[Any]]:
         """Send a control request; its future resolves to ``(answer, extra frames)``."""
         future: Future[Any] = running_future()
@@ -158,7 +198,6 @@ class Remote:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         future: Future[Any],
-        size: int | None,
         resume: tuple[Any, int, float] | None,
         on_checkpoint: Callable[[Any, int], None] | None,
         request_id: int,
@@ -174,20 +213,18 @@ class Remote:
                     future,
                     wait=False,
                     by_value=True,
-                    size=size,
                     resume=resume,
                     on_checkpoint=on_checkpoint,
                     request_id=request_id,
                 )
             except Exception as err:
-                future.set_exception(err)
+                settle(future, exc=err)
         else:
             chain(future, inner)
 
     def _decode(
         self,
         fn: OffloadedFunction[..., Any],
-        size: int | None,
         start: float,
         sent: int,
         alone: bool,
@@ -195,10 +232,7 @@ class Remote:
         header: protocol.Header,
         frames: Sequence[Any],
     ) -> Any:
-        """A reply's value (or exception); a result also teaches the profiler (when sized).
-
-        A CHECKPOINT (the call still running) goes to ``on_checkpoint``.
-        """
+        """A reply's :class:`Outcome` (or exception); a CHECKPOINT goes to ``on_checkpoint``."""
         if header.kind == protocol.CHECKPOINT:
             if on_checkpoint is not None:
                 state = serialize.loads(
@@ -220,16 +254,14 @@ class Remote:
                 )
             except errors.OffloadError as exc:  # the call ran: never rerun it for this
                 raise errors.UnloadableResult(f"result of {fn.wire_name}: {exc}") from exc
-            if size is not None:
-                turnaround = time.perf_counter() - start
-                alone = alone and self.conn.in_flight() == 0
-                try:
-                    self._decider.observe_remote(
-                        fn, size, turnaround, header.aux / 1e9, sent, received, alone
-                    )
-                except Exception:  # the result stands, whatever the profiler thinks
-                    log.warning("the profiler could not learn from a call", exc_info=True)
-            return value
+            return Outcome(
+                value,
+                time.perf_counter() - start,
+                header.aux / 1e9,
+                sent,
+                received,
+                alone and self.conn.in_flight() == 0,
+            )
         if header.kind == protocol.ERROR and frames:
             raise errors_wire.rebuild(protocol.decode_json(frames[0].buffer))
         raise errors.ProtocolError(f"unexpected reply kind {header.kind}")
@@ -288,21 +320,3 @@ def _curve(config: Config) -> tuple[bytes, bytes, bytes] | None:
     if secret is None:
         raise errors.ConfigError(f"{config.client_key} holds no secret key (use NAME.key_secret)")
     return public, secret, server
-
-
-def running_future() -> Future[Any]:
-    """A future already marked running: remote calls cannot be cancelled once sent."""
-    future: Future[Any] = Future()
-    future.set_running_or_notify_cancel()
-    return future
-
-
-def chain(outer: Future[Any], inner: Future[Any]) -> None:
-    """Resolve ``outer`` as ``inner`` was (unless ``outer`` already is)."""
-    if outer.done():
-        return
-    exc = inner.exception()
-    if exc is not None:
-        outer.set_exception(exc)
-    else:
-        outer.set_result(inner.result())

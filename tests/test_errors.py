@@ -362,7 +362,7 @@ def test_a_dropped_connection_fails_the_call_instead_of_hanging(make_server):
     server = make_server("--max-message-size", str(2**20))
     with offload.Client(server, heartbeat_timeout=30) as client:
         client.ping(timeout=10)
-        client._remote.server_info = {}  # as before the first PONG
+        client.servers.require().server_info = {}  # as before the first PONG
         noise = np.random.default_rng(0).random(2**18)
         with pytest.raises(offload.ServerUnavailable, match="lost the connection"):
             client.call(apps.echo, (noise,), {}, mode="remote")

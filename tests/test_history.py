@@ -66,7 +66,8 @@ def test_a_vanished_clients_result_is_kept_for_later(make_server):
     future = first.submit(nap, 2.0)
     wait_for(lambda: first.server.jobs() and first.server.jobs()[0].state == "running")
     job_id = first.server.jobs()[0].id
-    first.shutdown(wait=False)  # gone without a word, the job still running
+    first.servers.close()  # gone without a word, the job still running
+    first.shutdown(wait=False)
     with pytest.raises(offload.ServerUnavailable):
         future.result(timeout=10)
     with offload.Client(server) as later:  # the same owner (an open server: everyone)

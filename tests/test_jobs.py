@@ -223,7 +223,8 @@ def test_a_vanished_clients_job_is_stopped(make_server):
     wait_for(lambda: len(workers(server)) == 1)
     time.sleep(0.3)  # the job is running on the one worker
     (before,) = workers(server)
-    client.shutdown(wait=False)  # the client goes away without waiting
+    client.servers.close()  # the client goes away without a word
+    client.shutdown(wait=False)
     wait_for(lambda: not before.is_running() or before.status() == psutil.STATUS_ZOMBIE, 10)
     with offload.Client(server) as other:  # a new worker serves the next client
         assert other.call(apps.add, (1, 2), {}, mode="remote") == 3

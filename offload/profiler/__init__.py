@@ -4,7 +4,8 @@
 energy); ``AdaptiveDecider`` turns it into a side for each call.
 """
 
-from .decision import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Policy, Side
+from .decider import LOCAL, REMOTE, Decider, Explanation, Policy, Side
+from .decision import AdaptiveDecider
 from .device import DeviceProfiler, DeviceState
 from .energy import PROFILES, EnergyModel, EnergyProfile
 from .history import FunctionProfile, ProfileStore

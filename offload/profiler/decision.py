@@ -37,10 +37,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections import OrderedDict
 from math import exp, log
-from typing import Any, Literal, Protocol
+from typing import Any
 
+from .decider import LOCAL, REMOTE, Explanation, Policy, Side
 from .device import DeviceState
 from .history import HERE, THERE, FunctionProfile
 from .models import Drift
@@ -48,11 +49,10 @@ from .network import LARGE
 from .profiler import Profiler
 from .sizes import call_size
 
-Side = Literal["local", "remote"]
-LOCAL: Side = "local"
-REMOTE: Side = "remote"
-
 logger = logging.getLogger("offload.decision")
+
+#: Profiles kept in memory at once (functions made at run time must not grow it forever).
+MAX_PROFILES = 1024
 
 #: Decisions after which a function never run here is tried here even on a dear call.
 _COLD_LOCAL_AFTER = 4
@@ -81,65 +81,6 @@ def contention(cpu_load: float) -> float:
     return 1.0 / (1.0 - cpu_load) if cpu_load < 0.75 else 4.0
 
 
-class Decider(Protocol):
-    """Chooses the side for one call and learns from how calls went."""
-
-    def decide(
-        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
-    ) -> tuple[Side, int]:
-        """Return the side for ``fn(*args, **kwargs)`` and the call's size."""
-        ...
-
-    def observe_local(self, fn: Any, size: int, seconds: float) -> None:
-        """A call of ``size`` ran here in ``seconds``."""
-        ...
-
-    def observe_remote(
-        self,
-        fn: Any,
-        size: int,
-        turnaround: float,
-        server: float,
-        up: int,
-        down: int,
-        alone: bool = True,
-    ) -> None:
-        """A call of ``size`` took ``turnaround`` s remotely, ``server`` s of it executing.
-
-        ``alone``: no other call shared the connection meanwhile, so the time
-        outside execution was this call's own transfer and overhead.
-        """
-        ...
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The knobs of the decision (see the module docstring); from :class:`offload.Config`."""
-
-    time_weight: float = 1.0
-    hysteresis: float = 0.1
-    explore_every: int = 32
-    battery_low: float = 0.2
-    cpu_busy: float = 0.9
-    memory_low: float = 0.1
-    critical_bias: float = 2.0
-    cheap_try_s: float = 0.02
-
-
-@dataclass
-class Explanation:
-    """A decision with the estimates and reasons behind it (``offload.explain``)."""
-
-    side: Side
-    reasons: list[str]
-    size: int
-    estimates: dict[str, dict[str, float | None]]
-    device: dict[str, Any]
-    link: dict[str, Any]
-    energy_source: str
-    objective_time_weight: float = field(default=1.0)
-
-
 class AdaptiveDecider:
     """The default decider: per-call estimates of time and energy from a :class:`Profiler`."""
 
@@ -162,7 +103,9 @@ class AdaptiveDecider:
         # the drifts, the slowdown and the link are shared by all functions.
         self._learning = threading.Lock()
         self._fresh_link = 0
-        self._profiles: dict[Any, FunctionProfile] = {}
+        # By the function's key (name and fingerprint), so transient wrappers of one
+        # function share a profile; the least recently created go past MAX_PROFILES.
+        self._profiles: OrderedDict[str, FunctionProfile] = OrderedDict()
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -185,7 +128,7 @@ class AdaptiveDecider:
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
     ) -> tuple[Side, int]:
         size = call_size(fn, args, kwargs)
-        prof = self._profiles.get(fn)
+        prof = self._profiles.get(fn.key)
         if prof is None:
             prof = self.profile(fn)
         side = self.choose(prof, size, server_up)
@@ -348,11 +291,14 @@ class AdaptiveDecider:
 
     def profile(self, fn: Any) -> FunctionProfile:
         """What has been learned about ``fn`` (created, or loaded from disk, on first use)."""
-        prof = self._profiles.get(fn)
+        key = fn.key
+        prof = self._profiles.get(key)
         if prof is not None:
             return prof
-        prof = self.profiler.store.profile(f"{fn.wire_name}@{fn.fingerprint.hex()[:16]}")
-        self._profiles[fn] = prof
+        prof = self.profiler.store.profile(key)
+        self._profiles[key] = prof
+        while len(self._profiles) > MAX_PROFILES:
+            self._profiles.popitem(last=False)  # the store keeps what it learned
         return prof
 
     def costs(self, fn: Any, size: int) -> tuple[float, float, float, float, float] | None:

@@ -1,4 +1,4 @@
-"""Naming and fingerprinting functions, and finding the replicated ones in a module.
+"""Naming and fingerprinting functions, and pickling one by value.
 
 Replicated code (DCOF) means the client and the server import the same module,
 so a call only has to name the function. The name is ``"module:qualname"``;
@@ -89,14 +89,3 @@ def pickle_by_value(fn: Callable[..., Any]) -> bytes:
         finally:
             if by_value:
                 cloudpickle.unregister_pickle_by_value(module)
-
-
-def find_offloaded(module: types.ModuleType) -> dict[str, Any]:
-    """The ``@offload`` functions defined in ``module``, by wire name."""
-    from ..api import OffloadedFunction
-
-    return {
-        obj.wire_name: obj
-        for obj in vars(module).values()
-        if isinstance(obj, OffloadedFunction) and obj.__module__ == module.__name__
-    }

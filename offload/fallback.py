@@ -1,0 +1,67 @@
+"""Runs here that the user did not ask for: which failures fall back, and saying so.
+
+In ``auto`` mode a call the server cannot take runs on this device instead
+(DCOF's offline mode). That is never silent: the first fallback of each
+function for each reason is a :class:`RuntimeWarning` naming the reason, and
+every one is a record on the ``offload`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from typing import Any
+
+from . import _exceptions as errors
+
+log = logging.getLogger("offload")
+
+#: Remote failures after which an ``auto`` call runs locally instead: each
+#: happens before the function runs, or loses its run with the server.
+FALLBACK = (
+    errors.ServerUnavailable,
+    errors.ServerBusy,
+    errors.UnknownFunction,
+    errors.VersionMismatch,
+    errors.PayloadTooLarge,
+    errors.SerializationError,
+)
+
+#: Failures that show this server will never run the function: later calls stay here.
+STICKY = (errors.UnknownFunction, errors.VersionMismatch)
+
+
+def falls_back(exc: BaseException) -> bool:
+    """Whether an ``auto`` call that failed remotely with ``exc`` runs locally instead."""
+    return isinstance(exc, FALLBACK) and not isinstance(exc, errors.UnloadableResult)
+
+
+class Fallbacks:
+    """The fallbacks of one client: warned once per function and reason, logged every time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._warned: set[tuple[str, str]] = set()
+        self._here: set[str] = set()  # functions the server cannot run at all
+
+    def sticks_here(self, fn: Any) -> bool:
+        """Whether the server was found unable to run ``fn`` (so ``auto`` keeps it here)."""
+        return fn.wire_name in self._here
+
+    def note(self, fn: Any, exc: BaseException) -> None:
+        """``fn``'s call runs here because the server failed it with ``exc``."""
+        reason = type(exc).__name__
+        key = (fn.wire_name, reason)
+        with self._lock:
+            first = key not in self._warned
+            self._warned.add(key)
+            if isinstance(exc, STICKY):
+                self._here.add(fn.wire_name)
+        if first:
+            warnings.warn(
+                f"offload: running {fn.wire_name} locally: {reason}: {exc}",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+        log.debug("fallback to local for %s: %r", fn.wire_name, exc)

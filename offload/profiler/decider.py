@@ -1,0 +1,94 @@
+"""The decider's interface: the sides, the :class:`Decider` protocol, its knobs and its answers.
+
+The client and the batch planner talk to a decider only through
+:class:`Decider`; :class:`~offload.profiler.decision.AdaptiveDecider` is the
+default one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from .history import FunctionProfile
+
+Side = Literal["local", "remote"]
+LOCAL: Side = "local"
+REMOTE: Side = "remote"
+
+
+class Decider(Protocol):
+    """Chooses the side for one call and learns from how calls went."""
+
+    def decide(
+        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
+    ) -> tuple[Side, int]:
+        """Return the side for ``fn(*args, **kwargs)`` and the call's size."""
+        ...
+
+    def observe_local(self, fn: Any, size: int, seconds: float) -> None:
+        """A call of ``size`` ran here in ``seconds``."""
+        ...
+
+    def observe_remote(
+        self,
+        fn: Any,
+        size: int,
+        turnaround: float,
+        server: float,
+        up: int,
+        down: int,
+        alone: bool = True,
+    ) -> None:
+        """A call of ``size`` took ``turnaround`` s remotely, ``server`` s of it executing.
+
+        ``alone``: no other call shared the connection meanwhile, so the time
+        outside execution was this call's own transfer and overhead.
+        """
+        ...
+
+    def explain(
+        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
+    ) -> Explanation:
+        """What :meth:`decide` would answer for this call now, and why; changes nothing."""
+        ...
+
+    def costs(self, fn: Any, size: int) -> tuple[float, float, float, float, float] | None:
+        """(local s, server s, transfer s, local J, remote J) of a call, if both sides are known."""
+        ...
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per function and side: calls, seconds, bytes up and down, joules."""
+        ...
+
+    def profile(self, fn: Any) -> FunctionProfile:
+        """What has been learned about ``fn``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The decision's knobs (:mod:`~offload.profiler.decision`), from :class:`~offload.Config`."""
+
+    time_weight: float = 1.0
+    hysteresis: float = 0.1
+    explore_every: int = 32
+    battery_low: float = 0.2
+    cpu_busy: float = 0.9
+    memory_low: float = 0.1
+    critical_bias: float = 2.0
+    cheap_try_s: float = 0.02
+
+
+@dataclass
+class Explanation:
+    """A decision with the estimates and reasons behind it (``offload.explain``)."""
+
+    side: Side
+    reasons: list[str]
+    size: int
+    estimates: dict[str, dict[str, float | None]]
+    device: dict[str, Any]
+    link: dict[str, Any]
+    energy_source: str
+    objective_time_weight: float = field(default=1.0)

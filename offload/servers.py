@@ -1,0 +1,167 @@
+"""The edge servers a client knows: its server, others jobs went to, and whether they answer.
+
+:class:`Servers` owns every :class:`~offload.remote.Remote` of a client: the
+configured server (``primary``), and connections made on demand to other
+addresses (a job resumed on another server, the backup server). It answers
+the router's two questions, "does the server answer now?" (without blocking
+the per-call path once known) and "where does a lost job go?", and keeps the
+link measured: a bandwidth probe once the server first answers, an idle PING
+every ``retry_interval``, from the profiler's thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+from . import _exceptions as errors
+from .config import Config
+from .profiler import LOCAL, REMOTE, Link
+from .remote import Remote
+
+log = logging.getLogger("offload")
+
+
+def config_bps(config: Config) -> float:
+    """The bandwidth assumed for a link until measured, in bytes per second."""
+    return config.assumed_mbit_s * 1e6 / 8
+
+
+class Servers:
+    """The connections of one client, made lazily, closed together."""
+
+    def __init__(self, config: Config, link: Link) -> None:
+        self._config = config
+        self._link = link
+        self._lock = threading.Lock()
+        self._closed = False
+        self._others: dict[str, Remote] = {}
+        self._probe: Future[dict[str, Any]] | None = None
+        self._probed_at = 0.0
+        #: The configured server's connection, or None when offline by configuration.
+        self.primary: Remote | None = None
+        if config.server:
+            self.primary = Remote(config, link)
+            self._probe = self.primary.ping(timed=False)  # its time includes connecting
+        # Probed from the profiler's thread once the server answers: never from a
+        # callback, which runs on the thread that must read the probe's reply.
+        self._probe_link = bool(config.probe_bytes) and link.up_bps.mean is None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The configured server's self-description, from its latest PONG."""
+        return self.primary.server_info if self.primary is not None else {}
+
+    def require(self) -> Remote:
+        """The configured server's connection; ServerUnavailable when there is none."""
+        if self.primary is None:
+            raise errors.ServerUnavailable("no server configured (offload.configure(server=...))")
+        return self.primary
+
+    def up(self) -> bool:
+        """Whether the server answers now; probes again every ``retry_interval``.
+
+        Only the very first call may wait (up to ``connect_timeout``) for the
+        first PONG; after that this reads a flag.
+        """
+        if self.primary is None:
+            return False
+        conn = self.primary.conn
+        if conn.up:
+            return True
+        probe = self._probe
+        if conn.up is None and probe is not None:
+            try:
+                probe.result(self._config.connect_timeout)
+                return True
+            except Exception:
+                conn.up = False
+        now = time.monotonic()
+        if now - self._probed_at > self._config.retry_interval:
+            self._probed_at = now
+            self._probe = self.primary.ping()
+        return False
+
+    def get(self, where: str) -> Remote | None:
+        """The connection a run goes over: None for ``"local"``, else "remote" or an address."""
+        if where == LOCAL:
+            return None
+        primary = self.primary
+        if where == REMOTE or (primary is not None and where == primary.address):
+            return self.require()
+        with self._lock:
+            if self._closed:
+                raise errors.ServerUnavailable("the client was shut down")
+            remote = self._others.get(where)
+            if remote is None:
+                config = self._config.replace(server=where)
+                remote = self._others[where] = Remote(config, Link(config_bps(config)))
+                remote.ping(timed=False)
+        return remote
+
+    def fallback_target(self) -> str:
+        """Where a job goes when its server is lost: the backup server if it answers, else here."""
+        backup = self._config.backup_server
+        if backup and not self._closed:
+            remote = self.get(backup)
+            assert remote is not None
+            try:
+                remote.ping().result(self._config.connect_timeout)
+                return backup
+            except Exception:
+                log.debug("backup server %s does not answer", backup)
+        return LOCAL
+
+    def ping(self, timeout: float | None = None) -> dict[str, Any]:
+        """Ask the server to answer; return its self-description or raise ServerUnavailable."""
+        remote = self.require()
+        try:
+            return remote.ping().result(timeout or self._config.connect_timeout)
+        except TimeoutError as exc:
+            raise errors.ServerUnavailable(f"{remote.address} did not answer") from exc
+
+    def probe(self, nbytes: int | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Measure bandwidth actively: ``nbytes`` up in a PING, then down in its PONG."""
+        nbytes = nbytes or self._config.probe_bytes or 2**20
+        timeout = timeout or max(self._config.connect_timeout, 10.0)
+        remote = self.require()
+        for up, down in ((nbytes, 0), (0, nbytes)):
+            start = time.perf_counter()
+            try:
+                remote.ping(up=up, down=down).result(timeout)
+            except TimeoutError as exc:
+                raise errors.ServerUnavailable(f"{remote.address} did not answer") from exc
+            self._link.on_probe(up, down, time.perf_counter() - start)
+        return self._link.snapshot()
+
+    def tick(self) -> None:
+        """From the profiler's thread: the first bandwidth probe, and an idle PING now and then."""
+        remote, now = self.primary, time.monotonic()
+        if remote is None or self._closed:
+            return
+        if self._probe_link and remote.conn.up:
+            self._probe_link = False
+            try:
+                self.probe()
+            except errors.OffloadError as exc:
+                log.debug("bandwidth probe failed: %r", exc)
+        elif now - self._probed_at > self._config.retry_interval:
+            self._probed_at = now
+            self._probe = remote.ping()
+
+    def in_flight(self) -> int:
+        """Requests sent to any server and not yet answered."""
+        with self._lock:
+            remotes = [r for r in (self.primary, *self._others.values()) if r is not None]
+        return sum(r.conn.in_flight() for r in remotes)
+
+    def close(self) -> None:
+        """Close every connection."""
+        with self._lock:
+            self._closed = True
+            remotes = [r for r in (self.primary, *self._others.values()) if r is not None]
+        for remote in remotes:
+            remote.close()
