@@ -61,7 +61,7 @@ Observer = Callable[[int, str, int, int, int], None]
 SENT = "sent"
 RECEIVED = "received"
 
-_KIND_AND_ID = struct.Struct("!5xB2xQ")  # bytes 5 and 8-16 of a header (see protocol)
+_KIND_AND_ID = struct.Struct("!5xB2xQ")  # a header's kind (byte 5) and request id (8-15)
 
 
 class Connection:
