@@ -38,6 +38,7 @@ import numpy as np
 import offload
 from offload.runtime import protocol
 from offload.runtime.functions import pickle_by_value
+from offload.runtime.transport import SENT
 
 from . import compiled, dcof_report, trace
 from .decisions import ASSUMED_MBIT, ENERGY
@@ -67,35 +68,25 @@ class FrameMeter:
 
     The framework's own counts (what the profiler learns from) leave out the
     header frame of each message; this counts every frame of each call and
-    its reply, header included, by wrapping the connection's send and dispatch. ZMTP's few bytes of
+    its reply, header included, through the connection's observer. ZMTP's few bytes of
     framing per frame and TCP/IP are on top (see the link counters).
     """
 
     def __init__(self, client: offload.Client) -> None:
         self.up = 0
         self.down = 0
-        conn = client._remote.conn  # type: ignore[union-attr]
-        send, dispatch = conn._send, conn._dispatch
+        client._remote.conn.observe(self._count)  # type: ignore[union-attr]
 
+    def _count(self, request_id: int, direction: str, kind: int, frames: int, nbytes: int) -> None:
         # Only calls and their replies: the profiler's idle PINGs share the connection.
-        def counted_send(frames: Any) -> None:
-            if _kind(frames[0]) == protocol.CALL:
-                self.up += sum(memoryview(f).nbytes for f in frames)
-            send(frames)
-
-        def counted_dispatch(frames: Any) -> None:
-            if _kind(frames[0]) in (protocol.RESULT, protocol.ERROR, protocol.CHECKPOINT):
-                self.down += sum(len(f) for f in frames)
-            dispatch(frames)
-
-        conn._send = counted_send  # type: ignore[method-assign]
-        conn._dispatch = counted_dispatch  # type: ignore[method-assign]
+        if direction == SENT:
+            if kind == protocol.CALL:
+                self.up += nbytes
+        elif kind in REPLIES:
+            self.down += nbytes
 
 
-def _kind(header: Any) -> int:
-    """The message kind in a header frame (byte 5; see :mod:`offload.runtime.protocol`)."""
-    view = memoryview(header.buffer if hasattr(header, "buffer") else header)
-    return view[5] if view.nbytes > 5 else -1
+REPLIES = frozenset((protocol.RESULT, protocol.ERROR, protocol.CHECKPOINT))
 
 
 def _seed(seed: int, service: str, intensity: int, rep: int) -> int:

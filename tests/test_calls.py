@@ -143,11 +143,13 @@ def test_fifty_concurrent_calls_from_eight_threads(client):
     assert results == [i + 1000 for i in range(50)]
 
 
-def test_concurrent_submits_use_both_workers(client):
-    futures = [client.submit(apps.nap, 0.3) for _ in range(2)]
-    pids = {client.call(apps.where, (), {}, mode="remote") for _ in range(1)}
-    assert [f.result(timeout=10) for f in futures] == [0.3, 0.3]
-    assert pids
+def test_concurrent_submits_use_both_workers(client, server):
+    remote = offload.offload(apps.slow_where.__wrapped__, mode="remote")
+    futures = [client.submit(remote, 0.3) for _ in range(2)]
+    pids = [f.result(timeout=10) for f in futures]
+    # Two calls in flight on a two-worker server: each ran in a worker of its own.
+    assert len(set(pids)) == 2, pids
+    assert server.process.pid not in pids
 
 
 def test_large_array_round_trip(client):

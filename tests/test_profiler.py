@@ -12,20 +12,46 @@ import pytest
 import offload
 from offload.profiler import DeviceProfiler, EnergyModel, Profiler
 from offload.profiler.device import _CgroupCpu
+from offload.runtime import protocol
 
 from . import apps
 
 
 def test_explain_runs_nothing_and_says_why(server):
+    ran: list[int] = []  # the local function's side effect
+
+    def counted(x: int) -> int:
+        ran.append(x)
+        return x
+
+    here = offload.offload(counted, mode="local")
+    sent: list[int] = []  # kinds of the messages the client sends the server
+
+    def observe(request_id: int, direction: str, kind: int, frames: int, nbytes: int) -> None:
+        if direction == "sent":
+            sent.append(kind)
+
+    def calls_counted() -> float:
+        return sum(
+            s[side]["calls"] for s in client.stats().values() for side in ("local", "remote")
+        )
+
     with offload.Client(server) as client:
         client.ping(timeout=10)
+        assert client._remote is not None
+        client._remote.conn.observe(observe)
         cold = client.explain(apps.crash)  # would kill a worker if it ran
         assert cold.side == "remote" and "no history" in cold.reasons[0]
-        assert client.stats() == {} or all(
-            s["local"]["calls"] == s["remote"]["calls"] == 0 for s in client.stats().values()
-        )
-        forced = client.explain(offload.offload(apps.where.__wrapped__, mode="local"))
+        forced = client.explain(here, 1)
         assert forced.side == "local" and "mode='local'" in forced.reasons[0]
+        # Nothing ran: no call went to the server, none ran here, none was counted.
+        assert protocol.CALL not in sent
+        assert ran == []
+        assert calls_counted() == 0
+        # Whereas real calls show: sent, run here, counted (the remote one).
+        assert client.call(here, (2,), {}) == 2
+        assert client.call(apps.where, (), {}, mode="remote") != os.getpid()
+        assert protocol.CALL in sent and ran == [2] and calls_counted() >= 1
 
 
 def test_stats_and_explain_after_real_calls(server):

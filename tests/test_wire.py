@@ -123,6 +123,15 @@ def test_compressed_frames_round_trip_through_serialize():
     assert np.array_equal(out["zeros"], value["zeros"]) and out["text"] == value["text"]
 
 
+def _same_source_as_f():
+    """A function whose source text is ``f``'s below, elsewhere in the file."""
+
+    def f(x):
+        return x + 1
+
+    return f
+
+
 def test_fingerprint_follows_the_code():
     def f(x):
         return x + 1
@@ -133,15 +142,23 @@ def test_fingerprint_follows_the_code():
     def h(x):
         return x + 2
 
-    assert fingerprint(f) != fingerprint(h)
+    # With source: the same text gives the same fingerprint wherever it is; any change, another.
     assert len(fingerprint(f)) == 16
+    twin = _same_source_as_f()
+    assert twin.__code__.co_firstlineno != f.__code__.co_firstlineno
+    assert fingerprint(twin) == fingerprint(f)
+    assert fingerprint(h) != fingerprint(f)  # the code changed
+    assert fingerprint(g) != fingerprint(f)  # source differs in its name line
+    # Without source, the code object: same code, same fingerprint, whatever the name or line.
     namespace: dict = {}
     exec("def k(x):\n    return [i for i in range(x)]", namespace)  # no source available
-    exec("def k2(x):\n    return [i for i in range(x)]", namespace)
+    exec("\n\ndef k2(x):\n    return [i for i in range(x)]", namespace)
     exec("def k3(x):\n    return [i * 2 for i in range(x)]", namespace)
-    assert fingerprint(namespace["k"]) != fingerprint(namespace["k3"])
+    k, k2, k3 = namespace["k"], namespace["k2"], namespace["k3"]
+    assert k.__code__.co_firstlineno != k2.__code__.co_firstlineno
+    assert fingerprint(k2) == fingerprint(k)
+    assert fingerprint(k3) != fingerprint(k)  # the code changed
     assert function_name(f).endswith(":test_fingerprint_follows_the_code.<locals>.f")
-    assert fingerprint(g) != fingerprint(f)  # source differs in its name line
 
 
 def test_config_sources(tmp_path):

@@ -25,16 +25,20 @@ Liveness: while calls are pending the leader pings the server every
 ping is never stuck behind a large upload or download on the data connection.
 If nothing at all is heard for ``heartbeat_timeout``, or the server answers
 with another instance id (it restarted and lost our calls), every pending
-call fails with :class:`ServerUnavailable`.
+call fails with :class:`ServerUnavailable`. The request table and this
+bookkeeping are :class:`~offload.runtime.pending.Pending`; the sockets are
+:class:`~offload.runtime.link.Link`.
+
+Observers (:meth:`Connection.observe`) see every message on the data
+connection, for per-call byte counts.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
+import logging
 import secrets
-import select
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -43,10 +47,21 @@ from typing import Any
 
 import zmq
 
-from .._exceptions import OffloadError, ProtocolError, ServerUnavailable
+from .._exceptions import ProtocolError, ServerUnavailable
 from . import protocol, sockets
+from .link import Link
+from .pending import Decoder, Pending
 
-Decoder = Callable[[protocol.Header, Sequence[zmq.Frame]], Any]
+__all__ = ["RECEIVED", "SENT", "Connection", "Decoder", "Observer"]
+
+log = logging.getLogger("offload")
+
+#: ``observer(request_id, direction, kind, frames, nbytes)``; see :meth:`Connection.observe`.
+Observer = Callable[[int, str, int, int, int], None]
+SENT = "sent"
+RECEIVED = "received"
+
+_KIND_AND_ID = struct.Struct("!5xB2xQ")  # a header's kind (byte 5) and request id (8-15)
 
 
 class Connection:
@@ -60,35 +75,26 @@ class Connection:
         heartbeat_interval: float,
         heartbeat_timeout: float,
         curve: tuple[bytes, bytes, bytes] | None = None,
+        observer: Observer | None = None,
     ) -> None:
-        """``curve``: (this client's public key, its secret key, the server's public key)."""
+        """``curve``: (this client's public key, its secret key, the server's public key).
+
+        ``observer``: one observer from the start (see :meth:`observe`).
+        """
         self.address = address
-        self._heartbeat_interval = heartbeat_interval
-        self._heartbeat_timeout = heartbeat_timeout
-        self._poll_ms = int(heartbeat_interval * 1000)
         #: The data socket's routing id, chosen here: heartbeats vouch for it.
         self.identity = b"c" + secrets.token_bytes(15)
-        self._sock = _dealer(context, address, self.identity, curve)
-        self._hb = _dealer(context, address, None, curve)
-        self._hb_fd = sockets.fd(self._hb)
-        self._hb_dirty = False
-        # The data connection's own fate: a disconnect loses the calls sent on it.
-        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        self._monitor_fd = sockets.fd(self._monitor)
-        for sock in (self._sock, self._hb, self._monitor):
-            sockets.readable(sock)  # arms the fd: ZeroMQ signals only readers that looked
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        # Poll the sockets' notification fds directly rather than through zmq.Poller:
-        # each zmq_poll costs several extra system calls per socket, and a small
-        # call's latency is mostly system calls.
-        self._fdpoll = select.poll()
-        for fd in (sockets.fd(self._sock), self._hb_fd, self._monitor_fd, self._wake_r):
-            self._fdpoll.register(fd, select.POLLIN)
+        self._link = Link(context, address, self.identity, curve, int(heartbeat_interval * 1000))
+        self._observers: tuple[Observer, ...] = () if observer is None else (observer,)
 
         self._mutex = threading.Lock()
         self._io_cond = threading.Condition(self._mutex)
-        self._pending: dict[int, tuple[Future[Any], Decoder]] = {}
+        self._pending = Pending(
+            address,
+            self._mutex,
+            heartbeat_interval=heartbeat_interval,
+            heartbeat_timeout=heartbeat_timeout,
+        )
         self._outbox: list[Sequence[Any]] = []
         self._leader = False
         self._owner = 0  # thread id of the leader
@@ -97,23 +103,55 @@ class Connection:
         self._closed = False
         self._owner_closes = False
         self._ids = itertools.count(1)
-        self._heard = time.monotonic()
-        self._pinged = 0.0
-        self._instance: str | None = None
-        #: True once the server answered, False after it went silent, None before.
-        self.up: bool | None = None
         self._io_thread = threading.Thread(
             target=self._io_loop, name=f"offload-io-{address}", daemon=True
         )
         self._io_thread.start()
 
+    @property
+    def up(self) -> bool | None:
+        """True once the server answered, False after it went silent, None before."""
+        return self._pending.up
+
+    @up.setter
+    def up(self, value: bool | None) -> None:
+        self._pending.up = value
+
     def in_flight(self) -> int:
         """Requests sent and not yet answered (a racy count, for heuristics only)."""
-        return len(self._pending)
+        return len(self._pending.entries)
 
     def next_id(self) -> int:
         """A fresh request id (thread-safe: ``itertools.count`` is atomic under the GIL)."""
         return next(self._ids)
+
+    def observe(self, observer: Observer) -> None:
+        """Call ``observer(request_id, direction, kind, frames, nbytes)`` for every message.
+
+        Every message on the data connection, both ways: ``direction`` is
+        ``"sent"`` (:data:`SENT`) once ZeroMQ took the message, ``"received"``
+        (:data:`RECEIVED`) before its reply resolves anything, so a call's
+        bytes are all counted by the time its future is done. ``kind`` is the
+        header's (``protocol.CALL``, ``RESULT``, ``CHECKPOINT``, ``PING``, ...),
+        ``request_id`` the header's (replies carry their request's), ``frames``
+        the number of frames, header included, and ``nbytes`` their total size,
+        header included (ZMTP framing and TCP/IP not). PINGs the caller sends
+        on this connection (``Remote.ping``) are seen like any request; the
+        heartbeat socket's own PINGs and PONGs are not, nor a received message
+        whose header is not an offload header, nor one that could not be sent.
+
+        The observer runs in whichever thread sends or receives (a caller, or
+        the connection's I/O thread), with no lock held, so it must be quick and
+        thread-safe; what it raises is logged and dropped. Without observers
+        the hot path pays one ``if``.
+        """
+        with self._mutex:
+            self._observers = (*self._observers, observer)
+
+    def unobserve(self, observer: Observer) -> None:
+        """Stop calling ``observer`` (no error if it was not observing)."""
+        with self._mutex:
+            self._observers = tuple(o for o in self._observers if o is not observer)
 
     def request(
         self,
@@ -132,9 +170,7 @@ class Connection:
         with self._mutex:
             if self._closed:
                 raise ServerUnavailable(f"connection to {self.address} is closed")
-            if not self._pending:
-                self._heard = time.monotonic()
-            self._pending[request_id] = (future, decode)
+            self._pending.add(request_id, future, decode)
             lead, nested = self._claim(frames)
         if not (lead or nested):
             return
@@ -142,7 +178,7 @@ class Connection:
             self._send(frames)
         except ServerUnavailable:
             with self._mutex:
-                self._pending.pop(request_id, None)
+                self._pending.entries.pop(request_id, None)
             if lead:
                 self._lead(until=None, handoff=True)  # release, or pass on to the I/O thread
             raise
@@ -156,8 +192,7 @@ class Connection:
 
     def forget(self, request_id: int) -> None:
         """Stop waiting for the reply to ``request_id``; if it comes, it is dropped."""
-        with self._mutex:
-            self._pending.pop(request_id, None)
+        self._pending.forget(request_id)
 
     def post(self, frames: Sequence[Any]) -> None:
         """Send a message that gets no reply of its own (PAUSE)."""
@@ -173,26 +208,14 @@ class Connection:
             if lead:
                 self._lead(until=None, handoff=True)  # release, or pass on to the I/O thread
 
-    def _claim(self, frames: Sequence[Any]) -> tuple[bool, bool]:
-        """(lead, nested) for sending ``frames`` (mutex held).
-
-        The socket is free: this thread leads it. The calling thread leads it
-        already (a callback of a reply): nested. Another thread leads it: the
-        frames go to its outbox and it is woken.
-        """
-        nested = self._leader and self._owner == threading.get_ident()
-        lead = not self._leader
-        if lead:
-            self._leader, self._owner = True, threading.get_ident()
-        elif not nested:
-            self._outbox.append(frames)
-            self._wake()
-        return lead, nested
+    def note_instance(self, instance: Any) -> None:
+        """Record the server instance a PONG names; another one means it restarted."""
+        self._pending.note_instance(instance)
 
     def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for every pending request to be answered."""
         deadline = time.monotonic() + timeout
-        while self._pending and time.monotonic() < deadline:
+        while self._pending.entries and time.monotonic() < deadline:
             time.sleep(0.005)
 
     def close(self) -> None:
@@ -215,32 +238,35 @@ class Connection:
                     break
             self._owner_closes = owner_is_me
             close_now = not owner_is_me and not self._leader
-        self._fail_all(ServerUnavailable(f"connection to {self.address} was closed"))
+        self._pending.fail_all(ServerUnavailable(f"connection to {self.address} was closed"))
         if threading.current_thread() is not self._io_thread:
             self._io_thread.join(timeout=5)
         if close_now:
-            self._close_sockets()
-
-    def _close_sockets(self) -> None:
-        self._monitor.close(linger=0)
-        self._sock.close(linger=0)
-        self._hb.close(linger=0)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+            self._link.close()
 
     # -- leadership ---------------------------------------------------------------------------
+
+    def _claim(self, frames: Sequence[Any]) -> tuple[bool, bool]:
+        """(lead, nested) for sending ``frames`` (mutex held).
+
+        The socket is free: this thread leads it. The calling thread leads it
+        already (a callback of a reply): nested. Another thread leads it: the
+        frames go to its outbox and it is woken.
+        """
+        nested = self._leader and self._owner == threading.get_ident()
+        lead = not self._leader
+        if lead:
+            self._leader, self._owner = True, threading.get_ident()
+        elif not nested:
+            self._outbox.append(frames)
+            self._wake()
+        return lead, nested
 
     def _wake(self) -> None:
         """Interrupt the leader's poll (call with the mutex held)."""
         if not self._woken:
             self._woken = True
-            os.write(self._wake_w, b"\0")
-
-    def _send(self, frames: Sequence[Any]) -> None:
-        try:
-            sockets.send_frames(self._sock, frames, zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            raise ServerUnavailable(f"cannot send to {self.address}: {exc}") from exc
+            self._link.wake()
 
     def _lead(self, until: Future[Any] | None, handoff: bool = False) -> None:
         """Pump the socket until ``until`` is done (the I/O thread: until nothing is pending).
@@ -248,6 +274,7 @@ class Connection:
         ``handoff``: the caller only had to send; pass leadership to the I/O thread now.
         Whatever ends this early (an exception, Ctrl-C), the socket is released or passed on.
         """
+        pending = self._pending
         try:
             while True:
                 if not handoff:
@@ -256,13 +283,13 @@ class Connection:
                     if self._closed:
                         self._release()
                         if self._owner_closes:  # close() was called from our own callback
-                            self._close_sockets()
+                            self._link.close()
                         return
                     if self._outbox and not handoff:
                         continue
                     if until is not None and not until.done():
                         continue
-                    if not self._pending:
+                    if not pending.entries:
                         self._release()
                         return
                     if until is not None or handoff:
@@ -270,7 +297,7 @@ class Connection:
                         return
         except BaseException:
             with self._mutex:
-                if self._pending and not self._closed and until is not None:
+                if pending.entries and not self._closed and until is not None:
                     self._pass_to_io_thread()
                 else:
                     self._release()
@@ -297,13 +324,23 @@ class Connection:
             try:
                 self._lead(until=None)
             except Exception as exc:  # never let the I/O thread die with calls pending
-                self._fail_all(ServerUnavailable(f"connection to {self.address} failed: {exc}"))
+                self._pending.fail_all(
+                    ServerUnavailable(f"connection to {self.address} failed: {exc}")
+                )
+
+    # -- socket I/O (the leader only) ---------------------------------------------------------
+
+    def _send(self, frames: Sequence[Any]) -> None:
+        self._link.send(frames)
+        if self._observers:
+            kind, request_id = _KIND_AND_ID.unpack_from(frames[0])
+            self._notify(request_id, SENT, kind, frames)
 
     def _pump(self) -> None:
         """One round: send queued frames, wait for events, resolve replies, check liveness."""
+        link = self._link
         if self._woken:
-            with contextlib.suppress(BlockingIOError):
-                os.read(self._wake_r, 4096)
+            link.clear_wake()
             with self._mutex:
                 self._woken = False
                 outbox, self._outbox = self._outbox, []
@@ -311,122 +348,28 @@ class Connection:
                 try:
                     self._send(frames)
                 except ServerUnavailable as exc:
-                    self._fail_all(exc)
-        sock = self._sock
-        # A notification fd only says "something changed": EVENTS is the truth, and
-        # every message must be drained before polling again.
-        events: list[tuple[int, int]] = []
-        if not sockets.readable(sock):
-            events = self._fdpoll.poll(self._poll_ms)
+                    self._pending.fail_all(exc)
+        events = link.wait()
+        sock = link.sock
         while sockets.readable(sock):
             self._dispatch(sock.recv_multipart(copy=False))
-        if events:
-            fired = {fd for fd, _ in events}
-            if self._monitor_fd in fired:
-                while sockets.readable(self._monitor):
-                    self._monitor.recv_multipart()
-                    self.up, self._instance = False, None  # whoever answers next is news
-                    self._fail_all(ServerUnavailable(f"lost the connection to {self.address}"))
-            self._hb_dirty = self._hb_dirty or self._hb_fd in fired
-        if self._hb_dirty:
-            self._hb_dirty = False
-            while sockets.readable(self._hb):
-                self._on_pong(self._hb.recv_multipart())
-        self._check_liveness()
+        link.service(events, self._pending)
 
     def _dispatch(self, frames: list[zmq.Frame]) -> None:
-        self._heard = time.monotonic()
-        self.up = True
+        pending = self._pending
+        pending.heard()
         try:
             header = protocol.decode_header(frames[0].buffer)
         except ProtocolError:
             return  # not from an offload server; nothing to route it to
-        with self._mutex:
-            if header.kind == protocol.CHECKPOINT:  # the call goes on: keep its entry
-                entry = self._pending.get(header.request_id)
-            else:
-                entry = self._pending.pop(header.request_id, None)
-        if entry is None:
-            return  # a reply to a call that already failed
-        future, decode = entry
-        if header.kind == protocol.CHECKPOINT:
+        if self._observers:
+            self._notify(header.request_id, RECEIVED, header.kind, frames)
+        pending.resolve(header, frames[1:])
+
+    def _notify(self, request_id: int, direction: str, kind: int, frames: Sequence[Any]) -> None:
+        nbytes = sum(memoryview(frame).nbytes for frame in frames)
+        for observer in self._observers:
             try:
-                decode(header, frames[1:])
-            except Exception as exc:  # an unloadable checkpoint fails its call
-                with self._mutex:
-                    self._pending.pop(header.request_id, None)
-                _set(future, exc=exc)
-            return
-        try:
-            value = decode(header, frames[1:])
-        except BaseException as exc:
-            _set(future, exc=exc)
-        else:
-            _set(future, value=value)
-
-    def _on_pong(self, frames: list[bytes]) -> None:
-        self._heard = time.monotonic()
-        self.up = True
-        try:
-            self.note_instance(protocol.decode_json(frames[1]).get("instance"))
-        except (IndexError, ProtocolError):
-            return
-
-    def note_instance(self, instance: Any) -> None:
-        """Record the server instance a PONG names; another one means it restarted."""
-        if self._instance is not None and instance != self._instance:
-            self._fail_all(ServerUnavailable(f"{self.address} restarted; calls in flight are lost"))
-        self._instance = instance
-
-    def _check_liveness(self) -> None:
-        if not self._pending:
-            return
-        now = time.monotonic()
-        silent = now - self._heard
-        if silent > self._heartbeat_timeout:
-            self.up = False
-            self._fail_all(ServerUnavailable(f"no answer from {self.address} for {silent:.1f} s"))
-        elif now - self._pinged > self._heartbeat_interval:
-            # Both ways: the PONG tells this side the server lives; the PING tells the
-            # server this client does (even while checkpoints stream in).
-            self._pinged = now
-            ping = protocol.encode_header(protocol.PING, 0, flags=protocol.ALIVE)
-            with contextlib.suppress(zmq.ZMQError):  # if it cannot go, the silence will tell
-                self._hb.send_multipart([ping, self.identity], zmq.NOBLOCK)
-            self._hb_dirty = True
-
-    def _fail_all(self, exc: OffloadError) -> None:
-        with self._mutex:
-            pending, self._pending = self._pending, {}
-        for future, _ in pending.values():
-            _set(future, exc=exc)
-
-
-def _dealer(
-    context: zmq.Context,
-    address: str,
-    identity: bytes | None = None,
-    curve: tuple[bytes, bytes, bytes] | None = None,
-) -> zmq.Socket:
-    # No MAXMSGSIZE here: ZeroMQ drops a connection that exceeds it and never
-    # reconnects; the client checks sizes itself (UnloadableResult).
-    sock = context.socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SNDHWM, 0)
-    sock.setsockopt(zmq.RCVHWM, 0)
-    if identity is not None:
-        sock.setsockopt(zmq.ROUTING_ID, identity)
-    if curve is not None:
-        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = curve
-    sock.connect(address)
-    return sock
-
-
-def _set(future: Future[Any], value: Any = None, exc: BaseException | None = None) -> None:
-    """Resolve ``future`` unless it already was (e.g. cancelled by its owner)."""
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        future.set_result(value)
+                observer(request_id, direction, kind, len(frames), nbytes)
+            except Exception:
+                log.exception("a connection observer failed")

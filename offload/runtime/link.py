@@ -1,0 +1,134 @@
+"""The sockets behind one :class:`~offload.runtime.transport.Connection`.
+
+A data DEALER for requests and replies; a second DEALER for heartbeats only,
+so that a PING never waits behind a large upload or download on the data
+connection; a monitor of the data socket's disconnects (they lose the calls
+sent on it); and a pipe that wakes whoever polls. Not thread-safe: only the
+connection's current socket owner (its *leader*) touches the sockets; any
+thread may :meth:`Link.wake` it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+from .._exceptions import ServerUnavailable
+from . import protocol, sockets
+from .pending import Pending
+
+
+class Link:
+    """The sockets and wake pipe of one connection to ``address``."""
+
+    def __init__(
+        self,
+        context: zmq.Context,
+        address: str,
+        identity: bytes,
+        curve: tuple[bytes, bytes, bytes] | None,
+        poll_ms: int,
+    ) -> None:
+        self.address = address
+        self.identity = identity
+        self.sock = _dealer(context, address, identity, curve)
+        self._hb = _dealer(context, address, None, curve)
+        self._hb_fd = sockets.fd(self._hb)
+        self._hb_dirty = False
+        # The data connection's own fate: a disconnect loses the calls sent on it.
+        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor_fd = sockets.fd(self._monitor)
+        for sock in (self.sock, self._hb, self._monitor):
+            sockets.readable(sock)  # arms the fd: ZeroMQ signals only readers that looked
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        # Poll the sockets' notification fds directly rather than through zmq.Poller:
+        # each zmq_poll costs several extra system calls per socket, and a small
+        # call's latency is mostly system calls.
+        self._fdpoll = select.poll()
+        for fd in (sockets.fd(self.sock), self._hb_fd, self._monitor_fd, self._wake_r):
+            self._fdpoll.register(fd, select.POLLIN)
+        self._poll_ms = poll_ms
+
+    def send(self, frames: Sequence[Any]) -> None:
+        """Queue a message on the data socket without blocking."""
+        try:
+            sockets.send_frames(self.sock, frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            raise ServerUnavailable(f"cannot send to {self.address}: {exc}") from exc
+
+    def wake(self) -> None:
+        """Interrupt the owner's poll (any thread; the caller writes once per wake-up)."""
+        os.write(self._wake_w, b"\0")
+
+    def clear_wake(self) -> None:
+        """Empty the wake pipe."""
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
+
+    def wait(self) -> list[tuple[int, int]]:
+        """Poll every fd for up to the heartbeat interval, unless a reply is waiting already.
+
+        A notification fd only says "something changed": ``sockets.readable`` is
+        the truth, and every message must be drained before polling again.
+        """
+        if sockets.readable(self.sock):
+            return []
+        return self._fdpoll.poll(self._poll_ms)
+
+    def service(self, events: list[tuple[int, int]], pending: Pending) -> None:
+        """After a poll: read disconnects and PONGs into ``pending``; send a heartbeat if due."""
+        if events:
+            fired = {fd for fd, _ in events}
+            if self._monitor_fd in fired:
+                while sockets.readable(self._monitor):
+                    self._monitor.recv_multipart()
+                    pending.disconnected()
+            self._hb_dirty = self._hb_dirty or self._hb_fd in fired
+        if self._hb_dirty:
+            self._hb_dirty = False
+            while sockets.readable(self._hb):
+                pending.on_pong(self._hb.recv_multipart())
+        if pending.ping_due():
+            self._ping()
+
+    def _ping(self) -> None:
+        # Both ways: the PONG tells this side the server lives; the PING tells the
+        # server this client does (even while checkpoints stream in).
+        ping = protocol.encode_header(protocol.PING, 0, flags=protocol.ALIVE)
+        with contextlib.suppress(zmq.ZMQError):  # if it cannot go, the silence will tell
+            self._hb.send_multipart([ping, self.identity], zmq.NOBLOCK)
+        self._hb_dirty = True
+
+    def close(self) -> None:
+        """Close the sockets and the pipe."""
+        self._monitor.close(linger=0)
+        self.sock.close(linger=0)
+        self._hb.close(linger=0)
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+def _dealer(
+    context: zmq.Context,
+    address: str,
+    identity: bytes | None = None,
+    curve: tuple[bytes, bytes, bytes] | None = None,
+) -> zmq.Socket:
+    # No MAXMSGSIZE here: ZeroMQ drops a connection that exceeds it and never
+    # reconnects; the client checks sizes itself (UnloadableResult).
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    if identity is not None:
+        sock.setsockopt(zmq.ROUTING_ID, identity)
+    if curve is not None:
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = curve
+    sock.connect(address)
+    return sock

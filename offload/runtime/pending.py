@@ -1,0 +1,154 @@
+"""The requests one connection has in flight, and what it knows of the server's liveness.
+
+:class:`Pending` is the bookkeeping half of :class:`~offload.runtime.transport.Connection`:
+the table matching replies to request ids, when the server was last heard
+from, which server instance answers, and when to fail everything because it
+went silent or restarted. It does no I/O: the connection's socket owner
+feeds it what arrives and asks it whether a heartbeat is due.
+
+Its mutex is the connection's: adding a request and claiming the socket must
+be one atomic step, or a leader could let go of the socket while a request
+sits in its outbox.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+import zmq
+
+from .._exceptions import OffloadError, ProtocolError, ServerUnavailable
+from . import protocol
+
+Decoder = Callable[[protocol.Header, Sequence[zmq.Frame]], Any]
+
+
+class Pending:
+    """Requests sent and not yet answered, by request id, and the server's liveness."""
+
+    def __init__(
+        self,
+        address: str,
+        mutex: threading.Lock,
+        *,
+        heartbeat_interval: float,
+        heartbeat_timeout: float,
+    ) -> None:
+        self.address = address
+        #: Guards ``entries`` (and, in the connection, the socket's ownership).
+        self.mutex = mutex
+        self.entries: dict[int, tuple[Future[Any], Decoder]] = {}
+        self._heartbeat_interval = heartbeat_interval
+        self._heartbeat_timeout = heartbeat_timeout
+        self._heard = time.monotonic()
+        self._pinged = 0.0
+        self._instance: str | None = None
+        #: True once the server answered, False after it went silent, None before.
+        self.up: bool | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def add(self, request_id: int, future: Future[Any], decode: Decoder) -> None:
+        """Wait for the reply to ``request_id`` (mutex held)."""
+        if not self.entries:  # silence is counted from the first request in flight
+            self._heard = time.monotonic()
+        self.entries[request_id] = (future, decode)
+
+    def forget(self, request_id: int) -> None:
+        """Stop waiting for the reply to ``request_id``; if it comes, it is dropped."""
+        with self.mutex:
+            self.entries.pop(request_id, None)
+
+    def heard(self) -> None:
+        """Something came from the server."""
+        self._heard = time.monotonic()
+        self.up = True
+
+    def resolve(self, header: protocol.Header, payload: Sequence[zmq.Frame]) -> None:
+        """Resolve the request a reply answers with ``decode(header, payload)``.
+
+        A CHECKPOINT keeps its request waiting for the final reply. A reply to
+        a request no longer waited for is dropped.
+        """
+        checkpoint = header.kind == protocol.CHECKPOINT
+        with self.mutex:
+            if checkpoint:  # the call goes on: keep its entry
+                entry = self.entries.get(header.request_id)
+            else:
+                entry = self.entries.pop(header.request_id, None)
+        if entry is None:
+            return  # a reply to a call that already failed
+        future, decode = entry
+        if checkpoint:
+            try:
+                decode(header, payload)
+            except Exception as exc:  # an unloadable checkpoint fails its call
+                with self.mutex:
+                    self.entries.pop(header.request_id, None)
+                resolve(future, exc=exc)
+            return
+        try:
+            value = decode(header, payload)
+        except BaseException as exc:
+            resolve(future, exc=exc)
+        else:
+            resolve(future, value=value)
+
+    def on_pong(self, frames: list[bytes]) -> None:
+        """A PONG on the heartbeat socket."""
+        self.heard()
+        try:
+            self.note_instance(protocol.decode_json(frames[1]).get("instance"))
+        except (IndexError, ProtocolError):
+            return
+
+    def note_instance(self, instance: Any) -> None:
+        """Record the server instance a PONG names; another one means it restarted."""
+        if self._instance is not None and instance != self._instance:
+            self.fail_all(ServerUnavailable(f"{self.address} restarted; calls in flight are lost"))
+        self._instance = instance
+
+    def disconnected(self) -> None:
+        """The data connection dropped: the calls sent on it are lost."""
+        self.up, self._instance = False, None  # whoever answers next is news
+        self.fail_all(ServerUnavailable(f"lost the connection to {self.address}"))
+
+    def ping_due(self) -> bool:
+        """Whether to send a heartbeat now; fails every request after too long a silence.
+
+        Only while requests are in flight: an idle connection needs no liveness.
+        """
+        if not self.entries:
+            return False
+        now = time.monotonic()
+        silent = now - self._heard
+        if silent > self._heartbeat_timeout:
+            self.up = False
+            self.fail_all(ServerUnavailable(f"no answer from {self.address} for {silent:.1f} s"))
+            return False
+        if now - self._pinged > self._heartbeat_interval:
+            self._pinged = now
+            return True
+        return False
+
+    def fail_all(self, exc: OffloadError) -> None:
+        """Fail every request in flight with ``exc``."""
+        with self.mutex:
+            entries, self.entries = self.entries, {}
+        for future, _ in entries.values():
+            resolve(future, exc=exc)
+
+
+def resolve(future: Future[Any], value: Any = None, exc: BaseException | None = None) -> None:
+    """Resolve ``future`` unless it already was (e.g. cancelled by its owner)."""
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(value)
