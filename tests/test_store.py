@@ -123,3 +123,22 @@ def test_jobs_lists_newest_first_by_owner_and_state(tmp_path):
     store.purge()
     assert store.jobs("alice") == []
     store.close()
+
+
+def test_database_failures_leave_the_store_as_store_errors(tmp_path):
+    from offload import OffloadError, StoreError
+    from offload.runtime.states import JobState
+
+    store = Store(tmp_path / "jobs.sqlite")
+    _add(store, 1)
+    store.flush()
+    assert store.job(1, None)["state"] is JobState.QUEUED  # states come back as the enum
+    store.ended(2**70, "alice", JobState.DONE, 1, 1, 0.0, None)  # an id SQLite cannot hold
+    with pytest.raises(StoreError, match="job store"):
+        store.flush()
+    assert store.due() is None  # what could not be written is dropped, not retried forever
+    store._db.close()
+    with pytest.raises(StoreError) as info:
+        store.job(1, None)
+    assert isinstance(info.value, OffloadError) and isinstance(info.value.__cause__, sqlite3.Error)
+    store._lock.close()
