@@ -28,11 +28,9 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from offload._exceptions import StoreError
-from offload.runtime.states import FINISHED, JobState
+from offload.runtime.states import JobState
 
 from .schema import COLUMNS, open_store
-
-__all__ = ["FINISHED", "FLUSH_EVERY", "Store", "Waiting"]
 
 FLUSH_EVERY = 0.1  # seconds an unwritten change may wait when no call's payload is at stake
 
