@@ -14,7 +14,18 @@ started again on the same port and job store. Calls in flight then fail with
 next calls); the calls that were waiting in the queue are in the store, run
 after the restart, and their kept results are fetched and checked against
 what was sent. Every call is accounted for: answered, recovered by the
-restarted server, or failed while it ran.
+restarted server, recorded failed by it (running at the kill, or accepted but
+not yet stored), or lost.
+
+A call is *lost* only when no answer for it came back (no value, no error from
+the server) and the restarted server's store holds nothing of its fate: not
+its result, not a failure. ``ServerUnavailable`` is no answer: the client
+raises it itself when the connection goes. Lost calls in the kill run are
+the ones that ran with their reply lost in the kill (the store says done, and
+kept no result since their client was connected) and those that never reached
+the store. Failures are told apart by exception class on the client, and by
+the store's fields (state, started, finished, kept) on the server, never by
+their texts.
 """
 
 from __future__ import annotations
@@ -29,10 +40,13 @@ import statistics
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import offload
+from offload.runtime import errors as wire
+from offload.runtime.states import JobState
 
 from .workloads import echo
 
@@ -47,34 +61,39 @@ def _clients(
 
     ``ride_out``: a call that fails with ``ServerUnavailable`` is noted, and the
     client waits for the server to answer again before its next call.
+    Failures are sorted by exception class: ``busy`` and ``unavailable`` hold
+    the calls (client, number) that raised those, ``wrong`` any other
+    exception as (client, number, class name, repr).
     """
     latencies: list[float] = []
     seen: list[tuple[int, int]] = []
     unavailable: list[tuple[int, int]] = []
-    busy = 0
-    wrong: list[str] = []
+    busy: list[tuple[int, int]] = []
+    wrong: list[tuple[int, int, str, str]] = []
     lock = threading.Lock()
 
     def run(client_id: int) -> None:
-        nonlocal busy
         with offload.Client(address, profile_cache="", heartbeat_timeout=60) as client:
             for i in range(calls):
                 start = time.perf_counter()
                 try:
                     value = client.call(echo, ((client_id, i),), {})
-                except offload.ServerBusy:
+                except offload.ServerBusy:  # an answer: the server refused it
                     with lock:
-                        busy += 1
+                        busy.append((client_id, i))
                     continue
                 except offload.ServerUnavailable as exc:
                     with lock:
-                        (unavailable if ride_out else wrong).append((client_id, i, repr(exc)))
+                        if ride_out:
+                            unavailable.append((client_id, i))
+                        else:
+                            wrong.append((client_id, i, type(exc).__name__, repr(exc)))
                     if ride_out:
                         _wait_for(client)
                     continue
                 except Exception as exc:  # anything else is a failure of the test
                     with lock:
-                        wrong.append(repr(exc))
+                        wrong.append((client_id, i, type(exc).__name__, repr(exc)))
                     continue
                 took = time.perf_counter() - start
                 with lock:
@@ -126,8 +145,7 @@ def run(clients: int, calls: int, workers: int = 2, kill_at: float = 0.0) -> dic
         data_dir=data_dir,
     )
     server = serve()
-    recovered: list[Any] = []
-    lost_with_server: dict[str, int] = {}
+    store: dict[str, Any] = {}
     try:
         per = [clients // PROCESSES + (k < clients % PROCESSES) for k in range(PROCESSES)]
         starts = [sum(per[:k]) for k in range(PROCESSES)]
@@ -151,44 +169,73 @@ def run(clients: int, calls: int, workers: int = 2, kill_at: float = 0.0) -> dic
         for proc in procs:
             proc.join(timeout=30)
         if kill_at:
-            recovered, lost_with_server = _after_restart(server, killed)
+            store = _after_restart(server, killed)
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
     latencies = sorted(x for p in parts for x in p["latencies"])
-    seen = [tuple(v) for p in parts for v in p["seen"]]
-    unavailable = {tuple(u[:2]) for p in parts for u in p["unavailable"]}
     expected = {(c, i) for c in range(clients) for i in range(calls)}
-    busy = sum(p["busy"] for p in parts)
     report = {
         "clients": clients,
         "calls_per_client": calls,
         "workers": workers,
-        "answered": len(seen),
-        "duplicates": len(seen) - len(set(seen)),
-        "wrong_values": len(set(seen) - expected),
-        "lost": len(expected) - len(set(seen)) - busy - len(unavailable),
-        "server_busy": busy,
-        "other_errors": [e for p in parts for e in p["wrong"]][:10],
+        **account(expected, parts, store if kill_at else None),
         "elapsed_s": elapsed,
-        "calls_per_s": len(seen) / elapsed,
+        "calls_per_s": sum(len(p["seen"]) for p in parts) / elapsed,
         "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None,
         "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else None,
         "mean_ms": 1000 * statistics.mean(latencies) if latencies else None,
     }
     if kill_at:
-        recovered_set = {tuple(v) for v in recovered}
-        report.update(
-            killed_at=kill_at,
-            unavailable=len(unavailable),
-            recovered=len(recovered),
-            recovered_correct=len(recovered_set & unavailable) == len(recovered),
-            recovered_also_answered=len(recovered_set & set(seen)),
-            **lost_with_server,
-            reply_lost_or_never_arrived=len(unavailable)
-            - len(recovered_set & unavailable)
-            - sum(lost_with_server.values()),
-        )
+        report["killed_at"] = kill_at
+    return report
+
+
+def account(
+    expected: set[tuple[int, int]], parts: list[dict[str, Any]], store: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What became of every call: the clients' ``parts`` and, after a kill, the ``store``'s.
+
+    A call is lost when no answer for it came back (no value, no error from
+    the server: ``ServerUnavailable`` is the client's own) and the store holds
+    nothing of its fate: neither its kept result (identified by its value) nor
+    a failure recorded at the restart (counted: those jobs carry no value).
+    """
+    seen = [tuple(v) for p in parts for v in p["seen"]]
+    unavailable = {tuple(u) for p in parts for u in p["unavailable"]}
+    busy = {tuple(b) for p in parts for b in p["busy"]}
+    wrong = [w for p in parts for w in p["wrong"]]
+    unanswered = expected - set(seen) - busy - {tuple(w[:2]) for w in wrong}
+    store = store or {}
+    recovered = {tuple(v) for v in store.get("recovered", [])}
+    ended_at_restart = store.get("failed_running", 0) + store.get("failed_unstored", 0)
+    lost = max(0, len(unanswered - recovered) - ended_at_restart)
+    report: dict[str, Any] = {
+        "answered": len(seen),
+        "duplicates": len(seen) - len(set(seen)),
+        "wrong_values": len(set(seen) - expected),
+        "lost": lost,
+        "server_busy": len(busy),
+        "other_errors": [w[3] for w in wrong][:10],
+        "errors_by_class": dict(Counter(w[2] for w in wrong)),
+    }
+    if not store:
+        return report
+    # Ran, and the store says done with no result kept (its client was there),
+    # beyond the calls whose value came back: the reply was lost in the kill.
+    reply_lost = min(lost, max(0, store["done_not_kept"] - len(set(seen))))
+    report.update(
+        unavailable=len(unavailable),
+        recovered=len(store["recovered"]),
+        recovered_correct=len(recovered & unavailable) == len(store["recovered"]),
+        recovered_also_answered=len(recovered & set(seen)),
+        failed_running=store["failed_running"],
+        failed_unstored=store["failed_unstored"],
+        store_other_failures=store["other_failures"],
+        reply_lost=reply_lost,
+        never_stored=lost - reply_lost,
+        reply_lost_or_never_arrived=lost,
+    )
     return report
 
 
@@ -204,28 +251,49 @@ def _wait_for_jobs(server: offload.LocalServer, count: int, timeout: float = 300
     raise TimeoutError(f"the server took fewer than {count} calls in {timeout:g} s")
 
 
-def _after_restart(server: offload.LocalServer, killed: float) -> tuple[list[Any], dict[str, int]]:
-    """What became of the calls the killed server had: recovered results, and the others.
+def _after_restart(server: offload.LocalServer, killed: float) -> dict[str, Any]:
+    """What the restarted server's store holds of the calls the killed server had.
 
-    Returns the kept results of the calls the restarted server ran from its
-    store, and counts of the failures the store recorded: ``failed_running``
-    (running at the kill) and ``failed_unstored`` (accepted, payload not yet
-    written). The other calls in flight had run with their reply lost in the
-    kill, or had not got past the sockets.
+    Asked through the control plane (``client.server``), and classified by the
+    jobs' fields, not their error texts: ``recovered``, the kept results of the
+    calls it ran from its store; ``failed_running`` and ``failed_unstored``,
+    the jobs it recorded failed when it started again (running at the kill, or
+    accepted with the payload not yet written: the one has a start time, the
+    other none); ``done_not_kept``, every other job done (its result went to
+    its client, or was lost on the way); ``other_failures``, any other job that
+    did not end done, by the exception class of its recorded error.
     """
-    counts = {"failed_running": 0, "failed_unstored": 0}
-    recovered = []
+    found: dict[str, Any] = {
+        "recovered": [],
+        "failed_running": 0,
+        "failed_unstored": 0,
+        "done_not_kept": 0,
+        "other_failures": Counter(),
+    }
     with offload.Client(server, profile_cache="") as client:
         for job in client.server.all_jobs():
-            if job.submitted > killed:
-                continue  # a call made after the restart
-            if job.kept and job.state == "done":
-                recovered.append(client.server.result(job.id))
-            elif "stopped while this job ran" in (job.error or ""):
-                counts["failed_running"] += 1
-            elif "payload was stored" in (job.error or ""):
-                counts["failed_unstored"] += 1
-    return recovered, counts
+            ended_at_restart = job.finished is not None and job.finished >= killed
+            if job.state is JobState.DONE and job.kept and job.submitted <= killed:
+                found["recovered"].append(client.server.result(job.id))
+            elif job.state is JobState.DONE:
+                found["done_not_kept"] += 1
+            elif job.state is JobState.FAILED and ended_at_restart and job.submitted <= killed:
+                if job.started is None:
+                    found["failed_unstored"] += 1
+                elif job.started <= killed:  # not a recovered call that failed when rerun
+                    found["failed_running"] += 1
+                else:
+                    found["other_failures"][_error_class(job.error)] += 1
+            elif job.state is not JobState.DONE:
+                found["other_failures"][_error_class(job.error)] += 1
+    found["other_failures"] = dict(found["other_failures"])
+    return found
+
+
+def _error_class(error: str | None) -> str:
+    """The exception class a job's recorded error names (``code: message``), if any."""
+    code, sep, _ = (error or "").partition(":")
+    return wire.error_class(code).__name__ if sep else "unrecorded"
 
 
 def _free_port() -> int:
@@ -263,11 +331,12 @@ def markdown(report: dict[str, Any]) -> str:
         "job store\n\n"
         "| answered | in flight at the kill (ServerUnavailable) | of those: queued, recovered "
         "from the store, results correct | running (failed) | accepted, not yet stored | "
-        "ran with the reply lost, or never arrived | duplicates | lost |\n"
+        "lost: ran with the reply lost | lost: never reached the store | duplicates |\n"
         "|---|---|---|---|---|---|---|---|\n"
         f"| {kill['answered']} | {kill['unavailable']} | {kill['recovered']}, "
         f"{'yes' if kill['recovered_correct'] else 'NO'} | {kill['failed_running']} | "
-        f"{kill['failed_unstored']} | {kill['reply_lost_or_never_arrived']} | "
-        f"{kill['duplicates'] + kill['recovered_also_answered']} | "
-        f"{kill['lost']} |\n"
+        f"{kill['failed_unstored']} | {kill['reply_lost']} | {kill['never_stored']} | "
+        f"{kill['duplicates'] + kill['recovered_also_answered']} |\n\n"
+        "Lost: no answer came back (no value, no error from the server) and the "
+        "restarted server's store holds neither its result nor its failure.\n"
     )

@@ -1,7 +1,8 @@
 """Admission: everything the server can judge about a call from its header, without unpickling.
 
 A call that passes becomes a :class:`Job`; one that does not is refused with
-the error code the client will raise (see :data:`offload._exceptions.ERROR_CODES`).
+the :class:`~offload.OffloadError` the client will raise (the server sends it
+as its wire code, see :func:`offload.runtime.errors.error_reply`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,15 @@ from dataclasses import dataclass
 
 import zmq
 
+from offload._exceptions import (
+    CodeShippingDisabled,
+    PayloadTooLarge,
+    ProtocolError,
+    UnknownFunction,
+    VersionMismatch,
+)
 from offload.runtime import protocol
+from offload.runtime.states import JobState
 
 from .channel import MAX_FRAMES
 from .config import ServerConfig
@@ -30,21 +39,10 @@ class Job:
     owner: str = ""  # the client's CurveZMQ public key (Z85); "" on an insecure server
     function: str = ""
     bytes_in: int = 0
-    state: str = "queued"  # then running, and one of the store's FINISHED states
+    state: JobState = JobState.QUEUED  # then running, and one of the FINISHED states
     stored: bool = False  # its payload is in the store (it waited in the queue)
     keep: bool = False  # keep its result whatever happens (queued before a restart)
     cpu_s: float = 0.0  # CPU seconds its worker spent on it (known once it has ended)
-
-
-class Refused(Exception):
-    """A request the server refuses: a call it will not run, a question it cannot answer.
-
-    ``code`` is the wire error code the client raises.
-    """
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 def admit(
@@ -56,34 +54,34 @@ def admit(
     config: ServerConfig,
     job_id: int,
 ) -> Job:
-    """Check a client message (``frames``: identity, header, payload) and make it job ``job_id``."""
+    """Check a client message (``frames``: identity, header, payload) and make it job ``job_id``.
+
+    A call the server will not run raises the offload error its client is to see.
+    """
     if header.kind != protocol.CALL:
-        raise Refused("protocol", f"a client may not send message kind {header.kind}")
+        raise ProtocolError(f"a client may not send message kind {header.kind}")
     payload = frames[2:]
     if len(payload) > MAX_FRAMES - 8:
-        raise Refused("protocol", f"{len(payload)} payload frames; at most {MAX_FRAMES - 8}")
+        raise ProtocolError(f"{len(payload)} payload frames; at most {MAX_FRAMES - 8}")
     if len(payload) != len(header.codecs) or not payload:
-        raise Refused("protocol", f"{len(payload)} payload frames, {len(header.codecs)} codecs")
+        raise ProtocolError(f"{len(payload)} payload frames, {len(header.codecs)} codecs")
     size = sum(len(f) for f in payload)
     if size > config.max_message_size:
-        raise Refused(
-            "payload_too_large",
+        raise PayloadTooLarge(
             f"call is {size} bytes; this server accepts {config.max_message_size}",
         )
     if header.flags & protocol.BY_VALUE:
         if not config.allow_code_shipping:
-            raise Refused(
-                "code_shipping_disabled",
+            raise CodeShippingDisabled(
                 f"{header.name!r} was shipped by value but this server does not "
                 "accept code (start it with --allow-code-shipping)",
             )
     else:
         expected = registry.fingerprints.get(header.name)
         if expected is None:
-            raise Refused("unknown_function", f"this server holds no function {header.name!r}")
+            raise UnknownFunction(f"this server holds no function {header.name!r}")
         if expected != header.fingerprint:
-            raise Refused(
-                "version_mismatch",
+            raise VersionMismatch(
                 f"the server's {header.name!r} has fingerprint {expected.hex()}, "
                 f"the client's {header.fingerprint.hex()}: deploy the same code",
             )

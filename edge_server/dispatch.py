@@ -5,7 +5,7 @@ through the worker's in-arena); the worker answers with checkpoints (sent
 straight on to the client) and one DONE, whose reply goes to the client
 (large frames tracked until ZeroMQ has sent them, then the arena is freed).
 A job past its deadline has its worker killed; a worker that dies fails its
-job with ``worker_crashed``; either way a new worker takes its place. Every
+job with :class:`~offload.WorkerCrashed`; either way a new worker takes its place. Every
 outcome is told to the :class:`~edge_server.ledger.Ledger`.
 """
 
@@ -23,15 +23,24 @@ from typing import Any
 import psutil
 import zmq
 
-from offload._exceptions import ProtocolError
-from offload.runtime import protocol
+from offload._exceptions import (
+    CallTimeout,
+    JobCancelled,
+    JobStopped,
+    OffloadError,
+    ProtocolError,
+    ServerUnavailable,
+    WorkerCrashed,
+)
+from offload.runtime import errors, protocol
+from offload.runtime.states import JobState
 
 from .admission import Job
 from .channel import Channel
 from .config import ServerConfig
+from .fairqueue import FairQueue
 from .ledger import Ledger
 from .pool import Pool, Worker
-from .queue import FairQueue
 
 log = logging.getLogger("edge_server")
 
@@ -59,10 +68,10 @@ class Dispatcher:
         self.tracker_wait = TRACKER_POLL_MS[0]
         self.stopping = False
 
-    def fail(self, job: Job, code: str, message: str, state: str = "failed") -> None:
-        """End ``job`` with an ERROR to its client (``state``: failed, cancelled, paused)."""
-        self._send(job.client, protocol.error_message(job.request_id, code, message))
-        self.ledger.ended(job, state, f"{code}: {message}")
+    def fail(self, job: Job, error: OffloadError, state: JobState = JobState.FAILED) -> None:
+        """End ``job`` with ``error`` sent to its client (``state``: failed, cancelled, paused)."""
+        self._send(job.client, errors.error_reply(job.request_id, error))
+        self.ledger.ended(job, state, errors.describe(error))
 
     def running(self) -> list[Worker]:
         """The workers running a job now."""
@@ -101,7 +110,7 @@ class Dispatcher:
         for job in self.queue:
             if job.client == client and job.request_id == request_id:
                 self.queue.remove(job)
-                self.fail(job, "stopped", "paused before it started", state="paused")
+                self.fail(job, JobStopped("paused before it started"), JobState.PAUSED)
                 return
         for worker in self.running():
             job = worker.job
@@ -126,13 +135,13 @@ class Dispatcher:
         for job in self.queue:
             if job.id == job_id:
                 self.queue.remove(job)
-                self.fail(job, "cancelled", "cancelled by its owner", "cancelled")
+                self.fail(job, JobCancelled("cancelled by its owner"), JobState.CANCELLED)
                 return True
         worker = self.worker_of(job_id)
         if worker is None:
             return False
         stopped = self.stop_job(worker, "cancelled")
-        self.fail(stopped, "cancelled", "cancelled by its owner", "cancelled")
+        self.fail(stopped, JobCancelled("cancelled by its owner"), JobState.CANCELLED)
         return True
 
     # -- to the workers -------------------------------------------------------------------------
@@ -179,7 +188,7 @@ class Dispatcher:
             worker.job = None
             self.idle.appendleft(worker)
             log.error("cannot stage job %d for a worker: %s", job.id, exc)
-            self.fail(job, "unavailable", f"server: {exc}")
+            self.fail(job, ServerUnavailable(f"server: {exc}"))
             return
         assert worker.channel is not None
         try:
@@ -194,7 +203,7 @@ class Dispatcher:
         except (OSError, ValueError) as exc:
             worker.job = None
             self.idle.appendleft(worker)
-            self.fail(job, "protocol", f"cannot run: {exc}")
+            self.fail(job, ProtocolError(f"cannot run: {exc}"))
             return
         self.dispatched_at = time.perf_counter()
         worker.deadline = time.monotonic() + job.timeout if job.timeout else None
@@ -264,7 +273,7 @@ class Dispatcher:
             payload = worker.out_arena.unpack(name, spans, frames[6:])
         except (ValueError, OSError) as exc:
             log.error("worker %s sent an unreadable reply: %s", worker.identity, exc)
-            self.fail(job, "worker_crashed", f"bad reply: {exc}")
+            self.fail(job, WorkerCrashed(f"bad reply: {exc}"))
             return
         state, error = _outcome(header, payload)
         self.ledger.ended(job, state, error, [header, *payload])
@@ -300,7 +309,7 @@ class Dispatcher:
             if worker.deadline is not None and now >= worker.deadline and worker.job is not None:
                 job = self.stop_job(worker, "timeout")
                 message = f"call ran past its timeout of {job.timeout:g} s; worker stopped"
-                self.fail(job, "timeout", message)
+                self.fail(job, CallTimeout(message))
 
     def on_death(self, worker: Worker) -> None:
         """A worker process ended: fail its job, and start another unless closing."""
@@ -310,7 +319,7 @@ class Dispatcher:
         job = worker.job
         if job is not None:
             log.warning("worker %s died running job %d: %s", worker.identity, job.id, how)
-            self.fail(job, "worker_crashed", f"the worker running this call died ({how})")
+            self.fail(job, WorkerCrashed(f"the worker running this call died ({how})"))
         elif worker.killed:
             log.info("worker %s stopped (%s)", worker.identity, worker.killed)
         else:
@@ -319,14 +328,15 @@ class Dispatcher:
             self.pool.spawn()
 
 
-def _outcome(header: memoryview, payload: list[Any]) -> tuple[str, str | None]:
+def _outcome(header: memoryview, payload: list[Any]) -> tuple[JobState, str | None]:
     """A reply's job state and error text: done, paused (stopped at a checkpoint) or failed."""
     if header[5] != protocol.ERROR or not payload:
-        return "done", None
+        return JobState.DONE, None
     try:
         body = protocol.decode_json(payload[0])
     except ProtocolError:
-        return "failed", "unreadable error"
+        return JobState.FAILED, "unreadable error"
     code = str(body.get("code"))
     message = f"{code}: {str(body.get('message'))[:500]}"
-    return ("paused" if code == "stopped" else "failed"), message
+    stopped = errors.error_class(code) is JobStopped  # at a checkpoint: it can resume
+    return (JobState.PAUSED if stopped else JobState.FAILED), message

@@ -18,19 +18,29 @@ the client to load with its restricted unpickler.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import zmq
 
-from offload._exceptions import ProtocolError
-from offload.runtime import protocol
+from offload._exceptions import (
+    JobNotFinished,
+    NotCancellable,
+    OffloadError,
+    ProtocolError,
+    ResultNotKept,
+    ServerBusy,
+    ServerUnavailable,
+    StoreError,
+    UnknownJob,
+)
+from offload.runtime import errors, protocol
+from offload.runtime.states import FINISHED, NAMES, JobState
 
-from .admission import Job, Refused
+from .admission import Job
 from .config import ServerConfig
-from .store import FINISHED, Store
+from .store import Store
 
 log = logging.getLogger("edge_server")
 
@@ -38,7 +48,6 @@ MAX_WAITERS = 10_000  # pending ``wait`` requests over all clients
 MAX_WAITERS_PER_OWNER = 100
 _EXPIRE_EVERY = 60.0  # seconds between sweeps of expired results and history
 _LIMIT_MAX = 1000  # most jobs one ``jobs`` request lists
-_STATES = frozenset(("queued", "running", *FINISHED))
 
 Send = Callable[[bytes, list[Any]], None]
 
@@ -112,13 +121,13 @@ class Ledger:
 
     def started(self, job: Job) -> None:
         """A worker took the call."""
-        job.state = "running"
+        job.state = JobState.RUNNING
         self.store.started(job.id, job.stored)
         job.stored = False
 
     def requeued(self, job: Job) -> None:
         """A started job goes back to the queue (its worker died before taking it)."""
-        job.state = "queued"
+        job.state = JobState.QUEUED
         self.store.requeued(job.id)
         self.store.waiting(job.id, [f.buffer for f in job.frames])
         job.stored = True
@@ -126,7 +135,7 @@ class Ledger:
     def ended(
         self,
         job: Job,
-        state: str,
+        state: JobState,
         error: str | None,
         reply: list[Any] | None = None,
     ) -> None:
@@ -155,7 +164,7 @@ class Ledger:
             body = protocol.json_message(protocol.CONTROL, 0, {"job": self._status(job.id, None)})
         except Exception as exc:  # the store failed: the waits fail, the server serves on
             log.exception("cannot answer the waits on job %d", job.id)
-            body = protocol.error_message(0, "unavailable", f"store: {exc}")
+            body = errors.error_reply(0, ServerUnavailable(f"store: {exc}"))
         for client, request_id, owner in waiters:
             self._waiting[owner] -= 1
             self._send(client, [protocol.with_request_id(body[0], request_id), body[1]])
@@ -164,7 +173,7 @@ class Ledger:
         """Once per loop pass: store waiting payloads, write what is due, expire what is old."""
         if self._new:
             for job in self._new:
-                if job.state == "queued" and not job.stored:
+                if job.state is JobState.QUEUED and not job.stored:
                     self.store.waiting(job.id, [f.buffer for f in job.frames])
                     job.stored = True
             self._new.clear()
@@ -177,14 +186,14 @@ class Ledger:
                 gone = self.store.expire(self._config.result_ttl, self._config.history_ttl)
                 if gone:
                     log.info("expired %d old jobs from the history", gone)
-        except sqlite3.Error:
+        except StoreError:
             log.exception("the job store could not expire old jobs")
 
     def commit(self) -> None:
         """Write everything recorded so far to the store now."""
         try:
             self.store.flush()
-        except (sqlite3.Error, OverflowError, ValueError):  # e.g. the disk is full: serve on
+        except StoreError:  # e.g. the disk is full: serve on
             log.exception("the job store could not be written; these records are lost")
 
     def due(self) -> float | None:
@@ -201,8 +210,8 @@ class Ledger:
             if op == "jobs":
                 limit = _int(body, "limit", 50, 1, _LIMIT_MAX)
                 states = body.get("states") or []
-                if not isinstance(states, list) or not all(s in _STATES for s in states):
-                    raise Refused("protocol", f"states must be a list of {sorted(_STATES)}")
+                if not isinstance(states, list) or not all(s in NAMES for s in states):
+                    raise ProtocolError(f"states must be a list of {sorted(NAMES)}")
                 before = _int(body, "before", None, 1, 2**63 - 1) if "before" in body else None
                 jobs = self.store.jobs(owner, limit, states, before)
                 self._answer(client, request_id, {"jobs": jobs})
@@ -215,7 +224,7 @@ class Ledger:
             elif op == "cancel":
                 job = self._status(_job_id(body), owner)
                 if job["state"] in FINISHED or not self._cancel(job["id"]):
-                    raise Refused("not_cancellable", f"job {job['id']} is {job['state']}")
+                    raise NotCancellable(f"job {job['id']} is {job['state']}")
                 self._answer(client, request_id, {"job": self._status(job["id"], owner)})
             elif op == "withdraw":  # calls of this connection no worker has taken yet
                 ids = body.get("requests")
@@ -228,29 +237,29 @@ class Ledger:
             elif op == "health":
                 self._answer(client, request_id, self._health())
             else:
-                raise Refused("protocol", f"unknown control operation {str(op)[:100]!r}")
-        except Refused as exc:
-            self._send(client, protocol.error_message(request_id, exc.code, exc.message))
-        except ProtocolError as exc:
-            self._send(client, protocol.error_message(request_id, "protocol", str(exc)))
-        except Exception as exc:  # the store, or a bug: this request fails, the server serves on
+                raise ProtocolError(f"unknown control operation {str(op)[:100]!r}")
+        except StoreError as exc:  # this request fails, the server serves on
             log.exception("control request %r failed", body if "body" in locals() else None)
-            self._send(client, protocol.error_message(request_id, "unavailable", f"server: {exc}"))
+            self._send(client, errors.error_reply(request_id, ServerUnavailable(f"server: {exc}")))
+        except OffloadError as exc:  # refused: the client raises it
+            self._send(client, errors.error_reply(request_id, exc))
+        except Exception as exc:  # a bug: this request fails, the server serves on
+            log.exception("control request %r failed", body if "body" in locals() else None)
+            self._send(client, errors.error_reply(request_id, ServerUnavailable(f"server: {exc}")))
 
     def _status(self, job_id: int, owner: str | None) -> dict[str, Any]:
         job = self.store.job(job_id, owner)
         if job is None:  # another owner's job is as unknown as one that never was
-            raise Refused("unknown_job", f"no job {job_id} of yours on this server")
+            raise UnknownJob(f"no job {job_id} of yours on this server")
         return job
 
     def _result(self, client: bytes, request_id: int, job_id: int, owner: str) -> None:
         job = self._status(job_id, owner)
         if job["state"] not in FINISHED:
-            raise Refused("not_finished", f"job {job_id} is {job['state']}")
+            raise JobNotFinished(f"job {job_id} is {job['state']}")
         reply = self.store.frames(job_id, "result") if job["kept"] else []
         if not reply:
-            raise Refused(
-                "not_kept",
+            raise ResultNotKept(
                 f"job {job_id} is {job['state']} and no reply of it is kept "
                 "(it went to its client, expired, or there was none: "
                 f"{job['error'] or 'no error recorded'})",
@@ -263,7 +272,7 @@ class Ledger:
             self._answer(client, request_id, {"job": job})
             return
         if self._waiting[owner] >= MAX_WAITERS_PER_OWNER or self._waiting.total() >= MAX_WAITERS:
-            raise Refused("busy", "too many waits pending; try again later")
+            raise ServerBusy("too many waits pending; try again later")
         self._waiters.setdefault(job_id, []).append((client, request_id, owner))
         self._waiting[owner] += 1
 
@@ -278,5 +287,5 @@ def _job_id(body: dict[str, Any]) -> int:
 def _int(body: dict[str, Any], key: str, default: int | None, low: int, high: int) -> int:
     value = body.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise Refused("protocol", f"{key} must be an integer from {low} to {high}")
+        raise ProtocolError(f"{key} must be an integer from {low} to {high}")
     return value

@@ -40,17 +40,24 @@ from typing import Any
 import zmq
 
 import offload
-from offload._exceptions import ConfigError, ProtocolError
-from offload.runtime import protocol, sockets
+from offload._exceptions import (
+    ConfigError,
+    OffloadError,
+    ProtocolError,
+    ServerBusy,
+    ServerUnavailable,
+)
+from offload.runtime import errors, protocol, sockets
+from offload.runtime.states import JobState
 
-from .admission import Refused, admit
+from .admission import admit
 from .arena import arena_dir, remove_stale_files
 from .config import ServerConfig
 from .dispatch import TRACKER_POLL_MS, Dispatcher
+from .fairqueue import FairQueue
 from .frontend import open_frontend, owner
 from .ledger import Ledger
 from .pool import Pool
-from .queue import FairQueue
 from .registry import Registry
 from .store import Store
 
@@ -147,7 +154,7 @@ class EdgeServer:
             finally:
                 for worker in self._workers.running():
                     job = self._workers.stop_job(worker, "server stopped")
-                    self._workers.fail(job, "unavailable", "server shut down")
+                    self._workers.fail(job, ServerUnavailable("server shut down"))
                 self._ledger.tick(time.monotonic())  # what is still queued is kept for the restart
                 pool.stop(timeout=2.0)  # removes this server's arenas
                 if authenticator is not None:
@@ -247,7 +254,7 @@ class EdgeServer:
             handed_back = [j for j in self._queue if j.client in self._seen and not j.keep]
             for job in handed_back:
                 self._queue.remove(job)
-                self._workers.fail(job, "unavailable", "server closing")
+                self._workers.fail(job, ServerUnavailable("server closing"))
             log.info(
                 "closing: %d queued calls handed back, %d kept for the restart, "
                 "running jobs asked to stop",
@@ -314,7 +321,7 @@ class EdgeServer:
         except ProtocolError as exc:
             log.warning("malformed message from %s: %s", client.hex(), exc)
             rid = protocol.peek_request_id(header_frame)
-            self._reply_error(client, rid or 0, "protocol", str(exc))
+            self._reply_error(client, rid or 0, exc)
             return
         if header.kind == protocol.PAUSE:
             self._workers.pause(client, header.request_id)
@@ -322,7 +329,7 @@ class EdgeServer:
         if header.kind == protocol.CONTROL:
             who = owner(frames[1]) if self._secure else ""
             if len(frames) != 3 or len(frames[2]) > _CONTROL_MAX:
-                self._reply_error(client, header.request_id, "protocol", "bad control request")
+                self._reply_error(client, header.request_id, ProtocolError("bad control request"))
             else:
                 self._ledger.control(client, who, header.request_id, frames[2].buffer)
             return
@@ -335,15 +342,15 @@ class EdgeServer:
             self._send(client, pong)
             return
         if self._stopping:
-            self._reply_error(client, header.request_id, "unavailable", "server closing")
+            self._reply_error(client, header.request_id, ServerUnavailable("server closing"))
             return
         who = owner(frames[1]) if self._secure else ""
         try:
             job = admit(client, who, header, frames, self.registry, self.config, self._next_job + 1)
             if len(self._queue) >= self.config.queue_size:
-                raise Refused("busy", f"queue full ({len(self._queue)} calls waiting)")
-        except Refused as refusal:
-            self._reply_error(client, header.request_id, refusal.code, refusal.message)
+                raise ServerBusy(f"queue full ({len(self._queue)} calls waiting)")
+        except OffloadError as refusal:
+            self._reply_error(client, header.request_id, refusal)
             return
         self._next_job = job.id
         self._queue.append(job)
@@ -369,19 +376,19 @@ class EdgeServer:
         dropped = [job for job in self._queue if job.client == client and not job.keep]
         for job in dropped:
             self._queue.remove(job)
-            self._ledger.ended(job, "cancelled", "its client is gone")
+            self._ledger.ended(job, JobState.CANCELLED, "its client is gone")
         running = [w for w in self._workers.running() if w.job and w.job.client == client]
         running = [w for w in running if w.job and not w.job.keep]
         for worker in running:
             stopped = self._workers.stop_job(worker, "its client is gone")
-            self._ledger.ended(stopped, "cancelled", "its client is gone")
+            self._ledger.ended(stopped, JobState.CANCELLED, "its client is gone")
         if dropped or running:
             log.info(
                 "client gone: %d queued and %d running jobs stopped", len(dropped), len(running)
             )
 
-    def _reply_error(self, client: bytes, request_id: int, code: str, message: str) -> None:
-        self._send(client, protocol.error_message(request_id, code, message))
+    def _reply_error(self, client: bytes, request_id: int, error: OffloadError) -> None:
+        self._send(client, errors.error_reply(request_id, error))
 
     def _send(self, client: bytes, frames: list[Any]) -> None:
         sockets.send_frames(self._frontend, [client, *frames])

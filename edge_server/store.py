@@ -1,92 +1,60 @@
 """The job store: every job's history, waiting calls and kept results, in one SQLite file.
 
-Each job is a row of ``jobs`` (owner, function, state, timestamps, bytes in
-and out, CPU seconds, error); ``frames`` holds the payload of a call still
-waiting for a worker (so a server killed with SIGKILL runs it after its
-restart) and the reply of a finished job whose result is kept for later
-download; ``usage`` holds each owner's running totals (metering), which
-outlive the jobs they count.
+What the file holds is in :mod:`edge_server.schema`; this module records and
+reads it. The event loop must not wait for the disk on every call, so writes
+are collected in memory and :meth:`Store.flush` writes them in one
+transaction: at once when calls are waiting in the queue (their payloads must
+survive a crash), otherwise at most ``FLUSH_EVERY`` seconds after the first
+unwritten change.
 
-The event loop must not wait for the disk on every call, so writes are
-collected in memory and :meth:`Store.flush` writes them in one transaction:
-at once when calls are waiting in the queue (their payloads must survive a
-crash), otherwise at most ``FLUSH_EVERY`` seconds after the first unwritten
-change. WAL mode with ``synchronous=NORMAL``: a commit survives the server
-process dying (SIGKILL, a crash), and readers never block the writer.
+SQLite stays inside this module and :mod:`~edge_server.schema`: a failure of
+the database (disk full, I/O error, a value it cannot bind) leaves a method
+as :class:`~offload.StoreError`; one of opening it as
+:class:`~offload.ConfigError`.
 
-States: queued -> running -> done | failed | cancelled; paused (a
-checkpointed job stopped at a safe point, its state gone home).
+States (:class:`~offload.runtime.states.JobState`): queued -> running -> done
+| failed | cancelled; paused (a checkpointed job stopped at a safe point, its
+state gone home).
 """
 
 from __future__ import annotations
 
-import fcntl
+import functools
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from offload._exceptions import ConfigError
+from offload._exceptions import StoreError
+from offload.runtime.states import JobState
+
+from .schema import COLUMNS, open_store
 
 FLUSH_EVERY = 0.1  # seconds an unwritten change may wait when no call's payload is at stake
-SCHEMA_VERSION = 1
-FINISHED = ("done", "failed", "cancelled", "paused")
-COLUMNS = (
-    "id",
-    "owner",
-    "function",
-    "request_id",
-    "state",
-    "submitted",
-    "started",
-    "finished",
-    "bytes_in",
-    "bytes_out",
-    "cpu_s",
-    "error",
-    "kept",
-)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY,
-    owner TEXT NOT NULL,
-    function TEXT NOT NULL,
-    request_id INTEGER NOT NULL,
-    client BLOB NOT NULL,
-    state TEXT NOT NULL,
-    submitted REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    bytes_in INTEGER NOT NULL,
-    bytes_out INTEGER NOT NULL DEFAULT 0,
-    cpu_s REAL NOT NULL DEFAULT 0,
-    error TEXT,
-    kept INTEGER NOT NULL DEFAULT 0,
-    timeout REAL NOT NULL,
-    checkpointed INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, id);
--- no index on state: every transition would write it, and only a restart asks by state
-CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished);
-CREATE TABLE IF NOT EXISTS frames (
-    job INTEGER NOT NULL,
-    part TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (job, part, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS usage (
-    owner TEXT PRIMARY KEY,
-    jobs INTEGER NOT NULL,
-    cpu_s REAL NOT NULL,
-    bytes_in INTEGER NOT NULL,
-    bytes_out INTEGER NOT NULL
-);
-"""
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _translated(
+    *kinds: type[Exception],
+) -> Callable[[Callable[Concatenate[Store, _P], _R]], Callable[Concatenate[Store, _P], _R]]:
+    """A method whose database failures (``sqlite3.Error`` and ``kinds``) leave as StoreError."""
+    caught: tuple[type[Exception], ...] = (sqlite3.Error, OverflowError, *kinds)
+
+    def wrap(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
+        @functools.wraps(method)
+        def translating(store: Store, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return method(store, *args, **kwargs)
+            except caught as exc:
+                raise StoreError(f"job store {store.path.name}: {exc}") from exc
+
+        return translating
+
+    return wrap
 
 
 @dataclass
@@ -112,30 +80,7 @@ class Store:
         which would run the same waiting calls again, out.
         """
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 (held until close)
-        except OSError as exc:
-            raise ConfigError(f"cannot use the data directory {path.parent}: {exc}") from exc
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            self._lock.close()
-            raise ConfigError(f"another server uses the job store {path}") from exc
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA journal_size_limit=67108864")  # the WAL shrinks back
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise ConfigError(f"{path}: schema {row[0]}, this server reads {SCHEMA_VERSION}")
-        except (sqlite3.Error, ValueError) as exc:
-            self._lock.close()
-            raise ConfigError(f"cannot open the job store {path}: {exc}") from exc
+        self._db, self._lock = open_store(path)
         self._added: list[tuple[Any, ...]] = []
         self._payloads: list[tuple[int, Sequence[Any]]] = []
         self._started: list[tuple[float, int]] = []
@@ -145,6 +90,7 @@ class Store:
         self._dropped: list[tuple[int]] = []
         self._oldest = 0.0  # when the oldest unwritten change was made (0: none)
 
+    @_translated()
     def close(self) -> None:
         """Write what is pending, close the file and let another server have it."""
         try:
@@ -168,7 +114,7 @@ class Store:
     ) -> None:
         """A call was accepted into the queue."""
         rid = _signed(request_id)
-        row = (job_id, owner, function, rid, client, "queued", time.time(), bytes_in)
+        row = (job_id, owner, function, rid, client, JobState.QUEUED, time.time(), bytes_in)
         self._added.append((*row, timeout, int(checkpointed)))
         self._touch()
 
@@ -184,16 +130,19 @@ class Store:
             self._dropped.append((job_id,))
         self._touch()
 
+    @_translated()
     def requeued(self, job_id: int) -> None:
         """A started job went back to the queue: written at once (it is rare)."""
         self.flush()
-        self._db.execute("UPDATE jobs SET state='queued', started=NULL WHERE id=?", (job_id,))
+        self._db.execute(
+            "UPDATE jobs SET state=?, started=NULL WHERE id=?", (JobState.QUEUED, job_id)
+        )
 
     def ended(
         self,
         job_id: int,
         owner: str,
-        state: str,
+        state: JobState,
         bytes_in: int,
         bytes_out: int,
         cpu_s: float,
@@ -224,6 +173,7 @@ class Store:
             return None
         return 0.0 if self._payloads else self._oldest + FLUSH_EVERY
 
+    @_translated(ValueError)  # ValueError, OverflowError: a value SQLite cannot bind
     def flush(self) -> None:
         """Write every change recorded since the last flush, in one transaction."""
         if not self._oldest:
@@ -248,8 +198,8 @@ class Store:
                 _numbered(self._payloads),
             )
             db.executemany(
-                "UPDATE jobs SET state='running', started=? WHERE id=? AND state='queued'",
-                self._started,
+                "UPDATE jobs SET state=?, started=? WHERE id=? AND state=?",
+                [(JobState.RUNNING, at, job, JobState.QUEUED) for at, job in self._started],
             )
             db.executemany(
                 "UPDATE jobs SET state=?, finished=?, bytes_out=?, cpu_s=?, error=?, kept=? "
@@ -290,6 +240,7 @@ class Store:
 
     # -- reading --------------------------------------------------------------------------------
 
+    @_translated()
     def recover(self) -> list[Waiting]:
         """After a restart: fail what was running, and return the calls still waiting, in order.
 
@@ -300,23 +251,25 @@ class Store:
         waiting = []
         rows = self._db.execute(
             "SELECT id, owner, client, request_id, timeout, checkpointed, state, bytes_in "
-            "FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"
+            "FROM jobs WHERE state IN (?, ?) ORDER BY id",
+            (JobState.QUEUED, JobState.RUNNING),
         ).fetchall()
         for job_id, owner, client, rid, timeout, checkpointed, state, bytes_in in rows:
-            frames = self.frames(job_id, "call") if state == "queued" else []
+            frames = self.frames(job_id, "call") if state == JobState.QUEUED else []
             if frames:
                 waiting.append(
                     Waiting(job_id, owner, client, rid % 2**64, timeout, bool(checkpointed), frames)
                 )
                 continue
-            if state == "running":
+            if state == JobState.RUNNING:
                 error = "the server stopped while this job ran"
             else:  # accepted, but the crash came before its payload was written
                 error = "the server stopped before this job's payload was stored"
-            self.ended(job_id, owner, "failed", bytes_in, 0, 0.0, error)
+            self.ended(job_id, owner, JobState.FAILED, bytes_in, 0, 0.0, error)
         self.flush()
         return waiting
 
+    @_translated()
     def last_id(self) -> int:
         """The highest job id ever given (ids are never reused)."""
         row = self._db.execute(
@@ -325,6 +278,7 @@ class Store:
         ).fetchone()
         return int(row[0])
 
+    @_translated()
     def job(self, job_id: int, owner: str | None) -> dict[str, Any] | None:
         """Job ``job_id`` as a dict, if it exists and (unless ``owner`` is None) is ``owner``'s."""
         self.flush()
@@ -335,6 +289,7 @@ class Store:
             return None
         return _job(row)
 
+    @_translated()
     def jobs(
         self, owner: str, limit: int = 50, states: Iterable[str] = (), before: int | None = None
     ) -> list[dict[str, Any]]:
@@ -356,6 +311,7 @@ class Store:
         )
         return [_job(row) for row in rows]
 
+    @_translated()
     def frames(self, job_id: int, part: str) -> list[bytes]:
         """The stored frames of a job's waiting ``call`` or kept ``result``."""
         self.flush()
@@ -364,6 +320,7 @@ class Store:
         )
         return [bytes(row[0]) for row in rows]
 
+    @_translated()
     def usage(self, owner: str) -> dict[str, Any]:
         """``owner``'s metering totals: jobs, CPU seconds, bytes in and out (zeros if none)."""
         self.flush()
@@ -373,6 +330,7 @@ class Store:
         keys = ("jobs", "cpu_s", "bytes_in", "bytes_out")
         return {"owner": owner, **dict(zip(keys, row or (0, 0.0, 0, 0), strict=True))}
 
+    @_translated()
     def expire(self, result_ttl: float, history_ttl: float) -> int:
         """Delete results older than ``result_ttl`` and jobs older than ``history_ttl`` seconds."""
         self.flush()
@@ -396,6 +354,7 @@ class Store:
             raise
         return int(gone)
 
+    @_translated()
     def purge(self) -> None:
         """Delete every job, payload and result (closing time with ``purge_on_exit``)."""
         self.flush()
@@ -408,6 +367,7 @@ def _job(row: Sequence[Any]) -> dict[str, Any]:
     job = dict(zip(COLUMNS, row, strict=True))
     job["request_id"] %= 2**64
     job["kept"] = bool(job["kept"])
+    job["state"] = JobState(job["state"])
     return job
 
 

@@ -40,12 +40,14 @@ from typing import Any
 import cloudpickle
 
 from offload._exceptions import (
-    CODE_OF,
+    JobStopped,
+    LimitExceeded,
     OffloadError,
     PayloadTooLarge,
     ProtocolError,
     SerializationError,
     UnknownFunction,
+    UnloadableResult,
 )
 from offload.runtime import checkpoint, errors, protocol, serialize
 from offload.runtime.compression import decompress
@@ -99,10 +101,9 @@ def run_worker(
                 reply = execute(header_frame, payload, registry, config, ship, limits)
             except Exception as exc:  # a bug or a hostile value: answer, do not die
                 log.exception("job failed outside the function")
-                reply = protocol.error_message(
+                reply = errors.error_reply(
                     protocol.peek_request_id(header_frame) or 0,
-                    "protocol",
-                    f"worker: {exc!r}"[:2000],
+                    ProtocolError(f"worker: {exc!r}"[:2000]),
                 )
             del payload
             arena, reply_spans, inline = results.pack(reply[1:])
@@ -138,7 +139,7 @@ def execute(
             codecs, payload, registry, config, header.flags & protocol.CHECKPOINTED
         )
     except OffloadError as exc:
-        return protocol.error_message(request_id, CODE_OF.get(type(exc), "protocol"), str(exc))
+        return errors.error_reply(request_id, exc)
     session = None
     if resume is not None:
         state, count, every = resume
@@ -163,11 +164,11 @@ def execute(
         if passed is None:
             return errors.exception_message(request_id, exc)
         limits.passed = passed  # type: ignore[union-attr]
-        return protocol.error_message(request_id, "limit_exceeded", f"{header.name}: {passed}")
+        return errors.error_reply(request_id, LimitExceeded(f"{header.name}: {passed}"))
     except checkpoint.Stopped as stop:  # at a safe point, its state already shipped
-        return protocol.error_message(request_id, "stopped", str(stop.args[0]))
+        return errors.error_reply(request_id, JobStopped(str(stop.args[0])))
     except PayloadTooLarge as exc:  # a checkpoint too large to ship
-        return protocol.error_message(request_id, "payload_too_large", str(exc))
+        return errors.error_reply(request_id, exc)
     except BaseException as exc:  # the function's failure is the caller's to see
         return errors.exception_message(request_id, exc)
     finally:
@@ -178,7 +179,7 @@ def execute(
     try:
         codecs, frames = serialize.dumps(value, compress=config.compression == "auto")
     except SerializationError as exc:
-        return protocol.error_message(request_id, "unloadable_result", f"result: {exc}")
+        return errors.error_reply(request_id, UnloadableResult(f"result: {exc}"))
     return [
         protocol.encode_header(protocol.RESULT, request_id, aux=elapsed, codecs=codecs),
         *frames,

@@ -1,26 +1,42 @@
 """Every error `offload` raises, in one tree under :class:`OffloadError`.
 
-Lower-level errors (ZeroMQ, pickle, struct, OS) are translated into these at the
-boundary where they happen, so callers only ever need to catch what is here.
-Server-side failures travel as a short code (see :data:`ERROR_CODES`) and are
-rebuilt into the matching class on the client.
+Lower-level errors (ZeroMQ, pickle, struct, OS, SQLite) are translated into
+these at the boundary where they happen, so callers only ever need to catch
+what is here. Both ends use the same classes: the server raises them, and a
+failure that must reach a client travels as a short code (the one mapping is
+:data:`ERROR_CODES`; :mod:`offload.runtime.errors` turns an exception into an
+ERROR reply and the reply back into the class). The wire code of each class
+that has one is in brackets.
 
     OffloadError
     ├── ConfigError
-    ├── ProtocolError
-    ├── SerializationError
-    │   ├── ForbiddenType
-    │   └── UnloadableResult
-    ├── PayloadTooLarge
-    ├── ServerUnavailable
-    ├── ServerBusy
+    ├── ProtocolError                       [protocol]
+    ├── SerializationError                  [serialization]
+    │   ├── ForbiddenType                   [forbidden_type]
+    │   └── UnloadableResult                [unloadable_result]
+    ├── PayloadTooLarge                     [payload_too_large]
+    ├── ServerUnavailable                   [unavailable]
+    ├── ServerBusy                          [busy]
+    ├── StoreError
+    ├── NotCheckpointable
+    ├── JobLookupError
+    │   ├── UnknownJob                      [unknown_job]
+    │   ├── JobNotFinished                  [not_finished]
+    │   ├── ResultNotKept                   [not_kept]
+    │   └── NotCancellable                  [not_cancellable]
     └── RemoteCallError
-        ├── UnknownFunction
-        │   └── CodeShippingDisabled
-        ├── VersionMismatch
-        ├── WorkerCrashed
-        ├── CallTimeout
-        └── RemoteError
+        ├── UnknownFunction                 [unknown_function]
+        │   └── CodeShippingDisabled        [code_shipping_disabled]
+        ├── VersionMismatch                 [version_mismatch]
+        ├── WorkerCrashed                   [worker_crashed]
+        ├── CallTimeout                     [timeout]
+        ├── LimitExceeded                   [limit_exceeded]
+        ├── JobStopped                      [stopped]
+        ├── JobCancelled                    [cancelled]
+        └── RemoteError                     [remote]
+
+:class:`RemoteTraceback` is no error of its own: it carries the server's
+traceback text as the ``__cause__`` of an exception rebuilt on the client.
 """
 
 from __future__ import annotations
@@ -62,6 +78,14 @@ class ServerUnavailable(OffloadError, ConnectionError):
 
 class ServerBusy(OffloadError):
     """The server's queue is full; the call was not accepted."""
+
+
+class StoreError(OffloadError):
+    """The server's job store could not be read or written (SQLite failed: disk full, I/O).
+
+    Raised inside the server only; a client whose request it fails sees
+    :class:`ServerUnavailable`.
+    """
 
 
 class RemoteCallError(OffloadError):
@@ -177,4 +201,5 @@ ERROR_CODES: dict[str, type[OffloadError]] = {
     "not_cancellable": NotCancellable,
     "remote": RemoteError,
 }
+#: The other way: each class that has a wire code, mapped to it.
 CODE_OF: dict[type[OffloadError], str] = {cls: code for code, cls in ERROR_CODES.items()}

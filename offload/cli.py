@@ -30,6 +30,7 @@ from . import _exceptions as errors
 from .client import Client
 from .config import Config
 from .control import JobInfo
+from .runtime.states import JobState
 
 _COLUMNS = ("id", "state", "function", "submitted", "took_s", "cpu_s", "bytes_in", "bytes_out")
 
@@ -76,7 +77,12 @@ def _parser() -> argparse.ArgumentParser:
 
     jobs = command("jobs", _jobs, "list your jobs on the server, newest first")
     jobs.add_argument("--limit", type=int, default=20)
-    jobs.add_argument("--state", action="append", default=[], help="only these states")
+    jobs.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        help=f"only jobs in this state ({', '.join(JobState)}); may be repeated",
+    )
     jobs.add_argument("--before", type=int, help="only jobs older than this id (next page)")
     for name, run, text in (
         ("status", _status, "one job's state, times, CPU seconds and bytes"),
@@ -141,7 +147,7 @@ def _wait(args: argparse.Namespace) -> int:
     with _client(args) as client:
         job = client.server.wait(args.job, args.timeout)
     _show_job(args, job)
-    return 0 if job.state == "done" else 1
+    return 0 if job.state is JobState.DONE else 1
 
 
 def _result(args: argparse.Namespace) -> int:

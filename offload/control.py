@@ -28,6 +28,7 @@ from . import _exceptions as errors
 from .remote import Remote
 from .runtime import errors as errors_wire
 from .runtime import protocol, serialize
+from .runtime.states import JobState
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class JobInfo:
     owner: str
     function: str
     request_id: int
-    state: str  # queued, running, done, failed, cancelled, paused
+    state: JobState  # a str: queued, running, done, failed, cancelled, paused
     submitted: float
     started: float | None
     finished: float | None
@@ -49,8 +50,8 @@ class JobInfo:
     kept: bool  # its result can be fetched
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields as a plain dict (JSON-ready)."""
-        return asdict(self)
+        """The fields as a plain dict (JSON-ready: the state as its string)."""
+        return {**asdict(self), "state": self.state.value}
 
 
 class ServerJobs:
@@ -61,20 +62,20 @@ class ServerJobs:
         self._timeout = timeout
 
     def jobs(
-        self, limit: int = 50, states: Iterable[str] = (), before: int | None = None
+        self, limit: int = 50, states: Iterable[str | JobState] = (), before: int | None = None
     ) -> list[JobInfo]:
         """The newest ``limit`` jobs (at most 1,000), optionally only those in ``states``.
 
         ``before``: only jobs older than that id (the next page).
         """
-        body: dict[str, Any] = {"op": "jobs", "limit": limit, "states": list(states)}
+        body: dict[str, Any] = {"op": "jobs", "limit": limit, "states": [str(s) for s in states]}
         if before is not None:
             body["before"] = before
         return [_info(job) for job in self._ask(body)[0]["jobs"]]
 
-    def all_jobs(self, states: Iterable[str] = ()) -> Iterator[JobInfo]:
+    def all_jobs(self, states: Iterable[str | JobState] = ()) -> Iterator[JobInfo]:
         """Every job this client has on the server, newest first, a page at a time."""
-        before = None
+        before, states = None, list(states)
         while True:
             page = self.jobs(1000, states, before)
             yield from page
@@ -144,6 +145,6 @@ def _info(job: Any) -> JobInfo:
     if not isinstance(job, dict):
         raise errors.ProtocolError("a job record is not an object")
     try:
-        return JobInfo(**job)
-    except TypeError as exc:
+        return JobInfo(**{**job, "state": JobState(job.get("state"))})
+    except (TypeError, ValueError) as exc:
         raise errors.ProtocolError(f"malformed job record: {exc}") from exc

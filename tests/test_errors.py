@@ -374,3 +374,93 @@ def test_exceptions_that_resist_description_still_get_reported(client):
         client.call(apps.fail_app, (10**5000,), {}, mode="remote")
     assert info.value.args == ("application failure", "<unprintable int: ValueError>")
     still_serving(client)
+
+
+# -- one error tree at both ends ----------------------------------------------------------------
+
+
+def _offload_errors() -> list[type[offload.OffloadError]]:
+    from offload import _exceptions
+
+    return [
+        cls
+        for cls in vars(_exceptions).values()
+        if isinstance(cls, type) and issubclass(cls, _exceptions.OffloadError)
+    ]
+
+
+def test_the_tree_in_the_docstring_names_every_error_under_its_parent():
+    import re
+
+    from offload import _exceptions
+
+    tree = _exceptions.__doc__ or ""
+    names = {cls.__name__ for cls in _offload_errors()}
+    assert len(names) >= 25
+    for cls in _offload_errors():
+        line = re.search(rf"^(\s*[│ ]*[├└]── |\s+){cls.__name__}\b.*$", tree, re.MULTILINE)
+        assert line is not None, f"{cls.__name__} is missing from the tree in offload._exceptions"
+        code = _exceptions.CODE_OF.get(cls)
+        assert (f"[{code}]" in line.group(0)) == (code is not None), cls.__name__
+    for name in names:
+        assert hasattr(offload, name), f"offload.{name} is not exported"
+
+
+@pytest.mark.parametrize("cls", _offload_errors(), ids=lambda cls: cls.__name__)
+def test_every_error_with_a_wire_code_round_trips(cls):
+    from offload import _exceptions
+    from offload.runtime import errors as wire
+
+    code = _exceptions.CODE_OF.get(cls)
+    if code is None:
+        # No code of its own: it travels as its nearest base's, or as a protocol error.
+        assert wire.code_of(cls) in _exceptions.ERROR_CODES
+        return
+    assert wire.error_class(code) is cls and wire.code_of(cls) == code
+    header, body = wire.error_reply(7, cls("what happened"))
+    assert protocol.decode_header(header).kind == protocol.ERROR
+    rebuilt = wire.rebuild(protocol.decode_json(body))
+    assert type(rebuilt) is cls and str(rebuilt).endswith("what happened")  # RemoteError: "type: "
+
+
+def test_unknown_and_malformed_codes_rebuild_as_remote_errors():
+    from offload.runtime import errors as wire
+
+    for code in ("no_such_code", 3, ["busy"], None):
+        exc = wire.rebuild({"code": code, "message": "m"})
+        assert type(exc) is offload.RemoteError
+
+
+def test_the_server_spells_no_wire_code_outside_the_mapping():
+    import re
+    from pathlib import Path
+
+    import edge_server
+    from offload import _exceptions
+
+    codes = [code for code in _exceptions.ERROR_CODES if "_" in code]  # the unmistakable ones
+    for path in Path(edge_server.__file__).parent.glob("*.py"):
+        text = path.read_text()
+        for code in codes:
+            assert not re.search(rf"[\"']{code}[\"']", text), f"{path.name} spells {code!r}"
+    ledger = Path(edge_server.__file__).parent / "ledger.py"
+    assert "sqlite3" not in ledger.read_text()  # the store translates its errors
+
+
+def test_job_states_are_one_enum_with_the_strings_of_the_wire():
+    import json
+
+    from offload.runtime.states import FINISHED, NAMES, JobState
+
+    assert [s.value for s in JobState] == [
+        "queued",
+        "running",
+        "done",
+        "failed",
+        "cancelled",
+        "paused",
+    ]
+    assert {s.value for s in JobState} == NAMES
+    assert JobState.DONE == "done" and str(JobState.DONE) == f"{JobState.DONE}" == "done"
+    assert json.dumps([JobState.PAUSED]) == '["paused"]'
+    assert not JobState.RUNNING.finished and all(s.finished for s in FINISHED)

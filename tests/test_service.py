@@ -56,7 +56,7 @@ def test_a_client_runs_at_most_its_limit_at_once(make_server):
 
 def test_the_queue_takes_one_call_per_client_in_turn():
     from edge_server.admission import Job
-    from edge_server.queue import FairQueue
+    from edge_server.fairqueue import FairQueue
 
     queue = FairQueue()
     jobs = [Job(i, client, i, [], 0.0) for i, client in enumerate([b"a", b"a", b"a", b"b"])]

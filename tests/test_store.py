@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+import offload
 from edge_server.store import Store
 from offload import ConfigError
 
@@ -123,3 +124,52 @@ def test_jobs_lists_newest_first_by_owner_and_state(tmp_path):
     store.purge()
     assert store.jobs("alice") == []
     store.close()
+
+
+def test_database_failures_leave_the_store_as_store_errors(tmp_path):
+    from offload import OffloadError, StoreError
+    from offload.runtime.states import JobState
+
+    store = Store(tmp_path / "jobs.sqlite")
+    _add(store, 1)
+    store.flush()
+    assert store.job(1, None)["state"] is JobState.QUEUED  # states come back as the enum
+    store.ended(2**70, "alice", JobState.DONE, 1, 1, 0.0, None)  # an id SQLite cannot hold
+    with pytest.raises(StoreError, match="job store"):
+        store.flush()
+    assert store.due() is None  # what could not be written is dropped, not retried forever
+    store._db.close()
+    with pytest.raises(StoreError) as info:
+        store.job(1, None)
+    assert isinstance(info.value, OffloadError) and isinstance(info.value.__cause__, sqlite3.Error)
+    store._lock.close()
+
+
+def test_the_ledger_serves_on_when_the_store_fails(tmp_path, caplog):
+    import json
+
+    from edge_server.config import ServerConfig
+    from edge_server.ledger import Ledger
+    from offload.runtime import errors, protocol
+
+    store = Store(tmp_path / "jobs.sqlite")
+    sent: list[tuple[bytes, list]] = []
+    ledger = Ledger(
+        store,
+        ServerConfig(),
+        lambda client, frames: sent.append((client, frames)),
+        lambda client: True,
+        lambda job_id: False,
+        lambda: {"ok": True},
+    )
+    store._db.close()  # every query now fails inside SQLite
+    request = json.dumps({"op": "status", "job": 1}).encode()
+    ledger.control(b"me", "", 9, request)
+    ((to, (header, body)),) = sent
+    assert to == b"me" and protocol.decode_header(header).request_id == 9
+    exc = errors.rebuild(protocol.decode_json(body))
+    assert isinstance(exc, offload.ServerUnavailable) and "server:" in str(exc)
+    store.ended(1, "alice", "done", 1, 1, 0.0, None)
+    ledger.commit()  # logged, not raised: the server serves on
+    assert "could not be written" in caplog.text
+    store._lock.close()

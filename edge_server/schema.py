@@ -1,0 +1,114 @@
+"""The job store's file: its SQLite schema, and opening it (one server per file).
+
+Each job is a row of ``jobs`` (owner, function, state, timestamps, bytes in
+and out, CPU seconds, error); ``frames`` holds the payload of a call still
+waiting for a worker (so a server killed with SIGKILL runs it after its
+restart) and the reply of a finished job whose result is kept for later
+download; ``usage`` holds each owner's running totals (metering), which
+outlive the jobs they count; ``meta`` the schema version and the highest job
+id ever given. ``jobs.state`` holds the values of
+:class:`~offload.runtime.states.JobState`.
+
+WAL mode with ``synchronous=NORMAL``: a commit survives the server process
+dying (SIGKILL, a crash), and readers never block the writer. The queries are
+:class:`edge_server.store.Store`'s.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import sqlite3
+from pathlib import Path
+from typing import IO
+
+from offload._exceptions import ConfigError
+
+SCHEMA_VERSION = 1
+COLUMNS = (
+    "id",
+    "owner",
+    "function",
+    "request_id",
+    "state",
+    "submitted",
+    "started",
+    "finished",
+    "bytes_in",
+    "bytes_out",
+    "cpu_s",
+    "error",
+    "kept",
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    owner TEXT NOT NULL,
+    function TEXT NOT NULL,
+    request_id INTEGER NOT NULL,
+    client BLOB NOT NULL,
+    state TEXT NOT NULL,
+    submitted REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL DEFAULT 0,
+    cpu_s REAL NOT NULL DEFAULT 0,
+    error TEXT,
+    kept INTEGER NOT NULL DEFAULT 0,
+    timeout REAL NOT NULL,
+    checkpointed INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, id);
+-- no index on state: every transition would write it, and only a restart asks by state
+CREATE INDEX IF NOT EXISTS jobs_by_finished ON jobs (finished);
+CREATE TABLE IF NOT EXISTS frames (
+    job INTEGER NOT NULL,
+    part TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job, part, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage (
+    owner TEXT PRIMARY KEY,
+    jobs INTEGER NOT NULL,
+    cpu_s REAL NOT NULL,
+    bytes_in INTEGER NOT NULL,
+    bytes_out INTEGER NOT NULL
+);
+"""
+
+
+def open_store(path: Path) -> tuple[sqlite3.Connection, IO[str]]:
+    """The database at ``path`` (created if new) and the lock that makes it this server's.
+
+    :class:`ConfigError` if it cannot be used: the directory cannot be made,
+    another server holds the lock (it would run the same waiting calls
+    again), the file is not a job store, or it has another schema version.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 (held until close)
+    except OSError as exc:
+        raise ConfigError(f"cannot use the data directory {path.parent}: {exc}") from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        lock.close()
+        raise ConfigError(f"another server uses the job store {path}") from exc
+    try:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA journal_size_limit=67108864")  # the WAL shrinks back
+        db.executescript(_SCHEMA)
+        row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) != SCHEMA_VERSION:
+            raise ConfigError(f"{path}: schema {row[0]}, this server reads {SCHEMA_VERSION}")
+    except (sqlite3.Error, ValueError) as exc:
+        lock.close()
+        raise ConfigError(f"cannot open the job store {path}: {exc}") from exc
+    return db, lock
