@@ -127,7 +127,7 @@ class Dispatcher:
         taken = [j for j in self.queue if j.client == client and j.request_id in request_ids]
         for job in taken:
             self.queue.remove(job)
-            self.ledger.ended(job, "cancelled", "cancelled: withdrawn by its client")
+            self.ledger.ended(job, JobState.CANCELLED, "cancelled: withdrawn by its client")
         return [job.request_id for job in taken]
 
     def cancel(self, job_id: int) -> bool:

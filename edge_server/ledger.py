@@ -229,7 +229,7 @@ class Ledger:
             elif op == "withdraw":  # calls of this connection no worker has taken yet
                 ids = body.get("requests")
                 if not isinstance(ids, list) or not all(type(i) is int for i in ids):
-                    raise Refused("protocol", "requests must be a list of request ids")
+                    raise ProtocolError("requests must be a list of request ids")
                 withdrawn = self._withdraw(client, set(ids[:_LIMIT_MAX]))
                 self._answer(client, request_id, {"withdrawn": withdrawn})
             elif op == "usage":
