@@ -75,7 +75,7 @@ class FrameMeter:
     def __init__(self, client: offload.Client) -> None:
         self.up = 0
         self.down = 0
-        client._remote.conn.observe(self._count)  # type: ignore[union-attr]
+        client.servers.require().conn.observe(self._count)
 
     def _count(self, request_id: int, direction: str, kind: int, frames: int, nbytes: int) -> None:
         # Only calls and their replies: the profiler's idle PINGs share the connection.

@@ -39,8 +39,7 @@ class Recorder:
 
 
 def _conn(client: offload.Client) -> Connection:
-    assert client._remote is not None
-    return client._remote.conn
+    return client.servers.require().conn
 
 
 def test_observer_counts_a_call_and_its_reply(client):

@@ -38,8 +38,7 @@ def test_explain_runs_nothing_and_says_why(server):
 
     with offload.Client(server) as client:
         client.ping(timeout=10)
-        assert client._remote is not None
-        client._remote.conn.observe(observe)
+        client.servers.require().conn.observe(observe)
         cold = client.explain(apps.crash)  # would kill a worker if it ran
         assert cold.side == "remote" and "no history" in cold.reasons[0]
         forced = client.explain(here, 1)
