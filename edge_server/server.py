@@ -212,6 +212,8 @@ class EdgeServer:
                 if not sockets.readable(frontend):
                     break
                 self._on_client(frontend.recv_multipart(copy=False))
+                if workers.idle and self._queue:  # start it now, as a pool would
+                    workers.dispatch()
             workers.dispatch()
             self._ledger.tick(time.monotonic())
             if pool.changed:

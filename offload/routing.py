@@ -52,6 +52,7 @@ from .servers import Servers
 log = logging.getLogger("offload")
 
 _routers: weakref.WeakSet[Router] = weakref.WeakSet()
+_exiting = False  # the interpreter is shutting down: no new calls
 
 
 class Router:
@@ -330,6 +331,8 @@ class Router:
     def _check_open(self) -> None:
         if self._stopping:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if _exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
     def _track(self, future: Future[Any]) -> Future[Any]:
         with self._lock:
@@ -359,6 +362,8 @@ def _set_event(event: threading.Event, _future: Future[Any]) -> None:
 
 def _join_at_exit() -> None:
     """Wait for every router's pending calls at exit, as the stdlib pools do."""
+    global _exiting
+    _exiting = True
     for router in list(_routers):
         router.join()
 

@@ -140,6 +140,12 @@ def server_address() -> str:
         _server = offload.serve_local(
             ["tests.futures.fns"], workers=2, extra_args=["--log-level", "WARNING"]
         )
+        # Both workers up before the first test, as a pool's threads are: a call
+        # that waits for a worker to start is still cancellable, which would change
+        # what test_cancel_futures counts.
+        with offload.Client(_server.address, profile_cache="", mode="remote") as probe:
+            for future in [probe.submit(fns.sleep, 0.2) for _ in range(2)]:
+                future.result(timeout=30)
     return _server.address
 
 
