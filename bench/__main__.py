@@ -2,18 +2,46 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
-BENCHMARKS = ("overhead", "decisions", "djos", "failures", "load", "dcof", "peers")
+# name: one line on what it does. Each module's ``main(argv)`` parses its own options
+# first, so ``NAME --help`` prints them and exits before anything is measured.
+BENCHMARKS = {
+    "overhead": "a no-op call and 1-128 MB array echoes against raw pyzmq (loopback)",
+    "decisions": "every policy replayed against an oracle on a measured trace, then live (root)",
+    "djos": "DJOS's motivating example and simulation; --live: deadline batches on a server",
+    "failures": "FlexConnect's Table 1: worker SIGKILLed at exponential times, with checkpoints",
+    "load": "100 clients x 100 calls, each answered exactly once, then a SIGKILL and restart",
+    "dcof": "DCOF's evaluation: three services x three scenarios on an emulated device (root)",
+    "peers": "no-op, array echo and a DCOF workload through Ray, Dask, RPyC, Pyro5 and ours",
+    "report": "rewrite the figure blocks of README.md and bench/README.md from bench/results/",
+}
 
 
-def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:
-        print(f"usage: python -m bench {{{','.join(BENCHMARKS)}}}", file=sys.stderr)
+def parser() -> argparse.ArgumentParser:
+    """The top-level parser: ``--help`` lists the benchmarks, one line each."""
+    top = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Run one benchmark; its results go to bench/results/.",
+        epilog="python -m bench NAME --help lists NAME's options without running it.",
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=16, width=100),
+    )
+    names = top.add_subparsers(dest="name", metavar="NAME", required=True)
+    for name, summary in BENCHMARKS.items():
+        names.add_parser(name, help=summary, description=summary)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in BENCHMARKS:
+        parser().parse_args(argv)  # --help, or a usage error: exits either way
         return 2
-    importlib.import_module(f"bench.{sys.argv[1]}").main(sys.argv[2:])
-    return 0
+    # The benchmark parses its own options (``--help`` included) before it measures anything.
+    result = importlib.import_module(f"bench.{argv[0]}").main(argv[1:])
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

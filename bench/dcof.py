@@ -1,6 +1,7 @@
 """DCOF's evaluation reproduced: three services, three scenarios, on an emulated phone and link.
 
-Shiraz et al. (PLoS ONE 2014; ``../shared/seeds/003_26d570f0d7942250.txt``,
+Shiraz et al., "A Lightweight Distributed Framework for Computational
+Offloading in Mobile Cloud Computing" (PLoS ONE 9(8) e102270, 2014;
 "Methodology" and "Results and Discussion") ran bubble sort (11,000-40,000
 ints), an integer matrix product (160x160-450x450) and a power compute
 (exponent 10^6-2x10^8) on a phone over 802.11g (54 Mbit/s), each at 30

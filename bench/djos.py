@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from offload.profiler import djos
+from . import djos_sim as sim
 
 RESULTS = Path(__file__).parent / "results"
 SLIDES = {"LFOS": 4.5, "EFOS": 4.25, "DJOS": 2.0}
@@ -42,15 +42,15 @@ POLICIES = ("lfos", "efos", "djos")
 
 def motivating_example() -> dict[str, float]:
     """Average energy per user per slot of each policy on slides 6-13's frame."""
-    system = djos.System(slots=6, mu=(1, 1), e_local=7.0, e_edge=4.0, weight=1.0)
+    system = sim.System(slots=6, mu=(1, 1), e_local=7.0, e_edge=4.0, weight=1.0)
     arrivals, capacity = [6, 6], [2, 2]
     backlog = [100.0, 100.0]  # users that may not drop: completion outweighs energy
     plans = {
-        "LFOS": djos.lfos(system, arrivals, capacity),
-        "EFOS": djos.efos(system, arrivals, capacity),
-        "DJOS": djos.djos(system, arrivals, capacity, backlog),
-        "JOS": djos.jos(system, arrivals, capacity, backlog),
-        "optimum": djos.optimum(system, arrivals, capacity),
+        "LFOS": sim.lfos(system, arrivals, capacity),
+        "EFOS": sim.efos(system, arrivals, capacity),
+        "DJOS": sim.djos(system, arrivals, capacity, backlog),
+        "JOS": sim.jos(system, arrivals, capacity, backlog),
+        "optimum": sim.optimum(system, arrivals, capacity),
     }
     out = {}
     for name, plan in plans.items():
@@ -63,12 +63,12 @@ def motivating_example() -> dict[str, float]:
 def series(slots: int, frames: int, seed: int) -> dict[str, Any]:
     """Energy and drop rates across lambda for each policy, and DJOS across M."""
     setup = SETUPS[slots]
-    system = djos.System(slots=slots, mu=(1,) * 5, rho=(0.1,) * 5, weight=M_DEFAULT)
+    system = sim.System(slots=slots, mu=(1,) * 5, rho=(0.1,) * 5, weight=M_DEFAULT)
     rows = []
     for i, lam in enumerate(LAMBDAS[slots]):
         row: dict[str, Any] = {"lambda": lam, "seed": seed + i}
         for policy in POLICIES:
-            run = djos.simulate(
+            run = sim.simulate(
                 system,
                 policy,
                 frames,
@@ -89,8 +89,8 @@ def series(slots: int, frames: int, seed: int) -> dict[str, Any]:
     lam = LAMBDAS[slots][len(LAMBDAS[slots]) // 2]
     by_weight = []
     for j, weight in enumerate(WEIGHTS):
-        system_m = djos.System(slots=slots, mu=(1,) * 5, rho=(0.1,) * 5, weight=weight)
-        run = djos.simulate(
+        system_m = sim.System(slots=slots, mu=(1,) * 5, rho=(0.1,) * 5, weight=weight)
+        run = sim.simulate(
             system_m,
             "djos",
             frames,

@@ -1,13 +1,15 @@
 """FlexConnect's failure test: a matrix job, real worker kills, and checkpoints that save the work.
 
-FlexConnect (``../shared/seeds/000_d9692844ae566cd4.txt``, Table 1) ran a
-matrix-multiplication job whose worker "failed" after a time drawn from an
-exponential distribution of rate mu, with a given number of checkpoints, in
-eleven cases. Here the job is :func:`bench.workloads.matrix_rounds` on a
-real edge server; each run reads its failure time from a schedule and kills
-its own worker process with SIGKILL when it comes (the same emulated
-hardware failure, for real); the client's :class:`offload.Job` resumes from
-the last checkpoint that streamed home, on the same server's replacement
+FlexConnect (Droob, Morratz, Jakobsen, Carstensen, Mathiesen, Bohnstedt,
+Albano, Moreschini and Taibi, "FlexConnect: Mobile Computational Offloading",
+eSAAM 2023; Table 1) ran a matrix-multiplication job whose worker "failed"
+after a time drawn from an exponential distribution of rate mu, with a given
+number of checkpoints, in eleven cases. Here the job is
+:func:`bench.workloads.matrix_rounds` on a real edge server; each run
+reads its failure time from a schedule and kills its own worker process
+with SIGKILL when it comes (the same emulated hardware failure, for real);
+the client's :class:`offload.Job` resumes from the last checkpoint that
+streamed home, on the same server's replacement
 worker. With no checkpoints the function is declared idempotent
 (``retries``): Ray's and Dask's behaviour, every failure starts it again.
 
