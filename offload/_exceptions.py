@@ -16,6 +16,7 @@ that has one is in brackets.
     │   └── UnloadableResult                [unloadable_result]
     ├── PayloadTooLarge                     [payload_too_large]
     ├── ServerUnavailable                   [unavailable]
+    │   └── JobPaused
     ├── ServerBusy                          [busy]
     ├── StoreError
     ├── NotCheckpointable
@@ -74,6 +75,21 @@ class PayloadTooLarge(OffloadError):
 
 class ServerUnavailable(OffloadError, ConnectionError):
     """No edge server answered, or the connection to it was lost."""
+
+
+class JobPaused(ServerUnavailable):
+    """A ``mode="remote"`` job lost its server and paused rather than go on here.
+
+    ``job`` is the paused :class:`~offload.Job`: ``exc.job.resume("local")``
+    (or another server's address) goes on from its latest checkpoint.
+    """
+
+    def __init__(self, message: str, job: object = None) -> None:
+        super().__init__(message)
+        self.job = job
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), None))
 
 
 class ServerBusy(OffloadError):

@@ -51,17 +51,31 @@ class Fallbacks:
 
     def note(self, fn: Any, exc: BaseException) -> None:
         """``fn``'s call runs here because the server failed it with ``exc``."""
+        if isinstance(exc, STICKY):
+            with self._lock:
+                self._here.add(fn.wire_name)
+        self._say(fn.wire_name, exc, f"running {fn.wire_name} locally")
+
+    def note_move(self, fn: Any, job_id: str, exc: BaseException, where: str) -> None:
+        """Job ``job_id`` of ``fn`` lost its run with ``exc``; it goes on at ``where``."""
+        if where == "paused":
+            action = f"job {job_id} of {fn.wire_name} paused (mode='remote': not resumed here)"
+        else:
+            action = f"job {job_id} of {fn.wire_name} resumes {_at(where)} from its checkpoint"
+        self._say(fn.wire_name, exc, action)
+
+    def _say(self, name: str, exc: BaseException, action: str) -> None:
+        """Warn once per function and reason; log every time."""
         reason = type(exc).__name__
-        key = (fn.wire_name, reason)
+        key = (name, f"{reason}:{action.split(' ', 1)[0]}")
         with self._lock:
             first = key not in self._warned
             self._warned.add(key)
-            if isinstance(exc, STICKY):
-                self._here.add(fn.wire_name)
+        message = f"offload: {action}: {reason}: {exc}"
         if first:
-            warnings.warn(
-                f"offload: running {fn.wire_name} locally: {reason}: {exc}",
-                RuntimeWarning,
-                stacklevel=5,
-            )
-        log.debug("fallback to local for %s: %r", fn.wire_name, exc)
+            warnings.warn(message, RuntimeWarning, stacklevel=5)
+        log.warning(message) if first else log.info(message)
+
+
+def _at(where: str) -> str:
+    return "here" if where == "local" else f"on {where}"

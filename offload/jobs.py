@@ -71,6 +71,10 @@ class JobHost(Protocol):
         """Called with every checkpoint the job receives."""
         ...
 
+    def note_move(self, job: Job, exc: BaseException, where: str) -> None:
+        """The job's run was lost with ``exc`` and goes on at ``where``: say so."""
+        ...
+
     def learn_local(self, fn: OffloadedFunction[..., Any], size: int, seconds: float) -> None:
         """A whole run of ``size`` took ``seconds`` here."""
         ...
@@ -112,10 +116,19 @@ class Job(Future[Any]):
         count: int = 0,
         *,
         host: JobHost,
+        here_allowed: bool = True,
     ) -> None:
-        """A job of ``fn(*args, **kwargs)``, from ``state`` (checkpoint ``count``) if given."""
+        """A job of ``fn(*args, **kwargs)``, from ``state`` (checkpoint ``count``) if given.
+
+        ``here_allowed`` False (``mode="remote"``): a run lost with its server
+        never goes on here by itself; the job pauses instead, for its user to
+        :meth:`resume` where they choose.
+        """
         super().__init__()
         self._host = host
+        self._here_allowed = here_allowed
+        self._settled = threading.Event()  # done, or paused
+        self.add_done_callback(lambda _: self._settled.set())
         #: The function this job runs.
         self.fn = fn
         self._args, self._kwargs, self._size = args, kwargs, size
@@ -153,6 +166,10 @@ class Job(Future[Any]):
         where = "paused" if self.paused else self._where
         return Progress(self._count, self._when, where, self._runs)
 
+    def wait_settled(self, timeout: float | None = None) -> bool:
+        """Wait until the job is done or paused; False on timeout."""
+        return self._settled.wait(timeout)
+
     def running(self) -> bool:
         """Whether a run of the job is under way (not done, not paused)."""
         return self._runs > 0 and not self.done() and not self._paused.is_set()
@@ -179,6 +196,7 @@ class Job(Future[Any]):
                     f"resume where? 'local', 'remote' or an address, not {where!r}"
                 )
             self._paused.clear()
+            self._settled.clear()
             self._pause_wanted = False
         self._start(where)
 
@@ -314,13 +332,19 @@ class Job(Future[Any]):
         stay = crashed and self._where != "local"
         if stay and (not checkpointed or self._crashes < self._host.crash_tolerance):
             self._start(self._where)
-        else:
-            try:
-                target = self._host.fallback_target()
-            except errors.OffloadError as err:
-                self._fail(err)
-                return
-            self._start(target)
+            return
+        try:
+            target = self._host.fallback_target()
+        except errors.OffloadError as err:
+            self._fail(err)
+            return
+        if target == "local" and not self._here_allowed:
+            self._host.note_move(self, exc, "paused")
+            self._paused.set()  # mode="remote": going on here is the user's choice
+            self._settled.set()
+            return
+        self._host.note_move(self, exc, target)
+        self._start(target)
 
     def _on_checkpoint(self, state: Any, count: int) -> None:
         if count <= self._count:
@@ -332,6 +356,7 @@ class Job(Future[Any]):
     def _on_stopped(self) -> None:
         if not self._cancel_wanted:
             self._paused.set()
+            self._settled.set()
 
     def _withdraw(self) -> bool:
         """Take the current run back from the queue it waits in (lock held); True if taken."""

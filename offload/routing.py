@@ -104,7 +104,16 @@ class Router:
             return fn.__wrapped__(*args, **kwargs)
         side, size = self.place(fn, args, kwargs, mode)
         if fn.is_job:
-            return self._track(Job(fn, args, kwargs, size, host=self).start(side)).result()
+            job = Job(fn, args, kwargs, size, host=self, here_allowed=mode != "remote")
+            self._track(job.start(side))
+            job.wait_settled()
+            if job.paused:  # its server was lost and mode="remote" forbids going on here
+                raise errors.JobPaused(
+                    f"{fn.wire_name}: its server was lost; the job is paused at checkpoint "
+                    f"{job.progress.checkpoints} (exc.job.resume('local') goes on here)",
+                    job,
+                )
+            return job.result()
         if side == LOCAL:
             return self.run_here(fn, size, args, kwargs)
         try:
@@ -132,7 +141,8 @@ class Router:
         mode = self.mode_of(fn, mode)
         side, size = self.place(fn, args, kwargs, mode)
         if fn.is_job:
-            return self._track(Job(fn, args, kwargs, size, host=self).start(side))
+            job = Job(fn, args, kwargs, size, host=self, here_allowed=mode != "remote")
+            return self._track(job.start(side))
         if side == LOCAL:
             learn = None if mode == "local" else size
             return self._track(self._pool().submit(self.run_here, fn, learn, args, kwargs))
@@ -223,6 +233,10 @@ class Router:
         """The checkpoint sink: also keep a job's latest state in ``checkpoint_dir``, if set."""
         if self.config.checkpoint_dir:
             write_checkpoint(self.config.checkpoint_dir, job, state, count)
+
+    def note_move(self, job: Job, exc: BaseException, where: str) -> None:
+        """A job's run was lost with ``exc`` and goes on at ``where`` (or is "paused")."""
+        self.fallbacks.note_move(job.fn, job.id, exc, where)
 
     def learn_local(self, fn: OffloadedFunction[..., Any], size: int, seconds: float) -> None:
         """A whole call of ``size`` ran here in ``seconds``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -71,11 +72,42 @@ def test_resumes_here_when_the_server_dies(make_server, tmp_path):
         job = client.submit(apps.count_up, N, STEP, str(log))
         wait_for(lambda: job.progress.checkpoints >= 5)
         checkpoints_before = job.progress.checkpoints
-        server.process.kill()
-        assert job.result(timeout=30) == EXPECTED
+        with pytest.warns(RuntimeWarning, match=f"job {job.id} .* resumes here"):
+            server.process.kill()
+            assert job.result(timeout=30) == EXPECTED
         pids = [pid for pid, _ in steps(log)]
         assert pids[-1] == os.getpid()  # finished here
         assert pids.count(os.getpid()) <= N - checkpoints_before + 1  # from the checkpoint on
+
+
+def test_a_remote_mode_job_pauses_instead_of_going_on_here(make_server, tmp_path, caplog):
+    server = make_server(workers=1)
+    log = tmp_path / "steps"
+    remote = offload.offload(apps.count_up.__wrapped__, mode="remote", checkpoint_every=0.05)
+    outcome: list[BaseException] = []
+    with offload.Client(server, heartbeat_interval=0.1, heartbeat_timeout=1.0) as client:
+        client.ping(timeout=10)
+
+        def call() -> None:
+            try:
+                client.call(remote, (N, STEP, str(log)), {})
+            except BaseException as exc:
+                outcome.append(exc)
+
+        caller = threading.Thread(target=call)
+        with pytest.warns(RuntimeWarning, match="paused"):
+            caller.start()
+            wait_for(lambda: len(steps(log)) >= 5)
+            server.process.kill()
+            caller.join(30)
+        (exc,) = outcome
+        assert isinstance(exc, offload.JobPaused)
+        assert not [pid for pid, _ in steps(log) if pid == os.getpid()]  # nothing ran here
+        assert "paused" in caplog.text
+        job = exc.job
+        assert job.paused and not job.done()
+        job.resume("local")  # the user's choice
+        assert job.result(timeout=30) == EXPECTED
 
 
 def test_resumes_on_the_backup_server(make_server, tmp_path):

@@ -33,7 +33,7 @@ def test_unreachable_server_auto_runs_locally_remote_fails(unused_tcp_port):
             client.call(apps.add, (1, 2), {}, mode="remote")
 
 
-def test_lost_server_auto_falls_back_to_local(make_server):
+def test_lost_server_auto_falls_back_to_local(make_server, caplog):
     server = make_server()
     with offload.Client(server, heartbeat_interval=0.1, heartbeat_timeout=0.8) as client:
         remote_pid = client.call(apps.where, (), {})  # cold: tried remotely first
@@ -43,6 +43,8 @@ def test_lost_server_auto_falls_back_to_local(make_server):
         server.stop()
         with pytest.warns(RuntimeWarning, match="ServerUnavailable"):
             assert client.call(apps.where, (), {}) == os.getpid()
+        (record,) = [r for r in caplog.records if "locally" in r.getMessage()]
+        assert record.levelname == "WARNING" and "ServerUnavailable" in record.getMessage()
         assert not client.server_up()
         assert client.submit(apps.where).result(timeout=5) == os.getpid()
 
