@@ -56,6 +56,18 @@ class Fallbacks:
                 self._here.add(fn.wire_name)
         self._say(fn.wire_name, exc, f"running {fn.wire_name} locally")
 
+    def note_offline(self, fn: Any, address: str) -> None:
+        """``fn``'s call runs here because its server does not answer (DCOF's offline mode)."""
+        if (fn.wire_name, "offline") in self._warned:
+            return  # the per-call path: one set lookup while offline
+        with self._lock:
+            self._warned.add((fn.wire_name, "offline"))
+        message = (
+            f"offload: running {fn.wire_name} locally: ServerUnavailable: {address} does not answer"
+        )
+        warnings.warn(message, RuntimeWarning, stacklevel=6)
+        log.warning(message)
+
     def note_move(self, fn: Any, job_id: str, exc: BaseException, where: str) -> None:
         """Job ``job_id`` of ``fn`` lost its run with ``exc``; it goes on at ``where``."""
         if where == "paused":

@@ -87,7 +87,10 @@ class Router:
         if mode == "auto":
             if self.fallbacks.sticks_here(fn):
                 return LOCAL, call_size(fn, args, kwargs)
-            return self.decider.decide(fn, args, kwargs, self.servers.up())
+            up = self.servers.up()
+            if not up and self.servers.primary is not None:
+                self.fallbacks.note_offline(fn, self.servers.primary.address)
+            return self.decider.decide(fn, args, kwargs, up)
         return (LOCAL if mode == "local" else REMOTE), call_size(fn, args, kwargs)
 
     def call(
