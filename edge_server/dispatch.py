@@ -255,8 +255,8 @@ class Dispatcher:
             if job is not None and int.from_bytes(frames[1], "big") == job.id:
                 self._send(job.client, list(frames[2:]))
             return
-        if kind == b"E":  # done, and the worker leaves (it passed a resource limit)
-            worker.killed = worker.killed or "passed a resource limit"
+        if kind == b"E":  # done, and the worker leaves (a limit passed, or the job left state)
+            worker.killed = worker.killed or "left after its job"
         elif kind != b"D" or len(frames) < 6:
             log.error("unexpected message %r from worker %s", bytes(frames[0]), worker.identity)
             return

@@ -8,8 +8,10 @@ Messages with the server (over a :class:`~edge_server.channel.Channel`)::
     worker -> server   DONE   [b"D", job id, CPU ns used so far, reply header, arena name,
                                spans, *inline]   (the server meters the job's CPU as the
                                difference from the count it had before)
-    worker -> server   LAST   [b"E", ...as DONE]   the job passed a resource limit: this
-                                                    worker exits after it (to be replaced)
+    worker -> server   LAST   [b"E", ...as DONE]   the job passed a resource limit, or left
+                                                    threads or open files behind
+                                                    (:mod:`.clean`): this worker exits
+                                                    after it (to be replaced)
     server -> worker   FREE   [b"F", arena name]    that result arena may be written again
     server -> worker   STOP   [b"S"]
 
@@ -54,6 +56,7 @@ from offload.runtime.compression import decompress
 
 from .arena import ArenaPool, ArenaReader
 from .channel import Channel
+from .clean import Baseline
 from .config import ServerConfig
 from .limits import CpuTimeExceeded, Limits
 from .registry import Registry
@@ -78,6 +81,7 @@ def run_worker(
     channel = Channel(sock)
     limits = Limits(config)
     limits.install()
+    baseline = Baseline()
     channel.send([b"R", identity, time.process_time_ns().to_bytes(8, "big")])
     try:
         while True:
@@ -107,13 +111,19 @@ def run_worker(
                 )
             del payload
             arena, reply_spans, inline = results.pack(reply[1:])
-            over = limits.passed
+            left = baseline.leftovers()  # kills the processes the job left, first
+            over = limits.passed or left
             cpu_ns = time.process_time_ns().to_bytes(8, "big")
             channel.send(
                 [b"E" if over else b"D", job_id, cpu_ns, reply[0], arena, reply_spans, *inline]
             )
             if over:
-                return  # a fresh worker takes this one's place
+                # A fresh worker takes this one's place. Leave at once: threads the job
+                # left would hold up a normal exit, and the result arena must stay until
+                # the server has read it (it removes this worker's arenas when it reaps it).
+                log.info("worker leaves after its job: %s", over)
+                channel.close()
+                os._exit(0)
     finally:
         results.close()
         channel.close()
@@ -159,7 +169,7 @@ def execute(
         else:
             with checkpoint.running(session):
                 value = fn(*args, **kwargs)
-    except (CpuTimeExceeded, MemoryError, OSError) as exc:
+    except (CpuTimeExceeded, MemoryError, OSError, RuntimeError) as exc:
         passed = limits.exceeded(exc) if limits is not None else None
         if passed is None:
             return errors.exception_message(request_id, exc)

@@ -177,3 +177,31 @@ def leave_behind() -> int:
     import subprocess
 
     return subprocess.Popen(["sleep", "60"]).pid
+
+
+@offload
+def thread_bomb(threads: int) -> int:
+    """Starts up to ``threads`` sleeping threads and leaves them running; returns how many."""
+    import threading
+
+    for _ in range(threads):
+        threading.Thread(target=time.sleep, args=(30,)).start()
+    return threads
+
+
+@offload
+def threads_running() -> int:
+    """How many threads the worker that runs the call has."""
+    import threading
+
+    return threading.active_count()
+
+
+_kept: list[Any] = []
+
+
+@offload
+def keep_open() -> bool:
+    """Opens a file and keeps it open after the call (in a module global)."""
+    _kept.append(open(os.devnull))  # noqa: SIM115
+    return True
