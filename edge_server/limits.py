@@ -30,10 +30,12 @@ import math
 import os
 import resource
 import signal
+from pathlib import Path
 from typing import Any
 
 from . import pids
 from .config import ServerConfig
+from .scratch import Scratch
 
 
 class CpuTimeExceeded(BaseException):
@@ -43,7 +45,8 @@ class CpuTimeExceeded(BaseException):
 class Limits:
     """The limits of one worker process, from the server's configuration."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, prefix: str = "offload-worker") -> None:
+        self.disk = Scratch(config.limit_disk, prefix) if config.limit_disk else None
         self.memory = config.limit_memory
         self.cpu = config.limit_cpu
         self.files = config.limit_files
@@ -51,6 +54,12 @@ class Limits:
         self._refusals = -1  # the worker cgroup's count of refused forks when the job began
         #: Set when a job has passed a limit: the worker leaves after answering it.
         self.passed: str | None = None
+        #: Set when a job left files that could not be deleted: the worker leaves too.
+        self.left: str | None = None
+
+    def isolate(self, arenas: Path) -> Path:
+        """Give jobs their scratch directory (first of all); return the way to the arenas."""
+        return arenas if self.disk is None else self.disk.isolate(arenas)
 
     def install(self) -> None:
         """Set the per-process limits; call once the worker has started."""
@@ -68,6 +77,8 @@ class Limits:
         """Give the next job its CPU seconds; note the forks refused so far."""
         if self.processes is not None:
             self._refusals = pids.refusals()
+        if self.disk is not None:
+            self.disk.start_job()
         if self.cpu is not None:
             usage = resource.getrusage(resource.RUSAGE_SELF)
             soft = math.ceil(usage.ru_utime + usage.ru_stime + self.cpu)
@@ -84,6 +95,8 @@ class Limits:
             resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
         if self.processes is not None:
             pids.kill_leftovers()
+        if self.disk is not None and not self.disk.end_job():
+            self.left = "files the job left could not be deleted"
 
     def exceeded(self, exc: BaseException) -> str | None:
         """The message naming the limit ``exc`` shows was passed, or ``None``."""
@@ -91,6 +104,8 @@ class Limits:
             return f"CPU time limit of {self.cpu:g} s exceeded"
         if isinstance(exc, MemoryError) and self.memory is not None:
             return f"memory limit of {self.memory / 2**20:g} MB exceeded"
+        if self.disk is not None and (disk := self.disk.exceeded(exc)):
+            return disk
         if isinstance(exc, OSError) and exc.errno == errno.EMFILE and self.files is not None:
             return f"open files limit of {self.files} exceeded"
         if self.processes is not None and self._refused_a_task(exc):

@@ -24,7 +24,7 @@ from typing import Any
 
 import zmq
 
-from . import pids
+from . import pids, scratch
 from .arena import ArenaReader, ArenaWriter, remove_files
 from .channel import Channel
 from .config import ServerConfig
@@ -157,6 +157,8 @@ class Pool:
         remove_files(self._directory, worker.prefix + "-")  # not w1 matching w10
         if self._config.limit_processes is not None:
             pids.release(pids.group(os.getpid(), worker.identity.decode()))
+        if self._config.limit_disk is not None:
+            scratch.remove(worker.prefix + "-out")  # without root, its files are on the disk
         code = worker.process.exitcode
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):

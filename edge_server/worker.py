@@ -73,13 +73,13 @@ def run_worker(
     signal.signal(signal.SIGUSR1, _ask_to_stop)
     signal.signal(signal.SIGUSR2, _ask_to_stop)
     registry = Registry.load(config.apps, config.types)
-    directory = Path(arena_directory)
+    limits = Limits(config, arena_prefix)
+    directory = limits.isolate(Path(arena_directory))
     reader = ArenaReader(directory)
     results = ArenaPool(directory, arena_prefix)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(backend)
     channel = Channel(sock)
-    limits = Limits(config)
     limits.install()
     baseline = Baseline()
     channel.send([b"R", identity, time.process_time_ns().to_bytes(8, "big")])
@@ -112,7 +112,7 @@ def run_worker(
             del payload
             arena, reply_spans, inline = results.pack(reply[1:])
             left = baseline.leftovers()  # kills the processes the job left, first
-            over = limits.passed or left
+            over = limits.passed or limits.left or left
             cpu_ns = time.process_time_ns().to_bytes(8, "big")
             channel.send(
                 [b"E" if over else b"D", job_id, cpu_ns, reply[0], arena, reply_spans, *inline]

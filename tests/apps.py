@@ -205,3 +205,20 @@ def keep_open() -> bool:
     """Opens a file and keeps it open after the call (in a module global)."""
     _kept.append(open(os.devnull))  # noqa: SIM115
     return True
+
+
+@offload
+def fill(path: str, megabytes: int, files: int = 1) -> int:
+    """Writes ``files`` files of ``megabytes`` MB (``path``, ``path.1``, ...) and leaves them."""
+    chunk = b"x" * 2**20
+    for i in range(files):
+        with open(f"{path}.{i}" if i else path, "wb") as out:
+            for _ in range(megabytes):
+                out.write(chunk)
+    return megabytes * files
+
+
+@offload
+def listdir(path: str) -> list[str]:
+    """The names in directory ``path`` (of the worker that runs the call)."""
+    return sorted(os.listdir(path))

@@ -45,3 +45,28 @@ def test_a_job_that_leaves_threads_or_files_gets_its_worker_replaced(make_server
         assert after != before
         assert _call(client, apps.keep_open) is True  # a file left open: replaced too
         assert _call(client, apps.where) != after
+
+
+def test_the_disk_limit_holds_in_scratch_and_shm_and_a_jobs_files_go_with_it(make_server):
+    import os
+
+    from edge_server.arena import arena_dir
+
+    server = make_server("--limit-disk-mb", "32", workers=1)
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        assert _call(client, apps.fill, "kept", 8) == 8  # in its cwd, the scratch directory
+        assert _call(client, apps.listdir, ".") == []  # deleted when the job ended
+        with pytest.raises(offload.LimitExceeded, match="disk limit of 32 MB"):
+            _call(client, apps.fill, "big", 100)
+        big = os.urandom(3 * 2**20)  # through the arenas both ways, beside the private tmpfs
+        assert _call(client, apps.echo, big) == big
+        if os.geteuid() == 0:  # a private tmpfs over /dev/shm bounds the sum of all files
+            with pytest.raises(offload.LimitExceeded, match="disk limit of 32 MB"):
+                _call(client, apps.fill, "/dev/shm/big", 100)
+            with pytest.raises(offload.LimitExceeded, match="disk limit of 32 MB"):
+                _call(client, apps.fill, "/dev/shm/many", 10, 10)  # each file within it
+            assert _call(client, apps.fill, "/dev/shm/small", 8) == 8
+            assert not list(arena_dir().glob("small*")) and not list(arena_dir().glob("many*"))
+            assert _call(client, apps.listdir, "/dev/shm") == ["job"]
+        assert _call(client, apps.add, 1, 2) == 3
