@@ -6,7 +6,13 @@ there with a clear error and nothing else on the server notices:
 * memory: ``RLIMIT_DATA`` (private writable memory: the heap and anonymous
   mappings, not the shared-memory arenas arguments arrive in) at what the
   worker holds when it starts plus ``limit_memory``; an allocation past it
-  raises ``MemoryError``.
+  raises ``MemoryError``. RLIMIT_DATA does not count shared mappings
+  (``MAP_SHARED|MAP_ANONYMOUS``, memfd, files in ``/dev/shm``), so as root
+  each worker also has a memory cgroup (:func:`edge_server.pids.cap_memory`)
+  that counts every page its processes touch: past it the kernel kills the
+  worker, and the server answers the job ``limit_exceeded`` all the same.
+  Without root, shared mappings are not counted (``--limit-disk-mb`` bounds
+  what a job can put in files in ``/dev/shm`` and its scratch directory).
 * CPU time: before each job the soft ``RLIMIT_CPU`` is set ``limit_cpu``
   seconds above what the worker has used; past it the kernel sends SIGXCPU,
   whose handler raises :class:`CpuTimeExceeded` in the job. (A job stuck
@@ -72,6 +78,10 @@ class Limits:
             signal.signal(signal.SIGXCPU, _on_xcpu)
         if self.processes is not None:
             pids.cap(self.processes)
+        if self.memory is not None:
+            # A private tmpfs (--limit-disk-mb as root) is memory charged to the group too.
+            tmpfs = self.disk.limit if self.disk is not None and self.disk.private else 0
+            pids.cap_memory(self.memory + tmpfs)
 
     def start_job(self) -> None:
         """Give the next job its CPU seconds; note the forks refused so far."""

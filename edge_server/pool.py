@@ -48,6 +48,7 @@ class Worker:
     killed: str = ""  # why the server killed it, if it did
     channel: Channel | None = None
     cpu_ns: int = 0  # CPU time it had used when it last reported (ready, or a job done)
+    oom: bool = False  # the kernel killed it for its memory cgroup's limit
 
     @property
     def sentinel(self) -> int:
@@ -102,6 +103,8 @@ class Pool:
         """Start the configured number of workers (first removing cgroups of dead servers)."""
         if self._config.limit_processes is not None:
             pids.sweep()
+        if self._config.limit_memory is not None:
+            pids.sweep("memory")
         for _ in range(self._config.workers):
             self.spawn()
 
@@ -125,6 +128,9 @@ class Pool:
         process.start()
         if self._config.limit_processes is not None:
             pids.adopt(pids.group(os.getpid(), name), process.pid)  # type: ignore[arg-type]
+        if self._config.limit_memory is not None:
+            memory = pids.group(os.getpid(), name, "memory")
+            pids.adopt(memory, process.pid)  # type: ignore[arg-type]
         worker = Worker(
             name.encode(),
             process,
@@ -159,6 +165,10 @@ class Pool:
             pids.release(pids.group(os.getpid(), worker.identity.decode()))
         if self._config.limit_disk is not None:
             scratch.remove(worker.prefix + "-out")  # without root, its files are on the disk
+        if self._config.limit_memory is not None:
+            memory = pids.group(os.getpid(), worker.identity.decode(), "memory")
+            worker.oom = pids.oom_killed(memory)
+            pids.release(memory)
         code = worker.process.exitcode
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
@@ -185,3 +195,5 @@ class Pool:
         remove_files(self._directory, f"offload-{os.getpid()}-{self._token}-")
         if self._config.limit_processes is not None:
             pids.release_server(os.getpid())
+        if self._config.limit_memory is not None:
+            pids.release_server(os.getpid(), "memory")

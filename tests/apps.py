@@ -222,3 +222,14 @@ def fill(path: str, megabytes: int, files: int = 1) -> int:
 def listdir(path: str) -> list[str]:
     """The names in directory ``path`` (of the worker that runs the call)."""
     return sorted(os.listdir(path))
+
+
+@offload
+def touch_shared(megabytes: int) -> int:
+    """Maps ``megabytes`` MB of shared anonymous memory (not RLIMIT_DATA's) and touches it all."""
+    import mmap
+
+    block = mmap.mmap(-1, megabytes * 2**20, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    return megabytes

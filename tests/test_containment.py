@@ -70,3 +70,17 @@ def test_the_disk_limit_holds_in_scratch_and_shm_and_a_jobs_files_go_with_it(mak
             assert not list(arena_dir().glob("small*")) and not list(arena_dir().glob("many*"))
             assert _call(client, apps.listdir, "/dev/shm") == ["job"]
         assert _call(client, apps.add, 1, 2) == 3
+
+
+def test_shared_memory_counts_against_the_memory_limit_as_root(make_server):
+    import os
+
+    if os.geteuid() != 0 or not os.path.isdir("/sys/fs/cgroup/memory"):
+        pytest.skip("a memory cgroup per worker needs root and the v1 memory controller")
+    server = make_server("--limit-memory-mb", "128", workers=1)
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        assert _call(client, apps.touch_shared, 32) == 32
+        with pytest.raises(offload.LimitExceeded, match="memory limit of 128 MB"):
+            _call(client, apps.touch_shared, 512)
+        assert _call(client, apps.add, 1, 2) == 3  # a fresh worker serves on
