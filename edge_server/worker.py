@@ -207,7 +207,7 @@ def _resolve(
         return fn.__wrapped__, codecs, payload
     if not payload:
         raise ProtocolError("BY_VALUE call without a function frame")
-    code = decompress(codecs[0], payload[0], config.max_message_size)
+    code = decompress(codecs[0], payload[0], load_budget(config))
     try:
         # Code shipping runs the client's code by definition; the server only
         # accepts it when started with --allow-code-shipping.
@@ -219,6 +219,18 @@ def _resolve(
     return fn, codecs[1:], payload[1:]
 
 
+def load_budget(config: ServerConfig) -> int:
+    """Bytes a call's arguments may take once decompressed, and to unpickle.
+
+    ``max_message_size``, or the job's memory limit if that is smaller: an
+    lz4 or pickle bomb is refused before it costs the worker more than the
+    job itself could take.
+    """
+    if config.limit_memory is None:
+        return config.max_message_size
+    return min(config.max_message_size, config.limit_memory)
+
+
 def _load_arguments(
     codecs: bytes,
     payload: list[memoryview],
@@ -227,7 +239,7 @@ def _load_arguments(
     checkpointed: int,
 ) -> tuple[tuple[Any, ...], dict[str, Any], tuple[Any, int, float] | None]:
     """(args, kwargs, (state, count, every) or None) from a CALL's payload."""
-    loaded = serialize.loads(codecs, payload, registry.allowlist, config.max_message_size)
+    loaded = serialize.loads(codecs, payload, registry.allowlist, load_budget(config))
     size = 5 if checkpointed else 2
     if (
         not isinstance(loaded, tuple)

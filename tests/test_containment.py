@@ -84,3 +84,42 @@ def test_shared_memory_counts_against_the_memory_limit_as_root(make_server):
         with pytest.raises(offload.LimitExceeded, match="memory limit of 128 MB"):
             _call(client, apps.touch_shared, 512)
         assert _call(client, apps.add, 1, 2) == 3  # a fresh worker serves on
+
+
+def test_pickle_bombs_are_refused_before_loading():
+    import pickle
+    import struct
+
+    from offload.runtime import serialize
+
+    allow, budget = serialize.Allowlist(), 512 * 2**20
+    sets = b"\x80\x05" + b"\x8f" * 5 * 2**20 + b"."  # EMPTY_SET x 5M: 1.2 GB to load
+    memo = b"\x80\x05Nr" + struct.pack("<I", 2**31) + b"."  # a memo table of 2**31 slots
+    for bomb in (sets, memo):
+        with pytest.raises(offload.PayloadTooLarge, match="would take about"):
+            serialize.loads(b"\0", [bomb], allow, budget)
+    value = ([float(i) for i in range(100_000)], {str(i): i for i in range(10_000)})
+    stream = pickle.dumps(value, protocol=5)
+    assert serialize.loads(b"\0", [stream], allow, budget) == value
+    with pytest.raises(offload.SerializationError, match="unknown opcode"):
+        serialize.loads(b"\0", [b"\xff" * 2**20], allow, 2**20)
+
+
+def test_an_lz4_bomb_is_refused_by_its_declared_size_and_the_server_serves_on(make_server):
+    import lz4.block
+
+    from offload.runtime import protocol, serialize
+    from tests.test_security import _call as raw_call
+
+    server = make_server("--limit-memory-mb", "256", workers=1)
+    head = serialize.dumps(((), {}), compress=False)[1][0]
+    bomb = lz4.block.compress(bytes(300 * 2**20))  # 1 MB that inflates to 300 MB
+    _, frames = raw_call(server, apps.echo, [head, bomb], bytes([protocol.RAW, protocol.LZ4]))
+    error = protocol.decode_json(frames[0])
+    assert error["code"] == "payload_too_large", error
+    assert "over the limit of 268435456" in error["message"]  # the memory limit: 256 MB
+    sets = b"\x80\x05" + b"\x8f" * 2 * 2**20 + b"."  # 2 MB that takes 480 MB to load
+    _, frames = raw_call(server, apps.echo, [sets], bytes([protocol.RAW]))
+    assert protocol.decode_json(frames[0])["code"] == "payload_too_large"
+    with offload.Client(server) as client:
+        assert _call(client, apps.add, 1, 2) == 3
