@@ -123,3 +123,30 @@ def test_an_lz4_bomb_is_refused_by_its_declared_size_and_the_server_serves_on(ma
     assert protocol.decode_json(frames[0])["code"] == "payload_too_large"
     with offload.Client(server) as client:
         assert _call(client, apps.add, 1, 2) == 3
+
+
+def test_nothing_a_killed_server_left_survives_the_next_start(make_server):
+    import os
+    import signal
+
+    import psutil
+
+    from edge_server import pids
+    from edge_server.arena import arena_dir
+
+    limits = ("--limit-processes", "16", "--limit-memory-mb", "256", "--limit-disk-mb", "64")
+    server = make_server(*limits, workers=1)
+    pid = server.process.pid
+    with offload.Client(server) as client:
+        big = os.urandom(2**20)  # staged through the arenas both ways
+        assert _call(client, apps.echo, big) == big
+        worker = psutil.Process(_call(client, apps.where))
+    left = list(arena_dir().glob(f"offload-{pid}-*"))
+    groups = [g for g in (pids.group(pid, "", c) for c in ("pids", "memory")) if g is not None]
+    server.process.send_signal(signal.SIGKILL)
+    server.process.wait(timeout=10)
+    worker.wait(timeout=10)  # it dies with its server (PDEATHSIG)
+    assert left and all(g.is_dir() for g in groups)  # what the killed server left
+    make_server(*limits, workers=1)  # sweeps at its start
+    assert not list(arena_dir().glob(f"offload-{pid}-*"))
+    assert not any(g.exists() for g in groups)
