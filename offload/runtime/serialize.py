@@ -288,7 +288,7 @@ def loads(codecs: bytes, frames: Sequence[Any], allowlist: Allowlist, limit: int
             total = sum(declared_size(c, memoryview(f)) for c, f in zip(codecs, frames))
             if total > limit:
                 raise PayloadTooLarge(
-                    f"payload would decompress to {total} bytes, over the limit of {limit}"
+                    f"payload (lz4) would decompress to {total} bytes, over the limit of {limit}"
                 )
             budget, inflated = limit, []
             for codec, frame in zip(codecs, frames):
