@@ -29,27 +29,35 @@ class Baseline:
 
     def __init__(self) -> None:
         _become_subreaper()
-        self.tasks = _count_tasks()
-        self.fds = _open_fds()
+        self.tasks = len(_tasks())
+        self.fds = {fd for fd in _fd_numbers() if _target(fd) is not None}
 
     def leftovers(self) -> str | None:
-        """Kill the processes the last job left; say what else it left, or None if nothing."""
-        kill_children()
-        threads = _count_tasks() - self.tasks
+        """Kill the processes the last job left; say what else it left, or None if nothing.
+
+        Cheap when the job left nothing (a few system calls): only the main
+        thread's children are looked at unless more threads are running.
+        """
+        tasks = _tasks()
+        kill_children(tasks if len(tasks) > self.tasks else [str(os.getpid())])
+        threads = len(tasks) - self.tasks  # killing processes starts or stops no thread
         if threads > 0:
             return f"{threads} threads still running"
-        now = _open_fds()
-        files = [fd for fd, target in now.items() if self.fds.get(fd) != target]
-        files = [fd for fd in files if not os.path.basename(now[fd]).startswith("offload-")]
-        if files:
-            return f"{len(files)} files left open"
-        return None
+        files = 0
+        for fd in _fd_numbers() - self.fds:
+            target = _target(fd)  # None: closed by now (the listing's own descriptor)
+            if target is not None and not os.path.basename(target).startswith("offload-"):
+                files += 1
+        return f"{files} files left open" if files else None
 
 
-def kill_children(rounds: int = 20) -> None:
-    """SIGKILL and reap every child of this process, and the orphans that come back to it."""
+def kill_children(tasks: list[str] | None = None, rounds: int = 20) -> None:
+    """SIGKILL and reap every child of this process, and the orphans that come back to it.
+
+    ``tasks``: the threads whose children to look at (default: all).
+    """
     for _ in range(rounds):
-        children = _children()
+        children = _children(_tasks() if tasks is None else tasks)
         if not children:
             break
         for pid in children:
@@ -60,14 +68,10 @@ def kill_children(rounds: int = 20) -> None:
                 os.waitpid(pid, 0)
 
 
-def _children() -> set[int]:
-    """The pids of this process's children (of any of its threads), zombies included."""
+def _children(tasks: list[str]) -> set[int]:
+    """The pids of the children of these threads of this process, zombies included."""
     found: set[int] = set()
-    try:
-        tids = os.listdir("/proc/self/task")
-    except OSError:
-        return found
-    for tid in tids:
+    for tid in tasks:
         with contextlib.suppress(OSError, ValueError), open(f"/proc/self/task/{tid}/children") as f:
             found.update(int(p) for p in f.read().split())
     return found
@@ -80,21 +84,23 @@ def _become_subreaper() -> None:
             ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
-def _count_tasks() -> int:
+def _tasks() -> list[str]:
     try:
-        return len(os.listdir("/proc/self/task"))
+        return os.listdir("/proc/self/task")
     except OSError:
-        return 1
+        return [str(os.getpid())]
 
 
-def _open_fds() -> dict[int, str]:
-    """This process's open descriptors and what each refers to (not the listing's own)."""
-    found: dict[int, str] = {}
+def _fd_numbers() -> set[int]:
     try:
-        fds = os.listdir("/proc/self/fd")
+        return {int(fd) for fd in os.listdir("/proc/self/fd")}
     except OSError:
-        return found
-    for fd in fds:
-        with contextlib.suppress(OSError, ValueError):  # the listing's own fd is closed by now
-            found[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
-    return found
+        return set()
+
+
+def _target(fd: int) -> str | None:
+    """What descriptor ``fd`` refers to, or None if it is not open."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None

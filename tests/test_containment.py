@@ -34,6 +34,8 @@ def test_a_thread_bomb_fails_by_the_process_limit_and_the_next_job_runs_clean(ma
 
 
 def test_a_job_that_leaves_threads_or_files_gets_its_worker_replaced(make_server):
+    import psutil
+
     server = make_server(workers=1)
     with offload.Client(server) as client:
         client.ping(timeout=10)
@@ -44,7 +46,11 @@ def test_a_job_that_leaves_threads_or_files_gets_its_worker_replaced(make_server
         after = _call(client, apps.where)
         assert after != before
         assert _call(client, apps.keep_open) is True  # a file left open: replaced too
-        assert _call(client, apps.where) != after
+        last = _call(client, apps.where)
+        assert last != after
+        child = _call(client, apps.leave_behind)  # a process it left: killed, and reaped,
+        assert not psutil.pid_exists(child)  # before the reply went out
+        assert _call(client, apps.where) == last  # and reaped: nothing else left, same worker
 
 
 def test_the_disk_limit_holds_in_scratch_and_shm_and_a_jobs_files_go_with_it(make_server):
