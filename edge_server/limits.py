@@ -21,12 +21,18 @@ there with a clear error and nothing else on the server notices:
   ``limit_files``; one more ``open`` raises ``OSError(EMFILE)``.
 * processes: ``limit_processes`` more tasks than the worker runs itself
   (:mod:`edge_server.pids`: a pids cgroup, else ``RLIMIT_NPROC``); one more
-  ``fork`` raises ``BlockingIOError(EAGAIN)``. Processes a job leaves
-  running are killed when it ends.
+  ``fork`` raises ``BlockingIOError(EAGAIN)`` and one more thread
+  ``RuntimeError``. Processes a job leaves running are killed when it ends.
+* disk: ``limit_disk`` bytes in the job's scratch directory (its cwd and
+  ``TMPDIR``) and ``/dev/shm`` (as root: a private tmpfs), and for any one
+  file it writes (``RLIMIT_FSIZE``); see :mod:`edge_server.scratch`. Its
+  files there are deleted when it ends.
 
 A job that went past a limit is answered ``limit_exceeded`` naming it, and
 its worker then exits to be replaced: memory fragments, leaked descriptors
 and half-done state go with it.
+A job that passed no limit but left threads or open files behind has its
+worker replaced too (:mod:`edge_server.clean`), so every job starts clean.
 """
 
 from __future__ import annotations
