@@ -45,7 +45,8 @@ class ServerConfig:
         :mod:`edge_server.pids` (a cgroup per worker as root, else RLIMIT_NPROC).
     limit_disk: bytes a job may write to its scratch directory (its cwd and
         TMPDIR, emptied after each job) and /dev/shm, and the largest file it
-        may write anywhere; see :mod:`edge_server.scratch`.
+        may write anywhere; see :mod:`edge_server.scratch`. As root,
+        ``limit_memory`` alone also gives each worker a private /dev/shm.
     secret_key: file with this server's CurveZMQ secret key; with it every
         connection is encrypted and only clients whose public keys are in
         ``authorized_keys`` (a directory of ``*.key`` files) get in, refused

@@ -58,7 +58,12 @@ class Limits:
     """The limits of one worker process, from the server's configuration."""
 
     def __init__(self, config: ServerConfig, prefix: str = "offload-worker") -> None:
-        self.disk = Scratch(config.limit_disk, prefix) if config.limit_disk else None
+        self.disk = config.limit_disk
+        self.scratch = (
+            Scratch(config.limit_disk, config.limit_memory, prefix)
+            if config.limit_disk or config.limit_memory
+            else None
+        )
         self.memory = config.limit_memory
         self.cpu = config.limit_cpu
         self.files = config.limit_files
@@ -71,7 +76,7 @@ class Limits:
 
     def isolate(self, arenas: Path) -> Path:
         """Give jobs their scratch directory (first of all); return the way to the arenas."""
-        return arenas if self.disk is None else self.disk.isolate(arenas)
+        return arenas if self.scratch is None else self.scratch.isolate(arenas)
 
     def install(self) -> None:
         """Set the per-process limits; call once the worker has started."""
@@ -85,16 +90,17 @@ class Limits:
         if self.processes is not None:
             pids.cap(self.processes)
         if self.memory is not None:
-            # A private tmpfs (--limit-disk-mb as root) is memory charged to the group too.
-            tmpfs = self.disk.limit if self.disk is not None and self.disk.private else 0
+            # A private /dev/shm of --limit-disk-mb is memory charged to the group too.
+            private = self.scratch is not None and self.scratch.private
+            tmpfs = self.disk if private and self.disk is not None else 0
             pids.cap_memory(self.memory + tmpfs)
 
     def start_job(self) -> None:
         """Give the next job its CPU seconds; note the forks refused so far."""
         if self.processes is not None:
             self._refusals = pids.refusals()
-        if self.disk is not None:
-            self.disk.start_job()
+        if self.scratch is not None:
+            self.scratch.start_job()
         if self.cpu is not None:
             usage = resource.getrusage(resource.RUSAGE_SELF)
             soft = math.ceil(usage.ru_utime + usage.ru_stime + self.cpu)
@@ -111,7 +117,7 @@ class Limits:
             resource.setrlimit(resource.RLIMIT_CPU, (hard, hard))
         if self.processes is not None:
             pids.kill_leftovers()
-        if self.disk is not None and not self.disk.end_job():
+        if self.scratch is not None and not self.scratch.end_job():
             self.left = "files the job left could not be deleted"
 
     def exceeded(self, exc: BaseException) -> str | None:
@@ -120,8 +126,8 @@ class Limits:
             return f"CPU time limit of {self.cpu:g} s exceeded"
         if isinstance(exc, MemoryError) and self.memory is not None:
             return f"memory limit of {self.memory / 2**20:g} MB exceeded"
-        if self.disk is not None and (disk := self.disk.exceeded(exc)):
-            return disk
+        if self.scratch is not None and (passed := self.scratch.exceeded(exc)):
+            return passed
         if isinstance(exc, OSError) and exc.errno == errno.EMFILE and self.files is not None:
             return f"open files limit of {self.files} exceeded"
         if self.processes is not None and self._refused_a_task(exc):

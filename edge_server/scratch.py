@@ -1,5 +1,9 @@
 """A job's disk: a private scratch directory (its cwd and ``TMPDIR``) under a per-job quota.
 
+(And, as root with only ``limit_memory``, a private ``/dev/shm`` of that size
+emptied after each job, so files there are memory the job's limit bounds and
+nothing it leaves there outlives it.)
+
 With ``limit_disk`` set, each worker gives its jobs a scratch directory,
 their working directory and ``TMPDIR``, emptied after every job, and:
 
@@ -49,22 +53,32 @@ def path_for(prefix: str) -> Path:
 
 
 class Scratch:
-    """One worker's scratch directory and disk quota."""
+    """One worker's scratch directory and disk quota, and its private ``/dev/shm`` as root.
 
-    def __init__(self, limit: int, prefix: str) -> None:
-        self.limit = limit
-        self.private = False  # a tmpfs of our own (root), or a plain directory
-        self.root = path_for(prefix)
-        self.dir = self.root
+    ``disk``: the disk limit (None: no scratch directory, no file size limit).
+    ``memory``: the memory limit; as root, with or without ``disk``, it gives
+    the worker a private ``/dev/shm`` too (of ``disk`` bytes, else ``memory``),
+    so what a job leaves there goes when it ends (the pages count in the
+    worker's memory cgroup).
+    """
+
+    def __init__(self, disk: int | None, memory: int | None, prefix: str) -> None:
+        self.disk = disk
+        self.size = disk or memory or 0
+        self.memory = memory
+        self.private = False  # a tmpfs of our own over /dev/shm (root)
+        self.root = self.dir = path_for(prefix)
 
     def isolate(self, arenas: Path) -> Path:
         """Set up the scratch directory, enter it; return the path to reach ``arenas`` by."""
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past RLIMIT_FSIZE: EFBIG
-        if os.geteuid() == 0 and SHM.is_dir():
+        if os.geteuid() == 0 and SHM.is_dir() and self.size:
             try:
                 arenas = self._mount_tmpfs(arenas)
             except OSError as exc:
-                log.warning("no private tmpfs for jobs (%s): only file sizes are bounded", exc)
+                log.warning("no private /dev/shm for jobs (%s): only file sizes are bounded", exc)
+        if self.disk is None:
+            return arenas
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past RLIMIT_FSIZE: EFBIG
         self.dir.mkdir(mode=0o700, exist_ok=True)
         os.chdir(self.dir)
         os.environ["TMPDIR"] = str(self.dir)
@@ -79,7 +93,7 @@ class Scratch:
             raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
         if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
             raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
-        options = f"size={self.limit},mode=1777".encode()
+        options = f"size={self.size},mode=1777".encode()
         if libc.mount(b"offload-job", bytes(SHM), b"tmpfs", _MS_NOSUID | _MS_NODEV, options):
             raise OSError(ctypes.get_errno(), "mount tmpfs on /dev/shm")
         self.private = True
@@ -88,32 +102,41 @@ class Scratch:
 
     def start_job(self) -> None:
         """No file the job writes may grow past the quota."""
+        if self.disk is None:
+            return
         _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        soft = self.limit if hard == resource.RLIM_INFINITY else min(self.limit, hard)
+        soft = self.disk if hard == resource.RLIM_INFINITY else min(self.disk, hard)
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
 
     def end_job(self) -> bool:
         """Lift the file size limit, delete the job's files; False if some would not go."""
-        _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+        if self.disk is not None:
+            _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (hard, hard))
+        elif not self.private:
+            return True
         clean = True
         with os.scandir(self.root) as entries:
             for entry in entries:
-                if entry.path == str(self.dir):
+                if entry.path == str(self.dir) and self.disk is not None:
                     clean = _empty(self.dir) and clean
                 else:
                     clean = _remove(Path(entry.path)) and clean
-        with contextlib.suppress(OSError):
-            os.chdir(self.dir)  # the job may have gone elsewhere
+        if self.disk is not None:
+            with contextlib.suppress(OSError):
+                os.chdir(self.dir)  # the job may have gone elsewhere
         return clean
 
     def exceeded(self, exc: BaseException) -> str | None:
-        """The message naming the disk limit, if ``exc`` shows the job passed it."""
+        """The message naming the limit, if ``exc`` shows the job passed the disk limit or
+        filled its private ``/dev/shm``."""
         if not isinstance(exc, OSError):
             return None
         full = exc.errno == errno.ENOSPC and self.private  # our tmpfs is full, not a disk
-        if exc.errno == errno.EFBIG or full:
-            return f"disk limit of {self.limit / 2**20:g} MB exceeded"
+        if (exc.errno == errno.EFBIG and self.disk is not None) or (full and self.disk):
+            return f"disk limit of {self.disk / 2**20:g} MB exceeded"
+        if full and self.memory is not None:
+            return f"memory limit of {self.memory / 2**20:g} MB exceeded (in /dev/shm)"
         return None
 
 

@@ -81,6 +81,8 @@ def test_the_disk_limit_holds_in_scratch_and_shm_and_a_jobs_files_go_with_it(mak
 def test_shared_memory_counts_against_the_memory_limit_as_root(make_server):
     import os
 
+    from edge_server.arena import arena_dir
+
     if os.geteuid() != 0 or not os.path.isdir("/sys/fs/cgroup/memory"):
         pytest.skip("a memory cgroup per worker needs root and the v1 memory controller")
     server = make_server("--limit-memory-mb", "128", workers=1)
@@ -90,6 +92,11 @@ def test_shared_memory_counts_against_the_memory_limit_as_root(make_server):
         with pytest.raises(offload.LimitExceeded, match="memory limit of 128 MB"):
             _call(client, apps.touch_shared, 512)
         assert _call(client, apps.add, 1, 2) == 3  # a fresh worker serves on
+        with pytest.raises(offload.LimitExceeded, match="memory limit of 128 MB"):
+            _call(client, apps.fill, "/dev/shm/offload-test-fill", 512)  # files are memory
+        assert _call(client, apps.fill, "/dev/shm/offload-test-fill", 8) == 8
+        assert _call(client, apps.listdir, "/dev/shm") == []  # a private one, emptied
+        assert not (arena_dir() / "offload-test-fill").exists()
 
 
 def test_pickle_bombs_are_refused_before_loading():
