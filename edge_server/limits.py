@@ -57,7 +57,8 @@ class CpuTimeExceeded(BaseException):
 class Limits:
     """The limits of one worker process, from the server's configuration."""
 
-    def __init__(self, config: ServerConfig, prefix: str = "offload-worker") -> None:
+    def __init__(self, config: ServerConfig, prefix: str) -> None:
+        """``prefix``: the worker's arena name prefix (its scratch directory is named after it)."""
         self.disk = config.limit_disk
         self.scratch = (
             Scratch(config.limit_disk, config.limit_memory, prefix)

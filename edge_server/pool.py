@@ -25,7 +25,7 @@ from typing import Any
 import zmq
 
 from . import pids, scratch
-from .arena import ArenaReader, ArenaWriter, remove_files, remove_stale_files
+from .arena import ArenaReader, ArenaWriter, remove_files
 from .channel import Channel
 from .config import ServerConfig
 from .worker import run_worker
@@ -103,7 +103,7 @@ class Pool:
         """Start the configured number of workers (first removing cgroups of dead servers)."""
         pids.sweep()  # whatever this server's limits: a killed one may have had others
         pids.sweep("memory")
-        remove_stale_files(scratch.path_for("x").parent)  # scratch directories (not root)
+        scratch.sweep()  # workers' scratch directories (without root)
         for _ in range(self._config.workers):
             self.spawn()
 

@@ -40,6 +40,8 @@ import signal
 import tempfile
 from pathlib import Path
 
+from .arena import remove_stale_files
+
 log = logging.getLogger("edge_server.worker")
 
 _CLONE_NEWNS = 0x00020000
@@ -157,6 +159,11 @@ def _remove(path: Path) -> bool:
     except OSError:
         return False
     return True
+
+
+def sweep() -> None:
+    """Remove the scratch directories of servers that are gone (killed; without root)."""
+    remove_stale_files(Path(tempfile.gettempdir()))
 
 
 def remove(prefix: str) -> None:
