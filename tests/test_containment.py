@@ -53,7 +53,7 @@ def test_a_job_that_leaves_threads_or_files_gets_its_worker_replaced(make_server
         assert _call(client, apps.where) == last  # and reaped: nothing else left, same worker
 
 
-def test_the_disk_limit_holds_in_scratch_and_shm_and_a_jobs_files_go_with_it(make_server):
+def test_the_disk_limit_holds_in_scratch_and_shm_and_a_jobs_files_go_with_it(make_server, tmp_path):
     import os
 
     from edge_server.arena import arena_dir
@@ -65,6 +65,9 @@ def test_the_disk_limit_holds_in_scratch_and_shm_and_a_jobs_files_go_with_it(mak
         assert _call(client, apps.listdir, ".") == []  # deleted when the job ended
         with pytest.raises(offload.LimitExceeded, match="disk limit of 32 MB"):
             _call(client, apps.fill, "big", 100)
+        with pytest.raises(offload.LimitExceeded, match="disk limit of 32 MB"):
+            _call(client, apps.fill, str(tmp_path / "elsewhere"), 100)  # no file past it
+        assert (tmp_path / "elsewhere").stat().st_size <= 32 * 2**20  # (left: not scratch)
         big = os.urandom(3 * 2**20)  # through the arenas both ways, beside the private tmpfs
         assert _call(client, apps.echo, big) == big
         if os.geteuid() == 0:  # a private tmpfs over /dev/shm bounds the sum of all files
