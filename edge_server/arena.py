@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Sequence
@@ -192,10 +193,18 @@ def _aligned(n: int) -> int:
 
 
 def remove_stale_files(directory: Path) -> None:
-    """Delete arenas left by servers that died without cleaning up (``offload-<pid>-...``)."""
+    """Delete what servers that died without cleaning up left (``offload-<pid>-...``).
+
+    Arenas of the server and of its workers (in ``/dev/shm``), and workers'
+    scratch directories (:mod:`edge_server.scratch`, in the temp directory
+    without root): all are named after the server's pid.
+    """
     for path in directory.glob("offload-*-*"):
         pid = path.name.split("-")[1]
         if pid.isdigit() and not _alive(int(pid)):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+                continue
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 

@@ -152,6 +152,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         "--limit-processes", type=int, help="processes and threads a job may start (fork bombs)"
     )
     parser.add_argument(
+        "--limit-disk-mb",
+        type=float,
+        help="disk a job may write, in MB: its scratch directory (cwd, TMPDIR) and /dev/shm "
+        "(a private tmpfs as root), and any one file; its files are deleted when it ends",
+    )
+    parser.add_argument(
         "--client-running",
         type=int,
         default=defaults.max_running_per_client,
@@ -229,6 +235,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             limit_cpu=args.limit_cpu,
             limit_files=args.limit_files,
             limit_processes=args.limit_processes,
+            limit_disk=int(args.limit_disk_mb * 2**20) if args.limit_disk_mb else None,
             secret_key=args.secret_key,
             authorized_keys=args.authorized_keys,
         )

@@ -43,6 +43,10 @@ class ServerConfig:
         fails with LimitExceeded naming it and its worker is replaced.
     limit_processes: processes (and threads) a job may start; see
         :mod:`edge_server.pids` (a cgroup per worker as root, else RLIMIT_NPROC).
+    limit_disk: bytes a job may write to its scratch directory (its cwd and
+        TMPDIR, emptied after each job) and /dev/shm, and the largest file it
+        may write anywhere; see :mod:`edge_server.scratch`. As root,
+        ``limit_memory`` alone also gives each worker a private /dev/shm.
     secret_key: file with this server's CurveZMQ secret key; with it every
         connection is encrypted and only clients whose public keys are in
         ``authorized_keys`` (a directory of ``*.key`` files) get in, refused
@@ -72,6 +76,7 @@ class ServerConfig:
     limit_cpu: float | None = None
     limit_files: int | None = None
     limit_processes: int | None = None
+    limit_disk: int | None = None
     max_running_per_client: int = 1_000_000
     client_timeout: float = 15.0
     purge_on_exit: bool = False
@@ -101,7 +106,8 @@ class ServerConfig:
             raise ConfigError("keep_results must be 'orphaned' or 'all'")
         if self.result_ttl <= 0 or self.history_ttl <= 0:
             raise ConfigError("result_ttl and history_ttl must be positive")
-        for name in ("limit_memory", "limit_cpu", "limit_files", "limit_processes"):
+        limits = ("limit_memory", "limit_cpu", "limit_files", "limit_processes", "limit_disk")
+        for name in limits:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be positive")

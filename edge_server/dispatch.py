@@ -27,6 +27,7 @@ from offload._exceptions import (
     CallTimeout,
     JobCancelled,
     JobStopped,
+    LimitExceeded,
     OffloadError,
     ProtocolError,
     ServerUnavailable,
@@ -255,8 +256,8 @@ class Dispatcher:
             if job is not None and int.from_bytes(frames[1], "big") == job.id:
                 self._send(job.client, list(frames[2:]))
             return
-        if kind == b"E":  # done, and the worker leaves (it passed a resource limit)
-            worker.killed = worker.killed or "passed a resource limit"
+        if kind == b"E":  # done, and the worker leaves (a limit passed, or the job left state)
+            worker.killed = worker.killed or "left after its job"
         elif kind != b"D" or len(frames) < 6:
             log.error("unexpected message %r from worker %s", bytes(frames[0]), worker.identity)
             return
@@ -317,7 +318,11 @@ class Dispatcher:
         if worker in self.idle:
             self.idle.remove(worker)
         job = worker.job
-        if job is not None:
+        if job is not None and worker.oom and self.config.limit_memory is not None:
+            limit = f"memory limit of {self.config.limit_memory / 2**20:g} MB exceeded"
+            log.warning("worker %s killed for its memory limit in job %d", worker.identity, job.id)
+            self.fail(job, LimitExceeded(f"{job.function}: {limit} (killed by the kernel)"))
+        elif job is not None:
             log.warning("worker %s died running job %d: %s", worker.identity, job.id, how)
             self.fail(job, WorkerCrashed(f"the worker running this call died ({how})"))
         elif worker.killed:

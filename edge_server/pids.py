@@ -16,6 +16,12 @@ processes and give its children controllers without delegation),
 counts all of that user's tasks, so run the server as a user of its own.
 After each job the processes it left are killed (with the cgroup: all of
 them; without: the worker's descendants), so the next job runs alone.
+
+The memory limit has a group of its own per worker the same way (the
+``memory`` controller, v1; v2 only where the server's cgroup already gives
+it to its children): :func:`cap_memory` sets it at what the worker holds plus
+``limit_memory``, and :func:`oom_killed` tells the server that the kernel
+killed the worker for it.
 """
 
 from __future__ import annotations
@@ -29,33 +35,41 @@ from pathlib import Path
 
 import psutil
 
-_V1 = Path("/sys/fs/cgroup/pids")
+_ROOT = Path("/sys/fs/cgroup")
 _PREFIX = "edge-server-"
 
 
-def _base() -> Path | None:
-    """This process's own v1 pids cgroup, as root; else None."""
-    if os.geteuid() != 0 or not (_V1 / "cgroup.procs").exists():
+def _base(controller: str = "pids") -> Path | None:
+    """This process's own cgroup of ``controller`` (v1, or v2 if it is there), as root."""
+    if os.geteuid() != 0:
         return None
+    v1 = _ROOT / controller
     with contextlib.suppress(OSError, ValueError):
         for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, where = line.split(":", 2)
-            if "pids" in controllers.split(","):
-                path = _V1 / where.lstrip("/")
-                if path.is_dir():  # else another mount namespace: its path is not ours
-                    return path
+            number, controllers, where = line.split(":", 2)
+            if (v1 / "cgroup.procs").exists() and controller in controllers.split(","):
+                path = v1 / where.lstrip("/")
+            elif number == "0" and controller == "memory":  # v2: only if memory is given out
+                unified = _ROOT / "unified" if (_ROOT / "unified").is_dir() else _ROOT
+                path = unified / where.lstrip("/")
+                if "memory" not in (path / "cgroup.subtree_control").read_text().split():
+                    continue
+            else:
+                continue
+            if path.is_dir():  # else another mount namespace: its path is not ours
+                return path
     return None
 
 
-def group(server_pid: int, name: str) -> Path | None:
+def group(server_pid: int, name: str, controller: str = "pids") -> Path | None:
     """The cgroup of worker ``name`` of server ``server_pid`` (None without cgroups)."""
-    base = _base()
+    base = _base(controller)
     return None if base is None else base / f"{_PREFIX}{server_pid}" / name
 
 
-def sweep() -> None:
+def sweep(controller: str = "pids") -> None:
     """Remove the worker groups of servers that are gone (killed with SIGKILL)."""
-    base = _base()
+    base = _base(controller)
     if base is None:
         return
     for stale in base.glob(f"{_PREFIX}*"):
@@ -78,14 +92,54 @@ def adopt(path: Path | None, pid: int) -> None:
 
 
 @functools.cache
-def own_group() -> Path | None:
-    """This worker's pids cgroup, if the server made one for it.
+def own_group(controller: str = "pids") -> Path | None:
+    """This worker's cgroup of ``controller``, if the server made one for it.
 
     Read once: the server adopts a worker right after starting it, long
     before the worker, having imported the apps, first asks.
     """
-    base = _base()
+    base = _base(controller)
     return base if base is not None and base.parent.name.startswith(_PREFIX) else None
+
+
+def cap_memory(limit: int) -> bool:
+    """Let this worker's memory cgroup hold ``limit`` bytes more than now; False without one.
+
+    Everything the worker's processes touch counts (shared mappings and
+    tmpfs files too, unlike RLIMIT_DATA); past it the kernel's OOM killer
+    ends the worker, which the server reports as the memory limit
+    (:func:`oom_killed`).
+    """
+    path = own_group("memory")
+    if path is None:
+        return False
+    try:
+        if (path / "memory.max").exists():  # v2
+            now = int((path / "memory.current").read_text())
+            (path / "memory.max").write_text(str(now + limit))
+            with contextlib.suppress(OSError):
+                (path / "memory.swap.max").write_text("0")
+            return True
+        now = int((path / "memory.usage_in_bytes").read_text())
+        (path / "memory.limit_in_bytes").write_text(str(now + limit))
+        with contextlib.suppress(OSError):  # swap accounting on: swap counts too
+            (path / "memory.memsw.limit_in_bytes").write_text(str(now + limit))
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def oom_killed(path: Path | None) -> bool:
+    """Whether the kernel killed a process of the memory cgroup ``path`` for its limit."""
+    if path is None:
+        return False
+    for name in ("memory.events", "memory.oom_control"):  # v2, v1
+        with contextlib.suppress(OSError, ValueError):
+            for line in (path / name).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and int(value) > 0:
+                    return True
+    return False
 
 
 def cap(limit: int) -> None:
@@ -156,9 +210,9 @@ def release(path: Path | None) -> None:
         path.rmdir()
 
 
-def release_server(server_pid: int) -> None:
+def release_server(server_pid: int, controller: str = "pids") -> None:
     """Remove the (by now empty) cgroup that held server ``server_pid``'s workers' groups."""
-    path = group(server_pid, "")
+    path = group(server_pid, "", controller)
     if path is not None:
         with contextlib.suppress(OSError):
             path.rmdir()

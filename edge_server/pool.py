@@ -24,7 +24,7 @@ from typing import Any
 
 import zmq
 
-from . import pids
+from . import pids, scratch
 from .arena import ArenaReader, ArenaWriter, remove_files
 from .channel import Channel
 from .config import ServerConfig
@@ -48,6 +48,7 @@ class Worker:
     killed: str = ""  # why the server killed it, if it did
     channel: Channel | None = None
     cpu_ns: int = 0  # CPU time it had used when it last reported (ready, or a job done)
+    oom: bool = False  # the kernel killed it for its memory cgroup's limit
 
     @property
     def sentinel(self) -> int:
@@ -100,8 +101,9 @@ class Pool:
 
     def start(self) -> None:
         """Start the configured number of workers (first removing cgroups of dead servers)."""
-        if self._config.limit_processes is not None:
-            pids.sweep()
+        pids.sweep()  # whatever this server's limits: a killed one may have had others
+        pids.sweep("memory")
+        scratch.sweep()  # workers' scratch directories (without root)
         for _ in range(self._config.workers):
             self.spawn()
 
@@ -125,6 +127,9 @@ class Pool:
         process.start()
         if self._config.limit_processes is not None:
             pids.adopt(pids.group(os.getpid(), name), process.pid)  # type: ignore[arg-type]
+        if self._config.limit_memory is not None:
+            memory = pids.group(os.getpid(), name, "memory")
+            pids.adopt(memory, process.pid)  # type: ignore[arg-type]
         worker = Worker(
             name.encode(),
             process,
@@ -157,6 +162,12 @@ class Pool:
         remove_files(self._directory, worker.prefix + "-")  # not w1 matching w10
         if self._config.limit_processes is not None:
             pids.release(pids.group(os.getpid(), worker.identity.decode()))
+        if self._config.limit_disk is not None:
+            scratch.remove(worker.prefix + "-out")  # without root, its files are on the disk
+        if self._config.limit_memory is not None:
+            memory = pids.group(os.getpid(), worker.identity.decode(), "memory")
+            worker.oom = pids.oom_killed(memory)
+            pids.release(memory)
         code = worker.process.exitcode
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
@@ -183,3 +194,5 @@ class Pool:
         remove_files(self._directory, f"offload-{os.getpid()}-{self._token}-")
         if self._config.limit_processes is not None:
             pids.release_server(os.getpid())
+        if self._config.limit_memory is not None:
+            pids.release_server(os.getpid(), "memory")

@@ -8,8 +8,10 @@ Messages with the server (over a :class:`~edge_server.channel.Channel`)::
     worker -> server   DONE   [b"D", job id, CPU ns used so far, reply header, arena name,
                                spans, *inline]   (the server meters the job's CPU as the
                                difference from the count it had before)
-    worker -> server   LAST   [b"E", ...as DONE]   the job passed a resource limit: this
-                                                    worker exits after it (to be replaced)
+    worker -> server   LAST   [b"E", ...as DONE]   the job passed a resource limit, or left
+                                                    threads or open files behind
+                                                    (:mod:`.clean`): this worker exits
+                                                    after it (to be replaced)
     server -> worker   FREE   [b"F", arena name]    that result arena may be written again
     server -> worker   STOP   [b"S"]
 
@@ -54,6 +56,7 @@ from offload.runtime.compression import decompress
 
 from .arena import ArenaPool, ArenaReader
 from .channel import Channel
+from .clean import Baseline
 from .config import ServerConfig
 from .limits import CpuTimeExceeded, Limits
 from .registry import Registry
@@ -70,14 +73,15 @@ def run_worker(
     signal.signal(signal.SIGUSR1, _ask_to_stop)
     signal.signal(signal.SIGUSR2, _ask_to_stop)
     registry = Registry.load(config.apps, config.types)
-    directory = Path(arena_directory)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(backend)  # first: the server's directory may be in what isolate() covers
+    channel = Channel(sock)
+    limits = Limits(config, arena_prefix)
+    directory = limits.isolate(Path(arena_directory))
     reader = ArenaReader(directory)
     results = ArenaPool(directory, arena_prefix)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(backend)
-    channel = Channel(sock)
-    limits = Limits(config)
     limits.install()
+    baseline = Baseline()
     channel.send([b"R", identity, time.process_time_ns().to_bytes(8, "big")])
     try:
         while True:
@@ -107,13 +111,19 @@ def run_worker(
                 )
             del payload
             arena, reply_spans, inline = results.pack(reply[1:])
-            over = limits.passed
+            left = baseline.leftovers()  # kills the processes the job left, first
+            over = limits.passed or limits.left or left
             cpu_ns = time.process_time_ns().to_bytes(8, "big")
             channel.send(
                 [b"E" if over else b"D", job_id, cpu_ns, reply[0], arena, reply_spans, *inline]
             )
             if over:
-                return  # a fresh worker takes this one's place
+                # A fresh worker takes this one's place. Leave at once: threads the job
+                # left would hold up a normal exit, and the result arena must stay until
+                # the server has read it (it removes this worker's arenas when it reaps it).
+                log.info("worker leaves after its job: %s", over)
+                channel.close()
+                os._exit(0)
     finally:
         results.close()
         channel.close()
@@ -159,7 +169,7 @@ def execute(
         else:
             with checkpoint.running(session):
                 value = fn(*args, **kwargs)
-    except (CpuTimeExceeded, MemoryError, OSError) as exc:
+    except (CpuTimeExceeded, MemoryError, OSError, RuntimeError) as exc:
         passed = limits.exceeded(exc) if limits is not None else None
         if passed is None:
             return errors.exception_message(request_id, exc)
@@ -197,7 +207,7 @@ def _resolve(
         return fn.__wrapped__, codecs, payload
     if not payload:
         raise ProtocolError("BY_VALUE call without a function frame")
-    code = decompress(codecs[0], payload[0], config.max_message_size)
+    code = decompress(codecs[0], payload[0], load_budget(config))
     try:
         # Code shipping runs the client's code by definition; the server only
         # accepts it when started with --allow-code-shipping.
@@ -209,6 +219,18 @@ def _resolve(
     return fn, codecs[1:], payload[1:]
 
 
+def load_budget(config: ServerConfig) -> int:
+    """Bytes a call's arguments may take once decompressed, and to unpickle.
+
+    ``max_message_size``, or the job's memory limit if that is smaller: an
+    lz4 or pickle bomb is refused before it costs the worker more than the
+    job itself could take.
+    """
+    if config.limit_memory is None:
+        return config.max_message_size
+    return min(config.max_message_size, config.limit_memory)
+
+
 def _load_arguments(
     codecs: bytes,
     payload: list[memoryview],
@@ -217,7 +239,7 @@ def _load_arguments(
     checkpointed: int,
 ) -> tuple[tuple[Any, ...], dict[str, Any], tuple[Any, int, float] | None]:
     """(args, kwargs, (state, count, every) or None) from a CALL's payload."""
-    loaded = serialize.loads(codecs, payload, registry.allowlist, config.max_message_size)
+    loaded = serialize.loads(codecs, payload, registry.allowlist, load_budget(config))
     size = 5 if checkpointed else 2
     if (
         not isinstance(loaded, tuple)

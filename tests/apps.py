@@ -177,3 +177,59 @@ def leave_behind() -> int:
     import subprocess
 
     return subprocess.Popen(["sleep", "60"]).pid
+
+
+@offload
+def thread_bomb(threads: int) -> int:
+    """Starts up to ``threads`` sleeping threads and leaves them running; returns how many."""
+    import threading
+
+    for _ in range(threads):
+        threading.Thread(target=time.sleep, args=(30,)).start()
+    return threads
+
+
+@offload
+def threads_running() -> int:
+    """How many threads the worker that runs the call has."""
+    import threading
+
+    return threading.active_count()
+
+
+_kept: list[Any] = []
+
+
+@offload
+def keep_open() -> bool:
+    """Opens a file and keeps it open after the call (in a module global)."""
+    _kept.append(open(os.devnull))  # noqa: SIM115
+    return True
+
+
+@offload
+def fill(path: str, megabytes: int, files: int = 1) -> int:
+    """Writes ``files`` files of ``megabytes`` MB (``path``, ``path.1``, ...) and leaves them."""
+    chunk = b"x" * 2**20
+    for i in range(files):
+        with open(f"{path}.{i}" if i else path, "wb") as out:
+            for _ in range(megabytes):
+                out.write(chunk)
+    return megabytes * files
+
+
+@offload
+def listdir(path: str) -> list[str]:
+    """The names in directory ``path`` (of the worker that runs the call)."""
+    return sorted(os.listdir(path))
+
+
+@offload
+def touch_shared(megabytes: int) -> int:
+    """Maps ``megabytes`` MB of shared anonymous memory (not RLIMIT_DATA's) and touches it all."""
+    import mmap
+
+    block = mmap.mmap(-1, megabytes * 2**20, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)
+    for offset in range(0, len(block), 4096):
+        block[offset] = 1
+    return megabytes

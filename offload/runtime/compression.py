@@ -37,13 +37,26 @@ def maybe_compress(frame: memoryview) -> tuple[int, memoryview | bytes]:
     return LZ4, packed
 
 
-def decompress(codec: int, frame: memoryview, limit: int) -> memoryview | bytes:
-    """Undo :func:`maybe_compress` for one frame, refusing to inflate past ``limit`` bytes."""
+def declared_size(codec: int, frame: memoryview) -> int:
+    """The size ``frame`` will have once decompressed, as it declares (before any work)."""
     if codec == RAW:
-        return frame
+        return frame.nbytes
+    if codec != LZ4:
+        raise SerializationError(f"unknown codec {codec}")
     if frame.nbytes < 4:
         raise SerializationError("lz4 frame shorter than its size prefix")
-    size = int.from_bytes(frame[:4], "little")
+    return int.from_bytes(frame[:4], "little")
+
+
+def decompress(codec: int, frame: memoryview, limit: int) -> memoryview | bytes:
+    """Undo :func:`maybe_compress` for one frame, refusing to inflate past ``limit`` bytes.
+
+    The size the frame declares is checked first: nothing is allocated for a
+    frame that claims more than ``limit`` (an lz4 bomb).
+    """
+    size = declared_size(codec, frame)
+    if codec == RAW:
+        return frame
     if size > limit:
         raise PayloadTooLarge(f"lz4 frame claims {size} bytes, over the limit of {limit}")
     try:

@@ -44,8 +44,15 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .._exceptions import ForbiddenType, OffloadError, ProtocolError, SerializationError
-from .compression import decompress, maybe_compress
+from .._exceptions import (
+    ForbiddenType,
+    OffloadError,
+    PayloadTooLarge,
+    ProtocolError,
+    SerializationError,
+)
+from . import picklecost
+from .compression import declared_size, decompress, maybe_compress
 from .protocol import RAW
 
 OUT_OF_BAND_MIN = 1024
@@ -270,18 +277,26 @@ def dumps(value: Any, *, compress: bool = True) -> tuple[bytes, list[Any]]:
 def loads(codecs: bytes, frames: Sequence[Any], allowlist: Allowlist, limit: int) -> Any:
     """Deserialize frames made by :func:`dumps`, admitting only what ``allowlist`` allows.
 
-    ``limit`` bounds the total size of all frames after decompression.
+    ``limit`` bounds the total size of all frames after decompression (checked
+    on the sizes they declare, before any is decompressed) and, separately,
+    the memory unpickling the stream may take (:mod:`.picklecost`).
     """
     if len(codecs) != len(frames) or not frames:
         raise ProtocolError(f"{len(frames)} payload frames but {len(codecs)} codecs")
     try:
         if any(codecs):
+            total = sum(declared_size(c, memoryview(f)) for c, f in zip(codecs, frames))
+            if total > limit:
+                raise PayloadTooLarge(
+                    f"payload (lz4) would decompress to {total} bytes, over the limit of {limit}"
+                )
             budget, inflated = limit, []
             for codec, frame in zip(codecs, frames):
                 data = frame if codec == RAW else decompress(codec, memoryview(frame), budget)
                 budget -= memoryview(data).nbytes
                 inflated.append(data)
             frames = inflated
+        picklecost.check(frames[0], limit)
         return _RestrictedUnpickler(frames[0], frames[1:], allowlist).load()
     except OffloadError:
         raise
