@@ -22,9 +22,10 @@ from typing import Any
 from . import _exceptions as errors
 from .api import OffloadedFunction, as_offloaded
 from .batch import BatchPlanner, BatchResult
+from .checkpoints import read_checkpoint
 from .config import Config
 from .control import ServerJobs
-from .jobs import Job, read_checkpoint
+from .jobs import Job
 from .profiler import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Profiler
 from .routing import Router
 from .servers import Servers, config_bps
@@ -123,7 +124,7 @@ class Client(Executor):
     ) -> Job:
         """Continue ``fn(*args, **kwargs)`` from a checkpoint file an earlier process wrote.
 
-        The file is one ``checkpoint_dir`` holds (:func:`offload.jobs.checkpoint_path`);
+        The file is one ``checkpoint_dir`` holds (:func:`offload.checkpoints.checkpoint_path`);
         its state is loaded as the function's results are, with the restricted unpickler.
         """
         self._check_open()

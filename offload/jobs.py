@@ -27,23 +27,18 @@ failure, since the states come home as they are taken.
 
 from __future__ import annotations
 
-import os
-import struct
 import threading
 import time
 import uuid
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 from . import _exceptions as errors
 from .api import OffloadedFunction
 from .futures import cancel_now, running_future, settle
 from .remote import Outcome, Remote
-from .runtime import serialize
 from .runtime.checkpoint import Session, Stopped, running
-from .runtime.files import atomic_write
 
 #: Failures a job recovers from by running again (from its latest checkpoint).
 RECOVERABLE = (errors.ServerUnavailable, errors.WorkerCrashed, errors.JobStopped)
@@ -128,7 +123,7 @@ class Job(Future[Any]):
         self._host = host
         self._here_allowed = here_allowed
         self._settled = threading.Event()  # done, or paused
-        self.add_done_callback(lambda _: self._settled.set())
+        self.add_done_callback(_settle)  # a plain function: no cycle keeps a done job alive
         #: The function this job runs.
         self.fn = fn
         self._args, self._kwargs, self._size = args, kwargs, size
@@ -246,6 +241,7 @@ class Job(Future[Any]):
             self._fail(exc)
 
     def _local_done(self, run: Future[Any]) -> None:
+        self._local = None
         if run.cancelled():  # taken out of the pool's queue (shutdown with cancel_futures)
             self._cancel_wanted = True
             cancel_now(self)
@@ -383,43 +379,6 @@ class Job(Future[Any]):
         settle(self, exc=exc)
 
 
-_FILE_MAGIC = b"OFCK"
-
-
-def checkpoint_path(directory: str | os.PathLike[str], job: Job) -> Path:
-    """Where :func:`write_checkpoint` keeps ``job``'s latest checkpoint."""
-    name = job.fn.wire_name.replace(":", "-").replace("<", "").replace(">", "")
-    return Path(directory) / f"{name}-{job.id}.ckpt"
-
-
-def write_checkpoint(directory: str | os.PathLike[str], job: Job, state: Any, count: int) -> None:
-    """Write a job's checkpoint atomically: magic, count, codecs, each frame's length and bytes."""
-    codecs, frames = serialize.dumps(state)
-
-    def write(out: IO[bytes]) -> None:
-        out.write(_FILE_MAGIC + struct.pack("!QI", count, len(codecs)) + codecs)
-        for frame in frames:
-            view = memoryview(frame).cast("B")
-            out.write(struct.pack("!Q", view.nbytes))
-            out.write(view)
-
-    atomic_write(checkpoint_path(directory, job), write)
-
-
-def read_checkpoint(
-    path: str | os.PathLike[str], fn: OffloadedFunction[..., Any]
-) -> tuple[Any, int]:
-    """(state, count) from a file :func:`write_checkpoint` wrote, loaded as ``fn``'s results are."""
-    data = memoryview(Path(path).read_bytes())
-    if bytes(data[:4]) != _FILE_MAGIC:
-        raise errors.SerializationError(f"{path} is not an offload checkpoint")
-    count, n = struct.unpack_from("!QI", data, 4)
-    offset = 16
-    codecs = bytes(data[offset : offset + n])
-    offset += n
-    frames = []
-    for _ in range(n):
-        (length,) = struct.unpack_from("!Q", data, offset)
-        frames.append(data[offset + 8 : offset + 8 + length])
-        offset += 8 + length
-    return serialize.loads(codecs, frames, fn.allowlist, 2**40), count
+def _settle(job: Future[Any]) -> None:
+    assert isinstance(job, Job)
+    job._settled.set()

@@ -40,10 +40,11 @@ from typing import Any
 
 from . import _exceptions as errors
 from .api import OffloadedFunction
+from .checkpoints import write_checkpoint
 from .config import Config
 from .fallback import FALLBACK, Fallbacks, falls_back
 from .futures import CallFuture, Withdrawer, chain_unless_cancelled, running_future, settle
-from .jobs import Job, write_checkpoint
+from .jobs import Job
 from .profiler import LOCAL, REMOTE, Decider
 from .profiler.sizes import call_size
 from .remote import Outcome, Remote

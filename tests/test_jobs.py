@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 import offload
-from offload.jobs import read_checkpoint
+from offload.checkpoints import read_checkpoint
 
 from . import apps
 
