@@ -2,7 +2,7 @@
 
 ::
 
-    from offload import configure, offload
+    from offload import configure, explain, offload
 
     @offload
     def work(x): ...
@@ -10,7 +10,7 @@
     configure(server="tcp://edge.local:5555")   # or OFFLOAD_SERVER, or offload.toml
     work(3)                  # runs where it is cheaper; locally when offline
     work.submit(3)           # a concurrent.futures.Future
-    offload.explain(work, 3) # where it would run, and why
+    explain(work, 3)         # where it would run, and why
 """
 
 from concurrent.futures import (
