@@ -6,6 +6,7 @@ import argparse
 import re
 import time
 from datetime import datetime
+from typing import Any
 
 _SIZE_UNITS = (("GB", 2**30), ("MB", 2**20), ("KB", 2**10))
 _DURATION_UNITS = (("days", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0))
@@ -74,3 +75,45 @@ def parse_duration(text: str) -> float:
         return float(m.group(1)) * _PARSE_DURATION[unit]
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
+
+
+def seconds(value: float | None) -> str:
+    """A short time: ``12 us``, ``3.4 ms``, ``2.5 s``, ``3 min``; ``unknown`` when not known."""
+    if value is None:
+        return "unknown"
+    if abs(value) < 1e-3:
+        return f"{value * 1e6:.3g} us"
+    if abs(value) < 1:
+        return f"{value * 1e3:.3g} ms"
+    return duration(value)
+
+
+def rate(bytes_per_s: float | None) -> str:
+    """A link speed in Mbit/s (from bytes per second); ``unknown`` when not known."""
+    return "unknown" if bytes_per_s is None else f"{bytes_per_s * 8 / 1e6:.3g} Mbit/s"
+
+
+def joules(value: float | None) -> str:
+    """``3.4 mJ``, ``1.2 J``; ``unknown`` when not known."""
+    if value is None:
+        return "unknown"
+    if abs(value) < 1e-3:
+        return f"{value * 1e6:.3g} uJ"
+    if abs(value) < 1:
+        return f"{value * 1e3:.3g} mJ"
+    return f"{value:.3g} J"
+
+
+def share(fraction: float | None) -> str:
+    """``45%``; ``unknown`` when not known."""
+    return "unknown" if fraction is None else f"{fraction * 100:.0f}%"
+
+
+def progress_text(progress: Any) -> str:
+    """``str()`` of an :class:`offload.Progress`: checkpoints, the last one's age, where."""
+    last = f", the last {ago(progress.last_checkpoint)}" if progress.last_checkpoint else ""
+    where = {"local": "running here", "paused": "paused"}.get(progress.where)
+    count = progress.checkpoints
+    where = where or f"on {progress.where}"
+    plural = "" if count == 1 else "s"
+    return f"{count} checkpoint{plural}{last}; {where}, run {progress.runs}"
