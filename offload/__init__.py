@@ -53,7 +53,7 @@ from ._exceptions import (
     WorkerCrashed,
 )
 from .api import OffloadedFunction, offload
-from .batch import BatchResult, Dropped
+from .batch import BatchResult, Dropped, Failed
 from .client import Client
 from .config import Config
 from .control import JobInfo
@@ -76,6 +76,7 @@ __all__ = [
     "ConfigError",
     "Dropped",
     "Explanation",
+    "Failed",
     "ForbiddenType",
     "Future",
     "Job",
