@@ -22,6 +22,7 @@ import psutil
 
 from offload._exceptions import ConfigError
 from offload.config import read_toml
+from offload.human import duration, parse_duration, parse_size, size
 
 from .config import ServerConfig
 from .logs import setup_logging
@@ -32,19 +33,26 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     """Build the server config from command-line arguments."""
     defaults = ServerConfig()
     parser = argparse.ArgumentParser(
-        prog="edge-server", description="Serve @offload functions to nearby clients."
+        prog="edge-server",
+        description="Serve @offload functions to nearby clients.",
+        epilog="commands:\n  edge-server stop --pid-file FILE [--timeout S]\n"
+        "      close a server started with --pid-file (its checkpointed jobs hand their "
+        "state home first)\n      and wait until it has exited\n\n"
+        "sizes take units (4096, 64KB, 512MB, 2GB); durations too (30, 90s, 5min, 12h, 7d)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--bind",
         default=defaults.bind,
-        help="ZeroMQ address to listen on; port * picks a free one (default %(default)s)",
+        help="ZeroMQ address to listen on; port * picks a free one (default: %(default)s)",
     )
     parser.add_argument(
         "--app",
         action="append",
         default=[],
         metavar="MODULE",
-        help="import MODULE and serve its @offload functions (repeatable)",
+        help="import MODULE and serve its @offload functions (repeatable); found as python -m "
+        "finds it: in the working directory, then on PYTHONPATH and sys.path",
     )
     parser.add_argument(
         "--allow-type",
@@ -57,7 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         "--workers",
         type=int,
         default=defaults.workers,
-        help="worker processes (default: CPU count, %(default)s)",
+        help="worker processes (default: the CPU count, %(default)s here)",
     )
     parser.add_argument(
         "--allow-code-shipping",
@@ -66,72 +74,86 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     )
     parser.add_argument(
         "--max-message-size",
-        type=int,
+        type=parse_size,
         default=defaults.max_message_size,
-        help="largest call accepted, in bytes (default %(default)s)",
+        metavar="SIZE",
+        help=f"largest call accepted (default: {size(defaults.max_message_size)})",
     )
     parser.add_argument(
         "--queue-size",
         type=int,
         default=defaults.queue_size,
-        help="calls that may wait for a worker (default %(default)s)",
+        help="calls that may wait for a worker; beyond them ServerBusy (default: %(default)s)",
     )
-    parser.add_argument("--compression", choices=("auto", "off"), default=defaults.compression)
+    parser.add_argument(
+        "--compression",
+        choices=("auto", "off"),
+        default=defaults.compression,
+        help="lz4 where a sample shows it pays, or never (default: %(default)s)",
+    )
     parser.add_argument(
         "--max-call-seconds",
-        type=float,
+        type=parse_duration,
         default=defaults.max_call_seconds,
-        help="the longest any call may run, whatever its client asks (default %(default)s)",
+        metavar="DURATION",
+        help="the longest any call may run, whatever its client asks "
+        f"(default: {duration(defaults.max_call_seconds)})",
     )
     parser.add_argument(
         "--busy-poll-us",
         type=float,
         default=defaults.busy_poll * 1e6,
         help="after handing out a job, poll this many microseconds for its reply before "
-        "sleeping; lowers small-call latency, 0 saves CPU (default %(default)s)",
+        "sleeping; lowers small-call latency, 0 saves CPU (default: %(default)g us)",
     )
     parser.add_argument(
         "--close-grace",
-        type=float,
+        type=parse_duration,
         default=defaults.close_grace,
-        help="on SIGTERM, seconds running jobs get to checkpoint or finish before the "
-        "server exits (default %(default)s)",
+        metavar="DURATION",
+        help="on SIGTERM, how long running jobs get to checkpoint or finish before the "
+        f"server exits (default: {duration(defaults.close_grace)})",
     )
     parser.add_argument(
         "--orphans",
         choices=("stop", "keep"),
         default=defaults.orphans,
         help="jobs of a client that disconnected: stop them, or let them run and keep "
-        "their results for offload result (default %(default)s)",
+        "their results for offload result (default: %(default)s)",
     )
     parser.add_argument(
         "--data-dir",
         default=defaults.data_dir,
         help="where the job store lives: history, waiting calls, kept results, usage "
-        "(default %(default)s)",
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--keep-results",
         choices=("orphaned", "all"),
         default=defaults.keep_results,
         help="keep the results of jobs whose client is gone, or of all jobs, for "
-        "offload result (default %(default)s)",
+        "offload result (default: %(default)s)",
     )
     parser.add_argument(
         "--result-ttl",
-        type=float,
+        type=parse_duration,
         default=defaults.result_ttl,
-        help="seconds a kept result stays (default %(default)s)",
+        metavar="DURATION",
+        help=f"how long a kept result stays (default: {duration(defaults.result_ttl)})",
     )
     parser.add_argument(
         "--history-ttl",
-        type=float,
+        type=parse_duration,
         default=defaults.history_ttl,
-        help="seconds a finished job stays in the history (default %(default)s)",
+        metavar="DURATION",
+        help="how long a finished job stays in the history "
+        f"(default: {duration(defaults.history_ttl)})",
     )
     parser.add_argument(
         "--secret-key",
-        help="this server's CurveZMQ secret key file (offload keys generate NAME)",
+        help="this server's CurveZMQ secret key file (offload keys generate NAME); "
+        "with --authorized-keys, or --insecure (default: neither, and the server refuses "
+        "to start)",
     )
     parser.add_argument(
         "--authorized-keys", help="directory of the public keys (*.key) of allowed clients"
@@ -144,12 +166,19 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     parser.add_argument(
         "--limit-memory-mb",
         type=float,
-        help="memory a job may allocate, in MB (RLIMIT_DATA over the worker's own)",
+        help="memory a job may allocate, in MB (RLIMIT_DATA over the worker's own; "
+        "default: no limit)",
     )
-    parser.add_argument("--limit-cpu", type=float, help="CPU seconds a job may use")
-    parser.add_argument("--limit-files", type=int, help="files a job may have open at once")
     parser.add_argument(
-        "--limit-processes", type=int, help="processes and threads a job may start (fork bombs)"
+        "--limit-cpu", type=float, help="CPU seconds a job may use (default: no limit)"
+    )
+    parser.add_argument(
+        "--limit-files", type=int, help="files a job may have open at once (default: no limit)"
+    )
+    parser.add_argument(
+        "--limit-processes",
+        type=int,
+        help="processes and threads a job may start, against fork bombs (default: no limit)",
     )
     parser.add_argument(
         "--limit-disk-mb",
@@ -165,9 +194,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     )
     parser.add_argument(
         "--client-timeout",
-        type=float,
+        type=parse_duration,
         default=defaults.client_timeout,
-        help="seconds of silence after which a client counts as gone (default %(default)s)",
+        metavar="DURATION",
+        help="silence after which a client counts as gone "
+        f"(default: {duration(defaults.client_timeout)})",
     )
     parser.add_argument(
         "--purge-on-exit",
@@ -188,12 +219,18 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         action="store_true",
         help="print the bound address on stdout once ready (for supervisors)",
     )
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        type=str.upper,
+        help="the least severe messages logged (default: %(default)s)",
+    )
     parser.add_argument(
         "--log-format",
         choices=("text", "json"),
         default="text",
-        help="json: one object per line, for a log collector",
+        help="json: one object per line, for a log collector (default: %(default)s)",
     )
     parser.add_argument(
         "--config",
@@ -286,9 +323,11 @@ def _stop_at_eof(server: EdgeServer) -> None:
 
 def stop(argv: Sequence[str]) -> int:
     """``edge-server stop --pid-file FILE [--timeout S]``: close a server, wait for it."""
-    parser = argparse.ArgumentParser(prog="edge-server stop")
-    parser.add_argument("--pid-file", required=True)
-    parser.add_argument("--timeout", type=float, default=60.0)
+    parser = argparse.ArgumentParser(prog="edge-server stop", description=stop.__doc__)
+    parser.add_argument("--pid-file", required=True, help="the server's --pid-file")
+    parser.add_argument(
+        "--timeout", type=parse_duration, default=60.0, help="wait this long (default: 1 min)"
+    )
     args = parser.parse_args(argv)
     try:
         pid = int(Path(args.pid_file).read_text().split()[0])
@@ -314,6 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["stop"]:
         return stop(argv[1:])
     config, args = parse_args(argv)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # --app modules are found here first, as python -m does
     setup_logging(args.log_level, args.log_format)
     try:
         server = EdgeServer(config)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +29,14 @@ class Registry:
         for name in modules:
             try:
                 module = importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name is None or not (name + ".").startswith(exc.name + "."):
+                    raise ConfigError(f"cannot import app module {name!r}: {exc}") from exc
+                looked = ", ".join(p or os.getcwd() for p in sys.path)
+                raise ConfigError(
+                    f"cannot import app module {name!r}: no module {exc.name!r} in {looked} "
+                    "(run edge-server in the app's directory, or add it to PYTHONPATH)"
+                ) from exc
             except ImportError as exc:
                 raise ConfigError(f"cannot import app module {name!r}: {exc}") from exc
             functions.update(find_offloaded(module))

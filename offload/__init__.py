@@ -2,7 +2,7 @@
 
 ::
 
-    from offload import configure, offload
+    from offload import configure, explain, offload
 
     @offload
     def work(x): ...
@@ -10,7 +10,7 @@
     configure(server="tcp://edge.local:5555")   # or OFFLOAD_SERVER, or offload.toml
     work(3)                  # runs where it is cheaper; locally when offline
     work.submit(3)           # a concurrent.futures.Future
-    offload.explain(work, 3) # where it would run, and why
+    explain(work, 3)         # where it would run, and why
 """
 
 from concurrent.futures import (
@@ -54,7 +54,7 @@ from ._exceptions import (
     WorkerCrashed,
 )
 from .api import OffloadedFunction, offload
-from .batch import BatchResult, Dropped
+from .batch import BatchResult, Dropped, Failed
 from .client import Client
 from .config import Config
 from .control import JobInfo
@@ -77,6 +77,7 @@ __all__ = [
     "ConfigError",
     "Dropped",
     "Explanation",
+    "Failed",
     "ForbiddenType",
     "Future",
     "Job",

@@ -8,7 +8,7 @@ from typing import Any
 
 from .api import use_default
 from .client import Client
-from .profiler import Explanation
+from .profiler import Explanation, Stats
 
 _lock = threading.Lock()
 _client: Client | None = None
@@ -58,6 +58,6 @@ def explain(fn: Any, /, *args: Any, **kwargs: Any) -> Explanation:
     return default_client().explain(fn, *args, **kwargs)
 
 
-def stats() -> dict[str, dict[str, Any]]:
+def stats() -> Stats:
     """The default client's per-function counts, seconds, bytes and joules, by side."""
     return default_client().stats()

@@ -13,13 +13,21 @@ virtual queue keeps across batches (the single-user DJOS rule);
 ``objective="time"`` drops only what there is no time for. ``policy="lfos"``
 or ``"efos"`` fill one lane before the other (the slides' baselines).
 
-Items not done in time appear in the results as :class:`Dropped`, or, with
-``late="complete"``, are done anyway and listed in :attr:`BatchResult.late`.
-A function that raises raises from the call, as ``Executor.map`` would.
+Every item is in exactly one of :attr:`BatchResult.here` and
+:attr:`~BatchResult.there` (done by the deadline on that side),
+:attr:`~BatchResult.late` (done after it: only with ``late="complete"``) and
+:attr:`~BatchResult.dropped` (not done: its result is a :class:`Dropped`;
+with ``late="drop"``, the default, that includes an item that finished after
+the deadline). Each item carries its own outcome: an item whose function
+raised holds :class:`Failed` (its index and the exception) in its result slot
+and is listed in :attr:`~BatchResult.failed` as well as where it ran, and the
+rest of the batch is unaffected; nothing is raised from the map itself but
+errors in its arguments (:class:`~offload.ConfigError`).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, wait
@@ -46,15 +54,32 @@ class Dropped:
     reason: str
 
 
+@dataclass(frozen=True)
+class Failed:
+    """Stands in a deadline map's results for item ``index``, whose function raised ``exception``.
+
+    ``raise failed.exception`` re-raises it (with its traceback, and for a
+    server's exception the server's traceback as ``__cause__``).
+    """
+
+    index: int
+    exception: BaseException
+
+
 @dataclass
 class BatchResult(Sequence[Any]):
-    """The results of a deadline map, in item order, and how the batch went."""
+    """The results of a deadline map, in item order, and how the batch went.
+
+    ``here``, ``there``, ``late`` and ``dropped`` are disjoint and together are
+    every item; ``failed`` are those of the done ones whose result is a :class:`Failed`.
+    """
 
     results: list[Any]
-    here: list[int] = field(default_factory=list)  # items run on this device
-    there: list[int] = field(default_factory=list)  # items run on the server
-    dropped: list[int] = field(default_factory=list)  # items not done (see Dropped)
-    late: list[int] = field(default_factory=list)  # items done after the deadline
+    here: list[int] = field(default_factory=list)  # done on this device, by the deadline
+    there: list[int] = field(default_factory=list)  # done on the server, by the deadline
+    dropped: list[int] = field(default_factory=list)  # not done: a Dropped in results
+    late: list[int] = field(default_factory=list)  # done after the deadline (late="complete")
+    failed: list[int] = field(default_factory=list)  # done, but the function raised: a Failed
     deadline_s: float = 0.0
     elapsed_s: float = 0.0
     energy_j: float = 0.0  # the plan's estimate for the items done
@@ -72,7 +97,7 @@ class BatchResult(Sequence[Any]):
 
     @property
     def met(self) -> bool:
-        """Every item done, by the deadline."""
+        """Every item done, by the deadline (a failed item counts as done)."""
         return not self.dropped and not self.late and self.elapsed_s <= self.deadline_s
 
 
@@ -119,38 +144,68 @@ class BatchPlanner:
         here, there, planned_drops, energy, planned = self._plan(
             fn, sizes, up, deadline, objective, max_drop, policy, weight, backlog
         )
-        out = BatchResult(
-            [None] * len(calls), here=here, there=there, deadline_s=deadline, planned=planned
-        )
+        out = BatchResult([None] * len(calls), deadline_s=deadline, planned=planned)
+        outcomes: dict[int, tuple[str, float, Any]] = {}  # index: (side, done at, value)
+        dropped: dict[int, str] = {}  # index: why
+
+        def run_here(i: int) -> None:
+            try:
+                value = router.run_here(fn, sizes[i], calls[i], {})
+            except Exception as exc:  # this item's failure, not the batch's
+                value = Failed(i, exc)
+            outcomes[i] = ("here", time.perf_counter(), value)
+
         futures: dict[int, Future[Any]] = {
             i: router.start_there(fn, calls[i], {}, sizes[i], fallback=True) for i in there
         }
+        finished: dict[int, float] = {}
+
+        def note_done(i: int, _: Future[Any]) -> None:
+            finished.setdefault(i, time.perf_counter())
+
+        for i, future in futures.items():
+            future.add_done_callback(functools.partial(note_done, i))
         for i in here:
             if time.perf_counter() - start > deadline and late == "drop":
-                _drop(out, i, "the deadline passed before its turn here")
-                continue
-            out.results[i] = router.run_here(fn, sizes[i], calls[i], {})
-            _note_late(out, i, start)
+                dropped[i] = "the deadline passed before its turn here"
+            else:
+                run_here(i)
         wait(list(futures.values()), timeout=max(0.0, deadline - (time.perf_counter() - start)))
+        waited = time.perf_counter()
         for i, future in futures.items():
             if not future.done() and late == "drop":
-                _drop(out, i, "not back from the server by the deadline")  # its result is ignored
+                future.cancel()  # withdrawn if it still waits; a result that comes is ignored
+                dropped[i] = "not back from the server by the deadline"
                 continue
-            out.results[i] = future.result()  # the function's own exception propagates
-            _note_late(out, i, start)
+            try:
+                value = future.result()
+            except Exception as exc:
+                value = Failed(i, exc)
+            outcomes[i] = ("there", finished.get(i, waited), value)
         for i in planned_drops:
             if late == "complete":
-                out.results[i] = router.run_here(fn, sizes[i], calls[i], {})
-                out.here.append(i)
-                _note_late(out, i, start)
+                run_here(i)
             else:
-                _drop(out, i, "no time for it by the deadline, or not worth its energy")
+                dropped[i] = "no time for it by the deadline, or not worth its energy"
+        for i, (side, done_at, value) in sorted(outcomes.items()):
+            if done_at - start <= deadline:
+                (out.here if side == "here" else out.there).append(i)
+            elif late == "complete":
+                out.late.append(i)
+            else:
+                dropped[i] = "done after the deadline"
+                continue
+            out.results[i] = value
+            if isinstance(value, Failed):
+                out.failed.append(i)
+        for i, reason in sorted(dropped.items()):
+            out.results[i] = Dropped(i, reason)
+            out.dropped.append(i)
         self._backlogs[fn.key] = update_backlog(
             self.backlog(fn), len(out.dropped), len(calls), max_drop
         )
         out.elapsed_s = time.perf_counter() - start
         out.energy_j = energy
-        out.dropped.sort()
         return out
 
     def _plan(
@@ -192,13 +247,3 @@ class BatchPlanner:
         )
         energy = sum(known[i][3] for i in here) + sum(known[i][4] for i in there)
         return here, there, dropped, energy, True
-
-
-def _drop(out: BatchResult, i: int, reason: str) -> None:
-    out.results[i] = Dropped(i, reason)
-    out.dropped.append(i)
-
-
-def _note_late(out: BatchResult, i: int, start: float) -> None:
-    if time.perf_counter() - start > out.deadline_s:
-        out.late.append(i)

@@ -10,61 +10,82 @@ The other commands talk to the configured server (``--server``, else
 ``OFFLOAD_SERVER`` or ``offload.toml``) as the configured client key, and see
 that key's jobs: ``jobs``, ``status JOB``, ``wait JOB``, ``result JOB [-o
 FILE]``, ``cancel JOB``, ``usage`` and ``servers`` (configured servers and
-whether they answer). Output is a table, or JSON with ``--json``.
+whether they answer). Output is for people (times as dates and ages, sizes in
+KB and MB), or JSON with ``--json``, every command's: a failure is then
+``{"error": {"type": ..., "message": ...}}`` on standard output, and the exit
+status is not 0 either way.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import pickle
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import zmq.auth
 
 from . import _exceptions as errors
+from . import cli_output as out
+from . import human
 from .client import Client
 from .config import Config
 from .control import JobInfo
 from .runtime.states import JobState
 
-_COLUMNS = ("id", "state", "function", "submitted", "took_s", "cpu_s", "bytes_in", "bytes_out")
+_COLUMNS = ("id", "state", "function", "submitted", "took", "cpu", "in", "out")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one ``offload`` command; the exit status is 0 on success."""
-    args = _parser().parse_args(argv)
-    if args.command == "keys":
-        return _generate(args.name, Path(args.dir))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser("--json" in argv).parse_args(argv)
     try:
         return int(args.run(args))
     except TimeoutError as exc:
         if args.command != "wait":  # a job's own TimeoutError, fetched with its result
-            return _failed(exc)
-        print(f"offload: job {args.job} has not finished after {args.timeout:g} s", file=sys.stderr)
-        return 3
+            return _failed(args, exc)
+        message = f"job {args.job} has not finished after {args.timeout:g} s"
+        return _failed(args, TimeoutError(message), 3)
     except Exception as exc:  # offload's errors, or the exception a fetched job raised
-        return _failed(exc)
+        return _failed(args, exc)
 
 
-def _failed(exc: BaseException) -> int:
-    print(f"offload: {type(exc).__name__}: {exc}", file=sys.stderr)
-    return 1
+def _failed(args: argparse.Namespace, exc: BaseException, status: int = 1) -> int:
+    if args.json:
+        print(out.error_json(exc))
+    else:
+        print(f"offload: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return status
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="offload", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+class _Parser(argparse.ArgumentParser):
+    """With ``--json`` on the command line, a usage error is a JSON error too (exit status 2)."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        if not self.json_errors:
+            super().error(message)
+        print(json.dumps({"error": {"type": "UsageError", "message": f"{self.prog}: {message}"}}))
+        sys.exit(2)
+
+
+def _parser(json_errors: bool = False) -> argparse.ArgumentParser:
+    _Parser.json_errors = json_errors
+    parser = _Parser(prog="offload", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     keys = commands.add_parser("keys", help="CurveZMQ keys").add_subparsers(
-        dest="action", required=True
+        dest="action", required=True, parser_class=_Parser
     )
     generate = keys.add_parser("generate", help="write NAME.key and NAME.key_secret")
+    generate.set_defaults(run=_generate, command="keys")
     generate.add_argument("name")
     generate.add_argument("--dir", default=".", help="where to write them (default: here)")
+    generate.add_argument("--json", action="store_true", help="print JSON for scripts")
 
     def command(name: str, run: Callable[[argparse.Namespace], int], text: str) -> Any:
         sub = commands.add_parser(name, help=text, description=text)
@@ -76,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         return sub
 
     jobs = command("jobs", _jobs, "list your jobs on the server, newest first")
-    jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument("--limit", type=int, default=20, help="at most this many (default: 20)")
     jobs.add_argument(
         "--state",
         action="append",
@@ -93,13 +114,19 @@ def _parser() -> argparse.ArgumentParser:
         sub = command(name, run, text)
         sub.add_argument("job", type=int)
         if name == "wait":
-            sub.add_argument("--timeout", type=float, default=None, help="seconds (exit 3)")
+            sub.add_argument(
+                "--timeout",
+                type=human.parse_duration,
+                default=None,
+                help="give up after this long (30, 90s, 5min; exit status 3; default: never)",
+            )
         if name == "result":
             sub.add_argument(
                 "-o",
                 "--output",
                 help="write it to FILE: bytes as they are, str as UTF-8, a numpy array as "
-                ".npy, anything else pickled",
+                ".npy, anything else pickled; with --json, where an array goes (default: "
+                "job-ID.npy)",
             )
             sub.add_argument(
                 "--trust", action="append", default=[], help="app module its classes come from"
@@ -125,7 +152,17 @@ def _client(args: argparse.Namespace, server: str | None = None) -> Client:
 def _jobs(args: argparse.Namespace) -> int:
     with _client(args) as client:
         jobs = client.server.jobs(args.limit, args.state, args.before)
-    _show(args, [j.as_dict() for j in jobs], [_row(j) for j in jobs], _COLUMNS)
+    if args.json:
+        print(json.dumps([j.as_dict() for j in jobs]))
+        return 0
+    if not jobs:
+        print("no jobs" + (f" in state {', '.join(args.state)}" if args.state else ""))
+        return 0
+    print(out.table([out.job_row(j) for j in jobs], _COLUMNS))
+    if len(jobs) == args.limit:
+        more = ["offload jobs", *(f"--state {s}" for s in args.state)]
+        more += [f"--limit {args.limit}", f"--before {jobs[-1].id}"]
+        print(f"(the newest {len(jobs)} shown; older ones: {' '.join(more)})", file=sys.stderr)
     return 0
 
 
@@ -153,10 +190,13 @@ def _wait(args: argparse.Namespace) -> int:
 def _result(args: argparse.Namespace) -> int:
     with _client(args) as client:
         value = client.server.result(args.job, args.trust)
-    if args.output:
+    if args.json:
+        saved: list[Path] = []
+        npy = Path(args.output or f"job-{args.job}.npy")
+        print(json.dumps(out.typed(value, npy, saved)))
+    elif args.output:
         _write(Path(args.output), value)
-    elif args.json:
-        print(json.dumps(value, default=repr))
+        print(f"wrote job {args.job}'s result to {args.output}", file=sys.stderr)
     else:
         print(repr(value))
     return 0
@@ -165,7 +205,18 @@ def _result(args: argparse.Namespace) -> int:
 def _usage(args: argparse.Namespace) -> int:
     with _client(args) as client:
         usage = client.server.usage()
-    _show(args, usage, [usage], ("jobs", "cpu_s", "bytes_in", "bytes_out"))
+    if args.json:
+        print(json.dumps(usage))
+        return 0
+    fields = [
+        ("jobs", str(usage.get("jobs", 0))),
+        ("cpu", human.seconds(usage.get("cpu_s", 0.0))),
+        ("bytes in", human.size(usage.get("bytes_in", 0))),
+        ("bytes out", human.size(usage.get("bytes_out", 0))),
+    ]
+    if usage.get("owner"):
+        fields.append(("owner", str(usage["owner"])))
+    print(out.fields_text(fields))
     return 0
 
 
@@ -187,44 +238,25 @@ def _servers(args: argparse.Namespace) -> int:
         rows.append(row)
     if not rows:
         raise errors.ConfigError("no server configured: give --server or OFFLOAD_SERVER")
-    columns = ("role", "address", "answers", "ok", "workers", "running", "queued", "uptime_s")
-    _show(args, rows, rows, columns)
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            if row.get("uptime_s") is not None:
+                row["uptime"] = human.duration(row["uptime_s"])
+        columns = ("role", "address", "answers", "ok", "workers", "running", "queued", "uptime")
+        print(out.table(rows, columns))
+        for row in rows:
+            if row.get("error"):
+                print(f"{row['address']}: {row['error']}", file=sys.stderr)
     return 1 if down else 0
-
-
-def _row(job: JobInfo) -> dict[str, Any]:
-    took = job.finished - job.started if job.finished and job.started else None
-    when = datetime.datetime.fromtimestamp(job.submitted).strftime("%Y-%m-%d %H:%M:%S")
-    return {**job.as_dict(), "submitted": when, "took_s": took}
 
 
 def _show_job(args: argparse.Namespace, job: JobInfo) -> None:
     if args.json:
         print(json.dumps(job.as_dict()))
-        return
-    for key, value in _row(job).items():
-        print(f"{key:>10}  {_cell(value)}")
-
-
-def _show(
-    args: argparse.Namespace, data: Any, rows: list[dict[str, Any]], columns: Sequence[str]
-) -> None:
-    """``data`` as JSON, or ``rows`` as a table of ``columns``."""
-    if args.json:
-        print(json.dumps(data))
-        return
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    for line in [list(columns), *cells]:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    return str(value)
+    else:
+        print(out.fields_text(out.job_fields(job)))
 
 
 def _write(path: Path, value: Any) -> None:
@@ -241,15 +273,18 @@ def _write(path: Path, value: Any) -> None:
         path.write_bytes(pickle.dumps(value))
 
 
-def _generate(name: str, directory: Path) -> int:
+def _generate(args: argparse.Namespace) -> int:
+    directory = Path(args.dir)
     directory.mkdir(parents=True, exist_ok=True)
-    secret = directory / f"{name}.key_secret"
+    secret = directory / f"{args.name}.key_secret"
     if secret.exists():
-        print(f"offload: {secret} exists; not overwriting a secret key", file=sys.stderr)
-        return 1
-    public, secret_path = zmq.auth.create_certificates(str(directory), name)
+        raise FileExistsError(f"{secret} exists; not overwriting a secret key")
+    public, secret_path = zmq.auth.create_certificates(str(directory), args.name)
     Path(secret_path).chmod(0o600)
-    print(f"public key: {public}\nsecret key: {secret_path} (keep it private)")
+    if args.json:
+        print(json.dumps({"public": str(public), "secret": str(secret_path)}))
+    else:
+        print(f"public key: {public}\nsecret key: {secret_path} (keep it private)")
     return 0
 
 

@@ -26,7 +26,7 @@ from .checkpoints import read_checkpoint
 from .config import Config
 from .control import ServerJobs
 from .jobs import Job
-from .profiler import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Profiler
+from .profiler import LOCAL, REMOTE, AdaptiveDecider, Decider, Explanation, Profiler, Stats
 from .routing import Router
 from .servers import Servers, config_bps
 
@@ -172,9 +172,12 @@ class Client(Executor):
             result.reasons.insert(0, "the server cannot run this function (warned before)")
         return result
 
-    def stats(self) -> dict[str, dict[str, Any]]:
-        """Per function and side: calls, seconds, bytes up and down, joules (estimated)."""
-        return self.decider.stats()
+    def stats(self) -> Stats:
+        """Per function and side: calls, seconds, bytes up and down, joules (estimated).
+
+        A dict; ``str()`` of it (``print(offload.stats())``) is a table.
+        """
+        return Stats(self.decider.stats())
 
     def probe(self, nbytes: int | None = None, timeout: float | None = None) -> dict[str, Any]:
         """Measure bandwidth actively: ``nbytes`` up in a PING, then down in its PONG."""

@@ -1,8 +1,7 @@
 """Jobs: calls that checkpoint, survive failures, pause and resume, here or on a server.
 
-A call of a function declared with ``checkpoint_every`` (or ``retries``)
-returns a :class:`Job`, a :class:`concurrent.futures.Future` that outlives
-any one run of the function. Data flow of one job::
+A call of a function declared with ``checkpoint_every`` (or ``retries``) returns a :class:`Job`, a
+:class:`concurrent.futures.Future` that outlives any one run of it. Data flow of one job::
 
     client                         server                      worker
     Job.start(remote) --CALL(state, count, every)-->  queue --> fn(...) with a Session
@@ -17,12 +16,11 @@ any one run of the function. Data flow of one job::
     Job.pause(): PAUSE --> worker signalled --> stops at its next checkpoint --> ERROR stopped
     Job.resume(where): a new run from the latest state, here or on a server
 
-A run here gets a :class:`~offload.runtime.checkpoint.Session` whose states
-go straight to the job; a remote run's states arrive as CHECKPOINT messages.
-Without checkpoints (``retries`` only) a run that is lost is started again
-from scratch, at most ``retries`` times: the function declared itself
-idempotent. At most one checkpoint interval of work is redone after a
-failure, since the states come home as they are taken.
+A run here gets a :class:`~offload.runtime.checkpoint.Session` whose states go straight to the job;
+a remote run's states arrive as CHECKPOINT messages. Without checkpoints (``retries`` only) a run
+that is lost is started again from scratch, at most ``retries`` times: the function declared itself
+idempotent. At most one checkpoint interval of work is redone after a failure, since the states
+come home as they are taken.
 """
 
 from __future__ import annotations
@@ -37,6 +35,7 @@ from typing import Any, Protocol
 from . import _exceptions as errors
 from .api import OffloadedFunction
 from .futures import cancel_now, running_future, settle
+from .human import progress_text
 from .remote import Outcome, Remote
 from .runtime.checkpoint import Session, Stopped, running
 
@@ -89,6 +88,7 @@ class Progress:
     last_checkpoint: float | None  # time.time() of the latest one
     where: str  # "local" or a server's address (of the last run, once done), or "paused"
     runs: int  # runs started (1 plus recoveries and resumes)
+    __str__ = progress_text  # "12 checkpoints, the last 3 s ago; on tcp://..., run 1"
 
 
 class Job(Future[Any]):

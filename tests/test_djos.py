@@ -9,9 +9,22 @@ from __future__ import annotations
 import time
 
 import offload
+from offload.batch import BatchResult, Failed
 from offload.profiler import djos
 
 from . import apps
+
+
+def check_partition(result: BatchResult, late: str = "drop") -> None:
+    """here, there, late and dropped are disjoint, cover every item, and match the results."""
+    groups = [result.here, result.there, result.late, result.dropped]
+    assert sorted(i for group in groups for i in group) == list(range(len(result)))
+    for i, value in enumerate(result):
+        assert isinstance(value, offload.Dropped) == (i in result.dropped)
+        assert isinstance(value, Failed) == (i in result.failed)
+    assert set(result.failed) <= set(result.here + result.there + result.late)
+    if late == "drop":
+        assert not result.late
 
 
 def cost(here: float, there: float, e_here: float, e_there: float) -> djos.ItemCost:
@@ -49,8 +62,40 @@ def test_map_within_a_deadline_on_a_real_server(server):
         assert all(isinstance(hard[i], offload.Dropped) for i in hard.dropped)
         assert all(hard[i] == 0.4 for i in range(10) if i not in hard.dropped)
         assert took < 2.0  # it did not wait for what it dropped
+        check_partition(hard)
         late = client.map_within(apps.nap, [0.2] * 6, deadline=0.3, late="complete")
         assert list(late) == [0.2] * 6 and late.late and not late.dropped
+        check_partition(late, "complete")
+
+
+def test_a_failed_item_does_not_sink_the_batch(server):
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        result = client.map_within(
+            apps.add, [1, "a", 3], [10, 20, 30], deadline=30.0, objective="time", max_drop=0.0
+        )
+    check_partition(result)
+    assert result[0] == 11 and result[2] == 33
+    failed = result[1]
+    assert isinstance(failed, Failed) and failed.index == 1 and result.failed == [1]
+    assert isinstance(failed.exception, TypeError)
+
+
+def test_late_items_are_dropped_or_listed_late_never_both_here():
+    with offload.Client(None) as client:  # no server: every item runs here, one after another
+        dropping = client.map_within(apps.nap, [0.3] * 4, deadline=0.5, objective="time")
+        completing = client.map_within(
+            apps.nap, [0.3] * 4, deadline=0.5, objective="time", late="complete"
+        )
+        failing = client.map_within(apps.fail, ["x", "y"], deadline=30.0, objective="time")
+    check_partition(dropping)
+    assert dropping.dropped and not dropping.met  # 4 x 0.3 s cannot fit in 0.5 s
+    assert all(dropping[i] == 0.3 for i in dropping.here)
+    check_partition(completing, "complete")
+    assert list(completing) == [0.3] * 4 and completing.late and not completing.dropped
+    check_partition(failing)
+    assert failing.failed == [0, 1] and failing.here == [0, 1]
+    assert [str(failing[i].exception) for i in (0, 1)] == ["x", "y"]
 
 
 def test_offloaded_function_map_takes_a_deadline(server):

@@ -4,7 +4,7 @@
 energy); ``AdaptiveDecider`` turns it into a side for each call.
 """
 
-from .decider import LOCAL, REMOTE, Decider, Explanation, Policy, Side
+from .decider import LOCAL, REMOTE, Decider, Explanation, Policy, Side, Stats
 from .decision import AdaptiveDecider
 from .device import DeviceProfiler, DeviceState
 from .energy import PROFILES, EnergyModel, EnergyProfile
@@ -34,5 +34,6 @@ __all__ = [
     "Side",
     "SizeModel",
     "Smoothed",
+    "Stats",
     "argument_bytes",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from .. import human
 from .history import FunctionProfile
 
 Side = Literal["local", "remote"]
@@ -92,3 +93,63 @@ class Explanation:
     link: dict[str, Any]
     energy_source: str
     objective_time_weight: float = field(default=1.0)
+
+    def __str__(self) -> str:
+        local, remote = self.estimates.get("local", {}), self.estimates.get("remote", {})
+        device, link = self.device, self.link
+        battery = "none" if device.get("battery") is None else human.share(device["battery"])
+        charging = ", charging" if device.get("charging") and device.get("battery") else ""
+        weight = self.objective_time_weight
+        objective = {1.0: "time", 0.0: "energy"}.get(weight, f"time weight {weight:g}")
+        assumed = "" if link.get("up_bps") else f" (assumed {human.rate(link.get('prior_bps'))})"
+        return "\n".join(
+            [
+                f"{'here' if self.side == 'local' else 'on the server'} ({self.side}): "
+                + "; ".join(self.reasons),
+                f"  call size  {human.size(self.size)}",
+                f"  here       time {human.seconds(local.get('time_s'))}, energy "
+                f"{human.joules(local.get('energy_j'))}",
+                f"  server     time {human.seconds(remote.get('time_s'))} (running "
+                f"{human.seconds(remote.get('server_s'))}, transfer "
+                f"{human.seconds(remote.get('transfer_s'))}), energy "
+                f"{human.joules(remote.get('energy_j'))}",
+                f"  device     CPU load {human.share(device.get('cpu_load'))}, memory free "
+                f"{human.share(device.get('memory_free'))}, battery {battery}{charging}",
+                f"  link       round trip {human.seconds(link.get('rtt_s'))}, up "
+                f"{human.rate(link.get('up_bps'))}, down {human.rate(link.get('down_bps'))}"
+                + assumed,
+                f"  energy     {self.energy_source}; objective: {objective}",
+            ]
+        )
+
+
+class Stats(dict[str, dict[str, Any]]):
+    """``offload.stats()``: per function and side, calls, seconds, bytes and joules.
+
+    A dict (function -> side -> figures); ``str()`` of it is a table.
+    """
+
+    def __str__(self) -> str:
+        rows = [("function", "side", "calls", "time", "up", "down", "energy")]
+        for name, sides in sorted(self.items()):
+            for side in ("local", "remote"):
+                s = sides.get(side) or {}
+                if not s.get("calls"):
+                    continue
+                rows.append(
+                    (
+                        name,
+                        side,
+                        f"{s['calls']:g}",
+                        human.seconds(s.get("seconds")),
+                        human.size(s.get("bytes_up", 0)),
+                        human.size(s.get("bytes_down", 0)),
+                        human.joules(s.get("energy_j")),
+                    )
+                )
+        if len(rows) == 1:
+            return "no calls yet"
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        return "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows
+        )

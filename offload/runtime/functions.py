@@ -8,7 +8,10 @@ rather than bytecode because a phone and a Pi rarely run the same Python
 version, and bytecode differs between versions for identical code. Where no
 source exists (functions built at run time), the code object is hashed: its
 bytecode, names and constants, nested code objects included, but not line
-numbers or file names.
+numbers or file names. A compiled function that keeps its Python function as
+``py_func`` (a numba ``@njit`` dispatcher) is named and fingerprinted by that
+Python function: the server imports the same module and compiles it itself,
+once per worker process, on its first call there.
 """
 
 from __future__ import annotations
@@ -27,8 +30,15 @@ import cloudpickle
 from .._exceptions import SerializationError
 
 
+def python_function(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The Python function behind a compiled one (a numba dispatcher's ``py_func``), else ``fn``."""
+    py_func = getattr(fn, "py_func", None)
+    return py_func if isinstance(py_func, types.FunctionType) else fn
+
+
 def function_name(fn: Callable[..., Any]) -> str:
     """``"module:qualname"``; ``__main__`` becomes the real module name under ``python -m``."""
+    fn = python_function(fn)
     module = fn.__module__
     if module == "__main__":
         spec = getattr(sys.modules.get("__main__"), "__spec__", None)
@@ -50,6 +60,7 @@ def _code_bytes(code: types.CodeType) -> Iterator[bytes]:
 
 def fingerprint(fn: Callable[..., Any]) -> bytes:
     """A 16-byte digest identifying this version of ``fn``'s code."""
+    fn = python_function(fn)
     h = hashlib.blake2b(digest_size=16)
     try:
         source = inspect.getsource(fn)

@@ -1,0 +1,132 @@
+"""What the ``offload`` command line prints: tables and fields for people, typed JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import human
+from .control import JobInfo
+
+
+def error_json(exc: BaseException) -> str:
+    """``{"error": {"type": ..., "message": ...}}``: how every command reports a failure in JSON."""
+    return json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}})
+
+
+def job_row(job: JobInfo, now: float | None = None) -> dict[str, str]:
+    """One job for the ``jobs`` table: ages, durations and sizes in units."""
+    now = time.time() if now is None else now
+    return {
+        "id": str(job.id),
+        "state": str(job.state.value),
+        "function": job.function,
+        "submitted": human.ago(job.submitted, now),
+        "took": took(job, now),
+        "cpu": human.seconds(job.cpu_s),
+        "in": human.size(job.bytes_in),
+        "out": human.size(job.bytes_out),
+    }
+
+
+def took(job: JobInfo, now: float | None = None) -> str:
+    """How long it ran; for a running job ``12 s so far``, for a waiting one ``waiting 3 s``."""
+    now = time.time() if now is None else now
+    if job.finished is not None and job.started is not None:
+        return human.seconds(job.finished - job.started)
+    if job.started is not None and job.finished is None:
+        return f"{human.seconds(now - job.started)} so far"
+    if job.finished is None:
+        return f"waiting {human.seconds(now - job.submitted)}"
+    return "-"  # finished without starting: cancelled while waiting
+
+
+def job_fields(job: JobInfo, now: float | None = None) -> list[tuple[str, str]]:
+    """One job, field by field, for ``status``, ``wait`` and ``cancel``."""
+    now = time.time() if now is None else now
+
+    def when(timestamp: float | None) -> str:
+        if timestamp is None:
+            return "-"
+        return f"{human.local_time(timestamp)} ({human.ago(timestamp, now)})"
+
+    fields = [
+        ("id", str(job.id)),
+        ("state", str(job.state.value)),
+        ("function", job.function),
+        ("submitted", when(job.submitted)),
+        ("started", when(job.started)),
+        ("finished", when(job.finished)),
+        ("took", took(job, now)),
+        ("cpu", human.seconds(job.cpu_s)),
+        ("bytes in", human.size(job.bytes_in)),
+        ("bytes out", human.size(job.bytes_out)),
+        ("result", "kept: offload result " + str(job.id) if job.kept else "not kept"),
+        ("owner", job.owner or "-"),
+    ]
+    if job.error:
+        fields.append(("error", job.error))
+    return fields
+
+
+def fields_text(fields: Sequence[tuple[str, str]]) -> str:
+    width = max(len(name) for name, _ in fields)
+    return "\n".join(f"{name:>{width}}  {value}" for name, value in fields)
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    """``rows`` as aligned columns under a header line."""
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = [list(columns), *cells]
+    return "\n".join(
+        "  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in lines
+    )
+
+
+def cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def typed(value: Any, npy: Path, saved: list[Path]) -> Any:
+    """``value`` as JSON data: numbers, strings, lists, objects.
+
+    A numpy array becomes ``{"dtype", "shape", "file"}`` with the array written
+    to a ``.npy`` file (``npy``, then ``npy`` with ``-1``, ``-2``... for more
+    arrays; each appended to ``saved``); numpy scalars become numbers; bytes
+    ``{"bytes_base64": ...}``; anything else ``{"type", "repr"}``. Floats that
+    JSON cannot hold (NaN, infinities) become the strings ``"nan"``, ``"inf"``.
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (list, tuple)):
+        return [typed(item, npy, saved) for item in value]
+    if isinstance(value, dict):
+        return {str(key): typed(item, npy, saved) for key, item in value.items()}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"bytes_base64": base64.b64encode(bytes(value)).decode()}
+    module = type(value).__module__
+    if module == "numpy" and type(value).__name__ == "ndarray":
+        import numpy as np
+
+        path = npy if not saved else npy.with_name(f"{npy.stem}-{len(saved)}{npy.suffix}")
+        with path.open("wb") as out:
+            np.save(out, value, allow_pickle=False)
+        saved.append(path)
+        return {"dtype": str(value.dtype), "shape": list(value.shape), "file": str(path)}
+    if module == "numpy" and hasattr(value, "item"):
+        return typed(value.item(), npy, saved)
+    return {"type": f"{module}.{type(value).__qualname__}", "repr": repr(value)}
