@@ -11,6 +11,15 @@ and says whether threads or descriptors beyond the baseline remain; if so,
 the worker answers the job and leaves, and a fresh one takes its place.
 Descriptors of the shared-memory arenas (``offload-*`` files, which come and
 go with the calls) do not count.
+
+Threads are judged in two kinds. A Python thread left running (``threading``)
+always replaces the worker. A native thread a library starts for itself and
+keeps asleep (numba's and LLVM's on the first compilation, OpenMP's pool) is
+adopted into the baseline, so compiled code and warm pools survive between
+jobs; one that is running when the job ends, or more than
+``_NATIVE_HEADROOM`` of them, replaces the worker. Native threads count
+against ``--limit-processes`` and their CPU against ``--limit-cpu`` either
+way, so a job cannot park unbounded work in them.
 """
 
 from __future__ import annotations
@@ -20,8 +29,10 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 
 _PR_SET_CHILD_SUBREAPER = 36
+_NATIVE_HEADROOM = 8  # sleeping native threads a worker may adopt from the libraries it runs
 
 
 class Baseline:
@@ -30,6 +41,8 @@ class Baseline:
     def __init__(self) -> None:
         _become_subreaper()
         self.tasks = len(_tasks())
+        self.tids = set(_tasks())
+        self.python_threads = threading.active_count()
         self.fds = {fd for fd in _fd_numbers() if _target(fd) is not None}
 
     def leftovers(self) -> str | None:
@@ -40,9 +53,15 @@ class Baseline:
         """
         tasks = _tasks()
         kill_children(tasks if len(tasks) > self.tasks else [str(os.getpid())])
-        threads = len(tasks) - self.tasks  # killing processes starts or stops no thread
-        if threads > 0:
-            return f"{threads} threads still running"
+        if len(tasks) > self.tasks:  # killing processes starts or stops no thread
+            python = threading.active_count() - self.python_threads
+            if python > 0:
+                return f"{python} threads still running"
+            native = set(tasks) - self.tids
+            if len(native) > _NATIVE_HEADROOM or any(_running(t) for t in native):
+                return f"{len(native)} native threads still running"
+            self.tids |= native  # a library's sleeping helpers: adopted
+            self.tasks = len(self.tids)
         files = 0
         for fd in _fd_numbers() - self.fds:
             target = _target(fd)  # None: closed by now (the listing's own descriptor)
@@ -89,6 +108,15 @@ def _tasks() -> list[str]:
         return os.listdir("/proc/self/task")
     except OSError:
         return [str(os.getpid())]
+
+
+def _running(tid: str) -> bool:
+    """Whether thread ``tid`` of this process is on a CPU now (state R)."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "R"
+    except (OSError, IndexError):
+        return False
 
 
 def _fd_numbers() -> set[int]:
