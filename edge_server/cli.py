@@ -330,21 +330,48 @@ def stop(argv: Sequence[str]) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        pid = int(Path(args.pid_file).read_text().split()[0])
-        os.kill(pid, signal.SIGTERM)
-    except (OSError, ValueError, IndexError) as exc:
+        pid, started, address = _read_pid_file(Path(args.pid_file))
+        process = psutil.Process(pid)
+        if not _is_edge_server(process, started):
+            print(
+                f"edge-server stop: process {pid} named in {args.pid_file} is not the edge "
+                "server that wrote it (a stale pid file?); nothing was signalled",
+                file=sys.stderr,
+            )
+            return 1
+        process.send_signal(signal.SIGTERM)
+    except (OSError, ValueError, IndexError, psutil.Error) as exc:
         print(f"edge-server stop: no server to stop ({exc})", file=sys.stderr)
         return 1
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
+    start = time.monotonic()
+    print(f"edge-server stop: asked server {pid} ({address or 'address unknown'}) to close")
+    while time.monotonic() - start < args.timeout:
         try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return 0  # exited; its parent has not collected it yet
+            if process.status() == psutil.STATUS_ZOMBIE:
+                break  # exited; its parent has not collected it yet
         except psutil.NoSuchProcess:
-            return 0
+            break
         time.sleep(0.05)
-    print(f"edge-server stop: {pid} still running after {args.timeout:g} s", file=sys.stderr)
-    return 1
+    else:
+        print(f"edge-server stop: {pid} still running after {args.timeout:g} s", file=sys.stderr)
+        return 1
+    print(f"edge-server stop: server {pid} stopped after {time.monotonic() - start:.1f} s")
+    return 0
+
+
+def _read_pid_file(path: Path) -> tuple[int, float | None, str]:
+    """(pid, start time, address) from a --pid-file (older files hold only the pid)."""
+    lines = path.read_text().split()
+    started = float(lines[1]) if len(lines) > 1 else None
+    return int(lines[0]), started, lines[2] if len(lines) > 2 else ""
+
+
+def _is_edge_server(process: psutil.Process, started: float | None) -> bool:
+    """Whether ``process`` is the edge server that wrote the pid file (not a reused pid)."""
+    if started is not None and abs(process.create_time() - started) > 0.01:
+        return False
+    command = " ".join(process.cmdline())
+    return "edge_server" in command or "edge-server" in command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -371,9 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: server.stop())
 
     def ready(address: str) -> None:
-        if args.pid_file:
+        if args.pid_file:  # pid, start time, address: edge-server stop checks the first two
+            started = psutil.Process().create_time()
             with open(args.pid_file, "w") as out:
-                out.write(f"{os.getpid()}\n")
+                out.write(f"{os.getpid()}\n{started!r}\n{address}\n")
         if args.print_address:
             print(address, flush=True)
 

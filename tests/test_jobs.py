@@ -289,7 +289,7 @@ def test_edge_server_stop_closes_a_server_by_its_pid_file(tmp_path):
         extra_args=["--log-level", "WARNING", "--pid-file", str(pid_file)],
     )
     try:
-        assert int(pid_file.read_text()) == server.process.pid
+        assert int(pid_file.read_text().split()[0]) == server.process.pid
         stop = subprocess.run(
             [sys.executable, "-m", "edge_server", "stop", "--pid-file", str(pid_file)],
             capture_output=True,
@@ -297,9 +297,32 @@ def test_edge_server_stop_closes_a_server_by_its_pid_file(tmp_path):
             timeout=60,
         )
         assert stop.returncode == 0, stop.stderr
+        assert f"server {server.process.pid} stopped" in stop.stdout  # it says what it did
         assert server.process.wait(timeout=5) == 0 and not pid_file.exists()
     finally:
         server.stop()
+
+
+def test_edge_server_stop_never_signals_a_process_that_reused_the_pid(tmp_path):
+    import subprocess
+    import sys
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for content in (f"{other.pid}\n", f"{other.pid}\n1.0\ntcp://127.0.0.1:1\n"):
+            pid_file = tmp_path / "stale.pid"
+            pid_file.write_text(content)
+            stop = subprocess.run(
+                [sys.executable, "-m", "edge_server", "stop", "--pid-file", str(pid_file)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert stop.returncode == 1 and "stale pid file" in stop.stderr
+            assert other.poll() is None  # not signalled
+    finally:
+        other.kill()
+        other.wait()
 
 
 def _shipped_count(n: int, step: float) -> int:
