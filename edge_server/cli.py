@@ -163,6 +163,32 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         default=defaults.client_timeout,
         help="seconds of silence after which a client counts as gone (default %(default)s)",
     )
+    # -- byte budgets (issue 19) --
+    parser.add_argument(
+        "--memory-budget",
+        type=_size,
+        default=defaults.memory_budget,
+        metavar="SIZE",
+        help="bytes all clients together may make the server hold: queued calls, running "
+        "calls' payloads, unsent replies; past it calls get ServerBusy (K, M, G suffixes; "
+        f"default {_readable(defaults.memory_budget)})",
+    )
+    parser.add_argument(
+        "--client-budget",
+        type=_size,
+        default=defaults.client_budget,
+        metavar="SIZE",
+        help="the same for one client; its replies past it are dropped and their jobs say so "
+        f"(default {_readable(defaults.client_budget)})",
+    )
+    parser.add_argument(
+        "--payload-file-min",
+        type=_size,
+        default=defaults.payload_file_min,
+        metavar="SIZE",
+        help="queued payloads this large go to files written off the event loop "
+        f"(default {_readable(defaults.payload_file_min)})",
+    )
     parser.add_argument(
         "--purge-on-exit",
         action="store_true",
@@ -231,10 +257,37 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             limit_processes=args.limit_processes,
             secret_key=args.secret_key,
             authorized_keys=args.authorized_keys,
+            memory_budget=args.memory_budget,
+            client_budget=args.client_budget,
+            payload_file_min=args.payload_file_min,
         )
     except ConfigError as exc:
         parser.error(str(exc))
     return config, args
+
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+def _size(text: str) -> int:
+    """A byte count: ``1073741824``, ``1G``, ``256M``, ``64K`` (binary units)."""
+    number, unit = text.strip().upper().removesuffix("B"), ""
+    if number[-1:] in _UNITS:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 1G, 256M)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size must be positive")
+    return int(value)
+
+
+def _readable(size: int) -> str:
+    for unit in ("G", "M", "K"):
+        if size % _UNITS[unit] == 0:
+            return f"{size // _UNITS[unit]}{unit}"
+    return str(size)
 
 
 def _config_file_args(argv: Sequence[str]) -> list[str]:

@@ -29,6 +29,7 @@ from offload._exceptions import (
     JobStopped,
     OffloadError,
     ProtocolError,
+    ServerBusy,
     ServerUnavailable,
     WorkerCrashed,
 )
@@ -67,6 +68,9 @@ class Dispatcher:
         self.dispatched_at = 0.0
         self.tracker_wait = TRACKER_POLL_MS[0]
         self.stopping = False
+        # Replies ZeroMQ is still sending from a result arena: arena name -> its tracker,
+        # client and size (charged to the client's budget until the tracker is done).
+        self.unsent: dict[bytes, tuple[zmq.MessageTracker, bytes, int]] = {}
 
     def fail(self, job: Job, error: OffloadError, state: JobState = JobState.FAILED) -> None:
         """End ``job`` with ``error`` sent to its client (``state``: failed, cancelled, paused)."""
@@ -276,17 +280,33 @@ class Dispatcher:
             self.fail(job, WorkerCrashed(f"bad reply: {exc}"))
             return
         state, error = _outcome(header, payload)
+        self.ledger.release(job)  # the call's bytes go; the reply's may take their place
+        size = sum(len(p) for p in payload)
+        why = self.ledger.budget.over(job.client, size) if name else None
+        if why is not None:  # not held for a client that does not read what it has
+            if worker.channel is not None:
+                with contextlib.suppress(OSError):  # a dead worker: its sentinel will tell
+                    worker.channel.send([b"F", name])
+            self.fail(job, ServerBusy(f"result of {size} bytes dropped, {why}"))
+            return
         self.ledger.ended(job, state, error, [header, *payload])
         if not name:
             self._send(job.client, [header, *payload])
             return
         tracked = [zmq.Frame(p, track=True) for p in payload]
         self._send(job.client, [header, *tracked])
-        worker.sending.append((zmq.MessageTracker(*tracked), name))
+        tracker = zmq.MessageTracker(*tracked)
+        worker.sending.append((tracker, name))
+        self.unsent[name] = (tracker, job.client, size)
+        self.ledger.budget.charge(job.client, size)
         self.tracker_wait = TRACKER_POLL_MS[0]
 
     def release_arenas(self) -> None:
         """Tell workers which result arenas ZeroMQ has finished sending from."""
+        for name, (tracker, client, size) in list(self.unsent.items()):
+            if tracker.done:  # also when the worker died meanwhile: the bytes are let go
+                del self.unsent[name]
+                self.ledger.budget.release(client, size)
         for worker in self.pool.by_identity.values():
             if not worker.sending:
                 continue

@@ -118,7 +118,9 @@ class EdgeServer:
             frontend, authenticator = open_frontend(self.config, context)
             self._secure = authenticator is not None
             try:
-                store = Store(Path(self.config.data_dir) / "jobs.sqlite")
+                store = Store(
+                    Path(self.config.data_dir) / "jobs.sqlite", self.config.payload_file_min
+                )
             except ConfigError:
                 if authenticator is not None:
                     authenticator.stop()
@@ -190,6 +192,7 @@ class EdgeServer:
             "queue_size": self.config.queue_size,
             "connections": len(self._seen),
             "closing": self._stopping,
+            **self._ledger.budget.snapshot(),
         }
 
     # -- the loop -------------------------------------------------------------------------------
@@ -349,6 +352,7 @@ class EdgeServer:
             job = admit(client, who, header, frames, self.registry, self.config, self._next_job + 1)
             if len(self._queue) >= self.config.queue_size:
                 raise ServerBusy(f"queue full ({len(self._queue)} calls waiting)")
+            job.held = self._ledger.budget.take(client, job.bytes_in)  # before it is stored
         except OffloadError as refusal:
             self._reply_error(client, header.request_id, refusal)
             return

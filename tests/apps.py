@@ -177,3 +177,9 @@ def leave_behind() -> int:
     import subprocess
 
     return subprocess.Popen(["sleep", "60"]).pid
+
+
+@offload
+def blob(megabytes: float) -> bytes:
+    """``megabytes`` MB of random bytes (incompressible: a large result from a small call)."""
+    return np.random.default_rng().bytes(int(megabytes * 2**20))

@@ -1,0 +1,119 @@
+"""Byte budgets (issue 19): what one client, and all of them, may make the server hold.
+
+Raw ZeroMQ clients send calls and choose whether to read the replies, against
+real servers with small budgets. The refusals are ServerBusy saying which
+budget and how much is held; replies a client does not read are dropped past
+its budget, and its jobs' records say so; what it held is let go when its
+connection closes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import zmq
+
+import offload
+from offload.runtime import protocol, serialize
+
+from . import apps
+
+
+def call(fn: Any, *args: Any, rid: int) -> list[Any]:
+    codecs, frames = serialize.dumps((args, {}))
+    header = protocol.encode_header(
+        protocol.CALL,
+        rid,
+        fingerprint=fn.fingerprint,
+        name=fn.wire_name.encode(),
+        codecs=codecs,
+    )
+    return [header, *frames]
+
+
+def connect(server: offload.LocalServer, **options: int) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    for name, value in options.items():
+        sock.setsockopt(getattr(zmq, name), value)
+    sock.connect(server.address)
+    return sock
+
+
+def reply(sock: zmq.Socket, timeout: float = 20.0) -> tuple[int, int, dict[str, Any]]:
+    """The next reply: (request id, kind, the ERROR's JSON body or {})."""
+    assert sock.poll(int(timeout * 1000)), "no reply"
+    frames = sock.recv_multipart()
+    header = protocol.decode_header(frames[0])
+    body = protocol.decode_json(frames[1]) if header.kind == protocol.ERROR else {}
+    return header.request_id, header.kind, body
+
+
+def wait_for(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_call_past_a_budget_is_refused_saying_which_and_others_are_served(make_server):
+    server = make_server("--client-budget", "4M", "--memory-budget", "5M", workers=1)
+    data = os.urandom(3 * 2**20)
+    greedy, other, small = connect(server), connect(server), connect(server)
+    try:
+        greedy.send_multipart(call(apps.hold, data, 1.0, rid=1))  # 3 MB held: running
+        greedy.send_multipart(call(apps.hold, data, 0.0, rid=2))  # 6 MB: past its 4 MB
+        rid, kind, body = reply(greedy)
+        assert (rid, kind, body["code"]) == (2, protocol.ERROR, "busy")
+        assert "client budget" in body["message"] and "holds 3.0 MB of 4.0 MB" in body["message"]
+        other.send_multipart(call(apps.hold, data, 0.0, rid=3))  # 6 MB in all: past 5 MB
+        rid, kind, body = reply(other)
+        assert (rid, kind, body["code"]) == (3, protocol.ERROR, "busy")
+        assert "memory budget" in body["message"] and "holds 3.0 MB of 5.0 MB" in body["message"]
+        small.send_multipart(call(apps.add, 1, 2, rid=4))  # a small call still fits
+        assert reply(small)[:2] == (4, protocol.RESULT)
+        assert reply(greedy)[:2] == (1, protocol.RESULT)  # done: its bytes are let go
+        other.send_multipart(call(apps.hold, data, 0.0, rid=5))
+        assert reply(other)[:2] == (5, protocol.RESULT)
+        with offload.Client(server) as client:
+            health = client.server.health()
+        assert health["held_bytes"] == 0 and health["memory_budget"] == 5 * 2**20
+        # The refused calls never reached the store.
+        with offload.Client(server) as client:
+            assert len(client.server.jobs()) == 3
+    finally:
+        for sock in (greedy, other, small):
+            sock.close()
+
+
+def test_unread_replies_past_the_client_budget_are_dropped_and_recorded(make_server):
+    server = make_server("--client-budget", "6M", workers=1)
+    # A client that never reads: small buffers, so its replies back up into the server.
+    stuck = connect(server, RCVHWM=1, RCVBUF=65536)
+    try:
+        for rid in range(1, 13):
+            stuck.send_multipart(call(apps.blob, 1.5, rid=rid))  # small calls, 1.5 MB replies
+        with offload.Client(server) as watcher:
+            peak = 0
+
+            def all_ended() -> bool:
+                nonlocal peak
+                health = watcher.server.health()
+                peak = max(peak, health["held_bytes"])
+                return health["running"] == 0 and health["queued"] == 0
+
+            wait_for(all_ended)
+            jobs = watcher.server.jobs(limit=20)
+            assert watcher.ping(timeout=5)  # the server serves everyone else meanwhile
+            dropped = [j for j in jobs if j.error and "dropped" in j.error]
+            assert dropped, [j.error for j in jobs]
+            assert all("client budget" in j.error and j.state == "failed" for j in dropped)
+            assert peak <= 6 * 2**20
+            held = watcher.server.health()["held_bytes"]
+            assert 0 < held <= 6 * 2**20  # the replies still being sent to it
+            stuck.close()  # its connection closes: ZeroMQ lets its replies go
+            wait_for(lambda: watcher.server.health()["held_bytes"] == 0)
+    finally:
+        stuck.close()
