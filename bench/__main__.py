@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("overhead", "decisions", "djos", "failures", "load", "dcof", "peers")
+BENCHMARKS = ("overhead", "decisions", "djos", "failures", "load", "dcof", "peers", "abuse")
 
 
 def main() -> int:
