@@ -107,6 +107,8 @@ class Legit(threading.Thread):
         super().__init__(daemon=True)
         self.client = offload.Client(server, profile_cache="", heartbeat_timeout=30)
         self.client.ping(timeout=30)
+        # A server is ready before its workers are: the first call waits for one to start.
+        self.client.call(noop, (), {})
         self.latencies: list[float] = []
         self.at: list[float] = []  # when each call started (s since the scenario began)
         self.began = time.perf_counter()

@@ -8,7 +8,9 @@ sends it from the worker's result arena (a client that never reads its
 replies keeps them there). Two ceilings:
 
 * ``memory_budget``: all clients together;
-* ``client_budget``: one client (its ZeroMQ identity).
+* ``client_budget``: one client (its ZeroMQ identity). A client that holds
+  nothing may still send one call as large as ``max_message_size`` (and get its
+  reply): the budget bounds what a client piles up, the message limit one call.
 
 A call that would pass either is refused with :class:`~offload.ServerBusy`
 before its payload is stored, saying which budget and how much is held. A
@@ -44,7 +46,7 @@ class Budget:
     def over(self, client: bytes, size: int) -> str | None:
         """Why holding ``size`` more bytes for ``client`` is not possible, or None if it is."""
         mine = self.by_client.get(client, 0)
-        if mine + size > self.per_client:
+        if mine and mine + size > self.per_client:
             return (
                 f"client budget: this client holds {megabytes(mine)} of "
                 f"{megabytes(self.per_client)} (queued calls and unread replies); "

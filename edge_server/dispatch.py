@@ -266,6 +266,7 @@ class Dispatcher:
             return
         job = worker.job
         worker.job, worker.deadline = None, None
+        worker.in_arena.trim()  # the job's payload is done with: no large arena kept idle
         if not worker.killed:
             self.idle.append(worker)
         if job is None or int.from_bytes(frames[1], "big") != job.id:

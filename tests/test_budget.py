@@ -102,7 +102,8 @@ def test_unread_replies_past_the_client_budget_are_dropped_and_recorded(make_ser
                 nonlocal peak
                 health = watcher.server.health()
                 peak = max(peak, health["held_bytes"])
-                return health["running"] == 0 and health["queued"] == 0
+                idle = health["running"] == 0 and health["queued"] == 0
+                return idle and len(watcher.server.jobs(limit=20)) == 12  # all came, all ended
 
             wait_for(all_ended)
             jobs = watcher.server.jobs(limit=20)
@@ -117,3 +118,28 @@ def test_unread_replies_past_the_client_budget_are_dropped_and_recorded(make_ser
             wait_for(lambda: watcher.server.health()["held_bytes"] == 0)
     finally:
         stuck.close()
+
+
+def test_large_arenas_are_not_kept_idle(tmp_path, monkeypatch):
+    from edge_server import arena
+
+    monkeypatch.setattr(arena, "KEEP_MAX", 4 * 2**20)
+    results = arena.ArenaPool(tmp_path, "offload-1-t-w1-out")
+    reader = arena.ArenaReader(tmp_path)
+    small, large = os.urandom(2 * 2**20), os.urandom(8 * 2**20)
+    name, spans, inline = results.pack([small])
+    reader.unpack(name, spans, inline)
+    results.release(name)  # small: kept for the next result
+    assert len(list(tmp_path.iterdir())) == 1
+    name, spans, inline = results.pack([large])
+    assert bytes(reader.unpack(name, spans, inline)[0]) == large
+    results.release(name)  # grown past KEEP_MAX: removed once done with
+    assert not list(tmp_path.iterdir())
+    name, spans, inline = results.pack([small])
+    reader.unpack(name, spans, inline)
+    assert list(reader._maps) == [name]  # the reader let go of the removed ones
+    writer = arena.ArenaWriter(tmp_path, "offload-1-t-w1-in")
+    writer.pack([large])
+    writer.trim()  # a worker's in arena after a large job
+    assert writer.size == 0 and len(list(tmp_path.iterdir())) == 1
+    results.close()
