@@ -23,6 +23,7 @@ its jobs and with ZeroMQ letting go of its replies (sent, or its connection clos
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from offload._exceptions import ServerBusy
 
@@ -42,6 +43,8 @@ class Budget:
         self.per_client = per_client
         self.held = 0
         self.by_client: Counter[bytes] = Counter()
+        #: Let go of what has been sent since the loop last looked (set by the dispatcher).
+        self.settle: Callable[[], None] = lambda: None
 
     def over(self, client: bytes, size: int) -> str | None:
         """Why holding ``size`` more bytes for ``client`` is not possible, or None if it is."""
@@ -62,6 +65,9 @@ class Budget:
     def take(self, client: bytes, size: int, what: str = "call") -> int:
         """Hold ``size`` bytes for ``client`` and return it; :class:`ServerBusy` if over budget."""
         why = self.over(client, size)
+        if why is not None:
+            self.settle()
+            why = self.over(client, size)
         if why is not None:
             raise ServerBusy(f"{what} refused, {why}")
         self.charge(client, size)

@@ -46,6 +46,9 @@ from .pool import Pool, Worker
 log = logging.getLogger("edge_server")
 
 TRACKER_POLL_MS = (1, 10)  # first and longest wait while results are still being sent
+# Replies and checkpoints this large are tracked until sent, and count against their
+# client's budget; smaller ones are bounded by the frontend's send high-water mark.
+TRACK_MIN = 4096
 
 
 class Dispatcher:
@@ -71,6 +74,8 @@ class Dispatcher:
         # Replies ZeroMQ is still sending from a result arena: arena name -> its tracker,
         # client and size (charged to the client's budget until the tracker is done).
         self.unsent: dict[bytes, tuple[zmq.MessageTracker, bytes, int]] = {}
+        self._sent = 0
+        ledger.budget.settle = self.settle  # a refusal looks at what was sent meanwhile
 
     def fail(self, job: Job, error: OffloadError, state: JobState = JobState.FAILED) -> None:
         """End ``job`` with ``error`` sent to its client (``state``: failed, cancelled, paused)."""
@@ -257,7 +262,7 @@ class Dispatcher:
         if kind == b"C" and len(frames) >= 3:  # a checkpoint: straight on to its client
             job = worker.job
             if job is not None and int.from_bytes(frames[1], "big") == job.id:
-                self._send(job.client, list(frames[2:]))
+                self._checkpoint(job, frames[2], list(frames[3:]))
             return
         if kind == b"E":  # done, and the worker leaves (it passed a resource limit)
             worker.killed = worker.killed or "passed a resource limit"
@@ -283,31 +288,61 @@ class Dispatcher:
         state, error = _outcome(header, payload)
         self.ledger.release(job)  # the call's bytes go; the reply's may take their place
         size = sum(len(p) for p in payload)
-        why = self.ledger.budget.over(job.client, size) if name else None
+        why = self.ledger.budget.over(job.client, size) if name or size >= TRACK_MIN else None
         if why is not None:  # not held for a client that does not read what it has
-            if worker.channel is not None:
+            if name and worker.channel is not None:
                 with contextlib.suppress(OSError):  # a dead worker: its sentinel will tell
                     worker.channel.send([b"F", name])
             self.fail(job, ServerBusy(f"result of {size} bytes dropped, {why}"))
             return
         self.ledger.ended(job, state, error, [header, *payload])
-        if not name:
+        if not name and size < TRACK_MIN:
             self._send(job.client, [header, *payload])
             return
-        tracked = [zmq.Frame(p, track=True) for p in payload]
-        self._send(job.client, [header, *tracked])
+        tracker = self._send_tracked(job.client, header, payload, size, name)
+        if name:
+            worker.sending.append((tracker, name))
+
+    def _send_tracked(
+        self, client: bytes, header: Any, payload: list[Any], size: int, name: bytes = b""
+    ) -> zmq.MessageTracker:
+        """Send a reply or checkpoint; its bytes count against ``client``'s budget until sent.
+
+        ``name``: the result arena it is sent from (else a key of its own).
+        """
+        tracked = [zmq.Frame(p, track=True, copy=False) for p in payload]
+        self._send(client, [header, *tracked])
         tracker = zmq.MessageTracker(*tracked)
-        worker.sending.append((tracker, name))
-        self.unsent[name] = (tracker, job.client, size)
-        self.ledger.budget.charge(job.client, size)
+        self._sent += 1
+        self.unsent[name or b"#%d" % self._sent] = (tracker, client, size)
+        self.ledger.budget.charge(client, size)
         self.tracker_wait = TRACKER_POLL_MS[0]
+        return tracker
+
+    def _checkpoint(self, job: Job, header: Any, payload: list[Any]) -> None:
+        """Forward a checkpoint; one its client has no budget left for is skipped.
+
+        A checkpoint is the job's latest state, superseded by the next: a client
+        that does not read them loses some, the server does not keep them all.
+        """
+        size = sum(len(p) for p in payload)
+        if size < TRACK_MIN:
+            self._send(job.client, [header, *payload])
+        elif self.ledger.budget.over(job.client, size) is None:
+            self._send_tracked(job.client, header, payload, size)
+        else:
+            log.debug("checkpoint of job %d skipped: its client's budget is full", job.id)
+
+    def settle(self) -> None:
+        """Let go of the replies and checkpoints ZeroMQ has finished sending."""
+        for key, (tracker, client, size) in list(self.unsent.items()):
+            if tracker.done:  # also when the worker died meanwhile: the bytes are let go
+                del self.unsent[key]
+                self.ledger.budget.release(client, size)
 
     def release_arenas(self) -> None:
         """Tell workers which result arenas ZeroMQ has finished sending from."""
-        for name, (tracker, client, size) in list(self.unsent.items()):
-            if tracker.done:  # also when the worker died meanwhile: the bytes are let go
-                del self.unsent[name]
-                self.ledger.budget.release(client, size)
+        self.settle()
         for worker in self.pool.by_identity.values():
             if not worker.sending:
                 continue
@@ -318,7 +353,7 @@ class Dispatcher:
             if not done:
                 continue
             worker.sending = still
-            if worker.channel is not None:
+            if name and worker.channel is not None:
                 with contextlib.suppress(OSError):  # a dead worker: its sentinel will tell
                     for _, name in done:
                         worker.channel.send([b"F", name])

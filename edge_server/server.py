@@ -294,7 +294,7 @@ class EdgeServer:
     def _poll_timeout(self) -> int | None:
         if self._stopping:
             return 50  # closing: look at the clock for close_grace
-        if any(w.sending for w in self._pool.by_identity.values()):
+        if self._workers.unsent:
             # ZeroMQ says nothing when it has sent a frame: poll for that, backing off
             # so a client that reads slowly (or never) does not keep the server busy.
             wait = self._workers.tracker_wait

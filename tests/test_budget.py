@@ -13,6 +13,7 @@ import os
 import time
 from typing import Any
 
+import pytest
 import zmq
 
 import offload
@@ -88,13 +89,19 @@ def test_a_call_past_a_budget_is_refused_saying_which_and_others_are_served(make
             sock.close()
 
 
-def test_unread_replies_past_the_client_budget_are_dropped_and_recorded(make_server):
-    server = make_server("--client-budget", "6M", workers=1)
+@pytest.mark.parametrize(
+    ("megabytes", "calls", "budget"),
+    [(1.5, 12, 6), (0.2, 40, 1)],  # sent from a result arena; inline (under 256 KB)
+)
+def test_unread_replies_past_the_client_budget_are_dropped_and_recorded(
+    make_server, megabytes, calls, budget
+):
+    server = make_server("--client-budget", f"{budget}M", workers=1)
     # A client that never reads: small buffers, so its replies back up into the server.
     stuck = connect(server, RCVHWM=1, RCVBUF=65536)
     try:
-        for rid in range(1, 13):
-            stuck.send_multipart(call(apps.blob, 1.5, rid=rid))  # small calls, 1.5 MB replies
+        for rid in range(1, calls + 1):
+            stuck.send_multipart(call(apps.blob, megabytes, rid=rid))  # small calls, large replies
         with offload.Client(server) as watcher:
             peak = 0
 
@@ -103,17 +110,17 @@ def test_unread_replies_past_the_client_budget_are_dropped_and_recorded(make_ser
                 health = watcher.server.health()
                 peak = max(peak, health["held_bytes"])
                 idle = health["running"] == 0 and health["queued"] == 0
-                return idle and len(watcher.server.jobs(limit=20)) == 12  # all came, all ended
+                return idle and len(watcher.server.jobs(limit=50)) == calls  # all came and ended
 
             wait_for(all_ended)
-            jobs = watcher.server.jobs(limit=20)
+            jobs = watcher.server.jobs(limit=50)
             assert watcher.ping(timeout=5)  # the server serves everyone else meanwhile
             dropped = [j for j in jobs if j.error and "dropped" in j.error]
             assert dropped, [j.error for j in jobs]
             assert all("client budget" in j.error and j.state == "failed" for j in dropped)
-            assert peak <= 6 * 2**20
+            assert peak <= budget * 2**20
             held = watcher.server.health()["held_bytes"]
-            assert 0 < held <= 6 * 2**20  # the replies still being sent to it
+            assert 0 < held <= budget * 2**20  # the replies still being sent to it
             stuck.close()  # its connection closes: ZeroMQ lets its replies go
             wait_for(lambda: watcher.server.health()["held_bytes"] == 0)
     finally:
