@@ -277,6 +277,7 @@ class Store:
         keep = {(w.id, "call") for w in waiting} | {(row[0], "result") for row in kept}
         self._in_files = {job for job, part in self.files.stored() if (job, part) in keep}
         swept = self.files.sweep(keep)
+        self._db.executescript("PRAGMA incremental_vacuum;")  # all of it: not serving yet
         if swept:
             log.info("deleted %d payload files no job needs (left by a crash)", swept)
         return waiting
@@ -285,14 +286,16 @@ class Store:
     def reclaim(self, now: float, pages: int = 256) -> int:
         """Give at most ``pages`` free pages back to the file system; how many were free.
 
-        At most every half second, so the loop pays a few milliseconds at a time.
+        At most every 0.1 s (256 pages: ~10 ms, 10 MB/s), so the loop pays a few
+        milliseconds at a time. (executescript: ``execute`` would step the pragma
+        once, which frees one page.)
         """
-        if now - self._reclaimed < 0.5:
+        if now - self._reclaimed < 0.1:
             return 0
         self._reclaimed = now
         free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
         if free:
-            self._db.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
+            self._db.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
         return free
 
     @translated()

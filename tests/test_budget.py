@@ -150,3 +150,25 @@ def test_large_arenas_are_not_kept_idle(tmp_path, monkeypatch):
     writer.trim()  # a worker's in arena after a large job
     assert writer.size == 0 and len(list(tmp_path.iterdir())) == 1
     results.close()
+
+
+def test_the_store_gives_freed_pages_back_in_slices(tmp_path):
+    from edge_server.store import Store
+
+    store = Store(tmp_path / "jobs.sqlite", file_min=2**30)  # payloads in SQLite pages
+    for job in range(1, 41):
+        store.added(job, "", "f", job, b"c", 2**20, 1.0, False)
+        store.waiting(job, [b"h", os.urandom(2**20)])
+    store.flush()
+    for job in range(1, 41):
+        store.started(job, True)  # the payloads are no longer needed
+    store.flush()
+    size = (tmp_path / "jobs.sqlite").stat().st_size + (tmp_path / "jobs.sqlite-wal").stat().st_size
+    free = store.reclaim(1.0)
+    assert free > 40 * 2**20 // 4096 * 0.9  # pages of 4 KB
+    now = 2.0
+    while store.reclaim(now):  # 256 pages a slice, a slice at most every 0.1 s
+        now += 1.0
+    store.close()
+    after = (tmp_path / "jobs.sqlite").stat().st_size
+    assert after < size / 10, (size, after)
