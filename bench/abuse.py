@@ -360,7 +360,9 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
     parser.add_argument("--seconds", type=float, help="seconds per scenario")
     parser.add_argument("--size-mb", type=float, help="payload of each large call")
     parser.add_argument("--scenarios", default="uploads,unread,stop,floods")
+    parser.add_argument("--out", type=Path, default=out, help="where abuse.json and .md go")
     opts_in = parser.parse_args(argv)
+    out = opts_in.out
     opts = dict(QUICK if opts_in.quick else FULL)
     if opts_in.seconds:
         opts["seconds"] = opts_in.seconds
