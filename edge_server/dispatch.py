@@ -71,8 +71,8 @@ class Dispatcher:
         self.dispatched_at = 0.0
         self.tracker_wait = TRACKER_POLL_MS[0]
         self.stopping = False
-        # Replies ZeroMQ is still sending from a result arena: arena name -> its tracker,
-        # client and size (charged to the client's budget until the tracker is done).
+        # Replies and checkpoints ZeroMQ is still sending: their result arena's name (or a
+        # key of their own) -> tracker, client, size (charged until the tracker is done).
         self.unsent: dict[bytes, tuple[zmq.MessageTracker, bytes, int]] = {}
         self._sent = 0
         ledger.budget.settle = self.settle  # a refusal looks at what was sent meanwhile
@@ -353,7 +353,7 @@ class Dispatcher:
             if not done:
                 continue
             worker.sending = still
-            if name and worker.channel is not None:
+            if worker.channel is not None:
                 with contextlib.suppress(OSError):  # a dead worker: its sentinel will tell
                     for _, name in done:
                         worker.channel.send([b"F", name])
