@@ -172,3 +172,14 @@ def test_the_store_gives_freed_pages_back_in_slices(tmp_path):
     store.close()
     after = (tmp_path / "jobs.sqlite").stat().st_size
     assert after < size / 10, (size, after)
+
+
+def test_budget_options_read_sizes_and_refuse_nonsense():
+    from edge_server.cli import parse_args
+
+    config, _ = parse_args(["--insecure", "--memory-budget", "512M", "--client-budget", "64M"])
+    assert (config.memory_budget, config.client_budget) == (512 * 2**20, 64 * 2**20)
+    assert parse_args(["--insecure"])[0].memory_budget == 2**30  # the default: 1G
+    for bad in (["--memory-budget", "lots"], ["--client-budget", "2G"], ["--client-budget", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--insecure", *bad])
