@@ -183,3 +183,18 @@ def test_budget_options_read_sizes_and_refuse_nonsense():
     for bad in (["--memory-budget", "lots"], ["--client-budget", "2G"], ["--client-budget", "0"]):
         with pytest.raises(SystemExit):
             parse_args(["--insecure", *bad])
+
+
+def test_a_connected_client_that_never_reads_is_dropped_with_what_it_held(make_server):
+    server = make_server("--client-timeout", "2", "--client-budget", "16M", workers=1)
+    stuck = connect(server, RCVHWM=1, RCVBUF=65536)  # alive, connected, reading nothing
+    try:
+        for rid in range(1, 9):
+            stuck.send_multipart(call(apps.blob, 1.5, rid=rid))
+        with offload.Client(server) as watcher:
+            wait_for(lambda: watcher.server.health()["held_bytes"] > 0)
+            # No data taken for client_timeout: its connection goes (TCP_MAXRT), and with
+            # it the replies and arenas held for it, though the socket is still open.
+            wait_for(lambda: watcher.server.health()["held_bytes"] == 0, timeout=30)
+    finally:
+        stuck.close()
