@@ -5,7 +5,9 @@ reads it. The event loop must not wait for the disk on every call, so writes
 are collected in memory and :meth:`Store.flush` writes them in one
 transaction: at once when calls are waiting in the queue (their payloads must
 survive a crash), otherwise at most ``FLUSH_EVERY`` seconds after the first
-unwritten change.
+unwritten change. Payloads of at least ``file_min`` bytes never reach a flush:
+a writer thread puts them in files (:mod:`edge_server.payloads`), so a flush
+stays small; pages freed in the file go back a slice at a time (:meth:`Store.reclaim`).
 
 SQLite stays inside this module and :mod:`~edge_server.schema`: a failure of
 the database (disk full, I/O error, a value it cannot bind) leaves a method
