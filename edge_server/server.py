@@ -118,7 +118,9 @@ class EdgeServer:
             frontend, authenticator = open_frontend(self.config, context)
             self._secure = authenticator is not None
             try:
-                store = Store(Path(self.config.data_dir) / "jobs.sqlite")
+                store = Store(
+                    Path(self.config.data_dir) / "jobs.sqlite", self.config.payload_file_min
+                )
             except ConfigError:
                 if authenticator is not None:
                     authenticator.stop()
@@ -190,6 +192,7 @@ class EdgeServer:
             "queue_size": self.config.queue_size,
             "connections": len(self._seen),
             "closing": self._stopping,
+            **self._ledger.budget.snapshot(),
         }
 
     # -- the loop -------------------------------------------------------------------------------
@@ -293,7 +296,7 @@ class EdgeServer:
     def _poll_timeout(self) -> int | None:
         if self._stopping:
             return 50  # closing: look at the clock for close_grace
-        if any(w.sending for w in self._pool.by_identity.values()):
+        if self._workers.unsent:
             # ZeroMQ says nothing when it has sent a frame: poll for that, backing off
             # so a client that reads slowly (or never) does not keep the server busy.
             wait = self._workers.tracker_wait
@@ -351,6 +354,7 @@ class EdgeServer:
             job = admit(client, who, header, frames, self.registry, self.config, self._next_job + 1)
             if len(self._queue) >= self.config.queue_size:
                 raise ServerBusy(f"queue full ({len(self._queue)} calls waiting)")
+            job.held = self._ledger.budget.take(client, job.bytes_in)  # before it is stored
         except OffloadError as refusal:
             self._reply_error(client, header.request_id, refusal)
             return
