@@ -57,6 +57,7 @@ from .dispatch import TRACKER_POLL_MS, Dispatcher
 from .fairqueue import FairQueue
 from .frontend import open_frontend, owner
 from .ledger import Ledger
+from .load import LoadMeter
 from .pool import Pool
 from .registry import Registry
 from .store import Store
@@ -85,6 +86,7 @@ class EdgeServer:
         self._queue = FairQueue()
         self._next_job = 0
         self._started = time.monotonic()
+        self._load = LoadMeter()
         self._info = {
             "server": "edge_server",
             "version": offload.__version__,
@@ -338,7 +340,8 @@ class EdgeServer:
         if header.kind == protocol.PING:
             if header.flags & protocol.ALIVE and len(frames) == 3 and len(frames[2]) <= 255:
                 self._seen[frames[2].bytes] = now  # a heartbeat on behalf of a data socket
-            pong: list[Any] = protocol.json_message(protocol.PONG, header.request_id, self._info)
+            info = {**self._info, "load": self._load.load(self.health(), self._next_job, now)}
+            pong: list[Any] = protocol.json_message(protocol.PONG, header.request_id, info)
             if header.aux:  # a bandwidth probe: pad the reply, from one shared buffer
                 pong.append(_PADDING[: min(header.aux, protocol.PROBE_MAX)])
             self._send(client, pong)
