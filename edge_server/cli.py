@@ -24,6 +24,7 @@ from offload._exceptions import ConfigError
 from offload.config import read_toml
 from offload.human import duration, parse_duration, parse_size, size
 
+from . import advertise
 from .config import ServerConfig
 from .logs import setup_logging
 from .server import EdgeServer
@@ -238,6 +239,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         help="TOML file of options under their long names (data-dir = ...), at the top "
         "or in an [edge-server] table; options on the command line win",
     )
+    advertise.add_arguments(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
     from_file = _config_file_args(argv)
     known = {o for action in parser._actions for o in action.option_strings}
@@ -248,6 +250,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     if not args.secret_key and not args.insecure:
         parser.error("give --secret-key and --authorized-keys, or --insecure for an open server")
     try:
+        advertise.check_arguments(args)
         config = ServerConfig(
             bind=args.bind,
             apps=tuple(args.app),
@@ -397,7 +400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
 
+    advertised: list[advertise.Advertiser | None] = []
+
     def ready(address: str) -> None:
+        advertised.append(advertise.start(config, args, address))  # in a thread: ~1.7 s
         if args.pid_file:  # pid, start time, address: edge-server stop checks the first two
             started = psutil.Process().create_time()
             with open(args.pid_file, "w") as out:
@@ -411,6 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edge-server: {exc}", file=sys.stderr)
         return 2
     finally:
+        for advertiser in advertised:
+            if advertiser is not None:
+                advertiser.stop()
         if args.pid_file:
             with contextlib.suppress(OSError):
                 os.unlink(args.pid_file)

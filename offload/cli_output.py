@@ -74,6 +74,35 @@ def job_fields(job: JobInfo, now: float | None = None) -> list[tuple[str, str]]:
     return fields
 
 
+SERVER_COLUMNS = (
+    "name",
+    "site",
+    "address",
+    "km",
+    "answering",
+    "rtt",
+    "load",
+    "app",
+    "trusted",
+)
+
+
+def server_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One server for the ``servers`` table: distance in km, RTT in ms, load as running/workers."""
+    load = row.get("load") or {}
+    shown = f"{load.get('running')}/{load.get('workers')}+{load.get('queued')}q" if load else None
+    rtt = row.get("rtt_ms")
+    return {
+        **row,
+        "name": row.get("name") or row.get("role"),
+        "km": None if row.get("distance_km") is None else f"{row['distance_km']:.1f}",
+        "rtt": None if rtt is None else f"{rtt:.2g} ms" if rtt < 10 else f"{rtt:.0f} ms",
+        "load": shown,
+        "app": row.get("holds_app") if row.get("app") else None,
+        "trusted": f"yes ({row['trust']})" if row.get("trusted") else f"NO ({row.get('trust')})",
+    }
+
+
 def fields_text(fields: Sequence[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in fields)
     return "\n".join(f"{name:>{width}}  {value}" for name, value in fields)
