@@ -58,7 +58,12 @@ class Servers:
         # callback, which runs on the thread that must read the probe's reply.
         self._probe_link = bool(config.probe_bytes) and link.up_bps.mean is None
         #: Finds servers on the LAN with ``servers="auto"`` (else None).
-        self.browser: Browser | None = Browser() if config.discover else None
+        self.browser: Browser | None = None
+        if config.discover:
+            try:
+                self.browser = Browser()
+            except OSError as exc:  # no multicast here: the configured servers still work
+                log.warning("cannot look for servers on the LAN: %s", exc)
 
     def known(self) -> list[Known]:
         """Every configured or discovered server, each trusted or not."""

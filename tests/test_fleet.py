@@ -231,6 +231,37 @@ def test_servers_are_found_on_the_lan_and_only_trusted_ones_called(netns, tmp_pa
         assert listed["bench-secure"]["answering"] is None
         assert listed["bench-secure"]["rtt_ms"] is None
         assert listed["bench-open"]["answering"] is True
+
+        # A server that stops withdraws its advertisement.
+        open_server.stop()
+        gone = subprocess.run(
+            [*base, "--wait", "2"], capture_output=True, text=True, timeout=30, env=env
+        )
+        assert {row["name"] for row in json.loads(gone.stdout)} == {"bench-secure"}, gone.stderr
     finally:
         open_server.stop()
         secure_server.stop()
+
+
+WITHOUT_ZEROCONF = """
+import sys
+sys.modules["zeroconf"] = None  # as if offload[fleet] were not installed
+import offload
+from offload._exceptions import ConfigError
+with offload.Client(mode="local") as client:  # the base install works
+    pass
+try:
+    offload.Client(servers="auto")
+except ConfigError as exc:
+    print("client:", exc)
+from edge_server.cli import main
+sys.exit(main(["--insecure", "--advertise"]))
+"""
+
+
+def test_the_base_install_works_without_zeroconf_and_says_what_discovery_needs():
+    run = subprocess.run(
+        [sys.executable, "-c", WITHOUT_ZEROCONF], capture_output=True, text=True, timeout=60
+    )
+    assert "client: servers='auto' needs python-zeroconf: pip install" in run.stdout
+    assert run.returncode == 2 and "--advertise needs python-zeroconf" in run.stderr
