@@ -88,9 +88,11 @@ SERVER_COLUMNS = (
 
 
 def server_row(row: dict[str, Any]) -> dict[str, Any]:
-    """One server for the ``servers`` table: distance in km, RTT in ms, load as running/workers."""
+    """One server for the ``servers`` table: km, RTT in ms, load as busy workers and queue."""
     load = row.get("load") or {}
-    shown = f"{load.get('running')}/{load.get('workers')}+{load.get('queued')}q" if load else None
+    shown = None
+    if load:
+        shown = f"{load.get('running')}/{load.get('workers')} busy, {load.get('queued')} queued"
     rtt = row.get("rtt_ms")
     return {
         **row,

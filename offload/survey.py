@@ -58,6 +58,9 @@ def survey(config: Config, wait: float = 1.0, app: str | None = None) -> list[di
 def _answer(row: dict[str, Any], pinged: Future[dict[str, Any]], timeout: float) -> None:
     try:
         info = pinged.result(timeout)
+    except TimeoutError:
+        row.update(answering=False, ok=False, error=f"did not answer within {timeout:g} s")
+        return
     except Exception as exc:
         row.update(answering=False, ok=False, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
         return

@@ -17,6 +17,7 @@ import pytest
 import zmq.auth
 
 import offload
+from offload import cli_output as out
 from offload._exceptions import ConfigError
 from offload.config import Config
 from offload.discovery import Found, app_digest, decode_txt, encode_txt
@@ -247,6 +248,7 @@ WITHOUT_ZEROCONF = """
 import sys
 sys.modules["zeroconf"] = None  # as if offload[fleet] were not installed
 import offload
+from offload import cli_output as out
 from offload._exceptions import ConfigError
 with offload.Client(mode="local") as client:  # the base install works
     pass
@@ -265,3 +267,28 @@ def test_the_base_install_works_without_zeroconf_and_says_what_discovery_needs()
     )
     assert "client: servers='auto' needs python-zeroconf: pip install" in run.stdout
     assert run.returncode == 2 and "--advertise needs python-zeroconf" in run.stderr
+
+
+def test_offload_servers_json_lists_a_configured_server(server):
+    run = subprocess.run(
+        [sys.executable, "-m", "offload.cli", "servers", "--server", server.address, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "OFFLOAD_LOCATION": "57.05,9.92"},
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    [row] = json.loads(run.stdout)
+    assert {"address", "name", "distance_km", "answering", "rtt_ms", "trusted"} <= set(row)
+    assert row["address"] == server.address and row["role"] == "server"
+    assert row["answering"] is True and row["trusted"] is True and row["rtt_ms"] > 0
+    assert row["distance_km"] is None  # not advertised: where it is is not known
+    assert row["load"]["workers"] >= 1 and row["load"]["queued"] == 0
+
+
+def test_the_servers_table_is_for_people():
+    row = {"name": "lab", "address": "tcp://10.0.0.1:5555", "distance_km": 3.25, "rtt_ms": 0.51}
+    row |= {"load": {"running": 1, "workers": 2, "queued": 3}, "trusted": False}
+    row |= {"trust": "unknown key", "answering": None}
+    text = out.table([out.server_row(row)], out.SERVER_COLUMNS)
+    assert "1/2 busy, 3 queued" in text and "0.51 ms" in text and "NO (unknown key)" in text
