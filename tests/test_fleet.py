@@ -23,6 +23,8 @@ from offload.config import Config
 from offload.discovery import Found, app_digest, decode_txt, encode_txt
 from offload.fleet import listing
 from offload.geo import distance_km, parse_location
+from offload.profiler import Link
+from offload.servers import Servers, config_bps
 
 BERLIN, MUNICH = (52.5200, 13.4050), (48.1351, 11.5820)
 LONDON, NEW_YORK = (51.5074, -0.1278), (40.7128, -74.0060)
@@ -292,3 +294,35 @@ def test_the_servers_table_is_for_people():
     row |= {"trust": "unknown key", "answering": None}
     text = out.table([out.server_row(row)], out.SERVER_COLUMNS)
     assert "1/2 busy, 3 queued" in text and "0.51 ms" in text and "NO (unknown key)" in text
+
+
+class _FakeBrowser:
+    def __init__(self, found: list[Found]) -> None:
+        self.found = found
+
+    def servers(self) -> list[Found]:
+        return self.found
+
+    def stop(self) -> None:
+        pass
+
+
+def test_servers_know_the_list_and_never_connect_to_an_untrusted_one(server):
+    config = Config(server=server.address, servers=("tcp://127.0.0.1:9",), profile_cache="")
+    servers = Servers(config, Link(config_bps(config)))
+    try:
+        servers.browser = _FakeBrowser(  # type: ignore[assignment]
+            [Found("x", "tcp://127.0.0.1:7", "stranger", key="k" * 40)]
+        )
+        roles = {k.address: (k.role, k.trusted) for k in servers.known()}
+        assert roles == {
+            server.address: ("server", True),
+            "tcp://127.0.0.1:9": ("listed", True),
+            "tcp://127.0.0.1:7": ("discovered", False),
+        }
+        with pytest.raises(offload.ServerUnavailable, match="not trusted"):
+            servers.get("tcp://127.0.0.1:7")
+        servers.ping(timeout=10)
+        assert servers.loads()[server.address]["workers"] >= 1  # the latest PONG's load
+    finally:
+        servers.close()
