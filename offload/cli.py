@@ -142,6 +142,7 @@ def _parser(json_errors: bool = False) -> argparse.ArgumentParser:
         "--wait",
         type=human.parse_duration,
         default=2.0,
+        metavar="DURATION",
         help="with servers=auto, browse the LAN this long (default: 2 s)",
     )
     servers.add_argument("--servers", help='"auto" (find them on the LAN) or addresses, a,b')
