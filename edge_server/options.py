@@ -16,6 +16,7 @@ from offload._exceptions import ConfigError
 from offload.config import read_toml
 from offload.human import duration, parse_duration, parse_size, size
 
+from . import advertise
 from .config import ServerConfig
 
 
@@ -254,6 +255,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         help="TOML file of options under their long names (data-dir = ...), at the top "
         "or in an [edge-server] table; options on the command line win",
     )
+    advertise.add_arguments(parser)
     argv = list(sys.argv[1:] if argv is None else argv)
     from_file = _config_file_args(argv)
     known = {o for action in parser._actions for o in action.option_strings}
@@ -264,6 +266,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
     if not args.secret_key and not args.insecure:
         parser.error("give --secret-key and --authorized-keys, or --insecure for an open server")
     try:
+        advertise.check_arguments(args)
         config = ServerConfig(
             bind=args.bind,
             apps=tuple(args.app),
