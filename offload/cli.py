@@ -23,6 +23,7 @@ import argparse
 import json
 import pickle
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -200,9 +201,30 @@ def _cancel(args: argparse.Namespace) -> int:
 
 def _wait(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.server.wait(args.job, args.timeout)
+        if args.json or not sys.stderr.isatty():
+            job = client.server.wait(args.job, args.timeout)
+        else:
+            job = _wait_showing_progress(client, args.job, args.timeout)
     _show_job(args, job)
     return 0 if job.state is JobState.DONE else 1
+
+
+def _wait_showing_progress(client: Client, job_id: int, timeout: float | None) -> JobInfo:
+    """Wait a second at a time, showing the job's state and time on the terminal's last line."""
+    start = time.monotonic()
+    try:
+        while True:
+            left = None if timeout is None else timeout - (time.monotonic() - start)
+            if left is not None and left <= 0:
+                raise TimeoutError(f"job {job_id} has not finished after {timeout:g} s")
+            try:
+                return client.server.wait(job_id, 1.0 if left is None else min(1.0, left))
+            except TimeoutError:
+                info = client.server.status(job_id)
+                waited = human.duration(time.monotonic() - start)
+                print(f"\rjob {job_id}: {info.state}, waited {waited}   ", end="", file=sys.stderr)
+    finally:
+        print(file=sys.stderr)
 
 
 def _result(args: argparse.Namespace) -> int:

@@ -161,6 +161,17 @@ class Job(Future[Any]):
         where = "paused" if self.paused else self._where
         return Progress(self._count, self._when, where, self._runs)
 
+    def __repr__(self) -> str:
+        if self.done():
+            state = "cancelled" if self.cancelled() else "finished"
+        else:
+            state = "paused" if self._paused.is_set() else "running" if self._runs else "pending"
+        where = f" on {self._where}" if self._where and not self.done() else ""
+        return (
+            f"<Job {self.id} of {self.fn.wire_name} {state}{where}, "
+            f"{self._count} checkpoints, {self._runs} runs>"
+        )
+
     def wait_settled(self, timeout: float | None = None) -> bool:
         """Wait until the job is done or paused; False on timeout."""
         return self._settled.wait(timeout)

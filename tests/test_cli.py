@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -249,3 +250,37 @@ def test_human_units():
     )
     assert human.ago(1000.0, now=1185.0) == "3 min ago"
     assert human.parse_size("512MB") == 512 * 2**20 and human.parse_duration("7d") == 604800
+
+
+def test_wait_shows_progress_on_a_terminal_and_nothing_in_a_pipe(make_server):
+    import pty
+
+    from .test_jobs import wait_for
+
+    server = make_server()
+    nap = offload.offload(apps.nap.__wrapped__, mode="remote")
+    with offload.Client(server) as client:
+        future = client.submit(nap, 2.5)
+        wait_for(lambda: client.server.jobs(states=["running"]))
+        job_id = str(client.server.jobs()[0].id)
+        terminal, side = pty.openpty()  # the wait's stderr is a terminal
+        try:
+            waited = subprocess.run(
+                [sys.executable, "-m", "offload.cli", "wait", job_id, "--server", server.address],
+                stdout=subprocess.PIPE,
+                stderr=side,
+                text=True,
+                timeout=60,
+                cwd=ROOT,
+            )
+            os.close(side)
+            shown = b""
+            with contextlib.suppress(OSError):
+                while chunk := os.read(terminal, 4096):
+                    shown += chunk
+        finally:
+            os.close(terminal)
+        assert future.result(timeout=30) == 2.5
+        piped = offload_cli("wait", job_id, "--server", server.address)
+    assert waited.returncode == 0 and f"job {job_id}: running, waited" in shown.decode()
+    assert piped.returncode == 0 and "waited" not in piped.stderr  # quiet when not a terminal

@@ -105,7 +105,7 @@ def test_a_remote_mode_job_pauses_instead_of_going_on_here(make_server, tmp_path
         assert not [pid for pid, _ in steps(log) if pid == os.getpid()]  # nothing ran here
         assert "paused" in caplog.text
         job = exc.job
-        assert job.paused and not job.done()
+        assert job.paused and not job.done() and " paused" in repr(job)
         job.resume("local")  # the user's choice
         assert job.result(timeout=30) == EXPECTED
 
