@@ -27,6 +27,7 @@ from offload.human import duration, parse_duration, parse_size, size
 from .config import ServerConfig
 from .logs import setup_logging
 from .server import EdgeServer
+from .service import main as service_main
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argparse.Namespace]:
@@ -37,7 +38,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         description="Serve @offload functions to nearby clients.",
         epilog="commands:\n  edge-server stop --pid-file FILE [--timeout S]\n"
         "      close a server started with --pid-file (its checkpointed jobs hand their "
-        "state home first)\n      and wait until it has exited\n\n"
+        "state home first)\n      and wait until it has exited\n"
+        "  edge-server service install|uninstall ...  run it as a systemd service\n\n"
         "sizes take units (4096, 64KB, 512MB, 2GB); durations too (30, 90s, 5min, 12h, 7d)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -379,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["stop"]:
         return stop(argv[1:])
+    if argv[:1] == ["service"]:
+        return service_main(argv[1:])
     config, args = parse_args(argv)
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # --app modules are found here first, as python -m does
