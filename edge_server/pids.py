@@ -17,9 +17,9 @@ processes), enables the controller in ``cgroup.subtree_control`` of its group
 and of ``edge-server-PID/``, and puts each worker into a group of its own
 there (``edge-server-PID/wN``), whose ``pids.max`` and ``memory.max`` the
 worker sets. It does so where its group is delegated: owned by the (non-root)
-server's user, or marked by systemd (the ``trusted.delegate`` or
-``user.delegate`` attribute), or already giving the controller out; a root
-server never rearranges a cgroup it was not given.
+systemd marks it so (the ``trusted.delegate`` or ``user.delegate`` attribute)
+or it already gives the controller out; a server never rearranges a cgroup
+it was not given (a terminal's scope, with the shell in it).
 
 Elsewhere (not root on v1; v2 without delegation), ``RLIMIT_NPROC`` is set
 to the user's current task count plus the limit: it counts all of that
@@ -96,8 +96,7 @@ def _v2_base(controller: str) -> Path | None:
 
 
 def _delegated(path: Path) -> bool:
-    if os.geteuid() != 0:
-        return True  # a user's cgroup it can write to was given to it
+    """Whether systemd delegated ``path`` (Delegate=yes); a terminal's scope is not."""
     for name in ("trusted.delegate", "user.delegate"):
         with contextlib.suppress(OSError):
             if os.getxattr(path, name) == b"1":

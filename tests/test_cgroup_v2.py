@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def tree(tmp_path, monkeypatch):
-    """A fake v2 hierarchy with the server in a delegated service group; a non-root server."""
+    """A fake v2 hierarchy, the (non-root) server in a delegated service group."""
     root = tmp_path / "cgroup"
     service = root / "system.slice" / "edge-server.service"
     service.mkdir(parents=True)
@@ -39,6 +39,7 @@ def tree(tmp_path, monkeypatch):
     monkeypatch.setattr(pids, "_ROOT", root)
     monkeypatch.setattr(pids, "_PROC_CGROUP", me)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(pids, "_delegated", lambda path: path == service)  # Delegate=yes
     pids.own_group.cache_clear()
     yield service, me
     pids.own_group.cache_clear()
@@ -80,9 +81,9 @@ def test_the_worker_sets_pids_max_and_memory_max_in_its_group(tree):
     assert pids.refusals() == 3
 
 
-def test_a_root_server_leaves_a_group_it_was_not_given_alone(tree, monkeypatch):
+def test_a_server_leaves_a_group_it_was_not_given_alone(tree, monkeypatch):
     service, _ = tree
-    monkeypatch.setattr(os, "geteuid", lambda: 0)  # no trusted.delegate on a temp dir
+    monkeypatch.setattr(pids, "_delegated", lambda path: False)  # e.g. a terminal's scope
     assert pids.group(77, "w1") is None
     assert not (service / "server").exists()
     assert (service / "cgroup.subtree_control").read_text() == "\n"
