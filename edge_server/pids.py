@@ -16,8 +16,7 @@ anything else in it) into a leaf ``server/`` (v2 lets only leaves hold
 processes), enables the controller in ``cgroup.subtree_control`` of its group
 and of ``edge-server-PID/``, and puts each worker into a group of its own
 there (``edge-server-PID/wN``), whose ``pids.max`` and ``memory.max`` the
-worker sets. It does so where its group is delegated: owned by the (non-root)
-systemd marks it so (the ``trusted.delegate`` or ``user.delegate`` attribute)
+worker sets. It does so where its group is delegated, which systemd marks (the ``trusted.delegate`` or ``user.delegate`` attribute)
 or it already gives the controller out; a server never rearranges a cgroup
 it was not given (a terminal's scope, with the shell in it).
 
