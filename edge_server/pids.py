@@ -16,9 +16,10 @@ anything else in it) into a leaf ``server/`` (v2 lets only leaves hold
 processes), enables the controller in ``cgroup.subtree_control`` of its group
 and of ``edge-server-PID/``, and puts each worker into a group of its own
 there (``edge-server-PID/wN``), whose ``pids.max`` and ``memory.max`` the
-worker sets. It does so where its group is delegated, which systemd marks (the ``trusted.delegate`` or ``user.delegate`` attribute)
-or it already gives the controller out; a server never rearranges a cgroup
-it was not given (a terminal's scope, with the shell in it).
+worker sets. It does so where systemd marked its group delegated (the
+``trusted.delegate`` or ``user.delegate`` attribute) or the group already
+gives the controller out; a server never rearranges a cgroup it was not
+given (a terminal's scope, with the shell in it).
 
 Elsewhere (not root on v1; v2 without delegation), ``RLIMIT_NPROC`` is set
 to the user's current task count plus the limit: it counts all of that
