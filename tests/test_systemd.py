@@ -165,3 +165,36 @@ def test_the_arm64_check_is_an_executable_bash_script():
     script = ROOT / "deploy" / "check-arm64.sh"
     assert os.access(script, os.X_OK)
     subprocess.run(["bash", "-n", str(script)], check=True, timeout=30)
+
+
+def test_installing_for_real_creates_the_user_and_starts_the_units(tmp_path, monkeypatch):
+    """What install does beyond writing files, with useradd, chown and systemctl recorded."""
+    units = tmp_path / "system"
+    monkeypatch.setattr(service, "UNIT_DIR", str(units))
+    ran: list[list[str]] = []
+
+    def run(command, check=False):
+        ran.append(list(command))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(service.subprocess, "run", run)
+    monkeypatch.setattr(service.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(service.shutil, "chown", lambda *a: ran.append(["chown", *map(str, a)]))
+    user = "no-such-user-k18"
+    data = tmp_path / "data"
+    args = ["service", "install", "--unit-dir", str(units), "--user", user]
+    assert cli.main([*args, "--data-dir", str(data), "--closing", "22:00"]) == 0
+    assert ran[0][0] == "useradd" and ran[0][-1] == user and "--system" in ran[0]
+    assert ran[1] == ["chown", str(data), user, user] and data.is_dir()
+    assert ran[2:] == [
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", "edge-server.service", "edge-server-closing.timer"],
+        ["systemctl", "restart", "edge-server.service"],
+    ]
+    ran.clear()
+    assert cli.main(["service", "uninstall", "--unit-dir", str(units)]) == 0
+    assert ran == [
+        ["systemctl", "disable", "--now", "edge-server.service", "edge-server-closing.timer"],
+        ["systemctl", "daemon-reload"],
+    ]
+    assert os.listdir(units) == []
