@@ -246,6 +246,9 @@ def install(args: argparse.Namespace) -> int:
             print(f"# {Path(args.unit_dir) / name}\n{text}")
         return 0
     system = os.path.abspath(args.unit_dir) == UNIT_DIR
+    if system and os.geteuid() != 0:
+        print("edge-server service: run it as root (sudo)", file=sys.stderr)
+        return 1
     if system:
         _ensure_user(args.user, os.path.abspath(args.data_dir))
         data = Path(args.data_dir)
@@ -253,9 +256,12 @@ def install(args: argparse.Namespace) -> int:
         shutil.chown(data, args.user, args.user)
     directory = Path(args.unit_dir)
     directory.mkdir(parents=True, exist_ok=True)
-    for name in FILES:  # a unit of an earlier install that this one does not want goes
-        if name not in files:
-            (directory / name).unlink(missing_ok=True)
+    unwanted = [name for name in FILES if name not in files and (directory / name).exists()]
+    timers = [name for name in unwanted if name.endswith(".timer")]
+    if system and timers:  # an earlier install's timers that this one does not want go
+        _systemctl("disable", "--now", *timers)
+    for name in unwanted:
+        (directory / name).unlink()
     for name, text in files.items():
         (directory / name).write_text(text)
         print(f"edge-server service: wrote {directory / name}")

@@ -179,6 +179,7 @@ def test_installing_for_real_creates_the_user_and_starts_the_units(tmp_path, mon
 
     monkeypatch.setattr(service.subprocess, "run", run)
     monkeypatch.setattr(service.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(service.os, "geteuid", lambda: 0)
     monkeypatch.setattr(service.shutil, "chown", lambda *a: ran.append(["chown", *map(str, a)]))
     user = "no-such-user-k18"
     data = tmp_path / "data"
@@ -192,9 +193,13 @@ def test_installing_for_real_creates_the_user_and_starts_the_units(tmp_path, mon
         ["systemctl", "restart", "edge-server.service"],
     ]
     ran.clear()
+    assert cli.main([*args, "--data-dir", str(data)]) == 0  # again, without closing time
+    assert ["systemctl", "disable", "--now", "edge-server-closing.timer"] in ran
+    assert sorted(os.listdir(units)) == ["edge-server.service"]
+    ran.clear()
     assert cli.main(["service", "uninstall", "--unit-dir", str(units)]) == 0
     assert ran == [
-        ["systemctl", "disable", "--now", "edge-server.service", "edge-server-closing.timer"],
+        ["systemctl", "disable", "--now", "edge-server.service"],
         ["systemctl", "daemon-reload"],
     ]
     assert os.listdir(units) == []
