@@ -16,6 +16,7 @@ BENCHMARKS = {
     "load": "100 clients x 100 calls, each answered exactly once, then a SIGKILL and restart",
     "dcof": "DCOF's evaluation: three services x three scenarios on an emulated device (root)",
     "peers": "no-op, array echo and a DCOF workload through Ray, Dask, RPyC, Pyro5 and ours",
+    "abuse": "hostile clients (queued uploads, unread replies, floods, stopping) beside a good one",
     "report": "rewrite the figure blocks of README.md and bench/README.md from bench/results/",
 }
 

@@ -30,7 +30,7 @@ MARKER = re.compile(r"(<!-- bench:([a-z0-9-]+) -->\n)(.*?)(<!-- /bench:\2 -->)",
 
 # The blocks each file must hold (so a figure cannot leave its block unnoticed).
 FILES = {
-    "README.md": ["overhead", "decisions", "djos", "failures", "load", "dcof", "peers"],
+    "README.md": ["overhead", "decisions", "djos", "failures", "load", "abuse", "dcof", "peers"],
     "bench/README.md": ["dcof-run", "peers-run", "latest"],
 }
 
@@ -368,6 +368,55 @@ def load(r: Results) -> str:
         "with their reply lost in the kill or had not reached the server's loop; "
         f"{k['duplicates'] + k['recovered_also_answered']} ran twice, {k['lost']} were lost, "
         f"{num(k['answered'])} answered.\n"
+    )
+
+
+# -- abuse --------------------------------------------------------------------------------
+
+ABUSE = {
+    "uploads": "queued large uploads",
+    "unread": "a client that never reads its replies",
+    "stop": "SIGTERM, then SIGKILL, under load",
+    "floods": "PING and garbage floods",
+}
+
+
+@block("abuse")
+def abuse(r: Results) -> str:
+    a = r["abuse"]
+    b = a["budgets"]
+    rows = []
+    for sc in a["scenarios"]:
+        legit, peak, abuser = sc["legit"], sc["peak"], sc["abuser"]
+        notes = []
+        if abuser.get("refused"):
+            notes.append(f"{abuser['refused']} of {abuser['sent']} calls refused (`ServerBusy`)")
+        if "held_after_close_mb" in sc:
+            notes.append(
+                f"{sc['held_before_close_mb']:.0f} MB held for it, "
+                f"{sc['held_after_close_mb']:.0f} MB after it closed"
+            )
+        if "sigterm_exit_s" in sc:
+            notes.append(
+                f"SIGTERM exit in {sc['sigterm_exit_s']:.1f} s; after SIGKILL and a restart "
+                f"{sc['after_restart']['shm_mb_of_killed_server']:.0f} MB left in /dev/shm"
+            )
+        if sc["scenario"] == "floods":
+            notes.append(f"{num(abuser['sent'])} messages")
+        rows.append(
+            f"| {ABUSE.get(sc['scenario'], sc['scenario'])} | {legit['p50_ms']:.1f} / "
+            f"{legit['p99_ms']:.1f} ms | {legit['errors']} | {peak['server_rss_mb']:.0f} MB "
+            f"(idle {sc['baseline']['server_rss_mb']:.0f}) | {peak['shm_mb']:.0f} MB | "
+            f"{cell('; '.join(notes))} |"
+        )
+    mode = "`--quick`: " if a.get("quick") else ""
+    return (
+        f"`python -m bench abuse` ({mode}{b['size_mb']:.0f} MB payloads, `--memory-budget "
+        f"{b['memory']}`, `--client-budget {b['client']}`, {b['seconds']:.0f} s per scenario; "
+        "`bench/results/abuse.json`): each abuse runs beside a legitimate client that keeps "
+        "calling, and the server's memory is sampled throughout.\n\n"
+        "| abuse | legitimate client p50 / p99 | its errors | server RSS, peak | "
+        "/dev/shm, peak | what happened |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
 
 

@@ -71,3 +71,10 @@ def _next_failure(schedule: str) -> float:
         return math.inf  # resumed on the client: the failures are the server's
     times = plan["times"]
     return times[k] if k < len(times) else math.inf
+
+
+@offload(mode="remote")
+def nap(seconds: float) -> float:
+    """Sleeps: keeps a worker (and its client's running slot) busy without using CPU."""
+    time.sleep(seconds)
+    return seconds

@@ -43,6 +43,7 @@ class Job:
     stored: bool = False  # its payload is in the store (it waited in the queue)
     keep: bool = False  # keep its result whatever happens (queued before a restart)
     cpu_s: float = 0.0  # CPU seconds its worker spent on it (known once it has ended)
+    held: int = 0  # bytes charged to its client's budget until it ends (edge_server.budget)
 
 
 def admit(

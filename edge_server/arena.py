@@ -36,6 +36,9 @@ from typing import Any
 
 #: Frames of at least this many bytes go through the arena; smaller ones inline.
 ARENA_MIN = 256 * 1024
+#: An arena larger than this is not kept for reuse once its frames are done with: a
+#: burst of large calls must not leave workers x arenas x the largest call in RAM.
+KEEP_MAX = 32 * 2**20
 _ALIGN = 64
 _SPAN = struct.Struct("!BQQ")
 INLINE, MAPPED = 0, 1
@@ -57,6 +60,16 @@ class ArenaWriter:
         self._map: mmap.mmap | None = None
         self._path: Path | None = None
         self.name = b""
+
+    @property
+    def size(self) -> int:
+        """Bytes the arena holds now (0: none)."""
+        return len(self._map) if self._map is not None else 0
+
+    def trim(self) -> None:
+        """Give the arena back if it is larger than :data:`KEEP_MAX` (its frames are done)."""
+        if self.size > KEEP_MAX:
+            self.close()
 
     def pack(self, frames: Sequence[Any]) -> tuple[bytes, bytes, list[Any]]:
         """Place large frames in the arena: return ``(arena name, spans, inline frames)``."""
@@ -132,7 +145,7 @@ class ArenaPool:
         writer = self._busy.pop(name, None)
         if writer is None:
             return
-        if len(self._free) < self.KEEP:
+        if len(self._free) < self.KEEP and writer.size <= KEEP_MAX:
             self._free.append(writer)
         else:
             writer.close()
@@ -157,6 +170,7 @@ class ArenaReader:
         """Rebuild the frame list from a message made by :meth:`ArenaWriter.pack`."""
         if len(spans) % _SPAN.size:
             raise ValueError("span table has a partial entry")
+        self._forget_removed(name)
         view = self._map(name) if name else None
         frames: list[memoryview] = []
         pos = 0
@@ -171,6 +185,12 @@ class ArenaReader:
             else:
                 frames.append(view[offset : offset + length])
         return frames
+
+    def _forget_removed(self, keep: bytes) -> None:
+        """Unmap the arenas their writer has removed (their memory goes with the last view)."""
+        for name in [n for n in self._maps if n != keep]:
+            if not (self._directory / os.fsdecode(name)).exists():
+                del self._maps[name]
 
     def _map(self, name: bytes) -> memoryview:
         view = self._maps.pop(name, None)

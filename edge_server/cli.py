@@ -7,311 +7,24 @@ home first) and waits until it has exited.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import psutil
 
 from offload._exceptions import ConfigError
-from offload.config import read_toml
-from offload.human import duration, parse_duration, parse_size, size
 
-from .config import ServerConfig
+from . import advertise
 from .logs import setup_logging
+from .options import parse_args
 from .server import EdgeServer
 from .service import main as service_main
-
-
-def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argparse.Namespace]:
-    """Build the server config from command-line arguments."""
-    defaults = ServerConfig()
-    parser = argparse.ArgumentParser(
-        prog="edge-server",
-        description="Serve @offload functions to nearby clients.",
-        epilog="commands:\n  edge-server stop --pid-file FILE [--timeout S]\n"
-        "      close a server started with --pid-file (its checkpointed jobs hand their "
-        "state home first)\n      and wait until it has exited\n"
-        "  edge-server service install|uninstall ...  run it as a systemd service\n\n"
-        "sizes take units (4096, 64KB, 512MB, 2GB); durations too (30, 90s, 5min, 12h, 7d)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--bind",
-        default=defaults.bind,
-        help="ZeroMQ address to listen on; port * picks a free one (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--app",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import MODULE and serve its @offload functions (repeatable); found as python -m "
-        "finds it: in the working directory, then on PYTHONPATH and sys.path",
-    )
-    parser.add_argument(
-        "--allow-type",
-        action="append",
-        default=[],
-        metavar="MODULE:NAME",
-        help="also accept instances of this type in arguments (repeatable)",
-    )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=defaults.workers,
-        help="worker processes (default: the CPU count, %(default)s here)",
-    )
-    parser.add_argument(
-        "--allow-code-shipping",
-        action="store_true",
-        help="accept functions sent by value: runs client code, trusted clients only",
-    )
-    parser.add_argument(
-        "--max-message-size",
-        type=parse_size,
-        default=defaults.max_message_size,
-        metavar="SIZE",
-        help=f"largest call accepted (default: {size(defaults.max_message_size)})",
-    )
-    parser.add_argument(
-        "--queue-size",
-        type=int,
-        default=defaults.queue_size,
-        help="calls that may wait for a worker; beyond them ServerBusy (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--compression",
-        choices=("auto", "off"),
-        default=defaults.compression,
-        help="lz4 where a sample shows it pays, or never (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-call-seconds",
-        type=parse_duration,
-        default=defaults.max_call_seconds,
-        metavar="DURATION",
-        help="the longest any call may run, whatever its client asks "
-        f"(default: {duration(defaults.max_call_seconds)})",
-    )
-    parser.add_argument(
-        "--busy-poll-us",
-        type=float,
-        default=defaults.busy_poll * 1e6,
-        help="after handing out a job, poll this many microseconds for its reply before "
-        "sleeping; lowers small-call latency, 0 saves CPU (default: %(default)g us)",
-    )
-    parser.add_argument(
-        "--close-grace",
-        type=parse_duration,
-        default=defaults.close_grace,
-        metavar="DURATION",
-        help="on SIGTERM, how long running jobs get to checkpoint or finish before the "
-        f"server exits (default: {duration(defaults.close_grace)})",
-    )
-    parser.add_argument(
-        "--orphans",
-        choices=("stop", "keep"),
-        default=defaults.orphans,
-        help="jobs of a client that disconnected: stop them, or let them run and keep "
-        "their results for offload result (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        default=defaults.data_dir,
-        help="where the job store lives: history, waiting calls, kept results, usage "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--keep-results",
-        choices=("orphaned", "all"),
-        default=defaults.keep_results,
-        help="keep the results of jobs whose client is gone, or of all jobs, for "
-        "offload result (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--result-ttl",
-        type=parse_duration,
-        default=defaults.result_ttl,
-        metavar="DURATION",
-        help=f"how long a kept result stays (default: {duration(defaults.result_ttl)})",
-    )
-    parser.add_argument(
-        "--history-ttl",
-        type=parse_duration,
-        default=defaults.history_ttl,
-        metavar="DURATION",
-        help="how long a finished job stays in the history "
-        f"(default: {duration(defaults.history_ttl)})",
-    )
-    parser.add_argument(
-        "--secret-key",
-        help="this server's CurveZMQ secret key file (offload keys generate NAME); "
-        "with --authorized-keys, or --insecure (default: neither, and the server refuses "
-        "to start)",
-    )
-    parser.add_argument(
-        "--authorized-keys", help="directory of the public keys (*.key) of allowed clients"
-    )
-    parser.add_argument(
-        "--insecure",
-        action="store_true",
-        help="no encryption, no authentication: anyone who can connect runs jobs (a lab bench)",
-    )
-    parser.add_argument(
-        "--limit-memory-mb",
-        type=float,
-        help="memory a job may allocate, in MB (RLIMIT_DATA over the worker's own; "
-        "default: no limit)",
-    )
-    parser.add_argument(
-        "--limit-cpu", type=float, help="CPU seconds a job may use (default: no limit)"
-    )
-    parser.add_argument(
-        "--limit-files", type=int, help="files a job may have open at once (default: no limit)"
-    )
-    parser.add_argument(
-        "--limit-processes",
-        type=int,
-        help="processes and threads a job may start, against fork bombs (default: no limit)",
-    )
-    parser.add_argument(
-        "--limit-disk-mb",
-        type=float,
-        help="disk a job may write, in MB: its scratch directory (cwd, TMPDIR) and /dev/shm "
-        "(a private tmpfs as root), and any one file; its files are deleted when it ends",
-    )
-    parser.add_argument(
-        "--client-running",
-        type=int,
-        default=defaults.max_running_per_client,
-        help="calls of one client running at once (default: no limit but the workers)",
-    )
-    parser.add_argument(
-        "--client-timeout",
-        type=parse_duration,
-        default=defaults.client_timeout,
-        metavar="DURATION",
-        help="silence after which a client counts as gone "
-        f"(default: {duration(defaults.client_timeout)})",
-    )
-    parser.add_argument(
-        "--purge-on-exit",
-        action="store_true",
-        help="delete every piece of job data this server stored when it exits",
-    )
-    parser.add_argument(
-        "--pid-file",
-        help="write this process's id here while serving (for edge-server stop)",
-    )
-    parser.add_argument(
-        "--exit-with-stdin",
-        action="store_true",
-        help="stop when standard input closes (a supervising parent that dies takes us along)",
-    )
-    parser.add_argument(
-        "--print-address",
-        action="store_true",
-        help="print the bound address on stdout once ready (for supervisors)",
-    )
-    parser.add_argument(
-        "--log-level",
-        default="INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
-        type=str.upper,
-        help="the least severe messages logged (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default="text",
-        help="json: one object per line, for a log collector (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--config",
-        metavar="FILE",
-        help="TOML file of options under their long names (data-dir = ...), at the top "
-        "or in an [edge-server] table; options on the command line win",
-    )
-    argv = list(sys.argv[1:] if argv is None else argv)
-    from_file = _config_file_args(argv)
-    known = {o for action in parser._actions for o in action.option_strings}
-    unknown = sorted({a for a in from_file if a.startswith("--")} - known)
-    if unknown:
-        parser.error(f"--config: unknown options {', '.join(o[2:] for o in unknown)}")
-    args = parser.parse_args([*from_file, *argv])
-    if not args.secret_key and not args.insecure:
-        parser.error("give --secret-key and --authorized-keys, or --insecure for an open server")
-    try:
-        config = ServerConfig(
-            bind=args.bind,
-            apps=tuple(args.app),
-            types=tuple(args.allow_type),
-            workers=args.workers,
-            allow_code_shipping=args.allow_code_shipping,
-            max_message_size=args.max_message_size,
-            queue_size=args.queue_size,
-            compression=args.compression,
-            busy_poll=args.busy_poll_us / 1e6,
-            max_call_seconds=args.max_call_seconds,
-            close_grace=args.close_grace,
-            purge_on_exit=args.purge_on_exit,
-            orphans=args.orphans,
-            data_dir=args.data_dir,
-            keep_results=args.keep_results,
-            result_ttl=args.result_ttl,
-            history_ttl=args.history_ttl,
-            client_timeout=args.client_timeout,
-            max_running_per_client=args.client_running,
-            limit_memory=int(args.limit_memory_mb * 2**20) if args.limit_memory_mb else None,
-            limit_cpu=args.limit_cpu,
-            limit_files=args.limit_files,
-            limit_processes=args.limit_processes,
-            limit_disk=int(args.limit_disk_mb * 2**20) if args.limit_disk_mb else None,
-            secret_key=args.secret_key,
-            authorized_keys=args.authorized_keys,
-        )
-    except ConfigError as exc:
-        parser.error(str(exc))
-    return config, args
-
-
-def _config_file_args(argv: Sequence[str]) -> list[str]:
-    """The options of ``--config FILE`` (TOML) as command-line arguments, to go first.
-
-    Going through the parser checks their types and choices like the command
-    line's own; coming first, the command line's own options win (repeatable
-    ones, like ``--app``, add to the file's).
-    """
-    early = argparse.ArgumentParser(add_help=False)
-    early.add_argument("--config")
-    path = early.parse_known_args(argv)[0].config
-    if path is None:
-        return []
-    try:
-        table = read_toml(Path(path), "edge-server")
-    except ConfigError as exc:
-        raise SystemExit(f"edge-server: {exc}") from exc
-    args: list[str] = []
-    for key, value in table.items():
-        option = "--" + key.replace("_", "-")
-        if value is True:
-            args.append(option)
-        elif value is False:
-            continue
-        elif isinstance(value, list):
-            for item in value:
-                args += [option, str(item)]
-        else:
-            args += [option, str(value)]
-    return args
+from .stopping import stop
 
 
 def _stop_at_eof(server: EdgeServer) -> None:
@@ -321,59 +34,6 @@ def _stop_at_eof(server: EdgeServer) -> None:
         while os.read(0, 65536):
             pass
     server.stop()
-
-
-def stop(argv: Sequence[str]) -> int:
-    """``edge-server stop --pid-file FILE [--timeout S]``: close a server, wait for it."""
-    parser = argparse.ArgumentParser(prog="edge-server stop", description=stop.__doc__)
-    parser.add_argument("--pid-file", required=True, help="the server's --pid-file")
-    parser.add_argument(
-        "--timeout", type=parse_duration, default=60.0, help="wait this long (default: 1 min)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        pid, started, address = _read_pid_file(Path(args.pid_file))
-        process = psutil.Process(pid)
-        if not _is_edge_server(process, started):
-            print(
-                f"edge-server stop: process {pid} named in {args.pid_file} is not the edge "
-                "server that wrote it (a stale pid file?); nothing was signalled",
-                file=sys.stderr,
-            )
-            return 1
-        process.send_signal(signal.SIGTERM)
-    except (OSError, ValueError, IndexError, psutil.Error) as exc:
-        print(f"edge-server stop: no server to stop ({exc})", file=sys.stderr)
-        return 1
-    start = time.monotonic()
-    print(f"edge-server stop: asked server {pid} ({address or 'address unknown'}) to close")
-    while time.monotonic() - start < args.timeout:
-        try:
-            if process.status() == psutil.STATUS_ZOMBIE:
-                break  # exited; its parent has not collected it yet
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.05)
-    else:
-        print(f"edge-server stop: {pid} still running after {args.timeout:g} s", file=sys.stderr)
-        return 1
-    print(f"edge-server stop: server {pid} stopped after {time.monotonic() - start:.1f} s")
-    return 0
-
-
-def _read_pid_file(path: Path) -> tuple[int, float | None, str]:
-    """(pid, start time, address) from a --pid-file (older files hold only the pid)."""
-    lines = path.read_text().split()
-    started = float(lines[1]) if len(lines) > 1 else None
-    return int(lines[0]), started, lines[2] if len(lines) > 2 else ""
-
-
-def _is_edge_server(process: psutil.Process, started: float | None) -> bool:
-    """Whether ``process`` is the edge server that wrote the pid file (not a reused pid)."""
-    if started is not None and abs(process.create_time() - started) > 0.01:
-        return False
-    command = " ".join(process.cmdline())
-    return "edge_server" in command or "edge-server" in command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -401,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
 
+    advertised: list[advertise.Advertiser | None] = []
+
     def ready(address: str) -> None:
+        advertised.append(advertise.start(config, args, address))  # in a thread: ~1.7 s
         if args.pid_file:  # pid, start time, address: edge-server stop checks the first two
             started = psutil.Process().create_time()
             with open(args.pid_file, "w") as out:
@@ -415,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edge-server: {exc}", file=sys.stderr)
         return 2
     finally:
+        for advertiser in advertised:
+            if advertiser is not None:
+                advertiser.stop()
         if args.pid_file:
             with contextlib.suppress(OSError):
                 os.unlink(args.pid_file)

@@ -56,6 +56,13 @@ class ServerConfig:
         wait (the queue serves clients round-robin either way).
     client_timeout: silence (no message, no heartbeat) after which a client
         counts as gone; clients with calls in flight ping every second.
+    memory_budget, client_budget: bytes all clients together, and one client,
+        may make the server hold: queued and running calls' payloads, and
+        replies not yet sent (see :mod:`edge_server.budget`). A call past
+        either gets ServerBusy before its payload is stored; a reply past
+        either is dropped, and its job's record says so.
+    payload_file_min: a queued call's payload of at least this many bytes is
+        written to a file by a writer thread, not into SQLite by the event loop.
     """
 
     bind: str = "tcp://127.0.0.1:5555"
@@ -86,6 +93,9 @@ class ServerConfig:
     keep_results: str = "orphaned"
     result_ttl: float = 7 * 86400.0
     history_ttl: float = 30 * 86400.0
+    memory_budget: int = 2**30  # sized for a 4 GB board
+    client_budget: int = 256 * 2**20
+    payload_file_min: int = 256 * 2**10
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -121,3 +131,7 @@ class ServerConfig:
             raise ConfigError("client_timeout must be positive")
         if self.close_grace < 0:
             raise ConfigError("close_grace must be 0 or more")
+        if not 2**20 <= self.client_budget <= self.memory_budget:
+            raise ConfigError("client_budget must be at least 1 MB and at most memory_budget")
+        if self.payload_file_min < 1024:
+            raise ConfigError("payload_file_min must be at least 1024 bytes")

@@ -30,22 +30,26 @@ from offload._exceptions import (
     LimitExceeded,
     OffloadError,
     ProtocolError,
+    ServerBusy,
     ServerUnavailable,
     WorkerCrashed,
 )
-from offload.runtime import errors, protocol
+from offload.runtime import errors
 from offload.runtime.states import JobState
 
 from .admission import Job
 from .channel import Channel
 from .config import ServerConfig
 from .fairqueue import FairQueue
-from .ledger import Ledger
+from .ledger import Ledger, outcome
 from .pool import Pool, Worker
 
 log = logging.getLogger("edge_server")
 
 TRACKER_POLL_MS = (1, 10)  # first and longest wait while results are still being sent
+# Replies and checkpoints this large are tracked until sent, and count against their
+# client's budget; smaller ones are bounded by the frontend's send high-water mark.
+TRACK_MIN = 4096
 
 
 class Dispatcher:
@@ -68,6 +72,11 @@ class Dispatcher:
         self.dispatched_at = 0.0
         self.tracker_wait = TRACKER_POLL_MS[0]
         self.stopping = False
+        # Replies and checkpoints ZeroMQ is still sending: their result arena's name (or a
+        # key of their own) -> tracker, client, size (charged until the tracker is done).
+        self.unsent: dict[bytes, tuple[zmq.MessageTracker, bytes, int]] = {}
+        self._sent = 0
+        ledger.budget.settle = self.settle  # a refusal looks at what was sent meanwhile
 
     def fail(self, job: Job, error: OffloadError, state: JobState = JobState.FAILED) -> None:
         """End ``job`` with ``error`` sent to its client (``state``: failed, cancelled, paused)."""
@@ -254,7 +263,7 @@ class Dispatcher:
         if kind == b"C" and len(frames) >= 3:  # a checkpoint: straight on to its client
             job = worker.job
             if job is not None and int.from_bytes(frames[1], "big") == job.id:
-                self._send(job.client, list(frames[2:]))
+                self._checkpoint(job, frames[2], list(frames[3:]))
             return
         if kind == b"E":  # done, and the worker leaves (a limit passed, or the job left state)
             worker.killed = worker.killed or "left after its job"
@@ -263,6 +272,7 @@ class Dispatcher:
             return
         job = worker.job
         worker.job, worker.deadline = None, None
+        worker.in_arena.trim()  # the job's payload is done with: no large arena kept idle
         if not worker.killed:
             self.idle.append(worker)
         if job is None or int.from_bytes(frames[1], "big") != job.id:
@@ -276,18 +286,64 @@ class Dispatcher:
             log.error("worker %s sent an unreadable reply: %s", worker.identity, exc)
             self.fail(job, WorkerCrashed(f"bad reply: {exc}"))
             return
-        state, error = _outcome(header, payload)
+        state, error = outcome(header, payload)
+        self.ledger.release(job)  # the call's bytes go; the reply's may take their place
+        size = sum(len(p) for p in payload)
+        why = self.ledger.budget.over(job.client, size) if name or size >= TRACK_MIN else None
+        if why is not None:  # not held for a client that does not read what it has
+            if name and worker.channel is not None:
+                with contextlib.suppress(OSError):  # a dead worker: its sentinel will tell
+                    worker.channel.send([b"F", name])
+            self.fail(job, ServerBusy(f"result of {size} bytes dropped, {why}"))
+            return
         self.ledger.ended(job, state, error, [header, *payload])
-        if not name:
+        if not name and size < TRACK_MIN:
             self._send(job.client, [header, *payload])
             return
-        tracked = [zmq.Frame(p, track=True) for p in payload]
-        self._send(job.client, [header, *tracked])
-        worker.sending.append((zmq.MessageTracker(*tracked), name))
+        tracker = self._send_tracked(job.client, header, payload, size, name)
+        if name:
+            worker.sending.append((tracker, name))
+
+    def _send_tracked(
+        self, client: bytes, header: Any, payload: list[Any], size: int, name: bytes = b""
+    ) -> zmq.MessageTracker:
+        """Send a reply or checkpoint; its bytes count against ``client``'s budget until sent.
+
+        ``name``: the result arena it is sent from (else a key of its own).
+        """
+        tracked = [zmq.Frame(p, track=True, copy=False) for p in payload]
+        self._send(client, [header, *tracked])
+        tracker = zmq.MessageTracker(*tracked)
+        self._sent += 1
+        self.unsent[name or b"#%d" % self._sent] = (tracker, client, size)
+        self.ledger.budget.charge(client, size)
         self.tracker_wait = TRACKER_POLL_MS[0]
+        return tracker
+
+    def _checkpoint(self, job: Job, header: Any, payload: list[Any]) -> None:
+        """Forward a checkpoint; one its client has no budget left for is skipped.
+
+        A checkpoint is the job's latest state, superseded by the next: a client
+        that does not read them loses some, the server does not keep them all.
+        """
+        size = sum(len(p) for p in payload)
+        if size < TRACK_MIN:
+            self._send(job.client, [header, *payload])
+        elif self.ledger.budget.over(job.client, size) is None:
+            self._send_tracked(job.client, header, payload, size)
+        else:
+            log.debug("checkpoint of job %d skipped: its client's budget is full", job.id)
+
+    def settle(self) -> None:
+        """Let go of the replies and checkpoints ZeroMQ has finished sending."""
+        for key, (tracker, client, size) in list(self.unsent.items()):
+            if tracker.done:  # also when the worker died meanwhile: the bytes are let go
+                del self.unsent[key]
+                self.ledger.budget.release(client, size)
 
     def release_arenas(self) -> None:
         """Tell workers which result arenas ZeroMQ has finished sending from."""
+        self.settle()
         for worker in self.pool.by_identity.values():
             if not worker.sending:
                 continue
@@ -331,17 +387,3 @@ class Dispatcher:
             log.warning("worker %s died while idle: %s", worker.identity, how)
         if not self.stopping:
             self.pool.spawn()
-
-
-def _outcome(header: memoryview, payload: list[Any]) -> tuple[JobState, str | None]:
-    """A reply's job state and error text: done, paused (stopped at a checkpoint) or failed."""
-    if header[5] != protocol.ERROR or not payload:
-        return JobState.DONE, None
-    try:
-        body = protocol.decode_json(payload[0])
-    except ProtocolError:
-        return JobState.FAILED, "unreadable error"
-    code = str(body.get("code"))
-    message = f"{code}: {str(body.get('message'))[:500]}"
-    stopped = errors.error_class(code) is JobStopped  # at a checkpoint: it can resume
-    return (JobState.PAUSED if stopped else JobState.FAILED), message

@@ -42,6 +42,9 @@ def open_frontend(
     frontend.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
     frontend.setsockopt(zmq.TCP_KEEPALIVE_CNT, 6)
     frontend.setsockopt(zmq.SNDHWM, 10_000)  # per client; beyond it replies are dropped
+    # A client whose connection takes no data for client_timeout (vanished, or its window
+    # shut because it never reads) is dropped, and the replies held for it with it.
+    frontend.setsockopt(zmq.TCP_MAXRT, int(config.client_timeout * 1000))
     authenticator = None
     try:
         authenticator = secure(config, context, frontend)

@@ -26,6 +26,7 @@ import zmq
 
 from offload._exceptions import (
     JobNotFinished,
+    JobStopped,
     NotCancellable,
     OffloadError,
     ProtocolError,
@@ -39,6 +40,7 @@ from offload.runtime import errors, protocol
 from offload.runtime.states import FINISHED, NAMES, JobState
 
 from .admission import Job
+from .budget import Budget
 from .config import ServerConfig
 from .store import Store
 
@@ -76,6 +78,7 @@ class Ledger:
         self._waiters: dict[int, list[tuple[bytes, int, str]]] = {}
         self._waiting: Counter[str] = Counter()  # pending waits per owner
         self._expired_at = 0.0
+        self.budget = Budget(config.memory_budget, config.client_budget)
 
     # -- what happens to jobs ---------------------------------------------------------------------
 
@@ -116,6 +119,8 @@ class Ledger:
                 stored=True,
                 keep=True,
             )
+            job.held = job.bytes_in  # held again, whatever the budget: it was accepted
+            self.budget.charge(job.client, job.held)
             jobs.append(job)
         return jobs
 
@@ -141,6 +146,7 @@ class Ledger:
     ) -> None:
         """Job ``job`` finished in ``state``; ``reply`` is kept if its client is not there."""
         job.state = state
+        self.release(job)
         keep = reply is not None and (
             job.keep or self._config.keep_results == "all" or not self._connected(job.client)
         )
@@ -169,6 +175,11 @@ class Ledger:
             self._waiting[owner] -= 1
             self._send(client, [protocol.with_request_id(body[0], request_id), body[1]])
 
+    def release(self, job: Job) -> None:
+        """``job``'s payload no longer counts against its client's budget."""
+        self.budget.release(job.client, job.held)
+        job.held = 0
+
     def tick(self, now: float) -> None:
         """Once per loop pass: store waiting payloads, write what is due, expire what is old."""
         if self._new:
@@ -181,13 +192,14 @@ class Ledger:
         if due is not None and due <= now:
             self.commit()
         try:
+            self.store.reclaim(now)  # a slice of the pages freed by deleted payloads
             if now - self._expired_at > _EXPIRE_EVERY:
                 self._expired_at = now
                 gone = self.store.expire(self._config.result_ttl, self._config.history_ttl)
                 if gone:
                     log.info("expired %d old jobs from the history", gone)
         except StoreError:
-            log.exception("the job store could not expire old jobs")
+            log.exception("the job store could not expire old jobs or give back space")
 
     def commit(self) -> None:
         """Write everything recorded so far to the store now."""
@@ -289,3 +301,17 @@ def _int(body: dict[str, Any], key: str, default: int | None, low: int, high: in
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ProtocolError(f"{key} must be an integer from {low} to {high}")
     return value
+
+
+def outcome(header: memoryview, payload: list[Any]) -> tuple[JobState, str | None]:
+    """A reply's job state and error text: done, paused (stopped at a checkpoint) or failed."""
+    if header[5] != protocol.ERROR or not payload:
+        return JobState.DONE, None
+    try:
+        body = protocol.decode_json(payload[0])
+    except ProtocolError:
+        return JobState.FAILED, "unreadable error"
+    code = str(body.get("code"))
+    message = f"{code}: {str(body.get('message'))[:500]}"
+    stopped = errors.error_class(code) is JobStopped  # at a checkpoint: it can resume
+    return (JobState.PAUSED if stopped else JobState.FAILED), message

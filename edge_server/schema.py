@@ -9,19 +9,25 @@ outlive the jobs they count; ``meta`` the schema version and the highest job
 id ever given. ``jobs.state`` holds the values of
 :class:`~offload.runtime.states.JobState`.
 
-WAL mode with ``synchronous=NORMAL``: a commit survives the server process
-dying (SIGKILL, a crash), and readers never block the writer. The queries are
-:class:`edge_server.store.Store`'s.
+``auto_vacuum=INCREMENTAL``: pages freed by deleted payloads and results
+are given back in slices by :meth:`edge_server.store.Store.reclaim`. Payloads
+of at least ``payload_file_min`` bytes are files, not rows (see
+:mod:`edge_server.payloads`). WAL mode with ``synchronous=NORMAL``: a commit
+survives the server process dying (SIGKILL, a crash), and readers never block
+the writer. The queries are :class:`edge_server.store.Store`'s.
 """
 
 from __future__ import annotations
 
 import fcntl
+import functools
 import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 
-from offload._exceptions import ConfigError
+from offload._exceptions import ConfigError, StoreError
+from offload.runtime.states import JobState
 
 SCHEMA_VERSION = 1
 COLUMNS = (
@@ -99,6 +105,12 @@ def open_store(path: Path) -> tuple[sqlite3.Connection, IO[str]]:
         raise ConfigError(f"another server uses the job store {path}") from exc
     try:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # Freed pages go back to the file system a slice at a time (Store.reclaim); a file
+        # made before that setting is rebuilt once (its live rows only: quick when most of
+        # it is free, as after a flood of payloads).
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            db.execute("VACUUM")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA journal_size_limit=67108864")  # the WAL shrinks back
@@ -112,3 +124,47 @@ def open_store(path: Path) -> tuple[sqlite3.Connection, IO[str]]:
         lock.close()
         raise ConfigError(f"cannot open the job store {path}: {exc}") from exc
     return db, lock
+
+
+def row_dict(row: Sequence[Any]) -> dict[str, Any]:
+    """A ``jobs`` row (``COLUMNS``) as the dict control replies carry."""
+    job = dict(zip(COLUMNS, row, strict=True))
+    job["request_id"] %= 2**64
+    job["kept"] = bool(job["kept"])
+    job["state"] = JobState(job["state"])
+    return job
+
+
+def signed(request_id: int) -> int:
+    """A 64-bit request id as SQLite's signed INTEGER holds it (``% 2**64`` undoes it)."""
+    return request_id - 2**64 if request_id >= 2**63 else request_id
+
+
+def numbered(jobs: list[tuple[int, Sequence[Any]]]) -> Iterator[tuple[int, int, Any]]:
+    """``(job, seq, frame)`` rows of each job's frames."""
+    for job, frames in jobs:
+        for seq, frame in enumerate(frames):
+            yield job, seq, frame
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def translated(
+    *kinds: type[Exception],
+) -> Callable[[Callable[Concatenate[Any, _P], _R]], Callable[Concatenate[Any, _P], _R]]:
+    """A method whose database failures (``sqlite3.Error`` and ``kinds``) leave as StoreError."""
+    caught: tuple[type[Exception], ...] = (sqlite3.Error, OverflowError, *kinds)
+
+    def wrap(method: Callable[Concatenate[Any, _P], _R]) -> Callable[Concatenate[Any, _P], _R]:
+        @functools.wraps(method)
+        def translating(store: Any, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return method(store, *args, **kwargs)
+            except caught as exc:
+                raise StoreError(f"job store {store.path.name}: {exc}") from exc
+
+        return translating
+
+    return wrap

@@ -26,7 +26,6 @@ queued when the server dies are in the store and run after its restart.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import secrets
 import select
@@ -57,6 +56,7 @@ from .dispatch import TRACKER_POLL_MS, Dispatcher
 from .fairqueue import FairQueue
 from .frontend import open_frontend, owner
 from .ledger import Ledger
+from .load import LoadMeter, pong
 from .pool import Pool
 from .registry import Registry
 from .store import Store
@@ -65,9 +65,6 @@ log = logging.getLogger("edge_server")
 
 _CLIENT_BATCH = 64
 _CONTROL_MAX = 65536  # bytes of one control request's JSON
-# Zeros for bandwidth probes: an anonymous mapping reads as the shared zero page,
-# so it costs no memory however often it is sent.
-_PADDING = memoryview(mmap.mmap(-1, protocol.PROBE_MAX))
 
 
 class EdgeServer:
@@ -85,6 +82,7 @@ class EdgeServer:
         self._queue = FairQueue()
         self._next_job = 0
         self._started = time.monotonic()
+        self._load = LoadMeter()
         self._info = {
             "server": "edge_server",
             "version": offload.__version__,
@@ -118,7 +116,9 @@ class EdgeServer:
             frontend, authenticator = open_frontend(self.config, context)
             self._secure = authenticator is not None
             try:
-                store = Store(Path(self.config.data_dir) / "jobs.sqlite")
+                store = Store(
+                    Path(self.config.data_dir) / "jobs.sqlite", self.config.payload_file_min
+                )
             except ConfigError:
                 if authenticator is not None:
                     authenticator.stop()
@@ -190,6 +190,7 @@ class EdgeServer:
             "queue_size": self.config.queue_size,
             "connections": len(self._seen),
             "closing": self._stopping,
+            **self._ledger.budget.snapshot(),
         }
 
     # -- the loop -------------------------------------------------------------------------------
@@ -293,7 +294,7 @@ class EdgeServer:
     def _poll_timeout(self) -> int | None:
         if self._stopping:
             return 50  # closing: look at the clock for close_grace
-        if any(w.sending for w in self._pool.by_identity.values()):
+        if self._workers.unsent:
             # ZeroMQ says nothing when it has sent a frame: poll for that, backing off
             # so a client that reads slowly (or never) does not keep the server busy.
             wait = self._workers.tracker_wait
@@ -338,10 +339,8 @@ class EdgeServer:
         if header.kind == protocol.PING:
             if header.flags & protocol.ALIVE and len(frames) == 3 and len(frames[2]) <= 255:
                 self._seen[frames[2].bytes] = now  # a heartbeat on behalf of a data socket
-            pong: list[Any] = protocol.json_message(protocol.PONG, header.request_id, self._info)
-            if header.aux:  # a bandwidth probe: pad the reply, from one shared buffer
-                pong.append(_PADDING[: min(header.aux, protocol.PROBE_MAX)])
-            self._send(client, pong)
+            load = self._load.load(self.health(), self._next_job, now)
+            self._send(client, pong(header.request_id, self._info, load, header.aux))
             return
         if self._stopping:
             self._reply_error(client, header.request_id, ServerUnavailable("server closing"))
@@ -351,6 +350,7 @@ class EdgeServer:
             job = admit(client, who, header, frames, self.registry, self.config, self._next_job + 1)
             if len(self._queue) >= self.config.queue_size:
                 raise ServerBusy(f"queue full ({len(self._queue)} calls waiting)")
+            job.held = self._ledger.budget.take(client, job.bytes_in)  # before it is stored
         except OffloadError as refusal:
             self._reply_error(client, header.request_id, refusal)
             return

@@ -5,7 +5,9 @@ reads it. The event loop must not wait for the disk on every call, so writes
 are collected in memory and :meth:`Store.flush` writes them in one
 transaction: at once when calls are waiting in the queue (their payloads must
 survive a crash), otherwise at most ``FLUSH_EVERY`` seconds after the first
-unwritten change.
+unwritten change. Payloads of at least ``file_min`` bytes never reach a flush:
+a writer thread puts them in files (:mod:`edge_server.payloads`), so a flush
+stays small; pages freed in the file go back a slice at a time (:meth:`Store.reclaim`).
 
 SQLite stays inside this module and :mod:`~edge_server.schema`: a failure of
 the database (disk full, I/O error, a value it cannot bind) leaves a method
@@ -19,42 +21,22 @@ state gone home).
 
 from __future__ import annotations
 
-import functools
-import sqlite3
+import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any
 
-from offload._exceptions import StoreError
+from offload._exceptions import ConfigError
 from offload.runtime.states import JobState
 
-from .schema import COLUMNS, open_store
+from .payloads import PayloadFiles
+from .schema import COLUMNS, numbered, open_store, row_dict, signed, translated
+
+log = logging.getLogger("edge_server")
 
 FLUSH_EVERY = 0.1  # seconds an unwritten change may wait when no call's payload is at stake
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _translated(
-    *kinds: type[Exception],
-) -> Callable[[Callable[Concatenate[Store, _P], _R]], Callable[Concatenate[Store, _P], _R]]:
-    """A method whose database failures (``sqlite3.Error`` and ``kinds``) leave as StoreError."""
-    caught: tuple[type[Exception], ...] = (sqlite3.Error, OverflowError, *kinds)
-
-    def wrap(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
-        @functools.wraps(method)
-        def translating(store: Store, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-            try:
-                return method(store, *args, **kwargs)
-            except caught as exc:
-                raise StoreError(f"job store {store.path.name}: {exc}") from exc
-
-        return translating
-
-    return wrap
 
 
 @dataclass
@@ -73,14 +55,24 @@ class Waiting:
 class Store:
     """One SQLite file of jobs, waiting payloads, kept results and usage totals."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, file_min: int = 256 * 1024) -> None:
         """Open (or create) the store at ``path``; :class:`ConfigError` if it cannot be used.
 
         One server per store: a lock file next to it keeps a second server,
-        which would run the same waiting calls again, out.
+        which would run the same waiting calls again, out. Payloads of at
+        least ``file_min`` bytes are files in ``payloads/`` next to it.
         """
         self.path = path
         self._db, self._lock = open_store(path)
+        try:
+            self.files = PayloadFiles(path.parent / "payloads")
+        except OSError as exc:
+            self._db.close()
+            self._lock.close()
+            raise ConfigError(f"cannot use {path.parent / 'payloads'}: {exc}") from exc
+        self._file_min = file_min
+        self._in_files: set[int] = set()  # jobs whose waiting call is a payload file
+        self._reclaimed = 0.0
         self._added: list[tuple[Any, ...]] = []
         self._payloads: list[tuple[int, Sequence[Any]]] = []
         self._started: list[tuple[float, int]] = []
@@ -90,10 +82,12 @@ class Store:
         self._dropped: list[tuple[int]] = []
         self._oldest = 0.0  # when the oldest unwritten change was made (0: none)
 
-    @_translated()
-    def close(self) -> None:
-        """Write what is pending, close the file and let another server have it."""
+    @translated()
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is pending (payload files: for ``timeout`` s at most), close, unlock."""
         try:
+            if not self.files.close(timeout):
+                log.warning("payload files still being written after %g s are lost", timeout)
             self.flush()
         finally:
             self._db.close()
@@ -113,24 +107,34 @@ class Store:
         checkpointed: bool,
     ) -> None:
         """A call was accepted into the queue."""
-        rid = _signed(request_id)
+        rid = signed(request_id)
         row = (job_id, owner, function, rid, client, JobState.QUEUED, time.time(), bytes_in)
         self._added.append((*row, timeout, int(checkpointed)))
         self._touch()
 
     def waiting(self, job_id: int, frames: Sequence[Any]) -> None:
         """Keep the payload of a call still in the queue, so it survives a crash."""
-        self._payloads.append((job_id, frames))
+        if sum(memoryview(f).nbytes for f in frames) >= self._file_min:
+            self.files.put(job_id, "call", frames)  # off the event loop
+            self._in_files.add(job_id)
+        else:
+            self._payloads.append((job_id, frames))
         self._touch()
+
+    def _drop_call(self, job_id: int) -> None:
+        self._dropped.append((job_id,))
+        if job_id in self._in_files:
+            self._in_files.discard(job_id)
+            self.files.drop(job_id, "call")
 
     def started(self, job_id: int, stored_payload: bool) -> None:
         """A worker took the call (its stored payload, if any, is no longer needed)."""
         self._started.append((time.time(), job_id))
         if stored_payload:
-            self._dropped.append((job_id,))
+            self._drop_call(job_id)
         self._touch()
 
-    @_translated()
+    @translated()
     def requeued(self, job_id: int) -> None:
         """A started job went back to the queue: written at once (it is rare)."""
         self.flush()
@@ -157,10 +161,14 @@ class Store:
             (state, time.time(), bytes_out, cpu_s, error, int(reply is not None), job_id)
         )
         self._usage.append((owner, cpu_s, bytes_in, bytes_out))
-        if reply is not None:
-            self._results.append((job_id, [bytes(f) for f in reply]))
+        if reply is not None:  # copied: the frames may be in an arena a worker reuses
+            copied = [bytes(f) for f in reply]
+            if sum(len(f) for f in copied) >= self._file_min:
+                self.files.put(job_id, "result", copied)
+            else:
+                self._results.append((job_id, copied))
         if stored_payload:
-            self._dropped.append((job_id,))
+            self._drop_call(job_id)
         self._touch()
 
     def _touch(self) -> None:
@@ -173,7 +181,7 @@ class Store:
             return None
         return 0.0 if self._payloads else self._oldest + FLUSH_EVERY
 
-    @_translated(ValueError)  # ValueError, OverflowError: a value SQLite cannot bind
+    @translated(ValueError)  # ValueError, OverflowError: a value SQLite cannot bind
     def flush(self) -> None:
         """Write every change recorded since the last flush, in one transaction."""
         if not self._oldest:
@@ -195,7 +203,7 @@ class Store:
             )
             db.executemany(
                 "INSERT OR REPLACE INTO frames VALUES (?, 'call', ?, ?)",
-                _numbered(self._payloads),
+                numbered(self._payloads),
             )
             db.executemany(
                 "UPDATE jobs SET state=?, started=? WHERE id=? AND state=?",
@@ -214,7 +222,7 @@ class Store:
             )
             db.executemany(
                 "INSERT OR REPLACE INTO frames VALUES (?, 'result', ?, ?)",
-                _numbered(self._results),
+                numbered(self._results),
             )
             db.executemany("DELETE FROM frames WHERE job=? AND part='call'", self._dropped)
             db.execute("COMMIT")
@@ -240,7 +248,7 @@ class Store:
 
     # -- reading --------------------------------------------------------------------------------
 
-    @_translated()
+    @translated()
     def recover(self) -> list[Waiting]:
         """After a restart: fail what was running, and return the calls still waiting, in order.
 
@@ -267,9 +275,32 @@ class Store:
                 error = "the server stopped before this job's payload was stored"
             self.ended(job_id, owner, JobState.FAILED, bytes_in, 0, 0.0, error)
         self.flush()
+        kept = self._db.execute("SELECT id FROM jobs WHERE kept=1").fetchall()
+        keep = {(w.id, "call") for w in waiting} | {(row[0], "result") for row in kept}
+        self._in_files = {job for job, part in self.files.stored() if (job, part) in keep}
+        swept = self.files.sweep(keep)
+        self._db.executescript("PRAGMA incremental_vacuum;")  # all of it: not serving yet
+        if swept:
+            log.info("deleted %d payload files no job needs (left by a crash)", swept)
         return waiting
 
-    @_translated()
+    @translated()
+    def reclaim(self, now: float, pages: int = 256) -> int:
+        """Give at most ``pages`` free pages back to the file system; how many were free.
+
+        At most every 0.1 s (256 pages: ~10 ms, 10 MB/s), so the loop pays a few
+        milliseconds at a time. (executescript: ``execute`` would step the pragma
+        once, which frees one page.)
+        """
+        if now - self._reclaimed < 0.1:
+            return 0
+        self._reclaimed = now
+        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        if free:
+            self._db.executescript(f"PRAGMA incremental_vacuum({int(pages)});")
+        return free
+
+    @translated()
     def last_id(self) -> int:
         """The highest job id ever given (ids are never reused)."""
         row = self._db.execute(
@@ -278,7 +309,7 @@ class Store:
         ).fetchone()
         return int(row[0])
 
-    @_translated()
+    @translated()
     def job(self, job_id: int, owner: str | None) -> dict[str, Any] | None:
         """Job ``job_id`` as a dict, if it exists and (unless ``owner`` is None) is ``owner``'s."""
         self.flush()
@@ -287,9 +318,9 @@ class Store:
         ).fetchone()
         if row is None or (owner is not None and row[COLUMNS.index("owner")] != owner):
             return None
-        return _job(row)
+        return row_dict(row)
 
-    @_translated()
+    @translated()
     def jobs(
         self, owner: str, limit: int = 50, states: Iterable[str] = (), before: int | None = None
     ) -> list[dict[str, Any]]:
@@ -309,18 +340,18 @@ class Store:
             "ORDER BY id DESC LIMIT ?",
             (*params, limit),
         )
-        return [_job(row) for row in rows]
+        return [row_dict(row) for row in rows]
 
-    @_translated()
+    @translated()
     def frames(self, job_id: int, part: str) -> list[bytes]:
         """The stored frames of a job's waiting ``call`` or kept ``result``."""
         self.flush()
         rows = self._db.execute(
             "SELECT data FROM frames WHERE job=? AND part=? ORDER BY seq", (job_id, part)
         )
-        return [bytes(row[0]) for row in rows]
+        return [bytes(row[0]) for row in rows] or self.files.read(job_id, part)
 
-    @_translated()
+    @translated()
     def usage(self, owner: str) -> dict[str, Any]:
         """``owner``'s metering totals: jobs, CPU seconds, bytes in and out (zeros if none)."""
         self.flush()
@@ -330,12 +361,15 @@ class Store:
         keys = ("jobs", "cpu_s", "bytes_in", "bytes_out")
         return {"owner": owner, **dict(zip(keys, row or (0, 0.0, 0, 0), strict=True))}
 
-    @_translated()
+    @translated()
     def expire(self, result_ttl: float, history_ttl: float) -> int:
         """Delete results older than ``result_ttl`` and jobs older than ``history_ttl`` seconds."""
         self.flush()
         now = time.time()
         db = self._db
+        old = db.execute("SELECT id FROM jobs WHERE kept=1 AND finished < ?", (now - result_ttl,))
+        for (job_id,) in old.fetchall():
+            self.files.drop(job_id, "result")
         try:
             db.execute("BEGIN")
             db.execute("UPDATE jobs SET kept=0 WHERE kept=1 AND finished < ?", (now - result_ttl,))
@@ -354,30 +388,12 @@ class Store:
             raise
         return int(gone)
 
-    @_translated()
+    @translated()
     def purge(self) -> None:
         """Delete every job, payload and result (closing time with ``purge_on_exit``)."""
         self.flush()
         self._db.execute("DELETE FROM frames")
         self._db.execute("DELETE FROM jobs")
         self._db.execute("VACUUM")
-
-
-def _job(row: Sequence[Any]) -> dict[str, Any]:
-    job = dict(zip(COLUMNS, row, strict=True))
-    job["request_id"] %= 2**64
-    job["kept"] = bool(job["kept"])
-    job["state"] = JobState(job["state"])
-    return job
-
-
-def _signed(request_id: int) -> int:
-    """A 64-bit request id as SQLite's signed INTEGER holds it (``% 2**64`` undoes it)."""
-    return request_id - 2**64 if request_id >= 2**63 else request_id
-
-
-def _numbered(jobs: list[tuple[int, Sequence[Any]]]) -> Iterator[tuple[int, int, Any]]:
-    """``(job, seq, frame)`` rows of each job's frames."""
-    for job, frames in jobs:
-        for seq, frame in enumerate(frames):
-            yield job, seq, frame
+        self.files.close(1.0)
+        self.files.sweep(())

@@ -9,9 +9,10 @@ the same way; its public half is the clients' ``server_key``.
 The other commands talk to the configured server (``--server``, else
 ``OFFLOAD_SERVER`` or ``offload.toml``) as the configured client key, and see
 that key's jobs: ``jobs``, ``status JOB``, ``wait JOB``, ``result JOB [-o
-FILE]``, ``cancel JOB``, ``usage`` and ``servers`` (configured servers and
-whether they answer). Output is for people (times as dates and ages, sizes in
-KB and MB), or JSON with ``--json``, every command's: a failure is then
+FILE]``, ``cancel JOB``, ``usage`` and ``servers`` (every configured or
+discovered server: where, how far, whether it answers, RTT, load, trusted).
+Output is for people (times as dates and ages, sizes in KB and MB), or JSON
+with ``--json``, every command's: a failure is then
 ``{"error": {"type": ..., "message": ...}}`` on standard output, and the exit
 status is not 0 either way.
 """
@@ -35,6 +36,7 @@ from .client import Client
 from .config import Config
 from .control import JobInfo
 from .runtime.states import JobState
+from .survey import survey
 
 _COLUMNS = ("id", "state", "function", "submitted", "took", "cpu", "in", "out")
 
@@ -132,7 +134,23 @@ def _parser(json_errors: bool = False) -> argparse.ArgumentParser:
                 "--trust", action="append", default=[], help="app module its classes come from"
             )
     command("usage", _usage, "your totals on the server: jobs, CPU seconds, bytes")
-    command("servers", _servers, "the configured servers and whether they answer")
+    servers = command(
+        "servers", _servers, "configured and discovered servers: distance, answering, RTT, load"
+    )
+    servers.add_argument("--app", metavar="MODULE", help="also say who holds this app's code")
+    servers.add_argument(
+        "--wait",
+        type=human.parse_duration,
+        default=2.0,
+        metavar="DURATION",
+        help="with servers=auto, browse the LAN this long (default: 2 s)",
+    )
+    servers.add_argument("--servers", help='"auto" (find them on the LAN) or addresses, a,b')
+    servers.add_argument("--location", metavar="LAT,LON", help="where this device is")
+    servers.add_argument("--known-servers", metavar="DIR", help="public keys of trusted servers")
+    servers.add_argument(
+        "--insecure", action="store_true", default=None, help="trust servers without a key"
+    )
     return parser
 
 
@@ -221,35 +239,32 @@ def _usage(args: argparse.Namespace) -> int:
 
 
 def _servers(args: argparse.Namespace) -> int:
-    config = Config.load(server=args.server, profile_cache="")
-    configured = [("server", config.server), ("backup_server", config.backup_server)]
-    rows, down = [], 0
-    for role, address in configured:
-        if address is None:
-            continue
-        row: dict[str, Any] = {"role": role, "address": address}
-        try:
-            with _client(args, address) as client:
-                client.ping(timeout=5.0)
-                row.update(client.server.health(), answers=True)
-        except errors.OffloadError as exc:
-            row.update(answers=False, ok=False, error=str(exc))
-            down += 1
-        rows.append(row)
-    if not rows:
-        raise errors.ConfigError("no server configured: give --server or OFFLOAD_SERVER")
+    config = Config.load(
+        server=args.server,
+        server_key=args.server_key,
+        client_key=args.client_key,
+        servers=args.servers,
+        location=args.location,
+        known_servers=args.known_servers,
+        insecure=args.insecure,
+        profile_cache="",
+    )
+    if not (config.server or config.backup_server or config.servers):
+        raise errors.ConfigError(
+            "no server configured: give --server, --servers auto, OFFLOAD_SERVER or OFFLOAD_SERVERS"
+        )
+    rows = survey(config, args.wait, args.app)
     if args.json:
         print(json.dumps(rows))
+    elif not rows:
+        print("no servers found", file=sys.stderr)
     else:
-        for row in rows:
-            if row.get("uptime_s") is not None:
-                row["uptime"] = human.duration(row["uptime_s"])
-        columns = ("role", "address", "answers", "ok", "workers", "running", "queued", "uptime")
-        print(out.table(rows, columns))
+        print(out.table([out.server_row(row) for row in rows], out.SERVER_COLUMNS))
         for row in rows:
             if row.get("error"):
                 print(f"{row['address']}: {row['error']}", file=sys.stderr)
-    return 1 if down else 0
+    configured_down = any(r["role"] != "discovered" and not r["answering"] for r in rows)
+    return 1 if configured_down or not rows else 0
 
 
 def _show_job(args: argparse.Namespace, job: JobInfo) -> None:

@@ -74,6 +74,37 @@ def job_fields(job: JobInfo, now: float | None = None) -> list[tuple[str, str]]:
     return fields
 
 
+SERVER_COLUMNS = (
+    "name",
+    "site",
+    "address",
+    "km",
+    "answering",
+    "rtt",
+    "load",
+    "app",
+    "trusted",
+)
+
+
+def server_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One server for the ``servers`` table: km, RTT in ms, load as busy workers and queue."""
+    load = row.get("load") or {}
+    shown = None
+    if load:
+        shown = f"{load.get('running')}/{load.get('workers')} busy, {load.get('queued')} queued"
+    rtt = row.get("rtt_ms")
+    return {
+        **row,
+        "name": row.get("name") or row.get("role"),
+        "km": None if row.get("distance_km") is None else f"{row['distance_km']:.1f}",
+        "rtt": None if rtt is None else f"{rtt:.2g} ms" if rtt < 10 else f"{rtt:.0f} ms",
+        "load": shown,
+        "app": row.get("holds_app") if row.get("app") else None,
+        "trusted": f"yes ({row['trust']})" if row.get("trusted") else f"NO ({row.get('trust')})",
+    }
+
+
 def fields_text(fields: Sequence[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in fields)
     return "\n".join(f"{name:>{width}}  {value}" for name, value in fields)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._exceptions import ConfigError
+from .geo import parse_location
 from .profiler.decider import Policy
 from .profiler.energy import PROFILES
 
@@ -70,6 +71,17 @@ class Config:
         between after which a checkpointed job leaves that server.
     checkpoint_dir: a directory where each job's latest checkpoint is also
         written (``<function>-<job id>.ckpt``), so it outlives this process.
+    servers: more edge servers than ``server``: ``"auto"`` finds them on the
+        LAN (DNS-SD over mDNS; needs ``offload[fleet]``), or a list of
+        addresses (``OFFLOAD_SERVERS`` separates them with commas). Calls
+        still go to ``server``; the others are listed (``offload servers``).
+    known_servers: a directory of the public keys (``*.key``) of servers this
+        client trusts; a discovered server is called only when its advertised
+        key is one of them (or ``server_key``'s).
+    insecure: also trust discovered servers that advertise no key (a lab LAN,
+        a test on loopback).
+    location: where this device is, ``"LAT,LON"`` in degrees: servers are
+        listed with their distance from here.
     """
 
     server: str | None = None
@@ -98,6 +110,10 @@ class Config:
     client_key: str | None = None
     crash_tolerance: int = 2
     checkpoint_dir: str | None = None
+    servers: str | tuple[str, ...] | None = None
+    known_servers: str | None = None
+    insecure: bool = False
+    location: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -126,12 +142,38 @@ class Config:
             raise ConfigError(
                 f"energy_profile must be one of {sorted(PROFILES)}, not {self.energy_profile!r}"
             )
-        if (self.server_key is None) != (self.client_key is None):
+        # A client key alone is fine with known_servers: their keys are the server keys.
+        alone = self.client_key is not None and self.known_servers is not None
+        if (self.server_key is None) != (self.client_key is None) and not alone:
             raise ConfigError("server_key and client_key go together (CurveZMQ needs both)")
-        if self.server is not None and "://" not in self.server:
-            raise ConfigError(
-                f"server must be a ZeroMQ address like tcp://host:port, not {self.server!r}"
-            )
+        if isinstance(self.servers, list):  # from a TOML file; a frozen config holds tuples
+            object.__setattr__(self, "servers", tuple(self.servers))
+        for address in (self.server, *self.static_servers):
+            if address is not None and "://" not in address:
+                raise ConfigError(
+                    f"server must be a ZeroMQ address like tcp://host:port, not {address!r}"
+                )
+        if self.location is not None:
+            try:
+                parse_location(self.location)
+            except ValueError as exc:
+                raise ConfigError(f"location: {exc}") from exc
+        if self.known_servers is not None and not os.path.isdir(self.known_servers):
+            raise ConfigError(f"known_servers {self.known_servers!r} is not a directory")
+
+    @property
+    def discover(self) -> bool:
+        """Whether servers are found on the LAN (``servers="auto"``)."""
+        return self.servers == "auto"
+
+    @property
+    def static_servers(self) -> tuple[str, ...]:
+        """The servers configured by address in ``servers`` (not ``server``)."""
+        if self.servers is None or self.servers == "auto":
+            return ()
+        if isinstance(self.servers, str):
+            return tuple(a.strip() for a in self.servers.split(",") if a.strip())
+        return tuple(self.servers)
 
     @classmethod
     def load(
@@ -219,6 +261,10 @@ def _parse(name: str, raw: str, annotation: Any) -> Any:
             return float(raw)
         if kind.startswith("int"):
             return int(raw)
+        if kind.startswith("bool"):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes", "on")
     except ValueError as exc:
-        raise ConfigError(f"OFFLOAD_{name.upper()}={raw!r} is not a number") from exc
+        raise ConfigError(f"OFFLOAD_{name.upper()}={raw!r} is not a number or boolean") from exc
     return raw

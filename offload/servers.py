@@ -7,6 +7,12 @@ the router's two questions, "does the server answer now?" (without blocking
 the per-call path once known) and "where does a lost job go?", and keeps the
 link measured: a bandwidth probe once the server first answers, an idle PING
 every ``retry_interval``, from the profiler's thread.
+
+It also knows the other servers (:meth:`Servers.known`): those configured in
+``servers``, and with ``servers="auto"`` those a :class:`~offload.discovery.Browser`
+finds on the LAN, each marked trusted or not (:mod:`offload.fleet`). Calls
+still go to the configured server; a connection to another one is made only
+to a trusted server, with the key it was trusted by.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Any
 
 from . import _exceptions as errors
 from .config import Config
+from .discovery import Browser
+from .fleet import Known, listing
 from .profiler import LOCAL, REMOTE, Link
 from .remote import Remote
 
@@ -49,6 +57,23 @@ class Servers:
         # Probed from the profiler's thread once the server answers: never from a
         # callback, which runs on the thread that must read the probe's reply.
         self._probe_link = bool(config.probe_bytes) and link.up_bps.mean is None
+        #: Finds servers on the LAN with ``servers="auto"`` (else None).
+        self.browser: Browser | None = None
+        if config.discover:
+            try:
+                self.browser = Browser()
+            except OSError as exc:  # no multicast here: the configured servers still work
+                log.warning("cannot look for servers on the LAN: %s", exc)
+
+    def known(self) -> list[Known]:
+        """Every configured or discovered server, each trusted or not."""
+        return listing(self._config, self.browser.servers() if self.browser else [])
+
+    def loads(self) -> dict[str, dict[str, Any]]:
+        """Each connected server's latest load (from its latest PONG), by address."""
+        with self._lock:
+            remotes = [r for r in (self.primary, *self._others.values()) if r is not None]
+        return {r.address: r.server_info["load"] for r in remotes if "load" in r.server_info}
 
     @property
     def info(self) -> dict[str, Any]:
@@ -97,10 +122,23 @@ class Servers:
                 raise errors.ServerUnavailable("the client was shut down")
             remote = self._others.get(where)
             if remote is None:
-                config = self._config.replace(server=where)
+                config = self._config.replace(server=where, **self._keys(where))
                 remote = self._others[where] = Remote(config, Link(config_bps(config)))
                 remote.ping(timed=False)
         return remote
+
+    def _keys(self, address: str) -> dict[str, Any]:
+        """How to connect to ``address``: a discovered server with the key it is trusted by."""
+        if self.browser is None:
+            return {}
+        for server in self.known():
+            if server.address == address and server.role == "discovered":
+                if not server.trusted:
+                    raise errors.ServerUnavailable(f"{address} is not trusted ({server.why})")
+                if server.key_file:
+                    return {"server_key": server.key_file}
+                return {"server_key": None, "client_key": None}  # an insecure server
+        return {}
 
     def fallback_target(self) -> str:
         """Where a job goes when its server is lost: the backup server if it answers, else here."""
@@ -163,5 +201,7 @@ class Servers:
         with self._lock:
             self._closed = True
             remotes = [r for r in (self.primary, *self._others.values()) if r is not None]
+        if self.browser is not None:
+            self.browser.stop()
         for remote in remotes:
             remote.close()

@@ -233,3 +233,9 @@ def touch_shared(megabytes: int) -> int:
     for offset in range(0, len(block), 4096):
         block[offset] = 1
     return megabytes
+
+
+@offload
+def blob(megabytes: float) -> bytes:
+    """``megabytes`` MB of random bytes (incompressible: a large result from a small call)."""
+    return np.random.default_rng().bytes(int(megabytes * 2**20))

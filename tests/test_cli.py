@@ -115,7 +115,7 @@ def test_help_documents_every_option_with_readable_defaults(tmp_path):
     assert "edge-server stop --pid-file FILE" in text
     assert "512 MB" in text and "7 days" in text and "30 days" in text
     assert not re.search(r"\d{6,}|\d\.\de\+", text), "a raw number in --help"
-    from edge_server.cli import parse_args
+    from edge_server.options import parse_args
 
     with pytest.raises(SystemExit):  # --help prints and exits; it starts nothing
         parse_args(["--help"])
@@ -132,7 +132,7 @@ def test_help_documents_every_option_with_readable_defaults(tmp_path):
 
 
 def test_sizes_and_durations_take_units():
-    from edge_server.cli import parse_args
+    from edge_server.options import parse_args
 
     config, _ = parse_args(
         ["--insecure", "--max-message-size", "64MB", "--result-ttl", "2d", "--close-grace", "90s"]

@@ -18,10 +18,9 @@ def test_one_clients_many_calls_do_not_starve_anothers_one(make_server):
         modest.ping(timeout=10)
         flood = [greedy.submit(nap, 0.2) for _ in range(10)]
         time.sleep(0.1)  # the flood is queued; the first one is running
-        start = time.perf_counter()
         assert modest.submit(nap, 0.2).result(timeout=20) == 0.2
-        waited = time.perf_counter() - start
-        assert waited < 0.2 * 3.5  # at most the running call and one more of the flood ahead
+        # Round-robin: at most the running call and one more of the flood ran ahead of it
+        # (counted, not timed: a loaded machine slows every call alike).
         finished_before = sum(f.done() for f in flood)
         assert finished_before <= 3
         assert [f.result(timeout=20) for f in flood] == [0.2] * 10

@@ -1,0 +1,65 @@
+"""The load a server reports in every PONG: queued and running calls, workers, service rate.
+
+A client that can reach several servers needs their load to choose among
+them, and the PONG it gets anyway (heartbeats, idle pings) is the cheapest
+place to carry it: no extra request, and always fresh where the client looks.
+
+The service rate is the calls that ended (answered, failed or cancelled) per
+second over about the last minute. It needs no hook in the dispatcher: every
+admitted call has the next job id, and is queued, running or ended, so the
+ended count is ``last id - queued - running`` (a call handed back to a worker
+queue after a crash stays counted as not ended).
+"""
+
+from __future__ import annotations
+
+import mmap
+import time
+from collections import deque
+from typing import Any
+
+from offload.runtime import protocol
+
+WINDOW_S = 60.0  # the rate is measured over about this long
+_SAMPLE_EVERY_S = 1.0  # at most one sample a second is kept
+
+
+# Zeros for bandwidth probes: an anonymous mapping reads as the shared zero page,
+# so it costs no memory however often it is sent.
+_PADDING = memoryview(mmap.mmap(-1, protocol.PROBE_MAX))
+
+
+def pong(request_id: int, info: dict[str, Any], load: dict[str, Any], pad: int) -> list[Any]:
+    """A PONG: the server's self-description and load, padded with ``pad`` bytes for a probe."""
+    frames: list[Any] = protocol.json_message(protocol.PONG, request_id, {**info, "load": load})
+    if pad:
+        frames.append(_PADDING[: min(pad, protocol.PROBE_MAX)])
+    return frames
+
+
+class LoadMeter:
+    """Samples of the ended-call count, kept for the last :data:`WINDOW_S` seconds."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def load(self, health: dict[str, Any], last_job_id: int, now: float | None = None) -> dict:
+        """The ``load`` object of a PONG, from the server's health and its last job id."""
+        now = time.monotonic() if now is None else now
+        queued, running = int(health["queued"]), int(health["running"])
+        ended = last_job_id - queued - running
+        samples = self._samples
+        if not samples or now - samples[-1][0] >= _SAMPLE_EVERY_S:
+            samples.append((now, ended))
+        while len(samples) > 2 and now - samples[1][0] >= WINDOW_S:
+            samples.popleft()
+        then, ended_then = samples[0]
+        span = now - then
+        return {
+            "queued": queued,
+            "running": running,
+            "workers": int(health["workers"]),
+            "queue_size": int(health["queue_size"]),
+            "rate_per_s": round((ended - ended_then) / span, 3) if span >= 1.0 else None,
+            "rate_window_s": round(span, 1),
+        }

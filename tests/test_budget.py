@@ -1,0 +1,200 @@
+"""Byte budgets (issue 19): what one client, and all of them, may make the server hold.
+
+Raw ZeroMQ clients send calls and choose whether to read the replies, against
+real servers with small budgets. The refusals are ServerBusy saying which
+budget and how much is held; replies a client does not read are dropped past
+its budget, and its jobs' records say so; what it held is let go when its
+connection closes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import pytest
+import zmq
+
+import offload
+from offload.runtime import protocol, serialize
+
+from . import apps
+
+
+def call(fn: Any, *args: Any, rid: int) -> list[Any]:
+    codecs, frames = serialize.dumps((args, {}))
+    header = protocol.encode_header(
+        protocol.CALL,
+        rid,
+        fingerprint=fn.fingerprint,
+        name=fn.wire_name.encode(),
+        codecs=codecs,
+    )
+    return [header, *frames]
+
+
+def connect(server: offload.LocalServer, **options: int) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    for name, value in options.items():
+        sock.setsockopt(getattr(zmq, name), value)
+    sock.connect(server.address)
+    return sock
+
+
+def reply(sock: zmq.Socket, timeout: float = 20.0) -> tuple[int, int, dict[str, Any]]:
+    """The next reply: (request id, kind, the ERROR's JSON body or {})."""
+    assert sock.poll(int(timeout * 1000)), "no reply"
+    frames = sock.recv_multipart()
+    header = protocol.decode_header(frames[0])
+    body = protocol.decode_json(frames[1]) if header.kind == protocol.ERROR else {}
+    return header.request_id, header.kind, body
+
+
+def wait_for(condition: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_call_past_a_budget_is_refused_saying_which_and_others_are_served(make_server):
+    server = make_server("--client-budget", "4M", "--memory-budget", "5M", workers=1)
+    data = os.urandom(3 * 2**20)
+    greedy, other, small = connect(server), connect(server), connect(server)
+    try:
+        greedy.send_multipart(call(apps.hold, data, 1.0, rid=1))  # 3 MB held: running
+        greedy.send_multipart(call(apps.hold, data, 0.0, rid=2))  # 6 MB: past its 4 MB
+        rid, kind, body = reply(greedy)
+        assert (rid, kind, body["code"]) == (2, protocol.ERROR, "busy")
+        assert "client budget" in body["message"] and "holds 3.0 MB of 4.0 MB" in body["message"]
+        other.send_multipart(call(apps.hold, data, 0.0, rid=3))  # 6 MB in all: past 5 MB
+        rid, kind, body = reply(other)
+        assert (rid, kind, body["code"]) == (3, protocol.ERROR, "busy")
+        assert "memory budget" in body["message"] and "holds 3.0 MB of 5.0 MB" in body["message"]
+        small.send_multipart(call(apps.add, 1, 2, rid=4))  # a small call still fits
+        assert reply(small)[:2] == (4, protocol.RESULT)
+        assert reply(greedy)[:2] == (1, protocol.RESULT)  # done: its bytes are let go
+        other.send_multipart(call(apps.hold, data, 0.0, rid=5))
+        assert reply(other)[:2] == (5, protocol.RESULT)
+        with offload.Client(server) as client:
+            health = client.server.health()
+        assert health["held_bytes"] == 0 and health["memory_budget"] == 5 * 2**20
+        # The refused calls never reached the store.
+        with offload.Client(server) as client:
+            assert len(client.server.jobs()) == 3
+    finally:
+        for sock in (greedy, other, small):
+            sock.close()
+
+
+@pytest.mark.parametrize(
+    ("megabytes", "calls", "budget"),
+    [(1.5, 12, 6), (0.2, 40, 1)],  # sent from a result arena; inline (under 256 KB)
+)
+def test_unread_replies_past_the_client_budget_are_dropped_and_recorded(
+    make_server, megabytes, calls, budget
+):
+    server = make_server("--client-budget", f"{budget}M", workers=1)
+    # A client that never reads: small buffers, so its replies back up into the server.
+    stuck = connect(server, RCVHWM=1, RCVBUF=65536)
+    try:
+        for rid in range(1, calls + 1):
+            stuck.send_multipart(call(apps.blob, megabytes, rid=rid))  # small calls, large replies
+        with offload.Client(server) as watcher:
+            peak = 0
+
+            def all_ended() -> bool:
+                nonlocal peak
+                health = watcher.server.health()
+                peak = max(peak, health["held_bytes"])
+                idle = health["running"] == 0 and health["queued"] == 0
+                return idle and len(watcher.server.jobs(limit=50)) == calls  # all came and ended
+
+            wait_for(all_ended)
+            jobs = watcher.server.jobs(limit=50)
+            assert watcher.ping(timeout=5)  # the server serves everyone else meanwhile
+            dropped = [j for j in jobs if j.error and "dropped" in j.error]
+            assert dropped, [j.error for j in jobs]
+            assert all("client budget" in j.error and j.state == "failed" for j in dropped)
+            assert peak <= budget * 2**20
+            held = watcher.server.health()["held_bytes"]
+            assert 0 < held <= budget * 2**20  # the replies still being sent to it
+            stuck.close()  # its connection closes: ZeroMQ lets its replies go
+            wait_for(lambda: watcher.server.health()["held_bytes"] == 0)
+    finally:
+        stuck.close()
+
+
+def test_large_arenas_are_not_kept_idle(tmp_path, monkeypatch):
+    from edge_server import arena
+
+    monkeypatch.setattr(arena, "KEEP_MAX", 4 * 2**20)
+    results = arena.ArenaPool(tmp_path, "offload-1-t-w1-out")
+    reader = arena.ArenaReader(tmp_path)
+    small, large = os.urandom(2 * 2**20), os.urandom(8 * 2**20)
+    name, spans, inline = results.pack([small])
+    reader.unpack(name, spans, inline)
+    results.release(name)  # small: kept for the next result
+    assert len(list(tmp_path.iterdir())) == 1
+    name, spans, inline = results.pack([large])
+    assert bytes(reader.unpack(name, spans, inline)[0]) == large
+    results.release(name)  # grown past KEEP_MAX: removed once done with
+    assert not list(tmp_path.iterdir())
+    name, spans, inline = results.pack([small])
+    reader.unpack(name, spans, inline)
+    assert list(reader._maps) == [name]  # the reader let go of the removed ones
+    writer = arena.ArenaWriter(tmp_path, "offload-1-t-w1-in")
+    writer.pack([large])
+    writer.trim()  # a worker's in arena after a large job
+    assert writer.size == 0 and len(list(tmp_path.iterdir())) == 1
+    results.close()
+
+
+def test_the_store_gives_freed_pages_back_in_slices(tmp_path):
+    from edge_server.store import Store
+
+    store = Store(tmp_path / "jobs.sqlite", file_min=2**30)  # payloads in SQLite pages
+    for job in range(1, 41):
+        store.added(job, "", "f", job, b"c", 2**20, 1.0, False)
+        store.waiting(job, [b"h", os.urandom(2**20)])
+    store.flush()
+    for job in range(1, 41):
+        store.started(job, True)  # the payloads are no longer needed
+    store.flush()
+    size = (tmp_path / "jobs.sqlite").stat().st_size + (tmp_path / "jobs.sqlite-wal").stat().st_size
+    free = store.reclaim(1.0)
+    assert free > 40 * 2**20 // 4096 * 0.9  # pages of 4 KB
+    now = 2.0
+    while store.reclaim(now):  # 256 pages a slice, a slice at most every 0.1 s
+        now += 1.0
+    store.close()
+    after = (tmp_path / "jobs.sqlite").stat().st_size
+    assert after < size / 10, (size, after)
+
+
+def test_budget_options_read_sizes_and_refuse_nonsense():
+    from edge_server.options import parse_args
+
+    config, _ = parse_args(["--insecure", "--memory-budget", "512M", "--client-budget", "64M"])
+    assert (config.memory_budget, config.client_budget) == (512 * 2**20, 64 * 2**20)
+    assert parse_args(["--insecure"])[0].memory_budget == 2**30  # the default: 1G
+    for bad in (["--memory-budget", "lots"], ["--client-budget", "2G"], ["--client-budget", "0"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--insecure", *bad])
+
+
+def test_a_connected_client_that_never_reads_is_dropped_with_what_it_held(make_server):
+    server = make_server("--client-timeout", "2", "--client-budget", "16M", workers=1)
+    stuck = connect(server, RCVHWM=1, RCVBUF=65536)  # alive, connected, reading nothing
+    try:
+        for rid in range(1, 9):
+            stuck.send_multipart(call(apps.blob, 1.5, rid=rid))
+        with offload.Client(server) as watcher:
+            wait_for(lambda: watcher.server.health()["held_bytes"] > 0)
+            # No data taken for client_timeout: its connection goes (TCP_MAXRT), and with
+            # it the replies and arenas held for it, though the socket is still open.
+            wait_for(lambda: watcher.server.health()["held_bytes"] == 0, timeout=30)
+    finally:
+        stuck.close()
