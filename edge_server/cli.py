@@ -23,6 +23,7 @@ from . import advertise
 from .logs import setup_logging
 from .options import parse_args
 from .server import EdgeServer
+from .service import main as service_main
 from .stopping import stop
 
 
@@ -40,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["stop"]:
         return stop(argv[1:])
+    if argv[:1] == ["service"]:
+        return service_main(argv[1:])
     config, args = parse_args(argv)
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())  # --app modules are found here first, as python -m does

@@ -28,7 +28,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         description="Serve @offload functions to nearby clients.",
         epilog="commands:\n  edge-server stop --pid-file FILE [--timeout S]\n"
         "      close a server started with --pid-file (its checkpointed jobs hand their "
-        "state home first)\n      and wait until it has exited\n\n"
+        "state home first)\n      and wait until it has exited\n"
+        "  edge-server service install|uninstall ...  run it as a systemd service\n\n"
         "sizes take units (4096, 64KB, 512MB, 2GB); durations too (30, 90s, 5min, 12h, 7d)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -10,18 +10,27 @@ it at the tasks it runs itself plus ``limit_processes`` (:func:`cap`), so a
 removes it when the worker is reaped (:func:`release`), and removes groups a
 killed server left behind when it starts (:func:`sweep`).
 
-Elsewhere (not root; cgroup v2, where a process's cgroup cannot both hold
-processes and give its children controllers without delegation),
-``RLIMIT_NPROC`` is set to the user's current task count plus the limit: it
-counts all of that user's tasks, so run the server as a user of its own.
-After each job the processes it left are killed (with the cgroup: all of
-them; without: the worker's descendants), so the next job runs alone.
+On cgroup v2 (Raspberry Pi OS Bookworm, systemd with ``Delegate=yes``) the
+server's own cgroup is a delegated subtree: the server moves itself (and
+anything else in it) into a leaf ``server/`` (v2 lets only leaves hold
+processes), enables the controller in ``cgroup.subtree_control`` of its group
+and of ``edge-server-PID/``, and puts each worker into a group of its own
+there (``edge-server-PID/wN``), whose ``pids.max`` and ``memory.max`` the
+worker sets. It does so where systemd marked its group delegated (the
+``trusted.delegate`` or ``user.delegate`` attribute) or the group already
+gives the controller out; a server never rearranges a cgroup it was not
+given (a terminal's scope, with the shell in it).
+
+Elsewhere (not root on v1; v2 without delegation), ``RLIMIT_NPROC`` is set
+to the user's current task count plus the limit: it counts all of that
+user's tasks, so run the server as a user of its own. After each job the
+processes it left are killed (with the cgroup: all of them; without: the
+worker's descendants), so the next job runs alone.
 
 The memory limit has a group of its own per worker the same way (the
-``memory`` controller, v1; v2 only where the server's cgroup already gives
-it to its children): :func:`cap_memory` sets it at what the worker holds plus
-``limit_memory``, and :func:`oom_killed` tells the server that the kernel
-killed the worker for it.
+``memory`` controller; on v2 the same group as ``pids``): :func:`cap_memory`
+sets it at what the worker holds plus ``limit_memory``, and
+:func:`oom_killed` tells the server that the kernel killed the worker for it.
 """
 
 from __future__ import annotations
@@ -39,37 +48,116 @@ _ROOT = Path("/sys/fs/cgroup")
 _PREFIX = "edge-server-"
 
 
+_PROC_CGROUP = Path("/proc/self/cgroup")
+_LEAF = "server"  # on v2, the server's own leaf inside its delegated group
+
+
 def _base(controller: str = "pids") -> Path | None:
-    """This process's own cgroup of ``controller`` (v1, or v2 if it is there), as root."""
+    """This process's own cgroup of ``controller``: v1 as root, else v2 if it has it."""
+    return _v1_base(controller) or _v2_base(controller)
+
+
+def _v1_base(controller: str) -> Path | None:
     if os.geteuid() != 0:
         return None
     v1 = _ROOT / controller
     with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            number, controllers, where = line.split(":", 2)
+        for line in _PROC_CGROUP.read_text().splitlines():
+            _, controllers, where = line.split(":", 2)
             if (v1 / "cgroup.procs").exists() and controller in controllers.split(","):
                 path = v1 / where.lstrip("/")
-            elif number == "0" and controller == "memory":  # v2: only if memory is given out
-                unified = _ROOT / "unified" if (_ROOT / "unified").is_dir() else _ROOT
-                path = unified / where.lstrip("/")
-                if "memory" not in (path / "cgroup.subtree_control").read_text().split():
-                    continue
-            else:
+                if path.is_dir():  # else another mount namespace: its path is not ours
+                    return path
+    return None
+
+
+def _v2_base(controller: str) -> Path | None:
+    """This process's cgroup v2 (the server's: the group holding its leaf), if it has
+    ``controller`` and this process may write there."""
+    unified = next((p for p in (_ROOT, _ROOT / "unified") if (p / "cgroup.controllers").exists()),
+                   None)  # fmt: skip
+    if unified is None:
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        for line in _PROC_CGROUP.read_text().splitlines():
+            number, _, where = line.split(":", 2)
+            if number != "0":
                 continue
-            if path.is_dir():  # else another mount namespace: its path is not ours
+            path = unified / where.lstrip("/")
+            if path.name == _LEAF and path.parent != unified:
+                path = path.parent
+            if (
+                path.is_dir()
+                and controller in (path / "cgroup.controllers").read_text().split()
+                and os.access(path / "cgroup.procs", os.W_OK)
+            ):
                 return path
     return None
 
 
+def _delegated(path: Path) -> bool:
+    """Whether systemd delegated ``path`` (Delegate=yes); a terminal's scope is not."""
+    for name in ("trusted.delegate", "user.delegate"):
+        with contextlib.suppress(OSError):
+            if os.getxattr(path, name) == b"1":
+                return True
+    return False
+
+
+def _give(path: Path, controller: str) -> bool:
+    """Let ``path``'s child groups have ``controller`` (v2); False if it cannot."""
+    control = path / "cgroup.subtree_control"
+    with contextlib.suppress(OSError):
+        if controller in control.read_text().split():
+            return True
+    try:
+        control.write_text(f"+{controller}")
+    except OSError:
+        return False
+    return True
+
+
+def _server_base(controller: str) -> Path | None:
+    """The server's group for its workers' groups; on v2, made ready to give ``controller``.
+
+    v2 lets a group give controllers to its children only while it holds no
+    processes itself: the server's processes move into the leaf ``server/``.
+    """
+    base = _base(controller)
+    if base is None or not (base / "cgroup.controllers").exists():
+        return base  # v1 (or none)
+    control = base / "cgroup.subtree_control"
+    with contextlib.suppress(OSError):
+        if controller in control.read_text().split():
+            return base
+    if not _delegated(base):
+        return None
+    with contextlib.suppress(OSError, ValueError):
+        leaf = base / _LEAF
+        leaf.mkdir(exist_ok=True)
+        for pid in (base / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):  # a process that has just exited
+                (leaf / "cgroup.procs").write_text(pid)
+    return base if _give(base, controller) else None
+
+
 def group(server_pid: int, name: str, controller: str = "pids") -> Path | None:
     """The cgroup of worker ``name`` of server ``server_pid`` (None without cgroups)."""
-    base = _base(controller)
-    return None if base is None else base / f"{_PREFIX}{server_pid}" / name
+    base = _server_base(controller)
+    if base is None:
+        return None
+    mine = base / f"{_PREFIX}{server_pid}"
+    if name and (base / "cgroup.controllers").exists():  # v2: it gives out the controller too
+        with contextlib.suppress(OSError):
+            mine.mkdir(exist_ok=True)
+        if not _give(mine, controller):
+            return None
+    return mine / name
 
 
 def sweep(controller: str = "pids") -> None:
     """Remove the worker groups of servers that are gone (killed with SIGKILL)."""
-    base = _base(controller)
+    base = _server_base(controller)
     if base is None:
         return
     for stale in base.glob(f"{_PREFIX}*"):

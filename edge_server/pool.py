@@ -160,14 +160,14 @@ class Pool:
             worker.channel.close()
         worker.in_arena.close()
         remove_files(self._directory, worker.prefix + "-")  # not w1 matching w10
+        if self._config.limit_memory is not None:  # first: on cgroup v2 it is the pids group
+            memory = pids.group(os.getpid(), worker.identity.decode(), "memory")
+            worker.oom = pids.oom_killed(memory)
+            pids.release(memory)
         if self._config.limit_processes is not None:
             pids.release(pids.group(os.getpid(), worker.identity.decode()))
         if self._config.limit_disk is not None:
             scratch.remove(worker.prefix + "-out")  # without root, its files are on the disk
-        if self._config.limit_memory is not None:
-            memory = pids.group(os.getpid(), worker.identity.decode(), "memory")
-            worker.oom = pids.oom_killed(memory)
-            pids.release(memory)
         code = worker.process.exitcode
         if code is not None and code < 0:
             with contextlib.suppress(ValueError):
