@@ -18,7 +18,10 @@
 Energy is the profiler's model (``smartphone-wifi``: Kumar & Lu 2010) applied
 to the measured times and bytes; transfer times use the emulated link rate.
 ``python -m bench decisions [--quick] [--no-emulation]`` writes
-``bench/results/decisions.json`` and ``decisions.md``.
+``bench/results/decisions.json`` and ``decisions.md``, and saves the measured
+trace (``decisions_trace.json``, or ``decisions_trace_quick.json``);
+``--replay PATH`` skips the measurement (and the live run) and replays a saved
+trace, so every figure can be reproduced from a committed trace.
 """
 
 from __future__ import annotations
@@ -229,32 +232,63 @@ def decision_cost(rounds: int = 5, calls: int = 20_000) -> dict[str, float]:
     }
 
 
+def trace_path(size: str) -> Path:
+    """Where the measured trace of ``size`` is saved."""
+    return RESULTS / ("decisions_trace.json" if size == "full" else f"decisions_trace_{size}.json")
+
+
+def save_trace(
+    path: Path, size: str, seed: int, testbed: dict[str, Any], steps: list[trace.Step]
+) -> None:
+    """Write a measured trace, one step a line, so that it can be replayed (``--replay``)."""
+    head = json.dumps({"size": size, "seed": seed, "testbed": testbed})
+    body = ",\n".join(json.dumps(asdict(s)) for s in steps)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f'{{"meta": {head},\n"steps": [\n{body}\n]}}\n')
+
+
+def load_trace(path: Path) -> tuple[dict[str, Any], list[trace.Step]]:
+    """(meta, steps) of a trace saved by :func:`save_trace`."""
+    data = json.loads(Path(path).read_text())
+    return data["meta"], [trace.Step(**s) for s in data["steps"]]
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m bench decisions")
     parser.add_argument("--quick", action="store_true", help="reduced trace (under 2 minutes)")
     parser.add_argument("--no-emulation", action="store_true", help="loopback, no CPU quota")
     parser.add_argument("--no-live", action="store_true", help="skip the live run")
     parser.add_argument("--seed", type=int, default=20261121)
+    parser.add_argument(
+        "--replay", type=Path, metavar="PATH", help="replay a saved trace instead of measuring"
+    )
     opts = parser.parse_args(argv)
-    size = "quick" if opts.quick else "full"
+    size, seed = "quick" if opts.quick else "full", opts.seed
     began = time.time()
     cost = decision_cost()
     print(
         f"decision: {cost['decide_us']:.2f} us "
         f"(raw pyzmq round trip {cost['raw_zmq_roundtrip_us']:.0f} us)"
     )
-    with trace.Testbed(emulate=not opts.no_emulation) as bed:
-        print("testbed:", json.dumps(bed.describe(), indent=1))
-        print("measuring the trace (each call on both sides)")
-        steps = trace.measure(bed, size, opts.seed)
-        results = replay(steps)
-        shuffles = reshuffled(steps, runs=20, seed=opts.seed)
-        live_run = None if opts.no_live else live(bed, size, opts.seed)
-        testbed = bed.describe()
+    live_run = None
+    if opts.replay is not None:
+        meta, steps = load_trace(opts.replay)
+        size, seed, testbed = meta["size"], meta["seed"], meta["testbed"]
+        testbed = dict(testbed, trace=f"replayed from {opts.replay.name}")
+    else:
+        with trace.Testbed(emulate=not opts.no_emulation) as bed:
+            print("testbed:", json.dumps(bed.describe(), indent=1))
+            print("measuring the trace (each call on both sides)")
+            steps = trace.measure(bed, size, seed)
+            testbed = bed.describe()
+            save_trace(trace_path(size), size, seed, testbed, steps)
+            live_run = None if opts.no_live else live(bed, size, seed)
+    results = replay(steps)
+    shuffles = reshuffled(steps, runs=20, seed=seed)
     choices = results.pop("_choices")
     report: dict[str, Any] = {
         "size": size,
-        "seed": opts.seed,
+        "seed": seed,
         "testbed": testbed,
         "energy_profile": ENERGY.profile.name,
         "energy_source": ENERGY.source + ": " + ENERGY.profile.source,
