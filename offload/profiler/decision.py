@@ -23,11 +23,15 @@ and runs the call on the cheaper side, subject to, in order:
    multiplied by ``critical_bias``.
 4. Hysteresis: the side changes only when the other is ``hysteresis`` cheaper.
 5. Exploration: the side not chosen is tried again once what makes it look
-   worse is ``explore_every * (its extra cost, 0.25 to 50)`` decisions old: the
-   function's own history of that side, or, across functions, that side's
-   speed (a server seen busy) or the bandwidth (for a call that is mostly
-   transfer). A change (a link that recovered) is noticed while each kind of
-   exploration costs at most about ``1 / explore_every`` of the total.
+   worse is stale. For the function's own history of that side: after
+   ``explore_every * (its extra cost, 0.25 to 50)`` of its decisions, on a call
+   no bigger than usual. Across functions (that side's speed, a server seen
+   busy; or the bandwidth, for a call that is mostly transfer): once the
+   seconds spent on all calls since it was last measured are
+   ``explore_every`` times this call's extra cost, so the first call cheap
+   enough to try is the one that tries it. A change (a link that recovered)
+   is noticed while each kind of exploration costs at most about
+   ``1 / explore_every`` of the total.
 
 The path reads plain attributes and does a few float operations: no system
 call, no lock. :meth:`AdaptiveDecider.explain` runs the same code and says why.
@@ -95,14 +99,15 @@ class AdaptiveDecider:
         self._keep = 1.0 - self.policy.hysteresis
         self._state: DeviceState | None = None
         self._adopt(self._device.state)
-        # Decisions so far, and the decision at which each shared estimate was last
-        # refreshed: the server's speed (THERE), this device's (HERE), the bandwidth.
-        self._clock = 0
-        self._fresh = [0, 0]
+        # Seconds spent so far (each decision's estimated cost on its side), and what had
+        # been spent when each shared estimate was last refreshed: the server's speed
+        # (THERE), this device's (HERE), the bandwidth.
+        self._spent = 0.0
+        self._fresh = [0.0, 0.0]
         # Learning (never deciding) takes this: calls finish on several threads, and
         # the drifts, the slowdown and the link are shared by all functions.
         self._learning = threading.Lock()
-        self._fresh_link = 0
+        self._fresh_link = 0.0
         # By the function's key (name and fingerprint), so transient wrappers of one
         # function share a profile; the least recently created go past MAX_PROFILES.
         self._profiles: OrderedDict[str, FunctionProfile] = OrderedDict()
@@ -143,18 +148,17 @@ class AdaptiveDecider:
         if est[2] is not None:  # the cost of a typical call, to keep explorations cheap
             best = est[0] if est[0] < est[2] else est[2]
             prof.typical += 0.1 * (best - prof.typical)
-        self._clock += 1
+            self._spent += best
         if reason in (COLD, EXPLORE):
             # Mark the side as freshly tried so that calls made before this one
             # reports do not all try it too; its result moves the mark on.
             index = HERE if side == LOCAL else THERE
             prof.time.seen[index] = clock
-            self._fresh[index] = self._clock
+            self._fresh[index] = self._spent
             if index == THERE:
-                self._fresh_link = self._clock
+                self._fresh_link = self._spent
         if reason != EXPLORE and reason != OFFLINE:
             prof.side = side
-        (self._link.server_drift if side == LOCAL else self._local_drift).fade(0.99)
         return side
 
     def _evaluate(
@@ -221,25 +225,27 @@ class AdaptiveDecider:
         # exploring under about 1 / every of the total.
         extra = other / best - 1.0 if best > 0 else 50.0
         wait = every * (0.25 if extra < 0.25 else 50.0 if extra > 50.0 else extra)
-        clock = self._clock
+        # Across functions: once the seconds spent since that side was last measured
+        # pay for this call's extra cost ``budget`` times over.
+        spent = self._spent
         if side == LOCAL:
-            stale = (
-                prof.clock - max(m.seen[THERE], 0) >= wait
-                or (t_up + t_down > 0.25 * t_remote and clock - self._fresh_link >= wait)
-                or (
-                    link.server_drift.value > 1.2
-                    and clock - self._fresh[THERE] >= wait
-                    and exp(base) >= link.server_drift.floor  # long enough to measure speed
-                )
+            budget = every * extra * t_local
+            shared = (t_up + t_down > 0.25 * t_remote and spent - self._fresh_link >= budget) or (
+                link.server_drift.value > 1.2
+                and spent - self._fresh[THERE] >= budget
+                and exp(base) >= link.server_drift.floor  # long enough to measure speed
             )
+            own = prof.clock - max(m.seen[THERE], 0) >= wait
         else:
-            stale = prof.clock - max(m.seen[HERE], 0) >= wait or (
+            budget = every * extra * t_remote
+            shared = (
                 self._local_drift.value > 1.2
-                and clock - self._fresh[HERE] >= wait
+                and spent - self._fresh[HERE] >= budget
                 and exp(base + c) >= self._local_drift.floor
             )
+            own = prof.clock - max(m.seen[HERE], 0) >= wait
         # ...on a call no bigger than usual: never a big one just to learn.
-        if stale and (t_local if side == LOCAL else t_remote) <= 2.0 * prof.typical:
+        if shared or (own and (t_local if side == LOCAL else t_remote) <= 2.0 * prof.typical):
             return (REMOTE if side == LOCAL else LOCAL), EXPLORE, estimates
         return side, reason, estimates
 
@@ -269,7 +275,7 @@ class AdaptiveDecider:
             if alone:  # else queueing behind other calls would pass for a slow link
                 link.on_call(up, down, turnaround, server)
                 if up >= LARGE or down >= LARGE:
-                    self._fresh_link = self._clock
+                    self._fresh_link = self._spent
             self._learn(prof, x, server, THERE, link.server_drift)
             prof.up.add(x, float(up), prof.clock)
             prof.down.add(x, float(down), prof.clock)
@@ -284,7 +290,7 @@ class AdaptiveDecider:
         updates = drift.updates
         cost = drift.normalize(m, x, seconds, side)
         if drift.updates != updates:  # news of that side's speed, not just a call
-            self._fresh[side] = self._clock
+            self._fresh[side] = self._spent
         m.add(x, cost, prof.clock, side, slowdown.mean or 0.0)
         if m.counts[HERE] >= 2 and m.counts[THERE] >= 2:
             slowdown.add(m.params[2])
