@@ -16,7 +16,8 @@ and runs the call on the cheaper side, subject to, in order:
    online mode). Its local time is then estimated from its server time and
    how much slower this device has been on other functions; until that is
    known, it is run here once, on a call the server did in under
-   ``cheap_try_s`` (or after four calls without one).
+   ``cheap_try_s`` even if its cost grew with the square of its size (or after
+   four calls without one, on a call no bigger than those seen there).
 3. Critical conditions (DCOF's switch to online mode): the battery below
    ``battery_low`` and discharging (the objective becomes energy), the CPU
    above ``cpu_busy`` or free memory below ``memory_low``: the local score is
@@ -185,10 +186,7 @@ class AdaptiveDecider:
         if t_local is None and there and slowdown is not None:
             # Never run here, but other functions say how much slower here is.
             t_local = exp(base + slowdown) * self._local_drift.value * busy
-        if t_local is None and (
-            (t_exec is not None and t_exec < self._cheap_try_s)
-            or prof.clock - max(m.seen[HERE], 0) >= _COLD_LOCAL_AFTER
-        ):
+        if t_local is None and self._cold_local(prof, x, t_exec):
             return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
         if t_local is None or t_exec is None:  # a first try still running: lean on the other
             return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
@@ -248,6 +246,23 @@ class AdaptiveDecider:
         if shared or (own and (t_local if side == LOCAL else t_remote) <= 2.0 * prof.typical):
             return (REMOTE if side == LOCAL else LOCAL), EXPLORE, estimates
         return side, reason, estimates
+
+    def _cold_local(self, prof: FunctionProfile, x: float, t_exec: float | None) -> bool:
+        """Whether to run a function never run here on this call (of log size ``x``), once.
+
+        On a call the server did in under ``cheap_try_s``, extrapolated as if the cost
+        grew with the square of the size beyond the sizes seen there (sorting does; a
+        prior slope of 1 would send a call 50 times as big here on its first try); after
+        ``_COLD_LOCAL_AFTER`` calls without one, on a call no bigger than those seen
+        (after four times as many, on any call).
+        """
+        m = prof.time
+        w, sx = m.sums[THERE][0], m.sums[THERE][1]
+        over = x - sx / w if w > 0 else 0.0
+        if t_exec is not None and t_exec * (exp(over) if over > 0 else 1.0) < self._cheap_try_s:
+            return True
+        waited = prof.clock - max(m.seen[HERE], 0)
+        return waited >= _COLD_LOCAL_AFTER and (over <= 0.0 or waited >= 4 * _COLD_LOCAL_AFTER)
 
     # -- learning ------------------------------------------------------------------------------
 
