@@ -16,7 +16,7 @@ from typing import Any
 from offload.profiler import DeviceState
 
 from . import trace
-from .decisions import Replay, load_trace, outcomes
+from .decisions import Replay, outcomes
 
 SHORT = {0: "offline", 1: "cold", 2: "cheaper", 3: "kept", 4: "explore"}
 
@@ -80,7 +80,7 @@ def table(rows: list[dict[str, Any]], key: Any, title: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    _, steps = load_trace(Path(argv[0]))
+    _, steps = trace.load(Path(argv[0]))
     for weight, label in ((1.0, "time"), (0.0, "energy")):
         rows = losses(steps, weight)
         oracle = sum(r["best"] for r in rows)

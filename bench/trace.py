@@ -12,6 +12,7 @@ RTT at that moment: the ground truth that policies are replayed against
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import tempfile
 import time
@@ -282,3 +283,22 @@ def measure(bed: Testbed, size: str, seed: int, progress: Any = print) -> list[S
                 )
             )
     return steps
+
+
+def saved_path(results: Path, size: str) -> Path:
+    """Where the measured trace of ``size`` is saved under ``results``."""
+    return results / ("decisions_trace.json" if size == "full" else f"decisions_trace_{size}.json")
+
+
+def save(path: Path, size: str, seed: int, testbed: dict[str, Any], steps: list[Step]) -> None:
+    """Write a measured trace, one step a line, so that it can be replayed (``--replay``)."""
+    head = json.dumps({"size": size, "seed": seed, "testbed": testbed})
+    body = ",\n".join(json.dumps(asdict(s)) for s in steps)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f'{{"meta": {head},\n"steps": [\n{body}\n]}}\n')
+
+
+def load(path: Path) -> tuple[dict[str, Any], list[Step]]:
+    """(meta, steps) of a trace saved by :func:`save`."""
+    data = json.loads(Path(path).read_text())
+    return data["meta"], [Step(**s) for s in data["steps"]]
