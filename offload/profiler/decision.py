@@ -223,8 +223,10 @@ class AdaptiveDecider:
         # exploring under about 1 / every of the total.
         extra = other / best - 1.0 if best > 0 else 50.0
         wait = every * (0.25 if extra < 0.25 else 50.0 if extra > 50.0 else extra)
-        # Across functions: once the seconds spent since that side was last measured
-        # pay for this call's extra cost ``budget`` times over.
+        # Across functions: once the seconds spent since that side was last measured are
+        # ``every`` times this call's extra cost (``budget``), the first call cheap
+        # enough tries it. (A pessimistic estimate is not faded with disuse: that sent
+        # big calls to a server still busy; a cheap call finds out first.)
         spent = self._spent
         if side == LOCAL:
             budget = every * extra * t_local

@@ -224,8 +224,9 @@ class Drift:
     def fade(self, keep: float) -> None:
         """Pessimism fades: a side seen slow long ago is probably not slow now.
 
-        Called when a decision did not use this side. Only a slowdown fades
-        (``log > 0``): a side believed fast is tried, and so corrected, anyway.
+        For a caller that lets disuse fade it (the decider does not: it explores
+        with a cheap call instead). Only a slowdown fades (``log > 0``): a side
+        believed fast is tried, and so corrected, anyway.
         """
         if self.log > 0.01:
             self.log *= keep
