@@ -72,7 +72,7 @@ class Replay:
         d, fn = self.decider, trace.SERVICES[step.service]
         d.profiler.device.state = DeviceState(**step.device)
         d.profiler.link.on_rtt(step.rtt_s)
-        side = d.choose(d.profile(fn), step.size, True)
+        side = d.choose(d.profile(fn), step.size, step.server_up)
         if side == "local":
             d.observe_local(fn, step.size, step.local_s)
         else:
@@ -90,6 +90,8 @@ class DcofRule:
         self.local_time: dict[tuple[str, int], float] = {}
 
     def __call__(self, step: trace.Step) -> str:
+        if not step.server_up:  # offline mode
+            return "local"
         p, state = self.policy, DeviceState(**step.device)
         critical = (
             (state.battery is not None and state.battery < p.battery_low and not state.charging)

@@ -92,3 +92,13 @@ def test_first_calls_are_scored_on_their_own():
     first = first_calls(steps, choices)
     assert first["always_local"]["time_ratio_to_oracle"] == pytest.approx(5.0)
     assert first["mixed"]["time_ratio_to_oracle"] == pytest.approx(5.0)  # only the first 10
+
+
+def test_while_the_server_does_not_answer_the_deciders_run_here():
+    steps = [_step("wifi", 0.10, 0.02) for _ in range(20)]
+    down = [_step("link-drop", 0.10, 3.0) for _ in range(3)]
+    for step in down:
+        step.server_up = False
+    report = replay(steps + down)
+    for name in ("ours", "ours_energy", "dcof_rule"):
+        assert report["_choices"][name][-3:] == ["local"] * 3
