@@ -32,7 +32,8 @@ and runs the call on the cheaper side, subject to, in order:
    ``explore_every`` times this call's extra cost, so the first call cheap
    enough to try is the one that tries it. A change (a link that recovered)
    is noticed while each kind of exploration costs at most about
-   ``1 / explore_every`` of the total.
+   ``1 / explore_every`` of the total. When this device gets much slower (its
+   CPU taken by another app), the server side is re-checked at once.
 
 The path reads plain attributes and does a few float operations: no system
 call, no lock. :meth:`AdaptiveDecider.explain` runs the same code and says why.
@@ -58,6 +59,9 @@ logger = logging.getLogger("offload.decision")
 
 #: Profiles kept in memory at once (functions made at run time must not grow it forever).
 MAX_PROFILES = 1024
+
+#: A device this much slower than at the last sample re-checks the server side (see _adopt).
+_RECHECK = 1.5
 
 #: Decisions after which a function never run here is tried here even on a dear call.
 _COLD_LOCAL_AFTER = 4
@@ -98,17 +102,18 @@ class AdaptiveDecider:
         # decision, kept as plain attributes: the hot path reads, never derives.
         self._every, self._cheap_try_s = self.policy.explore_every, self.policy.cheap_try_s
         self._keep = 1.0 - self.policy.hysteresis
-        self._state: DeviceState | None = None
-        self._adopt(self._device.state)
         # Seconds spent so far (each decision's estimated cost on its side), and what had
         # been spent when each shared estimate was last refreshed: the server's speed
         # (THERE), this device's (HERE), the bandwidth.
         self._spent = 0.0
         self._fresh = [0.0, 0.0]
+        self._fresh_link = 0.0
+        self._state: DeviceState | None = None
+        self._busy = 1.0
+        self._adopt(self._device.state)
         # Learning (never deciding) takes this: calls finish on several threads, and
         # the drifts, the slowdown and the link are shared by all functions.
         self._learning = threading.Lock()
-        self._fresh_link = 0.0
         # By the function's key (name and fingerprint), so transient wrappers of one
         # function share a profile; the least recently created go past MAX_PROFILES.
         self._profiles: OrderedDict[str, FunctionProfile] = OrderedDict()
@@ -125,7 +130,13 @@ class AdaptiveDecider:
         if state.cpu_load > policy.cpu_busy or state.memory_free < policy.memory_low:
             bias, critical = policy.critical_bias, True
         self._weight, self._bias, self._critical = weight, bias, critical
-        self._busy = contention(state.cpu_load)
+        busy = contention(state.cpu_load)
+        if busy > _RECHECK * self._busy:
+            # This device just got much slower (another app took its CPU): running
+            # there matters more than when the server's speed and the link were last
+            # measured, so the next call able to measure them goes there once.
+            self._fresh[THERE] = self._fresh_link = -1e300
+        self._busy = busy
         self._state = state
         # Asking the logger costs more than a decision; a new level shows with the next sample.
         self._debug = logger.isEnabledFor(logging.DEBUG)
