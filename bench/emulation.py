@@ -191,6 +191,10 @@ class SlowLink(_Emulation):
             "ip", "netns", "exec", self.netns, "tc", "qdisc", verb, "dev", self._peer, "root", *spec
         )
 
+    def set_up(self, up: bool) -> None:
+        """Take the client's end of the link down (nothing gets through) or bring it back."""
+        _run("ip", "link", "set", self._host, "up" if up else "down")
+
     def counters(self) -> tuple[int, int]:
         """(bytes sent towards the server, bytes received from it) on the client's veth end.
 

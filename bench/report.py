@@ -230,6 +230,11 @@ def decisions(r: Results) -> str:
             f"{cell(energy_ratio, best_energy)} | {shuffled} |"
         )
     size = "Full run" if d["size"] == "full" else "Quick run (`--quick`)"
+    if "trace" in d["testbed"]:  # --replay: the figures come from a committed trace
+        trace = (
+            "decisions_trace.json" if d["size"] == "full" else f"decisions_trace_{d['size']}.json"
+        )
+        size += f", replayed from the committed trace `bench/results/{trace}`"
     text = (
         f"{size}, {d['calls']} calls (`bench/results/decisions.json`, `decisions.md`):\n\n"
         # bench/decisions.py replays 20 shuffles (its markdown says so too).
@@ -244,6 +249,14 @@ def decisions(r: Results) -> str:
             f"same choice as the replay for {pct(live['agreement_with_replayed_choices'], 0)} "
             f"of the calls and took {live['time_s']:.1f} s against the trace oracle's "
             f"{live['trace_oracle_time_s']:.1f} s. "
+        )
+    first = d.get("first_10_calls_of_each_function")
+    if first:
+        text += (
+            "Over only the first 10 calls of each service (a new function, still being "
+            f"learned), ours costs {first['ours']['time_ratio_to_oracle']:.2f} of the oracle's "
+            f"time (objective time) and {first['ours_energy']['energy_ratio_to_oracle']:.2f} "
+            "of its energy (objective energy). "
         )
     cost = d["decision_cost"]
     text += (

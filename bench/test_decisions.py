@@ -12,7 +12,7 @@ import pytest
 from offload.profiler import AdaptiveDecider, DeviceState, Profiler
 
 from . import trace
-from .decisions import replay
+from .decisions import first_calls, replay
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +72,33 @@ def test_replay_scores_policies_against_the_oracle():
         report["always_remote"]["time_ratio_to_oracle"],
     )
     assert ours < 1.15  # a few calls to learn each regime, and it follows
+
+
+def test_a_saved_trace_replays_the_same(tmp_path):
+    steps = [_step("wifi", 0.10, 0.02) for _ in range(12)]
+    steps += [_step("server-busy", 0.10, 0.40) for _ in range(12)]
+    path = trace.saved_path(tmp_path, "quick")
+    trace.save(path, "quick", 7, {"link": "none"}, steps)
+    meta, again = trace.load(path)
+    assert meta == {"size": "quick", "seed": 7, "testbed": {"link": "none"}}
+    assert again == steps
+    first, second = replay(steps), replay(again)
+    assert first["ours"] == second["ours"]  # the replay is deterministic
+
+
+def test_first_calls_are_scored_on_their_own():
+    steps = [_step("wifi", 0.10, 0.02) for _ in range(30)]
+    choices = {"always_local": ["local"] * 30, "mixed": ["local"] * 10 + ["remote"] * 20}
+    first = first_calls(steps, choices)
+    assert first["always_local"]["time_ratio_to_oracle"] == pytest.approx(5.0)
+    assert first["mixed"]["time_ratio_to_oracle"] == pytest.approx(5.0)  # only the first 10
+
+
+def test_while_the_server_does_not_answer_the_deciders_run_here():
+    steps = [_step("wifi", 0.10, 0.02) for _ in range(20)]
+    down = [_step("link-drop", 0.10, 3.0) for _ in range(3)]
+    for step in down:
+        step.server_up = False
+    report = replay(steps + down)
+    for name in ("ours", "ours_energy", "dcof_rule"):
+        assert report["_choices"][name][-3:] == ["local"] * 3

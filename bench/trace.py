@@ -12,8 +12,10 @@ RTT at that moment: the ground truth that policies are replayed against
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -57,6 +59,7 @@ class Phase:
     server_hogs: int = 0
     device_busy: bool = False
     battery: int = 80  # percent, discharging
+    drop_s: float = 0.0  # the link stalls for this long when the phase begins, then returns
 
 
 PHASES = (
@@ -66,6 +69,7 @@ PHASES = (
     Phase("device-busy", device_busy=True),
     Phase("low-battery", mbit=8.0, battery=12),
     Phase("wifi-again"),
+    Phase("link-drop", drop_s=3.0),
 )
 
 
@@ -86,6 +90,7 @@ class Step:
     up: int
     down: int
     same: bool = field(default=True)  # both sides returned the same value
+    server_up: bool = True  # a PING was answered within UP_S before the call
 
 
 def arguments(service: str, intensity: int, seed: int) -> tuple[Any, ...]:
@@ -98,6 +103,9 @@ def arguments(service: str, intensity: int, seed: int) -> tuple[Any, ...]:
         return tuple([[rng.randrange(2**20) for _ in range(n)] for _ in range(n)] for _ in "ab")
     return (3, intensity)
 
+
+#: A server that does not answer a PING within this many seconds is taken as down.
+UP_S = 0.5
 
 #: Times each (service, intensity) is called per phase: conditions hold for a while.
 ROUNDS = {"quick": 1, "full": 2}
@@ -225,7 +233,24 @@ class Testbed:
             if phase.device_busy and self.device is not None:
                 stack.enter_context(self.device.busy())
             time.sleep(0.3)  # let the load settle before measuring
+            if phase.drop_s and self.link is not None:
+                stack.enter_context(self._dropped(phase))
             yield
+
+    @contextlib.contextmanager
+    def _dropped(self, phase: Phase) -> Iterator[None]:
+        """The link goes down for ``phase.drop_s`` (open connections survive it), then up."""
+        assert self.link is not None
+        link = self.link
+        link.set_up(False)
+        timer = threading.Timer(phase.drop_s, link.set_up, (True,))
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            timer.join()
+            link.set_up(True)
 
     def mbit(self, phase: Phase) -> float | None:
         return phase.mbit if self.link is not None else None
@@ -256,7 +281,11 @@ def measure(bed: Testbed, size: str, seed: int, progress: Any = print) -> list[S
         for phase, service, intensity, args in run(bed, size, seed, progress):
             fn = SERVICES[service]
             start = time.perf_counter()
-            client.ping(timeout=30)
+            try:  # what a client would see: is the server answering right now?
+                client.ping(timeout=UP_S)
+                answering = True
+            except offload.ServerUnavailable:  # the remote call below waits for the link
+                answering = False
             rtt = time.perf_counter() - start
             state = device.sample()
             start = time.perf_counter()
@@ -279,6 +308,26 @@ def measure(bed: Testbed, size: str, seed: int, progress: Any = print) -> list[S
                     up=up,
                     down=down,
                     same=here == there,
+                    server_up=answering,
                 )
             )
     return steps
+
+
+def saved_path(results: Path, size: str) -> Path:
+    """Where the measured trace of ``size`` is saved under ``results``."""
+    return results / ("decisions_trace.json" if size == "full" else f"decisions_trace_{size}.json")
+
+
+def save(path: Path, size: str, seed: int, testbed: dict[str, Any], steps: list[Step]) -> None:
+    """Write a measured trace, one step a line, so that it can be replayed (``--replay``)."""
+    head = json.dumps({"size": size, "seed": seed, "testbed": testbed})
+    body = ",\n".join(json.dumps(asdict(s)) for s in steps)
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(f'{{"meta": {head},\n"steps": [\n{body}\n]}}\n')
+
+
+def load(path: Path) -> tuple[dict[str, Any], list[Step]]:
+    """(meta, steps) of a trace saved by :func:`save`."""
+    data = json.loads(Path(path).read_text())
+    return data["meta"], [Step(**s) for s in data["steps"]]

@@ -16,18 +16,24 @@ and runs the call on the cheaper side, subject to, in order:
    online mode). Its local time is then estimated from its server time and
    how much slower this device has been on other functions; until that is
    known, it is run here once, on a call the server did in under
-   ``cheap_try_s`` (or after four calls without one).
+   ``cheap_try_s`` even if its cost grew with the square of its size (or after
+   four calls without one, on a call no bigger than those seen there).
 3. Critical conditions (DCOF's switch to online mode): the battery below
    ``battery_low`` and discharging (the objective becomes energy), the CPU
    above ``cpu_busy`` or free memory below ``memory_low``: the local score is
    multiplied by ``critical_bias``.
 4. Hysteresis: the side changes only when the other is ``hysteresis`` cheaper.
 5. Exploration: the side not chosen is tried again once what makes it look
-   worse is ``explore_every * (its extra cost, 0.25 to 50)`` decisions old: the
-   function's own history of that side, or, across functions, that side's
-   speed (a server seen busy) or the bandwidth (for a call that is mostly
-   transfer). A change (a link that recovered) is noticed while each kind of
-   exploration costs at most about ``1 / explore_every`` of the total.
+   worse is stale. For the function's own history of that side: after
+   ``explore_every * (its extra cost, 0.25 to 50)`` of its decisions, on a call
+   no bigger than usual. Across functions (that side's speed, a server seen
+   busy; or the bandwidth, for a call that is mostly transfer): once the
+   seconds spent on all calls since it was last measured are
+   ``explore_every`` times this call's extra cost, so the first call cheap
+   enough to try is the one that tries it. A change (a link that recovered)
+   is noticed while each kind of exploration costs at most about
+   ``1 / explore_every`` of the total. When this device gets much slower (its
+   CPU taken by another app), the server side is re-checked at once.
 
 The path reads plain attributes and does a few float operations: no system
 call, no lock. :meth:`AdaptiveDecider.explain` runs the same code and says why.
@@ -53,6 +59,9 @@ logger = logging.getLogger("offload.decision")
 
 #: Profiles kept in memory at once (functions made at run time must not grow it forever).
 MAX_PROFILES = 1024
+
+#: A device this much slower than at the last sample re-checks the server side (see _adopt).
+_RECHECK = 1.5
 
 #: Decisions after which a function never run here is tried here even on a dear call.
 _COLD_LOCAL_AFTER = 4
@@ -93,16 +102,18 @@ class AdaptiveDecider:
         # decision, kept as plain attributes: the hot path reads, never derives.
         self._every, self._cheap_try_s = self.policy.explore_every, self.policy.cheap_try_s
         self._keep = 1.0 - self.policy.hysteresis
+        # Seconds spent so far (each decision's estimated cost on its side), and what had
+        # been spent when each shared estimate was last refreshed: the server's speed
+        # (THERE), this device's (HERE), the bandwidth.
+        self._spent = 0.0
+        self._fresh = [0.0, 0.0]
+        self._fresh_link = 0.0
         self._state: DeviceState | None = None
+        self._busy = 1.0
         self._adopt(self._device.state)
-        # Decisions so far, and the decision at which each shared estimate was last
-        # refreshed: the server's speed (THERE), this device's (HERE), the bandwidth.
-        self._clock = 0
-        self._fresh = [0, 0]
         # Learning (never deciding) takes this: calls finish on several threads, and
         # the drifts, the slowdown and the link are shared by all functions.
         self._learning = threading.Lock()
-        self._fresh_link = 0
         # By the function's key (name and fingerprint), so transient wrappers of one
         # function share a profile; the least recently created go past MAX_PROFILES.
         self._profiles: OrderedDict[str, FunctionProfile] = OrderedDict()
@@ -119,7 +130,13 @@ class AdaptiveDecider:
         if state.cpu_load > policy.cpu_busy or state.memory_free < policy.memory_low:
             bias, critical = policy.critical_bias, True
         self._weight, self._bias, self._critical = weight, bias, critical
-        self._busy = contention(state.cpu_load)
+        busy = contention(state.cpu_load)
+        if busy > _RECHECK * self._busy:
+            # This device just got much slower (another app took its CPU): running
+            # there matters more than when the server's speed and the link were last
+            # measured, so the next call able to measure them goes there once.
+            self._fresh[THERE] = self._fresh_link = -1e300
+        self._busy = busy
         self._state = state
         # Asking the logger costs more than a decision; a new level shows with the next sample.
         self._debug = logger.isEnabledFor(logging.DEBUG)
@@ -143,18 +160,17 @@ class AdaptiveDecider:
         if est[2] is not None:  # the cost of a typical call, to keep explorations cheap
             best = est[0] if est[0] < est[2] else est[2]
             prof.typical += 0.1 * (best - prof.typical)
-        self._clock += 1
+            self._spent += best
         if reason in (COLD, EXPLORE):
             # Mark the side as freshly tried so that calls made before this one
             # reports do not all try it too; its result moves the mark on.
             index = HERE if side == LOCAL else THERE
             prof.time.seen[index] = clock
-            self._fresh[index] = self._clock
+            self._fresh[index] = self._spent
             if index == THERE:
-                self._fresh_link = self._clock
+                self._fresh_link = self._spent
         if reason != EXPLORE and reason != OFFLINE:
             prof.side = side
-        (self._link.server_drift if side == LOCAL else self._local_drift).fade(0.99)
         return side
 
     def _evaluate(
@@ -181,10 +197,7 @@ class AdaptiveDecider:
         if t_local is None and there and slowdown is not None:
             # Never run here, but other functions say how much slower here is.
             t_local = exp(base + slowdown) * self._local_drift.value * busy
-        if t_local is None and (
-            (t_exec is not None and t_exec < self._cheap_try_s)
-            or prof.clock - max(m.seen[HERE], 0) >= _COLD_LOCAL_AFTER
-        ):
+        if t_local is None and self._cold_local(prof, x, t_exec):
             return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
         if t_local is None or t_exec is None:  # a first try still running: lean on the other
             return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
@@ -221,27 +234,48 @@ class AdaptiveDecider:
         # exploring under about 1 / every of the total.
         extra = other / best - 1.0 if best > 0 else 50.0
         wait = every * (0.25 if extra < 0.25 else 50.0 if extra > 50.0 else extra)
-        clock = self._clock
+        # Across functions: once the seconds spent since that side was last measured are
+        # ``every`` times this call's extra cost (``budget``), the first call cheap
+        # enough tries it. (A pessimistic estimate is not faded with disuse: that sent
+        # big calls to a server still busy; a cheap call finds out first.)
+        spent = self._spent
         if side == LOCAL:
-            stale = (
-                prof.clock - max(m.seen[THERE], 0) >= wait
-                or (t_up + t_down > 0.25 * t_remote and clock - self._fresh_link >= wait)
-                or (
-                    link.server_drift.value > 1.2
-                    and clock - self._fresh[THERE] >= wait
-                    and exp(base) >= link.server_drift.floor  # long enough to measure speed
-                )
+            budget = every * extra * t_local
+            shared = (t_up + t_down > 0.25 * t_remote and spent - self._fresh_link >= budget) or (
+                link.server_drift.value > 1.2
+                and spent - self._fresh[THERE] >= budget
+                and exp(base) >= link.server_drift.floor  # long enough to measure speed
             )
+            own = prof.clock - max(m.seen[THERE], 0) >= wait
         else:
-            stale = prof.clock - max(m.seen[HERE], 0) >= wait or (
+            budget = every * extra * t_remote
+            shared = (
                 self._local_drift.value > 1.2
-                and clock - self._fresh[HERE] >= wait
+                and spent - self._fresh[HERE] >= budget
                 and exp(base + c) >= self._local_drift.floor
             )
+            own = prof.clock - max(m.seen[HERE], 0) >= wait
         # ...on a call no bigger than usual: never a big one just to learn.
-        if stale and (t_local if side == LOCAL else t_remote) <= 2.0 * prof.typical:
+        if shared or (own and (t_local if side == LOCAL else t_remote) <= 2.0 * prof.typical):
             return (REMOTE if side == LOCAL else LOCAL), EXPLORE, estimates
         return side, reason, estimates
+
+    def _cold_local(self, prof: FunctionProfile, x: float, t_exec: float | None) -> bool:
+        """Whether to run a function never run here on this call (of log size ``x``), once.
+
+        On a call the server did in under ``cheap_try_s``, extrapolated as if the cost
+        grew with the square of the size beyond the sizes seen there (sorting does; a
+        prior slope of 1 would send a call 50 times as big here on its first try); after
+        ``_COLD_LOCAL_AFTER`` calls without one, on a call no bigger than those seen
+        (after four times as many, on any call).
+        """
+        m = prof.time
+        w, sx = m.sums[THERE][0], m.sums[THERE][1]
+        over = x - sx / w if w > 0 else 0.0
+        if t_exec is not None and t_exec * (exp(over) if over > 0 else 1.0) < self._cheap_try_s:
+            return True
+        waited = prof.clock - max(m.seen[HERE], 0)
+        return waited >= _COLD_LOCAL_AFTER and (over <= 0.0 or waited >= 4 * _COLD_LOCAL_AFTER)
 
     # -- learning ------------------------------------------------------------------------------
 
@@ -269,7 +303,7 @@ class AdaptiveDecider:
             if alone:  # else queueing behind other calls would pass for a slow link
                 link.on_call(up, down, turnaround, server)
                 if up >= LARGE or down >= LARGE:
-                    self._fresh_link = self._clock
+                    self._fresh_link = self._spent
             self._learn(prof, x, server, THERE, link.server_drift)
             prof.up.add(x, float(up), prof.clock)
             prof.down.add(x, float(down), prof.clock)
@@ -284,7 +318,7 @@ class AdaptiveDecider:
         updates = drift.updates
         cost = drift.normalize(m, x, seconds, side)
         if drift.updates != updates:  # news of that side's speed, not just a call
-            self._fresh[side] = self._clock
+            self._fresh[side] = self._spent
         m.add(x, cost, prof.clock, side, slowdown.mean or 0.0)
         if m.counts[HERE] >= 2 and m.counts[THERE] >= 2:
             slowdown.add(m.params[2])

@@ -51,7 +51,9 @@ class FunctionProfile:
 
     def __init__(self, key: str) -> None:
         self.key = key
-        self.time = SizeModel()  # side THERE: server execution; side HERE: local
+        # Side THERE: server execution; side HERE: local. Slower to forget than the bytes:
+        # the shared drifts follow a server or a device that changes speed, not the shape.
+        self.time = SizeModel(forget=0.9)
         self.up = SizeModel()
         self.down = SizeModel(slope_prior=0.0)  # results often do not grow with the input
         self.totals = {side: dict.fromkeys(_TOTALS, 0.0) for side in SIDES}

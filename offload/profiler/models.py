@@ -19,7 +19,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-ERR_MAX = 0.3  # a model predicting worse than ~55% does not move a drift
+# A model off by more than a factor of e (its mean squared log residual) does not move a
+# drift: it is still finding its shape. Its residuals include the drift's own lag (a
+# drift that has moved half-way to a server 20x slower leaves the model ~4x off), so a
+# tighter bound freezes a drift that is still catching up.
+ERR_MAX = 1.0
 _MIN = 1e-9  # a cost of zero has no logarithm; a nanosecond is "free"
 
 
@@ -220,8 +224,9 @@ class Drift:
     def fade(self, keep: float) -> None:
         """Pessimism fades: a side seen slow long ago is probably not slow now.
 
-        Called when a decision did not use this side. Only a slowdown fades
-        (``log > 0``): a side believed fast is tried, and so corrected, anyway.
+        For a caller that lets disuse fade it (the decider does not: it explores
+        with a cheap call instead). Only a slowdown fades (``log > 0``): a side
+        believed fast is tried, and so corrected, anyway.
         """
         if self.log > 0.01:
             self.log *= keep

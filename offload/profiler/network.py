@@ -52,8 +52,9 @@ class Link:
         # the latest measurement dominating.
         self.up_bps = Smoothed(gain=0.75)
         self.down_bps = Smoothed(gain=0.75)
-        #: How the server's speed has drifted from what the function models learned.
-        self.server_drift = Drift()
+        #: How the server's speed has drifted from what the function models learned:
+        #: a busy server is seen in one call or two, one odd call does not swing it.
+        self.server_drift = Drift(gain=0.5)
         #: log(local time / server time) at equal input, over functions run on both.
         self.slowdown = Smoothed(gain=0.25)
         self.prior_bps = prior_bps

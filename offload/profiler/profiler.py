@@ -44,7 +44,10 @@ class Profiler:
         self.store = ProfileStore(profile_cache)
         self.link = Link(prior_bps)
         #: How this device's speed has drifted from what the function models learned.
-        self.local_drift = Drift()
+        #: Slow, and only from calls of 0.1 s and more: the CPU load already says when
+        #: other apps take the CPU, and a short call here times a CPU quota's period
+        #: or a preemption as much as this device's speed.
+        self.local_drift = Drift(gain=0.1, floor=0.1)
         self.address = address
         saved_link = self.store.links.get(address)
         if saved_link:
