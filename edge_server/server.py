@@ -26,7 +26,6 @@ queued when the server dies are in the store and run after its restart.
 from __future__ import annotations
 
 import logging
-import mmap
 import os
 import secrets
 import select
@@ -52,22 +51,22 @@ from offload.runtime.states import JobState
 
 from .admission import admit
 from .arena import arena_dir, remove_stale_files
+from .clients import Clients
 from .config import ServerConfig
 from .dispatch import TRACKER_POLL_MS, Dispatcher
 from .fairqueue import FairQueue
-from .frontend import open_frontend, owner
+from .frontend import open_frontend
 from .ledger import Ledger
 from .pool import Pool
 from .registry import Registry
+from .security import Throttle
 from .store import Store
 
 log = logging.getLogger("edge_server")
 
 _CLIENT_BATCH = 64
 _CONTROL_MAX = 65536  # bytes of one control request's JSON
-# Zeros for bandwidth probes: an anonymous mapping reads as the shared zero page,
-# so it costs no memory however often it is sent.
-_PADDING = memoryview(mmap.mmap(-1, protocol.PROBE_MAX))
+_MAX_CLIENTS = 100_000  # clients (routing ids of calls and control requests) tracked at once
 
 
 class EdgeServer:
@@ -80,7 +79,9 @@ class EdgeServer:
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = False
         self._closing_since = 0.0
-        self._seen: dict[bytes, float] = {}  # client identity -> when last heard from
+        self._throttle = Throttle(log)  # counts of hostile input; rate-limited warnings
+        self._clients = Clients(self._throttle, self._transmit, _MAX_CLIENTS)
+        self._seen = self._clients.seen  # client identity -> when last heard from
         self._clients_checked = 0.0
         self._queue = FairQueue()
         self._next_job = 0
@@ -94,6 +95,7 @@ class EdgeServer:
             "max_message_size": config.max_message_size,
             "workers": config.workers,
             "instance": secrets.token_hex(8),
+            "owners": config.secret_key is not None,  # results go to their key's connection
         }
 
     def stop(self) -> None:
@@ -115,7 +117,7 @@ class EdgeServer:
         Raises :class:`~offload.ConfigError` if the address cannot be bound.
         """
         with zmq.Context() as context, tempfile.TemporaryDirectory(prefix="offload-") as workdir:
-            frontend, authenticator = open_frontend(self.config, context)
+            frontend, authenticator = open_frontend(self.config, context, self._throttle)
             self._secure = authenticator is not None
             try:
                 store = Store(Path(self.config.data_dir) / "jobs.sqlite")
@@ -128,6 +130,7 @@ class EdgeServer:
             remove_stale_files(arena_dir())
             pool = Pool(self.config, Path(workdir), arena_dir(), secrets.token_hex(4))
             self._frontend, self._pool = frontend, pool
+            self._clients.watch(frontend if self._secure else None)
             self._ledger = Ledger(
                 store,
                 self.config,
@@ -164,6 +167,7 @@ class EdgeServer:
                     remove_stale_files(arena_dir())
                     log.info("purged: no job data of this server is left on disk")
                 store.close()
+                self._clients.close()
                 frontend.close()
                 os.close(self._wake_r)
                 os.close(self._wake_w)
@@ -174,6 +178,7 @@ class EdgeServer:
         self._next_job = store.last_id()
         for job in waiting:
             self._queue.append(job)
+            self._clients.bind(job.client, job.owner)  # its routing id stays its owner's
         if waiting:
             log.info("%d calls waiting from before the restart are queued again", len(waiting))
 
@@ -190,6 +195,8 @@ class EdgeServer:
             "queue_size": self.config.queue_size,
             "connections": len(self._seen),
             "closing": self._stopping,
+            "owners": self._clients.owners is not None,
+            **self._throttle.counts,
         }
 
     # -- the loop -------------------------------------------------------------------------------
@@ -310,41 +317,34 @@ class EdgeServer:
     # -- clients --------------------------------------------------------------------------------
 
     def _on_client(self, frames: list[zmq.Frame]) -> None:
-        if len(frames) < 2:
-            log.warning("dropping a message without a header frame")
-            return
-        client, header_frame = frames[0].bytes, frames[1].buffer
-        now = time.monotonic()
-        self._seen[client] = now
+        client, now = frames[0].bytes, time.monotonic()
         try:
-            header = protocol.decode_header(header_frame)
+            if len(frames) < 2:
+                raise ProtocolError("a message without a header frame")
+            header = protocol.decode_header(frames[1].buffer)
         except ProtocolError as exc:
-            log.warning("malformed message from %s: %s", client.hex(), exc)
-            rid = protocol.peek_request_id(header_frame)
+            self._throttle.note("malformed", "malformed message from %s: %s", client.hex(), exc)
+            rid = protocol.peek_request_id(frames[1].buffer) if len(frames) > 1 else None
             self._reply_error(client, rid or 0, exc)
+            return
+        if header.kind == protocol.PING:
+            self._clients.ping(client, header, frames, now, self._info)
+            return
+        who = self._clients.admit(client, header, frames[1], now)
+        if who is None:  # too many clients, or a routing id of another key
             return
         if header.kind == protocol.PAUSE:
             self._workers.pause(client, header.request_id)
             return
         if header.kind == protocol.CONTROL:
-            who = owner(frames[1]) if self._secure else ""
             if len(frames) != 3 or len(frames[2]) > _CONTROL_MAX:
                 self._reply_error(client, header.request_id, ProtocolError("bad control request"))
             else:
                 self._ledger.control(client, who, header.request_id, frames[2].buffer)
             return
-        if header.kind == protocol.PING:
-            if header.flags & protocol.ALIVE and len(frames) == 3 and len(frames[2]) <= 255:
-                self._seen[frames[2].bytes] = now  # a heartbeat on behalf of a data socket
-            pong: list[Any] = protocol.json_message(protocol.PONG, header.request_id, self._info)
-            if header.aux:  # a bandwidth probe: pad the reply, from one shared buffer
-                pong.append(_PADDING[: min(header.aux, protocol.PROBE_MAX)])
-            self._send(client, pong)
-            return
         if self._stopping:
             self._reply_error(client, header.request_id, ServerUnavailable("server closing"))
             return
-        who = owner(frames[1]) if self._secure else ""
         try:
             job = admit(client, who, header, frames, self.registry, self.config, self._next_job + 1)
             if len(self._queue) >= self.config.queue_size:
@@ -366,6 +366,8 @@ class EdgeServer:
         gone = {c for c, seen in self._seen.items() if now - seen > timeout}
         for client in gone:
             del self._seen[client]
+        running = [w.job.client for w in self._workers.running() if w.job]
+        self._clients.release(lambda: {*running, *(job.client for job in self._queue)})
         if gone and self.config.orphans == "stop":
             for client in gone:
                 self._client_gone(client)
@@ -388,7 +390,11 @@ class EdgeServer:
             )
 
     def _reply_error(self, client: bytes, request_id: int, error: OffloadError) -> None:
-        self._send(client, errors.error_reply(request_id, error))
+        self._transmit(client, errors.error_reply(request_id, error))
 
     def _send(self, client: bytes, frames: list[Any]) -> None:
+        if self._clients.deliverable(client):  # with CurveZMQ: to its owner's connection only
+            self._transmit(client, frames)
+
+    def _transmit(self, client: bytes, frames: list[Any]) -> None:
         sockets.send_frames(self._frontend, [client, *frames])
