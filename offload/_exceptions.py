@@ -16,6 +16,7 @@ that has one is in brackets.
     │   └── UnloadableResult                [unloadable_result]
     ├── PayloadTooLarge                     [payload_too_large]
     ├── ServerUnavailable                   [unavailable]
+    │   └── AuthenticationFailed
     ├── ServerBusy                          [busy]
     ├── StoreError
     ├── NotCheckpointable
@@ -74,6 +75,14 @@ class PayloadTooLarge(OffloadError):
 
 class ServerUnavailable(OffloadError, ConnectionError):
     """No edge server answered, or the connection to it was lost."""
+
+
+class AuthenticationFailed(ServerUnavailable):
+    """The server refused this client's CurveZMQ handshake: check the keys the message names.
+
+    The client's public key is not in the server's ``--authorized-keys``, or
+    ``server_key`` is not that server's public key, or only one side uses CurveZMQ.
+    """
 
 
 class ServerBusy(OffloadError):
