@@ -21,7 +21,7 @@ from typing import Any
 import zmq
 import zmq.utils.monitor
 
-from .._exceptions import AuthenticationFailed, ServerUnavailable
+from .._exceptions import AuthenticationFailed, ServerUnavailable, UnloadableResult
 from . import protocol, sockets
 from .pending import Pending
 
@@ -65,6 +65,31 @@ class Link:
             sockets.send_frames(self.sock, frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             raise ServerUnavailable(f"cannot send to {self.address}: {exc}") from exc
+
+    def receive(self, pending: Pending, limit: int | None) -> list[zmq.Frame] | None:
+        """One reply, frame by frame; one over ``limit`` bytes fails its request, unkept.
+
+        Not ZeroMQ's MAXMSGSIZE: it drops the connection for good. A single
+        frame still arrives whole, but no more than one past the limit is held.
+        """
+        sock = self.sock
+        frame = sock.recv(copy=False)
+        frames, total = [frame], len(frame)
+        while frame.more:
+            frame = sock.recv(copy=False)
+            total += len(frame)
+            if limit is not None and total > limit:
+                while frame.more:  # the rest goes straight to the garbage
+                    frame = sock.recv(copy=False)
+                    total += len(frame)
+                pending.heard()
+                pending.fail(
+                    protocol.peek_request_id(frames[0].buffer),
+                    UnloadableResult(f"a reply of {total} bytes, over max_message_size {limit}"),
+                )
+                return None
+            frames.append(frame)
+        return frames
 
     def wake(self) -> None:
         """Interrupt the owner's poll (any thread; the caller writes once per wake-up)."""

@@ -13,6 +13,7 @@ sits in its outbox.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,8 @@ import zmq
 
 from .._exceptions import OffloadError, ProtocolError, ServerUnavailable
 from . import protocol
+
+log = logging.getLogger("offload")
 
 Decoder = Callable[[protocol.Header, Sequence[zmq.Frame]], Any]
 
@@ -100,6 +103,18 @@ class Pending:
             resolve(future, exc=exc)
         else:
             resolve(future, value=value)
+
+    def fail(self, request_id: int | None, exc: OffloadError) -> None:
+        """A reply to ``request_id`` was unusable: its request fails with ``exc``.
+
+        With no readable request id, or one nothing waits for, it is logged and dropped.
+        """
+        with self.mutex:
+            entry = None if request_id is None else self.entries.pop(request_id, None)
+        if entry is None:
+            log.warning("dropped a reply from %s: %s", self.address, exc)
+            return
+        resolve(entry[0], exc=exc)
 
     def on_pong(self, frames: list[bytes]) -> None:
         """A PONG on the heartbeat socket."""
