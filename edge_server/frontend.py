@@ -1,11 +1,11 @@
 """The socket clients connect to: its options, CurveZMQ encryption and ZAP authentication.
 
 :func:`open_frontend` binds the ROUTER socket. With a secret key it is a
-CURVE server and a :class:`~zmq.auth.thread.ThreadAuthenticator` admits only clients whose
+CURVE server and an :class:`~edge_server.security.Authenticator` admits only clients whose
 public keys are in the ``authorized_keys`` directory: anyone else is refused
-during the handshake, before a byte of a call is read. ZAP stamps every
-message of an admitted client with its public key (Z85) as ``User-Id``,
-which :func:`owner` reads: that key owns the client's jobs.
+(and logged) during the handshake, before a byte of a call is read. ZAP stamps
+every message of an admitted client with its public key (Z85) as ``User-Id``,
+which :func:`~edge_server.security.owner` reads: that key owns the client's jobs.
 """
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ import logging
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 
 from offload._exceptions import ConfigError
 
 from .config import ServerConfig
+from .security import Authenticator, Throttle
 
 log = logging.getLogger("edge_server")
 
 
 def open_frontend(
-    config: ServerConfig, context: zmq.Context
-) -> tuple[zmq.Socket, ThreadAuthenticator | None]:
+    config: ServerConfig, context: zmq.Context, throttle: Throttle
+) -> tuple[zmq.Socket, Authenticator | None]:
     """The bound frontend socket, and its authenticator if encrypted.
 
     Raises :class:`~offload.ConfigError` if the address cannot be bound.
@@ -47,7 +47,7 @@ def open_frontend(
     frontend.setsockopt(zmq.TCP_MAXRT, int(config.client_timeout * 1000))
     authenticator = None
     try:
-        authenticator = secure(config, context, frontend)
+        authenticator = secure(config, context, frontend, throttle)
         frontend.bind(config.bind)
     except (zmq.ZMQError, ConfigError) as exc:
         if authenticator is not None:
@@ -60,13 +60,13 @@ def open_frontend(
 
 
 def secure(
-    config: ServerConfig, context: zmq.Context, frontend: zmq.Socket
-) -> ThreadAuthenticator | None:
+    config: ServerConfig, context: zmq.Context, frontend: zmq.Socket, throttle: Throttle
+) -> Authenticator | None:
     """Turn CURVE on for ``frontend`` and start the authenticator (None: insecure, said loudly)."""
     if config.secret_key is None:
         log.warning(
             "INSECURE: no --secret-key; traffic is in the clear, anyone who can connect to "
-            "%s may run jobs, and every client sees every job",
+            "%s may run jobs, every client sees every job, and results have no owners",
             config.bind,
         )
         return None
@@ -76,19 +76,10 @@ def secure(
         raise ConfigError(f"cannot read {config.secret_key}: {exc}") from exc
     if secret is None:
         raise ConfigError(f"{config.secret_key} holds no secret key")
-    authenticator = ThreadAuthenticator(context, log=logging.getLogger("edge_server.auth"))
+    authenticator = Authenticator(context, throttle, str(config.authorized_keys or ""))
     authenticator.start()
     authenticator.configure_curve(domain="*", location=config.authorized_keys or "")
     frontend.curve_publickey, frontend.curve_secretkey = public, secret
     frontend.curve_server = True
     log.info("CurveZMQ on: clients must hold a key in %s", config.authorized_keys)
     return authenticator
-
-
-def owner(frame: zmq.Frame) -> str:
-    """The public key (Z85) ZAP admitted the sender of ``frame`` with; "" without CURVE."""
-    try:
-        user = frame.get("User-Id")
-    except zmq.ZMQError:  # no metadata: an insecure connection
-        return ""
-    return user if isinstance(user, str) else ""

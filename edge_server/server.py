@@ -47,24 +47,27 @@ from offload._exceptions import (
     ServerUnavailable,
 )
 from offload.runtime import errors, protocol, sockets
-from offload.runtime.states import JobState
 
 from .admission import admit
 from .arena import arena_dir, remove_stale_files
+from .clients import Clients
 from .config import ServerConfig
 from .dispatch import TRACKER_POLL_MS, Dispatcher
 from .fairqueue import FairQueue
-from .frontend import open_frontend, owner
+from .frontend import open_frontend
 from .ledger import Ledger
-from .load import LoadMeter, pong
+from .load import LoadMeter
+from .orphans import stop_orphans
 from .pool import Pool
 from .registry import Registry
+from .security import Throttle
 from .store import Store
 
 log = logging.getLogger("edge_server")
 
 _CLIENT_BATCH = 64
 _CONTROL_MAX = 65536  # bytes of one control request's JSON
+_MAX_CLIENTS = 100_000  # clients (routing ids of calls and control requests) tracked at once
 
 
 class EdgeServer:
@@ -77,7 +80,9 @@ class EdgeServer:
         self._wake_r, self._wake_w = os.pipe()
         self._stopping = False
         self._closing_since = 0.0
-        self._seen: dict[bytes, float] = {}  # client identity -> when last heard from
+        self._throttle = Throttle(log)  # counts of hostile input; rate-limited warnings
+        self._clients = Clients(self._throttle, self._transmit, _MAX_CLIENTS)
+        self._seen = self._clients.seen  # client identity -> when last heard from
         self._clients_checked = 0.0
         self._queue = FairQueue()
         self._next_job = 0
@@ -92,6 +97,7 @@ class EdgeServer:
             "max_message_size": config.max_message_size,
             "workers": config.workers,
             "instance": secrets.token_hex(8),
+            "owners": config.secret_key is not None,  # results go to their key's connection
         }
 
     def stop(self) -> None:
@@ -113,7 +119,7 @@ class EdgeServer:
         Raises :class:`~offload.ConfigError` if the address cannot be bound.
         """
         with zmq.Context() as context, tempfile.TemporaryDirectory(prefix="offload-") as workdir:
-            frontend, authenticator = open_frontend(self.config, context)
+            frontend, authenticator = open_frontend(self.config, context, self._throttle)
             self._secure = authenticator is not None
             try:
                 store = Store(
@@ -128,6 +134,7 @@ class EdgeServer:
             remove_stale_files(arena_dir())
             pool = Pool(self.config, Path(workdir), arena_dir(), secrets.token_hex(4))
             self._frontend, self._pool = frontend, pool
+            self._clients.watch(frontend if self._secure else None)
             self._ledger = Ledger(
                 store,
                 self.config,
@@ -164,6 +171,7 @@ class EdgeServer:
                     remove_stale_files(arena_dir())
                     log.info("purged: no job data of this server is left on disk")
                 store.close()
+                self._clients.close()
                 frontend.close()
                 os.close(self._wake_r)
                 os.close(self._wake_w)
@@ -174,6 +182,7 @@ class EdgeServer:
         self._next_job = store.last_id()
         for job in waiting:
             self._queue.append(job)
+            self._clients.bind(job.client, job.owner)  # its routing id stays its owner's
         if waiting:
             log.info("%d calls waiting from before the restart are queued again", len(waiting))
 
@@ -191,6 +200,8 @@ class EdgeServer:
             "connections": len(self._seen),
             "closing": self._stopping,
             **self._ledger.budget.snapshot(),
+            "owners": self._clients.owners is not None,
+            **self._throttle.counts,
         }
 
     # -- the loop -------------------------------------------------------------------------------
@@ -313,39 +324,35 @@ class EdgeServer:
     # -- clients --------------------------------------------------------------------------------
 
     def _on_client(self, frames: list[zmq.Frame]) -> None:
-        if len(frames) < 2:
-            log.warning("dropping a message without a header frame")
-            return
-        client, header_frame = frames[0].bytes, frames[1].buffer
-        now = time.monotonic()
-        self._seen[client] = now
+        client, now = frames[0].bytes, time.monotonic()
         try:
-            header = protocol.decode_header(header_frame)
+            if len(frames) < 2:
+                raise ProtocolError("a message without a header frame")
+            header = protocol.decode_header(frames[1].buffer)
         except ProtocolError as exc:
-            log.warning("malformed message from %s: %s", client.hex(), exc)
-            rid = protocol.peek_request_id(header_frame)
+            self._throttle.note("malformed", "malformed message from %s: %s", client.hex(), exc)
+            rid = protocol.peek_request_id(frames[1].buffer) if len(frames) > 1 else None
             self._reply_error(client, rid or 0, exc)
+            return
+        if header.kind == protocol.PING:
+            load = self._load.load(self.health(), self._next_job, now)
+            self._clients.ping(client, header, frames, now, self._info, load)
+            return
+        who = self._clients.admit(client, header, frames[1], now)
+        if who is None:  # too many clients, or a routing id of another key
             return
         if header.kind == protocol.PAUSE:
             self._workers.pause(client, header.request_id)
             return
         if header.kind == protocol.CONTROL:
-            who = owner(frames[1]) if self._secure else ""
             if len(frames) != 3 or len(frames[2]) > _CONTROL_MAX:
                 self._reply_error(client, header.request_id, ProtocolError("bad control request"))
             else:
                 self._ledger.control(client, who, header.request_id, frames[2].buffer)
             return
-        if header.kind == protocol.PING:
-            if header.flags & protocol.ALIVE and len(frames) == 3 and len(frames[2]) <= 255:
-                self._seen[frames[2].bytes] = now  # a heartbeat on behalf of a data socket
-            load = self._load.load(self.health(), self._next_job, now)
-            self._send(client, pong(header.request_id, self._info, load, header.aux))
-            return
         if self._stopping:
             self._reply_error(client, header.request_id, ServerUnavailable("server closing"))
             return
-        who = owner(frames[1]) if self._secure else ""
         try:
             job = admit(client, who, header, frames, self.registry, self.config, self._next_job + 1)
             if len(self._queue) >= self.config.queue_size:
@@ -368,29 +375,18 @@ class EdgeServer:
         gone = {c for c, seen in self._seen.items() if now - seen > timeout}
         for client in gone:
             del self._seen[client]
+        running = [w.job.client for w in self._workers.running() if w.job]
+        self._clients.release(lambda: {*running, *(job.client for job in self._queue)})
         if gone and self.config.orphans == "stop":
             for client in gone:
-                self._client_gone(client)
-
-    def _client_gone(self, client: bytes) -> None:
-        """A client vanished (no message or heartbeat in ``client_timeout``): stop its jobs."""
-        # Calls recovered after a restart are kept whatever their old client does now.
-        dropped = [job for job in self._queue if job.client == client and not job.keep]
-        for job in dropped:
-            self._queue.remove(job)
-            self._ledger.ended(job, JobState.CANCELLED, "its client is gone")
-        running = [w for w in self._workers.running() if w.job and w.job.client == client]
-        running = [w for w in running if w.job and not w.job.keep]
-        for worker in running:
-            stopped = self._workers.stop_job(worker, "its client is gone")
-            self._ledger.ended(stopped, JobState.CANCELLED, "its client is gone")
-        if dropped or running:
-            log.info(
-                "client gone: %d queued and %d running jobs stopped", len(dropped), len(running)
-            )
+                stop_orphans(client, self._queue, self._workers, self._ledger)
 
     def _reply_error(self, client: bytes, request_id: int, error: OffloadError) -> None:
-        self._send(client, errors.error_reply(request_id, error))
+        self._transmit(client, errors.error_reply(request_id, error))
 
     def _send(self, client: bytes, frames: list[Any]) -> None:
+        if self._clients.deliverable(client):  # with CurveZMQ: to its owner's connection only
+            self._transmit(client, frames)
+
+    def _transmit(self, client: bytes, frames: list[Any]) -> None:
         sockets.send_frames(self._frontend, [client, *frames])

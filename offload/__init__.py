@@ -24,6 +24,7 @@ from concurrent.futures import (
 
 from ._default import configure, default_client, explain, stats
 from ._exceptions import (
+    AuthenticationFailed,
     CallTimeout,
     CodeShippingDisabled,
     ConfigError,
@@ -69,6 +70,7 @@ __all__ = [
     "ALL_COMPLETED",
     "FIRST_COMPLETED",
     "FIRST_EXCEPTION",
+    "AuthenticationFailed",
     "BatchResult",
     "CallTimeout",
     "Client",

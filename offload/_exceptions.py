@@ -16,6 +16,7 @@ that has one is in brackets.
     │   └── UnloadableResult                [unloadable_result]
     ├── PayloadTooLarge                     [payload_too_large]
     ├── ServerUnavailable                   [unavailable]
+    │   ├── AuthenticationFailed
     │   └── JobPaused
     ├── ServerBusy                          [busy]
     ├── StoreError
@@ -90,6 +91,14 @@ class JobPaused(ServerUnavailable):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (str(self), None))
+
+
+class AuthenticationFailed(ServerUnavailable):
+    """The server refused this client's CurveZMQ handshake: check the keys the message names.
+
+    The client's public key is not in the server's ``--authorized-keys``, or
+    ``server_key`` is not that server's public key, or only one side uses CurveZMQ.
+    """
 
 
 class ServerBusy(OffloadError):

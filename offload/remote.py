@@ -66,6 +66,8 @@ class Remote:
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_timeout=config.heartbeat_timeout,
             curve=_curve(config),
+            # A reply: its payload, a header, and at most a PONG's probe padding.
+            max_reply=max(config.max_message_size, protocol.PROBE_MAX) + 65536,
         )
 
     @property
@@ -234,14 +236,15 @@ class Remote:
     ) -> Any:
         """A reply's :class:`Outcome` (or exception); a CHECKPOINT goes to ``on_checkpoint``."""
         if header.kind == protocol.CHECKPOINT:
-            if on_checkpoint is not None:
-                state = serialize.loads(
-                    header.codecs,
-                    [f.buffer for f in frames],
-                    fn.allowlist,
-                    self.config.max_message_size,
-                )
-                on_checkpoint(state, header.aux)
+            if on_checkpoint is None:
+                raise errors.ProtocolError(f"a CHECKPOINT answered a call of {fn.wire_name}")
+            state = serialize.loads(
+                header.codecs,
+                [f.buffer for f in frames],
+                fn.allowlist,
+                self.config.max_message_size,
+            )
+            on_checkpoint(state, header.aux)
             return None
         if header.kind == protocol.RESULT:
             buffers = [f.buffer for f in frames]

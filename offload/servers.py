@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from concurrent.futures import Future
 from typing import Any
 
@@ -49,6 +50,7 @@ class Servers:
         self._others: dict[str, Remote] = {}
         self._probe: Future[dict[str, Any]] | None = None
         self._probed_at = 0.0
+        self._refused = False  # the server refused this client's key (said once)
         #: The configured server's connection, or None when offline by configuration.
         self.primary: Remote | None = None
         if config.server:
@@ -102,6 +104,9 @@ class Servers:
             try:
                 probe.result(self._config.connect_timeout)
                 return True
+            except errors.AuthenticationFailed as exc:
+                conn.up = False
+                self._say_refused(exc)
             except Exception:
                 conn.up = False
         now = time.monotonic()
@@ -109,6 +114,17 @@ class Servers:
             self._probed_at = now
             self._probe = self.primary.ping()
         return False
+
+    def _say_refused(self, exc: errors.AuthenticationFailed) -> None:
+        """Auto calls will run here because the server refused the keys: never silently."""
+        if not self._refused:
+            self._refused = True
+            warnings.warn(
+                f"offload: running calls locally: AuthenticationFailed: {exc}",
+                RuntimeWarning,
+                stacklevel=6,
+            )
+        log.warning("%s", exc)
 
     def get(self, where: str) -> Remote | None:
         """The connection a run goes over: None for ``"local"``, else "remote" or an address."""

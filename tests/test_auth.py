@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,21 @@ def test_a_client_key_file_without_its_secret_is_a_clear_error(secure_server):
     public_only = home / "alice" / "alice.key"
     with pytest.raises(offload.ConfigError, match="no secret key"):
         offload.Client(server, server_key=str(server_key), client_key=str(public_only))
+
+
+def test_a_key_the_server_does_not_know_is_told_which_key_to_check(tmp_path, make_server, capfd):
+    server_public, server_secret = keys(tmp_path / "server", "server")
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    mallory_public, mallory_secret = keys(tmp_path / "mallory", "mallory")
+    mallory = mallory_public.read_text().split('public-key = "')[1].split('"')[0]
+    server = make_server("--secret-key", str(server_secret), "--authorized-keys", str(allowed))
+    settings = {"server_key": str(server_public), "client_key": str(mallory_secret)}
+    refused = pytest.warns(RuntimeWarning, match="AuthenticationFailed")
+    with offload.Client(server, heartbeat_timeout=30, **settings) as client, refused:
+        assert client.call(apps.add, (1, 2), {}) == 3  # auto: here instead, and said so
+    expected = pytest.raises(offload.AuthenticationFailed, match=re.escape(mallory))
+    with offload.Client(server, heartbeat_timeout=30, **settings) as client, expected:
+        client.call(apps.add, (1, 2), {}, mode="remote")
+    log = capfd.readouterr().err
+    assert any("WARNING" in line and mallory in line for line in log.splitlines()), log

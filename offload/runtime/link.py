@@ -3,9 +3,11 @@
 A data DEALER for requests and replies; a second DEALER for heartbeats only,
 so that a PING never waits behind a large upload or download on the data
 connection; a monitor of the data socket's disconnects (they lose the calls
-sent on it); and a pipe that wakes whoever polls. Not thread-safe: only the
-connection's current socket owner (its *leader*) touches the sockets; any
-thread may :meth:`Link.wake` it.
+sent on it) and failed CurveZMQ handshakes (the server refused this client's
+key: :class:`~offload.AuthenticationFailed`, not a mere lost connection);
+and a pipe that wakes whoever polls. Not thread-safe: only the connection's
+current socket owner (its *leader*) touches the sockets; any thread may
+:meth:`Link.wake` it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import zmq
+import zmq.utils.monitor
 
-from .._exceptions import ServerUnavailable
+from .._exceptions import AuthenticationFailed, ServerUnavailable, UnloadableResult
 from . import protocol, sockets
 from .pending import Pending
 
@@ -36,12 +39,13 @@ class Link:
     ) -> None:
         self.address = address
         self.identity = identity
+        self._curve = curve
         self.sock = _dealer(context, address, identity, curve)
         self._hb = _dealer(context, address, None, curve)
         self._hb_fd = sockets.fd(self._hb)
         self._hb_dirty = False
         # The data connection's own fate: a disconnect loses the calls sent on it.
-        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | _REFUSED)
         self._monitor_fd = sockets.fd(self._monitor)
         for sock in (self.sock, self._hb, self._monitor):
             sockets.readable(sock)  # arms the fd: ZeroMQ signals only readers that looked
@@ -61,6 +65,31 @@ class Link:
             sockets.send_frames(self.sock, frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             raise ServerUnavailable(f"cannot send to {self.address}: {exc}") from exc
+
+    def receive(self, pending: Pending, limit: int | None) -> list[zmq.Frame] | None:
+        """One reply, frame by frame; one over ``limit`` bytes fails its request, unkept.
+
+        Not ZeroMQ's MAXMSGSIZE: it drops the connection for good. A single
+        frame still arrives whole, but no more than one past the limit is held.
+        """
+        sock = self.sock
+        frame = sock.recv(copy=False)
+        frames, total = [frame], len(frame)
+        while frame.more:
+            frame = sock.recv(copy=False)
+            total += len(frame)
+            if limit is not None and total > limit:
+                while frame.more:  # the rest goes straight to the garbage
+                    frame = sock.recv(copy=False)
+                    total += len(frame)
+                pending.heard()
+                pending.fail(
+                    protocol.peek_request_id(frames[0].buffer),
+                    UnloadableResult(f"a reply of {total} bytes, over max_message_size {limit}"),
+                )
+                return None
+            frames.append(frame)
+        return frames
 
     def wake(self) -> None:
         """Interrupt the owner's poll (any thread; the caller writes once per wake-up)."""
@@ -87,15 +116,37 @@ class Link:
             fired = {fd for fd, _ in events}
             if self._monitor_fd in fired:
                 while sockets.readable(self._monitor):
-                    self._monitor.recv_multipart()
-                    pending.disconnected()
+                    event = zmq.utils.monitor.parse_monitor_message(self._monitor.recv_multipart())
+                    if event["event"] == zmq.EVENT_DISCONNECTED:
+                        pending.disconnected()
+                    else:
+                        pending.refused(self._refusal(int(event["event"])))
             self._hb_dirty = self._hb_dirty or self._hb_fd in fired
+        pending.fail_if_refused()
         if self._hb_dirty:
             self._hb_dirty = False
             while sockets.readable(self._hb):
                 pending.on_pong(self._hb.recv_multipart())
         if pending.ping_due():
             self._ping()
+
+    def _refusal(self, event: int) -> AuthenticationFailed:
+        """What a failed handshake says: which keys to check."""
+        if self._curve is None:
+            return AuthenticationFailed(
+                f"{self.address} refused the connection during its handshake: it may require "
+                "CurveZMQ (give this client server_key and client_key)"
+            )
+        public, _, server = self._curve
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            why = "refused this client's key"
+        else:
+            why = f"failed the CurveZMQ handshake ({zmq.Event(event).name})"
+        return AuthenticationFailed(
+            f"{self.address} {why}: check that this client's public key {public.decode()} is "
+            f"in the server's --authorized-keys, and that server_key {server.decode()} is "
+            "that server's public key"
+        )
 
     def _ping(self) -> None:
         # Both ways: the PONG tells this side the server lives; the PING tells the
@@ -112,6 +163,13 @@ class Link:
         self._hb.close(linger=0)
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+_REFUSED = (
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+)
 
 
 def _dealer(

@@ -13,6 +13,7 @@ sits in its outbox.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +24,8 @@ import zmq
 
 from .._exceptions import OffloadError, ProtocolError, ServerUnavailable
 from . import protocol
+
+log = logging.getLogger("offload")
 
 Decoder = Callable[[protocol.Header, Sequence[zmq.Frame]], Any]
 
@@ -47,6 +50,7 @@ class Pending:
         self._heard = time.monotonic()
         self._pinged = 0.0
         self._instance: str | None = None
+        self._refusal: OffloadError | None = None  # the last handshake refusal, if any
         #: True once the server answered, False after it went silent, None before.
         self.up: bool | None = None
 
@@ -68,6 +72,7 @@ class Pending:
         """Something came from the server."""
         self._heard = time.monotonic()
         self.up = True
+        self._refusal = None
 
     def resolve(self, header: protocol.Header, payload: Sequence[zmq.Frame]) -> None:
         """Resolve the request a reply answers with ``decode(header, payload)``.
@@ -99,6 +104,18 @@ class Pending:
         else:
             resolve(future, value=value)
 
+    def fail(self, request_id: int | None, exc: OffloadError) -> None:
+        """A reply to ``request_id`` was unusable: its request fails with ``exc``.
+
+        With no readable request id, or one nothing waits for, it is logged and dropped.
+        """
+        with self.mutex:
+            entry = None if request_id is None else self.entries.pop(request_id, None)
+        if entry is None:
+            log.warning("dropped a reply from %s: %s", self.address, exc)
+            return
+        resolve(entry[0], exc=exc)
+
     def on_pong(self, frames: list[bytes]) -> None:
         """A PONG on the heartbeat socket."""
         self.heard()
@@ -118,6 +135,21 @@ class Pending:
         self.up, self._instance = False, None  # whoever answers next is news
         self.fail_all(ServerUnavailable(f"lost the connection to {self.address}"))
 
+    def refused(self, exc: OffloadError) -> None:
+        """The server refused the handshake (``exc`` says which keys to check).
+
+        ZeroMQ does not try again after a refusal, so every request after it
+        fails the same way (:meth:`fail_if_refused`) until the server is heard.
+        """
+        self.up, self._instance = False, None
+        self._refusal = exc
+        self.fail_all(exc)
+
+    def fail_if_refused(self) -> None:
+        """Fail what is pending with the handshake's refusal, if there was one."""
+        if self._refusal is not None and self.entries:
+            self.fail_all(self._refusal)
+
     def ping_due(self) -> bool:
         """Whether to send a heartbeat now; fails every request after too long a silence.
 
@@ -129,7 +161,11 @@ class Pending:
         silent = now - self._heard
         if silent > self._heartbeat_timeout:
             self.up = False
-            self.fail_all(ServerUnavailable(f"no answer from {self.address} for {silent:.1f} s"))
+            # Silence after a refused handshake: the refusal is what to tell.
+            refusal = self._refusal
+            self.fail_all(
+                refusal or ServerUnavailable(f"no answer from {self.address} for {silent:.1f} s")
+            )
             return False
         if now - self._pinged > self._heartbeat_interval:
             self._pinged = now

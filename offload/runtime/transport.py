@@ -76,16 +76,20 @@ class Connection:
         heartbeat_timeout: float,
         curve: tuple[bytes, bytes, bytes] | None = None,
         observer: Observer | None = None,
+        max_reply: int | None = None,
     ) -> None:
         """``curve``: (this client's public key, its secret key, the server's public key).
 
-        ``observer``: one observer from the start (see :meth:`observe`).
+        ``observer``: one observer from the start (see :meth:`observe`). ``max_reply``:
+        the most bytes a reply may have (header and payload); a larger one fails its
+        request as its frames arrive, before it is all in memory (None: no limit).
         """
         self.address = address
         #: The data socket's routing id, chosen here: heartbeats vouch for it.
         self.identity = b"c" + secrets.token_bytes(15)
         self._link = Link(context, address, self.identity, curve, int(heartbeat_interval * 1000))
         self._observers: tuple[Observer, ...] = () if observer is None else (observer,)
+        self._max_reply = max_reply
 
         self._mutex = threading.Lock()
         self._io_cond = threading.Condition(self._mutex)
@@ -352,7 +356,9 @@ class Connection:
         events = link.wait()
         sock = link.sock
         while sockets.readable(sock):
-            self._dispatch(sock.recv_multipart(copy=False))
+            reply = link.receive(self._pending, self._max_reply)
+            if reply is not None:
+                self._dispatch(reply)
         link.service(events, self._pending)
 
     def _dispatch(self, frames: list[zmq.Frame]) -> None:
@@ -360,8 +366,9 @@ class Connection:
         pending.heard()
         try:
             header = protocol.decode_header(frames[0].buffer)
-        except ProtocolError:
-            return  # not from an offload server; nothing to route it to
+        except ProtocolError as exc:  # its call (if its id can be read) fails: never a hang
+            pending.fail(protocol.peek_request_id(frames[0].buffer), exc)
+            return
         if self._observers:
             self._notify(header.request_id, RECEIVED, header.kind, frames)
         pending.resolve(header, frames[1:])
