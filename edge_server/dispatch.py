@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from offload._exceptions import (
 from offload.runtime import errors
 from offload.runtime.states import JobState
 
+from . import stopsig
 from .admission import Job
 from .channel import Channel
 from .config import ServerConfig
@@ -108,12 +108,12 @@ class Dispatcher:
         self.pool.kill(worker, why)
         return job
 
-    def signal(self, worker: Worker, signum: int) -> None:
-        """Ask a worker's checkpointed job to stop at its next checkpoint."""
+    def signal(self, worker: Worker, kind: int) -> None:
+        """Ask a worker's checkpointed job to stop at its next checkpoint (:mod:`.stopsig`)."""
         if worker.job is not None and worker.job.checkpointed:
             with contextlib.suppress(ProcessLookupError):
                 if worker.process.pid:
-                    os.kill(worker.process.pid, signum)
+                    os.kill(worker.process.pid, stopsig.signum(kind, worker.handed - 1))
 
     def pause(self, client: bytes, request_id: int) -> None:
         """Stop a client's job at its next checkpoint (running) or before it starts (queued)."""
@@ -125,7 +125,7 @@ class Dispatcher:
         for worker in self.running():
             job = worker.job
             if job is not None and job.client == client and job.request_id == request_id:
-                self.signal(worker, signal.SIGUSR1)
+                self.signal(worker, stopsig.PAUSE)
                 return
 
     def withdraw(self, client: bytes, request_ids: set[int]) -> list[int]:
@@ -215,6 +215,7 @@ class Dispatcher:
             self.idle.appendleft(worker)
             self.fail(job, ProtocolError(f"cannot run: {exc}"))
             return
+        worker.handed += 1  # as the worker counts the jobs it receives (stop signals)
         self.dispatched_at = time.perf_counter()
         worker.deadline = time.monotonic() + job.timeout if job.timeout else None
 

@@ -49,6 +49,7 @@ class Worker:
     channel: Channel | None = None
     cpu_ns: int = 0  # CPU time it had used when it last reported (ready, or a job done)
     oom: bool = False  # the kernel killed it for its memory cgroup's limit
+    handed: int = 0  # jobs sent to it (names the job a stop signal is for)
 
     @property
     def sentinel(self) -> int:

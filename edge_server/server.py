@@ -29,7 +29,6 @@ import logging
 import os
 import secrets
 import select
-import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,6 +47,7 @@ from offload._exceptions import (
 )
 from offload.runtime import errors, protocol, sockets
 
+from . import stopsig
 from .admission import admit
 from .arena import arena_dir, remove_stale_files
 from .clients import Clients
@@ -276,7 +276,7 @@ class EdgeServer:
                 len(self._queue),
             )
             for worker in self._workers.running():
-                self._workers.signal(worker, signal.SIGUSR2)
+                self._workers.signal(worker, stopsig.CLOSING)
         return not self._running() or now - self._closing_since > self.config.close_grace
 
     def _wait(self, fdpoll: select.poll) -> list[tuple[int, int]]:

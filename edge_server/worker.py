@@ -17,9 +17,9 @@ Messages with the server (over a :class:`~edge_server.channel.Channel`)::
 
 The client's header is forwarded untouched; the reply and checkpoint headers
 are built here, so the server only routes. A checkpointed job is asked to
-stop at its next checkpoint by a signal: SIGUSR1 (the client paused it) or
-SIGUSR2 (the server is closing); the handler only sets a flag on the running
-job's session. Arguments are loaded with the restricted unpickler;
+stop at its next checkpoint by a signal that names the job (:mod:`.stopsig`:
+the client paused it, or the server is closing); the handler only sets a flag
+on that job's session. Arguments are loaded with the restricted unpickler;
 numpy arrays among them point into the in arena, which stays valid until the
 job ends (a function must not keep a reference to an argument buffer across
 calls).
@@ -54,6 +54,7 @@ from offload._exceptions import (
 from offload.runtime import checkpoint, errors, protocol, serialize
 from offload.runtime.compression import decompress
 
+from . import stopsig
 from .arena import ArenaPool, ArenaReader
 from .channel import Channel
 from .clean import Baseline
@@ -68,10 +69,12 @@ def run_worker(
     identity: bytes, backend: str, config: ServerConfig, arena_directory: str, arena_prefix: str
 ) -> None:
     """Entry point of a worker process (started with the ``spawn`` method)."""
+    global _slot
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the server decides when workers stop
-    signal.signal(signal.SIGUSR1, _ask_to_stop)
-    signal.signal(signal.SIGUSR2, _ask_to_stop)
+    for ignored in (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(ignored, signal.SIG_IGN)  # the server decides when workers stop
+    for number in stopsig.all_signals():
+        signal.signal(number, _ask_to_stop)
     registry = Registry.load(config.apps, config.types)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(backend)  # first: the server's directory may be in what isolate() covers
@@ -82,6 +85,7 @@ def run_worker(
     results = ArenaPool(directory, arena_prefix)
     limits.install()
     baseline = Baseline()
+    jobs_seen = 0  # as the server counts the jobs it hands this worker (stopsig)
     channel.send([b"R", identity, time.process_time_ns().to_bytes(8, "big")])
     try:
         while True:
@@ -97,6 +101,7 @@ def run_worker(
                 continue
             job_id, header_frame, name, spans = (bytes(f) for f in frames[1:5])
             payload = reader.unpack(name, spans, frames[5:])
+            _slot, jobs_seen = jobs_seen % stopsig.SLOTS, jobs_seen + 1
 
             def ship(state_frames: list[Any], job_id: bytes = job_id) -> None:
                 channel.send([b"C", job_id, *state_frames])
@@ -157,10 +162,12 @@ def execute(
             state, every, functools.partial(_ship_state, ship, request_id, config), count
         )
     start = time.perf_counter_ns()
-    global _running, _stop_early
-    _running = session
-    if session is not None and _stop_early is not None:
-        session.stop = _stop_early
+    global _running
+    _running = session  # first: a stop for this job from now on reaches the session
+    early = _stop_early.pop(_slot, None)
+    _stop_early.clear()  # stops for earlier jobs that arrived late: ignored
+    if session is not None and early is not None:
+        session.stop = early
     if limits is not None:
         limits.start_job()
     try:
@@ -184,7 +191,7 @@ def execute(
     finally:
         if limits is not None:
             limits.end_job()  # first: no SIGXCPU may land in what follows
-        _running, _stop_early = None, None
+        _running = None
     elapsed = time.perf_counter_ns() - start
     try:
         codecs, frames = serialize.dumps(value, compress=config.compression == "auto")
@@ -260,18 +267,21 @@ def _load_arguments(
 _running: checkpoint.Session | None = None
 
 
-#: A stop asked for before the job's session existed (it adopts it).
-_stop_early: str | None = None
+#: The stop-signal slot of the job this worker runs now (:mod:`.stopsig`).
+_slot = 0
+
+#: Stops asked for before their job's session existed, by slot (the job adopts its own).
+_stop_early: dict[int, str] = {}
 
 
 def _ask_to_stop(signum: int, frame: Any) -> None:
-    global _stop_early
-    why = "paused" if signum == signal.SIGUSR1 else "server closing"
+    kind, slot = stopsig.decode(signum)
+    why = stopsig.REASONS[kind]
     session = _running
-    if session is not None:
+    if session is not None and slot == _slot:
         session.stop = why
-    else:
-        _stop_early = why
+    else:  # for a job whose session does not exist yet, or a late one (then ignored)
+        _stop_early[slot] = why
 
 
 def _ship_state(

@@ -346,3 +346,21 @@ def test_a_job_shipped_by_value_can_still_be_paused(shipping_server):
         assert job.progress.where == "paused"
         job.resume("local")
         assert job.result(timeout=30) == EXPECTED
+
+
+def test_a_late_stop_signal_for_an_earlier_job_does_not_stop_the_next(make_server, tmp_path):
+    import signal
+
+    from edge_server import stopsig
+
+    server = make_server(workers=1)
+    where = offload.offload(apps.where.__wrapped__, mode="remote")
+    counting = offload.offload(apps.count_up.__wrapped__, mode="remote", checkpoint_every=0.05)
+    with offload.Client(server) as client:
+        worker = client.call(where, (), {})  # the worker's job 0
+        job = client.submit(counting, N, STEP, str(tmp_path / "steps"))  # its job 1
+        wait_for(lambda: job.progress.checkpoints >= 2)
+        os.kill(worker, stopsig.signum(stopsig.PAUSE, 0))  # late: meant for job 0
+        os.kill(worker, signal.SIGUSR1)  # not a stop signal any more: ignored
+        assert job.result(timeout=30) == EXPECTED
+        assert job.progress.runs == 1  # never stopped, never resumed
