@@ -36,8 +36,9 @@ from typing import Any
 
 #: Frames of at least this many bytes go through the arena; smaller ones inline.
 ARENA_MIN = 256 * 1024
-#: An arena larger than this is not kept for reuse once its frames are done with: a
-#: burst of large calls must not leave workers x arenas x the largest call in RAM.
+#: An arena larger than this is given back once its worker has been idle a while
+#: (``edge_server.pool.ARENA_IDLE_S``): a burst of large calls must not leave
+#: workers x arenas x the largest call in RAM.
 KEEP_MAX = 32 * 2**20
 _ALIGN = 64
 _SPAN = struct.Struct("!BQQ")
@@ -145,9 +146,15 @@ class ArenaPool:
         writer = self._busy.pop(name, None)
         if writer is None:
             return
-        if len(self._free) < self.KEEP and writer.size <= KEEP_MAX:
-            self._free.append(writer)
+        if len(self._free) < self.KEEP:
+            self._free.append(writer)  # large ones too, until trim(): the next call may reuse it
         else:
+            writer.close()
+
+    def trim(self) -> None:
+        """Give back the kept arenas larger than :data:`KEEP_MAX` (the worker is idle)."""
+        for writer in [w for w in self._free if w.size > KEEP_MAX]:
+            self._free.remove(writer)
             writer.close()
 
     def close(self) -> None:

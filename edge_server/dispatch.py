@@ -42,7 +42,7 @@ from .channel import Channel
 from .config import ServerConfig
 from .fairqueue import FairQueue
 from .ledger import Ledger, outcome
-from .pool import Pool, Worker
+from .pool import ARENA_IDLE_S, Pool, Worker
 
 log = logging.getLogger("edge_server")
 
@@ -216,6 +216,7 @@ class Dispatcher:
             self.fail(job, ProtocolError(f"cannot run: {exc}"))
             return
         worker.handed += 1  # as the worker counts the jobs it receives (stop signals)
+        worker.trim_at = None  # busy: its arenas are in use
         self.dispatched_at = time.perf_counter()
         worker.deadline = time.monotonic() + job.timeout if job.timeout else None
 
@@ -273,7 +274,9 @@ class Dispatcher:
             return
         job = worker.job
         worker.job, worker.deadline = None, None
-        worker.in_arena.trim()  # the job's payload is done with: no large arena kept idle
+        # Large arenas stay for the next call while calls keep coming; Pool.trim_idle gives
+        # them back once the worker has been idle for ARENA_IDLE_S.
+        worker.trim_at = time.monotonic() + ARENA_IDLE_S if len(frames) > 4 and frames[4] else None
         if not worker.killed:
             self.idle.append(worker)
         if job is None or int.from_bytes(frames[1], "big") != job.id:

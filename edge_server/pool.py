@@ -33,6 +33,12 @@ from .worker import run_worker
 log = logging.getLogger("edge_server.pool")
 
 
+#: Seconds a worker is idle before its arenas over KEEP_MAX are given back: a stream of
+#: large calls reuses them (fresh pages cost about half the throughput at 128 MB), a burst
+#: leaves none behind for long.
+ARENA_IDLE_S = 2.0
+
+
 @dataclass(eq=False)
 class Worker:
     """The server's view of one worker process."""
@@ -50,6 +56,7 @@ class Worker:
     cpu_ns: int = 0  # CPU time it had used when it last reported (ready, or a job done)
     oom: bool = False  # the kernel killed it for its memory cgroup's limit
     handed: int = 0  # jobs sent to it (names the job a stop signal is for)
+    trim_at: float | None = None  # when its large arenas go back, if it is still idle
 
     @property
     def sentinel(self) -> int:
@@ -58,6 +65,22 @@ class Worker:
 
 class Pool:
     """``config.workers`` worker processes connected to ``backend``."""
+
+    def trim_idle(self, now: float) -> float | None:
+        """Give back the large arenas of workers idle since their ``trim_at``; the next due."""
+        due = None
+        for worker in self.by_identity.values():
+            if worker.trim_at is None or worker.job is not None:
+                continue
+            if now < worker.trim_at:
+                due = worker.trim_at if due is None else min(due, worker.trim_at)
+                continue
+            worker.trim_at = None
+            worker.in_arena.trim()
+            if worker.channel is not None and not worker.killed:
+                with contextlib.suppress(OSError):
+                    worker.channel.send([b"T"])  # and the worker its result arenas
+        return due
 
     def __init__(self, config: ServerConfig, workdir: Path, arena_directory: Path, token: str):
         self._config = config

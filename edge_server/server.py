@@ -84,6 +84,7 @@ class EdgeServer:
         self._clients = Clients(self._throttle, self._transmit, _MAX_CLIENTS)
         self._seen = self._clients.seen  # client identity -> when last heard from
         self._clients_checked = 0.0
+        self._trim_due: float | None = None  # when an idle worker's large arenas go back
         self._queue = FairQueue()
         self._next_job = 0
         self._started = time.monotonic()
@@ -254,6 +255,7 @@ class EdgeServer:
             if incoming:
                 pool.accept()
             workers.check_deadlines()
+            self._trim_due = pool.trim_idle(time.monotonic())
             self._check_clients()
             workers.release_arenas()
 
@@ -312,9 +314,9 @@ class EdgeServer:
             self._workers.tracker_wait = min(2 * wait, TRACKER_POLL_MS[1])
             return wait
         deadlines = [w.deadline for w in self._pool.by_identity.values() if w.deadline]
-        due = self._ledger.due()
-        if due is not None:
-            deadlines.append(due)
+        for due in (self._ledger.due(), self._trim_due):
+            if due is not None:
+                deadlines.append(due)
         if self._seen:  # look for vanished clients every second
             deadlines.append(time.monotonic() + 1.0)
         if not deadlines:

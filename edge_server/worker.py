@@ -13,6 +13,7 @@ Messages with the server (over a :class:`~edge_server.channel.Channel`)::
                                                     (:mod:`.clean`): this worker exits
                                                     after it (to be replaced)
     server -> worker   FREE   [b"F", arena name]    that result arena may be written again
+    server -> worker   TRIM   [b"T"]                idle a while: give back large arenas
     server -> worker   STOP   [b"S"]
 
 The client's header is forwarded untouched; the reply and checkpoint headers
@@ -98,6 +99,9 @@ def run_worker(
                 return
             if kind == b"F":
                 results.release(bytes(frames[1]))
+                continue
+            if kind == b"T":
+                results.trim()
                 continue
             job_id, header_frame, name, spans = (bytes(f) for f in frames[1:5])
             payload = reader.unpack(name, spans, frames[5:])

@@ -140,7 +140,9 @@ def test_large_arenas_are_not_kept_idle(tmp_path, monkeypatch):
     assert len(list(tmp_path.iterdir())) == 1
     name, spans, inline = results.pack([large])
     assert bytes(reader.unpack(name, spans, inline)[0]) == large
-    results.release(name)  # grown past KEEP_MAX: removed once done with
+    results.release(name)  # grown past KEEP_MAX: kept while calls keep coming...
+    assert len(list(tmp_path.iterdir())) == 1
+    results.trim()  # ...and given back once the worker is idle
     assert not list(tmp_path.iterdir())
     name, spans, inline = results.pack([small])
     reader.unpack(name, spans, inline)
@@ -198,3 +200,30 @@ def test_a_connected_client_that_never_reads_is_dropped_with_what_it_held(make_s
             wait_for(lambda: watcher.server.health()["held_bytes"] == 0, timeout=30)
     finally:
         stuck.close()
+
+
+def test_large_arenas_are_reused_while_calls_come_and_given_back_when_idle(make_server):
+    from edge_server.arena import KEEP_MAX, arena_dir
+
+    server = make_server(workers=1)
+    echo = offload.offload(apps.echo.__wrapped__, mode="remote")
+    big = os.urandom(KEEP_MAX + 2**20)
+
+    def large_arenas() -> set[str]:
+        prefix = f"offload-{server.process.pid}-"
+        return {
+            p.name
+            for p in arena_dir().glob(prefix + "*")
+            if p.is_file() and p.stat().st_size > KEEP_MAX
+        }
+
+    with offload.Client(server) as client:
+        assert client.call(echo, (big,), {}) == big
+        first = large_arenas()
+        assert client.call(echo, (big,), {}) == big
+        assert first and large_arenas() == first  # the same arenas, reused
+        deadline = time.monotonic() + 15
+        while large_arenas() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not large_arenas()  # idle: given back
+        assert client.call(echo, (big,), {}) == big
