@@ -337,7 +337,13 @@ class EdgeServer:
             self._reply_error(client, rid or 0, exc)
             return
         if header.kind == protocol.PING:
-            load = self._load.load(self.health(), self._next_job, now)
+            counts = {  # what the load needs, not the whole health check: PINGs are frequent
+                "queued": len(self._queue),
+                "running": sum(w.job is not None for w in self._pool.by_identity.values()),
+                "workers": len(self._pool.by_identity),
+                "queue_size": self.config.queue_size,
+            }
+            load = self._load.load(counts, self._next_job, now)
             self._clients.ping(client, header, frames, now, self._info, load)
             return
         who = self._clients.admit(client, header, frames[1], now)
