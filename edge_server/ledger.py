@@ -6,7 +6,8 @@ keeps a finished job's reply when its client is gone, always with
 ``keep_results="all"``, and always for a call queued before a restart (its
 client stopped waiting for it when the old server died). It answers the
 clients' control requests about their jobs: ``jobs``, ``status``, ``result``,
-``wait``, ``cancel``, ``usage``, ``health``. A client only ever sees its own
+``wait``, ``cancel``, ``moved`` (the client ran a paused or interrupted job on
+elsewhere), ``usage``, ``health``. A client only ever sees its own
 jobs: the owner is its CurveZMQ public key (without encryption every client
 is the same anonymous owner).
 
@@ -28,6 +29,7 @@ from offload._exceptions import (
     JobNotFinished,
     JobStopped,
     NotCancellable,
+    NotMovable,
     OffloadError,
     ProtocolError,
     ResultNotKept,
@@ -50,6 +52,7 @@ MAX_WAITERS = 10_000  # pending ``wait`` requests over all clients
 MAX_WAITERS_PER_OWNER = 100
 _EXPIRE_EVERY = 60.0  # seconds between sweeps of expired results and history
 _LIMIT_MAX = 1000  # most jobs one ``jobs`` request lists
+_ALIVE_EVERY = 1.0  # seconds between the store's notes that the server lives, while jobs run
 
 Send = Callable[[bytes, list[Any]], None]
 
@@ -78,6 +81,8 @@ class Ledger:
         self._waiters: dict[int, list[tuple[bytes, int, str]]] = {}
         self._waiting: Counter[str] = Counter()  # pending waits per owner
         self._expired_at = 0.0
+        self._running: set[int] = set()  # while any job runs, the store hears that we live
+        self._alive_at = 0.0
         self.budget = Budget(config.memory_budget, config.client_budget)
 
     # -- what happens to jobs ---------------------------------------------------------------------
@@ -95,6 +100,10 @@ class Ledger:
             job.checkpointed,
         )
         self._new.append(job)
+        if job.checkpointed:  # its client names the job by the server's id from now on
+            self._send(
+                job.client, [protocol.encode_header(protocol.ACCEPTED, job.request_id, aux=job.id)]
+            )
 
     def recover(self) -> list[Job]:
         """The calls the store holds from before a restart, as jobs to queue again.
@@ -127,12 +136,14 @@ class Ledger:
     def started(self, job: Job) -> None:
         """A worker took the call."""
         job.state = JobState.RUNNING
+        self._running.add(job.id)
         self.store.started(job.id, job.stored)
         job.stored = False
 
     def requeued(self, job: Job) -> None:
         """A started job goes back to the queue (its worker died before taking it)."""
         job.state = JobState.QUEUED
+        self._running.discard(job.id)
         self.store.requeued(job.id)
         self.store.waiting(job.id, [f.buffer for f in job.frames])
         job.stored = True
@@ -146,6 +157,7 @@ class Ledger:
     ) -> None:
         """Job ``job`` finished in ``state``; ``reply`` is kept if its client is not there."""
         job.state = state
+        self._running.discard(job.id)
         self.release(job)
         keep = reply is not None and (
             job.keep or self._config.keep_results == "all" or not self._connected(job.client)
@@ -188,6 +200,9 @@ class Ledger:
                     self.store.waiting(job.id, [f.buffer for f in job.frames])
                     job.stored = True
             self._new.clear()
+        if self._running and now - self._alive_at >= _ALIVE_EVERY:
+            self._alive_at = now
+            self.store.alive()  # a crash then records how long its jobs ran
         due = self.store.due()
         if due is not None and due <= now:
             self.commit()
@@ -238,6 +253,15 @@ class Ledger:
                 if job["state"] in FINISHED or not self._cancel(job["id"]):
                     raise NotCancellable(f"job {job['id']} is {job['state']}")
                 self._answer(client, request_id, {"job": self._status(job["id"], owner)})
+            elif op == "moved":  # {"job": N, "to": "local" | an address | "job M"}
+                to = body.get("to")
+                if not isinstance(to, str) or not 0 < len(to) <= 300:
+                    raise ProtocolError("to must name where the job went on")
+                job_id = _job_id(body)
+                if not self.store.moved(job_id, owner, to):
+                    job = self._status(job_id, owner)
+                    raise NotMovable(f"job {job_id} is {job['state']}, not paused or interrupted")
+                self._answer(client, request_id, {"job": self._status(job_id, owner)})
             elif op == "withdraw":  # calls of this connection no worker has taken yet
                 ids = body.get("requests")
                 if not isinstance(ids, list) or not all(type(i) is int for i in ids):

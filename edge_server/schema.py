@@ -29,7 +29,7 @@ from typing import IO, Any, Concatenate, ParamSpec, TypeVar
 from offload._exceptions import ConfigError, StoreError
 from offload.runtime.states import JobState
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 COLUMNS = (
     "id",
     "owner",
@@ -44,7 +44,12 @@ COLUMNS = (
     "cpu_s",
     "error",
     "kept",
+    "moved_to",
 )
+#: How a file of each older schema version becomes the current one, in order.
+_MIGRATIONS = {
+    1: "ALTER TABLE jobs ADD COLUMN moved_to TEXT",  # v2: where a moved or resumed job went on
+}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,7 +69,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     kept INTEGER NOT NULL DEFAULT 0,
     timeout REAL NOT NULL,
-    checkpointed INTEGER NOT NULL
+    checkpointed INTEGER NOT NULL,
+    moved_to TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, id);
 -- no index on state: every transition would write it, and only a restart asks by state
@@ -118,12 +124,25 @@ def open_store(path: Path) -> tuple[sqlite3.Connection, IO[str]]:
         row = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
         if row is None:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise ConfigError(f"{path}: schema {row[0]}, this server reads {SCHEMA_VERSION}")
+        else:
+            _migrate(db, path, int(row[0]))
     except (sqlite3.Error, ValueError) as exc:
         lock.close()
         raise ConfigError(f"cannot open the job store {path}: {exc}") from exc
     return db, lock
+
+
+def _migrate(db: sqlite3.Connection, path: Path, version: int) -> None:
+    """Bring a file of schema ``version`` to :data:`SCHEMA_VERSION` in one transaction."""
+    if version == SCHEMA_VERSION:
+        return
+    if version not in _MIGRATIONS:
+        raise ConfigError(f"{path}: schema {version}, this server reads {SCHEMA_VERSION}")
+    db.execute("BEGIN")
+    for step in range(version, SCHEMA_VERSION):
+        db.execute(_MIGRATIONS[step])
+    db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(SCHEMA_VERSION),))
+    db.execute("COMMIT")
 
 
 def row_dict(row: Sequence[Any]) -> dict[str, Any]:

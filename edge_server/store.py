@@ -14,9 +14,9 @@ the database (disk full, I/O error, a value it cannot bind) leaves a method
 as :class:`~offload.StoreError`; one of opening it as
 :class:`~offload.ConfigError`.
 
-States (:class:`~offload.runtime.states.JobState`): queued -> running -> done
-| failed | cancelled; paused (a checkpointed job stopped at a safe point, its
-state gone home).
+States: :class:`~offload.runtime.states.JobState`. Every flush also records
+when the server was last alive (``meta.alive``), so a job a crash interrupted
+is recorded as having run until then, not until the restart.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from offload._exceptions import ConfigError
-from offload.runtime.states import JobState
+from offload.runtime.states import MOVABLE, JobState
 
 from .payloads import PayloadFiles
-from .schema import COLUMNS, numbered, open_store, row_dict, signed, translated
+from .schema import COLUMNS, open_store, row_dict, signed, translated
+from .unwritten import Unwritten
 
 log = logging.getLogger("edge_server")
 
@@ -73,13 +74,7 @@ class Store:
         self._file_min = file_min
         self._in_files: set[int] = set()  # jobs whose waiting call is a payload file
         self._reclaimed = 0.0
-        self._added: list[tuple[Any, ...]] = []
-        self._payloads: list[tuple[int, Sequence[Any]]] = []
-        self._started: list[tuple[float, int]] = []
-        self._ended: list[tuple[Any, ...]] = []
-        self._usage: list[tuple[Any, ...]] = []
-        self._results: list[tuple[int, Sequence[Any]]] = []
-        self._dropped: list[tuple[int]] = []
+        self._unwritten = Unwritten()
         self._oldest = 0.0  # when the oldest unwritten change was made (0: none)
 
     @translated()
@@ -109,7 +104,7 @@ class Store:
         """A call was accepted into the queue."""
         rid = signed(request_id)
         row = (job_id, owner, function, rid, client, JobState.QUEUED, time.time(), bytes_in)
-        self._added.append((*row, timeout, int(checkpointed)))
+        self._unwritten.added.append((*row, timeout, int(checkpointed)))
         self._touch()
 
     def waiting(self, job_id: int, frames: Sequence[Any]) -> None:
@@ -118,18 +113,18 @@ class Store:
             self.files.put(job_id, "call", frames)  # off the event loop
             self._in_files.add(job_id)
         else:
-            self._payloads.append((job_id, frames))
+            self._unwritten.payloads.append((job_id, frames))
         self._touch()
 
     def _drop_call(self, job_id: int) -> None:
-        self._dropped.append((job_id,))
+        self._unwritten.dropped.append((job_id,))
         if job_id in self._in_files:
             self._in_files.discard(job_id)
             self.files.drop(job_id, "call")
 
     def started(self, job_id: int, stored_payload: bool) -> None:
         """A worker took the call (its stored payload, if any, is no longer needed)."""
-        self._started.append((time.time(), job_id))
+        self._unwritten.started.append((time.time(), job_id))
         if stored_payload:
             self._drop_call(job_id)
         self._touch()
@@ -153,22 +148,42 @@ class Store:
         error: str | None,
         reply: Sequence[Any] | None = None,
         stored_payload: bool = False,
+        at: float | None = None,
     ) -> None:
-        """A job finished in ``state``; ``reply`` (its frames) is kept for later download."""
+        """A job finished in ``state`` (at ``at``, else now); ``reply`` (its frames) is kept."""
         if error is not None:  # text from a job may hold lone surrogates SQLite cannot store
             error = error.encode("utf-8", "replace").decode()
-        self._ended.append(
-            (state, time.time(), bytes_out, cpu_s, error, int(reply is not None), job_id)
+        self._unwritten.ended.append(
+            (state, at or time.time(), bytes_out, cpu_s, error, int(reply is not None), job_id)
         )
-        self._usage.append((owner, cpu_s, bytes_in, bytes_out))
+        self._unwritten.usage.append((owner, cpu_s, bytes_in, bytes_out))
         if reply is not None:  # copied: the frames may be in an arena a worker reuses
             copied = [bytes(f) for f in reply]
             if sum(len(f) for f in copied) >= self._file_min:
                 self.files.put(job_id, "result", copied)
             else:
-                self._results.append((job_id, copied))
+                self._unwritten.results.append((job_id, copied))
         if stored_payload:
             self._drop_call(job_id)
+        self._touch()
+
+    @translated()
+    def moved(self, job_id: int, owner: str, to: str) -> bool:
+        """``owner``'s paused or interrupted job went on at ``to``; False if it is not one.
+
+        On this server it was ``resumed`` (``to`` names the new job), elsewhere
+        ``moved``. Written at once: it is rare, and its client may ask next.
+        """
+        self.flush()
+        state = JobState.RESUMED if to.startswith("job ") else JobState.MOVED
+        changed = self._db.execute(
+            "UPDATE jobs SET state=?, moved_to=? WHERE id=? AND owner=? AND state IN (?, ?)",
+            (state, to, job_id, owner, *MOVABLE),
+        ).rowcount
+        return changed == 1
+
+    def alive(self) -> None:
+        """Record soon that the server is alive (while jobs run and nothing else is written)."""
         self._touch()
 
     def _touch(self) -> None:
@@ -179,7 +194,7 @@ class Store:
         """When :meth:`flush` should next run (monotonic clock; None: nothing to write)."""
         if not self._oldest:
             return None
-        return 0.0 if self._payloads else self._oldest + FLUSH_EVERY
+        return 0.0 if self._unwritten.payloads else self._oldest + FLUSH_EVERY
 
     @translated(ValueError)  # ValueError, OverflowError: a value SQLite cannot bind
     def flush(self) -> None:
@@ -189,42 +204,8 @@ class Store:
         db = self._db
         try:
             db.execute("BEGIN")
-            if self._added:  # ids are never given twice, even after the jobs expire
-                last = max(row[0] for row in self._added)
-                db.execute(
-                    "INSERT INTO meta VALUES ('last_id', ?) ON CONFLICT (key) DO UPDATE SET "
-                    "value = MAX(CAST(value AS INTEGER), excluded.value)",
-                    (last,),
-                )
-            db.executemany(
-                "INSERT OR REPLACE INTO jobs (id, owner, function, request_id, client, state, "
-                "submitted, bytes_in, timeout, checkpointed) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                self._added,
-            )
-            db.executemany(
-                "INSERT OR REPLACE INTO frames VALUES (?, 'call', ?, ?)",
-                numbered(self._payloads),
-            )
-            db.executemany(
-                "UPDATE jobs SET state=?, started=? WHERE id=? AND state=?",
-                [(JobState.RUNNING, at, job, JobState.QUEUED) for at, job in self._started],
-            )
-            db.executemany(
-                "UPDATE jobs SET state=?, finished=?, bytes_out=?, cpu_s=?, error=?, kept=? "
-                "WHERE id=?",
-                self._ended,
-            )
-            db.executemany(
-                "INSERT INTO usage VALUES (?, 1, ?, ?, ?) ON CONFLICT (owner) DO UPDATE SET "
-                "jobs=jobs+1, cpu_s=cpu_s+excluded.cpu_s, bytes_in=bytes_in+excluded.bytes_in, "
-                "bytes_out=bytes_out+excluded.bytes_out",
-                self._usage,
-            )
-            db.executemany(
-                "INSERT OR REPLACE INTO frames VALUES (?, 'result', ?, ?)",
-                numbered(self._results),
-            )
-            db.executemany("DELETE FROM frames WHERE job=? AND part='call'", self._dropped)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('alive', ?)", (time.time(),))
+            self._unwritten.write(db)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -234,16 +215,7 @@ class Store:
             self._clear()
 
     def _clear(self) -> None:
-        for pending in (
-            self._added,
-            self._payloads,
-            self._started,
-            self._ended,
-            self._usage,
-            self._results,
-            self._dropped,
-        ):
-            pending.clear()
+        self._unwritten = Unwritten()
         self._oldest = 0.0
 
     # -- reading --------------------------------------------------------------------------------
@@ -256,24 +228,27 @@ class Store:
         time nobody measured as zero), like any other failure.
         """
         self.flush()
+        alive = self._db.execute("SELECT value FROM meta WHERE key='alive'").fetchone()
         waiting = []
         rows = self._db.execute(
-            "SELECT id, owner, client, request_id, timeout, checkpointed, state, bytes_in "
-            "FROM jobs WHERE state IN (?, ?) ORDER BY id",
+            "SELECT id, owner, client, request_id, timeout, checkpointed, state, bytes_in, "
+            "started FROM jobs WHERE state IN (?, ?) ORDER BY id",
             (JobState.QUEUED, JobState.RUNNING),
         ).fetchall()
-        for job_id, owner, client, rid, timeout, checkpointed, state, bytes_in in rows:
+        for job_id, owner, client, rid, timeout, checkpointed, state, bytes_in, started in rows:
             frames = self.frames(job_id, "call") if state == JobState.QUEUED else []
             if frames:
                 waiting.append(
                     Waiting(job_id, owner, client, rid % 2**64, timeout, bool(checkpointed), frames)
                 )
                 continue
-            if state == JobState.RUNNING:
+            if state == JobState.RUNNING:  # it ran until the server was last seen alive
                 error = "the server stopped while this job ran"
+                at = max(started or 0.0, float(alive[0])) if alive else None
+                self.ended(job_id, owner, JobState.INTERRUPTED, bytes_in, 0, 0.0, error, at=at)
             else:  # accepted, but the crash came before its payload was written
                 error = "the server stopped before this job's payload was stored"
-            self.ended(job_id, owner, JobState.FAILED, bytes_in, 0, 0.0, error)
+                self.ended(job_id, owner, JobState.FAILED, bytes_in, 0, 0.0, error)
         self.flush()
         kept = self._db.execute("SELECT id FROM jobs WHERE kept=1").fetchall()
         keep = {(w.id, "call") for w in waiting} | {(row[0], "result") for row in kept}

@@ -294,6 +294,8 @@ def _ship_state(
     config: ServerConfig,
     state: Any,
     count: int,
+    done: int,
+    total: int,
 ) -> None:
     """Serialize a checkpoint and send it towards the client (a bad state fails the job)."""
     if ship is None:
@@ -304,9 +306,11 @@ def _ship_state(
         raise PayloadTooLarge(
             f"checkpoint of {size} bytes is over the max_message_size {config.max_message_size}"
         )
-    ship(
-        [protocol.encode_header(protocol.CHECKPOINT, request_id, aux=count, codecs=codecs), *frames]
+    told = protocol.progress_field(done, total)
+    header = protocol.encode_header(
+        protocol.CHECKPOINT, request_id, aux=count, fingerprint=told, codecs=codecs
     )
+    ship([header, *frames])
 
 
 def _die_with_parent() -> None:

@@ -25,7 +25,8 @@ that has one is in brackets.
     │   ├── UnknownJob                      [unknown_job]
     │   ├── JobNotFinished                  [not_finished]
     │   ├── ResultNotKept                   [not_kept]
-    │   └── NotCancellable                  [not_cancellable]
+    │   ├── NotCancellable                  [not_cancellable]
+    │   └── NotMovable                      [not_movable]
     └── RemoteCallError
         ├── UnknownFunction                 [unknown_function]
         │   └── CodeShippingDisabled        [code_shipping_disabled]
@@ -175,6 +176,10 @@ class NotCancellable(JobLookupError):
     """The job has already finished (or is on its way out), so it cannot be cancelled."""
 
 
+class NotMovable(JobLookupError):
+    """The job is not paused or interrupted, so it cannot be recorded as gone on elsewhere."""
+
+
 class NotCheckpointable(OffloadError, TypeError):
     """Pause or resume of a call whose function takes no checkpoints (``checkpoint_every``)."""
 
@@ -224,6 +229,7 @@ ERROR_CODES: dict[str, type[OffloadError]] = {
     "not_finished": JobNotFinished,
     "not_kept": ResultNotKept,
     "not_cancellable": NotCancellable,
+    "not_movable": NotMovable,
     "remote": RemoteError,
 }
 #: The other way: each class that has a wire code, mapped to it.

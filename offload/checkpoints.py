@@ -15,20 +15,22 @@ from typing import IO, Any
 
 from . import _exceptions as errors
 from .api import OffloadedFunction
-from .jobs import Job
+from .jobhost import JobName
 from .runtime import serialize
 from .runtime.files import atomic_write
 
 _FILE_MAGIC = b"OFCK"
 
 
-def checkpoint_path(directory: str | os.PathLike[str], job: Job) -> Path:
+def checkpoint_path(directory: str | os.PathLike[str], job: JobName) -> Path:
     """Where :func:`write_checkpoint` keeps ``job``'s latest checkpoint."""
     name = job.fn.wire_name.replace(":", "-").replace("<", "").replace(">", "")
-    return Path(directory) / f"{name}-{job.id}.ckpt"
+    return Path(directory) / f"{name}-{job.key}.ckpt"
 
 
-def write_checkpoint(directory: str | os.PathLike[str], job: Job, state: Any, count: int) -> None:
+def write_checkpoint(
+    directory: str | os.PathLike[str], job: JobName, state: Any, count: int
+) -> None:
     """Write a job's checkpoint atomically: magic, count, codecs, each frame's length and bytes."""
     codecs, frames = serialize.dumps(state)
 

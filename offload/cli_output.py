@@ -24,7 +24,7 @@ def job_row(job: JobInfo, now: float | None = None) -> dict[str, str]:
     now = time.time() if now is None else now
     return {
         "id": str(job.id),
-        "state": str(job.state.value),
+        "state": state(job),
         "function": job.function,
         "submitted": human.ago(job.submitted, now),
         "took": took(job, now),
@@ -32,6 +32,13 @@ def job_row(job: JobInfo, now: float | None = None) -> dict[str, str]:
         "in": human.size(job.bytes_in),
         "out": human.size(job.bytes_out),
     }
+
+
+def state(job: JobInfo) -> str:
+    """The state, and where a moved or resumed job went: ``moved (here)``, ``resumed (job 9)``."""
+    if job.moved_to is None:
+        return str(job.state.value)
+    return f"{job.state.value} ({'here' if job.moved_to == 'local' else job.moved_to})"
 
 
 def took(job: JobInfo, now: float | None = None) -> str:
@@ -57,7 +64,7 @@ def job_fields(job: JobInfo, now: float | None = None) -> list[tuple[str, str]]:
 
     fields = [
         ("id", str(job.id)),
-        ("state", str(job.state.value)),
+        ("state", state(job)),
         ("function", job.function),
         ("submitted", when(job.submitted)),
         ("started", when(job.started)),

@@ -8,6 +8,7 @@ Every call the server takes is a job with an id, kept in the server's store
     client.server.wait(42)        # block until it has finished
     client.server.result(42)      # its kept result (or its exception, raised)
     client.server.cancel(42)
+    client.server.moved(42, "local")  # a paused or interrupted job went on elsewhere
     client.server.usage()         # metering: jobs, CPU seconds, bytes each way
     client.server.health()
 
@@ -39,7 +40,7 @@ class JobInfo:
     owner: str
     function: str
     request_id: int
-    state: JobState  # a str: queued, running, done, failed, cancelled, paused
+    state: JobState  # a str: queued, running, done, failed, cancelled, paused, interrupted, ...
     submitted: float
     started: float | None
     finished: float | None
@@ -48,6 +49,9 @@ class JobInfo:
     cpu_s: float
     error: str | None
     kept: bool  # its result can be fetched
+    moved_to: str | None = (
+        None  # where a moved or resumed job went on ("local", an address, "job N")
+    )
 
     def as_dict(self) -> dict[str, Any]:
         """The fields as a plain dict (JSON-ready: the state as its string)."""
@@ -122,6 +126,16 @@ class ServerJobs:
     def cancel(self, job_id: int) -> JobInfo:
         """Cancel job ``job_id`` (queued or running); :class:`~offload.NotCancellable` if done."""
         return _info(self._ask({"op": "cancel", "job": job_id})[0]["job"])
+
+    def moved(self, job_id: int, to: str) -> JobInfo:
+        """Record that paused or interrupted job ``job_id`` went on at ``to``.
+
+        ``to``: "local", a server's address, or "job N" (resumed on this
+        server as job N). A :class:`~offload.Job` says this by itself when it
+        resumes; :class:`~offload.NotMovable` if the job is neither paused nor
+        interrupted.
+        """
+        return _info(self._ask({"op": "moved", "job": job_id, "to": to})[0]["job"])
 
     def usage(self) -> dict[str, Any]:
         """This client's totals: jobs, CPU seconds, bytes in and out (zeros if none yet)."""

@@ -116,4 +116,6 @@ def progress_text(progress: Any) -> str:
     count = progress.checkpoints
     where = where or f"on {progress.where}"
     plural = "" if count == 1 else "s"
-    return f"{count} checkpoint{plural}{last}; {where}, run {progress.runs}"
+    done = f"{share(progress.fraction)} done, " if progress.fraction is not None else ""
+    job = f" (job {progress.job_id})" if progress.job_id is not None and where != "paused" else ""
+    return f"{done}{count} checkpoint{plural}{last}; {where}{job}, run {progress.runs}"

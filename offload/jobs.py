@@ -25,70 +25,26 @@ come home as they are taken.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
-from concurrent.futures import Executor, Future
-from dataclasses import dataclass
-from typing import Any, Protocol
+from concurrent.futures import Future
+from typing import Any
 
 from . import _exceptions as errors
 from .api import OffloadedFunction
 from .futures import cancel_now, running_future, settle
-from .human import progress_text
+from .jobhost import JobHost, Progress
 from .remote import Outcome, Remote
 from .runtime.checkpoint import Session, Stopped, running
 
+__all__ = ["Job", "JobHost", "Progress"]
+
+log = logging.getLogger("offload")
+
 #: Failures a job recovers from by running again (from its latest checkpoint).
 RECOVERABLE = (errors.ServerUnavailable, errors.WorkerCrashed, errors.JobStopped)
-
-
-class JobHost(Protocol):
-    """What a job needs from the router that started it: places to run and a checkpoint sink."""
-
-    crash_tolerance: int
-
-    @property
-    def local_executor(self) -> Executor:
-        """Where runs on this device go."""
-        ...
-
-    def connection(self, where: str) -> Remote | None:
-        """The connection for ``where`` ("remote" or an address); None for "local"."""
-        ...
-
-    def fallback_target(self) -> str:
-        """Where a run goes after its server was lost: an address, or "local"."""
-        ...
-
-    def keep_checkpoint(self, job: Job, state: Any, count: int) -> None:
-        """Called with every checkpoint the job receives."""
-        ...
-
-    def note_move(self, job: Job, exc: BaseException, where: str) -> None:
-        """The job's run was lost with ``exc`` and goes on at ``where``: say so."""
-        ...
-
-    def learn_local(self, fn: OffloadedFunction[..., Any], size: int, seconds: float) -> None:
-        """A whole run of ``size`` took ``seconds`` here."""
-        ...
-
-    def learn_remote(
-        self, fn: OffloadedFunction[..., Any], size: int, outcome: Outcome, remote: Remote | None
-    ) -> None:
-        """A whole run of ``size`` went as ``outcome`` on ``remote``."""
-        ...
-
-
-@dataclass(frozen=True)
-class Progress:
-    """How far a job has come: checkpoints taken, when the last one was, where it runs."""
-
-    checkpoints: int
-    last_checkpoint: float | None  # time.time() of the latest one
-    where: str  # "local" or a server's address (of the last run, once done), or "paused"
-    runs: int  # runs started (1 plus recoveries and resumes)
-    __str__ = progress_text  # "12 checkpoints, the last 3 s ago; on tcp://..., run 1"
 
 
 class Job(Future[Any]):
@@ -127,8 +83,14 @@ class Job(Future[Any]):
         #: The function this job runs.
         self.fn = fn
         self._args, self._kwargs, self._size = args, kwargs, size
-        #: A name for this job (checkpoint files are named after it).
-        self.id = uuid.uuid4().hex[:12]
+        #: This device's name for the job, for its whole life (checkpoint files are named after it).
+        self.key = uuid.uuid4().hex[:12]
+        #: The server's id of the job's latest run there (``offload status ID``), and that
+        #: server's address; None until a server accepted a run of it.
+        self.id: int | None = None
+        self.server: str | None = None
+        self._there: tuple[Remote, int] | None = None  # the latest run's server and job id
+        self._done = self._total = 0  # how far it has come, as the function told
         self._lock = threading.Lock()
         self._saved: Any = state  # the latest checkpoint's state
         self._count = count
@@ -159,7 +121,9 @@ class Job(Future[Any]):
     @property
     def progress(self) -> Progress:
         where = "paused" if self.paused else self._where
-        return Progress(self._count, self._when, where, self._runs)
+        return Progress(
+            self._count, self._when, where, self._runs, self.id, self._done, self._total
+        )
 
     def __repr__(self) -> str:
         if self.done():
@@ -167,8 +131,9 @@ class Job(Future[Any]):
         else:
             state = "paused" if self._paused.is_set() else "running" if self._runs else "pending"
         where = f" on {self._where}" if self._where and not self.done() else ""
+        name = f"Job {self.id}" if self.id is not None else f"Job {self.key}"
         return (
-            f"<Job {self.id} of {self.fn.wire_name} {state}{where}, "
+            f"<{name} of {self.fn.wire_name} {state}{where}, "
             f"{self._count} checkpoints, {self._runs} runs>"
         )
 
@@ -241,6 +206,7 @@ class Job(Future[Any]):
         try:
             remote = self._host.connection(where)
             if remote is None:
+                self._tell_moved("local")
                 self._where = "local"
                 local = self._host.local_executor.submit(self._run_here)
                 self._local = local
@@ -261,7 +227,7 @@ class Job(Future[Any]):
         if self.done():
             return
         every = self.fn.checkpoint_every
-        session = Session(self._saved, every or 0.0, self._on_checkpoint, self._count)
+        session = Session(self._saved, every or 0.0, self.checkpointed, self._count)
         with self._lock:
             self._session = session
             if self._pause_wanted or self._cancel_wanted:
@@ -296,7 +262,7 @@ class Job(Future[Any]):
                 inner,
                 wait=False,
                 resume=resume,
-                on_checkpoint=self._on_checkpoint,
+                watcher=self,
             )
         except errors.OffloadError as exc:
             settle(inner, exc=exc)
@@ -353,12 +319,49 @@ class Job(Future[Any]):
         self._host.note_move(self, exc, target)
         self._start(target)
 
-    def _on_checkpoint(self, state: Any, count: int) -> None:
+    # -- what a run reports (as a RunWatcher of its server, or its local Session's sink) --------
+
+    def accepted(self, job_id: int) -> None:
+        """A server queued this job's run as its job ``job_id``."""
+        remote = self._host.connection(self._where)
+        if remote is None:
+            return
+        self._tell_moved(f"job {job_id}", remote)
+        self.id, self.server, self._there = job_id, remote.address, (remote, job_id)
+
+    def checkpointed(self, state: Any, count: int, done: int = 0, total: int = 0) -> None:
+        """Checkpoint ``count`` of a run, ``done`` of ``total`` if the function told."""
         if count <= self._count:
             return  # a late one from a run that was already superseded
+        if total:
+            self._done, self._total = done, total
         self._saved, self._count, self._when = state, count, time.time()
         self._crashes = 0  # progress since the last crash
         self._host.keep_checkpoint(self, state, count)
+
+    def _tell_moved(self, to: str, remote: Remote | None = None) -> None:
+        """Tell the server of the previous run that the job went on at ``to`` (best effort).
+
+        Its record then says ``resumed`` (the same server; ``to`` names the new
+        job) or ``moved`` (elsewhere) instead of ``paused`` or ``interrupted``.
+        A server that is gone hears it when it is back, if this connection lives.
+        """
+        there, self._there = self._there, None
+        if there is None:
+            return
+        before, job_id = there
+        if remote is not None and remote is not before:
+            to = remote.address
+        try:
+            _, answer = before.control({"op": "moved", "job": job_id, "to": to})
+        except errors.OffloadError as exc:
+            log.debug("could not tell %s that job %d moved: %s", before.address, job_id, exc)
+            return
+        answer.add_done_callback(
+            lambda done: log.debug(
+                "job %d on %s moved to %s: %r", job_id, before.address, to, done.exception()
+            )
+        )
 
     def _on_stopped(self) -> None:
         if not self._cancel_wanted:

@@ -16,10 +16,10 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import zmq
 import zmq.auth
@@ -48,6 +48,18 @@ class Outcome:
     sent: int  # bytes of the call
     received: int  # bytes of the reply
     alone: bool  # no other call shared the connection meanwhile
+
+
+class RunWatcher(Protocol):
+    """Who hears about a checkpointed call while it runs on a server (a :class:`~offload.Job`)."""
+
+    def accepted(self, job_id: int) -> None:
+        """The server queued the call as its job ``job_id``."""
+        ...
+
+    def checkpointed(self, state: Any, count: int, done: int, total: int) -> None:
+        """Checkpoint ``count`` arrived with ``state``, ``done`` of ``total`` (0, 0: untold)."""
+        ...
 
 
 class Remote:
@@ -90,15 +102,15 @@ class Remote:
         wait: bool,
         by_value: bool | None = None,
         resume: tuple[Any, int, float] | None = None,
-        on_checkpoint: Callable[[Any, int], None] | None = None,
+        watcher: RunWatcher | None = None,
         request_id: int | None = None,
     ) -> int:
         """Send one call; its reply resolves ``future`` to an :class:`Outcome`; return its id.
 
         ``wait``: the calling thread will wait for the reply, and may lead the
         socket meanwhile. ``resume``: the call checkpoints, ``(state to resume
-        from, checkpoints so far, interval)``; each CHECKPOINT that streams back
-        goes to ``on_checkpoint(state, n)``.
+        from, checkpoints so far, interval)``; the server's job id (ACCEPTED) and
+        each CHECKPOINT that streams back go to ``watcher``.
         """
         start = time.perf_counter()
         conn = self.conn
@@ -137,7 +149,7 @@ class Remote:
             codecs=codecs,
         )
         alone = conn.in_flight() == 0
-        decode = functools.partial(self._decode, fn, start, nbytes, alone, on_checkpoint)
+        decode = functools.partial(self._decode, fn, start, nbytes, alone, watcher)
         if fn.ship_code == "missing" and not by_value and self.server_info.get("code_shipping"):
             # The server may lack the function: on UnknownFunction, ship it by value.
             retry = functools.partial(
@@ -147,7 +159,7 @@ class Remote:
                 kwargs,
                 future,
                 resume,
-                on_checkpoint,
+                watcher,
                 request_id,
             )
             inner = running_future()
@@ -201,7 +213,7 @@ class Remote:
         kwargs: dict[str, Any],
         future: Future[Any],
         resume: tuple[Any, int, float] | None,
-        on_checkpoint: Callable[[Any, int], None] | None,
+        watcher: RunWatcher | None,
         request_id: int,
         inner: Future[Any],
     ) -> None:
@@ -216,7 +228,7 @@ class Remote:
                     wait=False,
                     by_value=True,
                     resume=resume,
-                    on_checkpoint=on_checkpoint,
+                    watcher=watcher,
                     request_id=request_id,
                 )
             except Exception as err:
@@ -230,21 +242,24 @@ class Remote:
         start: float,
         sent: int,
         alone: bool,
-        on_checkpoint: Callable[[Any, int], None] | None,
+        watcher: RunWatcher | None,
         header: protocol.Header,
         frames: Sequence[Any],
     ) -> Any:
-        """A reply's :class:`Outcome` (or exception); a CHECKPOINT goes to ``on_checkpoint``."""
-        if header.kind == protocol.CHECKPOINT:
-            if on_checkpoint is None:
-                raise errors.ProtocolError(f"a CHECKPOINT answered a call of {fn.wire_name}")
+        """A reply's :class:`Outcome` (or exception); ACCEPTED and CHECKPOINT go to ``watcher``."""
+        if header.kind in protocol.INTERIM:
+            if watcher is None:
+                raise errors.ProtocolError(f"a checkpoint answered a call of {fn.wire_name}")
+            if header.kind == protocol.ACCEPTED:
+                watcher.accepted(header.aux)
+                return None
             state = serialize.loads(
                 header.codecs,
                 [f.buffer for f in frames],
                 fn.allowlist,
                 self.config.max_message_size,
             )
-            on_checkpoint(state, header.aux)
+            watcher.checkpointed(state, header.aux, *protocol.progress_of(header))
             return None
         if header.kind == protocol.RESULT:
             buffers = [f.buffer for f in frames]

@@ -44,6 +44,7 @@ from .checkpoints import write_checkpoint
 from .config import Config
 from .fallback import FALLBACK, Fallbacks, falls_back
 from .futures import CallFuture, Withdrawer, chain_unless_cancelled, running_future, settle
+from .jobhost import JobName
 from .jobs import Job
 from .profiler import LOCAL, REMOTE, Decider
 from .profiler.sizes import call_size
@@ -233,14 +234,14 @@ class Router:
         """Where a job whose server is lost goes: the backup server if it answers, else here."""
         return self.servers.fallback_target()
 
-    def keep_checkpoint(self, job: Job, state: Any, count: int) -> None:
+    def keep_checkpoint(self, job: JobName, state: Any, count: int) -> None:
         """The checkpoint sink: also keep a job's latest state in ``checkpoint_dir``, if set."""
         if self.config.checkpoint_dir:
             write_checkpoint(self.config.checkpoint_dir, job, state, count)
 
-    def note_move(self, job: Job, exc: BaseException, where: str) -> None:
+    def note_move(self, job: JobName, exc: BaseException, where: str) -> None:
         """A job's run was lost with ``exc`` and goes on at ``where`` (or is "paused")."""
-        self.fallbacks.note_move(job.fn, job.id, exc, where)
+        self.fallbacks.note_move(job.fn, job.key if job.id is None else str(job.id), exc, where)
 
     def learn_local(self, fn: OffloadedFunction[..., Any], size: int, seconds: float) -> None:
         """A whole call of ``size`` ran here in ``seconds``."""

@@ -108,7 +108,7 @@ def count_up(n: int, step: float, log: str) -> int:
         i += 1
         with open(log, "a") as out:
             out.write(f"{os.getpid()} {i}\n")
-        offload_api.checkpoint((i, total))
+        offload_api.checkpoint((i, total), done=i, total=n)
     return total
 
 

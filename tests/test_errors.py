@@ -459,6 +459,9 @@ def test_job_states_are_one_enum_with_the_strings_of_the_wire():
         "failed",
         "cancelled",
         "paused",
+        "interrupted",
+        "resumed",
+        "moved",
     ]
     assert {s.value for s in JobState} == NAMES
     assert JobState.DONE == "done" and str(JobState.DONE) == f"{JobState.DONE}" == "done"

@@ -224,6 +224,7 @@ def test_queued_calls_survive_sigkill_and_run_after_the_restart(tmp_path, unused
                 lambda: [j.state for j in client.server.jobs()] == ["queued"] * 5 + ["running"]
             )
             time.sleep(0.3)  # the waiting payloads are written within one loop pass
+            killed_at = time.time()
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
             for future in [running, *queued]:  # their client learns the server is gone
@@ -236,7 +237,11 @@ def test_queued_calls_survive_sigkill_and_run_after_the_restart(tmp_path, unused
                 assert later.server.wait(job_id, timeout=30).state == "done"
                 assert later.server.result(job_id).tolist() == [10.0 * i] * 4
             lost = later.server.status(ids[0])
-            assert lost.state == "failed" and "stopped while this job ran" in (lost.error or "")
+            # Not the job's failure: the server stopped under it, and it ran until then
+            # (the store's last note that the server lived), not until the restart.
+            assert lost.state == "interrupted" and "stopped while this job ran" in lost.error
+            assert lost.started is not None and lost.finished is not None
+            assert lost.started <= lost.finished <= killed_at
             assert later.server.usage()["jobs"] == 6
     finally:
         _stop(process)
@@ -322,3 +327,25 @@ def test_an_error_text_sqlite_cannot_store_loses_nothing_else(make_server):
         assert call(client, nap, 0.0) == 0.0
         failed = client.server.jobs()[1]
         assert failed.state == "failed" and "bad ? text" in (failed.error or "")
+
+
+def test_an_interrupted_job_is_recorded_as_moved_once_its_server_is_back(tmp_path, unused_tcp_port):
+    address = f"tcp://127.0.0.1:{unused_tcp_port}"
+    process = _start(str(tmp_path), unused_tcp_port)
+    steps, n = tmp_path / "steps", 40
+    try:
+        with offload.Client(address, heartbeat_interval=0.1, heartbeat_timeout=1.0) as client:
+            client.ping(timeout=10)
+            job = client.submit(apps.count_up, n, 0.02, str(steps))
+            wait_for(lambda: job.progress.checkpoints >= 3)
+            first = job.id
+            with pytest.warns(RuntimeWarning, match="resumes here"):
+                process.kill()
+                assert job.result(timeout=30) == sum(i * i for i in range(n))
+            process.wait(timeout=10)
+            process = _start(str(tmp_path), unused_tcp_port)
+            # The client told the dead server where the job went; it hears it once back.
+            wait_for(lambda: client.server.status(first).state == "moved", timeout=20)
+            assert client.server.status(first).moved_to == "local"
+    finally:
+        _stop(process)

@@ -149,6 +149,36 @@ def test_pause_then_resume_on_the_other_side(server, tmp_path):
         assert local.result(timeout=30) == EXPECTED
 
 
+def test_the_servers_records_say_where_a_job_went_on(server, tmp_path):
+    log = tmp_path / "steps"
+    with offload.Client(server) as client:
+        client.ping(timeout=10)
+        job = client.submit(apps.count_up, N, STEP, str(log))
+        wait_for(lambda: job.progress.checkpoints >= 2)
+        first = job.id  # the server's id, from the moment it accepted the call
+        assert first is not None and job.server == server.address
+        assert client.server.status(first).state == "running"
+        progress = job.progress
+        assert progress.job_id == first and progress.total == N
+        assert progress.fraction is not None and 0 < progress.fraction <= 1
+        assert "% done" in str(progress) and f"(job {first})" in str(progress)
+        job.pause()
+        assert client.server.wait(first, timeout=10).state == "paused"
+        job.resume("remote")
+        wait_for(lambda: job.id != first)
+        second = job.id
+        wait_for(lambda: client.server.status(first).state == "resumed")
+        assert client.server.status(first).moved_to == f"job {second}"
+        job.pause()
+        job.resume("local")
+        assert job.result(timeout=30) == EXPECTED
+        wait_for(lambda: client.server.status(second).state == "moved")
+        assert client.server.status(second).moved_to == "local"
+        assert job.id == second  # the id of its latest run on a server
+        with pytest.raises(offload.NotMovable, match="not paused or interrupted"):
+            client.server.moved(second, "local")
+
+
 def test_closing_time_hands_running_jobs_back(tmp_path):
     server = offload.serve_local(
         ["tests.apps"], workers=2, extra_args=["--log-level", "WARNING", "--close-grace", "10"]

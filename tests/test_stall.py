@@ -142,7 +142,7 @@ def test_after_sigkill_the_next_start_sweeps_what_no_job_needs(tmp_path):
             wait_for(lambda: client.server.health()["running"] == 0, timeout=60)
             jobs = client.server.jobs(limit=10)
             assert sum(j.state == "done" for j in jobs) == 4, jobs  # the four that waited
-            assert [j.error for j in jobs if j.state == "failed"] == [
+            assert [j.error for j in jobs if j.state == "interrupted"] == [
                 "the server stopped while this job ran"
             ]
         wait_for(lambda: payload_bytes(tmp_path) == 0)

@@ -10,6 +10,7 @@ import pytest
 import offload
 from edge_server.store import Store
 from offload import ConfigError
+from offload.runtime.states import JobState
 
 
 def _add(store: Store, job_id: int, owner: str = "alice", request_id: int = 7) -> None:
@@ -57,7 +58,7 @@ def test_changes_wait_in_memory_until_due_then_go_in_one_transaction(tmp_path):
     store.close()
 
 
-def test_recovery_requeues_waiting_calls_and_fails_running_ones(tmp_path):
+def test_recovery_requeues_waiting_calls_and_interrupts_running_ones(tmp_path):
     store = Store(tmp_path / "jobs.sqlite")
     for job_id in (1, 2, 3):
         _add(store, job_id, request_id=2**64 - job_id)  # request ids use all 64 bits
@@ -66,6 +67,7 @@ def test_recovery_requeues_waiting_calls_and_fails_running_ones(tmp_path):
     store.flush()
     store.started(1, stored_payload=False)
     store.flush()
+    last_alive = time.time()
     _add(store, 4)  # accepted, but never written before the "crash"
     del store  # no close, no last flush (the lock goes with the file handle, as in a crash)
     reopened = Store(tmp_path / "jobs.sqlite")
@@ -74,9 +76,11 @@ def test_recovery_requeues_waiting_calls_and_fails_running_ones(tmp_path):
         (2, 2**64 - 2, [b"h2", b"p2"]),
         (3, 2**64 - 3, [b"h3", b"p3"]),
     ]
-    failed = reopened.job(1, None)
-    assert failed is not None and failed["state"] == "failed"
-    assert "stopped while this job ran" in failed["error"]
+    lost = reopened.job(1, None)
+    assert lost is not None and lost["state"] == "interrupted"  # not the job's failure
+    assert "stopped while this job ran" in lost["error"]
+    assert lost["started"] <= lost["finished"] <= last_alive  # it ran until the last flush
+    reopened.flush()
     assert reopened.job(4, None) is None
     assert reopened.last_id() == 3
     reopened.close()
@@ -173,3 +177,76 @@ def test_the_ledger_serves_on_when_the_store_fails(tmp_path, caplog):
     ledger.commit()  # logged, not raised: the server serves on
     assert "could not be written" in caplog.text
     store._lock.close()
+
+
+def test_a_paused_or_interrupted_job_is_recorded_as_gone_on_elsewhere(tmp_path):
+    store = Store(tmp_path / "jobs.sqlite")
+    for job_id in (1, 2, 3):
+        _add(store, job_id)
+        store.started(job_id, stored_payload=False)
+    store.ended(1, "alice", JobState.PAUSED, 10, 0, 0.1, None)
+    store.ended(2, "alice", JobState.PAUSED, 10, 0, 0.1, None)
+    assert store.moved(1, "alice", "job 4")  # resumed on this server as job 4
+    assert store.moved(2, "alice", "tcp://10.0.0.2:5555")
+    assert not store.moved(2, "alice", "local")  # once moved, it stays where it went
+    assert not store.moved(3, "alice", "local")  # still running: not the client's to move
+    assert not store.moved(1, "mallory", "local")  # only its owner says where it went
+    assert [(j["state"], j["moved_to"]) for j in (store.job(1, None), store.job(2, None))] == [
+        (JobState.RESUMED, "job 4"),
+        (JobState.MOVED, "tcp://10.0.0.2:5555"),
+    ]
+    store.close()
+
+
+def test_a_store_of_schema_1_is_migrated_in_place(tmp_path):
+    path = tmp_path / "jobs.sqlite"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE jobs DROP COLUMN moved_to")  # as version 1 made it
+    db.execute(
+        "INSERT INTO jobs (id, owner, function, request_id, client, state, submitted, "
+        "bytes_in, timeout, checkpointed) VALUES (7, 'alice', 'm:f', 1, x'00', 'done', 1.0, "
+        "3, 0, 0)"
+    )
+    db.execute("UPDATE meta SET value='1' WHERE key='schema'")
+    db.commit()
+    db.close()
+    store = Store(path)
+    job = store.job(7, "alice")
+    assert job is not None and job["state"] == "done" and job["moved_to"] is None
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT value FROM meta WHERE key='schema'").fetchone() == ("2",)
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("request_body", "error"),
+    [
+        ({"op": "moved", "job": 1}, offload.ProtocolError),  # where to?
+        ({"op": "moved", "job": 1, "to": 5}, offload.ProtocolError),
+        ({"op": "moved", "job": 1, "to": "x" * 301}, offload.ProtocolError),
+        ({"op": "moved", "job": "1", "to": "local"}, offload.ProtocolError),
+        ({"op": "moved", "job": 2, "to": "local"}, offload.UnknownJob),  # another owner's
+        ({"op": "moved", "job": 1, "to": "local"}, offload.NotMovable),  # still running
+    ],
+)
+def test_a_bad_moved_request_gets_a_clear_error(tmp_path, request_body, error):
+    import json
+
+    from edge_server.config import ServerConfig
+    from edge_server.ledger import Ledger
+    from offload.runtime import errors, protocol
+
+    store = Store(tmp_path / "jobs.sqlite")
+    _add(store, 1, owner="alice")
+    _add(store, 2, owner="bob")
+    store.started(1, stored_payload=False)
+    sent: list[tuple[bytes, list]] = []
+    ledger = Ledger(store, ServerConfig(), lambda c, f: sent.append((c, f)), bool, bool, dict)
+    ledger.control(b"me", "alice", 9, json.dumps(request_body).encode())
+    ((_, (header, body)),) = sent
+    assert protocol.decode_header(header).kind == protocol.ERROR
+    assert type(errors.rebuild(protocol.decode_json(body))) is error
+    assert store.job(1, None)["state"] == "running"  # nothing changed
+    store.close()

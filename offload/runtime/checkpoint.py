@@ -8,7 +8,7 @@ is; the runtime decides whether a checkpoint is due, and where it goes::
         row, done = offload.restore((0, []))    # where an earlier run got to, or the start
         for i in range(row, len(a)):
             done.append(product_row(a[i], b))
-            offload.checkpoint((i + 1, done))   # cheap unless 2 s have passed
+            offload.checkpoint((i + 1, done), done=i + 1, total=len(a))  # cheap unless due
         return done
 
 :func:`restore` returns the state of the checkpoint a run resumes from (or
@@ -50,8 +50,9 @@ class Session:
     """The checkpointing of one run: its starting state, its pace, where states go."""
 
     def __init__(
-        self, state: Any, every: float, sink: Callable[[Any, int], None], count: int = 0
+        self, state: Any, every: float, sink: Callable[[Any, int, int, int], None], count: int = 0
     ) -> None:
+        """``sink(state, count, done, total)`` takes each checkpoint (0, 0: no fraction told)."""
         self.state = state
         self.every = every
         self.sink = sink
@@ -61,8 +62,8 @@ class Session:
         #: checkpoint at once and stop there; the value says why ("paused", ...).
         self.stop: str | None = None
 
-    def offer(self, state: Any) -> None:
-        """A safe point with ``state``: keep it if due; stop after it if asked."""
+    def offer(self, state: Any, done: int = 0, total: int = 0) -> None:
+        """A safe point with ``state`` (``done`` of ``total``): keep it if due; stop if asked."""
         stop = self.stop
         now = time.monotonic()
         if stop is None and now - self._last < self.every:
@@ -70,7 +71,7 @@ class Session:
         self._last = now
         self.count += 1
         self.state = state
-        self.sink(state, self.count)
+        self.sink(state, self.count, done, total)
         if stop is not None:
             raise Stopped(stop)
 
@@ -93,8 +94,19 @@ def restore(default: Any = None) -> Any:
     return session.state
 
 
-def checkpoint(state: Any) -> None:
-    """Offer ``state`` as a checkpoint; taken if one is due (see ``checkpoint_every``)."""
+def checkpoint(state: Any, *, done: int | None = None, total: int | None = None) -> None:
+    """Offer ``state`` as a checkpoint; taken if one is due (see ``checkpoint_every``).
+
+    ``done`` of ``total`` (whole numbers, in any unit the function likes:
+    rows, epochs, items) says how far the run has come; the job's
+    :attr:`~offload.Job.progress` shows the fraction with each checkpoint.
+    """
     session = _session.get()
-    if session is not None:
+    if session is None:
+        return
+    if done is None or total is None:
         session.offer(state)
+        return
+    if not 0 <= done <= total < 2**63:
+        raise ValueError(f"checkpoint(done={done!r}, total={total!r}): need 0 <= done <= total")
+    session.offer(state, int(done), int(total))

@@ -77,10 +77,10 @@ class Pending:
     def resolve(self, header: protocol.Header, payload: Sequence[zmq.Frame]) -> None:
         """Resolve the request a reply answers with ``decode(header, payload)``.
 
-        A CHECKPOINT keeps its request waiting for the final reply. A reply to
-        a request no longer waited for is dropped.
+        A CHECKPOINT or ACCEPTED keeps its request waiting for the final reply.
+        A reply to a request no longer waited for is dropped.
         """
-        checkpoint = header.kind == protocol.CHECKPOINT
+        checkpoint = header.kind in protocol.INTERIM
         with self.mutex:
             if checkpoint:  # the call goes on: keep its entry
                 entry = self.entries.get(header.request_id)

@@ -11,7 +11,7 @@ Header layout (``HEADER_PREFIX`` plus variable tail)::
     0       4     magic        b"OFLD"
     4       1     version      protocol version, currently 1; others are refused
     5       1     kind         CALL=1 RESULT=2 ERROR=3 PING=4 PONG=5
-                               CHECKPOINT=6 PAUSE=7 CONTROL=8
+                               CHECKPOINT=6 PAUSE=7 CONTROL=8 ACCEPTED=9
     6       2     flags        bit 0 BY_VALUE: payload frame 0 is the function
                                itself (cloudpickle), shipped because the server
                                may not hold it (the "traditional offloading" path);
@@ -24,9 +24,12 @@ Header layout (``HEADER_PREFIX`` plus variable tail)::
     16      8     aux          CALL: timeout in microseconds (0 = none);
                                RESULT: server-side execution time in nanoseconds;
                                CHECKPOINT: the checkpoint's sequence number;
+                               ACCEPTED: the server's job id
                                PING: bytes of padding asked for in the PONG
                                (a bandwidth probe; at most PROBE_MAX)
-    24      16    fingerprint  CALL: hash of the function's code; zeros otherwise
+    24      16    fingerprint  CALL: hash of the function's code; CHECKPOINT: how
+                               far the run has come, ``done`` and ``total`` (8
+                               bytes each; zeros: not told); zeros otherwise
     40      2     name length  n, the length of the UTF-8 function name
     42      n     name         CALL: "module:qualname"; empty otherwise
     42+n    k     codecs       one byte per payload frame: 0 raw, 1 lz4 block
@@ -41,6 +44,9 @@ Payload by kind:
   into the stream.
 * CHECKPOINT (server to client, any number before the RESULT or ERROR of
   the same request id, in order): the pickle stream and buffers of a state.
+* ACCEPTED (server to client, for a CHECKPOINTED call only, before any
+  CHECKPOINT of it): no payload; the call is queued as the server's job
+  ``aux``, the id its job records and control requests use.
 * PAUSE (client to server): stop the call of this request id at its next
   checkpoint; it ends with ERROR ``stopped`` after its last CHECKPOINT.
 * RESULT: ``[pickle stream, *out-of-band buffers]`` of the return value.
@@ -68,8 +74,10 @@ from .._exceptions import ProtocolError
 MAGIC = b"OFLD"
 VERSION = 1
 
-CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE, CONTROL = 1, 2, 3, 4, 5, 6, 7, 8
-KINDS = frozenset((CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE, CONTROL))
+CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE, CONTROL, ACCEPTED = range(1, 10)
+KINDS = frozenset((CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE, CONTROL, ACCEPTED))
+#: Kinds that answer a request without ending it (its final reply follows).
+INTERIM = frozenset((CHECKPOINT, ACCEPTED))
 
 BY_VALUE = 0x1
 CHECKPOINTED = 0x2
@@ -111,6 +119,20 @@ def encode_header(
         + name
         + codecs
     )
+
+
+_PROGRESS = struct.Struct("!QQ")
+
+
+def progress_field(done: int, total: int) -> bytes:
+    """A CHECKPOINT header's fingerprint field telling ``done`` of ``total``."""
+    return _PROGRESS.pack(done, total)
+
+
+def progress_of(header: Header) -> tuple[int, int]:
+    """``(done, total)`` from a CHECKPOINT header ((0, 0): not told)."""
+    done, total = _PROGRESS.unpack(header.fingerprint)
+    return (done, total) if done <= total else (0, 0)
 
 
 def decode_header(frame: bytes | memoryview) -> Header:

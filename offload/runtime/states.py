@@ -8,6 +8,14 @@ same strings as before there was an enum.
 
     queued -> running -> done | failed | cancelled
                       -> paused (a checkpointed job stopped at a safe point, its state gone home)
+                      -> interrupted (the server stopped while it ran: not the job's failure)
+    paused | interrupted -> resumed (its client ran it on from its checkpoint on this server)
+                         -> moved (its client ran it on elsewhere: here, or another server)
+
+``failed`` is kept for a failure of the job itself (it raised, hit a limit,
+crashed its worker, or could not be loaded). ``resumed`` and ``moved`` are
+set by the job's client (the ``moved`` control request), which knows where
+the job went on; the record then names that place (``moved_to``).
 """
 
 from __future__ import annotations
@@ -24,6 +32,9 @@ class JobState(str, enum.Enum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     PAUSED = "paused"
+    INTERRUPTED = "interrupted"
+    RESUMED = "resumed"
+    MOVED = "moved"
 
     def __str__(self) -> str:
         return self.value
@@ -38,6 +49,8 @@ class JobState(str, enum.Enum):
 
 
 #: The states a job ends in.
-FINISHED = frozenset((JobState.DONE, JobState.FAILED, JobState.CANCELLED, JobState.PAUSED))
+FINISHED = frozenset(JobState) - {JobState.QUEUED, JobState.RUNNING}
+#: The states from which a job's client may say it went on elsewhere.
+MOVABLE = frozenset((JobState.PAUSED, JobState.INTERRUPTED))
 #: Every state's value, as the wire and the store spell it.
 NAMES = frozenset(state.value for state in JobState)

@@ -1,0 +1,82 @@
+"""What a :class:`~offload.jobs.Job` needs from the router that runs it, and what it reports.
+
+:class:`JobHost` is the small public face of :class:`~offload.routing.Router`
+a job sees (places to run, where to go after a loss, a checkpoint sink, the
+profiler's lessons), so the job never reaches into the router; :class:`Progress`
+is how far a job has come.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .api import OffloadedFunction
+from .human import progress_text
+from .remote import Outcome, Remote
+
+
+class JobName(Protocol):
+    """What the host reads of a job: its function, and the names it goes by."""
+
+    fn: OffloadedFunction[..., Any]
+    key: str  # this device's name for it, for its whole life
+    id: int | None  # the server's id of its latest run there
+
+
+class JobHost(Protocol):
+    """What a job needs from the router that started it: places to run and a checkpoint sink."""
+
+    crash_tolerance: int
+
+    @property
+    def local_executor(self) -> Executor:
+        """Where runs on this device go."""
+        ...
+
+    def connection(self, where: str) -> Remote | None:
+        """The connection for ``where`` ("remote" or an address); None for "local"."""
+        ...
+
+    def fallback_target(self) -> str:
+        """Where a run goes after its server was lost: an address, or "local"."""
+        ...
+
+    def keep_checkpoint(self, job: JobName, state: Any, count: int) -> None:
+        """Called with every checkpoint the job receives."""
+        ...
+
+    def note_move(self, job: JobName, exc: BaseException, where: str) -> None:
+        """The job's run was lost with ``exc`` and goes on at ``where``: say so."""
+        ...
+
+    def learn_local(self, fn: OffloadedFunction[..., Any], size: int, seconds: float) -> None:
+        """A whole run of ``size`` took ``seconds`` here."""
+        ...
+
+    def learn_remote(
+        self, fn: OffloadedFunction[..., Any], size: int, outcome: Outcome, remote: Remote | None
+    ) -> None:
+        """A whole run of ``size`` went as ``outcome`` on ``remote``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a job has come: checkpoints taken, when the last one was, where it runs."""
+
+    checkpoints: int
+    last_checkpoint: float | None  # time.time() of the latest one
+    where: str  # "local" or a server's address (of the last run, once done), or "paused"
+    runs: int  # runs started (1 plus recoveries and resumes)
+    job_id: int | None = None  # the server's id of the job's latest run there
+    done: int = 0  # how far it has come, as the function told its latest checkpoint
+    total: int = 0  # (0: not told)
+
+    @property
+    def fraction(self) -> float | None:
+        """``done / total`` when the function tells them (``checkpoint(..., done=, total=)``)."""
+        return self.done / self.total if self.total else None
+
+    __str__ = progress_text  # "12 checkpoints, the last 3 s ago; on tcp://..., run 1"
