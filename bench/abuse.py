@@ -39,6 +39,7 @@ import zmq
 import offload
 from offload.runtime import protocol, serialize
 
+from .progress import steps
 from .workloads import echo, nap, noop
 
 RESULTS = Path(__file__).parent / "results"
@@ -370,7 +371,7 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
         opts["size"] = int(opts_in.size_mb * MB)
     scenarios = []
     with tempfile.TemporaryDirectory(prefix="offload-abuse-") as base:
-        for name in opts_in.scenarios.split(","):
+        for name in steps(opts_in.scenarios.split(","), "scenarios", unit="scenario"):
             record = run_scenario(name, opts, Path(base))
             print(f"{name}: legit {record['legit']}, peak {record['peak']}")
             scenarios.append(record)

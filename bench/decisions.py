@@ -183,7 +183,7 @@ def reshuffled(steps: list[trace.Step], runs: int, seed: int) -> dict[str, dict[
     """
     rng = random.Random(seed)
     ratios: dict[str, dict[str, list[float]]] = {}
-    for _ in range(runs):
+    for _ in steps(range(runs), "reshuffles", unit="order"):
         order: list[trace.Step] = []
         for phase in trace.PHASES:
             batch = [s for s in steps if s.phase == phase.name]

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from . import djos_sim as sim
+from .progress import steps
 
 RESULTS = Path(__file__).parent / "results"
 SLIDES = {"LFOS": 4.5, "EFOS": 4.25, "DJOS": 2.0}
@@ -65,7 +66,7 @@ def series(slots: int, frames: int, seed: int) -> dict[str, Any]:
     setup = SETUPS[slots]
     system = sim.System(slots=slots, mu=(1,) * 5, rho=(0.1,) * 5, weight=M_DEFAULT)
     rows = []
-    for i, lam in enumerate(LAMBDAS[slots]):
+    for i, lam in enumerate(steps(LAMBDAS[slots], f"T={slots} lambdas", unit="lambda")):
         row: dict[str, Any] = {"lambda": lam, "seed": seed + i}
         for policy in POLICIES:
             run = sim.simulate(

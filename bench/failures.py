@@ -41,6 +41,7 @@ import numpy as np
 
 import offload
 
+from .progress import steps
 from .workloads import MOD, matrix_rounds
 
 RESULTS = Path(__file__).parent / "results"
@@ -195,7 +196,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         start = time.perf_counter()
         client.call(matrix_rounds, (a, rounds), {})  # uninterrupted, on the server
         job_s = time.perf_counter() - start
-    for i, (mu, k) in enumerate(QUICK if opts.quick else CASES):
+    for i, (mu, k) in enumerate(steps(QUICK if opts.quick else CASES, "cases", unit="case")):
         with _server() as (_, client):  # each case on a fresh server
             record = run_case(client, a, rounds, per_round, expected, mu, k, job_s, opts.seed + i)
         print(

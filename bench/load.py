@@ -48,6 +48,7 @@ import offload
 from offload.runtime import errors as wire
 from offload.runtime.states import JobState
 
+from .progress import bar
 from .workloads import echo
 
 RESULTS = Path(__file__).parent / "results"
@@ -164,7 +165,11 @@ def run(clients: int, calls: int, workers: int = 2, kill_at: float = 0.0) -> dic
             killed = time.time()
             server.stop()
             server = serve()
-        parts = [out.get(timeout=600) for _ in procs]
+        parts = []
+        with bar(len(procs), f"{clients} clients x {calls} calls", unit="process") as tick:
+            for _ in procs:
+                parts.append(out.get(timeout=600))
+                tick()
         elapsed = time.perf_counter() - start
         for proc in procs:
             proc.join(timeout=30)
@@ -208,7 +213,7 @@ def account(
     unanswered = expected - set(seen) - busy - {tuple(w[:2]) for w in wrong}
     store = store or {}
     recovered = {tuple(v) for v in store.get("recovered", [])}
-    ended_at_restart = store.get("failed_running", 0) + store.get("failed_unstored", 0)
+    ended_at_restart = store.get("interrupted", 0) + store.get("failed_unstored", 0)
     lost = max(0, len(unanswered - recovered) - ended_at_restart)
     report: dict[str, Any] = {
         "answered": len(seen),
@@ -229,7 +234,7 @@ def account(
         recovered=len(store["recovered"]),
         recovered_correct=len(recovered & unavailable) == len(store["recovered"]),
         recovered_also_answered=len(recovered & set(seen)),
-        failed_running=store["failed_running"],
+        interrupted=store["interrupted"],
         failed_unstored=store["failed_unstored"],
         store_other_failures=store["other_failures"],
         reply_lost=reply_lost,
@@ -256,16 +261,16 @@ def _after_restart(server: offload.LocalServer, killed: float) -> dict[str, Any]
 
     Asked through the control plane (``client.server``), and classified by the
     jobs' fields, not their error texts: ``recovered``, the kept results of the
-    calls it ran from its store; ``failed_running`` and ``failed_unstored``,
-    the jobs it recorded failed when it started again (running at the kill, or
-    accepted with the payload not yet written: the one has a start time, the
-    other none); ``done_not_kept``, every other job done (its result went to
+    calls it ran from its store; ``interrupted``, the jobs running at the kill
+    (recorded interrupted when it started again); ``failed_unstored``, those
+    accepted with the payload not yet written (recorded failed, never started);
+    ``done_not_kept``, every other job done (its result went to
     its client, or was lost on the way); ``other_failures``, any other job that
     did not end done, by the exception class of its recorded error.
     """
     found: dict[str, Any] = {
         "recovered": [],
-        "failed_running": 0,
+        "interrupted": 0,
         "failed_unstored": 0,
         "done_not_kept": 0,
         "other_failures": Counter(),
@@ -277,13 +282,10 @@ def _after_restart(server: offload.LocalServer, killed: float) -> dict[str, Any]
                 found["recovered"].append(client.server.result(job.id))
             elif job.state is JobState.DONE:
                 found["done_not_kept"] += 1
-            elif job.state is JobState.FAILED and ended_at_restart and job.submitted <= killed:
-                if job.started is None:
-                    found["failed_unstored"] += 1
-                elif job.started <= killed:  # not a recovered call that failed when rerun
-                    found["failed_running"] += 1
-                else:
-                    found["other_failures"][_error_class(job.error)] += 1
+            elif job.state is JobState.INTERRUPTED and job.submitted <= killed:
+                found["interrupted"] += 1
+            elif job.state is JobState.FAILED and ended_at_restart and job.started is None:
+                found["failed_unstored"] += 1
             elif job.state is not JobState.DONE:
                 found["other_failures"][_error_class(job.error)] += 1
     found["other_failures"] = dict(found["other_failures"])
@@ -330,11 +332,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"## SIGKILL after {kill['killed_at']:.0%} of the calls, then a restart on the same "
         "job store\n\n"
         "| answered | in flight at the kill (ServerUnavailable) | of those: queued, recovered "
-        "from the store, results correct | running (failed) | accepted, not yet stored | "
+        "from the store, results correct | running at the kill | accepted, not yet stored | "
         "lost: ran with the reply lost | lost: never reached the store | duplicates |\n"
         "|---|---|---|---|---|---|---|---|\n"
         f"| {kill['answered']} | {kill['unavailable']} | {kill['recovered']}, "
-        f"{'yes' if kill['recovered_correct'] else 'NO'} | {kill['failed_running']} | "
+        f"{'yes' if kill['recovered_correct'] else 'NO'} | "
+        f"{kill.get('interrupted', kill.get('failed_running'))} | "
         f"{kill['failed_unstored']} | {kill['reply_lost']} | {kill['never_stored']} | "
         f"{kill['duplicates'] + kill['recovered_also_answered']} |\n\n"
         "Lost: no answer came back (no value, no error from the server) and the "

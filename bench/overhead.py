@@ -27,6 +27,7 @@ import numpy as np
 import offload
 from offload.runtime import protocol, serialize
 
+from .progress import steps
 from .rawzmq import RawEcho, interleaved
 from .workloads import echo, noop
 
@@ -81,7 +82,7 @@ def measure(
         raw_call = functools.partial(raw.roundtrip, call_frames(noop))
         off_call = functools.partial(client.call, noop, (), {})
         alternating, back_to_back = [], []
-        for _ in range(rounds):
+        for _ in steps(range(rounds), "no-op rounds", unit="round"):
             alternating.append(_latency(*interleaved([raw_call, off_call], small_n, warmup=300)))
             (raw_block,) = interleaved([raw_call], small_n, warmup=300)
             (off_block,) = interleaved([off_call], small_n, warmup=300)
@@ -93,7 +94,7 @@ def measure(
                 "p50_ratio_range": [ordered[0]["p50_ratio"], ordered[-1]["p50_ratio"]],
             }
         rng = np.random.default_rng(0)
-        for mb in sizes_mb:
+        for mb in steps(sizes_mb, "array echoes", unit="size"):
             array = rng.integers(0, 2**63, size=mb * 2**20 // 8, dtype=np.int64)
             raw_s, off_s = (
                 statistics.median(t)

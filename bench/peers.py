@@ -42,6 +42,7 @@ import offload
 from . import compiled, peer_servers
 from .dcof_report import describe, machine
 from .overhead import _pct
+from .progress import steps
 from .rawzmq import interleaved
 
 RESULTS = Path(__file__).parent / "results"
@@ -229,7 +230,7 @@ def run(names: list[str] | None = None, size: str = "full") -> dict[str, Any]:
     os.environ["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *sys.path])  # workers import bench
     compiled.warm()
     rows: dict[str, Any] = {}
-    for peer in PEERS:
+    for peer in steps(PEERS, "peers", unit="peer"):
         if names and peer.name not in names:
             continue
         if importlib.util.find_spec(peer.package) is None:

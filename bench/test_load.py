@@ -19,9 +19,9 @@ def test_queued_calls_survive_a_sigkill_mid_load():
     assert report["recovered_correct"] and report["recovered_also_answered"] == 0
     assert report["duplicates"] == report["wrong_values"] == 0
     assert report["other_errors"] == [] and report["store_other_failures"] == {}
-    # Every call is accounted for: answered, recovered from the store, recorded failed
+    # Every call is accounted for: answered, recovered from the store, recorded interrupted
     # by the restarted server, or lost (neither an answer nor anything in the store).
-    settled = report["recovered"] + report["failed_running"] + report["failed_unstored"]
+    settled = report["recovered"] + report["interrupted"] + report["failed_unstored"]
     assert report["answered"] + settled + report["lost"] == 240
     assert report["lost"] == report["reply_lost"] + report["never_stored"]
     assert report["lost"] <= report["unavailable"] - report["recovered"]
@@ -48,7 +48,7 @@ def test_a_call_is_lost_only_with_no_answer_and_nothing_in_the_store():
     ]
     store = {
         "recovered": [(0, 2)],  # its kept result, run after the restart
-        "failed_running": 1,  # one recorded failed at the restart
+        "interrupted": 1,  # one recorded interrupted at the restart
         "failed_unstored": 0,
         "done_not_kept": 2,  # (0, 0) answered, and one more ran with its reply lost
         "other_failures": {},
