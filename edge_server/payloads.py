@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import shutil
 import threading
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("edge_server")
+
+WRITER_NICE = 10  # the writer thread's nice value, relative to the server's
 
 _STOP = None
 
@@ -102,6 +105,10 @@ class PayloadFiles:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        # Below the event loop: on a small board the writer, the loop and ZeroMQ's I/O thread
+        # share few cores, and the loop's answers must not wait behind a disk write.
+        with contextlib.suppress(OSError):  # Linux: a thread's own nice value
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICE)
         while True:
             task = self._todo.get()
             if task is _STOP:
