@@ -197,7 +197,9 @@ class Credits:
 
     def total(self) -> int:
         """The sum of every entry: zero, always."""
-        return int(self._db.execute("SELECT COALESCE(SUM(amount), 0) FROM credit_entries").fetchone()[0])
+        return int(
+            self._db.execute("SELECT COALESCE(SUM(amount), 0) FROM credit_entries").fetchone()[0]
+        )
 
     def statement(self, owner: str, limit: int = 50) -> list[dict[str, Any]]:
         """``owner``'s newest entries."""
@@ -369,4 +371,3 @@ def as_credits(micro: int) -> str:
     sign = "-" if micro < 0 else ""
     whole, frac = divmod(abs(micro), MICRO)
     return f"{sign}{whole}.{frac:06d}"
-

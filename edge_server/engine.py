@@ -40,18 +40,25 @@ class Engine(Protocol):
     def stop(self, timeout: float) -> None: ...
     def watched(self) -> set[int] | None:
         """The fds to poll, if they changed since the last call (else None)."""
+
     def handle(self, fds: list[int]) -> None:
         """Read what the ready ``fds`` (among :meth:`watched`) have."""
+
     def housekeeping(self, now: float) -> None:
         """Once per pass: deadlines, arenas, whatever is due."""
+
     def due(self) -> float | None:
         """When :meth:`housekeeping` has something to do next (monotonic), or None."""
+
     def size(self) -> int:
         """Workers (job slots) available now."""
+
     def busy(self) -> int:
         """Jobs running now."""
+
     def health(self) -> dict[str, Any]:
         """Engine-specific numbers for the health check."""
+
     def admit(self, job: Any) -> None:
         """Refuse a job before it is queued (raise the OffloadError its client gets)."""
 

@@ -119,9 +119,7 @@ def run_worker(
                 channel.send([b"C", job_id, *state_frames])
 
             try:
-                reply = execute(
-                    header_frame, payload, registry, config, ship, limits, resume_from
-                )
+                reply = execute(header_frame, payload, registry, config, ship, limits, resume_from)
             except Exception as exc:  # a bug or a hostile value: answer, do not die
                 log.exception("job failed outside the function")
                 reply = errors.error_reply(

@@ -28,7 +28,7 @@ def bundle(modules: Sequence[str], into: Path) -> Path:
     staging.mkdir(parents=True)
     for top in sorted({m.split(".")[0] for m in modules}):
         spec = importlib.util.find_spec(top)
-        if spec is None or spec.origin is None and not spec.submodule_search_locations:
+        if spec is None or (spec.origin is None and not spec.submodule_search_locations):
             raise ConfigError(f"cannot find the app package {top!r} to send to the site")
         if spec.submodule_search_locations:
             source = Path(next(iter(spec.submodule_search_locations)))

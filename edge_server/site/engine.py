@@ -161,8 +161,11 @@ class SiteDispatcher(Dispatcher):
         run = self.runs.get(job_id)
         if run is None:
             return False
-        self.fail(self.stop_job(run, "cancelled"), JobCancelled("cancelled by its owner"),
-                  JobState.CANCELLED)
+        self.fail(
+            self.stop_job(run, "cancelled"),
+            JobCancelled("cancelled by its owner"),
+            JobState.CANCELLED,
+        )
         return True
 
     def dispatch(self) -> None:
@@ -298,7 +301,9 @@ class SiteEngine:
         try:
             self.sock.bind(self.config.site_bind)
         except zmq.ZMQError as exc:
-            raise ConfigError(f"cannot bind the site socket {self.config.site_bind}: {exc}") from exc
+            raise ConfigError(
+                f"cannot bind the site socket {self.config.site_bind}: {exc}"
+            ) from exc
         self.site_address = self.config.site_address or self.sock.getsockopt_string(
             zmq.LAST_ENDPOINT
         )
@@ -311,10 +316,12 @@ class SiteEngine:
                 name="offload-edge-server",
             )
         except (OSError, TimeoutError, ValueError) as exc:
-            raise ConfigError(f"cannot reach the Dask scheduler {self.config.scheduler}: {exc}") \
-                from exc
-        self.apps = apps.bundle(self.config.apps, Path(self._tmp.name)) if self.config.apps \
-            else None
+            raise ConfigError(
+                f"cannot reach the Dask scheduler {self.config.scheduler}: {exc}"
+            ) from exc
+        self.apps = (
+            apps.bundle(self.config.apps, Path(self._tmp.name)) if self.config.apps else None
+        )
         if self.apps is not None:
             self.client.register_plugin(
                 UploadDirectory(str(self.apps), skip_words=("__pycache__",)), name=self.apps.name
@@ -345,11 +352,11 @@ class SiteEngine:
         if not self._changed:
             return None
         self._changed = False
-        return {self.sock.getsockopt(zmq.FD), self._wake_r}
+        return {int(self.sock.getsockopt(zmq.FD)), self._wake_r}
 
     def handle(self, fds: list[int]) -> None:
         # The site socket's fd is edge-triggered (ZeroMQ): read until it has nothing.
-        while self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             self._on_task(self.sock.recv_multipart())
         with contextlib.suppress(BlockingIOError):
             os.read(self._wake_r, 4096)
@@ -501,8 +508,9 @@ class SiteEngine:
                     job_id,
                     run.worker,
                     run.attempts,
-                    "none" if run.checkpoint is None else
-                    protocol.decode_header(run.checkpoint[0]).aux,
+                    "none"
+                    if run.checkpoint is None
+                    else protocol.decode_header(run.checkpoint[0]).aux,
                 )
             if run.stop is not None:
                 self.order(identity, [b"S", bytes([run.stop])])
@@ -529,8 +537,10 @@ class SiteEngine:
         except (ProtocolError, ValueError) as exc:
             log.warning("bad message from the task of job %d: %s", job_id, exc)
             if active:
-                self.workers.fail(self.workers.stop_job(run, "bad message"),
-                                  WorkerCrashed(f"the site's task sent a bad message: {exc}"))
+                self.workers.fail(
+                    self.workers.stop_job(run, "bad message"),
+                    WorkerCrashed(f"the site's task sent a bad message: {exc}"),
+                )
 
     def _charge(self, run: SiteRun, usage_json: bytes) -> None:
         """The run's owner pays the lender of the machine it ran on."""
@@ -629,4 +639,3 @@ def _machine_of(worker_name: str) -> int | None:
     if worker_name.startswith(MACHINE_PREFIX) and worker_name[len(MACHINE_PREFIX) :].isdigit():
         return int(worker_name[len(MACHINE_PREFIX) :])
     return None
-

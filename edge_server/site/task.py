@@ -165,7 +165,11 @@ class _Task:
                 return {"status": "refused" if answer else "no answer from the edge server"}
             count = int(json.loads(answer[1])["call"])
             call, resume = answer[2 : 2 + count], answer[2 + count :]
-            return self._run_job(call, resume)
+            ended = self._run_job(call, resume)
+            # The job's process is gone; its directory goes before the result is sent, so a
+            # client holding the result knows nothing of the job is left on the lender.
+            shutil.rmtree(self.work, ignore_errors=True)
+            return ended if isinstance(ended, dict) else self._done(ended)
         finally:
             self.sock.close()
             context.term()
@@ -183,7 +187,8 @@ class _Task:
             _verified.add(name)
         return found
 
-    def _run_job(self, call: list[bytes], resume: list[bytes]) -> dict[str, Any]:
+    def _run_job(self, call: list[bytes], resume: list[bytes]) -> dict[str, Any] | list[Any]:
+        """The job's reply frames (to send once cleaned up), or how it ended without one."""
         header = protocol.decode_header(call[0])
         run = _Run(self.job, bool(header.flags & protocol.CHECKPOINTED))
         directory = arena_dir()
@@ -201,7 +206,7 @@ class _Task:
             try:
                 apps_dir = self._apps()
             except ServerUnavailable as exc:
-                return self._done(errors.error_reply(header.request_id, exc))
+                return errors.error_reply(header.request_id, exc)
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (str(apps_dir), env.get("PYTHONPATH", "")) if p
@@ -248,13 +253,16 @@ class _Task:
         except (TimeoutError, OSError, EOFError) as exc:
             how = _ended(process) if process is not None else "did not start"
             crashed = WorkerCrashed(f"the job's process on the lender failed: {exc} ({how})")
-            return self._done(errors.error_reply(header.request_id, crashed))
+            return errors.error_reply(header.request_id, crashed)
         finally:
             with _lock:
                 _running.pop(self.job, None)
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+            if process is not None:
+                try:
+                    process.wait(timeout=5)  # it was told to stop
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
             if channel is not None:
                 channel.close()
             listener.close()
@@ -271,7 +279,7 @@ class _Task:
         header: protocol.Header,
         cpu_before: int,
         directory: Path,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | list[Any]:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(channel.fileno(), zmq.POLLIN)
@@ -299,7 +307,7 @@ class _Task:
                 how = _ended(process)
                 self._measure(process)
                 crashed = WorkerCrashed(f"the job's process on the lender died ({how})")
-                return self._done(errors.error_reply(header.request_id, crashed))
+                return errors.error_reply(header.request_id, crashed)
             for message in messages:
                 kind = bytes(message[0])
                 if kind == b"C":
@@ -318,7 +326,7 @@ class _Task:
                 if run.asked_to_move and _stopped(reply):
                     self._send(b"M", self._usage())
                     raise _Moved()
-                return self._done(reply)
+                return reply
 
     def _measure(self, process: subprocess.Popen[bytes]) -> None:
         self.usage["end"] = time.time()
