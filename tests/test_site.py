@@ -27,10 +27,10 @@ import pytest
 
 pytest.importorskip("distributed")
 
-import offload  # noqa: E402
-from edge_server.credits import GRANTS, account  # noqa: E402
-from offload.cli import main as offload_main  # noqa: E402
-from tests import site_apps  # noqa: E402
+import offload
+from edge_server.credits import GRANTS, account
+from offload.cli import main as offload_main
+from tests import site_apps
 
 GRANT = 50_000_000  # micro-credits a new user gets (50 credits)
 

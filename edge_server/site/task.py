@@ -194,7 +194,10 @@ class _Task:
         directory = arena_dir()
         prefix = f"offload-site-{os.getpid()}-{self.job}-{secrets.token_hex(4)}"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        path = str(self.work / "w.sock")
+        # In a private (0700) directory with a short path: a Unix socket's path has at most
+        # 107 bytes, and a lender's local directory may be deep.
+        sockets = tempfile.mkdtemp(prefix="offload-s")
+        path = os.path.join(sockets, "w.sock")
         listener.bind(path)
         listener.listen(1)
         listener.settimeout(START_TIMEOUT_S)
@@ -266,6 +269,7 @@ class _Task:
             if channel is not None:
                 channel.close()
             listener.close()
+            shutil.rmtree(sockets, ignore_errors=True)
             writer.close()
             remove_files(directory, prefix)
             pids.release(memory_group)
