@@ -248,6 +248,20 @@ def test_cancel_stops_the_job_on_the_lender(site: Site) -> None:
         job.cancel()
 
 
+def test_pause_stops_at_a_checkpoint_on_the_lender_and_resume_finishes_exactly(site: Site) -> None:
+    n, step = 30, 0.1
+    with site.client() as client:
+        job = client.submit(site_apps.count_up, n, step)
+        _running_on(client)
+        time.sleep(0.6)
+        job.pause()  # waits until the job has stopped at a checkpoint and its state is home
+        assert job.paused and job.progress.checkpoints > 0
+        assert not client.server.health()["site"]["running"]
+        job.resume("remote")
+        total, pids = job.result(timeout=60)
+    assert total == sum(i * i for i in range(n)) and len(pids) == 2
+
+
 def test_credits_balance_exactly_after_the_runs_and_failures(site: Site) -> None:
     with site.client() as client:
         quote = client.quote(site_apps.add, 1, 2)

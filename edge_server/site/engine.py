@@ -574,8 +574,9 @@ class SiteEngine:
         elif future.status == "cancelled":
             message = "the site cancelled this call's task"
         else:
+            message = "the site's task ended without a result"
             with contextlib.suppress(Exception):
-                message = f"the site's task ended without a result ({future.result()['status']})"
+                message += f" ({future.result()['status']})"
         log.warning("job %d: %s", job_id, message)
         self.workers.runs.pop(job_id, None)
         self.workers.fail(run.job, WorkerCrashed(message))
