@@ -121,6 +121,6 @@ def test_a_job_runs_over_tls_links_and_a_machine_without_a_certificate_is_refuse
     finally:
         if server is not None:
             server.stop()
-        for process in reversed(processes):
-            _stop(process, signal.SIGTERM)
+        for process in reversed(processes):  # the lender first: no graceful retirement
+            _stop(process, signal.SIGKILL if process is not processes[0] else signal.SIGTERM)
     assert "tls://" in (tmp_path / "lender.log").read_text()
