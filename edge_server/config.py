@@ -63,6 +63,19 @@ class ServerConfig:
         either is dropped, and its job's record says so.
     payload_file_min: a queued call's payload of at least this many bytes is
         written to a file by a writer thread, not into SQLite by the event loop.
+    engine: where jobs run: ``"local"`` (this machine's worker processes) or
+        ``"dask"`` (each job a task on the Dask cluster at ``scheduler``: a site
+        of lent machines, see :mod:`edge_server.site`).
+    scheduler: the Dask scheduler's address (``tcp://host:8786``, ``tls://...``).
+    site_bind: where this server listens for the site's tasks (they fetch their
+        call and send back checkpoints and results here); a ``*`` port picks one.
+    site_address: the address lenders reach ``site_bind`` at (default: as bound).
+    site_tls_ca, site_tls_cert, site_tls_key: PEM files of Dask's TLS security
+        between the site's machines (this server's Dask client uses them).
+    credit_grant: micro-credits a new owner gets on a site.
+    price_cpu, price_memory: a site's starting prices, in micro-credits per
+        core-hour and per GB-hour; prices move each day within a quarter and
+        four times these (:mod:`edge_server.credits`).
     """
 
     bind: str = "tcp://127.0.0.1:5555"
@@ -96,6 +109,16 @@ class ServerConfig:
     memory_budget: int = 2**30  # sized for a 4 GB board
     client_budget: int = 256 * 2**20
     payload_file_min: int = 256 * 2**10
+    engine: str = "local"
+    scheduler: str | None = None
+    site_bind: str = "tcp://127.0.0.1:*"
+    site_address: str | None = None
+    site_tls_ca: str | None = None
+    site_tls_cert: str | None = None
+    site_tls_key: str | None = None
+    credit_grant: int = 100_000_000
+    price_cpu: int = 1_000_000
+    price_memory: int = 250_000
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -133,5 +156,14 @@ class ServerConfig:
             raise ConfigError("close_grace must be 0 or more")
         if not 2**20 <= self.client_budget <= self.memory_budget:
             raise ConfigError("client_budget must be at least 1 MB and at most memory_budget")
+        if self.engine not in ("local", "dask"):
+            raise ConfigError("engine must be 'local' or 'dask'")
+        if self.engine == "dask" and not self.scheduler:
+            raise ConfigError("the dask engine needs a scheduler address")
+        tls = (self.site_tls_ca, self.site_tls_cert, self.site_tls_key)
+        if any(tls) and not all(tls):
+            raise ConfigError("site TLS needs the CA, the certificate and the key")
+        if self.credit_grant < 0 or self.price_cpu < 4 or self.price_memory < 4:
+            raise ConfigError("credit_grant must be 0 or more, prices at least 4")
         if self.payload_file_min < 1024:
             raise ConfigError("payload_file_min must be at least 1024 bytes")

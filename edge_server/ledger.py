@@ -84,6 +84,9 @@ class Ledger:
         self._running: set[int] = set()  # while any job runs, the store hears that we live
         self._alive_at = 0.0
         self.budget = Budget(config.memory_budget, config.client_budget)
+        #: Control operations an engine adds (a site's quote, credits, lend, resources):
+        #: op -> handler(owner, request body) -> reply body.
+        self.extra_ops: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {}
 
     # -- what happens to jobs ---------------------------------------------------------------------
 
@@ -272,6 +275,13 @@ class Ledger:
                 self._answer(client, request_id, {"usage": self.store.usage(owner)})
             elif op == "health":
                 self._answer(client, request_id, self._health())
+            elif isinstance(op, str) and op in self.extra_ops:
+                self._answer(client, request_id, self.extra_ops[op](owner, body))
+            elif op in ("quote", "credits", "lend", "resources"):
+                raise ProtocolError(
+                    f"{op}: this server runs jobs on its own workers; credits and lending "
+                    "are for a site (edge-server --engine dask)"
+                )
             else:
                 raise ProtocolError(f"unknown control operation {str(op)[:100]!r}")
         except StoreError as exc:  # this request fails, the server serves on

@@ -52,13 +52,13 @@ from .admission import admit
 from .arena import arena_dir, remove_stale_files
 from .clients import Clients
 from .config import ServerConfig
-from .dispatch import TRACKER_POLL_MS, Dispatcher
+from .dispatch import TRACKER_POLL_MS
+from .engine import LocalEngine
 from .fairqueue import FairQueue
 from .frontend import open_frontend
 from .ledger import Ledger
 from .load import LoadMeter
 from .orphans import stop_orphans
-from .pool import Pool
 from .registry import Registry
 from .security import Throttle
 from .store import Store
@@ -84,7 +84,6 @@ class EdgeServer:
         self._clients = Clients(self._throttle, self._transmit, _MAX_CLIENTS)
         self._seen = self._clients.seen  # client identity -> when last heard from
         self._clients_checked = 0.0
-        self._trim_due: float | None = None  # when an idle worker's large arenas go back
         self._queue = FairQueue()
         self._next_job = 0
         self._started = time.monotonic()
@@ -133,9 +132,8 @@ class EdgeServer:
                 raise
             self.address = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
             remove_stale_files(arena_dir())
-            pool = Pool(self.config, Path(workdir), arena_dir(), secrets.token_hex(4))
-            self._frontend, self._pool = frontend, pool
             self._clients.watch(frontend if self._secure else None)
+            self._frontend = frontend
             self._ledger = Ledger(
                 store,
                 self.config,
@@ -145,15 +143,17 @@ class EdgeServer:
                 self.health,
                 lambda client, ids: self._workers.withdraw(client, ids),
             )
-            self._workers = Dispatcher(self.config, pool, self._queue, self._ledger, self._send)
+            engine = self._engine = self._make_engine(Path(workdir), store, context)
+            self._workers = engine.workers
             try:
                 self._recover(store)
-                pool.start()
+                engine.start()
                 log.info(
-                    "serving %d functions on %s with %d workers; jobs in %s",
+                    "serving %d functions on %s with the %s engine (%d workers); jobs in %s",
                     len(self.registry.functions),
                     self.address,
-                    self.config.workers,
+                    engine.name,
+                    engine.size(),
                     store.path,
                 )
                 if on_ready is not None:
@@ -164,7 +164,7 @@ class EdgeServer:
                     job = self._workers.stop_job(worker, "server stopped")
                     self._workers.fail(job, ServerUnavailable("server shut down"))
                 self._ledger.tick(time.monotonic())  # what is still queued is kept for the restart
-                pool.stop(timeout=2.0)  # removes this server's arenas
+                engine.stop(timeout=2.0)  # removes this server's arenas
                 if authenticator is not None:
                     authenticator.stop()
                 if self.config.purge_on_exit:
@@ -176,6 +176,24 @@ class EdgeServer:
                 frontend.close()
                 os.close(self._wake_r)
                 os.close(self._wake_w)
+
+    def _make_engine(self, workdir: Path, store: Store, context: zmq.Context[Any]) -> Any:
+        """The engine the configuration names: this machine's workers, or a Dask site."""
+        if self.config.engine == "dask":
+            from .site.engine import SiteEngine  # imports dask: only for a site
+
+            return SiteEngine(
+                self.config, self.registry, store, context, self._queue, self._ledger, self._send
+            )
+        return LocalEngine(
+            self.config,
+            workdir,
+            arena_dir(),
+            secrets.token_hex(4),
+            self._queue,
+            self._ledger,
+            self._send,
+        )
 
     def _recover(self, store: Store) -> None:
         """Queue again the calls that were waiting when the server last stopped."""
@@ -189,13 +207,13 @@ class EdgeServer:
 
     def health(self) -> dict[str, Any]:
         """What a health check reports: ok, and the numbers behind it."""
-        alive = len(self._pool.by_identity)
+        alive = self._engine.size()
         return {
             "ok": alive > 0 and not self._stopping,
             "instance": self._info["instance"],
             "uptime_s": round(time.monotonic() - self._started, 3),
             "workers": alive,
-            "running": len(self._workers.running()),
+            "running": self._engine.busy(),
             "queued": len(self._queue),
             "queue_size": self.config.queue_size,
             "connections": len(self._seen),
@@ -203,6 +221,8 @@ class EdgeServer:
             **self._ledger.budget.snapshot(),
             "owners": self._clients.owners is not None,
             **self._throttle.counts,
+            "engine": self._engine.name,
+            **self._engine.health(),
         }
 
     # -- the loop -------------------------------------------------------------------------------
@@ -212,9 +232,9 @@ class EdgeServer:
         # zmq_poll costs several system calls per socket per call, and on a small
         # board a no-op call's latency is mostly system calls. The frontend's fd
         # only signals "state changed", so EVENTS is checked on every iteration.
-        frontend, pool, workers = self._frontend, self._pool, self._workers
+        frontend, engine, workers = self._frontend, self._engine, self._workers
         fdpoll = select.poll()
-        static = (sockets.fd(frontend), self._wake_r, pool.listener.fileno())
+        static = (sockets.fd(frontend), self._wake_r)
         for fd in static:
             fdpoll.register(fd, select.POLLIN)
         watched: set[int] = set()
@@ -229,35 +249,18 @@ class EdgeServer:
                     workers.dispatch()
             workers.dispatch()
             self._ledger.tick(time.monotonic())
-            if pool.changed:
-                pool.changed = False
-                fds = pool.by_sentinel.keys() | pool.by_fd.keys() | pool.unnamed.keys()
+            fds = engine.watched()
+            if fds is not None:
                 for fd in watched - fds:
                     fdpoll.unregister(fd)
                 for fd in fds - watched:
                     fdpoll.register(fd, select.POLLIN)
                 watched = set(fds)
             more_from_clients = sockets.readable(frontend)
-            # Deaths and new connections are handled after the whole batch: they close
-            # and open fds, and a reused fd number must not inherit a stale event.
-            deaths, incoming = [], False
-            for fd, _ in fdpoll.poll(0) if more_from_clients else self._wait(fdpoll):
-                if fd in pool.by_fd:
-                    workers.read_worker(pool.by_fd[fd])
-                elif fd in pool.unnamed:
-                    workers.read_unnamed(pool.unnamed[fd])
-                elif fd in pool.by_sentinel:
-                    deaths.append(pool.by_sentinel[fd])
-                elif fd == static[2]:
-                    incoming = True
-            for worker in deaths:
-                workers.on_death(worker)
-            if incoming:
-                pool.accept()
-            workers.check_deadlines()
-            self._trim_due = pool.trim_idle(time.monotonic())
+            events = fdpoll.poll(0) if more_from_clients else self._wait(fdpoll)
+            engine.handle([fd for fd, _ in events if fd in watched])
+            engine.housekeeping(time.monotonic())
             self._check_clients()
-            workers.release_arenas()
 
     def _closed(self) -> bool:
         """Closing: the first time, stop what can stop; then whether all is done."""
@@ -302,7 +305,7 @@ class EdgeServer:
         return fdpoll.poll(self._poll_timeout())
 
     def _running(self) -> bool:
-        return any(w.job is not None for w in self._pool.by_identity.values())
+        return self._engine.busy() > 0
 
     def _poll_timeout(self) -> int | None:
         if self._stopping:
@@ -313,8 +316,8 @@ class EdgeServer:
             wait = self._workers.tracker_wait
             self._workers.tracker_wait = min(2 * wait, TRACKER_POLL_MS[1])
             return wait
-        deadlines = [w.deadline for w in self._pool.by_identity.values() if w.deadline]
-        for due in (self._ledger.due(), self._trim_due):
+        deadlines = []
+        for due in (self._ledger.due(), self._engine.due()):
             if due is not None:
                 deadlines.append(due)
         if self._seen:  # look for vanished clients every second
@@ -339,8 +342,8 @@ class EdgeServer:
         if header.kind == protocol.PING:
             counts = {  # what the load needs, not the whole health check: PINGs are frequent
                 "queued": len(self._queue),
-                "running": sum(w.job is not None for w in self._pool.by_identity.values()),
-                "workers": len(self._pool.by_identity),
+                "running": self._engine.busy(),
+                "workers": self._engine.size(),
                 "queue_size": self.config.queue_size,
             }
             load = self._load.load(counts, self._next_job, now)
@@ -363,6 +366,7 @@ class EdgeServer:
             return
         try:
             job = admit(client, who, header, frames, self.registry, self.config, self._next_job + 1)
+            self._engine.admit(job)  # a site: the owner's credits
             if len(self._queue) >= self.config.queue_size:
                 raise ServerBusy(f"queue full ({len(self._queue)} calls waiting)")
             job.held = self._ledger.budget.take(client, job.bytes_in)  # before it is stored

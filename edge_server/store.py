@@ -77,6 +77,11 @@ class Store:
         self._unwritten = Unwritten()
         self._oldest = 0.0  # when the oldest unwritten change was made (0: none)
 
+    @property
+    def database(self) -> Any:
+        """The SQLite connection (the site's credits live in the same file)."""
+        return self._db
+
     @translated()
     def close(self, timeout: float = 5.0) -> None:
         """Write what is pending (payload files: for ``timeout`` s at most), close, unlock."""

@@ -12,6 +12,9 @@ Messages with the server (over a :class:`~edge_server.channel.Channel`)::
                                                     threads or open files behind
                                                     (:mod:`.clean`): this worker exits
                                                     after it (to be replaced)
+    server -> worker   RESUME [b"K", CHECKPOINT header, *state frames]   the next job resumes
+                                                    from this checkpoint, not the one in its
+                                                    call (a site job moved to another lender)
     server -> worker   FREE   [b"F", arena name]    that result arena may be written again
     server -> worker   TRIM   [b"T"]                idle a while: give back large arenas
     server -> worker   STOP   [b"S"]
@@ -51,6 +54,7 @@ from offload._exceptions import (
     SerializationError,
     UnknownFunction,
     UnloadableResult,
+    VersionMismatch,
 )
 from offload.runtime import checkpoint, errors, protocol, serialize
 from offload.runtime.compression import decompress
@@ -87,6 +91,7 @@ def run_worker(
     limits.install()
     baseline = Baseline()
     jobs_seen = 0  # as the server counts the jobs it hands this worker (stopsig)
+    resume_from: list[Any] | None = None  # a RESUME for the next job
     channel.send([b"R", identity, time.process_time_ns().to_bytes(8, "big")])
     try:
         while True:
@@ -103,6 +108,9 @@ def run_worker(
             if kind == b"T":
                 results.trim()
                 continue
+            if kind == b"K":
+                resume_from = [bytes(f) for f in frames[1:]]
+                continue
             job_id, header_frame, name, spans = (bytes(f) for f in frames[1:5])
             payload = reader.unpack(name, spans, frames[5:])
             _slot, jobs_seen = jobs_seen % stopsig.SLOTS, jobs_seen + 1
@@ -111,7 +119,7 @@ def run_worker(
                 channel.send([b"C", job_id, *state_frames])
 
             try:
-                reply = execute(header_frame, payload, registry, config, ship, limits)
+                reply = execute(header_frame, payload, registry, config, ship, limits, resume_from)
             except Exception as exc:  # a bug or a hostile value: answer, do not die
                 log.exception("job failed outside the function")
                 reply = errors.error_reply(
@@ -119,6 +127,7 @@ def run_worker(
                     ProtocolError(f"worker: {exc!r}"[:2000]),
                 )
             del payload
+            resume_from = None
             arena, reply_spans, inline = results.pack(reply[1:])
             left = baseline.leftovers()  # kills the processes the job left, first
             over = limits.passed or limits.left or left
@@ -145,10 +154,14 @@ def execute(
     config: ServerConfig,
     ship: Callable[[list[Any]], None] | None = None,
     limits: Limits | None = None,
+    resume_from: list[Any] | None = None,
 ) -> list[Any]:
     """Run the call a CALL message describes; return the reply frames (header first).
 
     ``ship`` sends a checkpoint's frames (header first) on their way to the client.
+    ``resume_from``: a CHECKPOINT message (header, state frames) this run of a
+    checkpointed call starts from instead of the state in its call (a site job
+    that moved from a lost lender); loaded with the same restricted unpickler.
     """
     header = protocol.decode_header(header_frame)
     request_id = header.request_id
@@ -157,6 +170,8 @@ def execute(
         args, kwargs, resume = _load_arguments(
             codecs, payload, registry, config, header.flags & protocol.CHECKPOINTED
         )
+        if resume is not None and resume_from:
+            resume = _resumed(resume_from, resume[2], registry, config)
     except OffloadError as exc:
         return errors.error_reply(request_id, exc)
     session = None
@@ -215,6 +230,11 @@ def _resolve(
         fn = registry.functions.get(header.name)
         if fn is None:
             raise UnknownFunction(f"this worker does not hold {header.name!r}")
+        if fn.fingerprint != header.fingerprint:  # a lender's copy of the apps, say
+            raise VersionMismatch(
+                f"this worker's {header.name!r} has fingerprint {fn.fingerprint.hex()}, "
+                f"the call's {header.fingerprint.hex()}: deploy the same code"
+            )
         return fn.__wrapped__, codecs, payload
     if not payload:
         raise ProtocolError("BY_VALUE call without a function frame")
@@ -228,6 +248,18 @@ def _resolve(
     if not callable(fn):
         raise SerializationError("shipped object is not callable")
     return fn, codecs[1:], payload[1:]
+
+
+def _resumed(
+    frames: list[Any], every: float, registry: Registry, config: ServerConfig
+) -> tuple[Any, int, float]:
+    """(state, count, every) from a CHECKPOINT message's frames (restricted loading)."""
+    header = protocol.decode_header(frames[0])
+    if header.kind != protocol.CHECKPOINT:
+        raise ProtocolError("RESUME is not a checkpoint")
+    views = [memoryview(f) for f in frames[1:]]
+    state = serialize.loads(header.codecs, views, registry.allowlist, load_budget(config))
+    return state, int(header.aux), every
 
 
 def load_budget(config: ServerConfig) -> int:

@@ -19,6 +19,7 @@ that has one is in brackets.
     │   ├── AuthenticationFailed
     │   └── JobPaused
     ├── ServerBusy                          [busy]
+    ├── InsufficientCredits                 [insufficient_credits]
     ├── StoreError
     ├── NotCheckpointable
     ├── JobLookupError
@@ -104,6 +105,13 @@ class AuthenticationFailed(ServerUnavailable):
 
 class ServerBusy(OffloadError):
     """The server's queue is full; the call was not accepted."""
+
+
+class InsufficientCredits(OffloadError):
+    """The job's owner has too few credits for it on this site; refused before it ran.
+
+    Lend a machine (``offload lend``) to earn credits, or ask the site for a grant.
+    """
 
 
 class StoreError(OffloadError):
@@ -216,6 +224,7 @@ ERROR_CODES: dict[str, type[OffloadError]] = {
     "unloadable_result": UnloadableResult,
     "payload_too_large": PayloadTooLarge,
     "busy": ServerBusy,
+    "insufficient_credits": InsufficientCredits,
     "unavailable": ServerUnavailable,
     "unknown_function": UnknownFunction,
     "code_shipping_disabled": CodeShippingDisabled,

@@ -172,6 +172,27 @@ class Client(Executor):
             result.reasons.insert(0, "the server cannot run this function (warned before)")
         return result
 
+    def quote(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The credits ``fn(*args, **kwargs)`` would cost on the server's site now; runs nothing.
+
+        From the profiler's predicted server time for a call of this size
+        (``basis``: ``"server"``), else its time here (``"local"``, an upper
+        bound on a faster machine), else 0 (``"unknown"``: no call of ``fn``
+        measured yet). The price is the site's for the slot the call starts
+        in (``offload credits`` shows the day's slots). Keys: ``micro_credits``
+        (exact), ``credits``, ``seconds``, ``basis``, ``balance``, ``price_cpu``.
+        """
+        estimates = self.explain(fn, *args, **kwargs).estimates
+        seconds = estimates.get("remote", {}).get("server_s")
+        basis = "server"
+        if seconds is None:
+            seconds, basis = estimates.get("local", {}).get("time_s"), "local"
+        if seconds is None:
+            seconds, basis = 0.0, "unknown"
+        quote = self.server.quote(float(seconds))
+        quote["basis"] = basis
+        return quote
+
     def stats(self) -> Stats:
         """Per function and side: calls, seconds, bytes up and down, joules (estimated).
 

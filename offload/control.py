@@ -145,6 +145,26 @@ class ServerJobs:
         """The server's health check: ``ok``, workers, running and queued jobs, uptime."""
         return dict(self._ask({"op": "health"})[0])
 
+    # -- a site of lent machines (edge-server --engine dask) --------------------------------------
+
+    def quote(self, seconds: float, memory: int = 0) -> dict[str, Any]:
+        """Micro-credits a run of ``seconds`` (a core, ``memory`` bytes) costs, starting now."""
+        body = {"op": "quote", "seconds": float(seconds), "memory": int(memory)}
+        return dict(self._ask(body)[0]["quote"])
+
+    def credits(self, limit: int = 50) -> dict[str, Any]:
+        """This key's balance (micro-credits), newest ``limit`` entries, and today's prices."""
+        return dict(self._ask({"op": "credits", "limit": limit})[0]["credits"])
+
+    def lend(self, host: str, cores: int, memory: int, hours: str) -> dict[str, Any]:
+        """Register a machine of this key with the site: its id, worker name and scheduler."""
+        body = {"op": "lend", "host": host, "cores": cores, "memory": memory, "hours": hours}
+        return dict(self._ask(body)[0]["lend"])
+
+    def resources(self) -> list[dict[str, Any]]:
+        """This key's lent machines: cores, memory, hours, online, earned (micro-credits)."""
+        return list(self._ask({"op": "resources"})[0]["resources"])
+
     def _ask(self, body: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
         request_id, future = self._remote.control(body)
         try:
