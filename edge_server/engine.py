@@ -20,20 +20,27 @@ ready (:meth:`handle`), and its timers (:meth:`housekeeping`, :meth:`due`).
 
 from __future__ import annotations
 
+import secrets
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
+import zmq
+
+from .arena import arena_dir
 from .config import ServerConfig
 from .dispatch import Dispatcher
 from .fairqueue import FairQueue
 from .ledger import Ledger
 from .pool import Pool
+from .registry import Registry
+from .store import Store
 
 
 class Engine(Protocol):
     """What the server's loop needs from an engine."""
 
+    name: str  # "local" or "dask", as --engine names it
     workers: Any  # the dispatcher
 
     def start(self) -> None: ...
@@ -137,3 +144,21 @@ class LocalEngine:
 
     def admit(self, job: Any) -> None:
         """Every job may run here (no credits on one machine)."""
+
+
+def make_engine(
+    config: ServerConfig,
+    registry: Registry,
+    workdir: Path,
+    store: Store,
+    context: zmq.Context[Any],
+    queue: FairQueue,
+    ledger: Ledger,
+    send: Any,
+) -> Engine:
+    """The engine ``config`` names: this machine's worker processes, or a Dask site."""
+    if config.engine == "dask":
+        from .site.engine import SiteEngine  # imports dask: only for a site
+
+        return SiteEngine(config, registry, store, context, queue, ledger, send)
+    return LocalEngine(config, workdir, arena_dir(), secrets.token_hex(4), queue, ledger, send)

@@ -16,7 +16,7 @@ from offload._exceptions import ConfigError
 from offload.config import read_toml
 from offload.human import duration, parse_duration, parse_size, size
 
-from . import advertise
+from . import advertise, site_options
 from .config import ServerConfig
 
 
@@ -218,47 +218,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         help="queued payloads this large go to files written off the event loop "
         f"(default {_readable(defaults.payload_file_min)})",
     )
-    # -- a site of lent machines on Dask (issue 14) --
-    parser.add_argument(
-        "--engine",
-        choices=("local", "dask"),
-        default=defaults.engine,
-        help="where jobs run: this machine's worker processes, or a Dask cluster of lent "
-        "machines (with --scheduler; pip install 'offload[site]') (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--scheduler", metavar="ADDRESS", help="the Dask scheduler (tcp://HOST:8786, tls://...)"
-    )
-    parser.add_argument(
-        "--site-bind",
-        default=defaults.site_bind,
-        help="where the site's tasks reach this server for their calls, checkpoints and "
-        "results (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--site-address", help="the address lenders reach --site-bind at (default: as bound)"
-    )
-    parser.add_argument("--site-tls-ca", metavar="PEM", help="the site's TLS CA certificate")
-    parser.add_argument("--site-tls-cert", metavar="PEM", help="this server's TLS certificate")
-    parser.add_argument("--site-tls-key", metavar="PEM", help="this server's TLS key")
-    parser.add_argument(
-        "--credit-grant",
-        type=float,
-        default=defaults.credit_grant / 1e6,
-        help="credits a new user gets on a site (default: %(default)g)",
-    )
-    parser.add_argument(
-        "--price-cpu",
-        type=float,
-        default=defaults.price_cpu / 1e6,
-        help="starting price of a core-hour in credits (default: %(default)g)",
-    )
-    parser.add_argument(
-        "--price-memory",
-        type=float,
-        default=defaults.price_memory / 1e6,
-        help="starting price of a GB-hour in credits (default: %(default)g)",
-    )
+    site_options.add(parser, defaults)  # a site of lent machines on Dask
     parser.add_argument(
         "--purge-on-exit",
         action="store_true",
@@ -339,16 +299,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             memory_budget=args.memory_budget,
             client_budget=args.client_budget,
             payload_file_min=args.payload_file_min,
-            engine=args.engine,
-            scheduler=args.scheduler,
-            site_bind=args.site_bind,
-            site_address=args.site_address,
-            site_tls_ca=args.site_tls_ca,
-            site_tls_cert=args.site_tls_cert,
-            site_tls_key=args.site_tls_key,
-            credit_grant=round(args.credit_grant * 1e6),
-            price_cpu=round(args.price_cpu * 1e6),
-            price_memory=round(args.price_memory * 1e6),
+            **site_options.values(args),
         )
     except ConfigError as exc:
         parser.error(str(exc))

@@ -53,7 +53,7 @@ from .arena import arena_dir, remove_stale_files
 from .clients import Clients
 from .config import ServerConfig
 from .dispatch import TRACKER_POLL_MS
-from .engine import LocalEngine
+from .engine import make_engine
 from .fairqueue import FairQueue
 from .frontend import open_frontend
 from .ledger import Ledger
@@ -143,7 +143,16 @@ class EdgeServer:
                 self.health,
                 lambda client, ids: self._workers.withdraw(client, ids),
             )
-            engine = self._engine = self._make_engine(Path(workdir), store, context)
+            engine = self._engine = make_engine(
+                self.config,
+                self.registry,
+                Path(workdir),
+                store,
+                context,
+                self._queue,
+                self._ledger,
+                self._send,
+            )
             self._workers = engine.workers
             try:
                 self._recover(store)
@@ -176,24 +185,6 @@ class EdgeServer:
                 frontend.close()
                 os.close(self._wake_r)
                 os.close(self._wake_w)
-
-    def _make_engine(self, workdir: Path, store: Store, context: zmq.Context[Any]) -> Any:
-        """The engine the configuration names: this machine's workers, or a Dask site."""
-        if self.config.engine == "dask":
-            from .site.engine import SiteEngine  # imports dask: only for a site
-
-            return SiteEngine(
-                self.config, self.registry, store, context, self._queue, self._ledger, self._send
-            )
-        return LocalEngine(
-            self.config,
-            workdir,
-            arena_dir(),
-            secrets.token_hex(4),
-            self._queue,
-            self._ledger,
-            self._send,
-        )
 
     def _recover(self, store: Store) -> None:
         """Queue again the calls that were waiting when the server last stopped."""

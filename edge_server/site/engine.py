@@ -2,12 +2,10 @@
 
 :class:`SiteEngine` connects a Dask client to the scheduler, sends the apps
 to every worker (``UploadDirectory``), binds the *site socket* the tasks
-call back to, and feeds the server's poll loop. :class:`SiteDispatcher` does
-for site runs what :class:`~edge_server.dispatch.Dispatcher` does for local
-workers: it hands queued jobs out (as many as the cluster has threads, so
-the fair queue, cancel and pause of queued calls stay the server's), routes
-checkpoints and results to the clients, stops jobs (pause, closing, cancel,
-timeout) and charges each run's credits (:mod:`edge_server.credits`).
+call back to, and feeds the server's poll loop. :class:`~.dispatcher.SiteDispatcher`
+hands the jobs out and routes what comes back; the engine charges each
+run's credits (:mod:`edge_server.credits`; the control requests about them
+are :mod:`.accounts`').
 
 Why a ZeroMQ socket of the server's own, not Dask's data path, for calls,
 checkpoints and results: payloads then never pass through the scheduler (a
@@ -36,7 +34,6 @@ import queue as queues
 import secrets
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,199 +41,28 @@ import zmq
 import zmq.auth
 
 from offload._exceptions import (
-    CallTimeout,
     ConfigError,
     InsufficientCredits,
-    JobCancelled,
-    JobStopped,
     ProtocolError,
-    ServerBusy,
     WorkerCrashed,
 )
 from offload.runtime import protocol
-from offload.runtime.states import JobState
 
-from .. import stopsig
 from ..admission import Job
 from ..config import ServerConfig
-from ..credits import Credits, slot_of
-from ..dispatch import TRACK_MIN, Dispatcher
+from ..credits import Credits
 from ..fairqueue import FairQueue
-from ..ledger import Ledger, outcome
+from ..ledger import Ledger
 from ..registry import Registry
 from ..store import Store
 from . import apps
+from .accounts import Accounts, machine_of
+from .dispatcher import SiteDispatcher, SiteRun
 from .security import security_of
 
 log = logging.getLogger("edge_server.site")
 
 REFRESH_S = 1.0  # how often the cluster's workers are looked at
-MACHINE_PREFIX = "offload-m"  # a lent machine's worker is named offload-m<machine id>
-
-
-@dataclass(eq=False)
-class SiteRun:
-    """One job on the site: its task, the attempt connected now, its latest checkpoint."""
-
-    job: Job
-    token: bytes
-    future: Any = None
-    identity: bytes | None = None  # the routing id of the attempt running it now
-    worker: str = ""
-    attempts: int = 0
-    checkpoint: list[bytes] | None = None  # the latest CHECKPOINT message's frames
-    deadline: float | None = None
-    stop: int | None = None  # a stop asked for before the task said HELLO
-    history: list[str] = field(default_factory=list)  # the workers it ran on
-
-
-class SiteDispatcher(Dispatcher):
-    """Queued jobs to the site's workers, and what the tasks send back to the clients."""
-
-    def __init__(
-        self,
-        config: ServerConfig,
-        engine: SiteEngine,
-        queue: FairQueue,
-        ledger: Ledger,
-        send: Any,
-    ) -> None:
-        # Not Dispatcher.__init__: there is no pool; the routing of replies is shared.
-        self.config = config
-        self.engine = engine
-        self.queue = queue
-        self.ledger = ledger
-        self._send = send
-        self.runs: dict[int, SiteRun] = {}
-        self.dispatched_at = 0.0
-        self.tracker_wait = 1
-        self.stopping = False
-        self.unsent: dict[bytes, tuple[zmq.MessageTracker, bytes, int]] = {}
-        self._sent = 0
-        ledger.budget.settle = self.settle
-
-    @property
-    def idle(self) -> int:  # type: ignore[override]
-        """Free job slots on the site (its workers' threads less the runs)."""
-        return max(0, self.engine.slots - len(self.runs))
-
-    def running(self) -> list[SiteRun]:  # type: ignore[override]
-        return list(self.runs.values())
-
-    def worker_of(self, job_id: int) -> SiteRun | None:  # type: ignore[override]
-        return self.runs.get(job_id)
-
-    def stop_job(self, worker: SiteRun, why: str) -> Job:  # type: ignore[override]
-        """Kill the run (its task kills the job's process and reports what it used)."""
-        run = self.runs.pop(worker.job.id, worker)
-        self.engine.kill(run, why)
-        return run.job
-
-    def signal(self, worker: SiteRun, kind: int) -> None:  # type: ignore[override]
-        """Ask a checkpointed run to stop at its next checkpoint (pause, closing)."""
-        if not worker.job.checkpointed:
-            return
-        if worker.identity is None:
-            worker.stop = kind
-        else:
-            self.engine.order(worker.identity, [b"S", bytes([kind])])
-
-    def pause(self, client: bytes, request_id: int) -> None:
-        for job in self.queue:
-            if job.client == client and job.request_id == request_id:
-                self.queue.remove(job)
-                self.fail(job, JobStopped("paused before it started"), JobState.PAUSED)
-                return
-        for run in self.running():
-            if run.job.client == client and run.job.request_id == request_id:
-                self.signal(run, stopsig.PAUSE)
-                return
-
-    def cancel(self, job_id: int) -> bool:
-        for job in self.queue:
-            if job.id == job_id:
-                self.queue.remove(job)
-                self.fail(job, JobCancelled("cancelled by its owner"), JobState.CANCELLED)
-                return True
-        run = self.runs.get(job_id)
-        if run is None:
-            return False
-        self.fail(
-            self.stop_job(run, "cancelled"),
-            JobCancelled("cancelled by its owner"),
-            JobState.CANCELLED,
-        )
-        return True
-
-    def dispatch(self) -> None:
-        """Hand queued jobs to the site while it has free slots (round-robin between clients)."""
-        if self.stopping:
-            return
-        picked: list[Job] = []
-        while self.queue and self.idle:
-            job = self.queue.pop(self._at_running_limit)
-            if job is None:
-                break
-            self.runs[job.id] = SiteRun(job, secrets.token_bytes(16))
-            picked.append(job)
-        if not picked:
-            return
-        stored = False
-        for job in picked:
-            stored = stored or job.stored
-            self.ledger.started(job)
-        if stored:
-            self.ledger.commit()
-        for job in picked:
-            run = self.runs[job.id]
-            try:
-                self.engine.submit(run)
-            except Exception as exc:  # the scheduler is gone: the job goes back to the queue
-                log.error("cannot submit job %d to the site: %s", job.id, exc)
-                del self.runs[job.id]
-                self.ledger.requeued(job)
-                self.queue.push_back(job)
-                continue
-            run.deadline = time.monotonic() + job.timeout if job.timeout else None
-            self.dispatched_at = time.perf_counter()
-
-    def _at_running_limit(self, client: bytes) -> bool:
-        limit = self.config.max_running_per_client
-        return sum(run.job.client == client for run in self.runs.values()) >= limit
-
-    def check_deadlines(self) -> None:
-        now = time.monotonic()
-        for run in list(self.runs.values()):
-            if run.deadline is not None and now >= run.deadline:
-                job = self.stop_job(run, "timeout")
-                self.fail(job, CallTimeout(f"call ran past its timeout of {job.timeout:g} s"))
-
-    def release_arenas(self) -> None:
-        self.settle()
-
-    # -- from the tasks ---------------------------------------------------------------------
-
-    def finish(self, run: SiteRun, frames: list[bytes]) -> None:
-        """A run's DONE: the reply to its client, as a local worker's is."""
-        self.runs.pop(run.job.id, None)
-        job = run.job
-        header, payload = memoryview(frames[0]), frames[1:]
-        state, error = outcome(header, payload)
-        self.ledger.release(job)
-        size = sum(len(p) for p in payload)
-        if size >= TRACK_MIN and (why := self.ledger.budget.over(job.client, size)) is not None:
-            self.fail(job, ServerBusy(f"result of {size} bytes dropped, {why}"))
-            return
-        self.ledger.ended(job, state, error, [header, *payload])
-        if size < TRACK_MIN:
-            self._send(job.client, [header, *payload])
-        else:
-            self._send_tracked(job.client, header, payload, size)
-
-    def checkpoint(self, run: SiteRun, frames: list[bytes]) -> None:
-        """Keep a run's latest checkpoint (the next attempt resumes from it) and forward it."""
-        run.checkpoint = frames
-        self._checkpoint(run.job, frames[0], frames[1:])
 
 
 class SiteEngine:
@@ -276,8 +102,12 @@ class SiteEngine:
         self._charging: dict[int, SiteRun] = {}  # killed runs whose USAGE may still come
         self.client: Any = None
         self.site_address = ""
+        self.accounts = accounts = Accounts(self.credits, config, lambda: self.cluster)
         ledger.extra_ops.update(
-            quote=self._quote, credits=self._credits, lend=self._lend, resources=self._resources
+            quote=accounts.quote,
+            credits=accounts.credits_of,
+            lend=accounts.lend,
+            resources=accounts.resources,
         )
 
     # -- the engine seam ----------------------------------------------------------------------
@@ -425,7 +255,7 @@ class SiteEngine:
         if 0 < elapsed < 3600 and cores:
             self.credits.offered(cores, now - elapsed, now)
             for w in self.cluster.values():
-                machine = _machine_of(str(w.get("name", "")))
+                machine = machine_of(str(w.get("name", "")))
                 if machine is not None:
                     self.credits.online(machine, elapsed)
 
@@ -524,15 +354,15 @@ class SiteEngine:
                 self.workers.checkpoint(run, rest)
             elif kind == b"D" and active and rest:
                 self.order(identity, [b"A"])
-                self._charge(run, rest[0])
+                self.accounts.charge(run.job, rest[0])
                 protocol.decode_header(rest[1])
                 self.workers.finish(run, rest[1:])
             elif kind == b"M" and active:
-                self._charge(run, rest[0] if rest else b"{}")
+                self.accounts.charge(run.job, rest[0] if rest else b"{}")
                 run.identity = None  # Dask reschedules it; the next HELLO resumes it
                 log.info("job %d moves off %s (its lender retires)", job_id, run.worker)
             elif kind == b"U":
-                self._charge(run, rest[0] if rest else b"{}")
+                self.accounts.charge(run.job, rest[0] if rest else b"{}")
                 self._charging.pop(job_id, None)
         except (ProtocolError, ValueError) as exc:
             log.warning("bad message from the task of job %d: %s", job_id, exc)
@@ -541,24 +371,6 @@ class SiteEngine:
                     self.workers.stop_job(run, "bad message"),
                     WorkerCrashed(f"the site's task sent a bad message: {exc}"),
                 )
-
-    def _charge(self, run: SiteRun, usage_json: bytes) -> None:
-        """The run's owner pays the lender of the machine it ran on."""
-        try:
-            usage = json.loads(usage_json)
-            start, end = float(usage["start"]), float(usage["end"] or usage["start"])
-            memory = max(0, int(usage.get("memory", 0)))
-            run.job.cpu_s += max(0.0, float(usage.get("cpu_s", 0.0)))
-        except (ValueError, KeyError, TypeError):
-            log.warning("job %d: unreadable usage from its task", run.job.id)
-            return
-        machine = _machine_of(str(usage.get("worker", "")))
-        info = self.credits.machine(machine) if machine is not None else None
-        lender = info["lender"] if info is not None else None
-        end = min(end, time.time())
-        self.credits.charge_run(
-            run.job.owner, lender, min(start, end), end, memory, run.job.id, machine
-        )
 
     def _on_future(self, job_id: int, future: Any) -> None:
         """A task ended; if its job is still running, it ended without a result."""
@@ -580,63 +392,3 @@ class SiteEngine:
         log.warning("job %d: %s", job_id, message)
         self.workers.runs.pop(job_id, None)
         self.workers.fail(run.job, WorkerCrashed(message))
-
-    # -- control requests -------------------------------------------------------------------
-
-    def _quote(self, owner: str, body: dict[str, Any]) -> dict[str, Any]:
-        seconds = body.get("seconds")
-        memory = body.get("memory", 0)
-        if not isinstance(seconds, (int, float)) or not 0 <= seconds <= 365 * 86400:
-            raise ProtocolError("seconds must be a number from 0 to a year")
-        if not isinstance(memory, int) or memory < 0:
-            raise ProtocolError("memory must be a byte count")
-        quote = self.credits.quote(float(seconds), memory)
-        quote["balance"] = self.credits.balance(owner)
-        return {"quote": quote}
-
-    def _credits(self, owner: str, body: dict[str, Any]) -> dict[str, Any]:
-        limit = body.get("limit", 50)
-        if not isinstance(limit, int) or not 1 <= limit <= 1000:
-            raise ProtocolError("limit must be an integer from 1 to 1000")
-        day, slot = slot_of(time.time())
-        return {
-            "credits": {
-                "owner": owner,
-                "balance": self.credits.balance(owner),
-                "statement": self.credits.statement(owner, limit),
-                "prices": {"day": day, "slot": slot, "slots": self.credits.prices(day)},
-            }
-        }
-
-    def _lend(self, owner: str, body: dict[str, Any]) -> dict[str, Any]:
-        host, hours = body.get("host"), body.get("hours", "")
-        cores, memory = body.get("cores"), body.get("memory", 0)
-        if not isinstance(host, str) or not 0 < len(host) <= 255:
-            raise ProtocolError("host must be a name")
-        if not isinstance(cores, int) or not 1 <= cores <= 1024:
-            raise ProtocolError("cores must be from 1 to 1024")
-        if not isinstance(memory, int) or memory < 0 or not isinstance(hours, str):
-            raise ProtocolError("memory must be a byte count, hours a text")
-        machine = self.credits.register(owner, host, cores, memory, hours[:40])
-        return {
-            "lend": {
-                "machine": machine,
-                "name": f"{MACHINE_PREFIX}{machine}",
-                "scheduler": self.config.scheduler,
-                "tls": self.config.site_tls_ca is not None,
-            }
-        }
-
-    def _resources(self, owner: str, body: dict[str, Any]) -> dict[str, Any]:
-        online = {str(w.get("name", "")) for w in self.cluster.values()}
-        machines = self.credits.machines(owner)
-        for machine in machines:
-            machine["online"] = f"{MACHINE_PREFIX}{machine['id']}" in online
-        return {"resources": machines}
-
-
-def _machine_of(worker_name: str) -> int | None:
-    """The machine id of a lent worker's name (``offload-m12`` -> 12), else None."""
-    if worker_name.startswith(MACHINE_PREFIX) and worker_name[len(MACHINE_PREFIX) :].isdigit():
-        return int(worker_name[len(MACHINE_PREFIX) :])
-    return None
