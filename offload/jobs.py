@@ -57,8 +57,10 @@ class JobHost(Protocol):
         """The connection for ``where`` ("remote" or an address); None for "local"."""
         ...
 
-    def fallback_target(self) -> str:
-        """Where a run goes after its server was lost: an address, or "local"."""
+    def fallback_target(
+        self, fn: Any = None, size: int = 0, left: str = "", lost: bool = False, here: bool = True
+    ) -> str:
+        """Where a run goes once it ``left`` a server (``lost``: silent): address or "local"."""
         ...
 
     def keep_checkpoint(self, job: Job, state: Any, count: int) -> None:
@@ -341,7 +343,10 @@ class Job(Future[Any]):
             self._start(self._where)
             return
         try:
-            target = self._host.fallback_target()
+            lost = isinstance(exc, errors.ServerUnavailable)
+            target = self._host.fallback_target(
+                self.fn, self._size, self._where, lost, self._here_allowed
+            )
         except errors.OffloadError as err:
             self._fail(err)
             return
