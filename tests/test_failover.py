@@ -120,3 +120,25 @@ def test_an_untrusted_discovered_server_is_never_connected_to(make_server, tmp_p
     assert connected == ["tcp://127.0.0.1:9"]
     assert "not trusted" in usable.excluded[srv.address]
     assert usable.candidates == ()
+
+
+def test_a_checkpointed_job_resumes_on_another_server_from_its_checkpoint(make_server, tmp_path):
+    servers = {s.address: s for s in (make_server(), make_server())}
+    log = tmp_path / "steps.log"
+    settings = dict(mode="remote", heartbeat_interval=0.25, heartbeat_timeout=10)
+    with offload.Client(servers=list(servers), **settings) as client:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # said and logged
+            job = client.submit(apps.count_up, 40, 0.05, str(log))
+            _wait_for(lambda: job.progress.checkpoints >= 5)
+            first = job.progress.where
+            os.kill(servers[first].process.pid, signal.SIGKILL)
+            assert job.result(timeout=60) == sum(i * i for i in range(40))
+        assert job.progress.where != first and job.progress.where in servers
+        assert job.progress.runs == 2
+        steps = [tuple(map(int, line.split())) for line in log.read_text().splitlines()]
+        pids = list(dict.fromkeys(pid for pid, _ in steps))
+        assert len(pids) == 2
+        resumed = [i for pid, i in steps if pid == pids[1]]
+        assert resumed[0] > 1 and resumed[-1] == 40  # from its checkpoint, not from scratch
+        assert sorted({i for _, i in steps}) == list(range(1, 41))
