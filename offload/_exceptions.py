@@ -19,6 +19,7 @@ that has one is in brackets.
     │   ├── AuthenticationFailed
     │   └── JobPaused
     ├── ServerBusy                          [busy]
+    ├── NotAllowed                          [not_allowed]
     ├── StoreError
     ├── NotCheckpointable
     ├── JobLookupError
@@ -103,6 +104,10 @@ class AuthenticationFailed(ServerUnavailable):
 
 class ServerBusy(OffloadError):
     """The server's queue is full; the call was not accepted."""
+
+
+class NotAllowed(OffloadError, PermissionError):
+    """The server refused a request this client's key may not make (an operator's, say)."""
 
 
 class StoreError(OffloadError):
@@ -211,6 +216,7 @@ ERROR_CODES: dict[str, type[OffloadError]] = {
     "unloadable_result": UnloadableResult,
     "payload_too_large": PayloadTooLarge,
     "busy": ServerBusy,
+    "not_allowed": NotAllowed,
     "unavailable": ServerUnavailable,
     "unknown_function": UnknownFunction,
     "code_shipping_disabled": CodeShippingDisabled,

@@ -85,6 +85,8 @@ class Config:
         a test on loopback).
     location: where this device is, ``"LAT,LON"`` in degrees: servers are
         listed with their distance from here.
+    share_location: tell the servers this client connects to its ``location``
+        (their operators see the distance to it in ``offload clients``).
     probation: seconds a server that lost calls must answer again before
         calls go there again (with several servers).
     """
@@ -120,6 +122,7 @@ class Config:
     insecure: bool = False
     location: str | None = None
     probation: float = 5.0
+    share_location: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

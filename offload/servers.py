@@ -18,6 +18,7 @@ trusted server, with the key it was trusted by.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -59,6 +60,7 @@ class Servers:
         if config.server:
             self.primary = Remote(config, link)
             self._probe = self.primary.ping(timed=False)  # its time includes connecting
+            self._greet(self.primary)
         # Probed from the profiler's thread once the server answers: never from a
         # callback, which runs on the thread that must read the probe's reply.
         self._probe_link = bool(config.probe_bytes) and link.up_bps.mean is None
@@ -168,7 +170,14 @@ class Servers:
                 config = self._config.replace(server=where, **self._keys(where))
                 remote = self._others[where] = Remote(config, Link(config_bps(config)))
                 remote.ping(timed=False)
+                self._greet(remote)
         return remote
+
+    def _greet(self, remote: Remote) -> None:
+        """Tell the server where this client is, if it shares its location (answer unread)."""
+        if self._config.share_location and self._config.location:
+            with contextlib.suppress(errors.OffloadError):
+                remote.control({"op": "hello", "location": self._config.location})
 
     def _keys(self, address: str) -> dict[str, Any]:
         """How to connect to ``address``: a discovered server with the key it is trusted by."""
