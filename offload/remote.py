@@ -306,7 +306,7 @@ class Remote:
         if start:
             self._link.on_rtt(time.perf_counter() - start)
         self.server_info = protocol.decode_json(frames[0].buffer)
-        self.calls_at_pong = max(self.conn.in_flight() - 1, 0)  # less this PING
+        self.calls_at_pong = self.conn.in_flight()  # this PING's entry is gone already
         self.conn.note_instance(self.server_info.get("instance"))
         return self.server_info
 

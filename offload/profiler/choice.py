@@ -20,9 +20,11 @@ Before any PING answered, the RTT is a prior from the distance to the server
 
 Hysteresis and exploration are the decider's, extended over servers: the
 server used last by a function stays until another is ``hysteresis``
-cheaper, and a server not used by a function for ``explore_every`` times
-(its extra cost, 0.25 to 50) of its decisions is tried once on a call no
-bigger than usual, so a server that got faster (or idle) is noticed. The
+cheaper; a server is tried again once the seconds spent on calls since one
+last went there are ``explore_every`` times what trying it costs on this
+call (so one slow sample does not condemn a server for good), or when this
+function has not used it for ``explore_every`` times (its extra cost, 0.25
+to 50) of its decisions, on a call no bigger than usual. The
 chosen server then faces "here" in the decider's usual time/energy
 comparison. Everything read here is a plain attribute: no system call.
 """
@@ -117,6 +119,8 @@ class ServerChoice:
         self._every = explore_every
         self._last: dict[str, str] = {}  # function key -> address used last
         self._seen: dict[tuple[str, str], int] = {}  # (function key, address) -> decision
+        self._spent = 0.0  # estimated seconds of the calls sent so far
+        self._fresh: dict[str, float] = {}  # address -> _spent when a call last went there
 
     def estimate(self, prof: FunctionProfile, x: float, c: Candidate, name: str) -> float:
         """Seconds a call of log size ``x`` would take on ``c`` (see the module's formula)."""
@@ -158,8 +162,13 @@ class ServerChoice:
                         return c, KEPT, ranked
                     break
         if prof.time.counts[THERE]:  # explore only once the function has run somewhere
-            clock, every = prof.clock, self._every
+            clock, every, spent = prof.clock, self._every, self._spent
             for t, c in ranked[1:]:
+                # Across functions: once the seconds spent since this server was last
+                # measured are ``every`` times what trying it costs on this call.
+                if spent - self._fresh.get(c.address, 0.0) >= every * (t - t_best):
+                    return c, EXPLORE, ranked
+                # This function's own estimate there: after every * (extra cost) decisions.
                 extra = t / t_best - 1.0 if t_best > 0 else 50.0
                 wait = every * (0.25 if extra < 0.25 else 50.0 if extra > 50.0 else extra)
                 seen = self._seen.get((prof.key, c.address), 0)
@@ -167,8 +176,10 @@ class ServerChoice:
                     return c, EXPLORE, ranked
         return best, BEST, ranked
 
-    def commit(self, prof: FunctionProfile, server: Candidate, why: int) -> None:
-        """The call goes to ``server``: it is the function's last (unless explored) and seen."""
+    def commit(self, prof: FunctionProfile, server: Candidate, why: int, t: float) -> None:
+        """The call goes to ``server`` (estimated ``t`` s); it is the last one unless explored."""
+        self._spent += t
+        self._fresh[server.address] = self._spent  # its reply measures it afresh
         self._seen[(prof.key, server.address)] = prof.clock
         if why != EXPLORE:
             self._last[prof.key] = server.address

@@ -153,7 +153,7 @@ class AdaptiveDecider(Explaining, Learning):
         if prof is None:
             prof = self.profile(fn)
         x = log(size) if size > 1 else 0.0
-        server, why, _ = self.servers.pick(prof, x, servers, fn.wire_name)
+        server, why, ranked = self.servers.pick(prof, x, servers, fn.wire_name)
         if server is None:
             return self.choose(prof, size, False) if here else REMOTE
         if here:
@@ -162,7 +162,7 @@ class AdaptiveDecider(Explaining, Learning):
                 return LOCAL
         else:
             prof.clock += 1
-        self.servers.commit(prof, server, why)
+        self.servers.commit(prof, server, why, next(t for t, c in ranked if c is server))
         if self._debug:
             logger.debug("%s size=%d -> %s (%s)", prof.key, size, server.address, WHY[why])
         return server.address
