@@ -39,7 +39,8 @@ class Usable:
     def __init__(self, config: Config, connect: Callable[[str], Remote | None]) -> None:
         self._config = config
         self._connect = connect
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held briefly: never while waiting for a server
+        self._first_lock = threading.Lock()
         self._by_address: dict[str, Candidate] = {}
         self._remotes: dict[str, Remote] = {}
         #: address -> when it answered again after it was lost (None: not yet).
@@ -54,47 +55,58 @@ class Usable:
     def ready(self, known: Callable[[], list[Known]]) -> tuple[Candidate, ...]:
         """The usable servers; the first time, after waiting for each one's first PONG."""
         if self._first:
-            with self._lock:
+            with self._first_lock:
                 if self._first:
                     self.refresh(known(), wait=self._config.connect_timeout)
                     self._first = False
         return self.candidates
 
     def refresh(self, known: list[Known], wait: float = 0.0) -> None:
-        """Connect to new trusted servers, PING each now and then, and rebuild the tuple."""
+        """Connect to new trusted servers, PING each now and then, and rebuild the tuple.
+
+        ``wait``: wait up to that long for the PINGs (never holding the lock: a
+        reply's callback may need it to say its server was lost).
+        """
         now = time.monotonic()
         pings = []
-        due = now - self._pinged >= self._config.heartbeat_interval or wait > 0
-        if due:
-            self._pinged = now
-        for server in known:
-            if not server.trusted:
-                self.excluded[server.address] = f"not trusted ({server.why})"
-                continue
-            remote = self._remotes.get(server.address)
-            if remote is None:
-                try:
-                    remote = self._connect(server.address)
-                except errors.OffloadError as exc:
-                    self.excluded[server.address] = str(exc)
-                    continue
-                if remote is None:
-                    continue
-                self._remotes[server.address] = remote
-                self._by_address[server.address] = Candidate(
-                    server.address,
-                    remote.link,
-                    distance_km=server.distance_km(self._config),
-                    in_flight=remote.conn.in_flight,
-                )
+        with self._lock:
+            due = now - self._pinged >= self._config.heartbeat_interval or wait > 0
             if due:
-                pings.append((remote, remote.ping()))
+                self._pinged = now
+            for server in known:
+                remote = self._remote(server)
+                if remote is not None and due:
+                    pings.append((remote, remote.ping()))
         if wait > 0:  # the first PING connects; a second one, on an idle line, times the RTT
             deadline = now + wait
             answered = [r for r, pinged in pings if _answered(pinged, deadline)]
             for pinged in [remote.ping() for remote in answered]:
                 _answered(pinged, deadline)
-        self._rebuild()
+        with self._lock:
+            self._rebuild()
+
+    def _remote(self, server: Known) -> Remote | None:
+        """The connection to a trusted server (made on first sight), else None (lock held)."""
+        if not server.trusted:
+            self.excluded[server.address] = f"not trusted ({server.why})"
+            return None
+        remote = self._remotes.get(server.address)
+        if remote is None:
+            try:
+                remote = self._connect(server.address)
+            except errors.OffloadError as exc:
+                self.excluded[server.address] = str(exc)
+                return None
+            if remote is None:
+                return None
+            self._remotes[server.address] = remote
+            self._by_address[server.address] = Candidate(
+                server.address,
+                remote.link,
+                distance_km=server.distance_km(self._config),
+                in_flight=remote.conn.in_flight,
+            )
+        return remote
 
     def _rebuild(self) -> None:
         now = time.monotonic()
