@@ -176,6 +176,8 @@ class Client(Executor):
             result.reasons.insert(0, f"mode={mode!r} overrides the decision")
             for row in result.candidates:  # with several servers
                 row["chosen"] = row["where"] == ("here" if mode == "local" else result.server)
+                if row["chosen"]:
+                    row["why"] = f"mode={mode!r}" + ("" if mode == "local" else ": the best server")
         elif self.router.fallbacks.sticks_here(fn):
             result.side = LOCAL
             result.reasons.insert(0, "the server cannot run this function (warned before)")

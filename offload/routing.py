@@ -10,7 +10,9 @@ server could not take a call). Data flow::
       v
     Router.call / Router.submit
       mode  = the call's, else the function's, else the config's   (mode_of)
-      side  = the mode's side, or the decider's choice for "auto"  (place)
+      side  = the mode's side, or the decider's choice for "auto"  (place);
+              with several servers (``servers``), "local" or the chosen
+              server's address (decider.decide_among over servers.candidates())
       |
       +-- a job (checkpoints or retries) --> Job(host=router).start(side)
       |                                       runs here on the local executor, or
@@ -18,7 +20,9 @@ server could not take a call). Data flow::
       |                                       runs resume where fallback_target says
       +-- here  --> inline (call) or the local pool (submit) --> decider.observe_local
       +-- there --> Remote.send --> Outcome --> decider.observe_remote, the value
-                      | a FALLBACK error in "auto" mode: run here instead, warned once
+                      | a FALLBACK error (next_place): with several servers, the next
+                      | best one (the lost one leaves them until its probation ends),
+                      | else in "auto" mode here instead; warned once, logged always
                       v
                     CallFuture: pending until the reply; cancel() withdraws it from
                     the server's queue (a worker has not taken it yet) or the pool's
