@@ -17,6 +17,7 @@ BENCHMARKS = {
     "dcof": "DCOF's evaluation: three services x three scenarios on an emulated device (root)",
     "peers": "no-op, array echo and a DCOF workload through Ray, Dask, RPyC, Pyro5 and ours",
     "abuse": "hostile clients (queued uploads, unread replies, floods, stopping) beside a good one",
+    "fleet": "three servers behind shaped links as one gets busy, a link weakens, one dies (root)",
     "profile": "CPU per no-op call in client, server and worker, and py-spy profiles of each",
     "site": "DeepMarket's experiment 1: one many-task job on 1-4 quarter-CPU lenders (Dask site)",
     "report": "rewrite the figure blocks of README.md and bench/README.md from bench/results/",

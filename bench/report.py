@@ -30,7 +30,17 @@ MARKER = re.compile(r"(<!-- bench:([a-z0-9-]+) -->\n)(.*?)(<!-- /bench:\2 -->)",
 
 # The blocks each file must hold (so a figure cannot leave its block unnoticed).
 FILES = {
-    "README.md": ["overhead", "decisions", "djos", "failures", "load", "abuse", "dcof", "peers"],
+    "README.md": [
+        "overhead",
+        "decisions",
+        "djos",
+        "failures",
+        "load",
+        "abuse",
+        "fleet",
+        "dcof",
+        "peers",
+    ],
     "bench/README.md": ["dcof-run", "peers-run", "latest"],
 }
 
@@ -431,6 +441,53 @@ def abuse(r: Results) -> str:
         "calling, and the server's memory is sampled throughout.\n\n"
         "| abuse | legitimate client p50 / p99 | its errors | server RSS, peak | "
         "/dev/shm, peak | what happened |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+
+
+# -- fleet --------------------------------------------------------------------------------
+
+
+@block("fleet")
+def fleet(r: Results) -> str:
+    f = r["fleet"]
+    setup, policies = f["setup"], f["policies"]
+    servers = ", ".join(
+        f"{n} ({s['km']:g} km, {s['mbit']:g} Mbit/s, {s['workers']} worker"
+        f"{'s' if s['workers'] > 1 else ''})"
+        for n, s in setup["servers"].items()
+    )
+    rows = []
+    for name, p in sorted(policies.items(), key=lambda kv: kv[1]["time_s"]):
+        gap = p.get("failover_gap_s")
+        rows.append(
+            f"| {name} | {p['time_s']:.2f} s | {p['time_ratio_to_oracle']:.2f}x | "
+            f"{p['energy_j']:.1f} J | {p['energy_ratio_to_oracle']:.2f}x | "
+            f"{'-' if gap is None else f'{gap:.2f} s'} |"
+        )
+    ours, others = policies["ours"], [p for n, p in policies.items() if n not in ("ours", "oracle")]
+    beats = all(ours["time_s"] < p["time_s"] for p in others)
+    within = ours["time_ratio_to_oracle"] <= 1.1
+    mode = " (`--quick`)" if f.get("quick") else ""
+    return (
+        wrap(
+            f"`python -m bench fleet`{mode} (as root; `bench/results/fleet.json`, `fleet.md`, "
+            f"`fleet.png`): servers {servers}, each in its own network namespace behind a `tc tbf` "
+            f"veth; {setup['calls']} sequential calls per phase ({', '.join(setup['phases'])}), "
+            f"{setup['payload'] // 1000} KB up and {setup['serve_s'] * 1000:g} ms of service each; "
+            f"this device {setup['local_slowdown']:g}x slower. The oracle takes, per call, the "
+            "best outcome measured under any policy. Energy is modelled."
+        )
+        + (
+            "\n| policy | time | x oracle | energy | x oracle | failover gap |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        )
+        + wrap(
+            f"Ours is {ours['time_ratio_to_oracle']:.2f}x the oracle's time (target: within 1.1x: "
+            f"{'met' if within else 'not met'}) and "
+            f"{'faster than every other policy' if beats else 'not faster than every other policy'}"
+            f"; its failover gap is {ours['failover_gap_s']:.2f} s (target: at most two heartbeat "
+            f"intervals, {2 * setup['heartbeat_interval_s']:g} s). Migration is not implemented."
+        )
     )
 
 

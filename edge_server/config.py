@@ -6,6 +6,9 @@ import os
 from dataclasses import dataclass
 
 from offload._exceptions import ConfigError
+from offload.geo import parse_location
+
+from .visitors import operator_keys
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,11 @@ class ServerConfig:
         ``authorized_keys`` (a directory of ``*.key`` files) get in, refused
         by ZAP before a byte of a call is read. Without it the server is open
         to anyone who can connect (the CLI insists on ``--insecure`` then).
+    operator_keys: a directory of the public keys (``*.key``) of the people who
+        run the server: they, and no one else, may list its clients
+        (:mod:`edge_server.visitors`). Needs ``secret_key``.
+    location: where the server is, ``"LAT,LON"``: the client list gives the
+        distance to clients that share their location.
     max_running_per_client: calls of one client running at once; its others
         wait (the queue serves clients round-robin either way).
     client_timeout: silence (no message, no heartbeat) after which a client
@@ -92,6 +100,8 @@ class ServerConfig:
     orphans: str = "stop"
     secret_key: str | None = None
     authorized_keys: str | None = None
+    operator_keys: str | None = None
+    location: str | None = None
     limit_memory: int | None = None
     limit_cpu: float | None = None
     limit_files: int | None = None
@@ -148,6 +158,16 @@ class ServerConfig:
             raise ConfigError("secret_key and authorized_keys go together")
         if self.authorized_keys is not None and not os.path.isdir(self.authorized_keys):
             raise ConfigError(f"authorized_keys {self.authorized_keys!r} is not a directory")
+        if self.operator_keys is not None and self.authorized_keys is None:
+            raise ConfigError("operator_keys needs CurveZMQ (secret_key and authorized_keys)")
+        if self.operator_keys is not None and not os.path.isdir(self.operator_keys):
+            raise ConfigError(f"operator_keys {self.operator_keys!r} is not a directory")
+        operator_keys(self.operator_keys)  # ConfigError if none can be read
+        if self.location is not None:
+            try:
+                parse_location(self.location)
+            except ValueError as exc:
+                raise ConfigError(f"location: {exc}") from exc
         if self.max_running_per_client < 1:
             raise ConfigError("max_running_per_client must be at least 1")
         if self.client_timeout <= 0:

@@ -45,6 +45,7 @@ from .admission import Job
 from .budget import Budget
 from .config import ServerConfig
 from .store import Store
+from .visitors import Visitors, operator_keys
 
 log = logging.getLogger("edge_server")
 
@@ -87,11 +88,14 @@ class Ledger:
         #: Control operations an engine adds (a site's quote, credits, lend, resources):
         #: op -> handler(owner, request body) -> reply body.
         self.extra_ops: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {}
+        #: Who used the server lately, for its operators (the ``clients`` op).
+        self.visitors = Visitors(operator_keys(config.operator_keys), config.location)
 
     # -- what happens to jobs ---------------------------------------------------------------------
 
     def accepted(self, job: Job) -> None:
         """A call entered the queue."""
+        self.visitors.call(job.client, job.owner, job.bytes_in)
         self.store.added(
             job.id,
             job.owner,
@@ -166,6 +170,7 @@ class Ledger:
             job.keep or self._config.keep_results == "all" or not self._connected(job.client)
         )
         bytes_out = sum(len(f) for f in reply[1:]) if reply is not None else 0
+        self.visitors.replied(job.client, job.owner, bytes_out)
         self.store.ended(
             job.id,
             job.owner,
@@ -273,6 +278,11 @@ class Ledger:
                 self._answer(client, request_id, {"withdrawn": withdrawn})
             elif op == "usage":
                 self._answer(client, request_id, {"usage": self.store.usage(owner)})
+            elif op == "hello":  # the client says where it is (or just that it is here)
+                self.visitors.hello(client, owner, body)
+                self._answer(client, request_id, {})
+            elif op == "clients":  # operators only
+                self._answer(client, request_id, {"clients": self.visitors.listing(owner)})
             elif op == "health":
                 self._answer(client, request_id, self._health())
             elif isinstance(op, str) and op in self.extra_ops:

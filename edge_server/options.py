@@ -151,6 +151,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         "--authorized-keys", help="directory of the public keys (*.key) of allowed clients"
     )
     parser.add_argument(
+        "--operator-keys",
+        metavar="DIR",
+        help="directory of the public keys (*.key) of this server's operators: they may list "
+        "its clients (offload clients); needs --secret-key",
+    )
+    parser.add_argument(
         "--insecure",
         action="store_true",
         help="no encryption, no authentication: anyone who can connect runs jobs (a lab bench)",
@@ -296,6 +302,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             limit_disk=int(args.limit_disk_mb * 2**20) if args.limit_disk_mb else None,
             secret_key=args.secret_key,
             authorized_keys=args.authorized_keys,
+            operator_keys=args.operator_keys,
+            location=args.location,
             memory_budget=args.memory_budget,
             client_budget=args.client_budget,
             payload_file_min=args.payload_file_min,

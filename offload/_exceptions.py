@@ -20,6 +20,7 @@ that has one is in brackets.
     │   └── JobPaused
     ├── ServerBusy                          [busy]
     ├── InsufficientCredits                 [insufficient_credits]
+    ├── NotAllowed                          [not_allowed]
     ├── StoreError
     ├── NotCheckpointable
     ├── JobLookupError
@@ -112,6 +113,10 @@ class InsufficientCredits(OffloadError):
 
     Lend a machine (``offload lend``) to earn credits, or ask the site for a grant.
     """
+
+
+class NotAllowed(OffloadError, PermissionError):
+    """The server refused a request this client's key may not make (an operator's, say)."""
 
 
 class StoreError(OffloadError):
@@ -225,6 +230,7 @@ ERROR_CODES: dict[str, type[OffloadError]] = {
     "payload_too_large": PayloadTooLarge,
     "busy": ServerBusy,
     "insufficient_credits": InsufficientCredits,
+    "not_allowed": NotAllowed,
     "unavailable": ServerUnavailable,
     "unknown_function": UnknownFunction,
     "code_shipping_disabled": CodeShippingDisabled,

@@ -9,7 +9,8 @@ the same way; its public half is the clients' ``server_key``.
 The other commands talk to the configured server (``--server``, else
 ``OFFLOAD_SERVER`` or ``offload.toml``) as the configured client key, and see
 that key's jobs: ``jobs``, ``status JOB``, ``wait JOB``, ``result JOB [-o
-FILE]``, ``cancel JOB``, ``usage`` and ``servers`` (every configured or
+FILE]``, ``cancel JOB``, ``usage``, ``clients`` (an operator's: who used the
+server lately) and ``servers`` (every configured or
 discovered server: where, how far, whether it answers, RTT, load, trusted).
 Output is for people (times as dates and ages, sizes in KB and MB), or JSON
 with ``--json``, every command's: a failure is then
@@ -136,6 +137,9 @@ def _parser(json_errors: bool = False) -> argparse.ArgumentParser:
             )
     command("usage", _usage, "your totals on the server: jobs, CPU seconds, bytes")
     cli_site.add_commands(command, _client)  # a site of lent machines: credits, lending
+    command(
+        "clients", _clients, "who used the server lately: calls, bytes, distance (operators only)"
+    )
     servers = command(
         "servers", _servers, "configured and discovered servers: distance, answering, RTT, load"
     )
@@ -258,6 +262,18 @@ def _usage(args: argparse.Namespace) -> int:
     if usage.get("owner"):
         fields.append(("owner", str(usage["owner"])))
     print(out.fields_text(fields))
+    return 0
+
+
+def _clients(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = client.server.clients()
+    if args.json:
+        print(json.dumps(rows))
+    elif not rows:
+        print("no clients seen", file=sys.stderr)
+    else:
+        print(out.table([out.client_row(row) for row in rows], out.CLIENT_COLUMNS))
     return 0
 
 

@@ -112,6 +112,24 @@ def server_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+CLIENT_COLUMNS = ("client", "first seen", "last seen", "calls", "in", "out", "km")
+
+
+def client_row(row: dict[str, Any]) -> dict[str, Any]:
+    """One client for the ``clients`` table: times as ago, sizes, distance."""
+    now = time.time()
+    km = row.get("distance_km")
+    return {
+        "client": row.get("client"),
+        "first seen": human.ago(row["first_seen"], now) if row.get("first_seen") else None,
+        "last seen": human.ago(row["last_seen"], now) if row.get("last_seen") else None,
+        "calls": row.get("calls"),
+        "in": human.size(row.get("bytes_in", 0)),
+        "out": human.size(row.get("bytes_out", 0)),
+        "km": None if km is None else f"{km:.1f}",
+    }
+
+
 def fields_text(fields: Sequence[tuple[str, str]]) -> str:
     width = max(len(name) for name, _ in fields)
     return "\n".join(f"{name:>{width}}  {value}" for name, value in fields)

@@ -71,7 +71,8 @@ class Client(Executor):
         #: Where every call is routed.
         self.router = Router(config, self.decider, self.servers)
         self._batches = BatchPlanner(self.router, self.decider, self.servers, self.profiler.link)
-        self.profiler.start(self.servers.tick if self.servers.primary is not None else None)
+        busy = self.servers.primary is not None or self.servers.fleet
+        self.profiler.start(self.servers.tick if busy else None)
 
     @property
     def server_info(self) -> dict[str, Any]:
@@ -162,11 +163,21 @@ class Client(Executor):
     def explain(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Explanation:
         """Where ``fn(*args, **kwargs)`` would run now, with estimates and reasons; runs nothing."""
         fn = as_offloaded(fn)
-        result = self.decider.explain(fn, args, kwargs, self.servers.up())
+        if self.servers.fleet:
+            result = self.decider.explain(fn, args, kwargs, True, self.servers.candidates())
+            assert self.servers.usable is not None
+            for address, why in self.servers.usable.excluded.items():
+                result.candidates.append({"where": address, "time_s": None, "why": why})
+        else:
+            result = self.decider.explain(fn, args, kwargs, self.servers.up())
         mode = self.router.mode_of(fn)
         if mode != "auto":
             result.side = LOCAL if mode == "local" else REMOTE
             result.reasons.insert(0, f"mode={mode!r} overrides the decision")
+            for row in result.candidates:  # with several servers
+                row["chosen"] = row["where"] == ("here" if mode == "local" else result.server)
+                if row["chosen"]:
+                    row["why"] = f"mode={mode!r}" + ("" if mode == "local" else ": the best server")
         elif self.router.fallbacks.sticks_here(fn):
             result.side = LOCAL
             result.reasons.insert(0, "the server cannot run this function (warned before)")

@@ -73,8 +73,11 @@ class Config:
         written (``<function>-<job id>.ckpt``), so it outlives this process.
     servers: more edge servers than ``server``: ``"auto"`` finds them on the
         LAN (DNS-SD over mDNS; needs ``offload[fleet]``), or a list of
-        addresses (``OFFLOAD_SERVERS`` separates them with commas). Calls
-        still go to ``server``; the others are listed (``offload servers``).
+        addresses (``OFFLOAD_SERVERS`` separates them with commas). Each
+        ``auto`` call then runs here or on the server predicted best among
+        those trusted and answering (``server`` and ``backup_server`` too),
+        and a lost server's calls go to the next best (see
+        :mod:`offload.profiler.choice` and :mod:`offload.usable`).
     known_servers: a directory of the public keys (``*.key``) of servers this
         client trusts; a discovered server is called only when its advertised
         key is one of them (or ``server_key``'s).
@@ -82,6 +85,10 @@ class Config:
         a test on loopback).
     location: where this device is, ``"LAT,LON"`` in degrees: servers are
         listed with their distance from here.
+    share_location: tell the servers this client connects to its ``location``
+        (their operators see the distance to it in ``offload clients``).
+    probation: seconds a server that lost calls must answer again before
+        calls go there again (with several servers).
     """
 
     server: str | None = None
@@ -114,6 +121,8 @@ class Config:
     known_servers: str | None = None
     insecure: bool = False
     location: str | None = None
+    probation: float = 5.0
+    share_location: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -130,6 +139,7 @@ class Config:
             "profile_interval",
             "explore_every",
             "crash_tolerance",
+            "probation",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")

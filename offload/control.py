@@ -141,6 +141,15 @@ class ServerJobs:
         """This client's totals: jobs, CPU seconds, bytes in and out (zeros if none yet)."""
         return dict(self._ask({"op": "usage"})[0]["usage"])
 
+    def clients(self) -> list[dict[str, Any]]:
+        """The clients the server saw lately (operator keys only, else NotAllowed).
+
+        Each: ``client`` (public key or anonymous id), ``first_seen`` and
+        ``last_seen`` (Unix times), ``calls``, ``bytes_in``, ``bytes_out``,
+        ``location`` and ``distance_km`` when the client shares its location.
+        """
+        return list(self._ask({"op": "clients"})[0]["clients"])
+
     def health(self) -> dict[str, Any]:
         """The server's health check: ``ok``, workers, running and queued jobs, uptime."""
         return dict(self._ask({"op": "health"})[0])

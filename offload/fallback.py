@@ -68,6 +68,14 @@ class Fallbacks:
         warnings.warn(message, RuntimeWarning, stacklevel=6)
         log.warning(message)
 
+    def note_failover(self, fn: Any, exc: BaseException, lost: str, where: str) -> None:
+        """A call of ``fn`` failed on server ``lost`` with ``exc``; it goes on at ``where``."""
+        if isinstance(exc, STICKY) and where == "local":
+            with self._lock:
+                self._here.add(fn.wire_name)
+        to = "here" if where == "local" else f"to {where}"
+        self._say(fn.wire_name, exc, f"moving a call of {fn.wire_name} from {lost} {to}")
+
     def note_move(self, fn: Any, job_id: str, exc: BaseException, where: str) -> None:
         """Job ``job_id`` of ``fn`` lost its run with ``exc``; it goes on at ``where``."""
         if where == "paused":

@@ -8,10 +8,12 @@ is how far a job has come.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ._exceptions import OffloadError
 from .api import OffloadedFunction
 from .human import progress_text
 from .remote import Outcome, Remote
@@ -23,6 +25,9 @@ class JobName(Protocol):
     fn: OffloadedFunction[..., Any]
     key: str  # this device's name for it, for its whole life
     id: int | None  # the server's id of its latest run there
+
+
+log = logging.getLogger("offload")
 
 
 class JobHost(Protocol):
@@ -39,8 +44,10 @@ class JobHost(Protocol):
         """The connection for ``where`` ("remote" or an address); None for "local"."""
         ...
 
-    def fallback_target(self) -> str:
-        """Where a run goes after its server was lost: an address, or "local"."""
+    def fallback_target(
+        self, fn: Any = None, size: int = 0, left: str = "", lost: bool = False, here: bool = True
+    ) -> str:
+        """Where a run goes once it ``left`` a server (``lost``: silent): address or "local"."""
         ...
 
     def keep_checkpoint(self, job: JobName, state: Any, count: int) -> None:
@@ -80,3 +87,17 @@ class Progress:
         return self.done / self.total if self.total else None
 
     __str__ = progress_text  # "12 checkpoints, the last 3 s ago; on tcp://..., run 1"
+
+
+def tell_moved(before: Remote, job_id: int, to: str) -> None:
+    """Tell ``before`` that its job ``job_id`` went on at ``to`` (best effort, not waited for)."""
+    try:
+        _, answer = before.control({"op": "moved", "job": job_id, "to": to})
+    except OffloadError as exc:
+        log.debug("could not tell %s that job %d moved: %s", before.address, job_id, exc)
+        return
+    answer.add_done_callback(
+        lambda done: log.debug(
+            "job %d on %s moved to %s: %r", job_id, before.address, to, done.exception()
+        )
+    )

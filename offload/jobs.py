@@ -35,7 +35,7 @@ from typing import Any
 from . import _exceptions as errors
 from .api import OffloadedFunction
 from .futures import cancel_now, running_future, settle
-from .jobhost import JobHost, Progress
+from .jobhost import JobHost, Progress, tell_moved
 from .remote import Outcome, Remote
 from .runtime.checkpoint import Session, Stopped, running
 
@@ -307,7 +307,10 @@ class Job(Future[Any]):
             self._start(self._where)
             return
         try:
-            target = self._host.fallback_target()
+            lost = isinstance(exc, errors.ServerUnavailable)
+            target = self._host.fallback_target(
+                self.fn, self._size, self._where, lost, self._here_allowed
+            )
         except errors.OffloadError as err:
             self._fail(err)
             return
@@ -352,16 +355,7 @@ class Job(Future[Any]):
         before, job_id = there
         if remote is not None and remote is not before:
             to = remote.address
-        try:
-            _, answer = before.control({"op": "moved", "job": job_id, "to": to})
-        except errors.OffloadError as exc:
-            log.debug("could not tell %s that job %d moved: %s", before.address, job_id, exc)
-            return
-        answer.add_done_callback(
-            lambda done: log.debug(
-                "job %d on %s moved to %s: %r", job_id, before.address, to, done.exception()
-            )
-        )
+        tell_moved(before, job_id, to)
 
     def _on_stopped(self) -> None:
         if not self._cancel_wanted:

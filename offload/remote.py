@@ -70,6 +70,8 @@ class Remote:
         self._link = link
         #: The server's self-description, from its latest PONG.
         self.server_info: dict[str, Any] = {}
+        #: This client's requests in flight there when that PONG came (its load counts them).
+        self.calls_at_pong = 0
         assert config.server is not None
         self._context = zmq.Context()
         self.conn = Connection(
@@ -81,6 +83,11 @@ class Remote:
             # A reply: its payload, a header, and at most a PONG's probe padding.
             max_reply=max(config.max_message_size, protocol.PROBE_MAX) + 65536,
         )
+
+    @property
+    def link(self) -> Link:
+        """What is known about the path to this server (RTT, bandwidth, its speed)."""
+        return self._link
 
     @property
     def address(self) -> str:
@@ -314,6 +321,7 @@ class Remote:
         if start:
             self._link.on_rtt(time.perf_counter() - start)
         self.server_info = protocol.decode_json(frames[0].buffer)
+        self.calls_at_pong = self.conn.in_flight()  # this PING's entry is gone already
         self.conn.note_instance(self.server_info.get("instance"))
         return self.server_info
 

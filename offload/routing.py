@@ -10,7 +10,9 @@ server could not take a call). Data flow::
       v
     Router.call / Router.submit
       mode  = the call's, else the function's, else the config's   (mode_of)
-      side  = the mode's side, or the decider's choice for "auto"  (place)
+      side  = the mode's side, or the decider's choice for "auto"  (place);
+              with several servers (``servers``), "local" or the chosen
+              server's address (decider.decide_among over servers.candidates())
       |
       +-- a job (checkpoints or retries) --> Job(host=router).start(side)
       |                                       runs here on the local executor, or
@@ -18,7 +20,9 @@ server could not take a call). Data flow::
       |                                       runs resume where fallback_target says
       +-- here  --> inline (call) or the local pool (submit) --> decider.observe_local
       +-- there --> Remote.send --> Outcome --> decider.observe_remote, the value
-                      | a FALLBACK error in "auto" mode: run here instead, warned once
+                      | a FALLBACK error (next_place): with several servers, the next
+                      | best one (the lost one leaves them until its probation ends),
+                      | else in "auto" mode here instead; warned once, logged always
                       v
                     CallFuture: pending until the reply; cancel() withdraws it from
                     the server's queue (a worker has not taken it yet) or the pool's
@@ -34,16 +38,16 @@ import functools
 import logging
 import threading
 import time
-import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from . import _exceptions as errors
 from .api import OffloadedFunction
 from .checkpoints import write_checkpoint
+from .closing import Closing, _routers
 from .config import Config
-from .fallback import FALLBACK, Fallbacks, falls_back
-from .futures import CallFuture, Withdrawer, chain_unless_cancelled, running_future, settle
+from .fallback import FALLBACK, STICKY, Fallbacks, falls_back
+from .futures import CallFuture, chain_unless_cancelled, running_future, settle
 from .jobhost import JobName
 from .jobs import Job
 from .profiler import LOCAL, REMOTE, Decider
@@ -53,11 +57,8 @@ from .servers import Servers
 
 log = logging.getLogger("offload")
 
-_routers: weakref.WeakSet[Router] = weakref.WeakSet()
-_exiting = False  # the interpreter is shutting down: no new calls
 
-
-class Router:
+class Router(Closing):
     """Decides the side of each call and runs it there; the executor behind a Client."""
 
     def __init__(self, config: Config, decider: Decider, servers: Servers) -> None:
@@ -85,15 +86,27 @@ class Router:
     def place(
         self, fn: OffloadedFunction[..., Any], args: tuple[Any, ...], kwargs: Any, mode: str
     ) -> tuple[str, int]:
-        """(side, size) of a call in ``mode``: decided in ``auto``, else the mode's side."""
+        """(where, size) of a call in ``mode``: decided in ``auto``, else the mode's side.
+
+        ``where`` is "local", "remote" (the configured server) or, with several
+        servers, the address of the one the decision chose.
+        """
         if mode == "auto":
             if self.fallbacks.sticks_here(fn):
                 return LOCAL, call_size(fn, args, kwargs)
+            if self.servers.fleet:
+                candidates = self.servers.candidates()
+                if not candidates:
+                    self.fallbacks.note_offline(fn, "none of the servers")
+                return self.decider.decide_among(fn, args, kwargs, candidates)
             up = self.servers.up()
             if not up and self.servers.primary is not None:
                 self.fallbacks.note_offline(fn, self.servers.primary.address)
             return self.decider.decide(fn, args, kwargs, up)
-        return (LOCAL if mode == "local" else REMOTE), call_size(fn, args, kwargs)
+        size = call_size(fn, args, kwargs)
+        if mode == "remote" and self.servers.fleet:  # the best server, never here
+            return self.decider.where_among(fn, size, self.servers.candidates(), False), size
+        return (LOCAL if mode == "local" else REMOTE), size
 
     def call(
         self,
@@ -119,20 +132,61 @@ class Router:
                     job,
                 )
             return job.result()
-        if side == LOCAL:
-            return self.run_here(fn, size, args, kwargs)
-        try:
-            remote = self.servers.require()
-            inner = running_future()
-            remote.send(fn, args, kwargs, inner, wait=True)
-            outcome: Outcome = inner.result()
-        except FALLBACK as exc:
-            if mode != "auto" or not falls_back(exc):
-                raise
-            self.fallbacks.note(fn, exc)
-            return self.run_here(fn, size, args, kwargs)
-        self.learn_remote(fn, size, outcome, remote)
-        return outcome.value
+        tried: tuple[str, ...] = ()
+        while side != LOCAL:
+            remote = None
+            try:
+                remote = self.servers.get(side)
+                assert remote is not None
+                inner = running_future()
+                remote.send(fn, args, kwargs, inner, wait=True)
+                outcome: Outcome = inner.result()
+            except FALLBACK as exc:
+                where = self.next_place(fn, size, remote, exc, mode == "auto", tried)
+                if where is None:
+                    raise
+                side, tried = where, (*tried, remote.address if remote else side)
+                continue
+            self.learn_remote(fn, size, outcome, remote)
+            return outcome.value
+        return self.run_here(fn, size, args, kwargs)
+
+    def next_place(
+        self,
+        fn: OffloadedFunction[..., Any],
+        size: int,
+        remote: Remote | None,
+        exc: BaseException,
+        here: bool,
+        tried: tuple[str, ...] = (),
+    ) -> str | None:
+        """Where a call that failed on ``remote`` with ``exc`` goes: a server, here, or None.
+
+        With several servers (Freelance): a lost server leaves the usable ones,
+        one that cannot run the function is not asked again for it, and the call
+        goes to the best server left (``auto`` may choose here). ``here``: the
+        call may run on this device; else it stays failed when no server is left.
+        Never silent: see :mod:`offload.fallback`.
+        """
+        if not falls_back(exc):
+            return None
+        if self.servers.fleet and remote is not None:
+            usable = self.servers.usable
+            assert usable is not None
+            if isinstance(exc, STICKY):
+                usable.lacks(remote.address, fn.wire_name)
+            elif isinstance(exc, errors.ServerUnavailable):
+                self.servers.lose(remote)
+            skip = {*tried, remote.address}
+            left = tuple(c for c in self.servers.candidates() if c.address not in skip)
+            if left:
+                where = self.decider.where_among(fn, size, left, here)
+                self.fallbacks.note_failover(fn, exc, remote.address, where)
+                return where
+        if not here:
+            return None
+        self.fallbacks.note(fn, exc)
+        return LOCAL
 
     def submit(
         self,
@@ -151,7 +205,8 @@ class Router:
         if side == LOCAL:
             learn = None if mode == "local" else size
             return self._track(self._pool().submit(self.run_here, fn, learn, args, kwargs))
-        return self._track(self.start_there(fn, args, kwargs, size, fallback=mode == "auto"))
+        there = self.start_there(fn, args, kwargs, size, fallback=mode == "auto", where=side)
+        return self._track(there)
 
     def start_there(
         self,
@@ -161,23 +216,17 @@ class Router:
         size: int,
         *,
         fallback: bool,
+        where: str = REMOTE,
     ) -> CallFuture:
-        """Send a call to the server; with ``fallback``, a FALLBACK failure runs it here."""
+        """Send a call to ``where`` (a server); a FALLBACK failure goes on elsewhere.
+
+        Elsewhere: the next best server (with several), else here if ``fallback``.
+        """
         outer = CallFuture()
-        inner = running_future()
-        try:
-            remote = self.servers.require()
-            request_id = remote.send(fn, args, kwargs, inner, wait=False)
-        except errors.OffloadError as exc:
-            settle(inner, exc=exc)
-        else:
-            outer.sent = (remote, request_id, self.config.connect_timeout)
-        inner.add_done_callback(
-            functools.partial(self._there_done, outer, fn, args, kwargs, size, fallback)
-        )
+        self._send_there(outer, fn, args, kwargs, size, fallback, where, ())
         return outer
 
-    def _there_done(
+    def _send_there(
         self,
         outer: CallFuture,
         fn: OffloadedFunction[..., Any],
@@ -185,15 +234,37 @@ class Router:
         kwargs: dict[str, Any],
         size: int,
         fallback: bool,
-        inner: Future[Any],
+        where: str,
+        tried: tuple[str, ...],
     ) -> None:
+        inner = running_future()
+        remote = None
+        try:
+            remote = self.servers.get(where)
+            assert remote is not None
+            request_id = remote.send(fn, args, kwargs, inner, wait=False)
+        except errors.OffloadError as exc:
+            settle(inner, exc=exc)
+        else:
+            outer.sent = (remote, request_id, self.config.connect_timeout)
+        there = (fn, args, kwargs, size, fallback, remote, tried)
+        inner.add_done_callback(functools.partial(self._there_done, outer, there))
+
+    def _there_done(self, outer: CallFuture, there: tuple[Any, ...], inner: Future[Any]) -> None:
+        fn, args, kwargs, size, fallback, remote, tried = there
         exc = inner.exception()
         if exc is None:
             outcome: Outcome = inner.result()
-            self.learn_remote(fn, size, outcome, self.servers.primary)
+            self.learn_remote(fn, size, outcome, remote)
             settle(outer, outcome.value)
-        elif fallback and falls_back(exc) and not outer.done():
-            self.fallbacks.note(fn, exc)
+            return
+        where = None if outer.done() else self.next_place(fn, size, remote, exc, fallback, tried)
+        if where is None:
+            settle(outer, exc=exc)
+        elif where != LOCAL:
+            tried = (*tried, remote.address if remote is not None else where)
+            self._send_there(outer, fn, args, kwargs, size, fallback, where, tried)
+        else:
             try:
                 local = self._pool().submit(self.run_here, fn, size, args, kwargs)
             except RuntimeError:  # the pool is shut: the remote failure stands
@@ -201,8 +272,6 @@ class Router:
                 return
             outer.local = local
             local.add_done_callback(functools.partial(chain_unless_cancelled, outer))
-        else:
-            settle(outer, exc=exc)
 
     def run_here(
         self,
@@ -230,9 +299,29 @@ class Router:
         """The connection a run goes over: None for ``"local"``, else "remote" or an address."""
         return self.servers.get(where)
 
-    def fallback_target(self) -> str:
-        """Where a job whose server is lost goes: the backup server if it answers, else here."""
-        return self.servers.fallback_target()
+    def fallback_target(
+        self,
+        fn: OffloadedFunction[..., Any] | None = None,
+        size: int = 0,
+        left: str = "",
+        lost: bool = False,
+        here: bool = True,
+    ) -> str:
+        """Where a job that ``left`` a server goes (``lost``: that server stopped answering).
+
+        With several servers, the best other usable one (``auto`` may choose here
+        when ``here``); else the backup server if it answers, else here.
+        """
+        if not self.servers.fleet or fn is None:
+            return self.servers.fallback_target()
+        usable = self.servers.usable
+        assert usable is not None
+        if lost and left:
+            usable.lose(left)
+        candidates = tuple(c for c in self.servers.candidates() if c.address != left)
+        if not candidates:
+            return LOCAL
+        return self.decider.where_among(fn, size, candidates, here)
 
     def keep_checkpoint(self, job: JobName, state: Any, count: int) -> None:
         """The checkpoint sink: also keep a job's latest state in ``checkpoint_dir``, if set."""
@@ -253,8 +342,12 @@ class Router:
     def learn_remote(
         self, fn: OffloadedFunction[..., Any], size: int, outcome: Outcome, remote: Remote | None
     ) -> None:
-        """A whole call of ``size`` ran on ``remote``; only the configured server's teach."""
-        if remote is None or remote is not self.servers.primary:
+        """A whole call of ``size`` ran on ``remote``; it teaches that server's link.
+
+        With one server, only the configured server's calls teach (a backup's
+        would pass for it); with several, each server's calls teach its own link.
+        """
+        if remote is None or (remote is not self.servers.primary and not self.servers.fleet):
             return
         try:
             self.decider.observe_remote(
@@ -265,93 +358,10 @@ class Router:
                 outcome.sent,
                 outcome.received,
                 outcome.alone,
+                remote.link,
             )
         except Exception:  # the result stands, whatever the profiler thinks
             log.warning("the profiler could not learn from a call", exc_info=True)
-
-    # -- shutting down -------------------------------------------------------------------------
-
-    @property
-    def stopping(self) -> bool:
-        """True once shutdown began: no new calls are accepted."""
-        return self._stopping
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop accepting calls; ``cancel_futures`` cancels what has not started.
-
-        With ``wait``, return once every call has finished and the connections
-        are closed; else that happens in the background (and at exit).
-        """
-        with self._lock:
-            first, self._stopping = not self._stopping, True
-        if cancel_futures:
-            self._cancel_waiting()
-        if wait:
-            self.join()
-            self._close()
-        elif first:
-            threading.Thread(target=self._close_when_idle, daemon=True).start()
-
-    def join(self) -> None:
-        """Wait, without a time limit, until no call of this router is pending.
-
-        A future counts as finished once its done-callbacks have run (a
-        callback added here runs after those added before), as a pool's
-        worker thread finishes only after the callbacks it runs.
-        """
-        while True:
-            with self._lock:  # a paused job waits for its user, not for this
-                pending = [f for f in self._outstanding if not (isinstance(f, Job) and f.paused)]
-            if not pending:
-                if not self.servers.in_flight():
-                    return
-                time.sleep(0.005)  # synchronous calls of other threads
-                continue
-            future, called = pending[0], threading.Event()
-            future.add_done_callback(functools.partial(_set_event, called))
-            while not called.wait(0.25):  # and look again: the job may pause meanwhile
-                if isinstance(future, Job) and future.paused:
-                    break
-
-    def _close_when_idle(self) -> None:
-        self.join()
-        self._close()
-
-    def _close(self) -> None:
-        with self._lock:
-            if self._closed.is_set():
-                return
-            self._closed.set()
-            pool = self._pool_
-        if pool is not None:
-            pool.shutdown(wait=True)
-        self.servers.close()
-        _routers.discard(self)
-
-    def _cancel_waiting(self) -> None:
-        """Cancel every call not started: queued here, queued on the server, jobs waiting."""
-        pool = self._pool_
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-        with self._lock:
-            pending = list(self._outstanding)
-        sent: dict[Withdrawer, dict[int, CallFuture]] = {}
-        for future in pending:
-            if isinstance(future, Job):
-                future.cancel_if_waiting()
-            elif isinstance(future, CallFuture) and future.local is None and future.sent:
-                remote, request_id, _ = future.sent
-                sent.setdefault(remote, {})[request_id] = future
-        for remote, calls in sent.items():  # one round trip per server
-            for request_id in remote.withdraw(calls, self.config.connect_timeout):
-                calls[request_id].sent = None  # withdrawn: nothing left to take back
-                calls[request_id].cancel()
-
-    def _check_open(self) -> None:
-        if self._stopping:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        if _exiting:
-            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
     def _track(self, future: Future[Any]) -> Future[Any]:
         with self._lock:
@@ -373,18 +383,3 @@ class Router:
                     )
                 pool = self._pool_
         return pool
-
-
-def _set_event(event: threading.Event, _future: Future[Any]) -> None:
-    event.set()
-
-
-def _join_at_exit() -> None:
-    """Wait for every router's pending calls at exit, as the stdlib pools do."""
-    global _exiting
-    _exiting = True
-    for router in list(_routers):
-        router.join()
-
-
-threading._register_atexit(_join_at_exit)  # type: ignore[attr-defined]

@@ -10,13 +10,15 @@ every ``retry_interval``, from the profiler's thread.
 
 It also knows the other servers (:meth:`Servers.known`): those configured in
 ``servers``, and with ``servers="auto"`` those a :class:`~offload.discovery.Browser`
-finds on the LAN, each marked trusted or not (:mod:`offload.fleet`). Calls
-still go to the configured server; a connection to another one is made only
-to a trusted server, with the key it was trusted by.
+finds on the LAN, each marked trusted or not (:mod:`offload.fleet`); with
+them, :attr:`Servers.usable` keeps the ones calls may go to
+(:mod:`offload.usable`). A connection to another server is made only to a
+trusted server, with the key it was trusted by.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -29,7 +31,9 @@ from .config import Config
 from .discovery import Browser
 from .fleet import Known, listing
 from .profiler import LOCAL, REMOTE, Link
+from .profiler.choice import Candidate
 from .remote import Remote
+from .usable import Usable
 
 log = logging.getLogger("offload")
 
@@ -56,9 +60,14 @@ class Servers:
         if config.server:
             self.primary = Remote(config, link)
             self._probe = self.primary.ping(timed=False)  # its time includes connecting
+            self._greet(self.primary)
         # Probed from the profiler's thread once the server answers: never from a
         # callback, which runs on the thread that must read the probe's reply.
         self._probe_link = bool(config.probe_bytes) and link.up_bps.mean is None
+        #: With several servers (``servers``): those calls may go to now, else None.
+        self.usable: Usable | None = None
+        if config.discover or config.static_servers:
+            self.usable = Usable(config, self.get)
         #: Finds servers on the LAN with ``servers="auto"`` (else None).
         self.browser: Browser | None = None
         if config.discover:
@@ -70,6 +79,21 @@ class Servers:
     def known(self) -> list[Known]:
         """Every configured or discovered server, each trusted or not."""
         return listing(self._config, self.browser.servers() if self.browser else [])
+
+    @property
+    def fleet(self) -> bool:
+        """Whether calls are routed among several servers (``servers`` is set)."""
+        return self.usable is not None
+
+    def candidates(self) -> tuple[Candidate, ...]:
+        """The servers a call may go to now (the first call waits for their first PONGs)."""
+        if self.usable is None:
+            return ()
+        return self.usable.ready(self.known)
+
+    def lose(self, remote: Remote) -> bool:
+        """``remote`` lost a call: route no call there until it answers again (probation)."""
+        return self.usable.lose(remote.address) if self.usable is not None else False
 
     def loads(self) -> dict[str, dict[str, Any]]:
         """Each connected server's latest load (from its latest PONG), by address."""
@@ -94,6 +118,8 @@ class Servers:
         Only the very first call may wait (up to ``connect_timeout``) for the
         first PONG; after that this reads a flag.
         """
+        if self.usable is not None:
+            return bool(self.candidates())
         if self.primary is None:
             return False
         conn = self.primary.conn
@@ -131,6 +157,9 @@ class Servers:
         if where == LOCAL:
             return None
         primary = self.primary
+        if where == REMOTE and primary is None and self.usable is not None:
+            candidates = self.candidates()  # mode="remote" with servers but no ``server``
+            where = candidates[0].address if candidates else where
         if where == REMOTE or (primary is not None and where == primary.address):
             return self.require()
         with self._lock:
@@ -141,7 +170,14 @@ class Servers:
                 config = self._config.replace(server=where, **self._keys(where))
                 remote = self._others[where] = Remote(config, Link(config_bps(config)))
                 remote.ping(timed=False)
+                self._greet(remote)
         return remote
+
+    def _greet(self, remote: Remote) -> None:
+        """Tell the server where this client is, if it shares its location (answer unread)."""
+        if self._config.share_location and self._config.location:
+            with contextlib.suppress(errors.OffloadError):
+                remote.control({"op": "hello", "location": self._config.location})
 
     def _keys(self, address: str) -> dict[str, Any]:
         """How to connect to ``address``: a discovered server with the key it is trusted by."""
@@ -194,7 +230,11 @@ class Servers:
     def tick(self) -> None:
         """From the profiler's thread: the first bandwidth probe, and an idle PING now and then."""
         remote, now = self.primary, time.monotonic()
-        if remote is None or self._closed:
+        if self._closed:
+            return
+        if self.usable is not None:
+            self.usable.refresh(self.known())
+        if remote is None:
             return
         if self._probe_link and remote.conn.up:
             self._probe_link = False

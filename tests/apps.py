@@ -239,3 +239,15 @@ def touch_shared(megabytes: int) -> int:
 def blob(megabytes: float) -> bytes:
     """``megabytes`` MB of random bytes (incompressible: a large result from a small call)."""
     return np.random.default_rng().bytes(int(megabytes * 2**20))
+
+
+@offload
+def mark(log: str, item: int, seconds: float) -> int:
+    """Append ``item`` to ``log`` after ``seconds`` (a run killed before leaves no line).
+
+    Returns the pid of the server whose worker ran it (workers are its children).
+    """
+    time.sleep(seconds)
+    with open(log, "a") as f:
+        f.write(f"{item}\n")
+    return os.getppid()

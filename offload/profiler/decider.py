@@ -7,11 +7,14 @@ default one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from .. import human
+from .choice import Candidate
 from .history import FunctionProfile
+from .network import Link
 
 Side = Literal["local", "remote"]
 LOCAL: Side = "local"
@@ -27,6 +30,18 @@ class Decider(Protocol):
         """Return the side for ``fn(*args, **kwargs)`` and the call's size."""
         ...
 
+    def decide_among(
+        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], servers: Sequence[Candidate]
+    ) -> tuple[str, int]:
+        """Where a call runs among here and ``servers``: "local" or an address; and its size."""
+        ...
+
+    def where_among(
+        self, fn: Any, size: int, servers: Sequence[Candidate], here: bool = True
+    ) -> str:
+        """ "local" or the address of the server a call goes to (``here``: may be local)."""
+        ...
+
     def observe_local(self, fn: Any, size: int, seconds: float) -> None:
         """A call of ``size`` ran here in ``seconds``."""
         ...
@@ -40,6 +55,7 @@ class Decider(Protocol):
         up: int,
         down: int,
         alone: bool = True,
+        link: Link | None = None,
     ) -> None:
         """A call of ``size`` took ``turnaround`` s remotely, ``server`` s of it executing.
 
@@ -49,7 +65,12 @@ class Decider(Protocol):
         ...
 
     def explain(
-        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
+        self,
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        server_up: bool,
+        servers: Sequence[Candidate] | None = None,
     ) -> Explanation:
         """What :meth:`decide` would answer for this call now, and why; changes nothing."""
         ...
@@ -93,6 +114,10 @@ class Explanation:
     link: dict[str, Any]
     energy_source: str
     objective_time_weight: float = field(default=1.0)
+    #: With several servers: the best one (used unless ``side`` is local), and every
+    #: candidate with its estimate (``time_s``), ``chosen`` and ``why`` (it lost, or won).
+    server: str | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
 
     def __str__(self) -> str:
         local, remote = self.estimates.get("local", {}), self.estimates.get("remote", {})
@@ -119,8 +144,20 @@ class Explanation:
                 f"{human.rate(link.get('up_bps'))}, down {human.rate(link.get('down_bps'))}"
                 + assumed,
                 f"  energy     {self.energy_source}; objective: {objective}",
+                *self._candidate_lines(),
             ]
         )
+
+    def _candidate_lines(self) -> list[str]:
+        if not self.candidates:
+            return []
+        where = "here" if self.side == "local" else self.server
+        lines = [f"  chosen     {where}; candidates:"]
+        for c in self.candidates:
+            mark = "*" if c.get("chosen") else " "
+            estimate = human.seconds(c.get("time_s"))
+            lines.append(f"   {mark} {c['where']:<24} {estimate:>9}  {c.get('why', '')}")
+        return lines
 
 
 class Stats(dict[str, dict[str, Any]]):

@@ -44,14 +44,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from math import exp, log
 from typing import Any
 
-from .decider import LOCAL, REMOTE, Explanation, Policy, Side
+from .choice import WHY, Candidate, ServerChoice
+from .decider import LOCAL, REMOTE, Policy, Side
 from .device import DeviceState
+from .explaining import CHEAPER, COLD, EXPLORE, KEPT, OFFLINE, Explaining
 from .history import HERE, THERE, FunctionProfile
-from .models import Drift
-from .network import LARGE
+from .learning import Learning, contention
+from .network import Link
 from .profiler import Profiler
 from .sizes import call_size
 
@@ -66,31 +69,8 @@ _RECHECK = 1.5
 #: Decisions after which a function never run here is tried here even on a dear call.
 _COLD_LOCAL_AFTER = 4
 
-# Reasons, as short codes on the hot path and sentences in explain().
-OFFLINE, COLD, CHEAPER, KEPT, EXPLORE = range(5)
-REASONS = {
-    OFFLINE: "no server answers: offline mode, run here",
-    COLD: "no history on this side yet: try it once",
-    CHEAPER: "estimated cheaper",
-    KEPT: "kept the previous side: the other is not cheaper by the hysteresis margin",
-    EXPLORE: "exploring: the other side's estimate is stale",
-}
 
-
-def _log_size(size: int) -> float:
-    """The models' x: the log of a call's size (sizes of 0 and 1 both give 0)."""
-    return log(size) if size > 1 else 0.0
-
-
-def contention(cpu_load: float) -> float:
-    """How much slower a call runs here while others take ``cpu_load`` of the CPU.
-
-    It gets what they leave, ``1 - cpu_load`` (at most 4 times slower).
-    """
-    return 1.0 / (1.0 - cpu_load) if cpu_load < 0.75 else 4.0
-
-
-class AdaptiveDecider:
+class AdaptiveDecider(Explaining, Learning):
     """The default decider: per-call estimates of time and energy from a :class:`Profiler`."""
 
     def __init__(self, profiler: Profiler, policy: Policy | None = None) -> None:
@@ -102,6 +82,8 @@ class AdaptiveDecider:
         # decision, kept as plain attributes: the hot path reads, never derives.
         self._every, self._cheap_try_s = self.policy.explore_every, self.policy.cheap_try_s
         self._keep = 1.0 - self.policy.hysteresis
+        #: Which server, when there are several (:mod:`.choice`).
+        self.servers = ServerChoice(self.policy.hysteresis, self._every)
         # Seconds spent so far (each decision's estimated cost on its side), and what had
         # been spent when each shared estimate was last refreshed: the server's speed
         # (THERE), this device's (HERE), the bandwidth.
@@ -153,9 +135,52 @@ class AdaptiveDecider:
             logger.debug("%s size=%d -> %s", prof.key, size, side)
         return side, size
 
-    def choose(self, prof: FunctionProfile, size: int, server_up: bool) -> Side:
-        """Decide for a call of ``size`` and advance the function's decision clock."""
-        side, reason, est = self._evaluate(prof, size, server_up)
+    def decide_among(
+        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], servers: Sequence[Candidate]
+    ) -> tuple[str, int]:
+        """Where a call runs among here and ``servers``: "local" or an address; and its size."""
+        size = call_size(fn, args, kwargs)
+        return self.where_among(fn, size, servers), size
+
+    def where_among(
+        self, fn: Any, size: int, servers: Sequence[Candidate], here: bool = True
+    ) -> str:
+        """ "local" or the address of the server a call of ``size`` goes to (see choice).
+
+        ``here`` False (``mode="remote"``): the best server, "remote" if there is none.
+        """
+        prof = self._profiles.get(fn.key)
+        if prof is None:
+            prof = self.profile(fn)
+        x = log(size) if size > 1 else 0.0
+        server, why, ranked = self.servers.pick(prof, x, servers, fn.wire_name)
+        if server is None:
+            return self.choose(prof, size, False) if here else REMOTE
+        if here:
+            wait = server.wait(self.servers.exec_s(prof, x, server))
+            if self.choose(prof, size, True, server.link, wait) == LOCAL:
+                return LOCAL
+        else:
+            prof.clock += 1
+        self.servers.commit(prof, server, why, next(t for t, c in ranked if c is server))
+        if self._debug:
+            logger.debug("%s size=%d -> %s (%s)", prof.key, size, server.address, WHY[why])
+        return server.address
+
+    def choose(
+        self,
+        prof: FunctionProfile,
+        size: int,
+        server_up: bool,
+        link: Link | None = None,
+        wait: float = 0.0,
+    ) -> Side:
+        """Decide for a call of ``size`` and advance the function's decision clock.
+
+        ``link``: the server's (default the configured one); ``wait``: seconds the
+        call would wait there behind others (see :mod:`.choice`).
+        """
+        side, reason, est = self._evaluate(prof, size, server_up, link, wait)
         clock = prof.clock = prof.clock + 1
         if est[2] is not None:  # the cost of a typical call, to keep explorations cheap
             best = est[0] if est[0] < est[2] else est[2]
@@ -174,11 +199,17 @@ class AdaptiveDecider:
         return side
 
     def _evaluate(
-        self, prof: FunctionProfile, size: int, server_up: bool
+        self,
+        prof: FunctionProfile,
+        size: int,
+        server_up: bool,
+        link: Link | None = None,
+        wait: float = 0.0,
     ) -> tuple[Side, int, tuple[Any, ...]]:
         """(side, reason, estimates) without changing any state."""
-        x = log(size) if size > 1 else 0.0  # _log_size, inlined: the hot path
-        link = self._link
+        x = log(size) if size > 1 else 0.0  # log_size, inlined: the hot path
+        if link is None:
+            link = self._link
         if self._device.state is not self._state:
             self._adopt(self._device.state)
         m = prof.time
@@ -189,7 +220,7 @@ class AdaptiveDecider:
         t_local = exp(base + c) * self._local_drift.value * busy if here else None
         if not server_up:
             return LOCAL, OFFLINE, (t_local, None, None, None, 0.0, 0.0, False)
-        t_exec = exp(base) * link.server_drift.value if there else None
+        t_exec = exp(base) * link.server_drift.value + wait if there else None
         every = self._every
         if t_exec is None and prof.clock - m.seen[THERE] >= every:
             return REMOTE, COLD, (t_local, None, None, None, 0.0, 0.0, False)
@@ -277,52 +308,6 @@ class AdaptiveDecider:
         waited = prof.clock - max(m.seen[HERE], 0)
         return waited >= _COLD_LOCAL_AFTER and (over <= 0.0 or waited >= 4 * _COLD_LOCAL_AFTER)
 
-    # -- learning ------------------------------------------------------------------------------
-
-    def observe_local(self, fn: Any, size: int, seconds: float) -> None:
-        prof = self.profile(fn)
-        busy = contention(self._device.state.cpu_load)  # learned as if the CPU were free
-        with self._learning, prof.lock:
-            self._learn(prof, _log_size(size), seconds / busy, HERE, self._local_drift)
-            prof.add("local", seconds, 0, 0, self._energy.local(seconds))
-
-    def observe_remote(
-        self,
-        fn: Any,
-        size: int,
-        turnaround: float,
-        server: float,
-        up: int,
-        down: int,
-        alone: bool = True,
-    ) -> None:
-        prof = self.profile(fn)
-        x = _log_size(size)
-        link = self._link
-        with self._learning, prof.lock:
-            if alone:  # else queueing behind other calls would pass for a slow link
-                link.on_call(up, down, turnaround, server)
-                if up >= LARGE or down >= LARGE:
-                    self._fresh_link = self._spent
-            self._learn(prof, x, server, THERE, link.server_drift)
-            prof.up.add(x, float(up), prof.clock)
-            prof.down.add(x, float(down), prof.clock)
-            energy = self._energy.remote(link.up_s(up), link.down_s(down), turnaround)
-            prof.add("remote", turnaround, up, down, energy)
-
-    def _learn(
-        self, prof: FunctionProfile, x: float, seconds: float, side: int, drift: Drift
-    ) -> None:
-        """One execution time (at log size ``x``) into the function's model, drift, slowdown."""
-        m, slowdown = prof.time, self._link.slowdown
-        updates = drift.updates
-        cost = drift.normalize(m, x, seconds, side)
-        if drift.updates != updates:  # news of that side's speed, not just a call
-            self._fresh[side] = self._spent
-        m.add(x, cost, prof.clock, side, slowdown.mean or 0.0)
-        if m.counts[HERE] >= 2 and m.counts[THERE] >= 2:
-            slowdown.add(m.params[2])
-
     def profile(self, fn: Any) -> FunctionProfile:
         """What has been learned about ``fn`` (created, or loaded from disk, on first use)."""
         key = fn.key
@@ -334,66 +319,3 @@ class AdaptiveDecider:
         while len(self._profiles) > MAX_PROFILES:
             self._profiles.popitem(last=False)  # the store keeps what it learned
         return prof
-
-    def costs(self, fn: Any, size: int) -> tuple[float, float, float, float, float] | None:
-        """(local s, server s, transfer s, local J, remote J) of a call, if both sides are known."""
-        _, _, est = self._evaluate(self.profile(fn), size, True)
-        if est[2] is None:
-            return None
-        t_local, t_exec, _, t_wire, e_local, e_remote, _ = est
-        return t_local, t_exec, t_wire, e_local, e_remote
-
-    # -- visibility ----------------------------------------------------------------------------
-
-    def explain(
-        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
-    ) -> Explanation:
-        """What :meth:`decide` would answer for this call now, and why; changes nothing."""
-        size = call_size(fn, args, kwargs)
-        prof = self.profile(fn)
-        side, reason, est = self._evaluate(prof, size, server_up)
-        t_local, t_exec, t_remote, t_wire, e_local, e_remote, critical = est
-        reasons = [REASONS[reason]]
-        state = self.profiler.device.state
-        if critical:
-            reasons.append(
-                f"critical condition (battery {state.battery}, charging {state.charging}, "
-                f"cpu {state.cpu_load:.0%}, free memory {state.memory_free:.0%}): prefer online"
-            )
-        known = t_remote is not None
-        return Explanation(
-            side=side,
-            reasons=reasons,
-            size=size,
-            estimates={
-                "local": {"time_s": t_local, "energy_j": e_local if known else None},
-                "remote": {
-                    "time_s": t_remote,
-                    "server_s": t_exec,
-                    "transfer_s": t_wire,
-                    "energy_j": e_remote if known else None,
-                },
-            },
-            device={
-                "cpu_load": state.cpu_load,
-                "memory_free": state.memory_free,
-                "battery": state.battery,
-                "charging": state.charging,
-                "power_w": state.power_w,
-            },
-            link=self.profiler.link.snapshot(),
-            energy_source=self.profiler.energy.source,
-            objective_time_weight=self.policy.time_weight,
-        )
-
-    def stats(self) -> dict[str, dict[str, Any]]:
-        """Per function and side: calls, seconds, bytes up and down, joules."""
-        source = self.profiler.energy.source
-        return {
-            prof.key.split("@")[0]: {
-                "local": dict(prof.totals["local"]),
-                "remote": dict(prof.totals["remote"]),
-                "energy_source": source,
-            }
-            for prof in list(self._profiles.values())
-        }

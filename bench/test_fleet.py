@@ -1,0 +1,37 @@
+"""bench fleet: the oracle and the ratios from measured calls (the run itself needs root)."""
+
+from __future__ import annotations
+
+from bench import fleet
+
+
+def _calls(spec: list[tuple[str, float, str]]) -> dict:
+    return {"calls": [{"phase": p, "s": s, "where": w} for p, s, w in spec], "failover_gap_s": 0.1}
+
+
+def test_the_oracle_takes_each_calls_best_outcome_and_ratios_follow():
+    runs = {
+        "ours": _calls([("steady", 0.05, "mid"), ("mid dead", 0.2, "near")]),
+        "nearest": _calls([("steady", 0.15, "near"), ("mid dead", 0.14, "near")]),
+    }
+    totals = fleet.summarize(runs, 120_000)
+    assert [c["where"] for c in runs["ours"]["calls"]] == ["mid", "near"]  # untouched
+    assert totals["oracle"]["time_s"] == 0.05 + 0.14
+    assert totals["oracle"]["where"] == {"mid": 1, "near": 1}
+    assert totals["ours"]["time_ratio_to_oracle"] == (0.25) / (0.19)
+    assert totals["oracle"]["time_ratio_to_oracle"] == 1.0
+    assert set(totals["ours"]["per_phase_s"]) == set(fleet.PHASES)
+    report = {
+        "quick": True,
+        "setup": {
+            "servers": {
+                n: {"km": k, "mbit": m, "workers": w} for n, (k, m, w) in fleet.SERVERS.items()
+            },
+            "phases": list(fleet.PHASES),
+            "local_slowdown": 4.0,
+            **fleet.QUICK,
+        },
+        "policies": totals,
+    }
+    text = fleet.markdown(report)
+    assert "| ours | 0.25 | 1.32 |" in text

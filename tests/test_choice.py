@@ -1,0 +1,89 @@
+"""The choice among servers (``offload.profiler.choice``): link, load, distance, exploring.
+
+The decision's own arithmetic, on candidates built by hand (each with a
+real :class:`~offload.profiler.Link` fed as calls would feed it).
+"""
+
+from __future__ import annotations
+
+from math import log
+
+from offload.profiler import FunctionProfile, Link
+from offload.profiler.choice import BEST, EXPLORE, KEPT, Candidate, ServerChoice
+
+X = log(100_000)  # a call of 100 KB
+
+
+def _profile() -> FunctionProfile:
+    prof = FunctionProfile("f@1")
+    for _ in range(3):  # 100 KB up, 20 ms on a server, a small reply
+        prof.time.add(X, 0.02, 0, 0)
+        prof.up.add(X, 100_000.0)
+        prof.down.add(X, 100.0)
+    prof.typical = 0.05
+    return prof
+
+
+def _server(name: str, mbit: float | None = None, rtt: float = 0.001, **kw) -> Candidate:
+    link = Link(27e6 / 8)
+    if rtt:
+        link.on_rtt(rtt)
+    if mbit is not None:
+        link.on_probe(10**6, 0, rtt + 8 / mbit)  # 1 MB up at mbit
+    return Candidate(f"tcp://{name}:1", link, **kw)
+
+
+def test_the_faster_link_and_the_idler_server_win():
+    prof, choice = _profile(), ServerChoice(0.1, 32)
+    slow, fast = _server("slow", mbit=8), _server("fast", mbit=100)
+    server, why, ranked = choice.pick(prof, X, [slow, fast], "f")
+    assert server is fast and why == BEST and [c for _, c in ranked] == [fast, slow]
+    fast.others, fast.workers = 40, 1  # another client's calls queued there
+    server, _, _ = choice.pick(prof, X, [slow, fast], "f")
+    assert server is slow
+    fast.rate = 50.0  # ...served quickly: 40 ahead at 50 a second is 0.8 s
+    assert 0.7 < fast.wait(0.02) < 0.9
+
+
+def test_distance_is_the_prior_before_any_round_trip_is_measured():
+    prof, choice = _profile(), ServerChoice(0.1, 32)
+    near = _server("near", rtt=0, distance_km=2)
+    far = _server("far", rtt=0, distance_km=900)
+    assert choice.pick(prof, X, [far, near], "f")[0] is near
+    far.link.on_rtt(0.0005)  # measured: the prior no longer counts
+    near.link.on_rtt(0.05)
+    assert choice.pick(prof, X, [far, near], "f")[0] is far
+
+
+def test_hysteresis_keeps_the_last_server_and_exploring_retries_a_stale_one():
+    prof, choice = _profile(), ServerChoice(0.1, 32)
+    a, b = _server("a", mbit=50), _server("b", mbit=52)
+    first, why, ranked = choice.pick(prof, X, [a, b], "f")
+    assert first is b
+    choice.commit(prof, b, why, ranked[0][0])
+    b.link.on_probe(10**6, 0, 0.001 + 8 / 49)  # now a little slower than a
+    server, why, _ = choice.pick(prof, X, [a, b], "f")
+    assert server is b and why == KEPT
+    a.link.on_probe(10**6, 0, 0.001 + 8 / 500)  # a is now much faster
+    server, why, ranked = choice.pick(prof, X, [a, b], "f")
+    assert server is a and why == BEST
+    choice.commit(prof, a, why, ranked[0][0])
+    # b is left alone until enough seconds went elsewhere to pay for one try.
+    explored = None
+    for _ in range(200):
+        server, why, ranked = choice.pick(prof, X, [a, b], "f")
+        prof.clock += 1
+        choice.commit(prof, server, why, dict((c.address, t) for t, c in ranked)[server.address])
+        if why == EXPLORE:
+            explored = server
+            break
+    assert explored is b
+
+
+def test_a_server_that_lacks_the_function_is_not_a_candidate():
+    prof, choice = _profile(), ServerChoice(0.1, 32)
+    a, b = _server("a", mbit=100), _server("b", mbit=8)
+    a.lacks.add("f")
+    assert choice.pick(prof, X, [a, b], "f")[0] is b
+    b.functions, b.ships_code = frozenset({"g"}), False
+    assert choice.pick(prof, X, [a, b], "f")[0] is None
