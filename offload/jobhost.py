@@ -9,11 +9,12 @@ is how far a job has come.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import Executor
+import threading
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._exceptions import OffloadError
+from ._exceptions import OffloadError, ServerUnavailable
 from .api import OffloadedFunction
 from .human import progress_text
 from .remote import Outcome, Remote
@@ -28,6 +29,9 @@ class JobName(Protocol):
 
 
 log = logging.getLogger("offload")
+
+MOVED_TRIES = 60  # how often a down server is told that its job moved
+MOVED_RETRY_S = 2.0  # seconds between those tries
 
 
 class JobHost(Protocol):
@@ -89,15 +93,35 @@ class Progress:
     __str__ = progress_text  # "12 checkpoints, the last 3 s ago; on tcp://..., run 1"
 
 
-def tell_moved(before: Remote, job_id: int, to: str) -> None:
-    """Tell ``before`` that its job ``job_id`` went on at ``to`` (best effort, not waited for)."""
+def tell_moved(before: Remote, job_id: int, to: str, tries: int = MOVED_TRIES) -> None:
+    """Tell ``before`` that its job ``job_id`` went on at ``to`` (best effort, not waited for).
+
+    A server that is down (it died: that is why the job moved) is told again
+    every ``MOVED_RETRY_S`` while it does not answer, ``tries`` times in all,
+    so its record says ``moved`` once it is back.
+    """
+
+    def again(reason: object) -> None:
+        log.debug("could not tell %s that job %d moved: %s", before.address, job_id, reason)
+        if tries > 1 and not before.conn.closed:  # not after its client closed
+            retry = threading.Timer(MOVED_RETRY_S, tell_moved, (before, job_id, to, tries - 1))
+            retry.daemon = True
+            retry.start()
+
     try:
         _, answer = before.control({"op": "moved", "job": job_id, "to": to})
+    except ServerUnavailable as exc:
+        again(exc)
+        return
     except OffloadError as exc:
         log.debug("could not tell %s that job %d moved: %s", before.address, job_id, exc)
         return
-    answer.add_done_callback(
-        lambda done: log.debug(
-            "job %d on %s moved to %s: %r", job_id, before.address, to, done.exception()
-        )
-    )
+
+    def answered(done: Future[Any]) -> None:
+        exc = done.exception()
+        if isinstance(exc, ServerUnavailable):
+            again(exc)
+        else:
+            log.debug("job %d on %s moved to %s: %r", job_id, before.address, to, exc)
+
+    answer.add_done_callback(answered)

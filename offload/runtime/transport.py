@@ -157,6 +157,11 @@ class Connection:
         with self._mutex:
             self._observers = tuple(o for o in self._observers if o is not observer)
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: nothing more is sent or received."""
+        return self._closed
+
     def request(
         self,
         request_id: int,
