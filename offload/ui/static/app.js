@@ -1,0 +1,66 @@
+// offload ui: live job states over server-sent events, toasts and notifications.
+// No framework and no build step: the pages are server-rendered; this only patches them.
+"use strict";
+(function () {
+  const seen = {};  // job key -> last state, to notice when one finishes
+
+  function toast(text) {
+    const box = document.getElementById("toasts");
+    const el = document.createElement("div");
+    el.className = "toast";
+    el.setAttribute("role", "status");
+    el.textContent = text;
+    box.appendChild(el);
+    setTimeout(() => el.remove(), 8000);
+    if ("Notification" in window && Notification.permission === "granted") {
+      try { new Notification("offload", { body: text }); } catch (e) { /* not in this context */ }
+    }
+  }
+
+  function patch(row) {
+    document.querySelectorAll('[data-job="' + row.key + '"]').forEach((el) => {
+      const state = el.querySelector(".state");
+      if (state) { state.textContent = row.state; state.className = "state state-" + row.state; }
+      const bar = el.querySelector("progress");
+      if (bar && row.total) { bar.max = row.total; bar.value = row.done; }
+      const count = el.querySelector(".count");
+      if (count) { count.textContent = row.total ? row.done + " / " + row.total : row.checkpoints + " checkpoints"; }
+      const id = el.querySelector(".server-id");
+      if (id && row.id !== null) { id.textContent = row.id; }
+      el.querySelectorAll("[data-when]").forEach((b) => {
+        b.hidden = !b.dataset.when.split(" ").includes(row.state);
+      });
+      const err = el.querySelector(".job-error");
+      if (err && row.error) { err.textContent = row.error; }
+    });
+  }
+
+  function update(rows) {
+    rows.forEach((row) => {
+      const before = seen[row.key];
+      seen[row.key] = row.state;
+      patch(row);
+      const ended = row.state === "done" || row.state === "failed";
+      if (before !== undefined && before !== row.state && ended) {
+        const name = row.function.split(":").pop();
+        toast("Job " + (row.id !== null ? row.id : row.key) + " (" + name + ") " +
+              (row.state === "done" ? "is complete" : "failed"));
+      }
+    });
+  }
+
+  function listen() {
+    if (!window.EventSource) { return; }
+    const source = new EventSource("/events");
+    source.onmessage = (event) => update(JSON.parse(event.data).started);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const ask = document.getElementById("notify");
+    if (ask && "Notification" in window && Notification.permission === "default") {
+      ask.hidden = false;
+      ask.addEventListener("click", () => Notification.requestPermission().then(() => { ask.hidden = true; }));
+    }
+    listen();
+  });
+})();
