@@ -24,7 +24,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -39,6 +39,24 @@ from . import pages
 from .state import STATES, UiState, as_download, parse_arguments
 
 COOKIE = "offload_ui"
+FORM = "offload.form"  # the scope key of a POST's parsed form
+MAX_FORM = 1 << 20  # bytes of a form this app reads
+
+
+def _parse_form(body: bytes, content_type: str) -> dict[str, str]:
+    """An urlencoded form (the pages' forms are); {} for any other body or a too large one.
+
+    Parsed here rather than by Starlette, whose form parsing needs python-multipart.
+    """
+    if not content_type.startswith("application/x-www-form-urlencoded") or len(body) > MAX_FORM:
+        return {}
+    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return dict(pairs)
+
+
+def form_of(request: Request) -> dict[str, str]:
+    """The POST's form, as :class:`Guard` read it."""
+    return dict(request.scope.get(FORM, {}))
 
 
 class Guard:
@@ -71,17 +89,12 @@ class Guard:
             )
             return
         if request.method not in ("GET", "HEAD"):
-            body = await request.body()
-            form = await request.form()
-            sent = request.headers.get("x-csrf-token") or str(form.get("csrf", ""))
+            form = _parse_form(await request.body(), request.headers.get("content-type", ""))
+            sent = request.headers.get("x-csrf-token") or form.get("csrf", "")
             if not hmac.compare_digest(sent, self.csrf):
                 await _refuse("missing or wrong CSRF token")(scope, receive, send)
                 return
-
-            async def replay() -> dict[str, Any]:  # the body, read once, for the route
-                return {"type": "http.request", "body": body, "more_body": False}
-
-            receive = replay
+            scope[FORM] = form  # read once here; the routes take it from the scope
         await self.app(scope, receive, send)
 
 
@@ -126,7 +139,7 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
 
     async def new(request: Request) -> Response:
         names = sorted(state.functions)
-        source = request.query_params if request.method == "GET" else await request.form()
+        source = request.query_params if request.method == "GET" else form_of(request)
         name = str(source.get("fn") or (names[0] if names else ""))
         args, kwargs = str(source.get("args", "[]")), str(source.get("kwargs", "{}"))
         estimate, error = None, ""
@@ -153,7 +166,7 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
 
     async def started_action(request: Request) -> Response:
         key, action = request.path_params["key"], request.path_params["action"]
-        form = await request.form()
+        form = form_of(request)
         try:
             if action == "pause":
                 state.pause(key)
@@ -166,7 +179,8 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
         except errors.OffloadError as exc:
             return Response(f"{type(exc).__name__}: {exc}", 409)
         back = str(form.get("next", "/jobs"))
-        return RedirectResponse(back if back.startswith("/") else "/jobs", 303)
+        local = back.startswith("/") and not back.startswith("//")  # no open redirect
+        return RedirectResponse(back if local else "/jobs", 303)
 
     async def started_result(request: Request) -> Response:
         key = request.path_params["key"]
@@ -190,7 +204,7 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
         return _download(value, f"job-{job_id}")
 
     async def server_cancel(request: Request) -> Response:
-        form = await request.form()
+        form = form_of(request)
         address = str(form.get("server", ""))
         try:
             jobs_there = await run_in_threadpool(state.jobs_of, address)

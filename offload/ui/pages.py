@@ -214,7 +214,9 @@ def _estimate(estimate: dict[str, Any]) -> str:
         f"<p>Call size {human.size(estimate['size'])}</p>",
         f"<p>Here: {human.seconds(local.get('time_s'))}, {human.joules(local.get('energy_j'))}"
         f"<br>On the server: {human.seconds(remote.get('time_s'))}, "
-        f"{human.joules(remote.get('energy_j'))} on this device</p>",
+        f"{human.joules(remote.get('energy_j'))} on this device "
+        f'(<span id="server-time">{human.seconds(remote.get("server_s"))}</span> computing, '
+        f"{human.seconds(remote.get('transfer_s'))} sending)</p>",
     ]
     quote = estimate.get("quote")
     if quote:

@@ -1,0 +1,261 @@
+"""``offload ui`` in a real headless Chromium, against a live app process and a live edge server.
+
+One browser for the module (Debian's ``/usr/bin/chromium`` driven by
+Playwright's Python API; Playwright's own browser download is not
+reachable). The tests submit a job from the form, watch its progress, pause
+and resume it, download its result, see the completion toast, and check that
+the app refuses requests without its token, POSTs without the CSRF token and
+other Host names. With ``OFFLOAD_UI_SCREENSHOTS=DIR`` the pages' screenshots
+are written there (``docs/ui`` in the repository), else to a temporary
+directory.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import offload
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+pytest.importorskip("starlette", reason="starlette is not installed (the ui extra)")
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+
+class Ui:
+    """A running ``offload ui`` process: its URL with the token, and its base."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process, self.url = process, url
+        self.base = url.split("/?")[0]
+
+
+@pytest.fixture(scope="module")
+def edge() -> Iterator[offload.LocalServer]:
+    with offload.serve_local(["tests.apps"], workers=2, extra_args=["--log-level", "WARNING"]) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def ui(edge: offload.LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p),
+        OFFLOAD_PROFILE_CACHE="",
+        XDG_DATA_HOME=str(tmp_path_factory.mktemp("ui-data")),
+    )
+    command = [sys.executable, "-m", "offload.cli", "ui", "--port", "0", "--server", edge.address]
+    command += ["--app", "tests.apps", "--location", "52.52,13.405"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line.startswith("offload ui: http://127.0.0.1:"), line
+        yield Ui(process, line.split(": ", 1)[1])
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, ui: Ui) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1000, "height": 720}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.goto(ui.url)  # the token becomes a cookie; the URL loses it
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wanted = os.environ.get("OFFLOAD_UI_SCREENSHOTS")
+    path = Path(wanted) if wanted else tmp_path_factory.mktemp("shots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_overview_lists_the_server_and_draws_the_map(page: Any, edge: Any, shots: Path) -> None:
+    assert "token" not in page.url
+    servers = page.locator("table#servers")
+    assert edge.address in servers.inner_text()
+    assert page.locator("svg.map circle.map-you").count() == 1
+    page.screenshot(path=str(shots / "overview.png"), full_page=True)
+    page.set_viewport_size({"width": 390, "height": 760})  # a phone
+    assert page.locator("nav a").count() == 4
+    page.screenshot(path=str(shots / "overview-phone.png"), full_page=True)
+
+
+def test_submit_watch_pause_resume_download(page: Any, tmp_path: Path, shots: Path) -> None:
+    log = tmp_path / "steps.log"
+    page.click("text=New job")
+    page.select_option("#fn", "tests.apps:count_up")
+    page.fill("#args", json.dumps([40, 0.1, str(log)]))
+    page.click("#estimate-button")
+    assert "Would run" in page.locator("#estimate").inner_text()
+    page.click("#submit-button")
+    page.wait_for_url("**/jobs")
+    row = page.locator("#started tr[data-job]").first
+    count = row.locator(".count")
+    page.wait_for_function(
+        "el => parseInt(el.textContent) >= 3", arg=count.element_handle()
+    )  # progress from checkpoints, live over SSE
+    row.locator("[data-when=running] button").click()  # Pause
+    row = page.locator("#started tr[data-job]").first
+    row.locator(".state", has_text="paused").wait_for()
+    stopped = int(row.locator(".count").inner_text().split("/")[0])
+    assert 3 <= stopped < 40
+    page.screenshot(path=str(shots / "jobs-paused.png"), full_page=True)
+    row.locator("[data-when=paused] button").click()  # Resume
+    row = page.locator("#started tr[data-job]").first
+    toast = page.locator(".toast", has_text="is complete")
+    toast.wait_for(timeout=20_000)  # the completion notification, as a toast
+    assert row.locator(".state").inner_text() == "done"
+    assert row.locator(".count").inner_text().startswith("40 /")
+    page.screenshot(path=str(shots / "jobs.png"), full_page=True)
+    with page.expect_download() as download:
+        row.locator("a[data-when=done]").click()
+    body = Path(download.value.path()).read_text()
+    assert json.loads(body) == sum(i * i for i in range(40))
+    page.reload()  # the server's list: the paused run says where it went on
+    runs = page.locator("table#jobs").inner_text()
+    assert "resumed (job" in runs and "done" in runs
+
+
+def test_a_plain_job_then_its_estimate(page: Any, shots: Path) -> None:
+    page.click("text=New job")
+    page.select_option("#fn", "tests.apps:add")
+    page.fill("#args", "[2, 3]")
+    page.click("#submit-button")
+    page.wait_for_url("**/jobs")
+    row = page.locator("#started tr[data-job]").first
+    row.locator(".state", has_text="done").wait_for()
+    with page.expect_download() as download:
+        row.locator("a[data-when=done]").click()
+    assert json.loads(Path(download.value.path()).read_text()) == 5
+    page.click("text=New job")  # the profiler now knows add: the estimate has figures
+    page.select_option("#fn", "tests.apps:add")
+    page.fill("#args", "[2, 3]")
+    page.click("#estimate-button")
+    shown = page.locator("#estimate").inner_text()
+    assert "Would run on the server" in shown
+    assert page.locator("#server-time").inner_text() != "unknown"  # measured by the first run
+    page.screenshot(path=str(shots / "new-job.png"), full_page=True)
+
+
+def test_failed_job_shows_its_error_and_state_filter(page: Any) -> None:
+    page.click("text=New job")
+    page.select_option("#fn", "tests.apps:fail")
+    page.fill("#args", '["boom from the browser"]')
+    page.click("#submit-button")
+    page.wait_for_url("**/jobs")
+    row = page.locator("#started tr[data-job]").first
+    row.locator(".state", has_text="failed").wait_for()
+    assert "boom from the browser" in row.locator(".job-error").inner_text()
+    page.select_option("select[name=state]", "failed")
+    page.click("form[action='/jobs'] button")
+    assert "boom from the browser" in page.locator("table#jobs").inner_text()
+    states = page.locator("table#jobs .state").all_inner_texts()
+    assert states and set(states) == {"failed"}
+
+
+def test_bad_arguments_are_a_clear_error(page: Any) -> None:
+    page.click("text=New job")
+    page.fill("#args", "[1, 2")
+    page.click("#submit-button")
+    assert "arguments are JSON" in page.locator("#form-error").inner_text()
+
+
+def test_credits_says_not_a_site(page: Any, shots: Path) -> None:
+    page.click("text=Credits")
+    assert "not a site" in page.locator("#not-site").inner_text()
+    page.screenshot(path=str(shots / "credits.png"), full_page=True)
+
+
+def _opener() -> urllib.request.OpenerDirector:
+    jar = urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+    return urllib.request.build_opener(jar)
+
+
+def _status(opener: urllib.request.OpenerDirector, request: urllib.request.Request | str) -> int:
+    try:
+        with opener.open(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
+
+
+def test_no_token_is_refused(ui: Ui) -> None:
+    opener = _opener()
+    assert _status(opener, ui.base + "/") == 403
+    assert _status(opener, ui.base + "/jobs") == 403
+    assert _status(opener, ui.base + "/?token=wrong") == 403
+    forged = urllib.request.Request(ui.base + "/", headers={"Cookie": "offload_ui=wrong"})
+    assert _status(opener, forged) == 403
+    assert _status(opener, ui.url) == 200  # the printed URL works, and sets the cookie
+    assert _status(opener, ui.base + "/jobs") == 200
+
+
+def test_post_without_csrf_token_is_refused(ui: Ui) -> None:
+    opener = _opener()
+    assert _status(opener, ui.url) == 200
+    form = urllib.parse.urlencode({"fn": "tests.apps:add", "args": "[1, 2]"}).encode()
+    assert _status(opener, urllib.request.Request(ui.base + "/new", data=form)) == 403
+    wrong = urllib.parse.urlencode({"fn": "tests.apps:add", "args": "[1,2]", "csrf": "x"})
+    assert _status(opener, urllib.request.Request(ui.base + "/new", data=wrong.encode())) == 403
+    pause = urllib.request.Request(ui.base + "/started/abc/pause", data=b"")
+    assert _status(opener, pause) == 403
+
+
+def test_other_host_names_are_refused(ui: Ui) -> None:
+    opener = _opener()
+    assert _status(opener, ui.url) == 200
+    rebound = urllib.request.Request(ui.base + "/", headers={"Host": "evil.example"})
+    assert _status(opener, rebound) == 403
+
+
+def test_the_launch_token_never_reaches_a_page(ui: Ui) -> None:
+    opener = _opener()
+    token = urllib.parse.parse_qs(urllib.parse.urlsplit(ui.url).query)["token"][0]
+    with opener.open(ui.url, timeout=10) as answer:
+        assert token not in answer.read().decode()
+    for path in ("/jobs", "/new", "/credits", "/static/app.js"):
+        with opener.open(ui.base + path, timeout=10) as answer:
+            assert token not in answer.read().decode()
