@@ -15,8 +15,6 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import os
-import subprocess
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,29 +25,12 @@ from typing import Any
 import pytest
 
 import offload
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.uikit import CHROMIUM, Ui, chromium, running_ui
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytest.importorskip("starlette", reason="starlette is not installed (the ui extra)")
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-
-
-class Ui:
-    """A running ``offload ui`` process: its URL with the token, and its base."""
-
-    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
-        self.process, self.url = process, url
-        self.base = url.split("/?")[0]
 
 
 @pytest.fixture(scope="module")
@@ -60,37 +41,15 @@ def edge() -> Iterator[offload.LocalServer]:
 
 @pytest.fixture(scope="module")
 def ui(edge: offload.LocalServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p),
-        OFFLOAD_PROFILE_CACHE="",
-        XDG_DATA_HOME=str(tmp_path_factory.mktemp("ui-data")),
-    )
-    command = [sys.executable, "-m", "offload.cli", "ui", "--port", "0", "--server", edge.address]
-    command += ["--app", "tests.apps", "--location", "52.52,13.405"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        assert line.startswith("offload ui: http://127.0.0.1:"), line
-        yield Ui(process, line.split(": ", 1)[1])
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+    args = ["--server", edge.address, "--app", "tests.apps", "--location", "52.52,13.405"]
+    with running_ui(args, str(tmp_path_factory.mktemp("ui-data"))) as ui:
+        yield ui
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield chromium
-        chromium.close()
+    with chromium(playwright_api) as launched:
+        yield launched
 
 
 @pytest.fixture
@@ -142,7 +101,7 @@ def test_submit_watch_pause_resume_download(page: Any, tmp_path: Path, shots: Pa
     stopped = int(row.locator(".count").inner_text().split("/")[0])
     assert 3 <= stopped < 40
     page.screenshot(path=str(shots / "jobs-paused.png"), full_page=True)
-    row.locator("[data-when=paused] button").click()  # Resume
+    row.locator("[data-when=paused] button").first.click()  # Resume (on the server)
     row = page.locator("#started tr[data-job]").first
     toast = page.locator(".toast", has_text="is complete")
     toast.wait_for(timeout=20_000)  # the completion notification, as a toast

@@ -171,7 +171,10 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
             if action == "pause":
                 state.pause(key)
             elif action == "resume":
-                await run_in_threadpool(state.resume, key)
+                where = form.get("where", "remote")
+                if where not in ("remote", "local"):
+                    return Response("resume where? remote or local", 400)
+                await run_in_threadpool(state.resume, key, where)
             elif action == "cancel":
                 await run_in_threadpool(state.cancel_started, key)
             else:

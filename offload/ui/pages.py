@@ -8,7 +8,6 @@ token; the token in the cookie never appears in a page. The layout is
 
 from __future__ import annotations
 
-import json
 import time
 from html import escape
 from importlib import resources
@@ -65,6 +64,10 @@ def started_table(rows: list[dict[str, Any]], csrf: str, back: str) -> str:
             buttons.append(post_button(f"/started/{key}/pause", "Pause", csrf, "running", **hidden))
             resume = post_button(f"/started/{key}/resume", "Resume", csrf, "paused", **hidden)
             buttons.append(resume.replace("<button>", '<button class="primary">'))
+            here = {**hidden, "where": "local"}
+            buttons.append(
+                post_button(f"/started/{key}/resume", "Resume here", csrf, "paused", **here)
+            )
         buttons.append(post_button(f"/started/{key}/cancel", "Cancel", csrf, "running paused"))
         buttons.append(
             f'<a class="button" data-when="done" href="/started/{key}/result" download>Result</a>'
@@ -221,8 +224,9 @@ def _estimate(estimate: dict[str, Any]) -> str:
     quote = estimate.get("quote")
     if quote:
         lines.append(
-            f"<p>Credits: {quote.get('credits')} ({escape(str(quote.get('basis')))} time), "
-            f"balance {quote.get('balance')}</p>"
+            f'<p>Cost: <strong id="quote">{credits_text(quote["micro_credits"])}</strong> credits'
+            f" ({escape(str(quote.get('basis')))} time), balance "
+            f"{credits_text(quote['balance'])}</p>"
         )
     else:
         lines.append(f'<p class="muted">No credits: {escape(estimate.get("quote_error", ""))}</p>')
@@ -244,5 +248,49 @@ def credits_page(addresses: list[str], address: str, credits: dict[str, Any]) ->
             f"machines, so it keeps no credits.<br><span class=muted>"
             f"{escape(credits['not_site'])}</span></p>"
         )
-    body = f"<div class=card id=balance><pre>{escape(json.dumps(credits, indent=1))}</pre></div>"
-    return form + body
+    balance = (
+        f'<p class="card">Balance <strong id="balance">{credits_text(credits["balance"])}</strong>'
+        " credits</p>"
+    )
+    prices = credits.get("prices") or {"slots": [], "slot": -1}
+    slots = "".join(
+        f"<tr{' class=now' if n == prices['slot'] else ''}><td>{n * 6:02d}-{n * 6 + 6:02d} h"
+        f"{' (now)' if n == prices['slot'] else ''}</td><td>{credits_text(cpu)}</td>"
+        f"<td>{credits_text(memory)}</td></tr>"
+        for n, (cpu, memory) in enumerate(prices["slots"])
+    )
+    price_table = (
+        "<h2>Today's prices</h2><div class=scroll><table id=prices><tr><th>slot</th>"
+        f"<th>per core-hour</th><th>per GB-hour</th></tr>{slots}</table></div>"
+    )
+    entries = "".join(
+        f"<tr><td>{human.local_time(e['at'])}</td><td>{credits_text(e['amount'])}</td>"
+        f"<td>{e['job'] or ''}</td><td class=wrap>{escape(str(e['memo']))}</td></tr>"
+        for e in credits.get("statement", [])
+    )
+    statement = (
+        "<h2>Statement</h2><div class=scroll><table id=statement><tr><th>when</th><th>amount</th>"
+        f"<th>job</th><th>what</th></tr>{entries}</table></div>"
+    )
+    machines = "".join(
+        f"<tr><td>{escape(str(m['host']))}</td><td>{m['cores']}</td>"
+        f"<td>{human.size(m['memory']) if m['memory'] else 'auto'}</td>"
+        f"<td>{escape(str(m['hours']))}</td><td>{'yes' if m['online'] else 'no'}</td>"
+        f"<td>{credits_text(m['earned'])}</td></tr>"
+        for m in credits.get("resources", [])
+    )
+    lent = (
+        "<h2>Machines you lend</h2><div class=scroll><table id=resources><tr><th>host</th>"
+        "<th>cores</th><th>memory</th><th>hours</th><th>online</th><th>earned</th></tr>"
+        f"{machines}</table></div>"
+        if machines
+        else '<p class="muted">No machines lent (<code>offload lend --site ...</code>).</p>'
+    )
+    return form + balance + price_table + statement + lent
+
+
+def credits_text(micro: int) -> str:
+    """Micro-credits as credits with six decimals (exact: no float on the way)."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(int(micro)), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"
