@@ -29,15 +29,18 @@ class Ui:
 
 
 @contextmanager
-def running_ui(args: Sequence[str], data_home: str) -> Iterator[Ui]:
-    """``offload ui --port 0 ARGS`` until the block ends (then SIGTERM, SIGKILL after 10 s)."""
+def running_ui(args: Sequence[str], data_home: str, launcher: Sequence[str] = ()) -> Iterator[Ui]:
+    """``offload ui --port 0 ARGS`` until the block ends (then SIGTERM, SIGKILL after 10 s).
+
+    ``launcher`` prefixes the command (``ip netns exec NS``).
+    """
     env = dict(os.environ)
     env.update(
         PYTHONPATH=os.pathsep.join(p for p in [os.getcwd(), *sys.path] if p),
         OFFLOAD_PROFILE_CACHE="",
         XDG_DATA_HOME=data_home,
     )
-    command = [sys.executable, "-m", "offload.cli", "ui", "--port", "0", *args]
+    command = [*launcher, sys.executable, "-m", "offload.cli", "ui", "--port", "0", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert process.stdout is not None
@@ -56,10 +59,13 @@ def running_ui(args: Sequence[str], data_home: str) -> Iterator[Ui]:
 
 
 @contextmanager
-def chromium(api: Any) -> Iterator[Any]:
-    """One headless Chromium (Debian's) driven by Playwright's sync API ``api``."""
+def chromium(api: Any, executable: str = CHROMIUM) -> Iterator[Any]:
+    """One headless Chromium (Debian's) driven by Playwright's sync API ``api``.
+
+    ``executable``: the browser, or a script that runs it (in a network namespace, say).
+    """
     with api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        browser = pw.chromium.launch(executable_path=executable, args=ARGS, headless=True)
         try:
             yield browser
         finally:

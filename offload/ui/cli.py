@@ -34,6 +34,9 @@ def add_command(command: Callable[..., Any]) -> None:
     ui.add_argument("--servers", help='"auto" (find them on the LAN) or addresses, a,b')
     ui.add_argument("--location", metavar="LAT,LON", help="where this device is (for distances)")
     ui.add_argument("--known-servers", metavar="DIR", help="public keys of trusted servers")
+    ui.add_argument(
+        "--insecure", action="store_true", default=None, help="trust servers without a key"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         servers=args.servers,
         location=args.location,
         known_servers=args.known_servers,
+        insecure=args.insecure,
         mode="remote",  # a job started from the page runs on a server, where the page sees it
     )
     if not (config.server or config.servers):

@@ -99,11 +99,10 @@ class Started:
 class UiState:
     """The app's model: one Client, the functions of ``--app`` modules, jobs started here."""
 
-    def __init__(self, client: Client, apps: Iterable[str] = (), survey_wait: float = 0.5) -> None:
+    def __init__(self, client: Client, apps: Iterable[str] = ()) -> None:
         self.client = client
         self.apps = tuple(apps)
         self.functions = load_functions(self.apps)
-        self._survey_wait = survey_wait
         self._started: dict[str, Started] = {}
         self._lock = threading.Lock()
         self._servers: list[dict[str, Any]] = []
@@ -111,10 +110,10 @@ class UiState:
 
     # -- servers --------------------------------------------------------------------------------
 
-    def servers(self, max_age: float = 10.0) -> list[dict[str, Any]]:
+    def servers(self, max_age: float = 5.0) -> list[dict[str, Any]]:
         """Configured and discovered servers (``offload servers``' rows), ``max_age`` s old."""
         if time.monotonic() - self._surveyed > max_age:
-            self._servers = survey(self.client.config, self._survey_wait)
+            self._servers = survey(self.client.config, servers=self.client.servers)
             self._surveyed = time.monotonic()
         return self._servers
 
