@@ -62,8 +62,14 @@ def form_of(request: Request) -> dict[str, str]:
 class Guard:
     """ASGI middleware: the Host check, the launch token then cookie, and CSRF on POST."""
 
-    def __init__(self, app: ASGIApp, token: str, csrf: str) -> None:
-        self.app, self.token, self.csrf = app, token, csrf
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        csrf: str,
+        hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+    ) -> None:
+        self.app, self.token, self.csrf, self.hosts = app, token, csrf, hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,8 +77,8 @@ class Guard:
             return
         request = Request(scope, receive)
         host = (request.headers.get("host") or "").rsplit(":", 1)[0]
-        if host not in ("127.0.0.1", "localhost"):
-            await _refuse("this app answers only as 127.0.0.1 or localhost")(scope, receive, send)
+        if host not in self.hosts:
+            await _refuse(f"this app answers only as {', '.join(self.hosts)}")(scope, receive, send)
             return
         given = request.query_params.get("token")
         if given is not None and hmac.compare_digest(given, self.token):
