@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 import offload
+from tests import apps
 from tests.uikit import CHROMIUM, Ui, chromium, running_ui
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -159,6 +160,38 @@ def test_bad_arguments_are_a_clear_error(page: Any) -> None:
     page.fill("#args", "[1, 2")
     page.click("#submit-button")
     assert "arguments are JSON" in page.locator("#form-error").inner_text()
+
+
+def test_overview_shows_jobs_on_the_server_started_elsewhere(page: Any, edge: Any) -> None:
+    with offload.Client(edge.address, mode="remote") as client:  # the same (anonymous) owner
+        slow = client.submit(apps.slow_where, 2.0)
+        page.reload()
+        assert "slow_where" in page.locator("table#on-servers").inner_text()
+        slow.result(timeout=30)
+
+
+def test_hostile_requests_get_clear_errors_and_the_app_keeps_serving(page: Any) -> None:
+    answer = page.evaluate(
+        """async () => {
+            const csrf = document.querySelector('meta[name=csrf-token]').content;
+            const body = new URLSearchParams({fn: 'os:system', args: '["true"]', kwargs: '{}'});
+            const r = await fetch('/new', {method: 'POST', body, headers: {'X-CSRF-Token': csrf}});
+            return [r.status, await r.text()];
+        }"""
+    )
+    assert answer[0] == 200 and "no @offload function &#x27;os:system&#x27;" in answer[1]
+    for path in ("/started/nope/resume", "/started/nope/pause", "/jobs/999999/cancel"):
+        status = page.evaluate(
+            """async (path) => {
+                const csrf = document.querySelector('meta[name=csrf-token]').content;
+                const r = await fetch(path, {method: 'POST', headers: {'X-CSRF-Token': csrf},
+                                             redirect: 'manual'});
+                return r.status;
+            }""",
+            path,
+        )
+        assert status in (404, 409), (path, status)
+    assert page.goto(page.url).status == 200  # still serving
 
 
 def test_credits_says_not_a_site(page: Any, shots: Path) -> None:

@@ -117,8 +117,10 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
 
     async def overview(request: Request) -> Response:
         servers = await run_in_threadpool(state.servers)
+        running = await run_in_threadpool(state.running)
         here = state.client.config.location
-        return page("Overview", "/", pages.overview(servers, here, state.started(), csrf))
+        body = pages.overview(servers, here, state.started(), running, csrf)
+        return page("Overview", "/", body)
 
     async def jobs(request: Request) -> Response:
         addresses = await run_in_threadpool(state.addresses)

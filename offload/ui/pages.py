@@ -89,9 +89,14 @@ def started_table(rows: list[dict[str, Any]], csrf: str, back: str) -> str:
     return f'<div class="scroll"><table id="started">{head}{"".join(lines)}</table></div>{script}'
 
 
-def overview(servers: list[dict[str, Any]], here: str | None, started: list[dict[str, Any]],
-             csrf: str) -> str:  # fmt: skip
-    """Servers (site, distance, answering, load), a map, and the jobs running from here."""
+def overview(
+    servers: list[dict[str, Any]],
+    here: str | None,
+    started: list[dict[str, Any]],
+    on_servers: list[tuple[str, JobInfo]],
+    csrf: str,
+) -> str:
+    """Servers (site, distance, answering, load), a map, jobs started here, jobs on the servers."""
     rows = []
     for raw in servers:
         row = out.server_row(raw)
@@ -117,10 +122,23 @@ def overview(servers: list[dict[str, Any]], here: str | None, started: list[dict
     drawn = server_map(here, points)
     where = drawn or '<p class="muted">No coordinates: servers advertise them with --location.</p>'
     running = [r for r in started if r["state"] in ("running", "paused")]
+    now = time.time()
+    others = "".join(
+        f"<tr><td>{job.id}</td><td>{escape(job.function)}</td><td>{_state(job.state.value)}</td>"
+        f"<td>{escape(out.took(job, now))}</td><td class=wide>{escape(address)}</td></tr>"
+        for address, job in on_servers
+    )
+    elsewhere = (
+        '<div class="scroll"><table id="on-servers"><tr><th>id</th><th>function</th><th>state</th>'
+        f"<th>took</th><th class=wide>server</th></tr>{others}</table></div>"
+        if others
+        else '<p class="muted">None queued or running.</p>'
+    )
     return (
         '<button id="notify" hidden>Notify me when jobs complete</button>'
         f"<h2>Servers</h2>{table}<div class=card>{where}</div>"
-        f"<h2>Running jobs</h2>{started_table(running, csrf, '/')}"
+        f"<h2>Running jobs started here</h2>{started_table(running, csrf, '/')}"
+        f"<h2>Your jobs on the servers</h2>{elsewhere}"
     )
 
 

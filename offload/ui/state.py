@@ -125,6 +125,8 @@ class UiState:
 
     def jobs_of(self, address: str) -> ServerJobs:
         """The jobs this key owns on ``address`` (the control plane over the client's link)."""
+        if address not in self.addresses():  # never a connection to an address a form made up
+            raise errors.ConfigError(f"{address!r} is not a configured or trusted server")
         remote = self.client.servers.get(address)
         if remote is None:
             raise errors.ServerUnavailable(f"no connection to {address}")
@@ -135,6 +137,19 @@ class UiState:
     ) -> list[JobInfo]:
         """A page of this key's jobs on ``address``, newest first."""
         return self.jobs_of(address).jobs(limit, list(states), before)
+
+    def running(self) -> list[tuple[str, JobInfo]]:
+        """This key's queued and running jobs on every answering server, (address, job)."""
+        found = []
+        for row in self.servers():
+            if not row.get("answering"):
+                continue
+            try:
+                jobs = self.server_jobs(row["address"], ("queued", "running"), limit=50)
+            except errors.OffloadError:
+                continue  # it stopped answering since: the next survey says so
+            found += [(row["address"], job) for job in jobs]
+        return found
 
     # -- jobs started here ----------------------------------------------------------------------
 
