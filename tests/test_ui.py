@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import offload
@@ -137,6 +138,32 @@ def test_a_plain_job_then_its_estimate(page: Any, shots: Path) -> None:
     assert "Would run on the server" in shown
     assert page.locator("#server-time").inner_text() != "unknown"  # measured by the first run
     page.screenshot(path=str(shots / "new-job.png"), full_page=True)
+
+
+def test_an_uploaded_npy_file_as_an_argument(page: Any, tmp_path: Path) -> None:
+    array = np.arange(12, dtype=np.float64).reshape(3, 4)
+    np.save(tmp_path / "in.npy", array)
+    page.click("text=New job")
+    page.select_option("#fn", "tests.apps:scaled")
+    page.fill("#args", '["@file", 2.5]')
+    page.set_input_files("#file", str(tmp_path / "in.npy"))
+    page.click("#submit-button")
+    page.wait_for_url("**/jobs")
+    row = page.locator("#started tr[data-job]").first
+    row.locator(".state", has_text="done").wait_for()
+    with page.expect_download() as download:
+        row.locator("a[data-when=done]").click()
+    assert np.array_equal(np.load(download.value.path(), allow_pickle=False), array * 2.5)
+
+
+def test_an_uploaded_pickle_is_refused(page: Any, tmp_path: Path) -> None:
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    page.click("text=New job")
+    page.select_option("#fn", "tests.apps:echo")
+    page.fill("#args", '["@file"]')
+    page.set_input_files("#file", str(tmp_path / "objects.npy"))
+    page.click("#submit-button")
+    assert "not a .npy array" in page.locator("#form-error").inner_text()
 
 
 def test_failed_job_shows_its_error_and_state_filter(page: Any) -> None:

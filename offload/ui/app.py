@@ -40,7 +40,7 @@ from .state import STATES, UiState, as_download, parse_arguments
 
 COOKIE = "offload_ui"
 FORM = "offload.form"  # the scope key of a POST's parsed form
-MAX_FORM = 1 << 20  # bytes of a form this app reads
+MAX_FORM = 64 << 20  # bytes of a form this app reads (an uploaded .npy, base64)
 
 
 def _parse_form(body: bytes, content_type: str) -> dict[str, str]:
@@ -152,7 +152,7 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
         args, kwargs = str(source.get("args", "[]")), str(source.get("kwargs", "{}"))
         estimate, error = None, ""
         try:
-            parsed = parse_arguments(args, kwargs)
+            parsed = parse_arguments(args, kwargs, str(source.get("upload", "")))
             if request.method == "POST":
                 await run_in_threadpool(state.submit, name, *parsed)
                 return RedirectResponse("/jobs", 303)

@@ -221,6 +221,8 @@ def new_page(
         f'<textarea id="args" name="args">{escape(args)}</textarea>'
         f'<label for="kwargs">Keyword arguments (a JSON object)</label>'
         f'<textarea id="kwargs" name="kwargs">{escape(kwargs)}</textarea>'
+        '<label for="file">A .npy file (it stands for "@file" among the arguments)</label>'
+        '<input type="file" id="file" accept=".npy"><input type="hidden" name="upload" id="upload">'
         f'<p><button formmethod="get" formaction="/new" id="estimate-button">Estimate</button> '
         f'<button class="primary" id="submit-button">Submit</button></p></form>{problem}{shown}'
     )

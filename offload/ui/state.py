@@ -10,6 +10,8 @@ own timeouts.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import importlib
 import io
 import json
@@ -42,8 +44,19 @@ def load_functions(modules: Iterable[str]) -> dict[str, OffloadedFunction[..., A
     return found
 
 
-def parse_arguments(args_text: str, kwargs_text: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Arguments given as JSON (a list, an object); ConfigError with the reason if not."""
+#: The argument that stands for the uploaded file.
+FILE_ARG = "@file"
+
+
+def parse_arguments(
+    args_text: str, kwargs_text: str, upload: str = ""
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Arguments given as JSON (a list, an object); ConfigError with the reason if not.
+
+    ``upload``: a ``.npy`` file, base64; it replaces every ``"@file"`` among the
+    arguments, loaded with ``allow_pickle=False`` (an array of plain numbers,
+    never pickled objects: the same rule as any argument from outside).
+    """
     try:
         args = json.loads(args_text or "[]")
         kwargs = json.loads(kwargs_text or "{}")
@@ -51,7 +64,22 @@ def parse_arguments(args_text: str, kwargs_text: str) -> tuple[tuple[Any, ...], 
         raise errors.ConfigError(f"arguments are JSON: {exc}") from exc
     if not isinstance(args, list) or not isinstance(kwargs, dict):
         raise errors.ConfigError("positional arguments are a JSON list, keywords a JSON object")
+    if upload:
+        array = load_npy(upload)
+        args = [array if a == FILE_ARG else a for a in args]
+        kwargs = {k: array if v == FILE_ARG else v for k, v in kwargs.items()}
     return tuple(args), kwargs
+
+
+def load_npy(encoded: str) -> Any:
+    """A ``.npy`` file sent as base64, loaded without pickle; ConfigError if it is not one."""
+    import numpy as np
+
+    try:
+        return np.load(io.BytesIO(base64.b64decode(encoded, validate=True)), allow_pickle=False)
+    except (ValueError, OSError, EOFError, binascii.Error) as exc:
+        why = f"the uploaded file is not a .npy array of plain values: {exc}"
+        raise errors.ConfigError(why) from exc
 
 
 @dataclass

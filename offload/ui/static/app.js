@@ -64,3 +64,21 @@
     listen();
   });
 })();
+
+// New job: a chosen .npy file goes in the form as base64 (urlencoded; no multipart parser needed).
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("new-job");
+  const file = document.getElementById("file");
+  if (!form || !file) { return; }
+  form.addEventListener("submit", (event) => {
+    const upload = document.getElementById("upload");
+    if (!file.files.length || upload.value || event.submitter.id !== "submit-button") { return; }
+    event.preventDefault();
+    const reader = new FileReader();
+    reader.onload = () => {
+      upload.value = reader.result.split(",", 2)[1];  // a data: URL's base64 part
+      form.requestSubmit(event.submitter);
+    };
+    reader.readAsDataURL(file.files[0]);
+  });
+});
