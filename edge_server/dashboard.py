@@ -80,7 +80,9 @@ class Dashboard:
         host, _, port = bind.rpartition(":")
         hosts = ("127.0.0.1", "localhost", host)
         app = Guard(self._app(), token, secrets.token_urlsafe(24), hosts=hosts)
-        config = uvicorn.Config(app, host=host, port=int(port), log_level="warning")
+        config = uvicorn.Config(
+            app, host=host, port=int(port), log_level="warning", timeout_graceful_shutdown=2
+        )
         self._web = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._web.run, name="dashboard", daemon=True)
         self._thread.start()

@@ -278,3 +278,16 @@ def test_the_launch_token_never_reaches_a_page(ui: Ui) -> None:
     for path in ("/jobs", "/new", "/credits", "/static/app.js"):
         with opener.open(ui.base + path, timeout=10) as answer:
             assert token not in answer.read().decode()
+
+
+def test_it_stops_on_sigterm_with_an_event_stream_open(
+    edge: offload.LocalServer, tmp_path: Path
+) -> None:
+    with running_ui(["--server", edge.address], str(tmp_path)) as other:
+        opener = _opener()
+        assert _status(opener, other.url) == 200
+        stream = opener.open(other.base + "/events", timeout=10)
+        assert stream.readline().startswith(b"data: ")  # the first state, then it stays open
+        other.process.terminate()
+        other.process.wait(10)  # not held by the open stream (TimeoutExpired if it were)
+        stream.close()

@@ -76,7 +76,11 @@ def run(args: argparse.Namespace) -> int:
     client = Client(config=config)
     try:
         app = build(UiState(client, args.app), token)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+        # An open event stream would hold a graceful shutdown forever: give it 2 s.
+        settings = uvicorn.Config(
+            app, log_level="warning", access_log=False, timeout_graceful_shutdown=2
+        )
+        server = uvicorn.Server(settings)
         print(json.dumps({"url": url}) if args.json else f"offload ui: {url}", flush=True)
         if args.open:
             webbrowser.open(url)
