@@ -84,3 +84,5 @@ def test_two_servers_with_sites_distances_and_the_map(netns: list[str], tmp_path
             shots = os.environ.get("OFFLOAD_UI_SCREENSHOTS")
             if shots:
                 page.screenshot(path=str(Path(shots) / "overview-servers.png"), full_page=True)
+                page.set_viewport_size({"width": 390, "height": 760})  # a phone
+                page.screenshot(path=str(Path(shots) / "overview-phone.png"), full_page=True)

@@ -101,15 +101,16 @@ def overview(
     for raw in servers:
         row = out.server_row(raw)
         answering = {True: "yes", False: "no", None: "-"}[raw.get("answering")]
+        km = f"{row['km']} km" if row["km"] else "-"
         rows.append(
-            f"<tr><td>{escape(str(row['name']))}</td><td>{escape(raw['address'])}</td>"
-            f"<td>{escape(raw.get('site') or '-')}</td><td>{row['km'] or '-'} km</td>"
+            f"<tr><td>{escape(str(row['name']))}</td><td class=wide>{escape(raw['address'])}</td>"
+            f"<td>{escape(raw.get('site') or '-')}</td><td>{km}</td>"
             f"<td>{answering}</td><td class=wide>{escape(row['rtt'] or '-')}</td>"
             f"<td class=wide>{escape(row['load'] or '-')}</td></tr>"
         )
     head = (
-        "<tr><th>server</th><th>address</th><th>site</th><th>distance</th><th>answers</th>"
-        "<th class=wide>RTT</th><th class=wide>load</th></tr>"
+        "<tr><th>server</th><th class=wide>address</th><th>site</th><th>distance</th>"
+        "<th>answers</th><th class=wide>RTT</th><th class=wide>load</th></tr>"
     )
     table = (
         f'<div class="scroll"><table id="servers">{head}{"".join(rows)}</table></div>'
@@ -119,7 +120,7 @@ def overview(
     points = [
         (str(r.get("name") or r["address"]), r["location"]) for r in servers if r.get("location")
     ]
-    drawn = server_map(here, points)
+    drawn = server_map(here, points) if points else ""
     where = drawn or '<p class="muted">No coordinates: servers advertise them with --location.</p>'
     running = [r for r in started if r["state"] in ("running", "paused")]
     now = time.time()
