@@ -198,6 +198,17 @@ def test_overview_shows_jobs_on_the_server_started_elsewhere(page: Any, edge: An
         slow.result(timeout=30)
 
 
+def test_a_job_started_elsewhere_finishes_live_in_the_servers_list(page: Any, edge: Any) -> None:
+    with offload.Client(edge.address, mode="remote") as client:
+        slow = client.submit(apps.slow_where, 2.0)
+        page.click("text=Jobs")
+        row = page.locator("#jobs tr[data-id]").first
+        assert row.locator(".state").inner_text() in ("queued", "running")
+        row.locator(".state", has_text="done").wait_for()  # no reload: over the event stream
+        page.locator(".toast", has_text="(slow_where) is complete").wait_for()
+        slow.result(timeout=30)
+
+
 def test_hostile_requests_get_clear_errors_and_the_app_keeps_serving(page: Any) -> None:
     answer = page.evaluate(
         """async () => {

@@ -225,10 +225,15 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
         return RedirectResponse("/jobs?" + urlencode({"server": address}), 303)
 
     async def events(request: Request) -> Response:
+        address = request.query_params.get("server", "")  # also that server's newest jobs
+
         async def stream() -> AsyncIterator[str]:
-            last = ""
+            last, ticks, listed = "", 0, []
             while not await request.is_disconnected():
-                now = json.dumps({"started": state.started()})
+                if address and ticks % 2 == 0:  # a control request a second at most
+                    listed = await run_in_threadpool(server_states, address)
+                ticks += 1
+                now = json.dumps({"started": state.started(), "server": listed})
                 if now != last:
                     yield f"data: {now}\n\n"
                     last = now
@@ -236,6 +241,13 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
 
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    def server_states(address: str) -> list[dict[str, Any]]:
+        try:
+            jobs = state.server_jobs(address)
+        except errors.OffloadError:
+            return []
+        return [{"id": j.id, "state": j.state.value, "function": j.function} for j in jobs]
 
     routes = [
         Route("/", overview),

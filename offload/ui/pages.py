@@ -187,7 +187,8 @@ def jobs_page(
         "<th class=wide>took</th><th></th></tr>"
     )
     table = (
-        f'<div class="scroll"><table id="jobs">{head}{"".join(rows)}</table></div>'
+        f'<div class="scroll"><table id="jobs" data-server="{escape(address)}">{head}'
+        f"{''.join(rows)}</table></div>"
         if rows
         else '<p class="muted">No jobs.</p>'
     )

@@ -3,6 +3,8 @@
 "use strict";
 (function () {
   const seen = {};  // job key -> last state, to notice when one finishes
+  const told = {};  // server job ids already announced as finished
+  const ended = (state) => state === "done" || state === "failed";
 
   function toast(text) {
     const box = document.getElementById("toasts");
@@ -35,24 +37,51 @@
     });
   }
 
+  function announce(id, fn, state) {
+    if (id !== null && told[id]) { return; }
+    if (id !== null) { told[id] = true; }
+    toast("Job " + id + " (" + fn.split(":").pop() + ") " +
+          (state === "done" ? "is complete" : "failed"));
+  }
+
   function update(rows) {
     rows.forEach((row) => {
       const before = seen[row.key];
       seen[row.key] = row.state;
       patch(row);
-      const ended = row.state === "done" || row.state === "failed";
-      if (before !== undefined && before !== row.state && ended) {
-        const name = row.function.split(":").pop();
-        toast("Job " + (row.id !== null ? row.id : row.key) + " (" + name + ") " +
-              (row.state === "done" ? "is complete" : "failed"));
+      if (before !== undefined && before !== row.state && ended(row.state)) {
+        announce(row.id !== null ? row.id : row.key, row.function, row.state);
+      }
+    });
+  }
+
+  // A server's list (the Jobs page): states patched in place, finished jobs announced.
+  function updateServer(rows) {
+    rows.forEach((row) => {
+      const key = "s" + row.id;
+      const before = seen[key];
+      seen[key] = row.state;
+      const cell = document.querySelector('#jobs tr[data-id="' + row.id + '"] .state');
+      if (cell && !cell.textContent.includes("(")) {  // "resumed (job 9)" says more: keep it
+        cell.textContent = row.state;
+        cell.className = "state state-" + row.state;
+      }
+      if (before !== undefined && before !== row.state && ended(row.state)) {
+        announce(row.id, row.function, row.state);
       }
     });
   }
 
   function listen() {
     if (!window.EventSource) { return; }
-    const source = new EventSource("/events");
-    source.onmessage = (event) => update(JSON.parse(event.data).started);
+    const table = document.getElementById("jobs");
+    const server = table ? table.dataset.server : "";
+    const source = new EventSource("/events" + (server ? "?server=" + encodeURIComponent(server) : ""));
+    source.onmessage = (event) => {
+      const data = JSON.parse(event.data);
+      update(data.started);
+      updateServer(data.server || []);
+    };
   }
 
   document.addEventListener("DOMContentLoaded", () => {
