@@ -19,7 +19,7 @@ import psutil
 
 from offload._exceptions import ConfigError
 
-from . import advertise
+from . import advertise, dashboard
 from .logs import setup_logging
 from .options import parse_args
 from .server import EdgeServer
@@ -62,9 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: server.stop())
 
     advertised: list[advertise.Advertiser | None] = []
+    dashboards: list[dashboard.Dashboard | None] = []
 
     def ready(address: str) -> None:
         advertised.append(advertise.start(config, args, address))  # in a thread: ~1.7 s
+        dashboards.append(dashboard.start(args, server, config.data_dir))
         if args.pid_file:  # pid, start time, address: edge-server stop checks the first two
             started = psutil.Process().create_time()
             with open(args.pid_file, "w") as out:
@@ -78,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"edge-server: {exc}", file=sys.stderr)
         return 2
     finally:
+        for board in dashboards:
+            if board is not None:
+                board.stop()
         for advertiser in advertised:
             if advertiser is not None:
                 advertiser.stop()

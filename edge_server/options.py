@@ -16,7 +16,7 @@ from offload._exceptions import ConfigError
 from offload.config import read_toml
 from offload.human import duration, parse_duration, parse_size, size
 
-from . import advertise, site_options
+from . import advertise, dashboard, site_options
 from .config import ServerConfig
 
 
@@ -264,6 +264,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         "or in an [edge-server] table; options on the command line win",
     )
     advertise.add_arguments(parser)
+    dashboard.add_arguments(parser)  # the operator's view (offload[ui])
     argv = list(sys.argv[1:] if argv is None else argv)
     from_file = _config_file_args(argv)
     known = {o for action in parser._actions for o in action.option_strings}
@@ -275,6 +276,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         parser.error("give --secret-key and --authorized-keys, or --insecure for an open server")
     try:
         advertise.check_arguments(args)
+        dashboard.check_arguments(args)
         config = ServerConfig(
             bind=args.bind,
             apps=tuple(args.app),

@@ -39,6 +39,7 @@ from .config import Config
 from .control import JobInfo
 from .runtime.states import JobState
 from .survey import survey
+from .ui import cli as ui_cli
 
 _COLUMNS = ("id", "state", "function", "submitted", "took", "cpu", "in", "out")
 
@@ -137,6 +138,7 @@ def _parser(json_errors: bool = False) -> argparse.ArgumentParser:
             )
     command("usage", _usage, "your totals on the server: jobs, CPU seconds, bytes")
     cli_site.add_commands(command, _client)  # a site of lent machines: credits, lending
+    ui_cli.add_command(command)  # the app in the browser (offload[ui])
     command(
         "clients", _clients, "who used the server lately: calls, bytes, distance (operators only)"
     )

@@ -19,12 +19,22 @@ from .profiler import Link
 from .servers import Servers, config_bps
 
 
-def survey(config: Config, wait: float = 1.0, app: str | None = None) -> list[dict[str, Any]]:
-    """One row per server: who and where it is, whether it answers, RTT, load, trust."""
+def survey(
+    config: Config, wait: float = 1.0, app: str | None = None, servers: Servers | None = None
+) -> list[dict[str, Any]]:
+    """One row per server: who and where it is, whether it answers, RTT, load, trust.
+
+    ``servers``: ask over these connections (a running client's, whose LAN
+    browser already knows what was advertised) rather than fresh ones; they
+    stay open. A second mDNS browser in the same process may never hear the
+    answers, which go to the first one's socket.
+    """
     config = config.replace(probe_bytes=0, profile_cache="")
-    servers = Servers(config, Link(config_bps(config)))
+    own = servers is None
+    if servers is None:
+        servers = Servers(config, Link(config_bps(config)))
     try:
-        if servers.browser is not None:
+        if servers.browser is not None and own:
             servers.browser.wait(wait)
         digest = module_digest(app) if app else None
         rows, first = [], []
@@ -52,7 +62,8 @@ def survey(config: Config, wait: float = 1.0, app: str | None = None) -> list[di
                     row["rtt_ms"] = round((time.perf_counter() - start) * 1000, 2)
         return rows
     finally:
-        servers.close()
+        if own:
+            servers.close()
 
 
 def _answer(row: dict[str, Any], pinged: Future[dict[str, Any]], timeout: float) -> None:

@@ -1,0 +1,208 @@
+"""``edge-server --dashboard HOST:PORT``: the operator's view in a browser (off by default).
+
+One page, refreshed every few seconds: the server's health (workers, running
+and queued jobs, connections, engine), the jobs running or waiting for every
+owner, usage per owner, and the latest failures with their errors. It reads
+:meth:`EdgeServer.health` and the job store through a read-only SQLite
+connection of its own (WAL: it never blocks the server's writes; what the
+server has not flushed yet shows a moment later).
+
+Access needs the operator's token: ``--dashboard-token-file FILE`` (its
+first line), else a random one made at start and logged with the URL. The
+first visit with ``?token=`` turns it into an HttpOnly cookie; anything else
+gets 403 (the same guard as ``offload ui``: :class:`offload.ui.app.Guard`).
+Starlette and uvicorn (``offload[ui]``) are imported only when it is on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from offload import human
+from offload._exceptions import ConfigError
+
+log = logging.getLogger("edge_server")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dashboard`` and ``--dashboard-token-file``."""
+    parser.add_argument(
+        "--dashboard",
+        metavar="HOST:PORT",
+        help="serve the operator's view in a browser here, e.g. 127.0.0.1:8080 "
+        "(needs offload[ui]; off by default)",
+    )
+    parser.add_argument(
+        "--dashboard-token-file",
+        metavar="FILE",
+        help="the dashboard's access token (first line); default: a random one, logged",
+    )
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """ConfigError on a malformed ``--dashboard``, an unreadable token file or no Starlette."""
+    if not args.dashboard:
+        return
+    host, _, port = args.dashboard.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--dashboard is HOST:PORT, e.g. 127.0.0.1:8080, not {args.dashboard!r}")
+    if args.dashboard_token_file:
+        try:
+            token = Path(args.dashboard_token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--dashboard-token-file: {exc}") from exc
+        if len(token) < 16:
+            raise ConfigError("--dashboard-token-file: a token of at least 16 characters")
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"--dashboard needs offload[ui] (Starlette, uvicorn): {exc}") from exc
+
+
+class Dashboard:
+    """The dashboard's web server, in a daemon thread of the edge server's process."""
+
+    def __init__(self, server: Any, data_dir: str, bind: str, token: str) -> None:
+        import uvicorn
+
+        from offload.ui.app import Guard
+
+        self._server, self._db_path = server, Path(data_dir) / "jobs.sqlite"
+        host, _, port = bind.rpartition(":")
+        hosts = ("127.0.0.1", "localhost", host)
+        app = Guard(self._app(), token, secrets.token_urlsafe(24), hosts=hosts)
+        config = uvicorn.Config(
+            app, host=host, port=int(port), log_level="warning", timeout_graceful_shutdown=2
+        )
+        self._web = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._web.run, name="dashboard", daemon=True)
+        self._thread.start()
+        self.url = f"http://{bind}/?token={token}"
+
+    def stop(self) -> None:
+        """Stop serving (within a few seconds)."""
+        self._web.should_exit = True
+        self._thread.join(5)
+
+    def _app(self) -> Any:
+        from starlette.applications import Starlette
+        from starlette.concurrency import run_in_threadpool
+        from starlette.requests import Request
+        from starlette.responses import HTMLResponse
+        from starlette.routing import Mount, Route
+        from starlette.staticfiles import StaticFiles
+
+        async def page(request: Request) -> HTMLResponse:
+            return HTMLResponse(await run_in_threadpool(self.render))
+
+        static = StaticFiles(packages=[("offload.ui", "static")])
+        return Starlette(routes=[Route("/", page), Mount("/static", static)])
+
+    def render(self) -> str:
+        """The page: health, live jobs of all owners, usage per owner, recent failures."""
+        health = self._server.health()
+        cards = "".join(
+            f"<tr><th>{escape(k)}</th><td id=h-{escape(k)}>{escape(str(health.get(k)))}</td></tr>"
+            for k in ("ok", "workers", "running", "queued", "connections", "engine", "closing")
+        )
+        uptime = human.seconds(health.get("uptime_s", 0.0))
+        live, usage, failed = self._read()
+        now = time.time()
+        return _PAGE.format(
+            health=cards,
+            uptime=uptime,
+            live=_table(
+                ("id", "owner", "function", "state", "submitted"),
+                [(j[0], _owner(j[1]), j[2], j[3], human.ago(j[4], now)) for j in live],
+                "live",
+            ),
+            usage=_table(
+                ("owner", "jobs", "cpu", "in", "out"),
+                [
+                    (_owner(u[0]), u[1], human.seconds(u[2]), human.size(u[3]), human.size(u[4]))
+                    for u in usage
+                ],
+                "usage",
+            ),
+            failed=_table(
+                ("id", "owner", "function", "finished", "error"),
+                [(f[0], _owner(f[1]), f[2], human.ago(f[3] or now, now), f[4]) for f in failed],
+                "failed",
+            ),
+        )
+
+    def _read(self) -> tuple[list[Any], list[Any], list[Any]]:
+        try:
+            db = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, timeout=2.0)
+        except sqlite3.Error as exc:
+            log.warning("dashboard: cannot read the job store: %s", exc)
+            return [], [], []
+        try:
+            live = db.execute(
+                "SELECT id, owner, function, state, submitted FROM jobs "
+                "WHERE state IN ('queued', 'running') ORDER BY id DESC LIMIT 100"
+            ).fetchall()
+            usage = db.execute(
+                "SELECT owner, jobs, cpu_s, bytes_in, bytes_out FROM usage ORDER BY cpu_s DESC "
+                "LIMIT 100"
+            ).fetchall()
+            failed = db.execute(
+                "SELECT id, owner, function, finished, error FROM jobs WHERE state = 'failed' "
+                "ORDER BY id DESC LIMIT 20"
+            ).fetchall()
+            return live, usage, failed
+        except sqlite3.Error as exc:
+            log.warning("dashboard: cannot read the job store: %s", exc)
+            return [], [], []
+        finally:
+            db.close()
+
+
+def start(args: argparse.Namespace, server: Any, data_dir: str) -> Dashboard | None:
+    """Start the dashboard if ``--dashboard`` asks for it; log its URL with the token."""
+    if not args.dashboard:
+        return None
+    if args.dashboard_token_file:
+        token = Path(args.dashboard_token_file).read_text().strip().splitlines()[0]
+    else:
+        token = secrets.token_urlsafe(24)
+    dashboard = Dashboard(server, data_dir, args.dashboard, token)
+    shown = dashboard.url if not args.dashboard_token_file else f"http://{args.dashboard}/"
+    log.warning("operator dashboard at %s", shown)
+    return dashboard
+
+
+def _owner(owner: str) -> str:
+    if not owner:
+        return "(anonymous)"  # a server without keys: every client is the same owner
+    return owner if len(owner) <= 16 else owner[:12] + "…"
+
+
+def _table(columns: tuple[str, ...], rows: list[tuple[Any, ...]], name: str) -> str:
+    if not rows:
+        return f'<p class="muted" id="{name}">none</p>'
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="wrap">{escape(str(v))}</td>' for v in row) + "</tr>"
+        for row in rows
+    )
+    return f'<div class="scroll"><table id="{name}"><tr>{head}</tr>{body}</table></div>'
+
+
+_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="5"><title>edge-server dashboard</title>
+<link rel="stylesheet" href="/static/app.css"></head><body>
+<header><strong class="brand">edge-server</strong><span class="muted">operator view</span></header>
+<main><h1>Health</h1><p class="muted">up {uptime}</p><table id="health">{health}</table>
+<h2>Running and waiting (all owners)</h2>{live}<h2>Usage per owner</h2>{usage}
+<h2>Recent failures</h2>{failed}</main></body></html>"""
