@@ -2,7 +2,8 @@
 
 One page, refreshed every few seconds: the server's health (workers, running
 and queued jobs, connections, engine), the jobs running or waiting for every
-owner, usage per owner, and the latest failures with their errors. It reads
+owner, usage per owner, the latest failures with their errors, and the
+clients seen lately (calls, bytes, distance when they share a location). It reads
 :meth:`EdgeServer.health` and the job store through a read-only SQLite
 connection of its own (WAL: it never blocks the server's writes; what the
 server has not flushed yet shows a moment later).
@@ -108,7 +109,7 @@ class Dashboard:
         return Starlette(routes=[Route("/", page), Mount("/static", static)])
 
     def render(self) -> str:
-        """The page: health, live jobs of all owners, usage per owner, recent failures."""
+        """The page: health, live jobs of all owners, usage, recent failures, clients seen."""
         health = self._server.health()
         cards = "".join(
             f"<tr><th>{escape(k)}</th><td id=h-{escape(k)}>{escape(str(health.get(k)))}</td></tr>"
@@ -117,7 +118,24 @@ class Dashboard:
         uptime = human.seconds(health.get("uptime_s", 0.0))
         live, usage, failed = self._read()
         now = time.time()
+        seen = [
+            (
+                _owner(v["client"]),
+                human.ago(v["first_seen"], now),
+                human.ago(v["last_seen"], now),
+                v["calls"],
+                human.size(v["bytes_in"]),
+                human.size(v["bytes_out"]),
+                "-" if v["distance_km"] is None else f"{v['distance_km']:g} km",
+            )
+            for v in self._server.visitors()[:100]
+        ]
         return _PAGE.format(
+            clients=_table(
+                ("client", "first seen", "last seen", "calls", "in", "out", "distance"),
+                seen,
+                "clients",
+            ),
             health=cards,
             uptime=uptime,
             live=_table(
@@ -205,4 +223,4 @@ _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <header><strong class="brand">edge-server</strong><span class="muted">operator view</span></header>
 <main><h1>Health</h1><p class="muted">up {uptime}</p><table id="health">{health}</table>
 <h2>Running and waiting (all owners)</h2>{live}<h2>Usage per owner</h2>{usage}
-<h2>Recent failures</h2>{failed}</main></body></html>"""
+<h2>Recent failures</h2>{failed}<h2>Clients seen lately</h2>{clients}</main></body></html>"""

@@ -216,6 +216,10 @@ class EdgeServer:
             **self._engine.health(),
         }
 
+    def visitors(self) -> list[dict[str, Any]]:
+        """The clients seen lately, most recent first (the operator's dashboard shows them)."""
+        return self._ledger.visitors.rows()
+
     # -- the loop -------------------------------------------------------------------------------
 
     def _loop(self) -> None:

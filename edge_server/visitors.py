@@ -111,8 +111,12 @@ class Visitors:
         """Every client seen lately, most recent first; NotAllowed unless ``owner`` operates."""
         if owner not in self.operators:
             raise NotAllowed("only the server's operator keys may list its clients")
+        return self.rows()
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Every client seen lately, most recent first (for an operator's own view)."""
         rows = []
-        for name, entry in reversed(self._seen.items()):
+        for name, entry in reversed(list(self._seen.items())):  # a copy: the loop adds to it
             at = entry["at"]
             distance = distance_km(self._here, at) if at and self._here else None
             rows.append(

@@ -90,6 +90,7 @@ def test_it_shows_health_running_jobs_and_failures(board: Board, tmp_path: Path)
             time.sleep(0.3)
         assert status == 200
         assert "<td id=h-workers>2</td>" in page
+        assert 'id="clients"' in page and "(anonymous)" in page  # the client seen, calls counted
         shots = os.environ.get("OFFLOAD_UI_SCREENSHOTS")
         if shots:
             _screenshot(board.base + f"/?token={TOKEN}", Path(shots) / "dashboard.png")
