@@ -41,6 +41,7 @@ class Engine(Protocol):
     """What the server's loop needs from an engine."""
 
     name: str  # "local" or "dask", as --engine names it
+    price_s: float  # credits a core-second of a job costs now (0: not a site); PONGs carry it
     workers: Any  # the dispatcher
 
     def start(self) -> None: ...
@@ -74,6 +75,7 @@ class LocalEngine:
     """Jobs on this machine's worker processes."""
 
     name = "local"
+    price_s = 0.0  # jobs here are not paid for in credits
 
     def __init__(
         self,

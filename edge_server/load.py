@@ -55,7 +55,9 @@ class LoadMeter:
             samples.popleft()
         then, ended_then = samples[0]
         span = now - then
+        price = float(health.get("price_s") or 0.0)  # a site's price of a core-second
         return {
+            **({"price_s": price} if price > 0 else {}),
             "queued": queued,
             "running": running,
             "workers": int(health["workers"]),

@@ -340,6 +340,7 @@ class EdgeServer:
                 "running": self._engine.busy(),
                 "workers": self._engine.size(),
                 "queue_size": self.config.queue_size,
+                "price_s": self._engine.price_s,
             }
             load = self._load.load(counts, self._next_job, now)
             self._clients.ping(client, header, frames, now, self._info, load)

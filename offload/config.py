@@ -49,6 +49,9 @@ class Config:
     local_workers: threads running ``submit``-ted local calls (``None``: CPU count).
     objective: what ``auto`` minimizes: ``"time"``, ``"energy"``, or a number
         from 0 to 1, the weight of time against energy.
+    credit_value_s: on a site that charges credits (``offload credits``), the
+        seconds of waiting one credit is worth to you: ``auto`` counts a call's
+        predicted cost there as that much more time (0: credits do not count).
     energy_profile: the device's power draws, one of
         :data:`offload.profiler.PROFILES` (a measured draw replaces the CPU's).
     profile_cache: file keeping function profiles across runs; ``""`` (or
@@ -102,6 +105,7 @@ class Config:
     compression: str = "auto"
     local_workers: int | None = None
     objective: str = "time"
+    credit_value_s: float = 0.0
     energy_profile: str = "smartphone-wifi"
     profile_cache: str | None = None
     assumed_mbit_s: float = 27.0
@@ -230,6 +234,7 @@ class Config:
         """The decision's knobs from this configuration."""
         return Policy(
             time_weight=self.time_weight,
+            credit_value_s=self.credit_value_s,
             hysteresis=self.hysteresis,
             explore_every=self.explore_every,
             battery_low=self.battery_low,

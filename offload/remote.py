@@ -321,9 +321,19 @@ class Remote:
         if start:
             self._link.on_rtt(time.perf_counter() - start)
         self.server_info = protocol.decode_json(frames[0].buffer)
+        self._link.price_s = _price_of(self.server_info)
         self.calls_at_pong = self.conn.in_flight()  # this PING's entry is gone already
         self.conn.note_instance(self.server_info.get("instance"))
         return self.server_info
+
+
+def _price_of(info: Any) -> float:
+    """A site's price of a second of its time, from a PONG (0 when absent or malformed)."""
+    load = info.get("load") if isinstance(info, dict) else None
+    price = load.get("price_s") if isinstance(load, dict) else None
+    if isinstance(price, (int, float)) and 0 < price < 1e6:
+        return float(price)
+    return 0.0
 
 
 def _decode_control(header: protocol.Header, frames: Sequence[Any]) -> tuple[Any, list[Any]]:

@@ -117,6 +117,23 @@ def test_energy_objective_can_disagree_with_time(fn):
     assert side(by_energy, fn, 1000) == "local"
 
 
+def test_a_sites_price_counts_as_the_time_it_is_worth(fn):
+    # The server is 5x faster (0.2 s against 1 s here); a second there costs 0.01 credits.
+    free, thrifty, hurried = (
+        make(),
+        make(Policy(credit_value_s=500)),
+        make(Policy(credit_value_s=5)),
+    )
+    for d in (free, thrifty, hurried):
+        d.profiler.link.on_rtt(0.001)
+        d.profiler.link.price_s = 0.01
+        for _ in range(3):
+            teach(d, fn, 1000, local=1.0, remote=0.2)
+    assert side(free, fn, 1000) == "remote"  # credits do not count by default
+    assert side(thrifty, fn, 1000) == "local"  # 0.002 credits = 1 s more: not worth it
+    assert side(hurried, fn, 1000) == "remote"  # 0.002 credits = 0.01 s more
+
+
 @pytest.mark.parametrize(
     "state, why",
     [

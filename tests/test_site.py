@@ -332,3 +332,19 @@ def test_offload_credits_and_resources_commands(site: Site, capsys) -> None:
     assert offload_main(["quote", "tests.site_apps:add", "1", "2", "--seconds", "3600",
                          *site.client_args("alice")]) == 0  # fmt: skip
     assert "credits" in capsys.readouterr().out
+
+
+def test_every_pong_carries_the_sites_price_and_the_decision_can_weigh_it(site: Site) -> None:
+    with site.client() as client:
+        info = client.ping(timeout=20)
+        price = info["load"]["price_s"]  # credits per core-second now, from the price table
+        quote = client.server.quote(3600.0)  # an hour at the slot's price
+        assert price > 0 and quote["price_cpu"] / 1e6 / 3600 == pytest.approx(price)
+        assert client.servers.get("remote").link.price_s == pytest.approx(price)
+    # An engine that is not a site charges nothing and says no price.
+    plain = offload.serve_local(["tests.site_apps"], extra_args=["--log-level", "WARNING"])
+    try:
+        with offload.Client(plain) as client:
+            assert "price_s" not in client.ping(timeout=20)["load"]
+    finally:
+        plain.stop()

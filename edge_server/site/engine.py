@@ -88,6 +88,7 @@ class SiteEngine:
         )
         self.workers = SiteDispatcher(config, self, queue, ledger, send)
         self.slots = 0
+        self.price_s = 0.0
         self.cluster: dict[str, dict[str, Any]] = {}  # worker address -> its info
         self._instance = secrets.token_hex(4)
         self._context = zmq.Context()  # of its own: the frontend's ZAP handler is not for tasks
@@ -248,6 +249,10 @@ class SiteEngine:
             log.warning("cannot reach the Dask scheduler: %s", exc)
             return
         self.cluster = dict(info.get("workers", {}))
+        try:  # what a core-second costs now, for every PONG (clients weigh it)
+            self.price_s = self.credits.price_now()[0] / 1e6 / 3600
+        except Exception as exc:  # the store failed: keep the last price
+            log.warning("cannot read the site's prices: %s", exc)
         cores = sum(int(w.get("nthreads", 0)) for w in self.cluster.values())
         self.slots = cores
         elapsed = now - self._offered_at

@@ -93,6 +93,7 @@ class Policy:
     """The decision's knobs (:mod:`~offload.profiler.decision`), from :class:`~offload.Config`."""
 
     time_weight: float = 1.0
+    credit_value_s: float = 0.0  # seconds one credit is worth (a site's price as time)
     hysteresis: float = 0.1
     explore_every: int = 32
     battery_low: float = 0.2

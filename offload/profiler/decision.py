@@ -112,6 +112,7 @@ class AdaptiveDecider(Explaining, Learning):
         if state.cpu_load > policy.cpu_busy or state.memory_free < policy.memory_low:
             bias, critical = policy.critical_bias, True
         self._weight, self._bias, self._critical = weight, bias, critical
+        self._credit_s = policy.credit_value_s
         busy = contention(state.cpu_load)
         if busy > _RECHECK * self._busy:
             # This device just got much slower (another app took its CPU): running
@@ -240,14 +241,16 @@ class AdaptiveDecider(Explaining, Learning):
         a, b, _ = prof.down.params
         t_down = exp(a + b * x) / link.down_rate
         t_remote = link.fixed + t_up + t_exec + t_down
+        # A site's credits, as the time they are worth to the user (credit_value_s).
+        t_cost = t_remote + self._credit_s * link.price_s * t_exec
         e_local = energy.cpu_w * t_local
         e_remote = energy.remote(t_up, t_down, t_remote)
 
         weight, bias, critical = self._weight, self._bias, self._critical
         s_local = bias * (
-            weight * t_local / (t_local + t_remote) + (1 - weight) * e_local / (e_local + e_remote)
+            weight * t_local / (t_local + t_cost) + (1 - weight) * e_local / (e_local + e_remote)
         )
-        s_remote = weight * t_remote / (t_local + t_remote) + (1 - weight) * e_remote / (
+        s_remote = weight * t_cost / (t_local + t_cost) + (1 - weight) * e_remote / (
             e_local + e_remote
         )
         estimates = (t_local, t_exec, t_remote, t_up + t_down, e_local, e_remote, critical)

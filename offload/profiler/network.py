@@ -36,6 +36,7 @@ class Link:
         "down_rate",
         "fixed",
         "overhead",
+        "price_s",
         "prior_bps",
         "rtt",
         "server_drift",
@@ -58,6 +59,8 @@ class Link:
         #: log(local time / server time) at equal input, over functions run on both.
         self.slowdown = Smoothed(gain=0.25)
         self.prior_bps = prior_bps
+        #: Credits a second of the server's time costs (a site's, from its PONG; 0: free).
+        self.price_s = 0.0
         self.calls = 0
         #: The figures a decision uses, kept current by every update: seconds of
         #: RTT plus overhead, and bytes per second each way.
