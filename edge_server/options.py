@@ -16,7 +16,7 @@ from offload._exceptions import ConfigError
 from offload.config import read_toml
 from offload.human import duration, parse_duration, parse_size, size
 
-from . import advertise
+from . import advertise, apps
 from .config import ServerConfig
 
 
@@ -218,6 +218,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         help="queued payloads this large go to files written off the event loop "
         f"(default {_readable(defaults.payload_file_min)})",
     )
+    apps.add_arguments(parser, defaults)
     parser.add_argument(
         "--purge-on-exit",
         action="store_true",
@@ -298,6 +299,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             memory_budget=args.memory_budget,
             client_budget=args.client_budget,
             payload_file_min=args.payload_file_min,
+            deployers=args.deployers,
+            deploy_max_bytes=args.deploy_max_bytes,
+            deploy_max_files=args.deploy_max_files,
+            deploy_keep=args.deploy_keep,
+            deploy_check_seconds=args.deploy_check_seconds,
         )
     except ConfigError as exc:
         parser.error(str(exc))

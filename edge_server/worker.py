@@ -51,6 +51,7 @@ from offload._exceptions import (
     SerializationError,
     UnknownFunction,
     UnloadableResult,
+    VersionMismatch,
 )
 from offload.runtime import checkpoint, errors, protocol, serialize
 from offload.runtime.compression import decompress
@@ -67,16 +68,26 @@ log = logging.getLogger("edge_server.worker")
 
 
 def run_worker(
-    identity: bytes, backend: str, config: ServerConfig, arena_directory: str, arena_prefix: str
+    identity: bytes,
+    backend: str,
+    config: ServerConfig,
+    arena_directory: str,
+    arena_prefix: str,
+    deployed: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (),
 ) -> None:
-    """Entry point of a worker process (started with the ``spawn`` method)."""
+    """Entry point of a worker process (started with the ``spawn`` method).
+
+    ``deployed``: the apps deployed to the server (:mod:`edge_server.deploy`),
+    as (directory, modules served, every module); each directory goes on
+    ``sys.path`` after the server's own entries.
+    """
     global _slot
     _die_with_parent()
     for ignored in (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(ignored, signal.SIG_IGN)  # the server decides when workers stop
     for number in stopsig.all_signals():
         signal.signal(number, _ask_to_stop)
-    registry = Registry.load(config.apps, config.types)
+    registry = Registry.load(config.apps, config.types, deployed)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(backend)  # first: the server's directory may be in what isolate() covers
     channel = Channel(sock)
@@ -215,6 +226,13 @@ def _resolve(
         fn = registry.functions.get(header.name)
         if fn is None:
             raise UnknownFunction(f"this worker does not hold {header.name!r}")
+        if registry.fingerprints[header.name] != header.fingerprint:
+            # It waited in the queue while another version of its app was deployed.
+            raise VersionMismatch(
+                f"the server's {header.name!r} is now at fingerprint "
+                f"{registry.fingerprints[header.name].hex()}, the client's "
+                f"{header.fingerprint.hex()}: deploy the same code"
+            )
         return fn.__wrapped__, codecs, payload
     if not payload:
         raise ProtocolError("BY_VALUE call without a function frame")

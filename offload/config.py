@@ -82,6 +82,9 @@ class Config:
         a test on loopback).
     location: where this device is, ``"LAT,LON"`` in degrees: servers are
         listed with their distance from here.
+    provision: deploy the app of an ``@offload`` function to a server that
+        lacks it, on first use (``@offload(provision=...)`` decides per
+        function); the client's key must be in the server's ``--deployers``.
     """
 
     server: str | None = None
@@ -114,6 +117,7 @@ class Config:
     known_servers: str | None = None
     insecure: bool = False
     location: str | None = None
+    provision: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -42,6 +42,7 @@ from . import _exceptions as errors
 from .api import OffloadedFunction
 from .checkpoints import write_checkpoint
 from .config import Config
+from .deploy import count_transfer
 from .fallback import FALLBACK, Fallbacks, falls_back
 from .futures import CallFuture, Withdrawer, chain_unless_cancelled, running_future, settle
 from .jobs import Job
@@ -91,6 +92,10 @@ class Router:
             up = self.servers.up()
             if not up and self.servers.primary is not None:
                 self.fallbacks.note_offline(fn, self.servers.primary.address)
+            primary = self.servers.primary  # its app, if the server lacks it (provision)
+            extra = primary.provisioner.pending_bytes(fn) if up and primary else 0
+            if extra:
+                return self.decider.decide(fn, args, kwargs, up, extra_up=extra)
             return self.decider.decide(fn, args, kwargs, up)
         return (LOCAL if mode == "local" else REMOTE), call_size(fn, args, kwargs)
 
@@ -255,6 +260,8 @@ class Router:
         """A whole call of ``size`` ran on ``remote``; only the configured server's teach."""
         if remote is None or remote is not self.servers.primary:
             return
+        if outcome.provision is not None:  # the app deployed for it: a transfer like any other
+            count_transfer(self.decider, fn, outcome.provision)
         try:
             self.decider.observe_remote(
                 fn,

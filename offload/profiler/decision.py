@@ -47,7 +47,7 @@ from collections import OrderedDict
 from math import exp, log
 from typing import Any
 
-from .decider import LOCAL, REMOTE, Explanation, Policy, Side
+from .decider import LOCAL, REMOTE, Explanation, Policy, Side, explanation
 from .device import DeviceState
 from .history import HERE, THERE, FunctionProfile
 from .models import Drift
@@ -142,20 +142,23 @@ class AdaptiveDecider:
         self._debug = logger.isEnabledFor(logging.DEBUG)
 
     def decide(
-        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
+        self, fn: Any, args: tuple[Any, ...], kwargs: Any, server_up: bool, extra_up: int = 0
     ) -> tuple[Side, int]:
         size = call_size(fn, args, kwargs)
         prof = self._profiles.get(fn.key)
         if prof is None:
             prof = self.profile(fn)
-        side = self.choose(prof, size, server_up)
+        side = self.choose(prof, size, server_up, extra_up)
         if self._debug:
             logger.debug("%s size=%d -> %s", prof.key, size, side)
         return side, size
 
-    def choose(self, prof: FunctionProfile, size: int, server_up: bool) -> Side:
-        """Decide for a call of ``size`` and advance the function's decision clock."""
-        side, reason, est = self._evaluate(prof, size, server_up)
+    def choose(self, prof: FunctionProfile, size: int, server_up: bool, extra_up: int = 0) -> Side:
+        """Decide for a call of ``size`` and advance the function's decision clock.
+
+        ``extra_up``: bytes to send before the call could run remotely (its app).
+        """
+        side, reason, est = self._evaluate(prof, size, server_up, extra_up)
         clock = prof.clock = prof.clock + 1
         if est[2] is not None:  # the cost of a typical call, to keep explorations cheap
             best = est[0] if est[0] < est[2] else est[2]
@@ -174,7 +177,7 @@ class AdaptiveDecider:
         return side
 
     def _evaluate(
-        self, prof: FunctionProfile, size: int, server_up: bool
+        self, prof: FunctionProfile, size: int, server_up: bool, extra_up: int = 0
     ) -> tuple[Side, int, tuple[Any, ...]]:
         """(side, reason, estimates) without changing any state."""
         x = log(size) if size > 1 else 0.0  # _log_size, inlined: the hot path
@@ -192,6 +195,9 @@ class AdaptiveDecider:
         t_exec = exp(base) * link.server_drift.value if there else None
         every = self._every
         if t_exec is None and prof.clock - m.seen[THERE] >= every:
+            if extra_up and t_local is not None and link.fixed + extra_up / link.up_rate > t_local:
+                # Its app alone would take longer to send than the call takes here.
+                return LOCAL, CHEAPER, (t_local, None, None, None, 0.0, 0.0, False)
             return REMOTE, COLD, (t_local, None, None, None, 0.0, 0.0, False)
         slowdown = link.slowdown.mean
         if t_local is None and there and slowdown is not None:
@@ -205,7 +211,7 @@ class AdaptiveDecider:
         # Both sides known (a remote sample also teaches the byte models).
         energy = self._energy
         a, b, _ = prof.up.params
-        t_up = exp(a + b * x) / link.up_rate
+        t_up = (exp(a + b * x) + extra_up) / link.up_rate
         a, b, _ = prof.down.params
         t_down = exp(a + b * x) / link.down_rate
         t_remote = link.fixed + t_up + t_exec + t_down
@@ -310,6 +316,17 @@ class AdaptiveDecider:
             energy = self._energy.remote(link.up_s(up), link.down_s(down), turnaround)
             prof.add("remote", turnaround, up, down, energy)
 
+    def observe_transfer(
+        self, fn: Any, up: int, down: int, seconds: float, server: float = 0.0
+    ) -> None:
+        prof, link = self.profile(fn), self._link
+        with self._learning, prof.lock:
+            if up >= LARGE or down >= LARGE:  # a bandwidth sample, like a large call's
+                link.on_call(up, down, seconds, server)
+                self._fresh_link = self._spent
+            energy = self._energy.remote(link.up_s(up), link.down_s(down), seconds)
+            prof.add("remote", seconds, up, down, energy, calls=0)
+
     def _learn(
         self, prof: FunctionProfile, x: float, seconds: float, side: int, drift: Drift
     ) -> None:
@@ -350,41 +367,8 @@ class AdaptiveDecider:
     ) -> Explanation:
         """What :meth:`decide` would answer for this call now, and why; changes nothing."""
         size = call_size(fn, args, kwargs)
-        prof = self.profile(fn)
-        side, reason, est = self._evaluate(prof, size, server_up)
-        t_local, t_exec, t_remote, t_wire, e_local, e_remote, critical = est
-        reasons = [REASONS[reason]]
-        state = self.profiler.device.state
-        if critical:
-            reasons.append(
-                f"critical condition (battery {state.battery}, charging {state.charging}, "
-                f"cpu {state.cpu_load:.0%}, free memory {state.memory_free:.0%}): prefer online"
-            )
-        known = t_remote is not None
-        return Explanation(
-            side=side,
-            reasons=reasons,
-            size=size,
-            estimates={
-                "local": {"time_s": t_local, "energy_j": e_local if known else None},
-                "remote": {
-                    "time_s": t_remote,
-                    "server_s": t_exec,
-                    "transfer_s": t_wire,
-                    "energy_j": e_remote if known else None,
-                },
-            },
-            device={
-                "cpu_load": state.cpu_load,
-                "memory_free": state.memory_free,
-                "battery": state.battery,
-                "charging": state.charging,
-                "power_w": state.power_w,
-            },
-            link=self.profiler.link.snapshot(),
-            energy_source=self.profiler.energy.source,
-            objective_time_weight=self.policy.time_weight,
-        )
+        side, reason, est = self._evaluate(self.profile(fn), size, server_up)
+        return explanation(self.profiler, self.policy, size, side, REASONS[reason], est)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per function and side: calls, seconds, bytes up and down, joules."""
