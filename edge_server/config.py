@@ -84,6 +84,15 @@ class ServerConfig:
     price_cpu, price_memory: a site's starting prices, in micro-credits per
         core-hour and per GB-hour; prices move each day within a quarter and
         four times these (:mod:`edge_server.credits`).
+    deployers: a directory of the public keys (``*.key``) of clients that may
+        deploy apps here (``offload deploy``; see :mod:`edge_server.deploy`);
+        ``None``, the default, refuses every deployment. Needs ``secret_key``.
+        Apps deployed before are served either way.
+    deploy_max_bytes, deploy_max_files: the largest bundle a deployment may
+        bring, in bytes and in files.
+    deploy_keep: versions of each app kept on disk (for ``--rollback``).
+    deploy_check_seconds: how long the fresh interpreter that imports a new
+        version before it is served may take.
     """
 
     bind: str = "tcp://127.0.0.1:5555"
@@ -129,6 +138,11 @@ class ServerConfig:
     credit_grant: int = 100_000_000
     price_cpu: int = 1_000_000
     price_memory: int = 250_000
+    deployers: str | None = None
+    deploy_max_bytes: int = 64 * 2**20
+    deploy_max_files: int = 2000
+    deploy_keep: int = 5
+    deploy_check_seconds: float = 120.0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -187,3 +201,16 @@ class ServerConfig:
             raise ConfigError("credit_grant must be 0 or more, prices at least 4")
         if self.payload_file_min < 1024:
             raise ConfigError("payload_file_min must be at least 1024 bytes")
+        if self.deployers is not None:
+            if self.secret_key is None:
+                raise ConfigError(
+                    "deployers needs secret_key: a deployment is allowed by its client's key"
+                )
+            if not os.path.isdir(self.deployers):
+                raise ConfigError(f"deployers {self.deployers!r} is not a directory")
+        if self.deploy_max_bytes < 1 or self.deploy_max_files < 1:
+            raise ConfigError("deploy_max_bytes and deploy_max_files must be positive")
+        if self.deploy_keep < 2:
+            raise ConfigError("deploy_keep must be at least 2 (the current version and one back)")
+        if self.deploy_check_seconds <= 0:
+            raise ConfigError("deploy_check_seconds must be positive")

@@ -245,7 +245,7 @@ class Dispatcher:
                 worker = self.pool.name(channel, bytes(message[1]))
                 if worker is not None:
                     worker.cpu_ns = int.from_bytes(message[2], "big")
-                    self.idle.append(worker)
+                    self.pool.ready(worker, self.idle)
                 return
         if messages:
             self.pool.drop_unnamed(channel)
@@ -278,7 +278,7 @@ class Dispatcher:
         # them back once the worker has been idle for ARENA_IDLE_S.
         worker.trim_at = time.monotonic() + ARENA_IDLE_S if len(frames) > 4 and frames[4] else None
         if not worker.killed:
-            self.idle.append(worker)
+            self.pool.ready(worker, self.idle)
         if job is None or int.from_bytes(frames[1], "big") != job.id:
             return  # the job already failed (timeout) and the worker finished anyway
         cpu_ns = int.from_bytes(frames[2], "big")

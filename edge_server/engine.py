@@ -32,7 +32,7 @@ from .config import ServerConfig
 from .dispatch import Dispatcher
 from .fairqueue import FairQueue
 from .ledger import Ledger
-from .pool import Pool
+from .pool import Deployed, Pool
 from .registry import Registry
 from .store import Store
 
@@ -67,6 +67,12 @@ class Engine(Protocol):
     def health(self) -> dict[str, Any]:
         """Engine-specific numbers for the health check."""
 
+    def use_apps(self, deployed: tuple[Deployed, ...]) -> None:
+        """Run jobs with these deployed apps from now on (:mod:`edge_server.deploy`)."""
+
+    def apps_in_use(self) -> set[Path]:
+        """The deployed app directories running jobs may still import (not to be removed)."""
+
     def admit(self, job: Any) -> None:
         """Refuse a job before it is queued (raise the OffloadError its client gets)."""
 
@@ -93,6 +99,14 @@ class LocalEngine:
 
     def start(self) -> None:
         self.pool.start()
+
+    def use_apps(self, deployed: tuple[Deployed, ...]) -> None:
+        # A new generation of workers: idle ones go now, busy ones after their job.
+        self.pool.deployed = deployed
+        self.pool.renew(self.workers.idle)
+
+    def apps_in_use(self) -> set[Path]:
+        return self.pool.in_use()
 
     def stop(self, timeout: float) -> None:
         self.pool.stop(timeout=timeout)

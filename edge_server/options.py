@@ -16,7 +16,7 @@ from offload._exceptions import ConfigError
 from offload.config import read_toml
 from offload.human import duration, parse_duration, parse_size, size
 
-from . import advertise, dashboard, site_options
+from . import advertise, apps, dashboard, site_options
 from .config import ServerConfig
 
 
@@ -225,6 +225,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         f"(default {_readable(defaults.payload_file_min)})",
     )
     site_options.add(parser, defaults)  # a site of lent machines on Dask
+    apps.add_arguments(parser, defaults)
     parser.add_argument(
         "--purge-on-exit",
         action="store_true",
@@ -310,6 +311,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             client_budget=args.client_budget,
             payload_file_min=args.payload_file_min,
             **site_options.values(args),
+            deployers=args.deployers,
+            deploy_max_bytes=args.deploy_max_bytes,
+            deploy_max_files=args.deploy_max_files,
+            deploy_keep=args.deploy_keep,
+            deploy_check_seconds=args.deploy_check_seconds,
         )
     except ConfigError as exc:
         parser.error(str(exc))

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -31,6 +32,9 @@ from .config import ServerConfig
 from .worker import run_worker
 
 log = logging.getLogger("edge_server.pool")
+
+#: A deployed app as a worker imports it: (directory for sys.path, modules served, all modules).
+Deployed = tuple[str, tuple[str, ...], tuple[str, ...]]
 
 
 #: Seconds a worker is idle before its arenas over KEEP_MAX are given back: a stream of
@@ -57,6 +61,8 @@ class Worker:
     oom: bool = False  # the kernel killed it for its memory cgroup's limit
     handed: int = 0  # jobs sent to it (names the job a stop signal is for)
     trim_at: float | None = None  # when its large arenas go back, if it is still idle
+    epoch: int = 0  # the generation of apps it imported (Pool.epoch when it started)
+    deployed: tuple[Deployed, ...] = ()  # the deployed apps it imported
 
     @property
     def sentinel(self) -> int:
@@ -97,6 +103,37 @@ class Pool:
         self.unnamed: dict[int, Channel] = {}  # connected, first message not read yet
         self.by_fd: dict[int, Worker] = {}
         self.changed = True  # the set of fds to watch changed since the server last looked
+        #: The deployed apps new workers import (:mod:`edge_server.deploy`), and their generation.
+        self.deployed: tuple[Deployed, ...] = ()
+        self.epoch = 0
+
+    def in_use(self) -> set[Path]:
+        """The deployed app directories live workers imported (not to be removed)."""
+        return {Path(d[0]) for w in self.by_identity.values() for d in w.deployed}
+
+    def renew(self, idle: deque[Worker]) -> None:
+        """The apps changed: a new generation; the ``idle`` workers go now, busy ones later."""
+        self.epoch += 1
+        while idle:
+            self.retire(idle.popleft(), "replaced: the apps changed")
+
+    def ready(self, worker: Worker, idle: deque[Worker]) -> None:
+        """``worker`` can take a job: ``idle`` it, or retire it if the apps changed since."""
+        if worker.epoch == self.epoch:
+            idle.append(worker)
+        else:
+            self.retire(worker, "replaced: the apps changed")
+
+    def retire(self, worker: Worker, why: str) -> None:
+        """Ask a worker without a job to stop (its sentinel reports it; another replaces it)."""
+        worker.killed = why
+        if worker.channel is None:
+            self.kill(worker, why)
+            return
+        try:
+            worker.channel.send([b"S"])
+        except OSError:
+            self.kill(worker, why)
 
     def accept(self) -> None:
         """Take a worker's new connection; it is named by its first message."""
@@ -144,6 +181,7 @@ class Pool:
                 self._config,
                 str(self._directory),
                 prefix + "-out",
+                self.deployed,
             ),
             name=f"edge-worker-{name}",
             daemon=True,
@@ -160,6 +198,8 @@ class Pool:
             prefix,
             ArenaWriter(self._directory, prefix + "-in"),
             ArenaReader(self._directory),
+            epoch=self.epoch,
+            deployed=self.deployed,
         )
         self.by_identity[worker.identity] = worker
         self.by_sentinel[worker.sentinel] = worker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,8 @@ from typing import Any
 from offload._exceptions import ConfigError
 from offload.api import find_offloaded
 from offload.runtime.serialize import Allowlist
+
+log = logging.getLogger("edge_server.registry")
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,20 @@ class Registry:
     allowlist: Allowlist
 
     @classmethod
-    def load(cls, modules: Sequence[str], types: Sequence[str] = ()) -> Registry:
-        """Import ``modules`` and collect their functions; ``types`` are ``module:Name`` strings."""
+    def load(
+        cls,
+        modules: Sequence[str],
+        types: Sequence[str] = (),
+        deployed: Sequence[tuple[str, Sequence[str], Sequence[str]]] = (),
+    ) -> Registry:
+        """Import ``modules`` and collect their functions; ``types`` are ``module:Name`` strings.
+
+        ``deployed``: apps deployed to the server, as (directory, modules to
+        serve, every module of the app); each directory goes on ``sys.path``
+        after what is there (a deployment was refused if it shadowed anything
+        there). An app that fails to import is left out, logged: the others
+        and the ``--app`` modules are served.
+        """
         functions: dict[str, Any] = {}
         for name in modules:
             try:
@@ -40,11 +55,24 @@ class Registry:
             except ImportError as exc:
                 raise ConfigError(f"cannot import app module {name!r}: {exc}") from exc
             functions.update(find_offloaded(module))
+        trusted = list(modules)
+        for directory, serve, everything in deployed:
+            if directory not in sys.path:
+                sys.path.append(directory)
+            try:
+                found = {}
+                for name in serve:
+                    found.update(find_offloaded(importlib.import_module(name)))
+            except (Exception, SystemExit):
+                log.exception("deployed app in %s does not import: not served here", directory)
+                continue
+            functions.update(found)
+            trusted += everything
         extra = [_import_type(spec) for spec in types]
         return cls(
             functions,
             {name: fn.fingerprint for name, fn in functions.items()},
-            Allowlist().extended(modules, extra),
+            Allowlist().extended(trusted, extra),
         )
 
 

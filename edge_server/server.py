@@ -47,18 +47,18 @@ from offload._exceptions import (
 )
 from offload.runtime import errors, protocol, sockets
 
-from . import stopsig
 from .admission import admit
 from .arena import arena_dir, remove_stale_files
 from .clients import Clients
 from .config import ServerConfig
+from .deploy import Deployer
 from .dispatch import TRACKER_POLL_MS
 from .engine import make_engine
 from .fairqueue import FairQueue
 from .frontend import open_frontend
 from .ledger import Ledger
 from .load import LoadMeter
-from .orphans import stop_orphans
+from .orphans import begin_closing, stop_orphans
 from .registry import Registry
 from .security import Throttle
 from .store import Store
@@ -154,12 +154,15 @@ class EdgeServer:
                 self._send,
             )
             self._workers = engine.workers
+            self._deployer = Deployer.open(self.config, self.registry, self._send, self._wake_w,
+                                           self._switch_apps, engine.apps_in_use)  # fmt: skip
+            self._switch_apps()  # the apps deployed before: served from the first worker on
             try:
                 self._recover(store)
                 engine.start()
                 log.info(
                     "serving %d functions on %s with the %s engine (%d workers); jobs in %s",
-                    len(self.registry.functions),
+                    len(self.registry.fingerprints),
                     self.address,
                     engine.name,
                     engine.size(),
@@ -174,6 +177,7 @@ class EdgeServer:
                     self._workers.fail(job, ServerUnavailable("server shut down"))
                 self._ledger.tick(time.monotonic())  # what is still queued is kept for the restart
                 engine.stop(timeout=2.0)  # removes this server's arenas
+                self._deployer.close()
                 if authenticator is not None:
                     authenticator.stop()
                 if self.config.purge_on_exit:
@@ -253,6 +257,8 @@ class EdgeServer:
                 watched = set(fds)
             more_from_clients = sockets.readable(frontend)
             events = fdpoll.poll(0) if more_from_clients else self._wait(fdpoll)
+            if any(fd == self._wake_r for fd, _ in events):  # a stop, or a deployment is done
+                self._deployer.finish(os.read(self._wake_r, 4096))
             engine.handle([fd for fd, _ in events if fd in watched])
             engine.housekeeping(time.monotonic())
             self._check_clients()
@@ -262,21 +268,7 @@ class EdgeServer:
         now = time.monotonic()
         if not self._closing_since:
             self._closing_since = now
-            self._workers.stopping = True
-            # Queued calls go back to clients that are there to take them; the calls of
-            # clients that are gone stay queued in the store and run after a restart.
-            handed_back = [j for j in self._queue if j.client in self._seen and not j.keep]
-            for job in handed_back:
-                self._queue.remove(job)
-                self._workers.fail(job, ServerUnavailable("server closing"))
-            log.info(
-                "closing: %d queued calls handed back, %d kept for the restart, "
-                "running jobs asked to stop",
-                len(handed_back),
-                len(self._queue),
-            )
-            for worker in self._workers.running():
-                self._workers.signal(worker, stopsig.CLOSING)
+            begin_closing(self._queue, self._seen, self._workers)
         return not self._running() or now - self._closing_since > self.config.close_grace
 
     def _wait(self, fdpoll: select.poll) -> list[tuple[int, int]]:
@@ -352,7 +344,9 @@ class EdgeServer:
             self._workers.pause(client, header.request_id)
             return
         if header.kind == protocol.CONTROL:
-            if len(frames) != 3 or len(frames[2]) > _CONTROL_MAX:
+            if self._deployer.handled(client, who, header.request_id, frames, self._stopping):
+                pass  # about apps: deploy, rollback, apps (edge_server.deploy)
+            elif len(frames) != 3 or len(frames[2]) > _CONTROL_MAX:
                 self._reply_error(client, header.request_id, ProtocolError("bad control request"))
             else:
                 self._ledger.control(client, who, header.request_id, frames[2].buffer)
@@ -372,6 +366,11 @@ class EdgeServer:
         self._next_job = job.id
         self._queue.append(job)
         self._ledger.accepted(job)
+
+    def _switch_apps(self) -> None:
+        """Serve each deployed app's current version beside ``--app``; new workers take it up."""
+        self.registry, deployed = self._deployer.served(self._info)
+        self._engine.use_apps(deployed)
 
     def _check_clients(self) -> None:
         """Once a second: stop the jobs of clients silent for ``client_timeout`` (by policy)."""

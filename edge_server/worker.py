@@ -71,16 +71,26 @@ log = logging.getLogger("edge_server.worker")
 
 
 def run_worker(
-    identity: bytes, backend: str, config: ServerConfig, arena_directory: str, arena_prefix: str
+    identity: bytes,
+    backend: str,
+    config: ServerConfig,
+    arena_directory: str,
+    arena_prefix: str,
+    deployed: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (),
 ) -> None:
-    """Entry point of a worker process (started with the ``spawn`` method)."""
+    """Entry point of a worker process (started with the ``spawn`` method).
+
+    ``deployed``: the apps deployed to the server (:mod:`edge_server.deploy`),
+    as (directory, modules served, every module); each directory goes on
+    ``sys.path`` after the server's own entries.
+    """
     global _slot
     _die_with_parent()
     for ignored in (signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(ignored, signal.SIG_IGN)  # the server decides when workers stop
     for number in stopsig.all_signals():
         signal.signal(number, _ask_to_stop)
-    registry = Registry.load(config.apps, config.types)
+    registry = Registry.load(config.apps, config.types, deployed)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(backend)  # first: the server's directory may be in what isolate() covers
     channel = Channel(sock)
@@ -230,7 +240,7 @@ def _resolve(
         fn = registry.functions.get(header.name)
         if fn is None:
             raise UnknownFunction(f"this worker does not hold {header.name!r}")
-        if fn.fingerprint != header.fingerprint:  # a lender's copy of the apps, say
+        if fn.fingerprint != header.fingerprint:  # a lender's copy, or deployed since it queued
             raise VersionMismatch(
                 f"this worker's {header.name!r} has fingerprint {fn.fingerprint.hex()}, "
                 f"the call's {header.fingerprint.hex()}: deploy the same code"

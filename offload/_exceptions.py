@@ -23,6 +23,9 @@ that has one is in brackets.
     ├── NotAllowed                          [not_allowed]
     ├── StoreError
     ├── NotCheckpointable
+    ├── DeployRefused                       [deploy_refused]
+    │   ├── NotADeployer                    [not_a_deployer]
+    │   └── MissingDependency               [missing_dependency]
     ├── JobLookupError
     │   ├── UnknownJob                      [unknown_job]
     │   ├── JobNotFinished                  [not_finished]
@@ -47,6 +50,7 @@ traceback text as the ``__cause__`` of an exception rebuilt on the client.
 from __future__ import annotations
 
 import pickle
+import re
 
 
 class OffloadError(Exception):
@@ -197,6 +201,34 @@ class NotCheckpointable(OffloadError, TypeError):
     """Pause or resume of a call whose function takes no checkpoints (``checkpoint_every``)."""
 
 
+class DeployRefused(OffloadError):
+    """The server refused to deploy an app, or to roll one back (``offload deploy``).
+
+    The message says why: a path it will not write (``..``, absolute, a link),
+    a bundle over its size or file limits, a file whose bytes do not match its
+    hash, a module that would shadow one the server already has, an app that
+    fails to import. Nothing of a refused bundle is left on the server.
+    """
+
+
+class NotADeployer(DeployRefused):
+    """This client's key may not deploy here: not in the server's ``--deployers``, or none set."""
+
+
+class MissingDependency(DeployRefused):
+    """The app imports a module the server does not have; ``module`` names it."""
+
+    def __init__(self, message: str, module: str | None = None) -> None:
+        super().__init__(message)
+        if module is None:  # rebuilt from the wire: the message names it first
+            found = re.search(r"module '([^']+)'", message)
+            module = found.group(1) if found else ""
+        self.module = module
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.module))
+
+
 class RemoteError(RemoteCallError):
     """The function raised an exception whose type cannot be rebuilt on the client.
 
@@ -246,6 +278,9 @@ ERROR_CODES: dict[str, type[OffloadError]] = {
     "not_cancellable": NotCancellable,
     "not_movable": NotMovable,
     "remote": RemoteError,
+    "deploy_refused": DeployRefused,
+    "not_a_deployer": NotADeployer,
+    "missing_dependency": MissingDependency,
 }
 #: The other way: each class that has a wire code, mapped to it.
 CODE_OF: dict[type[OffloadError], str] = {cls: code for code, cls in ERROR_CODES.items()}

@@ -76,6 +76,7 @@ class OffloadedFunction(Generic[P, R]):
         size: Callable[..., int] | None = None,
         checkpoint_every: float | None = None,
         retries: int = 0,
+        provision: bool | None = None,
     ) -> None:
         if checkpoint_every is not None and checkpoint_every < 0:
             raise ConfigError("checkpoint_every must be a number of seconds, 0 or more")
@@ -99,6 +100,8 @@ class OffloadedFunction(Generic[P, R]):
         self.size = size
         self.checkpoint_every = checkpoint_every
         self.retries = retries
+        #: Deploy its app to a server that lacks it (None: the client's ``provision`` setting).
+        self.provision = provision
         self.wire_name = function_name(fn)
         self.allowlist = Allowlist(frozenset({fn.__module__, self.wire_name.split(":")[0]}))
         #: Its calls are :class:`~offload.Job` s: they take checkpoints or may be retried.
@@ -165,6 +168,7 @@ def offload(
     size: Callable[..., int] | None = None,
     checkpoint_every: float | None = None,
     retries: int = 0,
+    provision: bool | None = None,
 ) -> Callable[[Callable[P, R]], OffloadedFunction[P, R]]: ...
 def offload(
     fn: Callable[P, R] | None = None,
@@ -176,6 +180,7 @@ def offload(
     size: Callable[..., int] | None = None,
     checkpoint_every: float | None = None,
     retries: int = 0,
+    provision: bool | None = None,
 ) -> Any:
     """Mark ``fn`` as offloadable: each call runs here or on an edge server.
 
@@ -190,7 +195,9 @@ def offload(
     (:func:`offload.checkpoint`); its calls become :class:`~offload.Job` s that
     survive a lost server or worker and can pause and resume. ``retries``: the
     function is idempotent; a run lost without a checkpoint starts again,
-    that many times.
+    that many times. ``provision``: when the server lacks the function, deploy
+    its app there first (its key must be in the server's ``--deployers``;
+    ``None`` takes the client's ``provision`` setting; see :mod:`offload.deploy`).
     """
 
     def wrap(f: Callable[P, R]) -> OffloadedFunction[P, R]:
@@ -202,6 +209,7 @@ def offload(
             size=size,
             checkpoint_every=checkpoint_every,
             retries=retries,
+            provision=provision,
         )
 
     return wrap if fn is None else wrap(fn)

@@ -6,6 +6,12 @@ directory of authorized keys) and ``NAME.key_secret`` (keep it; point
 ``OFFLOAD_CLIENT_KEY`` or ``client_key`` at it). A server's own pair is made
 the same way; its public half is the clients' ``server_key``.
 
+``offload deploy PATH`` deploys an app (a module file, a package or app
+directory, a wheel) to every configured server, or each ``--server``, that
+lets this client's key deploy: only the files a server lacks travel.
+``offload deploy --rollback APP`` serves the app's previous version again;
+``offload apps`` lists each server's apps, versions and fingerprints.
+
 The other commands talk to the configured server (``--server``, else
 ``OFFLOAD_SERVER`` or ``offload.toml``) as the configured client key, and see
 that key's jobs: ``jobs``, ``status JOB``, ``wait JOB``, ``result JOB [-o
@@ -32,8 +38,8 @@ from typing import Any, NoReturn
 import zmq.auth
 
 from . import _exceptions as errors
+from . import cli_deploy, cli_site, human
 from . import cli_output as out
-from . import cli_site, human
 from .client import Client
 from .config import Config
 from .control import JobInfo
@@ -142,6 +148,7 @@ def _parser(json_errors: bool = False) -> argparse.ArgumentParser:
     command(
         "clients", _clients, "who used the server lately: calls, bytes, distance (operators only)"
     )
+    cli_deploy.add_commands(commands)
     servers = command(
         "servers", _servers, "configured and discovered servers: distance, answering, RTT, load"
     )

@@ -186,3 +186,39 @@ def typed(value: Any, npy: Path, saved: list[Path]) -> Any:
     if module == "numpy" and hasattr(value, "item"):
         return typed(value.item(), npy, saved)
     return {"type": f"{module}.{type(value).__qualname__}", "repr": repr(value)}
+
+
+APP_COLUMNS = ("app", "version", "deployed", "by", "files", "size", "functions")
+
+
+def app_rows(app: dict[str, Any], now: float | None = None) -> list[dict[str, str]]:
+    """One app of ``offload apps``: a row per version (the current one starred), or its module."""
+    now = time.time() if now is None else now
+    if app.get("source") != "deployed":
+        return [
+            {
+                "app": str(app.get("app")),
+                "version": "--app",
+                "functions": functions_text(app.get("functions") or {}),
+            }
+        ]
+    rows = []
+    for version in app.get("versions") or []:
+        number = version.get("version")
+        rows.append(
+            {
+                "app": str(app.get("app")),
+                "version": f"{number} *" if number == app.get("current") else str(number),
+                "deployed": human.ago(version.get("deployed_at", now), now),
+                "by": str(version.get("deployer") or "-")[:12],
+                "files": str(version.get("files")),
+                "size": human.size(version.get("bytes", 0)),
+                "functions": functions_text(version.get("functions") or {}),
+            }
+        )
+    return rows
+
+
+def functions_text(functions: dict[str, str]) -> str:
+    """``name fingerprint`` pairs, short: ``sort 1a2b3c4d, power 5e6f7a8b``."""
+    return ", ".join(f"{n.split(':')[-1]} {fp[:8]}" for n, fp in sorted(functions.items()))

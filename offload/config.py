@@ -92,6 +92,9 @@ class Config:
         (their operators see the distance to it in ``offload clients``).
     probation: seconds a server that lost calls must answer again before
         calls go there again (with several servers).
+    provision: deploy the app of an ``@offload`` function to a server that
+        lacks it, on first use (``@offload(provision=...)`` decides per
+        function); the client's key must be in the server's ``--deployers``.
     """
 
     server: str | None = None
@@ -127,6 +130,7 @@ class Config:
     location: str | None = None
     probation: float = 5.0
     share_location: bool = False
+    provision: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

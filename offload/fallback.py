@@ -26,10 +26,11 @@ FALLBACK = (
     errors.VersionMismatch,
     errors.PayloadTooLarge,
     errors.SerializationError,
+    errors.DeployRefused,  # provisioning on first use: the server would not take the app
 )
 
 #: Failures that show this server will never run the function: later calls stay here.
-STICKY = (errors.UnknownFunction, errors.VersionMismatch)
+STICKY = (errors.UnknownFunction, errors.VersionMismatch, errors.DeployRefused)
 
 
 def falls_back(exc: BaseException) -> bool:

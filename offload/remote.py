@@ -27,6 +27,7 @@ import zmq.auth
 from . import _exceptions as errors
 from .api import OffloadedFunction
 from .config import Config
+from .deploy import Deployed, Provisioner
 from .futures import chain, running_future, settle
 from .profiler import Link
 from .runtime import errors as errors_wire
@@ -48,6 +49,7 @@ class Outcome:
     sent: int  # bytes of the call
     received: int  # bytes of the reply
     alone: bool  # no other call shared the connection meanwhile
+    provision: Deployed | None = None  # the app deployed first for it (provision on first use)
 
 
 class RunWatcher(Protocol):
@@ -72,6 +74,8 @@ class Remote:
         self.server_info: dict[str, Any] = {}
         #: This client's requests in flight there when that PONG came (its load counts them).
         self.calls_at_pong = 0
+        #: Deploys the apps of functions that provision on first use (``provision``).
+        self.provisioner = Provisioner(self)
         assert config.server is not None
         self._context = zmq.Context()
         self.conn = Connection(
@@ -111,18 +115,32 @@ class Remote:
         resume: tuple[Any, int, float] | None = None,
         watcher: RunWatcher | None = None,
         request_id: int | None = None,
+        provisioned: Deployed | None = None,
     ) -> int:
         """Send one call; its reply resolves ``future`` to an :class:`Outcome`; return its id.
 
         ``wait``: the calling thread will wait for the reply, and may lead the
         socket meanwhile. ``resume``: the call checkpoints, ``(state to resume
         from, checkpoints so far, interval)``; the server's job id (ACCEPTED) and
-        each CHECKPOINT that streams back go to ``watcher``.
+        each CHECKPOINT that streams back go to ``watcher``. A function that
+        provisions on first use (:mod:`offload.deploy`) whose server lacks it has
+        its app deployed first (``provisioned``: that deployment, done).
         """
         start = time.perf_counter()
         conn = self.conn
         if by_value is None:
             by_value = fn.ship_code == "always"
+        provisioner = self.provisioner
+        provisions = not by_value and provisioned is None and provisioner.wanted(fn)
+        if provisions:  # the call is sent again, with the same id, once its app is deployed
+            request_id = conn.next_id() if request_id is None else request_id
+            again = functools.partial(
+                self.send, fn, args, kwargs, future, wait=False, resume=resume,
+                watcher=watcher, request_id=request_id,
+            )  # fmt: skip
+            if provisioner.lacks(fn):
+                provisioner.then(fn, future, again)
+                return request_id
         compress = self.config.compression == "auto"
         payload = (args, kwargs) if resume is None else (args, kwargs, *resume)
         codecs, frames = serialize.dumps(payload, compress=compress)
@@ -156,7 +174,12 @@ class Remote:
             codecs=codecs,
         )
         alone = conn.in_flight() == 0
-        decode = functools.partial(self._decode, fn, start, nbytes, alone, watcher)
+        decode = functools.partial(self._decode, fn, start, nbytes, alone, watcher, provisioned)
+        if provisions:  # it may lack the function: on UnknownFunction, deploy its app and retry
+            inner = running_future()
+            inner.add_done_callback(provisioner.on_unknown(fn, future, again))
+            conn.request(request_id, [header, *frames], inner, decode, wait=wait)
+            return request_id
         if fn.ship_code == "missing" and not by_value and self.server_info.get("code_shipping"):
             # The server may lack the function: on UnknownFunction, ship it by value.
             retry = functools.partial(
@@ -205,11 +228,14 @@ class Remote:
             self.conn.forget(i)
         return taken
 
-    def control(self, body: dict[str, Any]) -> tuple[int, Future[Any]]:
-        """Send a control request; its future resolves to ``(answer, extra frames)``."""
+    def control(self, body: dict[str, Any], extra: Sequence[Any] = ()) -> tuple[int, Future[Any]]:
+        """Send a control request; its future resolves to ``(answer, extra frames)``.
+
+        ``extra``: frames after the JSON one (a deployment's files).
+        """
         future: Future[Any] = running_future()
         request_id = self.conn.next_id()
-        frames = protocol.json_message(protocol.CONTROL, request_id, body)
+        frames = [*protocol.json_message(protocol.CONTROL, request_id, body), *extra]
         self.conn.request(request_id, frames, future, _decode_control, wait=False)
         return request_id, future
 
@@ -250,6 +276,7 @@ class Remote:
         sent: int,
         alone: bool,
         watcher: RunWatcher | None,
+        provisioned: Deployed | None,
         header: protocol.Header,
         frames: Sequence[Any],
     ) -> Any:
@@ -286,6 +313,7 @@ class Remote:
                 sent,
                 received,
                 alone and self.conn.in_flight() == 0,
+                provisioned,
             )
         if header.kind == protocol.ERROR and frames:
             raise errors_wire.rebuild(protocol.decode_json(frames[0].buffer))

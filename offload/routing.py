@@ -46,6 +46,7 @@ from .api import OffloadedFunction
 from .checkpoints import write_checkpoint
 from .closing import Closing, _routers
 from .config import Config
+from .deploy import count_transfer
 from .fallback import FALLBACK, STICKY, Fallbacks, falls_back
 from .futures import CallFuture, chain_unless_cancelled, running_future, settle
 from .jobhost import JobName
@@ -102,6 +103,10 @@ class Router(Closing):
             up = self.servers.up()
             if not up and self.servers.primary is not None:
                 self.fallbacks.note_offline(fn, self.servers.primary.address)
+            primary = self.servers.primary  # its app, if the server lacks it (provision)
+            extra = primary.provisioner.pending_bytes(fn) if up and primary else 0
+            if extra:
+                return self.decider.decide(fn, args, kwargs, up, extra_up=extra)
             return self.decider.decide(fn, args, kwargs, up)
         size = call_size(fn, args, kwargs)
         if mode == "remote" and self.servers.fleet:  # the best server, never here
@@ -349,6 +354,8 @@ class Router(Closing):
         """
         if remote is None or (remote is not self.servers.primary and not self.servers.fleet):
             return
+        if outcome.provision is not None:  # the app deployed for it: a transfer like any other
+            count_transfer(self.decider, fn, outcome.provision)
         try:
             self.decider.observe_remote(
                 fn,

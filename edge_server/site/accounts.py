@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from offload._exceptions import ProtocolError
+from offload._exceptions import InsufficientCredits, ProtocolError
 
 from ..admission import Job
 from ..config import ServerConfig
@@ -54,6 +54,23 @@ class Accounts:
         lender = info["lender"] if info is not None else None
         end = min(end, time.time())
         self.credits.charge_run(job.owner, lender, min(start, end), end, memory, job.id, machine)
+
+    def admit(self, job: Job) -> None:
+        """Refuse a job whose owner cannot pay for a second of a core now."""
+        ok, have, need = self.credits.afford(job.owner)
+        if not ok:
+            raise InsufficientCredits(
+                f"{have / 1e6:.6f} credits; a job here needs at least {need / 1e6:.6f} "
+                "(lend a machine with offload lend to earn some)"
+            )
+
+    def price_s(self, current: float) -> float:
+        """Credits a core-second costs now (``current`` when the store cannot say)."""
+        try:
+            return self.credits.price_now()[0] / 1e6 / 3600
+        except Exception as exc:  # the store failed: keep the last price
+            log.warning("cannot read the site's prices: %s", exc)
+            return current
 
     def quote(self, owner: str, body: dict[str, Any]) -> dict[str, Any]:
         seconds = body.get("seconds")

@@ -42,7 +42,6 @@ import zmq.auth
 
 from offload._exceptions import (
     ConfigError,
-    InsufficientCredits,
     ProtocolError,
     WorkerCrashed,
 )
@@ -53,6 +52,7 @@ from ..config import ServerConfig
 from ..credits import Credits
 from ..fairqueue import FairQueue
 from ..ledger import Ledger
+from ..pool import Deployed
 from ..registry import Registry
 from ..store import Store
 from . import apps
@@ -198,6 +198,13 @@ class SiteEngine:
                 break
             self._on_future(job_id, future)
 
+    def use_apps(self, deployed: tuple[Deployed, ...]) -> None:
+        if deployed:  # the lenders get the --app packages (UploadDirectory), not these yet
+            log.warning("apps deployed with offload deploy are not sent to a site's lenders")
+
+    def apps_in_use(self) -> set[Path]:
+        return set()
+
     def housekeeping(self, now: float) -> None:
         self.workers.check_deadlines()
         self.workers.settle()
@@ -215,13 +222,7 @@ class SiteEngine:
         return len(self.workers.runs)
 
     def admit(self, job: Job) -> None:
-        """Refuse a job whose owner cannot pay for a second of a core now."""
-        ok, have, need = self.credits.afford(job.owner)
-        if not ok:
-            raise InsufficientCredits(
-                f"{have / 1e6:.6f} credits; a job here needs at least {need / 1e6:.6f} "
-                "(lend a machine with offload lend to earn some)"
-            )
+        self.accounts.admit(job)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -249,10 +250,7 @@ class SiteEngine:
             log.warning("cannot reach the Dask scheduler: %s", exc)
             return
         self.cluster = dict(info.get("workers", {}))
-        try:  # what a core-second costs now, for every PONG (clients weigh it)
-            self.price_s = self.credits.price_now()[0] / 1e6 / 3600
-        except Exception as exc:  # the store failed: keep the last price
-            log.warning("cannot read the site's prices: %s", exc)
+        self.price_s = self.accounts.price_s(self.price_s)  # for every PONG: clients weigh it
         cores = sum(int(w.get("nthreads", 0)) for w in self.cluster.values())
         self.slots = cores
         elapsed = now - self._offered_at

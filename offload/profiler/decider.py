@@ -25,9 +25,20 @@ class Decider(Protocol):
     """Chooses the side for one call and learns from how calls went."""
 
     def decide(
-        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
+        self,
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        server_up: bool,
+        extra_up: int = 0,
     ) -> tuple[Side, int]:
-        """Return the side for ``fn(*args, **kwargs)`` and the call's size."""
+        """Return the side for ``fn(*args, **kwargs)`` and the call's size.
+
+        ``extra_up``: bytes that must go to the server before this call could
+        run there (its app, when the server lacks it: provisioning on first
+        use); the remote side's estimate includes sending them. The router
+        passes it only when it is not 0.
+        """
         ...
 
     def decide_among(
@@ -61,6 +72,17 @@ class Decider(Protocol):
 
         ``alone``: no other call shared the connection meanwhile, so the time
         outside execution was this call's own transfer and overhead.
+        """
+        ...
+
+    def observe_transfer(
+        self, fn: Any, up: int, down: int, seconds: float, server: float = 0.0
+    ) -> None:
+        """A transfer for ``fn`` outside its calls: its app deployed to the server first.
+
+        ``seconds`` of the round trip that moved ``up`` and ``down`` bytes,
+        ``server`` of them the server's own work. It counts in the function's
+        remote totals (time, bytes, energy) and teaches the link.
         """
         ...
 
@@ -159,6 +181,50 @@ class Explanation:
             estimate = human.seconds(c.get("time_s"))
             lines.append(f"   {mark} {c['where']:<24} {estimate:>9}  {c.get('why', '')}")
         return lines
+
+
+def explanation(
+    profiler: Any,
+    policy: Policy,
+    size: int,
+    side: Side,
+    reason: str,
+    estimates: tuple[Any, ...],
+) -> Explanation:
+    """An :class:`Explanation` of a decision from its estimates and the profiler's state."""
+    t_local, t_exec, t_remote, t_wire, e_local, e_remote, critical = estimates
+    reasons = [reason]
+    state = profiler.device.state
+    if critical:
+        reasons.append(
+            f"critical condition (battery {state.battery}, charging {state.charging}, "
+            f"cpu {state.cpu_load:.0%}, free memory {state.memory_free:.0%}): prefer online"
+        )
+    known = t_remote is not None
+    return Explanation(
+        side=side,
+        reasons=reasons,
+        size=size,
+        estimates={
+            "local": {"time_s": t_local, "energy_j": e_local if known else None},
+            "remote": {
+                "time_s": t_remote,
+                "server_s": t_exec,
+                "transfer_s": t_wire,
+                "energy_j": e_remote if known else None,
+            },
+        },
+        device={
+            "cpu_load": state.cpu_load,
+            "memory_free": state.memory_free,
+            "battery": state.battery,
+            "charging": state.charging,
+            "power_w": state.power_w,
+        },
+        link=profiler.link.snapshot(),
+        energy_source=profiler.energy.source,
+        objective_time_weight=policy.time_weight,
+    )
 
 
 class Stats(dict[str, dict[str, Any]]):

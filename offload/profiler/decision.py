@@ -125,13 +125,13 @@ class AdaptiveDecider(Explaining, Learning):
         self._debug = logger.isEnabledFor(logging.DEBUG)
 
     def decide(
-        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], server_up: bool
+        self, fn: Any, args: tuple[Any, ...], kwargs: Any, server_up: bool, extra_up: int = 0
     ) -> tuple[Side, int]:
         size = call_size(fn, args, kwargs)
         prof = self._profiles.get(fn.key)
         if prof is None:
             prof = self.profile(fn)
-        side = self.choose(prof, size, server_up)
+        side = self.choose(prof, size, server_up, extra_up=extra_up)
         if self._debug:
             logger.debug("%s size=%d -> %s", prof.key, size, side)
         return side, size
@@ -175,13 +175,15 @@ class AdaptiveDecider(Explaining, Learning):
         server_up: bool,
         link: Link | None = None,
         wait: float = 0.0,
+        extra_up: int = 0,
     ) -> Side:
         """Decide for a call of ``size`` and advance the function's decision clock.
 
         ``link``: the server's (default the configured one); ``wait``: seconds the
-        call would wait there behind others (see :mod:`.choice`).
+        call would wait there behind others (see :mod:`.choice`); ``extra_up``:
+        bytes to send before the call could run there (its app, to provision).
         """
-        side, reason, est = self._evaluate(prof, size, server_up, link, wait)
+        side, reason, est = self._evaluate(prof, size, server_up, link, wait, extra_up)
         clock = prof.clock = prof.clock + 1
         if est[2] is not None:  # the cost of a typical call, to keep explorations cheap
             best = est[0] if est[0] < est[2] else est[2]
@@ -206,6 +208,7 @@ class AdaptiveDecider(Explaining, Learning):
         server_up: bool,
         link: Link | None = None,
         wait: float = 0.0,
+        extra_up: int = 0,
     ) -> tuple[Side, int, tuple[Any, ...]]:
         """(side, reason, estimates) without changing any state."""
         x = log(size) if size > 1 else 0.0  # log_size, inlined: the hot path
@@ -224,6 +227,9 @@ class AdaptiveDecider(Explaining, Learning):
         t_exec = exp(base) * link.server_drift.value + wait if there else None
         every = self._every
         if t_exec is None and prof.clock - m.seen[THERE] >= every:
+            if extra_up and t_local is not None and link.fixed + extra_up / link.up_rate > t_local:
+                # Its app alone would take longer to send than the call takes here.
+                return LOCAL, CHEAPER, (t_local, None, None, None, 0.0, 0.0, False)
             return REMOTE, COLD, (t_local, None, None, None, 0.0, 0.0, False)
         slowdown = link.slowdown.mean
         if t_local is None and there and slowdown is not None:
@@ -237,7 +243,7 @@ class AdaptiveDecider(Explaining, Learning):
         # Both sides known (a remote sample also teaches the byte models).
         energy = self._energy
         a, b, _ = prof.up.params
-        t_up = exp(a + b * x) / link.up_rate
+        t_up = (exp(a + b * x) + extra_up) / link.up_rate
         a, b, _ = prof.down.params
         t_down = exp(a + b * x) / link.down_rate
         t_remote = link.fixed + t_up + t_exec + t_down

@@ -65,10 +65,12 @@ class FunctionProfile:
         self.backlog = 2.0
         self.lock = threading.Lock()
 
-    def add(self, side: str, seconds: float, up: int, down: int, energy: float) -> None:
-        """Count one finished call in the totals."""
+    def add(
+        self, side: str, seconds: float, up: int, down: int, energy: float, calls: int = 1
+    ) -> None:
+        """Count one finished call in the totals (``calls=0``: a transfer outside calls)."""
         totals = self.totals[side]
-        totals["calls"] += 1
+        totals["calls"] += calls
         totals["seconds"] += seconds
         totals["bytes_up"] += up
         totals["bytes_down"] += down

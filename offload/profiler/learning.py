@@ -83,6 +83,18 @@ class Learning:
             energy = self._energy.remote(link.up_s(up), link.down_s(down), turnaround)
             prof.add("remote", turnaround, up, down, energy)
 
+    def observe_transfer(
+        self, fn: Any, up: int, down: int, seconds: float, server: float = 0.0
+    ) -> None:
+        """Bytes moved for ``fn`` outside its calls (its app deployed first): totals and link."""
+        prof, link = self.profile(fn), self._link
+        with self._learning, prof.lock:
+            if up >= LARGE or down >= LARGE:  # a bandwidth sample, like a large call's
+                link.on_call(up, down, seconds, server)
+                self._fresh_link = self._spent
+            energy = self._energy.remote(link.up_s(up), link.down_s(down), seconds)
+            prof.add("remote", seconds, up, down, energy, calls=0)
+
     def _learn(
         self, prof: FunctionProfile, x: float, seconds: float, side: int, drift: Drift
     ) -> None:
