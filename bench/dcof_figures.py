@@ -2,9 +2,11 @@
 
 * Figures 3-5: turnaround against intensity, one line per scenario (bubble
   sort, matrix product, power compute), with the 99% interval as error bars.
-* Figures 6-7: data transmitted, traditional against DCOF-style, per
-  intensity (bubble sort, matrix product).
-* Figure 8: energy, traditional against DCOF-style (and local), per service.
+* Figures 6-7: data transmitted, traditional (the app shipped with every
+  call), by value and DCOF-style, per intensity (bubble sort, matrix product).
+* Figure 8: energy per call in each scenario, per service.
+* With a sweep: the change against traditional and against local at each
+  device CPU share (``dcof_sweep.png``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ LABELS = {
     "matrix_multiply": "matrix product: side n (n x n)",
     "power": "power compute: exponent",
 }
-STYLE = {"local": "s-", "traditional": "o-", "dcof": "^-"}
+STYLE = {"local": "s-", "traditional": "o-", "by_value": "d--", "dcof": "^-"}
+SENT = ("traditional", "by_value", "dcof")
 
 
 def _series(report: dict[str, Any], service: str, scenario: str, key: str) -> tuple[list, list]:
@@ -43,14 +46,14 @@ def _turnaround(ax: Any, report: dict[str, Any], service: str) -> None:
 
 def _data(ax: Any, report: dict[str, Any], service: str) -> None:
     width = None
-    for k, scenario in enumerate(("traditional", "dcof")):
+    for k, scenario in enumerate(SENT):
         xs, up = _series(report, service, scenario, "bytes_up")
         _, down = _series(report, service, scenario, "bytes_down")
         if width is None:
             step = (xs[-1] - xs[0]) / max(1, len(xs) - 1) if len(xs) > 1 else xs[0]
-            width = step * 0.35
+            width = step * 0.25
         ax.bar(
-            [x + (k - 0.5) * width for x in xs],
+            [x + (k - 1) * width for x in xs],
             [(u + d) / 1e3 for u, d in zip(up, down)],
             width=width,
             label=scenario,
@@ -89,9 +92,37 @@ def figures(report: dict[str, Any], out: Path) -> list[Path]:
     services = list(report["results"])
     fig, axes = plt.subplots(1, len(services), figsize=(4.2 * len(services), 3.8), squeeze=False)
     _energy(axes[0], report)
-    fig.suptitle("energy per call: local, traditional and DCOF-style offloading")
+    fig.suptitle("energy per call: local, traditional, by value and DCOF-style offloading")
     fig.tight_layout()
     fig.savefig(out / "dcof_fig8_energy.png", dpi=90)
     plt.close(fig)
     paths.append(out / "dcof_fig8_energy.png")
+    if report.get("sweep"):
+        paths.append(_sweep(plt, report["sweep"], out / "dcof_sweep.png"))
     return paths
+
+
+def _sweep(plt: Any, points: list[dict[str, Any]], path: Path) -> Path:
+    """DCOF-style's change against traditional and local, per service, at each device share."""
+    shares = [p["device_share"] for p in points]
+    services = list(points[0]["summary"]["per_service"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, ref in zip(axes, ("traditional", "local")):
+        for service in services:
+            ys = [
+                -100 * p["summary"]["per_service"][service][f"dcof_vs_{ref}"]["turnaround"]["mean"]
+                for p in points
+            ]
+            ax.plot(shares, ys, "o-", label=service)
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set(
+            xscale="log",
+            xlabel="device CPU share (log)",
+            ylabel=f"turnaround change vs {ref} %",
+            title=f"DCOF-style against {ref}",
+        )
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

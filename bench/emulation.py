@@ -94,12 +94,15 @@ class SlowDevice(_Emulation):
         self._affinity: set[int] = set()
 
     def _enter(self) -> None:
-        quota = max(1000, int(self.share * _PERIOD_US))  # the kernel's minimum is 1 ms
+        # The kernel's least quota is 1 ms: below a quarter of one CPU, the period grows
+        # with it (a call shorter than the quota then runs at full speed: a burst).
+        period = max(_PERIOD_US, round(1000 / self.share))
+        quota = max(1000, int(self.share * period))
         v1 = CGROUP / "cpu" / "cpu.cfs_quota_us"
         if v1.exists():
             cpu = CGROUP / "cpu" / self.name
             cpu.mkdir(exist_ok=True)
-            (cpu / "cpu.cfs_period_us").write_text(str(_PERIOD_US))
+            (cpu / "cpu.cfs_period_us").write_text(str(period))
             (cpu / "cpu.cfs_quota_us").write_text(str(quota))
             self._add(cpu, CGROUP / "cpu" / _current("cpu"))
             if (CGROUP / "cpuacct").is_dir() and not (cpu / "cpuacct.usage").exists():
@@ -110,7 +113,7 @@ class SlowDevice(_Emulation):
             group = CGROUP / self.name
             group.mkdir(exist_ok=True)
             self._add(group, CGROUP / _current(""))
-            (group / "cpu.max").write_text(f"{quota} {_PERIOD_US}")
+            (group / "cpu.max").write_text(f"{quota} {period}")
         self._affinity = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {0})
         self._join(os.getpid())

@@ -157,11 +157,19 @@ class Testbed:
         device_share: float = 0.25,
         apps: tuple[str, ...] = ("examples.workloads",),
         allow_code_shipping: bool = False,
+        extra_args: tuple[str, ...] = (),
+        others: tuple[tuple[str, ...], ...] = (),
     ) -> None:
         self.why_not = emulation.available() if emulate else {"device": "off", "link": "off"}
         self.device_share = device_share
         self.apps = apps
         self.allow_code_shipping = allow_code_shipping
+        self.extra_args = extra_args
+        #: The extra arguments of more servers beside the first, behind the same link.
+        self.others_args = others
+        self.others: list[offload.LocalServer] = []
+        self._launcher: list[str] = []
+        self._bind = "tcp://127.0.0.1:*"
         self.stack = contextlib.ExitStack()
         self.link: emulation.SlowLink | None = None
         self.device: emulation.SlowDevice | None = None
@@ -185,18 +193,26 @@ class Testbed:
             launcher, bind = self.link.launcher, self.link.bind
         elif self.why_not["device"] is None:  # still keep the server off the device's CPU
             launcher = emulation.pinned_off_device()
-        self.server = self.stack.enter_context(
-            offload.serve_local(
-                self.apps,
-                workers=1,
-                allow_code_shipping=self.allow_code_shipping,
-                bind=bind,
-                launcher=launcher,
-                extra_args=["--log-level", "WARNING"],
-            )
-        )
+        self._launcher, self._bind = launcher, bind
+        self.server = self._serve(self.apps, self.allow_code_shipping, self.extra_args)
+        self.others = [self._serve((), False, args) for args in self.others_args]
         if self.why_not["device"] is None:  # after the server: children inherit the cgroup
             self.device = self.stack.enter_context(emulation.SlowDevice(self.device_share))
+
+    def _serve(
+        self, apps: tuple[str, ...], allow_code_shipping: bool, extra_args: tuple[str, ...]
+    ) -> offload.LocalServer:
+        """A server behind the link, off the device's CPU (stopped with the testbed)."""
+        return self.stack.enter_context(
+            offload.serve_local(
+                apps,
+                workers=1,
+                allow_code_shipping=allow_code_shipping,
+                bind=self._bind,
+                launcher=self._launcher,
+                extra_args=["--log-level", "WARNING", *extra_args],
+            )
+        )
 
     def __exit__(self, *exc: object) -> None:
         self.stack.close()

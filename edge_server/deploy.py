@@ -161,7 +161,7 @@ class Deployer:
                 self._allowed(owner)
                 self._deploy(client, owner, request_id, body, blobs)
         except NotADeployer as exc:  # any authorized client can ask: rate-limited lines
-            self._throttle.note("deploy_refused_key", "deployment refused: %s", exc)
+            self._throttle.note("refused_deploys", "deployment refused: %s", exc)
             self._send(client, errors.error_reply(request_id, exc))
         except OffloadError as exc:
             if isinstance(exc, DeployRefused):
