@@ -251,3 +251,17 @@ def mark(log: str, item: int, seconds: float) -> int:
     with open(log, "a") as f:
         f.write(f"{item}\n")
     return os.getppid()
+
+
+@offload
+def power(
+    base: int,
+    exponent: int = 2,
+    scale: float = 1.0,
+    label: str = "",
+    negate: bool = False,
+    extra: Any = None,
+) -> dict[str, Any]:
+    """Simple typed parameters, for the ui's per-field form."""
+    value = scale * base**exponent
+    return {"label": label, "value": -value if negate else value, "extra": extra}

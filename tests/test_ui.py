@@ -190,23 +190,81 @@ def test_bad_arguments_are_a_clear_error(page: Any) -> None:
     assert "arguments are JSON" in page.locator("#form-error").inner_text()
 
 
-def test_overview_shows_jobs_on_the_server_started_elsewhere(page: Any, edge: Any) -> None:
+def test_overview_shows_jobs_on_the_server_started_elsewhere_live(page: Any, edge: Any) -> None:
+    box = page.locator("#on-servers-box")  # the Overview is open; no reload from here on
     with offload.Client(edge.address, mode="remote") as client:  # the same (anonymous) owner
         slow = client.submit(apps.slow_where, 2.0)
-        page.reload()
-        assert "slow_where" in page.locator("table#on-servers").inner_text()
+        box.locator("table#on-servers", has_text="slow_where").wait_for()
         slow.result(timeout=30)
+    box.locator("text=None queued or running").wait_for()  # and gone once it finished
 
 
-def test_a_job_started_elsewhere_finishes_live_in_the_servers_list(page: Any, edge: Any) -> None:
+def test_a_job_started_elsewhere_appears_and_finishes_live_in_the_servers_list(
+    page: Any, edge: Any
+) -> None:
+    page.click("text=Jobs")
+    table = page.locator("table#jobs")
+    table.wait_for()
     with offload.Client(edge.address, mode="remote") as client:
-        slow = client.submit(apps.slow_where, 2.0)
-        page.click("text=Jobs")
-        row = page.locator("#jobs tr[data-id]").first
-        assert row.locator(".state").inner_text() in ("queued", "running")
+        slow = client.submit(apps.slow_where, 1.5)
+        row = table.locator("tr[data-id]", has_text="slow_where").first
+        row.wait_for()  # a new row, over the event stream
+        if row.locator(".state").inner_text() in ("queued", "running"):
+            assert row.locator("button", has_text="Cancel").count() == 1
+        newest = table.locator("tr[data-id]").first
+        assert newest.get_attribute("data-id") == row.get_attribute("data-id")  # newest first
         row.locator(".state", has_text="done").wait_for()  # no reload: over the event stream
+        assert row.locator("button", has_text="Cancel").count() == 0  # redrawn, its buttons too
         page.locator(".toast", has_text="(slow_where) is complete").wait_for()
         slow.result(timeout=30)
+
+
+def test_the_form_for_simple_types(page: Any, shots: Path) -> None:
+    page.click("text=New job")
+    page.select_option("#fn", "tests.apps:power")
+    fields = page.locator("fieldset[data-fn='tests.apps:power']")
+    assert fields.is_visible() and page.locator("fieldset.fields:visible").count() == 1
+    assert fields.locator("#p-power-base").get_attribute("type") == "number"
+    assert fields.locator("#p-power-label").get_attribute("type") == "text"
+    assert fields.locator("#p-power-negate").get_attribute("type") == "checkbox"
+    assert fields.locator("#p-power-exponent").input_value() == "2"  # the default
+    assert "extra (JSON)" in fields.inner_text()
+    page.fill("#p-power-base", "2.5")  # not a whole number: the app says so (no 500)
+    assert page.locator("#mode-fields").is_checked()
+    page.click("#submit-button")
+    assert "base: '2.5' is not a whole number" in page.locator("#form-error").inner_text()
+    assert page.locator("#p-power-base").input_value() == "2.5"  # kept to correct
+    page.fill("#p-power-base", "")
+    page.click("#submit-button")
+    assert "base: a value is needed" in page.locator("#form-error").inner_text()
+    page.fill("#p-power-base", "3")
+    page.fill("#p-power-exponent", "4")
+    page.fill("#p-power-scale", "0.5")
+    page.fill("#p-power-label", "three")
+    page.check("#p-power-negate")
+    page.fill("#p-power-extra", '{"k": [1, 2]}')
+    page.click("#estimate-button")
+    assert "Would run" in page.locator("#estimate").inner_text()
+    assert page.locator("#p-power-label").input_value() == "three"  # the estimate keeps them
+    assert page.locator("#p-power-negate").is_checked()
+    page.screenshot(path=str(shots / "new-job-fields.png"), full_page=True)
+    page.click("#submit-button")
+    page.wait_for_url("**/jobs")
+    row = page.locator("#started tr[data-job]", has_text="power").first
+    row.locator(".state", has_text="done").wait_for()
+    with page.expect_download() as download:
+        row.locator("a[data-when=done]").click()
+    answer = json.loads(Path(download.value.path()).read_text())
+    assert answer == {"label": "three", "value": -40.5, "extra": {"k": [1, 2]}}
+
+
+def test_a_bad_json_field_is_a_clear_error(page: Any) -> None:
+    page.click("text=New job")
+    page.select_option("#fn", "tests.apps:power")
+    page.fill("#p-power-base", "3")
+    page.fill("#p-power-extra", "{nope")
+    page.click("#submit-button")
+    assert "extra: not JSON" in page.locator("#form-error").inner_text()
 
 
 def test_hostile_requests_get_clear_errors_and_the_app_keeps_serving(page: Any) -> None:
@@ -219,6 +277,16 @@ def test_hostile_requests_get_clear_errors_and_the_app_keeps_serving(page: Any) 
         }"""
     )
     assert answer[0] == 200 and "no @offload function &#x27;os:system&#x27;" in answer[1]
+    elsewhere = page.evaluate(
+        """async () => {
+            const csrf = document.querySelector('meta[name=csrf-token]').content;
+            const body = new URLSearchParams({where: 'tcp://10.9.9.9:5555', csrf});
+            const r = await fetch('/started/nope/resume', {method: 'POST', body});
+            return [r.status, await r.text()];
+        }"""
+    )  # a form never makes the app connect to a server it does not trust
+    assert elsewhere[0] == 409 and "not a configured or trusted" not in elsewhere[1]
+    assert "resume where?" in elsewhere[1]
     for path in ("/started/nope/resume", "/started/nope/pause", "/jobs/999999/cancel"):
         status = page.evaluate(
             """async (path) => {
@@ -303,3 +371,81 @@ def test_it_stops_on_sigterm_with_an_event_stream_open(
         other.process.terminate()
         other.process.wait(10)  # not held by the open stream (TimeoutExpired if it were)
         stream.close()
+
+
+def test_resume_a_paused_job_on_another_server(
+    browser: Any, edge: offload.LocalServer, tmp_path: Path, shots: Path
+) -> None:
+    with (
+        offload.serve_local(["tests.apps"], workers=1, extra_args=["--log-level", "WARNING"]) as b,
+        running_ui(
+            ["--server", edge.address, "--servers", b.address, "--app", "tests.apps"],
+            str(tmp_path / "data"),
+        ) as two,
+    ):
+        context = browser.new_context(
+            viewport={"width": 1000, "height": 720}, accept_downloads=True
+        )
+        try:
+            page = context.new_page()
+            page.set_default_timeout(15_000)
+            page.goto(two.url)
+            page.goto(two.base + "/new")
+            page.select_option("#fn", "tests.apps:count_up")
+            page.fill("#args", json.dumps([24, 0.1, str(tmp_path / "steps.log")]))
+            page.click("#submit-button")
+            page.wait_for_url("**/jobs")
+            row = page.locator("#started tr[data-job]").first
+            page.wait_for_function(
+                "el => parseInt(el.textContent) >= 3", arg=row.locator(".count").element_handle()
+            )
+            row.locator("[data-when=running] button").click()  # Pause
+            row = page.locator("#started tr[data-job]").first
+            row.locator(".state", has_text="paused").wait_for()
+            where = row.locator("select[name=where]")
+            ran_on = where.input_value()  # the server it ran on, chosen until the user chooses
+            assert ran_on in (edge.address, b.address)
+            offered = [o for o in where.locator("option").all() if o.get_attribute("value")]
+            values = {o.get_attribute("value") for o in offered}
+            assert {"local", edge.address, b.address} <= values  # here, there, elsewhere
+            other = b.address if ran_on == edge.address else edge.address
+            where.select_option(other)
+            page.screenshot(path=str(shots / "jobs-resume-elsewhere.png"), full_page=True)
+            row.locator("form.resume button").click()
+            row = page.locator("#started tr[data-job]").first
+            row.locator(".state", has_text="done").wait_for(timeout=20_000)
+            assert row.locator(".where").inner_text() == other  # the resumed run went there
+            with page.expect_download() as download:
+                row.locator("a[data-when=done]").click()
+            assert json.loads(Path(download.value.path()).read_text()) == sum(
+                i * i for i in range(24)
+            )
+            job_id = row.locator(".server-id").inner_text()  # the resumed run's id, there
+            page.goto(two.base + "/jobs?" + urllib.parse.urlencode({"server": other}))
+            finished = page.locator(f"table#jobs tr[data-id='{job_id}']")
+            assert "count_up" in finished.inner_text()
+            assert finished.locator(".state").inner_text() == "done"
+        finally:
+            context.close()
+
+
+def test_fields_map_onto_the_signature() -> None:
+    from offload.ui.argform import parse_fields
+
+    def f(a: int, /, b: float = 1.0, *rest: Any, c: str, flag: bool = False, **more: Any) -> None:
+        """Every kind of parameter."""
+
+    name = "m:f"
+    form = {"f:m:f:a": "1", "f:m:f:b": "2.5", "f:m:f:rest": "[3, 4]", "f:m:f:c": " x "}
+    form["f:m:f:more"] = '{"d": null}'
+    assert parse_fields(name, f, form) == ((1, 2.5, 3, 4), {"c": " x ", "flag": False, "d": None})
+    given = {"f:m:f:a": "1", "f:m:f:c": "", "f:m:f:flag": "on"}  # b left to its default
+    assert parse_fields(name, f, given) == ((1,), {"c": "", "flag": True})
+    with pytest.raises(offload.OffloadError, match="a: a value is needed"):
+        parse_fields(name, f, {"f:m:f:c": "x"})
+    with pytest.raises(offload.OffloadError, match="b: 'inf' is not a finite number"):
+        parse_fields(name, f, {"f:m:f:a": "1", "f:m:f:b": "inf", "f:m:f:c": "x"})
+    with pytest.raises(offload.OffloadError, match=r"\*rest: give every parameter before it"):
+        parse_fields(name, f, {"f:m:f:a": "1", "f:m:f:rest": "[3]", "f:m:f:c": "x"})
+    with pytest.raises(offload.OffloadError, match="@file"):
+        parse_fields(name, f, {"f:m:f:a": "1", "f:m:f:c": "x", "f:m:f:more": '"@file"'})

@@ -22,6 +22,7 @@ import asyncio
 import hmac
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -35,8 +36,10 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import _exceptions as errors
+from .. import cli_output as out
 from . import pages
-from .state import STATES, UiState, as_download, parse_arguments
+from .argform import fieldset, parse_fields
+from .state import STATES, UiState, as_download, load_npy, parse_arguments
 
 COOKIE = "offload_ui"
 FORM = "offload.form"  # the scope key of a POST's parsed form
@@ -119,7 +122,8 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
         servers = await run_in_threadpool(state.servers)
         running = await run_in_threadpool(state.running)
         here = state.client.config.location
-        body = pages.overview(servers, here, state.started(), running, csrf)
+        addresses = await run_in_threadpool(state.addresses)
+        body = pages.overview(servers, here, state.started(), running, csrf, addresses)
         return page("Overview", "/", body)
 
     async def jobs(request: Request) -> Response:
@@ -141,7 +145,7 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
                 {"server": address, "state": wanted, "before": listed[-1].id}
             )
         body = pages.jobs_page(
-            addresses, address, wanted, listed, error, state.started(), csrf, more
+            addresses, address, wanted, listed, error, state.started(), csrf, more, before is None
         )
         return page("Jobs", "/jobs", body)
 
@@ -150,9 +154,16 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
         source = request.query_params if request.method == "GET" else form_of(request)
         name = str(source.get("fn") or (names[0] if names else ""))
         args, kwargs = str(source.get("args", "[]")), str(source.get("kwargs", "{}"))
+        mode = str(source.get("mode") or ("json" if "args" in source else "fields"))
         estimate, error = None, ""
         try:
-            parsed = parse_arguments(args, kwargs, str(source.get("upload", "")))
+            if mode == "fields":
+                upload = str(source.get("upload", ""))
+                parsed = parse_fields(
+                    name, state.function(name), source, load_npy(upload) if upload else None
+                )
+            else:
+                parsed = parse_arguments(args, kwargs, str(source.get("upload", "")))
             if request.method == "POST":
                 await run_in_threadpool(state.submit, name, *parsed)
                 return RedirectResponse("/jobs", 303)
@@ -160,7 +171,11 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
                 estimate = await run_in_threadpool(state.estimate, name, *parsed)
         except (errors.OffloadError, TypeError) as exc:
             error = f"{type(exc).__name__}: {exc}"
-        body = pages.new_page(names, name, args, kwargs, estimate, error, csrf)
+        fields = "".join(
+            fieldset(f, state.functions[f], source if "mode" in source else None, f == name)
+            for f in names
+        )
+        body = pages.new_page(names, name, args, kwargs, estimate, error, csrf, fields, mode)
         return page("New job", "/new", body)
 
     async def credits(request: Request) -> Response:
@@ -179,10 +194,7 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
             if action == "pause":
                 state.pause(key)
             elif action == "resume":
-                where = form.get("where", "remote")
-                if where not in ("remote", "local"):
-                    return Response("resume where? remote or local", 400)
-                await run_in_threadpool(state.resume, key, where)
+                await run_in_threadpool(state.resume, key, form.get("where", "remote"))
             elif action == "cancel":
                 await run_in_threadpool(state.cancel_started, key)
             else:
@@ -225,15 +237,31 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
         return RedirectResponse("/jobs?" + urlencode({"server": address}), 303)
 
     async def events(request: Request) -> Response:
-        address = request.query_params.get("server", "")  # also that server's newest jobs
+        """Server-sent events: the jobs started here, and what the page shows of the servers.
+
+        ``server`` (Jobs): that server's newest jobs (``state``: of that state), each
+        with its row's HTML, so rows new since the page came can be added; ``overview``:
+        the Overview's table of this key's jobs on every server. Each is asked at most
+        once a second.
+        """
+        query = request.query_params
+        address, wanted = query.get("server", ""), query.get("state", "")
+        overview = query.get("overview") == "1"
+        states = [wanted] if wanted in STATES else []
 
         async def stream() -> AsyncIterator[str]:
-            last, ticks, listed = "", 0, []
+            last, ticks, listed, running = "", 0, [], None
             while not await request.is_disconnected():
-                if address and ticks % 2 == 0:  # a control request a second at most
-                    listed = await run_in_threadpool(server_states, address)
+                if ticks % 2 == 0:  # a control request a second at most
+                    if address:
+                        listed = await run_in_threadpool(server_rows, address, states)
+                    if overview:
+                        found = await run_in_threadpool(state.running)
+                        running = pages.on_servers_table(found)
                 ticks += 1
-                now = json.dumps({"started": state.started(), "server": listed})
+                now = json.dumps(
+                    {"started": state.started(), "server": listed, "on_servers": running}
+                )
                 if now != last:
                     yield f"data: {now}\n\n"
                     last = now
@@ -242,12 +270,22 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
         headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
-    def server_states(address: str) -> list[dict[str, Any]]:
+    def server_rows(address: str, states: list[str]) -> list[dict[str, Any]]:
         try:
-            jobs = state.server_jobs(address)
+            jobs = state.server_jobs(address, states)
         except errors.OffloadError:
             return []
-        return [{"id": j.id, "state": j.state.value, "function": j.function} for j in jobs]
+        now = time.time()
+        return [
+            {
+                "id": j.id,
+                "state": j.state.value,
+                "function": j.function,
+                "shown": out.state(j),
+                "html": pages.job_row(j, address, csrf, now),
+            }
+            for j in jobs
+        ]
 
     routes = [
         Route("/", overview),

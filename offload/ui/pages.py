@@ -50,7 +50,27 @@ def _state(state: str) -> str:
     return f'<span class="state state-{escape(state)}">{escape(state)}</span>'
 
 
-def started_table(rows: list[dict[str, Any]], csrf: str, back: str) -> str:
+def resume_form(key: str, csrf: str, back: str, ran_on: str | None, addresses: list[str]) -> str:
+    """Resume a paused job here, on the server it ran on, or on any other trusted server."""
+    options = ['<option value="local">here</option>'] + [
+        f'<option value="{escape(a)}"{" selected" if a == ran_on else ""}>{escape(a)}'
+        f"{' (it ran there)' if a == ran_on else ''}</option>"
+        for a in addresses
+    ]
+    if not addresses or ran_on is None:
+        options.insert(1, '<option value="remote" selected>the server</option>')
+    return (
+        f'<form class="inline resume" method="post" action="/started/{escape(key)}/resume"'
+        f' data-when="paused"><input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<input type="hidden" name="next" value="{escape(back)}">'
+        f'<button class="primary">Resume</button> <select name="where" aria-label="where">'
+        f"{''.join(options)}</select></form>"
+    )
+
+
+def started_table(
+    rows: list[dict[str, Any]], csrf: str, back: str, addresses: list[str] | None = None
+) -> str:
     """Jobs started from this page, live: state, progress, pause/resume/cancel, download."""
     if not rows:
         return '<p class="muted">No jobs started from this page yet.</p>'
@@ -62,12 +82,7 @@ def started_table(rows: list[dict[str, Any]], csrf: str, back: str) -> str:
         hidden = {"next": back}
         if row["checkpointed"]:
             buttons.append(post_button(f"/started/{key}/pause", "Pause", csrf, "running", **hidden))
-            resume = post_button(f"/started/{key}/resume", "Resume", csrf, "paused", **hidden)
-            buttons.append(resume.replace("<button>", '<button class="primary">'))
-            here = {**hidden, "where": "local"}
-            buttons.append(
-                post_button(f"/started/{key}/resume", "Resume here", csrf, "paused", **here)
-            )
+            buttons.append(resume_form(key, csrf, back, row["server"], addresses or []))
         buttons.append(post_button(f"/started/{key}/cancel", "Cancel", csrf, "running paused"))
         buttons.append(
             f'<a class="button" data-when="done" href="/started/{key}/result" download>Result</a>'
@@ -75,17 +90,21 @@ def started_table(rows: list[dict[str, Any]], csrf: str, back: str) -> str:
         lines.append(
             f'<tr data-job="{escape(key)}"><td class="server-id">{row["id"] or "-"}</td>'
             f"<td>{escape(row['function'].split(':')[-1])}</td><td>{_state(state)}</td>"
+            f'<td class="wide where">{escape(row["where"] or "-")}</td>'
             f'<td><progress max="{row["total"] or 1}" value="{row["done"]}"></progress> '
             f'<span class="count">{count}</span></td>'
-            f'<td>{"".join(buttons)}<div class="job-error error">{escape(row.get("error", ""))}'
-            "</div></td></tr>"
+            f'<td class="wrap actions">{"".join(buttons)}<div class="job-error error">'
+            f"{escape(row.get('error', ''))}</div></td></tr>"
         )
     script = (  # hide the buttons of the other states until app.js takes over
         "<script>document.querySelectorAll('tr[data-job]').forEach(function(tr){"
         "var s=tr.querySelector('.state').textContent;tr.querySelectorAll('[data-when]')"
         ".forEach(function(b){b.hidden=b.dataset.when.split(' ').indexOf(s)<0;});});</script>"
     )
-    head = "<tr><th>job</th><th>function</th><th>state</th><th>progress</th><th></th></tr>"
+    head = (
+        "<tr><th>job</th><th>function</th><th>state</th><th class=wide>where</th>"
+        "<th>progress</th><th></th></tr>"
+    )
     return f'<div class="scroll"><table id="started">{head}{"".join(lines)}</table></div>{script}'
 
 
@@ -95,6 +114,7 @@ def overview(
     started: list[dict[str, Any]],
     on_servers: list[tuple[str, JobInfo]],
     csrf: str,
+    addresses: list[str] | None = None,
 ) -> str:
     """Servers (site, distance, answering, load), a map, jobs started here, jobs on the servers."""
     rows = []
@@ -123,23 +143,47 @@ def overview(
     drawn = server_map(here, points) if points else ""
     where = drawn or '<p class="muted">No coordinates: servers advertise them with --location.</p>'
     running = [r for r in started if r["state"] in ("running", "paused")]
+    elsewhere = f'<div id="on-servers-box">{on_servers_table(on_servers)}</div>'
+    return (
+        '<button id="notify" hidden>Notify me when jobs complete</button>'
+        f"<h2>Servers</h2>{table}<div class=card>{where}</div>"
+        f"<h2>Running jobs started here</h2>{started_table(running, csrf, '/', addresses)}"
+        f"<h2>Your jobs on the servers</h2>{elsewhere}"
+    )
+
+
+def on_servers_table(on_servers: list[tuple[str, JobInfo]]) -> str:
+    """This key's queued and running jobs on every server (the Overview's, also sent live)."""
     now = time.time()
     others = "".join(
         f"<tr><td>{job.id}</td><td>{escape(job.function)}</td><td>{_state(job.state.value)}</td>"
         f"<td>{escape(out.took(job, now))}</td><td class=wide>{escape(address)}</td></tr>"
         for address, job in on_servers
     )
-    elsewhere = (
+    return (
         '<div class="scroll"><table id="on-servers"><tr><th>id</th><th>function</th><th>state</th>'
         f"<th>took</th><th class=wide>server</th></tr>{others}</table></div>"
         if others
         else '<p class="muted">None queued or running.</p>'
     )
+
+
+def job_row(job: JobInfo, address: str, csrf: str, now: float) -> str:
+    """One row of a server's list on Jobs (also sent live, for rows new since the page came)."""
+    actions = ""
+    target = urlencode({"server": address})
+    if job.state.value in ("queued", "running"):
+        actions = post_button(f"/jobs/{job.id}/cancel", "Cancel", csrf, server=address)
+    elif job.kept:
+        actions = f'<a class="button" href="/jobs/{job.id}/result?{target}" download>Result</a>'
+    err = f'<div class="error">{escape(job.error)}</div>' if job.error else ""
+    shown = out.state(job)
     return (
-        '<button id="notify" hidden>Notify me when jobs complete</button>'
-        f"<h2>Servers</h2>{table}<div class=card>{where}</div>"
-        f"<h2>Running jobs started here</h2>{started_table(running, csrf, '/')}"
-        f"<h2>Your jobs on the servers</h2>{elsewhere}"
+        f'<tr data-id="{job.id}" data-state="{escape(shown)}"><td>{job.id}</td>'
+        f"<td>{escape(job.function)}</td><td>{_state(shown)}</td>"
+        f"<td class=wide>{human.ago(job.submitted, now)}</td>"
+        f"<td class=wide>{escape(out.took(job, now))}</td>"
+        f'<td class="wrap">{actions}{err}</td></tr>'
     )
 
 
@@ -152,8 +196,12 @@ def jobs_page(
     started: list[dict[str, Any]],
     csrf: str,
     more: str,
+    first: bool = True,
 ) -> str:
-    """Jobs started here (live), then a server's jobs: filter, paging, cancel, result, error."""
+    """Jobs started here (live), then a server's jobs: filter, paging, cancel, result, error.
+
+    ``first``: the newest page (no ``before``), where jobs submitted since appear live.
+    """
     from .state import STATES
 
     pick_server = "".join(
@@ -167,45 +215,36 @@ def jobs_page(
         f'<select name="server">{pick_server}</select><label>State</label>'
         f'<select name="state">{pick_state}</select> <p><button>Show</button></p></form>'
     )
-    rows, now = [], time.time()
-    for job in jobs:
-        actions = ""
-        target = urlencode({"server": address})
-        if job.state.value in ("queued", "running"):
-            actions = post_button(f"/jobs/{job.id}/cancel", "Cancel", csrf, server=address)
-        elif job.kept:
-            actions = f'<a class="button" href="/jobs/{job.id}/result?{target}" download>Result</a>'
-        err = f'<div class="error">{escape(job.error)}</div>' if job.error else ""
-        rows.append(
-            f'<tr data-id="{job.id}"><td>{job.id}</td><td>{escape(job.function)}</td>'
-            f"<td>{_state(out.state(job))}</td><td class=wide>{human.ago(job.submitted, now)}</td>"
-            f"<td class=wide>{escape(out.took(job, now))}</td>"
-            f'<td class="wrap">{actions}{err}</td></tr>'
-        )
+    now = time.time()
+    rows = [job_row(job, address, csrf, now) for job in jobs]
     head = (
         "<tr><th>id</th><th>function</th><th>state</th><th class=wide>submitted</th>"
         "<th class=wide>took</th><th></th></tr>"
     )
+    empty = "" if rows else '<tr class="empty"><td colspan="6" class="muted">No jobs.</td></tr>'
+    live = ' data-live="1"' if first else ""  # the newest page: jobs new since come in live
     table = (
-        f'<div class="scroll"><table id="jobs" data-server="{escape(address)}">{head}'
-        f"{''.join(rows)}</table></div>"
-        if rows
-        else '<p class="muted">No jobs.</p>'
+        f'<div class="scroll"><table id="jobs" data-server="{escape(address)}"'
+        f' data-state="{escape(state)}"{live}>{head}{empty}{"".join(rows)}</table></div>'
     )
     if error:
         table = f'<p class="error">{escape(error)}</p>'
     older = f'<p><a class="button" href="{escape(more)}">Older jobs</a></p>' if more else ""
     return (
-        f"<h2>Started from this page</h2>{started_table(started, csrf, '/jobs')}"
+        f"<h2>Started from this page</h2>{started_table(started, csrf, '/jobs', addresses)}"
         f"<h2>On the server</h2>{form}{table}{older}"
     )
 
 
 def new_page(
     functions: list[str], name: str, args: str, kwargs: str, estimate: dict[str, Any] | None,
-    error: str, csrf: str,
+    error: str, csrf: str, fields: str = "", mode: str = "fields",
 ) -> str:  # fmt: skip
-    """Pick a function, give its arguments as JSON, see the estimate, submit."""
+    """Pick a function, give its arguments (one field each, or JSON), see the estimate, submit.
+
+    ``fields``: every function's fieldset (:func:`offload.ui.argform.fieldset`); ``mode``
+    which way of giving arguments counts ("fields" or "json"; typing in one picks it).
+    """
     if not functions:
         return '<p class="muted">No functions: start the app with <code>--app MODULE</code>.</p>'
     options = "".join(
@@ -216,9 +255,13 @@ def new_page(
         shown = f'<div class="card" id="estimate"><h2>Estimate</h2>{_estimate(estimate)}</div>'
     problem = f'<p class="error" id="form-error">{escape(error)}</p>' if error else ""
     return (
-        f'<form method="post" action="/new" class="card" id="new-job">'
+        f'<form method="post" action="/new" class="card" id="new-job" novalidate>'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
         f'<label for="fn">Function</label><select id="fn" name="fn">{options}</select>'
+        f'<label class="mode"><input type="radio" name="mode" value="fields" id="mode-fields"'
+        f"{' checked' if mode != 'json' else ''}> Arguments, one field each</label>{fields}"
+        f'<label class="mode"><input type="radio" name="mode" value="json" id="mode-json"'
+        f"{' checked' if mode == 'json' else ''}> Or as JSON</label>"
         f'<label for="args">Arguments (a JSON list)</label>'
         f'<textarea id="args" name="args">{escape(args)}</textarea>'
         f'<label for="kwargs">Keyword arguments (a JSON object)</label>'

@@ -114,10 +114,13 @@ class Started:
             "done": 0,
             "total": 0,
             "checkpoints": 0,
+            "where": "",  # the server of its latest run, or "here"
         }
         if job is not None:
             progress = job.progress
             row.update(done=progress.done, total=progress.total, checkpoints=progress.checkpoints)
+            where = job.server if progress.where == "paused" else progress.where
+            row["where"] = "here" if where == "local" else where or ""
         if state == "failed":
             exc = future.exception()
             row["error"] = f"{type(exc).__name__}: {exc}"
@@ -211,7 +214,12 @@ class UiState:
         threading.Thread(target=job.pause, daemon=True).start()  # waits for the checkpoint
 
     def resume(self, key: str, where: str = "remote") -> None:
-        """Resume a paused job started here, on the server (``remote``) or ``local``."""
+        """Resume a paused job started here: ``local``, ``remote`` or a trusted server's address.
+
+        ConfigError for any other address (a form never makes the app connect elsewhere).
+        """
+        if where not in ("local", "remote") and where not in self.addresses():
+            raise errors.ConfigError(f"resume where? here, or a trusted server, not {where!r}")
         self._job(key).resume(where)
 
     def cancel_started(self, key: str) -> None:

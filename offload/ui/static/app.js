@@ -27,11 +27,16 @@
       if (bar && row.total) { bar.max = row.total; bar.value = row.done; }
       const count = el.querySelector(".count");
       if (count) { count.textContent = row.total ? row.done + " / " + row.total : row.checkpoints + " checkpoints"; }
+      const where = el.querySelector(".where");
+      if (where && row.where) { where.textContent = row.where; }
       const id = el.querySelector(".server-id");
       if (id && row.id !== null) { id.textContent = row.id; }
       el.querySelectorAll("[data-when]").forEach((b) => {
         b.hidden = !b.dataset.when.split(" ").includes(row.state);
       });
+      const pick = el.querySelector("select[name=where]");  // resume: where it ran, until chosen
+      if (pick && row.server && !pick.dataset.chosen &&
+          Array.from(pick.options).some((o) => o.value === row.server)) { pick.value = row.server; }
       const err = el.querySelector(".job-error");
       if (err && row.error) { err.textContent = row.error; }
     });
@@ -55,32 +60,53 @@
     });
   }
 
-  // A server's list (the Jobs page): states patched in place, finished jobs announced.
+  // A server's list (the Jobs page): a row whose state changed is redrawn (its buttons
+  // too), a job new since the page came is added on the newest page; finished ones announced.
   function updateServer(rows) {
+    const table = document.getElementById("jobs");
     rows.forEach((row) => {
       const key = "s" + row.id;
       const before = seen[key];
       seen[key] = row.state;
-      const cell = document.querySelector('#jobs tr[data-id="' + row.id + '"] .state');
-      if (cell && !cell.textContent.includes("(")) {  // "resumed (job 9)" says more: keep it
-        cell.textContent = row.state;
-        cell.className = "state state-" + row.state;
-      }
+      if (table) { place(table, row); }
       if (before !== undefined && before !== row.state && ended(row.state)) {
         announce(row.id, row.function, row.state);
       }
     });
   }
 
+  function place(table, row) {
+    const old = table.querySelector('tr[data-id="' + row.id + '"]');
+    if (old && old.dataset.state === row.shown) { return; }
+    if (!old && !table.dataset.live) { return; }  // an older page: only its own rows
+    const body = document.createElement("tbody");
+    body.innerHTML = row.html;  // rendered (and escaped) by the app, as the page was
+    const fresh = body.firstElementChild;
+    if (old) { old.replaceWith(fresh); return; }
+    const empty = table.querySelector("tr.empty");
+    if (empty) { empty.remove(); }
+    const later = Array.from(table.querySelectorAll("tr[data-id]"))
+      .find((tr) => parseInt(tr.dataset.id, 10) < row.id);  // newest first
+    if (later) { later.before(fresh); } else { table.querySelector("tr").parentNode.appendChild(fresh); }
+  }
+
+  function updateOverview(html) {
+    const box = document.getElementById("on-servers-box");
+    if (box && html !== null && box.innerHTML !== html) { box.innerHTML = html; }
+  }
+
   function listen() {
     if (!window.EventSource) { return; }
     const table = document.getElementById("jobs");
-    const server = table ? table.dataset.server : "";
-    const source = new EventSource("/events" + (server ? "?server=" + encodeURIComponent(server) : ""));
+    const query = new URLSearchParams();
+    if (table) { query.set("server", table.dataset.server); query.set("state", table.dataset.state); }
+    if (document.getElementById("on-servers-box")) { query.set("overview", "1"); }
+    const source = new EventSource("/events?" + query.toString());
     source.onmessage = (event) => {
       const data = JSON.parse(event.data);
       update(data.started);
       updateServer(data.server || []);
+      updateOverview(data.on_servers);
     };
   }
 
@@ -90,6 +116,9 @@
       ask.hidden = false;
       ask.addEventListener("click", () => Notification.requestPermission().then(() => { ask.hidden = true; }));
     }
+    document.querySelectorAll("select[name=where]").forEach((where) => {
+      where.addEventListener("change", () => { where.dataset.chosen = "1"; });
+    });
     listen();
   });
 })();
@@ -109,5 +138,25 @@ document.addEventListener("DOMContentLoaded", () => {
       form.requestSubmit(event.submitter);
     };
     reader.readAsDataURL(file.files[0]);
+  });
+});
+
+// New job: show the chosen function's fields (only they are sent); typing picks how
+// the arguments count, one field each or JSON.
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("new-job");
+  const pick = document.getElementById("fn");
+  if (!form || !pick) { return; }
+  const show = () => form.querySelectorAll("fieldset.fields").forEach((set) => {
+    const mine = set.dataset.fn === pick.value;
+    set.hidden = !mine;
+    set.disabled = !mine;
+  });
+  pick.addEventListener("change", show);
+  show();
+  const mode = (which) => { document.getElementById("mode-" + which).checked = true; };
+  form.addEventListener("input", (event) => {
+    if (event.target.closest("fieldset.fields")) { mode("fields"); }
+    else if (event.target.id === "args" || event.target.id === "kwargs") { mode("json"); }
   });
 });
