@@ -135,6 +135,11 @@ class Servers:
                 self._say_refused(exc)
             except Exception:
                 conn.up = False
+        elif probe is not None and not self._refused and probe.done():
+            # The refusal may have reached the connection before this call looked.
+            refusal = probe.exception()
+            if isinstance(refusal, errors.AuthenticationFailed):
+                self._say_refused(refusal)
         now = time.monotonic()
         if now - self._probed_at > self._config.retry_interval:
             self._probed_at = now

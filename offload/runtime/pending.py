@@ -30,6 +30,11 @@ log = logging.getLogger("offload")
 Decoder = Callable[[protocol.Header, Sequence[zmq.Frame]], Any]
 
 
+#: Seconds a send that failed before the server was ever heard waits for a handshake
+#: refusal to explain it (the monitor's event may come a moment after the peer is gone).
+REFUSAL_WAIT_S = 0.5
+
+
 class Pending:
     """Requests sent and not yet answered, by request id, and the server's liveness."""
 
@@ -51,6 +56,7 @@ class Pending:
         self._pinged = 0.0
         self._instance: str | None = None
         self._refusal: OffloadError | None = None  # the last handshake refusal, if any
+        self._doomed: dict[int, tuple[OffloadError, float]] = {}  # failed sends, see fail_soon
         #: True once the server answered, False after it went silent, None before.
         self.up: bool | None = None
 
@@ -131,9 +137,13 @@ class Pending:
         self._instance = instance
 
     def disconnected(self) -> None:
-        """The data connection dropped: the calls sent on it are lost."""
+        """The data connection dropped: the calls sent on it are lost.
+
+        After a refused handshake ZeroMQ may try again and drop again: until the
+        server is heard, the refusal is what to tell, not a lost connection.
+        """
         self.up, self._instance = False, None  # whoever answers next is news
-        self.fail_all(ServerUnavailable(f"lost the connection to {self.address}"))
+        self.fail_all(self._refusal or ServerUnavailable(f"lost the connection to {self.address}"))
 
     def refused(self, exc: OffloadError) -> None:
         """The server refused the handshake (``exc`` says which keys to check).
@@ -145,10 +155,29 @@ class Pending:
         self._refusal = exc
         self.fail_all(exc)
 
+    @property
+    def refusal(self) -> OffloadError | None:
+        """The handshake refusal not yet followed by an answer from the server, if any."""
+        return self._refusal
+
+    def fail_soon(self, request_id: int, exc: OffloadError, delay: float = REFUSAL_WAIT_S) -> None:
+        """Fail ``request_id`` with ``exc`` in ``delay`` s, unless a refusal explains it first."""
+        with self.mutex:
+            self._doomed[request_id] = (exc, time.monotonic() + delay)
+
     def fail_if_refused(self) -> None:
         """Fail what is pending with the handshake's refusal, if there was one."""
         if self._refusal is not None and self.entries:
+            self._doomed.clear()
             self.fail_all(self._refusal)
+        elif self._doomed:
+            now = time.monotonic()
+            with self.mutex:
+                due = [(r, e) for r, (e, at) in self._doomed.items() if at <= now]
+                for request_id, _ in due:
+                    del self._doomed[request_id]
+            for request_id, exc in due:
+                self.fail(request_id, exc)
 
     def ping_due(self) -> bool:
         """Whether to send a heartbeat now; fails every request after too long a silence.

@@ -185,12 +185,20 @@ class Connection:
             return
         try:
             self._send(frames)
-        except ServerUnavailable:
-            with self._mutex:
-                self._pending.entries.pop(request_id, None)
-            if lead:
-                self._lead(until=None, handoff=True)  # release, or pass on to the I/O thread
-            raise
+        except ServerUnavailable as exc:
+            refusal = self._pending.refusal
+            if refusal is None and self._pending.up is None:
+                # Never heard: ZeroMQ drops the peer of a refused handshake, and the refusal
+                # may still be on its way; it, or this failure, ends the call shortly.
+                self._pending.fail_soon(request_id, exc)
+            else:
+                with self._mutex:
+                    self._pending.entries.pop(request_id, None)
+                if lead:
+                    self._lead(until=None, handoff=True)  # release, or pass on to the I/O thread
+                if refusal is not None:  # no peer since it refused us: say why
+                    raise type(refusal)(*refusal.args) from exc
+                raise
         if nested:
             while wait and not future.done() and not self._closed:
                 self._pump()
