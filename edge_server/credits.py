@@ -44,6 +44,7 @@ those jobs cost).
 from __future__ import annotations
 
 import datetime
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -93,6 +94,10 @@ CREATE TABLE IF NOT EXISTS machines (
     worker TEXT,
     earned INTEGER NOT NULL DEFAULT 0,
     online_s REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS site_secret (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    value BLOB NOT NULL
 );
 """
 
@@ -152,6 +157,9 @@ class Credits:
         self.base = (price_cpu, price_memory)
         self.clock = clock
         db.executescript(SCHEMA)
+        # The key lent machines' worker names are signed with (kept across restarts).
+        db.execute("INSERT OR IGNORE INTO site_secret VALUES (1, ?)", (secrets.token_bytes(32),))
+        self.secret = bytes(db.execute("SELECT value FROM site_secret").fetchone()[0])
 
     # -- the ledger ---------------------------------------------------------------------------
 

@@ -7,8 +7,9 @@
 
 1. Registers the machine with the site's edge server under this client's
    CurveZMQ key (``client_key``): the site answers with the machine's id, the
-   name its Dask worker goes by (``offload-m<id>``, how the site knows whose
-   machine ran a job, and so whom to pay) and the scheduler's address.
+   name its Dask worker goes by (``offload-m<id>-<signature>``, signed by the
+   site: how it knows whose machine ran a job, and so whom to pay) and the
+   scheduler's address.
 2. Within its hours it runs a Dask worker under a nanny with ``--cores``
    threads (one job per thread) and ``--memory`` (the nanny restarts a worker
    past it), so the owner keeps the rest of the machine.

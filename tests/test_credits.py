@@ -106,3 +106,29 @@ def test_lending_hours() -> None:
     assert night.seconds_to_change(datetime.datetime(2026, 3, 2, 7, 30)) == 30 * 60
     assert Hours.parse(None).open_at(datetime.datetime(2026, 3, 2, 12, 0))
     assert str(night) == "18:00-08:00"
+
+
+def test_a_worker_is_paid_as_a_lenders_machine_only_under_its_signed_name(tmp_path) -> None:
+    from edge_server.config import ServerConfig
+    from edge_server.site.accounts import Accounts
+
+    db = sqlite3.connect(tmp_path / "site.sqlite", isolation_level=None)
+    accounts = Accounts(Credits(db, 0, MICRO, MICRO), ServerConfig(), dict)
+    mine = accounts.credits.register("alice", "pi", 4, 0, "")
+    theirs = accounts.credits.register("bob", "pi", 4, 0, "")
+    name = accounts.worker_name(mine)
+    assert name.startswith(f"offload-m{mine}-") and accounts.machine_of(name) == mine
+    for forged in (
+        f"offload-m{theirs}",  # bob's machine's id, unsigned (the name before signing)
+        f"offload-m{theirs}-" + "0" * 24,
+        name.replace(f"offload-m{mine}-", f"offload-m{theirs}-"),  # alice's signature on bob's id
+        name[:-1],
+        "offload-m-1-x",
+        "offload-m" + "9" * 40,
+        "tcp://10.0.0.9:40000",
+    ):
+        assert accounts.machine_of(forged) is None, forged
+    # The signing key survives a restart: the same machine keeps its name.
+    again = Accounts(Credits(sqlite3.connect(tmp_path / "site.sqlite"), 0, MICRO, MICRO),
+                     ServerConfig(), dict)  # fmt: skip
+    assert again.worker_name(mine) == name

@@ -181,7 +181,7 @@ def _running_on(client: offload.Client, timeout: float = 20.0) -> tuple[str, str
 def _lender_of(site: Site, worker_name: str) -> str:
     with site.client("lender") as lender:
         for machine in lender.server.resources():
-            if f"offload-m{machine['id']}" == worker_name:
+            if machine["worker"] == worker_name:
                 return str(machine["host"])
     raise LookupError(worker_name)
 

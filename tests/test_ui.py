@@ -176,6 +176,9 @@ def test_failed_job_shows_its_error_and_state_filter(page: Any) -> None:
     row = page.locator("#started tr[data-job]").first
     row.locator(".state", has_text="failed").wait_for()
     assert "boom from the browser" in row.locator(".job-error").inner_text()
+    row.locator("details.traceback summary").click()  # the server's traceback, unfolded
+    trace = row.locator("details.traceback pre").inner_text()
+    assert "Traceback" in trace and "apps.py" in trace and "boom from the browser" in trace
     page.select_option("select[name=state]", "failed")
     page.click("form[action='/jobs'] button")
     assert "boom from the browser" in page.locator("table#jobs").inner_text()

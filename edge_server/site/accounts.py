@@ -8,6 +8,8 @@ ledger and the cluster's workers; malformed bodies are refused with
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -22,7 +24,7 @@ from ..credits import Credits, slot_of
 
 log = logging.getLogger("edge_server.site")
 
-MACHINE_PREFIX = "offload-m"  # a lent machine's worker is named offload-m<machine id>
+MACHINE_PREFIX = "offload-m"  # then the machine's id and its signature (worker_name)
 
 
 class Accounts:
@@ -49,7 +51,7 @@ class Accounts:
         except (ValueError, KeyError, TypeError):
             log.warning("job %d: unreadable usage from its task", job.id)
             return
-        machine = machine_of(str(usage.get("worker", "")))
+        machine = self.machine_of(str(usage.get("worker", "")))
         info = self.credits.machine(machine) if machine is not None else None
         lender = info["lender"] if info is not None else None
         end = min(end, time.time())
@@ -110,7 +112,7 @@ class Accounts:
         return {
             "lend": {
                 "machine": machine,
-                "name": f"{MACHINE_PREFIX}{machine}",
+                "name": self.worker_name(machine),
                 "scheduler": self.config.scheduler,
                 "tls": self.config.site_tls_ca is not None,
             }
@@ -120,12 +122,25 @@ class Accounts:
         online = {str(w.get("name", "")) for w in self._cluster().values()}
         machines = self.credits.machines(owner)
         for machine in machines:
-            machine["online"] = f"{MACHINE_PREFIX}{machine['id']}" in online
+            machine["worker"] = self.worker_name(machine["id"])  # its owner's to know
+            machine["online"] = machine["worker"] in online
         return {"resources": machines}
 
+    def worker_name(self, machine: int) -> str:
+        """The name machine ``machine``'s Dask worker goes by: ``offload-m12-<signature>``.
 
-def machine_of(worker_name: str) -> int | None:
-    """The machine id of a lent worker's name (``offload-m12`` -> 12), else None."""
-    if worker_name.startswith(MACHINE_PREFIX) and worker_name[len(MACHINE_PREFIX) :].isdigit():
-        return int(worker_name[len(MACHINE_PREFIX) :])
-    return None
+        Signed with the site's secret, so a worker can earn only for the machine
+        its lender registered (the lender alone is told the name): a worker
+        named after someone else's machine is paid nothing (it counts as the
+        site's own, ``site:house``).
+        """
+        tag = hmac.new(self.credits.secret, b"machine %d" % machine, hashlib.sha256)
+        return f"{MACHINE_PREFIX}{machine}-{tag.hexdigest()[:24]}"
+
+    def machine_of(self, worker_name: str) -> int | None:
+        """The machine id of a lent worker's name, if the name is its signed one; else None."""
+        number, _, _ = worker_name.removeprefix(MACHINE_PREFIX).partition("-")
+        if not worker_name.startswith(MACHINE_PREFIX) or not number.isdigit() or len(number) > 18:
+            return None
+        expected = self.worker_name(int(number))
+        return int(number) if hmac.compare_digest(worker_name, expected) else None

@@ -56,7 +56,7 @@ from ..pool import Deployed
 from ..registry import Registry
 from ..store import Store
 from . import apps
-from .accounts import Accounts, machine_of
+from .accounts import Accounts
 from .dispatcher import SiteDispatcher, SiteRun
 from .security import security_of
 
@@ -258,7 +258,7 @@ class SiteEngine:
         if 0 < elapsed < 3600 and cores:
             self.credits.offered(cores, now - elapsed, now)
             for w in self.cluster.values():
-                machine = machine_of(str(w.get("name", "")))
+                machine = self.accounts.machine_of(str(w.get("name", "")))
                 if machine is not None:
                     self.credits.online(machine, elapsed)
 

@@ -94,7 +94,7 @@ def started_table(
             f'<td><progress max="{row["total"] or 1}" value="{row["done"]}"></progress> '
             f'<span class="count">{count}</span></td>'
             f'<td class="wrap actions">{"".join(buttons)}<div class="job-error error">'
-            f"{escape(row.get('error', ''))}</div></td></tr>"
+            f"{escape(row.get('error', ''))}</div>{_traceback(row.get('traceback', ''))}</td></tr>"
         )
     script = (  # hide the buttons of the other states until app.js takes over
         "<script>document.querySelectorAll('tr[data-job]').forEach(function(tr){"
@@ -359,3 +359,12 @@ def credits_text(micro: int) -> str:
     sign = "-" if micro < 0 else ""
     whole, frac = divmod(abs(int(micro)), 1_000_000)
     return f"{sign}{whole}.{frac:06d}"
+
+
+def _traceback(text: str) -> str:
+    """A failed job's remote traceback, folded (shown when there is one)."""
+    hidden = "" if text else " hidden"
+    return (
+        f'<details class="traceback"{hidden}><summary>remote traceback</summary>'
+        f"<pre>{escape(text)}</pre></details>"
+    )

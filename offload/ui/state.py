@@ -124,6 +124,8 @@ class Started:
         if state == "failed":
             exc = future.exception()
             row["error"] = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc.__cause__, errors.RemoteTraceback):  # where it failed, there
+                row["traceback"] = exc.__cause__.tb
         return row
 
 

@@ -39,6 +39,8 @@
           Array.from(pick.options).some((o) => o.value === row.server)) { pick.value = row.server; }
       const err = el.querySelector(".job-error");
       if (err && row.error) { err.textContent = row.error; }
+      const tb = el.querySelector("details.traceback");
+      if (tb && row.traceback) { tb.querySelector("pre").textContent = row.traceback; tb.hidden = false; }
     });
   }
 
