@@ -262,7 +262,7 @@ class Job(Future[Any]):
                 inner,
                 wait=False,
                 resume=resume,
-                watcher=self,
+                watcher=_Run(self, remote),
             )
         except errors.OffloadError as exc:
             settle(inner, exc=exc)
@@ -324,11 +324,8 @@ class Job(Future[Any]):
 
     # -- what a run reports (as a RunWatcher of its server, or its local Session's sink) --------
 
-    def accepted(self, job_id: int) -> None:
-        """A server queued this job's run as its job ``job_id``."""
-        remote = self._host.connection(self._where)
-        if remote is None:
-            return
+    def accepted(self, remote: Remote, job_id: int) -> None:
+        """``remote``'s server queued this job's run as its job ``job_id``."""
         self._tell_moved(f"job {job_id}", remote)
         self.id, self.server, self._there = job_id, remote.address, (remote, job_id)
 
@@ -343,12 +340,8 @@ class Job(Future[Any]):
         self._host.keep_checkpoint(self, state, count)
 
     def _tell_moved(self, to: str, remote: Remote | None = None) -> None:
-        """Tell the server of the previous run that the job went on at ``to`` (best effort).
-
-        Its record then says ``resumed`` (the same server; ``to`` names the new
-        job) or ``moved`` (elsewhere) instead of ``paused`` or ``interrupted``.
-        A server that is gone hears it when it is back, if this connection lives.
-        """
+        """Tell the previous run's server that the job went on at ``to``: ``resumed`` there
+        (``to`` names the new job) or ``moved`` (elsewhere), not paused or interrupted."""
         there, self._there = self._there, None
         if there is None:
             return
@@ -385,6 +378,21 @@ class Job(Future[Any]):
 
     def _fail(self, exc: BaseException) -> None:
         settle(self, exc=exc)
+
+
+class _Run:
+    """One run's :class:`~offload.remote.RunWatcher`: what its server says goes to its job."""
+
+    __slots__ = ("job", "remote")
+
+    def __init__(self, job: Job, remote: Remote) -> None:
+        self.job, self.remote = job, remote
+
+    def accepted(self, job_id: int) -> None:
+        self.job.accepted(self.remote, job_id)
+
+    def checkpointed(self, state: Any, count: int, done: int, total: int) -> None:
+        self.job.checkpointed(state, count, done, total)
 
 
 def _settle(job: Future[Any]) -> None:

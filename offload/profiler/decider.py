@@ -183,50 +183,6 @@ class Explanation:
         return lines
 
 
-def explanation(
-    profiler: Any,
-    policy: Policy,
-    size: int,
-    side: Side,
-    reason: str,
-    estimates: tuple[Any, ...],
-) -> Explanation:
-    """An :class:`Explanation` of a decision from its estimates and the profiler's state."""
-    t_local, t_exec, t_remote, t_wire, e_local, e_remote, critical = estimates
-    reasons = [reason]
-    state = profiler.device.state
-    if critical:
-        reasons.append(
-            f"critical condition (battery {state.battery}, charging {state.charging}, "
-            f"cpu {state.cpu_load:.0%}, free memory {state.memory_free:.0%}): prefer online"
-        )
-    known = t_remote is not None
-    return Explanation(
-        side=side,
-        reasons=reasons,
-        size=size,
-        estimates={
-            "local": {"time_s": t_local, "energy_j": e_local if known else None},
-            "remote": {
-                "time_s": t_remote,
-                "server_s": t_exec,
-                "transfer_s": t_wire,
-                "energy_j": e_remote if known else None,
-            },
-        },
-        device={
-            "cpu_load": state.cpu_load,
-            "memory_free": state.memory_free,
-            "battery": state.battery,
-            "charging": state.charging,
-            "power_w": state.power_w,
-        },
-        link=profiler.link.snapshot(),
-        energy_source=profiler.energy.source,
-        objective_time_weight=policy.time_weight,
-    )
-
-
 class Stats(dict[str, dict[str, Any]]):
     """``offload.stats()``: per function and side, calls, seconds, bytes and joules.
 
