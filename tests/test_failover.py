@@ -75,7 +75,11 @@ def test_calls_avoid_a_busy_server_and_a_killed_one_loses_no_call(make_server, t
             pids = [f.result(timeout=60) for f in futures]
         counts = Counter(_lines(batch))
         assert sorted(counts) == list(range(30)), "a call was lost"
-        assert max(counts.values()) == 1, f"a call ran twice: {counts}"
+        # A call is re-sent only when its reply never came (README, "Many servers"): the one
+        # the victim's single worker may have finished just before the kill can run twice;
+        # any other call runs exactly once.
+        twice = [item for item, n in counts.items() if n > 1]
+        assert len(twice) <= 1 and max(counts.values()) <= 2, f"calls ran twice: {counts}"
         assert set(pids) <= set(by_pid) and victim.process.pid in pids  # it had taken some
         moved = f"moving a call of tests.apps:mark from {victim.address} to tcp://"
         assert any(moved in r.getMessage() for r in caplog.records)
