@@ -4,9 +4,9 @@ One page, refreshed every few seconds: the server's health (workers, running
 and queued jobs, connections, engine), the jobs running or waiting for every
 owner, usage per owner, the latest failures with their errors, and the
 clients seen lately (calls, bytes, distance when they share a location). It reads
-:meth:`EdgeServer.health` and the job store through a read-only SQLite
-connection of its own (WAL: it never blocks the server's writes; what the
-server has not flushed yet shows a moment later).
+:meth:`EdgeServer.health` and the job store through
+:class:`~edge_server.overview.StoreOverview` (read-only, never blocking the
+server's writes).
 
 Access needs the operator's token: ``--dashboard-token-file FILE`` (its
 first line), else a random one made at start and logged with the URL. The
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 from html import escape
@@ -28,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from offload import human
-from offload._exceptions import ConfigError
+from offload._exceptions import ConfigError, StoreError
+
+from .overview import Overview, StoreOverview
 
 log = logging.getLogger("edge_server")
 
@@ -77,7 +78,7 @@ class Dashboard:
 
         from offload.ui.app import Guard
 
-        self._server, self._db_path = server, Path(data_dir) / "jobs.sqlite"
+        self._server, self._store = server, StoreOverview(Path(data_dir) / "jobs.sqlite")
         host, _, port = bind.rpartition(":")
         hosts = ("127.0.0.1", "localhost", host)
         app = Guard(self._app(), token, secrets.token_urlsafe(24), hosts=hosts)
@@ -116,7 +117,8 @@ class Dashboard:
             for k in ("ok", "workers", "running", "queued", "connections", "engine", "closing")
         )
         uptime = human.seconds(health.get("uptime_s", 0.0))
-        live, usage, failed = self._read()
+        store = self._read()
+        live, usage, failed = store.live, store.usage, store.failed
         now = time.time()
         seen = [
             (
@@ -158,31 +160,12 @@ class Dashboard:
             ),
         )
 
-    def _read(self) -> tuple[list[Any], list[Any], list[Any]]:
+    def _read(self) -> Overview:
         try:
-            db = sqlite3.connect(f"file:{self._db_path}?mode=ro", uri=True, timeout=2.0)
-        except sqlite3.Error as exc:
+            return self._store.read()
+        except StoreError as exc:
             log.warning("dashboard: cannot read the job store: %s", exc)
-            return [], [], []
-        try:
-            live = db.execute(
-                "SELECT id, owner, function, state, submitted FROM jobs "
-                "WHERE state IN ('queued', 'running') ORDER BY id DESC LIMIT 100"
-            ).fetchall()
-            usage = db.execute(
-                "SELECT owner, jobs, cpu_s, bytes_in, bytes_out FROM usage ORDER BY cpu_s DESC "
-                "LIMIT 100"
-            ).fetchall()
-            failed = db.execute(
-                "SELECT id, owner, function, finished, error FROM jobs WHERE state = 'failed' "
-                "ORDER BY id DESC LIMIT 20"
-            ).fetchall()
-            return live, usage, failed
-        except sqlite3.Error as exc:
-            log.warning("dashboard: cannot read the job store: %s", exc)
-            return [], [], []
-        finally:
-            db.close()
+            return Overview()
 
 
 def start(args: argparse.Namespace, server: Any, data_dir: str) -> Dashboard | None:

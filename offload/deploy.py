@@ -34,6 +34,7 @@ from . import _exceptions as errors
 from .bundle import Bundle, bundle_of
 from .config import Config
 from .futures import chain, running_future, settle
+from .profiler import Decider
 
 log = logging.getLogger("offload")
 
@@ -306,14 +307,13 @@ class Provisioner:
             settle(future, exc=err)
 
 
-def count_transfer(decider: Any, fn: Any, deployed: Deployed) -> None:
-    """Tell ``decider`` about the deployment a call of ``fn`` waited for (if it listens)."""
-    observe = getattr(decider, "observe_transfer", None)
-    if observe is None:
-        return
+def count_transfer(decider: Decider, fn: Any, deployed: Deployed) -> None:
+    """Tell ``decider`` about the deployment a call of ``fn`` waited for."""
     try:  # the round trip that carried the files teaches the link; the rest is the server's
         waited = deployed.setup_s + (deployed.seconds - deployed.last_round_s)
-        observe(fn, deployed.up_bytes, deployed.down_bytes, deployed.seconds, waited)
+        decider.observe_transfer(
+            fn, deployed.up_bytes, deployed.down_bytes, deployed.seconds, waited
+        )
     except Exception:
         log.warning("the profiler could not learn from a deployment", exc_info=True)
 

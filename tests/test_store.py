@@ -250,3 +250,22 @@ def test_a_bad_moved_request_gets_a_clear_error(tmp_path, request_body, error):
     assert type(errors.rebuild(protocol.decode_json(body))) is error
     assert store.job(1, None)["state"] == "running"  # nothing changed
     store.close()
+
+
+def test_the_operators_overview_reads_live_jobs_usage_and_failures_read_only(tmp_path):
+    from edge_server.overview import StoreOverview
+
+    path = tmp_path / "jobs.sqlite"
+    with pytest.raises(offload.StoreError):  # no store yet: the error tree's error, not sqlite3's
+        StoreOverview(path).read()
+    store = Store(path)
+    for job_id in (1, 2, 3):
+        _add(store, job_id, owner="alice" if job_id < 3 else "bob")
+    store.started(2, stored_payload=False)
+    store.ended(3, "bob", JobState.FAILED, 10, 0, 0.5, "ValueError: no")
+    store.flush()
+    seen = StoreOverview(path).read()
+    assert [(j[0], j[1], j[3]) for j in seen.live] == [(2, "alice", "running"), (1, "alice", "queued")]
+    assert [(f[0], f[1], f[4]) for f in seen.failed] == [(3, "bob", "ValueError: no")]
+    assert [(u[0], u[1], u[2]) for u in seen.usage] == [("bob", 1, 0.5)]
+    store.close()

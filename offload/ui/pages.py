@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 from .. import cli_output as out
 from .. import human
 from ..control import JobInfo
+from ..runtime.states import JobState
 from .svgmap import server_map
 
 TABS = (("/", "Overview"), ("/jobs", "Jobs"), ("/new", "New job"), ("/credits", "Credits"))
@@ -142,7 +143,7 @@ def overview(
     ]
     drawn = server_map(here, points) if points else ""
     where = drawn or '<p class="muted">No coordinates: servers advertise them with --location.</p>'
-    running = [r for r in started if r["state"] in ("running", "paused")]
+    running = [r for r in started if r["state"] in (JobState.RUNNING, JobState.PAUSED)]
     elsewhere = f'<div id="on-servers-box">{on_servers_table(on_servers)}</div>'
     return (
         '<button id="notify" hidden>Notify me when jobs complete</button>'
@@ -172,7 +173,7 @@ def job_row(job: JobInfo, address: str, csrf: str, now: float) -> str:
     """One row of a server's list on Jobs (also sent live, for rows new since the page came)."""
     actions = ""
     target = urlencode({"server": address})
-    if job.state.value in ("queued", "running"):
+    if job.state in (JobState.QUEUED, JobState.RUNNING):
         actions = post_button(f"/jobs/{job.id}/cancel", "Cancel", csrf, server=address)
     elif job.kept:
         actions = f'<a class="button" href="/jobs/{job.id}/result?{target}" download>Result</a>'

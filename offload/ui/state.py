@@ -97,16 +97,20 @@ class Started:
         job = future if isinstance(future, Job) else None
         if future.done():
             state = (
-                "cancelled" if future.cancelled() else "failed" if future.exception() else "done"
+                JobState.CANCELLED
+                if future.cancelled()
+                else JobState.FAILED
+                if future.exception()
+                else JobState.DONE
             )
         elif job is not None and job.paused:
-            state = "paused"
+            state = JobState.PAUSED
         else:
-            state = "running"
+            state = JobState.RUNNING
         row: dict[str, Any] = {
             "key": self.key,
             "function": self.function,
-            "state": state,
+            "state": state.value,
             "submitted": self.submitted,
             "checkpointed": job is not None and job.fn.checkpoint_every is not None,
             "id": job.id if job is not None else None,
@@ -121,7 +125,7 @@ class Started:
             row.update(done=progress.done, total=progress.total, checkpoints=progress.checkpoints)
             where = job.server if progress.where == "paused" else progress.where
             row["where"] = "here" if where == "local" else where or ""
-        if state == "failed":
+        if state is JobState.FAILED:
             exc = future.exception()
             row["error"] = f"{type(exc).__name__}: {exc}"
             if isinstance(exc.__cause__, errors.RemoteTraceback):  # where it failed, there
