@@ -57,6 +57,22 @@ def test_shutdown_waits_for_every_call_beyond_the_heartbeat_timeout(server):
     assert [f.result(timeout=0) for f in futures] == [2.5, 2.5]  # none failed, none rerun here
 
 
+def test_shutdown_without_wait_lets_running_calls_finish_once(server, tmp_path):
+    # As the stdlib pools: wait=False returns at once, calls already running go on to
+    # their results; none fails with ServerUnavailable and none runs a second time here.
+    log = tmp_path / "marks"
+    on_server = remote(apps.mark)
+    auto = offload.offload(apps.mark.__wrapped__, mode="auto")
+    client = offload.Client(server, mode="auto")
+    client.ping(timeout=10)
+    futures = [client.submit(on_server, str(log), 1, 1.0), client.submit(auto, str(log), 2, 1.0)]
+    client.shutdown(wait=False)
+    assert not any(f.done() for f in futures)
+    results = [f.result(timeout=20) for f in futures]
+    assert results[0] == server.process.pid
+    assert sorted(log.read_text().split()) == ["1", "2"]  # each ran exactly once
+
+
 def test_shutdown_with_cancel_futures_cancels_what_has_not_started(make_server):
     server = make_server(workers=1)
     nap = remote(apps.nap)

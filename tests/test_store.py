@@ -265,7 +265,10 @@ def test_the_operators_overview_reads_live_jobs_usage_and_failures_read_only(tmp
     store.ended(3, "bob", JobState.FAILED, 10, 0, 0.5, "ValueError: no")
     store.flush()
     seen = StoreOverview(path).read()
-    assert [(j[0], j[1], j[3]) for j in seen.live] == [(2, "alice", "running"), (1, "alice", "queued")]
+    assert [(j[0], j[1], j[3]) for j in seen.live] == [
+        (2, "alice", "running"),
+        (1, "alice", "queued"),
+    ]
     assert [(f[0], f[1], f[4]) for f in seen.failed] == [(3, "bob", "ValueError: no")]
     assert [(u[0], u[1], u[2]) for u in seen.usage] == [("bob", 1, 0.5)]
     store.close()
