@@ -62,6 +62,18 @@ def outcomes(step: trace.Step) -> tuple[float, float, float, float]:
     )
 
 
+def device_state(step: trace.Step) -> DeviceState:
+    """The device as the client saw it at ``step``; the link's rate is the emulated one.
+
+    Traces measured before the device reported its link's rate did not record
+    it: the emulated rate of the moment stands in (what the client's device
+    profiler reads from the testbed's interface file, as from a Wi-Fi one).
+    """
+    state = dict(step.device)
+    state.setdefault("link_mbit", step.mbit)
+    return DeviceState(**state)
+
+
 class Replay:
     """Our decider walking the trace, learning only from the sides it chose."""
 
@@ -70,7 +82,7 @@ class Replay:
 
     def __call__(self, step: trace.Step) -> str:
         d, fn = self.decider, trace.SERVICES[step.service]
-        d.profiler.device.state = DeviceState(**step.device)
+        d.profiler.device.state = device_state(step)
         d.profiler.link.on_rtt(step.rtt_s)
         side = d.choose(d.profile(fn), step.size, step.server_up)
         if side == "local":
@@ -206,7 +218,12 @@ def reshuffled(steps: list[trace.Step], runs: int, seed: int) -> dict[str, dict[
 
 def live(bed: trace.Testbed, size: str, seed: int) -> dict[str, Any]:
     """The same calls from a real client in auto mode; its sides and turnarounds."""
-    profiler = Profiler(profile_cache=None, power_supply=bed.power_supply, address=str(bed.server))
+    profiler = Profiler(
+        profile_cache=None,
+        power_supply=bed.power_supply,
+        address=str(bed.server),
+        interface=bed.interface,
+    )
     sides: list[str] = []
     seconds: list[float] = []
     with offload.Client(bed.server, profiler=profiler) as client:

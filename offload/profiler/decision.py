@@ -120,6 +120,10 @@ class AdaptiveDecider(Explaining, Learning):
             # measured, so the next call able to measure them goes there once.
             self._fresh[THERE] = self._fresh_link = -1e300
         self._busy = busy
+        mbit = state.link_mbit
+        if mbit != (self._state.link_mbit if self._state is not None else None):
+            # The access link reports a new rate: the bandwidth estimate follows at once.
+            self._link.on_reported(mbit * 125_000.0 if mbit is not None else None)
         self._state = state
         # Asking the logger costs more than a decision; a new level shows with the next sample.
         self._debug = logger.isEnabledFor(logging.DEBUG)
@@ -250,7 +254,7 @@ class AdaptiveDecider(Explaining, Learning):
         # A site's credits, as the time they are worth to the user (credit_value_s).
         t_cost = t_remote + self._credit_s * link.price_s * t_exec
         e_local = energy.cpu_w * t_local
-        e_remote = energy.remote(t_up, t_down, t_remote)
+        e_remote = energy.remote(t_up * link.radio_up, t_down * link.radio_down, t_remote)
 
         weight, bias, critical = self._weight, self._bias, self._critical
         s_local = bias * (
