@@ -135,7 +135,7 @@ class AdaptiveDecider(Explaining, Learning):
         prof = self._profiles.get(fn.key)
         if prof is None:
             prof = self.profile(fn)
-        side = self.choose(prof, size, server_up, extra_up=extra_up)
+        side = self.choose(prof, size, server_up, None, 0.0, extra_up)
         if self._debug:
             logger.debug("%s size=%d -> %s", prof.key, size, side)
         return side, size
