@@ -158,6 +158,12 @@ class AdaptiveDecider(Explaining, Learning):
         if prof is None:
             prof = self.profile(fn)
         x = log(size) if size > 1 else 0.0
+        if self._device.state is not self._state:
+            self._adopt(self._device.state)
+        reported = self._link.reported
+        for candidate in servers:  # this device's access link is on the way to every server
+            if candidate.link.reported != reported:
+                candidate.link.on_reported(reported)
         server, why, ranked = self.servers.pick(prof, x, servers, fn.wire_name)
         if server is None:
             return self.choose(prof, size, False) if here else REMOTE
