@@ -102,6 +102,14 @@ class Link:
     def down_s(self, nbytes: float) -> float:
         return nbytes / self.down_rate
 
+    def radio_up_s(self, nbytes: float) -> float:
+        """Seconds the radio sends ``nbytes`` (the wire's share of the transfer)."""
+        return nbytes / self.up_rate * self.radio_up
+
+    def radio_down_s(self, nbytes: float) -> float:
+        """Seconds the radio receives ``nbytes``."""
+        return nbytes / self.down_rate * self.radio_down
+
     def _refresh(self) -> None:
         rtt, over = self.rtt.mean, self.overhead.mean
         self.fixed = (rtt if rtt is not None else 0.0) + (over if over is not None else 0.0)
