@@ -13,10 +13,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from offload.profiler import DeviceState
-
 from . import trace
-from .decisions import Replay, outcomes
+from .decisions import Replay, device_state, outcomes
 
 SHORT = {0: "offline", 1: "cold", 2: "cheaper", 3: "kept", 4: "explore"}
 
@@ -31,7 +29,7 @@ def losses(steps: list[trace.Step], time_weight: float) -> list[dict[str, Any]]:
     k = 0 if time_weight else 2  # time or energy
     for step in steps:
         fn = trace.SERVICES[step.service]
-        d.profiler.device.state = DeviceState(**step.device)
+        d.profiler.device.state = device_state(step)
         d.profiler.link.on_rtt(step.rtt_s)
         _, reason, _ = d._evaluate(d.profile(fn), step.size, True)
         side = replay_step(replay, step)

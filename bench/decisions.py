@@ -4,7 +4,8 @@
    phases of changing link, server load, device load and battery, is run on
    both sides on an emulated slow device and link.
 2. Replay: each policy walks the trace, choosing a side per call from what it
-   could know then (the device state and RTT of the moment, and the outcomes
+   could know then (the device state and RTT of the moment, the rate the
+   device's interface reports, which is the emulated link's, and the outcomes
    of the sides it chose before), and is charged the measured outcome of its
    choice. Policies: always local, always remote, DCOF's rule (online only in
    a critical condition, and then only for intensive functions), ours with the
@@ -18,8 +19,9 @@
 Energy is the profiler's model (``smartphone-wifi``: Kumar & Lu 2010) applied
 to the measured times and bytes; transfer times use the emulated link rate.
 ``python -m bench decisions [--quick] [--no-emulation]`` writes
-``bench/results/decisions.json`` and ``decisions.md``, and saves the measured
-trace (``decisions_trace.json``, or ``decisions_trace_quick.json``);
+``bench/results/decisions.json`` and ``decisions.md`` (``decisions_quick.*``
+with ``--quick``), and saves the measured trace (``decisions_trace.json``, or
+``decisions_trace_quick.json``);
 ``--replay PATH`` skips the measurement (and the live run) and replays a saved
 trace, so every figure can be reproduced from a committed trace.
 """
@@ -38,11 +40,13 @@ from typing import Any
 import offload
 from offload.profiler import AdaptiveDecider, DeviceState, EnergyModel, Policy, Profiler
 
-from . import trace
+from . import progress, trace
+from .decisions_md import markdown
 from .rawzmq import RawEcho
 
 RESULTS = Path(__file__).parent / "results"
 ENERGY = EnergyModel("smartphone-wifi")
+FIXED = ("always_local", "always_remote", "dcof_rule")
 ASSUMED_MBIT = 27.0  # link rate for energy when the link is not emulated (Config's default)
 
 
@@ -62,6 +66,16 @@ def outcomes(step: trace.Step) -> tuple[float, float, float, float]:
     )
 
 
+def device_state(step: trace.Step) -> DeviceState:
+    """The device as the client saw it at ``step``.
+
+    A trace that did not record its interface's rate gets the emulated one of the moment.
+    """
+    state = dict(step.device)
+    state.setdefault("link_mbit", step.mbit)
+    return DeviceState(**state)
+
+
 class Replay:
     """Our decider walking the trace, learning only from the sides it chose."""
 
@@ -70,7 +84,7 @@ class Replay:
 
     def __call__(self, step: trace.Step) -> str:
         d, fn = self.decider, trace.SERVICES[step.service]
-        d.profiler.device.state = DeviceState(**step.device)
+        d.profiler.device.state = device_state(step)
         d.profiler.link.on_rtt(step.rtt_s)
         side = d.choose(d.profile(fn), step.size, step.server_up)
         if side == "local":
@@ -183,30 +197,43 @@ def reshuffled(steps: list[trace.Step], runs: int, seed: int) -> dict[str, dict[
     """
     rng = random.Random(seed)
     ratios: dict[str, dict[str, list[float]]] = {}
-    for _ in steps(range(runs), "reshuffles", unit="order"):
+    beats = {"ours": 0, "ours_energy": 0}  # orders on which it beat every fixed policy
+    for _ in progress.steps(range(runs), "reshuffles", unit="order"):
         order: list[trace.Step] = []
         for phase in trace.PHASES:
             batch = [s for s in steps if s.phase == phase.name]
             rng.shuffle(batch)
             order += batch
-        for name, r in replay(order).items():
+        results = replay(order)
+        for name, r in results.items():
             if name.startswith("_") or name == "oracle":
                 continue
             for key in ("time_ratio_to_oracle", "energy_ratio_to_oracle"):
                 ratios.setdefault(name, {}).setdefault(key, []).append(r[key])
+        for name, key in (
+            ("ours", "time_ratio_to_oracle"),
+            ("ours_energy", "energy_ratio_to_oracle"),
+        ):
+            beats[name] += all(results[name][key] < results[f][key] for f in FIXED)
     return {
         name: {
             f"{key}_{stat}": fn(values)
             for key, values in by_key.items()
             for stat, fn in (("mean", statistics.mean), ("max", max))
         }
+        | ({"orders_better_than_every_fixed_policy": beats[name]} if name in beats else {})
         for name, by_key in ratios.items()
     }
 
 
 def live(bed: trace.Testbed, size: str, seed: int) -> dict[str, Any]:
     """The same calls from a real client in auto mode; its sides and turnarounds."""
-    profiler = Profiler(profile_cache=None, power_supply=bed.power_supply, address=str(bed.server))
+    profiler = Profiler(
+        profile_cache=None,
+        power_supply=bed.power_supply,
+        address=str(bed.server),
+        interface=bed.interface,
+    )
     sides: list[str] = []
     seconds: list[float] = []
     with offload.Client(bed.server, profiler=profiler) as client:
@@ -321,62 +348,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["wall_s"] = time.time() - began
     report["trace"] = [dict(asdict(s), ours=c) for s, c in zip(steps, choices["ours"])]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "decisions.json").write_text(json.dumps(report, indent=1))
+    name = "decisions" if size == "full" else f"decisions_{size}"
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1))
     table = markdown(report)
-    (RESULTS / "decisions.md").write_text(table)
+    (RESULTS / f"{name}.md").write_text(table)
     print(table)
     return report
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The report as a markdown table."""
-    lines = [
-        f"# Decisions: {report['calls']} calls ({report['size']}), seed {report['seed']}",
-        "",
-        *(f"- {k}: {v}" for k, v in report["testbed"].items()),
-        f"- energy: {report['energy_source']}",
-        f"- decision cost: {report['decision_cost']['decide_us']:.2f} us per call on this "
-        f"machine's CPU, before emulation "
-        f"({report['decision_cost']['decide_share_of_roundtrip']:.1%} of a raw pyzmq round trip)",
-        "",
-        "| policy | time s | energy J | time / oracle | energy / oracle | remote | agrees |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, r in report["policies"].items():
-        lines.append(
-            f"| {name} | {r['time_s']:.2f} | {r['energy_j']:.2f} | "
-            f"{r['time_ratio_to_oracle']:.3f} | {r['energy_ratio_to_oracle']:.3f} | "
-            f"{r.get('remote_share', float('nan')):.0%} | "
-            f"{r.get('agrees_with_time_oracle', 1.0):.0%} |"
-        )
-    lines += [
-        "",
-        "Over 20 replays with the calls reshuffled within each phase (mean / worst):",
-        "",
-        "| policy | time / oracle | energy / oracle |",
-        "|---|---|---|",
-    ]
-    for name, r in report["reshuffled"].items():
-        time_mean, time_max = r["time_ratio_to_oracle_mean"], r["time_ratio_to_oracle_max"]
-        energy_mean, energy_max = r["energy_ratio_to_oracle_mean"], r["energy_ratio_to_oracle_max"]
-        lines.append(
-            f"| {name} | {time_mean:.3f} / {time_max:.3f} | {energy_mean:.3f} / {energy_max:.3f} |"
-        )
-    first = report.get("first_10_calls_of_each_function")
-    if first:
-        lines += [
-            "",
-            "A new function: the first 10 calls of each service only (ours with the time "
-            f"objective {first['ours']['time_ratio_to_oracle']:.3f} of the oracle's time, "
-            f"with the energy objective {first['ours_energy']['energy_ratio_to_oracle']:.3f} "
-            "of its energy).",
-        ]
-    if "live" in report:
-        live = report["live"]
-        lines += [
-            "",
-            f"Live run: {live['agreement_with_replayed_choices']:.0%} of choices match the "
-            f"replay; {live['remote_share']:.0%} offloaded; {live['time_s']:.2f} s "
-            f"(trace oracle {live['trace_oracle_time_s']:.2f} s).",
-        ]
-    return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from offload.profiler import AdaptiveDecider, DeviceState, Profiler
+from offload.profiler import AdaptiveDecider, DeviceProfiler, DeviceState, Profiler
 
 from . import trace
 from .decisions import first_calls, replay
@@ -102,3 +102,14 @@ def test_while_the_server_does_not_answer_the_deciders_run_here():
     report = replay(steps + down)
     for name in ("ours", "ours_energy", "dcof_rule"):
         assert report["_choices"][name][-3:] == ["local"] * 3
+
+
+def test_the_testbed_reports_its_link_rate_as_an_interface_would():
+    bed = trace.Testbed(emulate=False)  # nothing starts before ``with``
+    try:
+        device = DeviceProfiler(power_supply=bed.power_supply, interface=bed.interface)
+        assert device.state.link_mbit is None  # not emulated: not known (-1, as sysfs)
+        bed.set_link_speed(2.0)
+        assert device.sample().link_mbit == 2.0
+    finally:
+        bed.stack.close()

@@ -176,6 +176,9 @@ class Testbed:
         self.server: offload.LocalServer | None = None
         self.power_supply = Path(self.stack.enter_context(tempfile.TemporaryDirectory()))
         self.set_battery(80)
+        #: A sysfs-style network interface whose ``speed`` is the emulated link's rate.
+        self.interface = Path(self.stack.enter_context(tempfile.TemporaryDirectory()))
+        self.set_link_speed(PHASES[0].mbit if self.why_not["link"] is None else None)
 
     def __enter__(self) -> Testbed:
         try:
@@ -237,12 +240,17 @@ class Testbed:
         (bat / "capacity").write_text(f"{percent}\n")
         (bat / "status").write_text("Discharging\n")
 
+    def set_link_speed(self, mbit: float | None) -> None:
+        """What the device's interface reports as its rate (-1, as sysfs: not known)."""
+        (self.interface / "speed").write_text(f"{mbit if mbit is not None else -1:g}\n")
+
     @contextlib.contextmanager
     def phase(self, phase: Phase) -> Iterator[None]:
         """Hold ``phase``'s conditions while the block runs."""
         self.set_battery(phase.battery)
         if self.link is not None:
             self.link.set_rate(phase.mbit)
+            self.set_link_speed(phase.mbit)
         with contextlib.ExitStack() as stack:
             if phase.server_hogs:
                 stack.enter_context(emulation.hog(phase.server_hogs))
@@ -290,7 +298,7 @@ def run(
 def measure(bed: Testbed, size: str, seed: int, progress: Any = print) -> list[Step]:
     """Run every call of the plan on both sides; return the trace."""
     recorder = _Recorder()
-    device = DeviceProfiler(power_supply=bed.power_supply)
+    device = DeviceProfiler(power_supply=bed.power_supply, interface=bed.interface)
     steps: list[Step] = []
     with offload.Client(bed.server, decider=recorder, profile_cache="") as client:
         client.ping(timeout=30)

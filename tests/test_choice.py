@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from math import log
 
-from offload.profiler import FunctionProfile, Link
+from offload.profiler import AdaptiveDecider, DeviceState, FunctionProfile, Link, Profiler
 from offload.profiler.choice import BEST, EXPLORE, KEPT, Candidate, ServerChoice
 
 X = log(100_000)  # a call of 100 KB
@@ -87,3 +87,16 @@ def test_a_server_that_lacks_the_function_is_not_a_candidate():
     assert choice.pick(prof, X, [a, b], "f")[0] is b
     b.functions, b.ships_code = frozenset({"g"}), False
     assert choice.pick(prof, X, [a, b], "f")[0] is None
+
+
+def test_every_server_hears_the_rate_this_devices_link_reports():
+    decider = AdaptiveDecider(Profiler(profile_cache=None))
+    decider.profiler.device.state = DeviceState(link_mbit=54.0)
+    servers = [_server("a", mbit=27.0), _server("b", mbit=27.0)]
+    fn = type("F", (), {"key": "f@1", "wire_name": "f", "size": None})()
+    decider.where_among(fn, 100_000, servers)
+    assert [s.link.reported for s in servers] == [54e6 / 8] * 2
+    before = servers[0].link.up_rate
+    decider.profiler.device.state = DeviceState(link_mbit=2.0)  # a weak signal
+    decider.where_among(fn, 100_000, servers)
+    assert servers[0].link.up_rate < before / 5

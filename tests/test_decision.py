@@ -232,3 +232,17 @@ def test_exploration_waits_for_an_ordinary_call(fn):
         pytest.fail("no exploration in 100 calls")
     assert side(second, fn, 100_000) == "local"  # due, but not on an unusually big call
     assert side(second, fn, 10) == "remote"  # the next ordinary one
+
+
+def test_a_weaker_link_reported_by_the_device_moves_a_big_transfer_here(fn):
+    d = make()
+    d.profiler.device.state = DeviceState(link_mbit=54.0)
+    d.profiler.link.on_rtt(0.001)
+    for _ in range(3):  # 400 kB each way: 0.15 s of transfer at 54 Mbit/s, 0.1 s there
+        d.observe_local(fn, 400_000, 0.5)
+        d.observe_remote(fn, 400_000, 0.251, 0.1, 400_000, 400_000)
+    assert side(d, fn, 400_000) == "remote"
+    d.profiler.device.state = DeviceState(link_mbit=2.0)  # no call has measured it yet
+    assert side(d, fn, 400_000) == "local"
+    d.profiler.device.state = DeviceState(link_mbit=54.0)  # and back
+    assert side(d, fn, 400_000) == "remote"

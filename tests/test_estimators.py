@@ -128,3 +128,32 @@ def test_drift_moves_every_prediction_and_ignores_tiny_calls():
     before = drift.value
     drift.normalize(a, math.log(1000), 0.0001)  # a 0.1 ms call measures timer noise
     assert drift.value == before
+
+
+def test_link_follows_the_rate_its_interface_reports():
+    link = Link()
+    link.on_rtt(0.001)
+    link.on_reported(54e6 / 8)
+    # 450 kB took 0.15 s outside execution at 54 Mbit/s: 3 MB/s, the wire 6.75 of it.
+    link.on_call(250_000, 200_000, 0.151 + 0.5, 0.5)
+    fast = link.up_rate
+    assert 2.5e6 < fast < 3.5e6 and link.radio_up < 1.0
+    link.on_reported(2e6 / 8)  # a weak signal: the wire's part grows, the rest stays
+    assert 0.2e6 < link.up_rate < 0.25e6
+    assert link.radio_up == pytest.approx(link.up_rate / (2e6 / 8))
+    link.on_reported(54e6 / 8)  # and back
+    assert link.up_rate == pytest.approx(fast)
+    link.on_reported(None)  # no longer reported: the measurement alone
+    assert link.up_rate == pytest.approx(fast) and link.radio_up == 1.0
+
+
+def test_a_sample_at_a_new_reported_rate_replaces_the_old_one():
+    link = Link()
+    link.on_rtt(0.001)
+    link.on_reported(54e6 / 8)
+    link.on_call(250_000, 200_000, 0.151 + 0.5, 0.5)
+    link.on_reported(8e6 / 8)
+    predicted = link.up_rate
+    link.on_call(250_000, 200_000, 450_000 / predicted + 0.001 + 0.5, 0.5)
+    assert link.up_rate == pytest.approx(predicted, rel=0.05)
+    assert link.learned_at == 8e6 / 8

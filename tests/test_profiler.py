@@ -243,3 +243,12 @@ def test_measured_power_only_while_discharging(tmp_path):
     assert energy.cpu_w == 4.0
     energy.measured(None, discharging=True)  # the figure went away: back to the profile
     assert energy.cpu_w == 0.9
+
+
+def test_device_profiler_reads_the_link_speed_of_an_interface(tmp_path):
+    (tmp_path / "speed").write_text("54\n")
+    profiler = DeviceProfiler(power_supply=tmp_path / "none", interface=tmp_path)
+    assert profiler.state.link_mbit == 54.0
+    (tmp_path / "speed").write_text("-1\n")  # sysfs: link down or not known
+    assert profiler.sample().link_mbit is None
+    assert DeviceProfiler(power_supply=tmp_path / "none").state.link_mbit is None

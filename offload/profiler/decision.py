@@ -120,6 +120,10 @@ class AdaptiveDecider(Explaining, Learning):
             # measured, so the next call able to measure them goes there once.
             self._fresh[THERE] = self._fresh_link = -1e300
         self._busy = busy
+        mbit = state.link_mbit
+        if mbit != (self._state.link_mbit if self._state is not None else None):
+            # The access link reports a new rate: the bandwidth estimate follows at once.
+            self._link.on_reported(mbit * 125_000.0 if mbit is not None else None)
         self._state = state
         # Asking the logger costs more than a decision; a new level shows with the next sample.
         self._debug = logger.isEnabledFor(logging.DEBUG)
@@ -131,7 +135,7 @@ class AdaptiveDecider(Explaining, Learning):
         prof = self._profiles.get(fn.key)
         if prof is None:
             prof = self.profile(fn)
-        side = self.choose(prof, size, server_up, extra_up=extra_up)
+        side = self.choose(prof, size, server_up, None, 0.0, extra_up)
         if self._debug:
             logger.debug("%s size=%d -> %s", prof.key, size, side)
         return side, size
@@ -154,6 +158,12 @@ class AdaptiveDecider(Explaining, Learning):
         if prof is None:
             prof = self.profile(fn)
         x = log(size) if size > 1 else 0.0
+        if self._device.state is not self._state:
+            self._adopt(self._device.state)
+        reported = self._link.reported
+        for candidate in servers:  # this device's access link is on the way to every server
+            if candidate.link.reported != reported:
+                candidate.link.on_reported(reported)
         server, why, ranked = self.servers.pick(prof, x, servers, fn.wire_name)
         if server is None:
             return self.choose(prof, size, False) if here else REMOTE
@@ -219,29 +229,29 @@ class AdaptiveDecider(Explaining, Learning):
         m = prof.time
         a, b, c = m.params
         base = a + b * x
+        nominal = exp(base)  # the call's execution time on a server of nominal speed
         there, here = m.counts  # indices THERE = 0, HERE = 1
         busy = self._busy
-        t_local = exp(base + c) * self._local_drift.value * busy if here else None
+        t_local = nominal * exp(c) * self._local_drift.value * busy if here else None
         if not server_up:
             return LOCAL, OFFLINE, (t_local, None, None, None, 0.0, 0.0, False)
-        t_exec = exp(base) * link.server_drift.value + wait if there else None
+        drift = link.server_drift
+        t_exec = nominal * drift.value + wait if there else None
         every = self._every
         if t_exec is None and prof.clock - m.seen[THERE] >= every:
             if extra_up and t_local is not None and link.fixed + extra_up / link.up_rate > t_local:
                 # Its app alone would take longer to send than the call takes here.
                 return LOCAL, CHEAPER, (t_local, None, None, None, 0.0, 0.0, False)
             return REMOTE, COLD, (t_local, None, None, None, 0.0, 0.0, False)
-        slowdown = link.slowdown.mean
-        if t_local is None and there and slowdown is not None:
+        if t_local is None and there and link.slowdown.mean is not None:
             # Never run here, but other functions say how much slower here is.
-            t_local = exp(base + slowdown) * self._local_drift.value * busy
+            t_local = exp(base + link.slowdown.mean) * self._local_drift.value * busy
         if t_local is None and self._cold_local(prof, x, t_exec):
             return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
         if t_local is None or t_exec is None:  # a first try still running: lean on the other
             return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
 
         # Both sides known (a remote sample also teaches the byte models).
-        energy = self._energy
         a, b, _ = prof.up.params
         t_up = (exp(a + b * x) + extra_up) / link.up_rate
         a, b, _ = prof.down.params
@@ -249,16 +259,21 @@ class AdaptiveDecider(Explaining, Learning):
         t_remote = link.fixed + t_up + t_exec + t_down
         # A site's credits, as the time they are worth to the user (credit_value_s).
         t_cost = t_remote + self._credit_s * link.price_s * t_exec
+        # EnergyModel.local and .remote, inlined: the radio is busy for the wire's
+        # share of the transfer, the device idles for the rest of the call.
+        energy = self._energy
         e_local = energy.cpu_w * t_local
-        e_remote = energy.remote(t_up, t_down, t_remote)
+        radio_up, radio_down = t_up * link.radio_up, t_down * link.radio_down
+        idle = t_remote - radio_up - radio_down
+        e_remote = energy.tx_w * radio_up + energy.rx_w * radio_down
+        if idle > 0:
+            e_remote += energy.idle_w * idle
 
         weight, bias, critical = self._weight, self._bias, self._critical
-        s_local = bias * (
-            weight * t_local / (t_local + t_cost) + (1 - weight) * e_local / (e_local + e_remote)
-        )
-        s_remote = weight * t_cost / (t_local + t_cost) + (1 - weight) * e_remote / (
-            e_local + e_remote
-        )
+        per_s = weight / (t_local + t_cost)  # each side's share of the time, weighted
+        per_j = (1.0 - weight) / (e_local + e_remote)  # and of the energy
+        s_local = bias * (per_s * t_local + per_j * e_local)
+        s_remote = per_s * t_cost + per_j * e_remote
         estimates = (t_local, t_exec, t_remote, t_up + t_down, e_local, e_remote, critical)
 
         side: Side = LOCAL if s_local <= s_remote else REMOTE
@@ -282,19 +297,21 @@ class AdaptiveDecider(Explaining, Learning):
         if side == LOCAL:
             budget = every * extra * t_local
             shared = (t_up + t_down > 0.25 * t_remote and spent - self._fresh_link >= budget) or (
-                link.server_drift.value > 1.2
+                drift.value > 1.2
                 and spent - self._fresh[THERE] >= budget
-                and exp(base) >= link.server_drift.floor  # long enough to measure speed
+                and nominal >= drift.floor  # long enough to measure speed
             )
-            own = prof.clock - max(m.seen[THERE], 0) >= wait
+            seen = m.seen[THERE]
         else:
             budget = every * extra * t_remote
+            here_drift = self._local_drift
             shared = (
-                self._local_drift.value > 1.2
+                here_drift.value > 1.2
                 and spent - self._fresh[HERE] >= budget
-                and exp(base + c) >= self._local_drift.floor
+                and nominal * exp(c) >= here_drift.floor
             )
-            own = prof.clock - max(m.seen[HERE], 0) >= wait
+            seen = m.seen[HERE]
+        own = prof.clock - (seen if seen > 0 else 0) >= wait
         # ...on a call no bigger than usual: never a big one just to learn.
         if shared or (own and (t_local if side == LOCAL else t_remote) <= 2.0 * prof.typical):
             return (REMOTE if side == LOCAL else LOCAL), EXPLORE, estimates

@@ -12,6 +12,9 @@ with no system call. Sources, in order of preference:
 * Battery and power: ``/sys/class/power_supply/*`` (``capacity``, ``status``,
   ``power_now`` or ``current_now`` x ``voltage_now``), else
   ``psutil.sensors_battery`` (no power figure). Mains-only machines have none.
+* The access link's rate, when given a network interface's sysfs directory
+  (``/sys/class/net/wlan0``): its ``speed`` in Mbit/s (the decider follows a
+  change at once, see :mod:`~offload.profiler.network`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ class DeviceState:
     battery: charge fraction (0-1), ``None`` without a battery.
     charging: on external power; ``True`` without a battery.
     power_w: the draw the battery reports, ``None`` where it reports none.
+    link_mbit: the rate (Mbit/s) the access link reports (a network interface's
+        ``speed``), ``None`` where it reports none.
     """
 
     cpu_load: float = 0.0
@@ -46,6 +51,7 @@ class DeviceState:
     battery: float | None = None
     charging: bool = True
     power_w: float | None = None
+    link_mbit: float | None = None
 
 
 class DeviceProfiler:
@@ -56,9 +62,11 @@ class DeviceProfiler:
         interval: float = 1.0,
         power_supply: Path = POWER_SUPPLY,
         cgroup_root: Path = CGROUP_ROOT,
+        interface: Path | None = None,
     ) -> None:
         self.interval = interval
         self._power_supply = power_supply
+        self._speed = interface / "speed" if interface is not None else None
         self._cpu = _CgroupCpu.find(cgroup_root)
         self._capacity = self._cpu.capacity if self._cpu else float(psutil.cpu_count() or 1)
         self._last: tuple[float, float, float] | None = None
@@ -78,6 +86,7 @@ class DeviceProfiler:
             battery=battery,
             charging=charging,
             power_w=power,
+            link_mbit=_speed(self._speed) if self._speed is not None else None,
         )
         return self.state
 
@@ -142,6 +151,16 @@ def _power(supply: Path) -> float | None:
     if current and voltage:
         return abs(int(current)) * int(voltage) / 1e12
     return None
+
+
+def _speed(path: Path) -> float | None:
+    """Mbit/s from a sysfs ``speed`` file; ``None`` if absent or unknown (-1: link down)."""
+    raw = _read(path)
+    try:
+        mbit = float(raw) if raw else 0.0
+    except ValueError:
+        return None
+    return mbit if mbit > 0 else None
 
 
 def _read(path: Path) -> str | None:

@@ -79,8 +79,11 @@ class Learning:
                     self._fresh_link = self._spent
             self._learn(prof, x, server, THERE, link.server_drift)
             prof.up.add(x, float(up), prof.clock)
+            # Until sizes differ enough to tell, a result grows as its input does (a
+            # sort, a matrix product) or not at all (a power): the input's slope decides.
+            prof.down.slope_prior = prof.up.params[1]
             prof.down.add(x, float(down), prof.clock)
-            energy = self._energy.remote(link.up_s(up), link.down_s(down), turnaround)
+            energy = self._energy.remote(link.radio_up_s(up), link.radio_down_s(down), turnaround)
             prof.add("remote", turnaround, up, down, energy)
 
     def observe_transfer(
@@ -92,7 +95,7 @@ class Learning:
             if up >= LARGE or down >= LARGE:  # a bandwidth sample, like a large call's
                 link.on_call(up, down, seconds, server)
                 self._fresh_link = self._spent
-            energy = self._energy.remote(link.up_s(up), link.down_s(down), seconds)
+            energy = self._energy.remote(link.radio_up_s(up), link.radio_down_s(down), seconds)
             prof.add("remote", seconds, up, down, energy, calls=0)
 
     def _learn(

@@ -15,6 +15,16 @@ Everything is learned from traffic the client sends anyway:
 Until a large transfer has been seen, bandwidth is ``prior_bps`` (a
 configured guess, or what an active probe measured). A server that stops
 answering is reported by the connection (``Connection.up``), not here.
+
+Where the device reports its access link's rate (a Wi-Fi interface's link
+speed, :attr:`~offload.profiler.device.DeviceState.link_mbit`), a call's time
+outside execution is taken as two parts per byte: the wire's, ``1 / rate``,
+and the rest (serializing, copying: this device's own, which a new rate does
+not change). When the reported rate changes, the estimate keeps the rest and
+swaps the wire's part (:meth:`Link.on_reported`), so a link that weakens or
+recovers is known at once, before a large call measures it; and a call's
+radio time (its energy) is its bytes over the reported rate, not the whole
+time outside execution.
 """
 
 from __future__ import annotations
@@ -27,6 +37,14 @@ from .models import Drift, Smoothed
 LARGE = 32 * 1024  # bytes in one direction before a call says anything about bandwidth
 
 
+def rewire(rate: float, then: float, now: float) -> float:
+    """A transfer rate measured while the link reported ``then``, now that it reports ``now``.
+
+    Each byte's time is the wire's ``1 / then`` and the rest; the rest stays.
+    """
+    return 1.0 / max(1.0 / rate - 1.0 / then + 1.0 / now, 1.0 / now)
+
+
 class Link:
     """What is known about the path to one server."""
 
@@ -35,9 +53,13 @@ class Link:
         "down_bps",
         "down_rate",
         "fixed",
+        "learned_at",
         "overhead",
         "price_s",
         "prior_bps",
+        "radio_down",
+        "radio_up",
+        "reported",
         "rtt",
         "server_drift",
         "slowdown",
@@ -66,6 +88,13 @@ class Link:
         #: RTT plus overhead, and bytes per second each way.
         self.fixed = 0.0
         self.up_rate = self.down_rate = prior_bps
+        #: The rate (bytes/s) the access link reports now, and the one it reported when
+        #: the bandwidth was last measured (or the prior taken); ``None``: not reported.
+        self.reported: float | None = None
+        self.learned_at: float | None = None
+        #: The share of a transfer's time the radio is busy (sending, receiving): 1.0
+        #: unless the access link reports its rate.
+        self.radio_up = self.radio_down = 1.0
 
     def up_s(self, nbytes: float) -> float:
         return nbytes / self.up_rate
@@ -73,12 +102,37 @@ class Link:
     def down_s(self, nbytes: float) -> float:
         return nbytes / self.down_rate
 
+    def radio_up_s(self, nbytes: float) -> float:
+        """Seconds the radio sends ``nbytes`` (the wire's share of the transfer)."""
+        return nbytes / self.up_rate * self.radio_up
+
+    def radio_down_s(self, nbytes: float) -> float:
+        """Seconds the radio receives ``nbytes``."""
+        return nbytes / self.down_rate * self.radio_down
+
     def _refresh(self) -> None:
         rtt, over = self.rtt.mean, self.overhead.mean
         self.fixed = (rtt if rtt is not None else 0.0) + (over if over is not None else 0.0)
         up, down = self.up_bps.mean, self.down_bps.mean  # logs of bytes per second
         self.up_rate = math.exp(min(up, 40.0)) if up is not None else self.prior_bps
         self.down_rate = math.exp(min(down, 40.0)) if down is not None else self.prior_bps
+        now, then = self.reported, self.learned_at
+        if now is None or then is None:
+            self.radio_up = self.radio_down = 1.0
+            return
+        if now != then:  # the wire's part of each byte's time changed, the rest did not
+            self.up_rate = rewire(self.up_rate, then, now)
+            self.down_rate = rewire(self.down_rate, then, now)
+        self.radio_up, self.radio_down = self.up_rate / now, self.down_rate / now
+
+    def on_reported(self, bps: float | None) -> None:
+        """The access link now reports ``bps`` bytes per second (``None``: it stopped)."""
+        if bps is not None and bps <= 0:
+            bps = None
+        self.reported = bps
+        if self.learned_at is None:
+            self.learned_at = bps  # the estimate so far (the prior, or a load) is for this rate
+        self._refresh()
 
     def on_rtt(self, seconds: float) -> None:
         """A PING answered after ``seconds``."""
@@ -90,6 +144,21 @@ class Link:
         self.calls += 1
         self._learn(up, down, turnaround - server)
         self._refresh()
+
+    def _measured(self, smoothed: Smoothed, bps: float) -> None:
+        """A bandwidth sample for one direction, at the rate the link reports now.
+
+        The direction's estimate is first moved to the reported rate of now (as
+        the decision saw it), then learns the sample there.
+        """
+        now, then = self.reported, self.learned_at
+        if now is not None and then is not None and now != then:
+            for other in (self.up_bps, self.down_bps):
+                if other.mean is not None:
+                    other.mean = math.log(rewire(math.exp(min(other.mean, 40.0)), then, now))
+            self.prior_bps = rewire(self.prior_bps, then, now)
+            self.learned_at = now
+        smoothed.add(math.log(bps))
 
     def _learn(self, up: int, down: int, outside: float) -> None:
         """Learn from ``outside`` seconds of a call not spent executing."""
@@ -106,15 +175,15 @@ class Link:
         if up >= 4 * down:
             left = wire - self.down_s(down)
             if left > 0:
-                self.up_bps.add(math.log(up / left))
+                self._measured(self.up_bps, up / left)
         elif down >= 4 * up:
             left = wire - self.up_s(up)
             if left > 0:
-                self.down_bps.add(math.log(down / left))
+                self._measured(self.down_bps, down / left)
         else:
-            bps = math.log((up + down) / wire)
-            self.up_bps.add(bps)
-            self.down_bps.add(bps)
+            bps = (up + down) / wire
+            self._measured(self.up_bps, bps)
+            self._measured(self.down_bps, bps)
 
     def on_probe(self, up: int, down: int, seconds: float) -> None:
         """A probe moved ``up`` bytes out or ``down`` bytes in, in ``seconds`` (RTT included)."""
@@ -122,7 +191,7 @@ class Link:
         if wire <= 0:  # faster than the RTT estimate's noise: the whole time bounds it below
             wire = seconds
         if wire > 0:
-            (self.up_bps if up else self.down_bps).add(math.log((up or down) / wire))
+            self._measured(self.up_bps if up else self.down_bps, (up or down) / wire)
             self._refresh()
 
     def snapshot(self) -> dict[str, Any]:
@@ -134,6 +203,7 @@ class Link:
             "up_bps": self.up_rate if self.up_bps.mean is not None else None,
             "down_bps": self.down_rate if self.down_bps.mean is not None else None,
             "prior_bps": self.prior_bps,
+            "reported_bps": self.reported,
             "server_drift": self.server_drift.value,
             "device_slowdown": None if self.slowdown.mean is None else math.exp(self.slowdown.mean),
         }

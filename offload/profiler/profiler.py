@@ -37,9 +37,10 @@ class Profiler:
         save_every: float = 30.0,
         power_supply: Path = POWER_SUPPLY,
         address: str = "",
+        interface: Path | None = None,
     ) -> None:
         self.energy = EnergyModel(energy_profile)
-        self.device = DeviceProfiler(interval, power_supply=power_supply)
+        self.device = DeviceProfiler(interval, power_supply=power_supply, interface=interface)
         self.energy.measured(self.device.state.power_w, not self.device.state.charging)
         self.store = ProfileStore(profile_cache)
         self.link = Link(prior_bps)
