@@ -66,25 +66,33 @@ def outcomes(step: trace.Step) -> tuple[float, float, float, float]:
     )
 
 
-def device_state(step: trace.Step) -> DeviceState:
+def device_state(step: trace.Step, link_rate: bool = True) -> DeviceState:
     """The device as the client saw it at ``step``.
 
-    A trace that did not record its interface's rate gets the emulated one of the moment.
+    A trace that did not record its interface's rate gets the emulated one of
+    the moment; ``link_rate`` False: a device whose link reports no rate.
     """
     state = dict(step.device)
     state.setdefault("link_mbit", step.mbit)
+    if not link_rate:
+        state["link_mbit"] = None
     return DeviceState(**state)
 
 
 class Replay:
-    """Our decider walking the trace, learning only from the sides it chose."""
+    """Our decider walking the trace, learning only from the sides it chose.
 
-    def __init__(self, time_weight: float) -> None:
+    ``link_rate`` False: the device reports no link rate, so the decider
+    learns the bandwidth from the transfers it makes, as on most devices.
+    """
+
+    def __init__(self, time_weight: float, link_rate: bool = True) -> None:
         self.decider = AdaptiveDecider(_profiler(), Policy(time_weight=time_weight))
+        self.link_rate = link_rate
 
     def __call__(self, step: trace.Step) -> str:
         d, fn = self.decider, trace.SERVICES[step.service]
-        d.profiler.device.state = device_state(step)
+        d.profiler.device.state = device_state(step, self.link_rate)
         d.profiler.link.on_rtt(step.rtt_s)
         side = d.choose(d.profile(fn), step.size, step.server_up)
         if side == "local":
@@ -127,6 +135,8 @@ def replay(steps: list[trace.Step]) -> dict[str, Any]:
         "dcof_rule": DcofRule(),
         "ours": Replay(1.0),
         "ours_energy": Replay(0.0),
+        "ours_no_link_rate": Replay(1.0, link_rate=False),
+        "ours_energy_no_link_rate": Replay(0.0, link_rate=False),
     }
     outs = [outcomes(s) for s in steps]
     oracle_time = sum(min(o[0], o[1]) for o in outs)
@@ -312,6 +322,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         meta, steps = trace.load(opts.replay)
         size, seed, testbed = meta["size"], meta["seed"], meta["testbed"]
         testbed = dict(testbed, trace=f"replayed from {opts.replay.name}")
+        testbed.setdefault(  # traces measured before the decider read the link's rate
+            "link rate",
+            trace.LINK_RATE_NOTE + "; this trace did not record it: each call's emulated rate "
+            "is given",
+        )
     else:
         with trace.Testbed(emulate=not opts.no_emulation) as bed:
             print("testbed:", json.dumps(bed.describe(), indent=1))

@@ -202,6 +202,8 @@ POLICY_LABELS = {
     "dcof_rule": "DCOF's rule (offload only in a critical condition)",
     "ours": "ours, objective time",
     "ours_energy": "ours, objective energy",
+    "ours_no_link_rate": "ours, objective time, no link rate reported",
+    "ours_energy_no_link_rate": "ours, objective energy, no link rate reported",
 }
 
 
