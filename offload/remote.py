@@ -59,8 +59,9 @@ class RunWatcher(Protocol):
         """The server queued the call as its job ``job_id``."""
         ...
 
-    def checkpointed(self, state: Any, count: int, done: int, total: int) -> None:
-        """Checkpoint ``count`` arrived with ``state``, ``done`` of ``total`` (0, 0: untold)."""
+    def checkpointed(self, state: Any, count: int, done: int, total: int, nbytes: int = 0) -> None:
+        """Checkpoint ``count`` arrived with ``state`` (``nbytes`` on the wire), ``done`` of
+        ``total`` (0, 0: untold)."""
         ...
 
 
@@ -293,7 +294,8 @@ class Remote:
                 fn.allowlist,
                 self.config.max_message_size,
             )
-            watcher.checkpointed(state, header.aux, *protocol.progress_of(header))
+            nbytes = sum(len(f.buffer) for f in frames)
+            watcher.checkpointed(state, header.aux, *protocol.progress_of(header), nbytes)
             return None
         if header.kind == protocol.RESULT:
             buffers = [f.buffer for f in frames]

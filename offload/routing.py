@@ -49,8 +49,9 @@ from .config import Config
 from .deploy import count_transfer
 from .fallback import FALLBACK, STICKY, Fallbacks, falls_back
 from .futures import CallFuture, chain_unless_cancelled, running_future, settle
-from .jobhost import JobName
+from .jobhost import JobName, Movable
 from .jobs import Job
+from .migration import Migrations
 from .profiler import LOCAL, REMOTE, Decider
 from .profiler.sizes import call_size
 from .remote import Outcome, Remote
@@ -73,6 +74,8 @@ class Router(Closing):
         self._pool_: ThreadPoolExecutor | None = None
         #: What ran here instead of on the server, warned about once per function and reason.
         self.fallbacks = Fallbacks()
+        #: Running jobs moved to a faster server (``migrate="auto"``).
+        self.migrations = Migrations(config.migrate)
         self._outstanding: set[Future[Any]] = set()
         self._stopping = False  # no new calls; those in flight go on
         self._closed = threading.Event()  # everything finished and released
@@ -328,10 +331,13 @@ class Router(Closing):
             return LOCAL
         return self.decider.where_among(fn, size, candidates, here)
 
-    def keep_checkpoint(self, job: JobName, state: Any, count: int) -> None:
-        """The checkpoint sink: also keep a job's latest state in ``checkpoint_dir``, if set."""
+    def keep_checkpoint(self, job: Movable, state: Any, count: int, nbytes: int = 0) -> None:
+        """The checkpoint sink: keep a job's latest state in ``checkpoint_dir``, if set; with
+        several servers, move the job if another is predicted to finish it sooner."""
         if self.config.checkpoint_dir:
             write_checkpoint(self.config.checkpoint_dir, job, state, count)
+        if self.servers.fleet and self.migrations.enabled(job):
+            self.migrations.checkpointed(job, nbytes, self.servers.candidates())
 
     def note_move(self, job: JobName, exc: BaseException, where: str) -> None:
         """A job's run was lost with ``exc`` and goes on at ``where`` (or is "paused")."""
