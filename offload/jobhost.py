@@ -105,6 +105,9 @@ class RunOf:
     def accepted(self, job_id: int) -> None:
         self.job.accepted(self.remote, job_id)
 
+    def started(self) -> None:
+        """Not asked for: a job knows its run started from ACCEPTED and its checkpoints."""
+
     def checkpointed(self, state: Any, count: int, done: int, total: int, nbytes: int = 0) -> None:
         self.job.checkpointed(state, count, done, total, nbytes)
 
