@@ -39,6 +39,10 @@ class Lessons:
 
         With one server, only the configured server's calls teach (a backup's
         would pass for it); with several, each server's calls teach its own link.
+        A call sent while other clients' calls filled that server's workers (its
+        latest PONG) teaches the function's time there, not the link: its wait in
+        the queue would pass for a slow link, and keep calls off that server long
+        after the load went (the load itself is weighed from each PONG).
         """
         if remote is None or (remote is not self.servers.primary and not self.servers.fleet):
             return
@@ -52,8 +56,22 @@ class Lessons:
                 outcome.server_s,
                 outcome.sent,
                 outcome.received,
-                outcome.alone,
+                outcome.alone and not crowded(remote),
                 remote.link,
             )
         except Exception:  # the result stands, whatever the profiler thinks
             log.warning("the profiler could not learn from a call", exc_info=True)
+
+
+def crowded(remote: Remote) -> bool:
+    """Whether the server's latest PONG counted other clients' calls filling its workers."""
+    info = remote.server_info
+    load = info.get("load")
+    if not isinstance(load, dict):
+        return False
+    try:
+        ahead = int(load.get("queued", 0)) + int(load.get("running", 0)) - remote.calls_at_pong
+        workers = int(load.get("workers") or info.get("workers") or 1)
+    except (TypeError, ValueError):
+        return False
+    return ahead >= max(workers, 1)
