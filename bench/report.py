@@ -502,6 +502,12 @@ def _migration(m: dict[str, Any] | None) -> str:
         f'{setup["slowed_after"]:.0%} is done took {s["auto"]:.2f} s with `migrate="auto"` '
         f'against {s["never"]:.2f} s with `"never"` ({m["gain"]:.2f}x faster; '
         f"{m['auto_to_unslowed']:.2f}x the run without slowdown, {s['unslowed']:.2f} s)."
+        + (
+            f" With no slowdown `auto` took {m['auto_unslowed_to_unslowed']:.2f}x `never`'s time "
+            f"and moved {m['needless_moves']} time(s)."
+            if "needless_moves" in m
+            else ""
+        )
     )
 
 

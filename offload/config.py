@@ -99,7 +99,8 @@ class Config:
     migrate: ``"auto"`` moves a running checkpointed job to another server
         predicted to finish it sooner, the move of its last checkpoint
         included (``@offload(migrate=...)`` decides per function; warned and
-        logged, see :mod:`offload.migration`); ``"never"`` (the default).
+        logged, see :mod:`offload.migration`), the default since ``bench fleet``
+        showed it wins; ``"never"`` keeps every job where it runs.
     """
 
     server: str | None = None
@@ -136,7 +137,7 @@ class Config:
     probation: float = 5.0
     share_location: bool = False
     provision: bool = False
-    migrate: str = "never"
+    migrate: str = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

@@ -3,7 +3,7 @@
 Checked on every checkpoint a job's remote run sends home (no timer, no
 I/O: arithmetic on what the checkpoints and the server list already hold),
 for functions whose ``migrate`` is ``"auto"`` (``@offload(migrate=...)``,
-else the client's ``Config.migrate``; default ``"never"``)::
+else the client's ``Config.migrate``; default ``"auto"``)::
 
     checkpoint k of a run on server S, done of total
       |  pace on S = seconds per unit of progress between checkpoints (EWMA)
