@@ -280,3 +280,14 @@ def paced(n: int, step: float, log: str, slow: str) -> int:
             out.write(f"{os.getppid()} {i}\n")
         offload_api.checkpoint((i, total), done=i, total=n)
     return total
+
+
+@offload
+def mark_begun(log: str, began: str, item: int, seconds: float) -> int:
+    """:func:`mark`, also appending ``item`` to ``began`` as the run begins."""
+    with open(began, "a") as f:
+        f.write(f"{item}\n")
+    time.sleep(seconds)
+    with open(log, "a") as f:
+        f.write(f"{item}\n")
+    return os.getppid()
