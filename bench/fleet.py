@@ -31,7 +31,7 @@ sleep is that much longer in this process). All use the same heartbeats. Energy 
 idle power while waiting, CPU power while running here), not measured.
 
 The failover gap is from the SIGKILL to the first call answered after it.
-Migration (item 7) is not implemented, so its gain is not reported.
+Migration's gain (item 7): :mod:`bench.fleet_migration`, on the same servers.
 
 ``python -m bench fleet [--quick]`` (root) writes ``bench/results/fleet.json``
 (``policies.<name>.time_ratio_to_oracle`` among others), ``fleet.md`` and
@@ -55,7 +55,7 @@ from typing import Any
 import offload
 from offload.profiler import EnergyModel
 
-from . import emulation, fleet_app
+from . import emulation, fleet_app, fleet_migration
 from .fleet_app import work
 
 RESULTS = Path(__file__).parent / "results"
@@ -326,6 +326,7 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
             took = time.monotonic() - started
             total = sum(c["s"] for c in runs[name]["calls"])
             print(f"{name}: {total:.2f} s of calls ({took:.0f} s with the phase changes)")
+        migration = fleet_migration.run(fleet, CLIENT, args.quick)
     report = {
         "quick": args.quick,
         "setup": {
@@ -341,6 +342,7 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
         },
         "policies": summarize(runs, opts["payload"]),
         "calls": {name: run["calls"] for name, run in runs.items()},
+        "migration": migration,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "fleet.json").write_text(json.dumps(report, indent=1))
@@ -386,8 +388,7 @@ def markdown(report: dict[str, Any]) -> str:
     for name, p in sorted(policies_.items(), key=lambda kv: kv[1]["time_s"]):
         cells = " | ".join(f"{p['per_phase_s'][ph]:.2f}" for ph in setup["phases"])
         lines.append(f"| {name} | {cells} |")
-    lines += ["", "Migration (item 7) is not implemented: no migration gain is reported."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + fleet_migration.markdown(report.get("migration"))
 
 
 def figure(report: dict[str, Any], path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from offload import offload
+from offload import checkpoint, offload, restore
 
 #: How many times slower a call runs in the bench's client (the emulated device) than on a
 #: server: the bench sets it in its own process; servers import this module afresh.
@@ -23,3 +23,24 @@ def work(data: bytes, seconds: float) -> int:
     """
     time.sleep(seconds * SLOWDOWN)
     return os.getppid()
+
+
+#: How many times slower a step of :func:`steps` runs on a server made slow.
+SLOWED = 4.0
+
+
+@offload(checkpoint_every=0.2)
+def steps(n: int, step_s: float, state_bytes: int, slow: str) -> int:
+    """``n`` steps of ``step_s`` each, a checkpoint of ``state_bytes`` offered after each.
+
+    A step is :data:`SLOWED` times slower on a server whose pid names a file in
+    the directory ``slow`` (its CPU taken by another tenant, as the bench says
+    when); the result is the number of steps, each run once.
+    """
+    i, _ = restore((0, b""))
+    while i < n:
+        slowed = os.path.exists(os.path.join(slow, str(os.getppid())))
+        time.sleep(step_s * (SLOWED if slowed else 1.0))
+        i += 1
+        checkpoint((i, os.urandom(state_bytes)), done=i, total=n)
+    return i

@@ -489,7 +489,26 @@ def fleet(r: Results) -> str:
             f"{'met' if within else 'not met'}) and "
             f"{'faster than every other policy' if beats else 'not faster than every other policy'}"
             f"; its failover gap is {ours['failover_gap_s']:.2f} s (target: at most two heartbeat "
-            f"intervals, {2 * setup['heartbeat_interval_s']:g} s). Migration is not implemented."
+            f"intervals, {2 * setup['heartbeat_interval_s']:g} s). {_migration(f.get('migration'))}"
+        )
+    )
+
+
+def _migration(m: dict[str, Any] | None) -> str:
+    """One sentence on bench fleet's migration scenario (:mod:`bench.fleet_migration`)."""
+    if not m:
+        return "Migration was not measured in this run."
+    s, setup = m["seconds"], m["setup"]
+    return (
+        f"Migration: a checkpointed job whose server becomes {setup['slowed']:g}x slower once "
+        f'{setup["slowed_after"]:.0%} is done took {s["auto"]:.2f} s with `migrate="auto"` '
+        f'against {s["never"]:.2f} s with `"never"` ({m["gain"]:.2f}x faster; '
+        f"{m['auto_to_unslowed']:.2f}x the run without slowdown, {s['unslowed']:.2f} s)."
+        + (
+            f" With no slowdown `auto` took {m['auto_unslowed_to_unslowed']:.2f}x `never`'s time "
+            f"and moved {m['needless_moves']} time(s)."
+            if "needless_moves" in m
+            else ""
         )
     )
 

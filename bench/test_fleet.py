@@ -35,3 +35,26 @@ def test_the_oracle_takes_each_calls_best_outcome_and_ratios_follow():
     }
     text = fleet.markdown(report)
     assert "| ours | 0.25 | 1.32 |" in text
+
+
+def test_the_migration_section_reports_the_gain_and_the_moves():
+    from bench import fleet_migration
+
+    runs = {
+        "unslowed": [{"s": 2.0, "started_on": "near", "moves": [], "runs": 1}],
+        "never": [{"s": 6.0, "started_on": "near", "moves": [], "runs": 1}],
+        "auto": [{"s": 2.5, "started_on": "near", "moves": [["near", "mid"]], "runs": 2}],
+    }
+    seconds = {how: r[0]["s"] for how, r in runs.items()}
+    m = {
+        "setup": {**fleet_migration.QUICK, "slowed": 4.0, "slowed_after": 0.25},
+        "seconds": seconds,
+        "gain": 6.0 / 2.5,
+        "auto_to_unslowed": 2.5 / 2.0,
+        "runs": runs,
+    }
+    m["setup"]["checkpoint_every_s"] = 0.2
+    text = fleet_migration.markdown(m)
+    assert "| auto | 2.50 |" in text and "2.40x faster than `never`" in text
+    assert "Moves: near -> mid." in text
+    assert fleet_migration.markdown(None).startswith("Migration: not measured")

@@ -36,6 +36,7 @@ class Job:
     frames: list[zmq.Frame]  # client header, then payload
     timeout: float
     checkpointed: bool = False  # it takes checkpoints, so it can be asked to stop at one
+    tells_start: bool = False  # its client wants STARTED when a worker takes it
     owner: str = ""  # the client's CurveZMQ public key (Z85); "" on an insecure server
     function: str = ""
     bytes_in: int = 0
@@ -95,6 +96,7 @@ def admit(
         frames[1:],
         timeout,
         checkpointed=bool(header.flags & protocol.CHECKPOINTED),
+        tells_start=bool(header.flags & protocol.STARTS),
         owner=owner,
         function=header.name,
         bytes_in=size,

@@ -141,7 +141,9 @@ class Ledger:
         return jobs
 
     def started(self, job: Job) -> None:
-        """A worker took the call."""
+        """A worker takes the call (told to its client first, if it asked: STARTS)."""
+        if job.tells_start:
+            self._send(job.client, [protocol.encode_header(protocol.STARTED, job.request_id)])
         job.state = JobState.RUNNING
         self._running.add(job.id)
         self.store.started(job.id, job.stored)

@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from typing import Any, Generic, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from ._exceptions import ConfigError
-from .config import MODES
+from .config import MIGRATE, MODES
 from .runtime.functions import fingerprint, function_name
 from .runtime.serialize import Allowlist
 
@@ -77,7 +77,10 @@ class OffloadedFunction(Generic[P, R]):
         checkpoint_every: float | None = None,
         retries: int = 0,
         provision: bool | None = None,
+        migrate: str | None = None,
     ) -> None:
+        if migrate not in (None, *MIGRATE):
+            raise ConfigError(f"migrate must be one of {MIGRATE}, not {migrate!r}")
         if checkpoint_every is not None and checkpoint_every < 0:
             raise ConfigError("checkpoint_every must be a number of seconds, 0 or more")
         if retries < 0:
@@ -102,6 +105,8 @@ class OffloadedFunction(Generic[P, R]):
         self.retries = retries
         #: Deploy its app to a server that lacks it (None: the client's ``provision`` setting).
         self.provision = provision
+        #: Whether its running jobs move to a server predicted faster (None: the client's).
+        self.migrate = migrate
         self.wire_name = function_name(fn)
         self.allowlist = Allowlist(frozenset({fn.__module__, self.wire_name.split(":")[0]}))
         #: Its calls are :class:`~offload.Job` s: they take checkpoints or may be retried.
@@ -169,6 +174,7 @@ def offload(
     checkpoint_every: float | None = None,
     retries: int = 0,
     provision: bool | None = None,
+    migrate: str | None = None,
 ) -> Callable[[Callable[P, R]], OffloadedFunction[P, R]]: ...
 def offload(
     fn: Callable[P, R] | None = None,
@@ -181,6 +187,7 @@ def offload(
     checkpoint_every: float | None = None,
     retries: int = 0,
     provision: bool | None = None,
+    migrate: str | None = None,
 ) -> Any:
     """Mark ``fn`` as offloadable: each call runs here or on an edge server.
 
@@ -198,6 +205,10 @@ def offload(
     that many times. ``provision``: when the server lacks the function, deploy
     its app there first (its key must be in the server's ``--deployers``;
     ``None`` takes the client's ``provision`` setting; see :mod:`offload.deploy`).
+    ``migrate``: ``"auto"`` moves a running checkpointed job to another server
+    when that is predicted to finish it sooner, moving its last checkpoint
+    included; ``"never"`` keeps it where it runs (``None``: the client's
+    ``migrate``; see :mod:`offload.migration`).
     """
 
     def wrap(f: Callable[P, R]) -> OffloadedFunction[P, R]:
@@ -210,6 +221,7 @@ def offload(
             checkpoint_every=checkpoint_every,
             retries=retries,
             provision=provision,
+            migrate=migrate,
         )
 
     return wrap if fn is None else wrap(fn)

@@ -28,6 +28,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MODES = ("auto", "local", "remote")
+MIGRATE = ("auto", "never")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,11 @@ class Config:
     provision: deploy the app of an ``@offload`` function to a server that
         lacks it, on first use (``@offload(provision=...)`` decides per
         function); the client's key must be in the server's ``--deployers``.
+    migrate: ``"auto"`` moves a running checkpointed job to another server
+        predicted to finish it sooner, the move of its last checkpoint
+        included (``@offload(migrate=...)`` decides per function; warned and
+        logged, see :mod:`offload.migration`), the default since ``bench fleet``
+        showed it wins; ``"never"`` keeps every job where it runs.
     """
 
     server: str | None = None
@@ -131,10 +137,13 @@ class Config:
     probation: float = 5.0
     share_location: bool = False
     provision: bool = False
+    migrate: str = "auto"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}, not {self.mode!r}")
+        if self.migrate not in MIGRATE:
+            raise ConfigError(f"migrate must be one of {MIGRATE}, not {self.migrate!r}")
         if self.compression not in ("auto", "off"):
             raise ConfigError(f"compression must be 'auto' or 'off', not {self.compression!r}")
         for name in (

@@ -100,3 +100,47 @@ class Fallbacks:
 
 def _at(where: str) -> str:
     return "here" if where == "local" else f"on {where}"
+
+
+class Started:
+    """A plain call's watcher, with several servers: whether a worker took it (STARTED).
+
+    Failover (issue 13, item 6) sends a call lost with its server to another
+    only if it had not started there: a plain call's function has no
+    ``retries``, so it is not declared safe to run twice.
+    """
+
+    __slots__ = ("ran",)
+
+    def __init__(self) -> None:
+        self.ran = False
+
+    def accepted(self, job_id: int) -> None:
+        """Only a checkpointed call is ACCEPTED: not this one."""
+
+    def checkpointed(self, state: Any, count: int, done: int, total: int, nbytes: int = 0) -> None:
+        """Only a checkpointed call has checkpoints: not this one."""
+
+    def started(self) -> None:
+        self.ran = True
+
+
+def not_again(
+    fn: Any, exc: BaseException, started: Started | None, address: str
+) -> errors.ServerUnavailable | None:
+    """The error a call keeps when it must not be sent again, else None.
+
+    That is when its server was lost (``exc``) after a worker took it
+    (``started``): it may have run, and its function is not declared
+    idempotent. Logged: the caller raises it.
+    """
+    if started is None or not started.ran or not isinstance(exc, errors.ServerUnavailable):
+        return None
+    message = (
+        f"{address} was lost after a worker took a call of {fn.wire_name}: it may have run, "
+        f"so it is not sent again (@offload(retries=N) declares it safe to run twice): {exc}"
+    )
+    log.warning("offload: %s", message)
+    lost = errors.ServerUnavailable(message)
+    lost.__cause__ = exc
+    return lost

@@ -28,6 +28,17 @@ class JobName(Protocol):
     id: int | None  # the server's id of its latest run there
 
 
+class Movable(JobName, Protocol):
+    """A job as the checkpoint sink sees it: how far it came, and a way to move it."""
+
+    @property
+    def progress(self) -> Progress: ...
+
+    def running(self) -> bool: ...
+
+    def move(self, where: str) -> bool: ...
+
+
 log = logging.getLogger("offload")
 
 MOVED_TRIES = 60  # how often a down server is told that its job moved
@@ -54,8 +65,8 @@ class JobHost(Protocol):
         """Where a run goes once it ``left`` a server (``lost``: silent): address or "local"."""
         ...
 
-    def keep_checkpoint(self, job: JobName, state: Any, count: int) -> None:
-        """Called with every checkpoint the job receives."""
+    def keep_checkpoint(self, job: Movable, state: Any, count: int, nbytes: int = 0) -> None:
+        """Called with every checkpoint the job receives (``nbytes``: its size on the wire)."""
         ...
 
     def note_move(self, job: JobName, exc: BaseException, where: str) -> None:
@@ -71,6 +82,34 @@ class JobHost(Protocol):
     ) -> None:
         """A whole run of ``size`` went as ``outcome`` on ``remote``."""
         ...
+
+
+class Watched(Protocol):
+    """What a job hears from its remote runs (see :class:`RunOf`)."""
+
+    def accepted(self, remote: Remote, job_id: int) -> None: ...
+
+    def checkpointed(
+        self, state: Any, count: int, done: int = 0, total: int = 0, nbytes: int = 0
+    ) -> None: ...
+
+
+class RunOf:
+    """One run's :class:`~offload.remote.RunWatcher`: what its server says goes to its job."""
+
+    __slots__ = ("job", "remote")
+
+    def __init__(self, job: Watched, remote: Remote) -> None:
+        self.job, self.remote = job, remote
+
+    def accepted(self, job_id: int) -> None:
+        self.job.accepted(self.remote, job_id)
+
+    def started(self) -> None:
+        """Not asked for: a job knows its run started from ACCEPTED and its checkpoints."""
+
+    def checkpointed(self, state: Any, count: int, done: int, total: int, nbytes: int = 0) -> None:
+        self.job.checkpointed(state, count, done, total, nbytes)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ A call of a function declared with ``checkpoint_every`` (or ``retries``) returns
                   each time from the latest state (``offload.restore`` returns it)
     Job.pause(): PAUSE --> worker signalled --> stops at its next checkpoint --> ERROR stopped
     Job.resume(where): a new run from the latest state, here or on a server
+    Job.move(server): pause, then resume there at once (migration, :mod:`offload.migration`)
 
 A run here gets a :class:`~offload.runtime.checkpoint.Session` whose states go straight to the job;
 a remote run's states arrive as CHECKPOINT messages. Without checkpoints (``retries`` only) a run
@@ -35,7 +36,7 @@ from typing import Any
 from . import _exceptions as errors
 from .api import OffloadedFunction
 from .futures import cancel_now, running_future, settle
-from .jobhost import JobHost, Progress, tell_moved
+from .jobhost import JobHost, Progress, RunOf, tell_moved
 from .remote import Outcome, Remote
 from .runtime.checkpoint import Session, Stopped, running
 
@@ -101,6 +102,7 @@ class Job(Future[Any]):
         self._crashes = 0
         self._paused = threading.Event()
         self._pause_wanted = False
+        self._move_to: str | None = None  # where a run stopping to move goes on (move())
         self._cancel_wanted = False
         self._remote: tuple[Remote, int] | None = None
         self._local: Future[Any] | None = None  # a run here, queued or running
@@ -152,7 +154,7 @@ class Job(Future[Any]):
         with self._lock:
             if self.done() or self._paused.is_set():
                 return
-            self._pause_wanted = True
+            self._pause_wanted, self._move_to = True, None
             self._stop_run()
         if not self._paused.wait(timeout) and not self.done():
             raise TimeoutError(f"{self.fn.wire_name} did not reach a checkpoint in {timeout} s")
@@ -170,6 +172,16 @@ class Job(Future[Any]):
             self._settled.clear()
             self._pause_wanted = False
         self._start(where)
+
+    def move(self, where: str) -> bool:
+        """Move a running job to server ``where``: its run stops at its next safe point (its
+        state comes home as a checkpoint) and goes on there; False if it is not running."""
+        with self._lock:
+            if not self.running() or self._remote is None or self._pause_wanted:
+                return False
+            self._move_to, self._pause_wanted = where, True
+            self._stop_run()
+        return True
 
     def cancel(self) -> bool:
         """Cancel the job; see the class docstring for when that is possible."""
@@ -215,7 +227,7 @@ class Job(Future[Any]):
                 self._where = remote.address
                 self._run_there(remote)
         except (errors.OffloadError, RuntimeError) as exc:  # no server, or shut down
-            self._fail(exc)
+            settle(self, exc=exc)
 
     def _local_done(self, run: Future[Any]) -> None:
         self._local = None
@@ -240,13 +252,13 @@ class Job(Future[Any]):
             self._on_stopped()
             return
         except BaseException as exc:
-            self._fail(exc)
+            settle(self, exc=exc)
             return
         finally:
             self._session = None
         if fresh:  # only a whole run teaches how long the function takes
             self._host.learn_local(self.fn, self._size, time.perf_counter() - start)
-        self._finish(value)
+        settle(self, value)
 
     def _run_there(self, remote: Remote) -> None:
         every = self.fn.checkpoint_every
@@ -262,7 +274,7 @@ class Job(Future[Any]):
                 inner,
                 wait=False,
                 resume=resume,
-                watcher=_Run(self, remote),
+                watcher=RunOf(self, remote),
             )
         except errors.OffloadError as exc:
             settle(inner, exc=exc)
@@ -279,7 +291,7 @@ class Job(Future[Any]):
             outcome: Outcome = inner.result()
             if fresh:
                 self._host.learn_remote(self.fn, self._size, outcome, remote)
-            self._finish(outcome.value)
+            settle(self, outcome.value)
         elif self._cancel_wanted or self.done():
             return
         elif isinstance(exc, errors.JobStopped) and self._pause_wanted:
@@ -288,14 +300,14 @@ class Job(Future[Any]):
             # Not on the connection's I/O thread: finding where to go may wait for a PING.
             threading.Thread(target=self._recover, args=(exc,), daemon=True).start()
         else:
-            self._fail(exc)
+            settle(self, exc=exc)
 
     def _recover(self, exc: BaseException) -> None:
         """Run again from the latest checkpoint, where the failure says it can run."""
         checkpointed = self.fn.checkpoint_every is not None
         if not checkpointed:
             if self._retries <= 0:
-                self._fail(exc)
+                settle(self, exc=exc)
                 return
             self._retries -= 1
         crashed = isinstance(exc, errors.WorkerCrashed)
@@ -312,7 +324,7 @@ class Job(Future[Any]):
                 self.fn, self._size, self._where, lost, self._here_allowed
             )
         except errors.OffloadError as err:
-            self._fail(err)
+            settle(self, exc=err)
             return
         if target == "local" and not self._here_allowed:
             self._host.note_move(self, exc, "paused")
@@ -329,15 +341,17 @@ class Job(Future[Any]):
         self._tell_moved(f"job {job_id}", remote)
         self.id, self.server, self._there = job_id, remote.address, (remote, job_id)
 
-    def checkpointed(self, state: Any, count: int, done: int = 0, total: int = 0) -> None:
-        """Checkpoint ``count`` of a run, ``done`` of ``total`` if the function told."""
+    def checkpointed(
+        self, state: Any, count: int, done: int = 0, total: int = 0, nbytes: int = 0
+    ) -> None:
+        """Checkpoint ``count`` of a run (``nbytes`` on the wire), ``done`` of ``total`` if told."""
         if count <= self._count:
             return  # a late one from a run that was already superseded
         if total:
             self._done, self._total = done, total
         self._saved, self._count, self._when = state, count, time.time()
         self._crashes = 0  # progress since the last crash
-        self._host.keep_checkpoint(self, state, count)
+        self._host.keep_checkpoint(self, state, count, nbytes)
 
     def _tell_moved(self, to: str, remote: Remote | None = None) -> None:
         """Tell the previous run's server that the job went on at ``to``: ``resumed`` there
@@ -351,7 +365,12 @@ class Job(Future[Any]):
         tell_moved(before, job_id, to)
 
     def _on_stopped(self) -> None:
-        if not self._cancel_wanted:
+        with self._lock:
+            where, self._move_to = self._move_to, None
+            self._pause_wanted = self._pause_wanted and where is None
+        if where is not None and not self._cancel_wanted:  # move(): on the connection's thread
+            threading.Thread(target=self._start, args=(where,), daemon=True).start()
+        elif not self._cancel_wanted:
             self._paused.set()
             self._settled.set()
 
@@ -372,27 +391,6 @@ class Job(Future[Any]):
         elif self._remote is not None:
             remote, request_id = self._remote
             remote.pause(request_id)
-
-    def _finish(self, value: Any) -> None:
-        settle(self, value)
-
-    def _fail(self, exc: BaseException) -> None:
-        settle(self, exc=exc)
-
-
-class _Run:
-    """One run's :class:`~offload.remote.RunWatcher`: what its server says goes to its job."""
-
-    __slots__ = ("job", "remote")
-
-    def __init__(self, job: Job, remote: Remote) -> None:
-        self.job, self.remote = job, remote
-
-    def accepted(self, job_id: int) -> None:
-        self.job.accepted(self.remote, job_id)
-
-    def checkpointed(self, state: Any, count: int, done: int, total: int) -> None:
-        self.job.checkpointed(state, count, done, total)
 
 
 def _settle(job: Future[Any]) -> None:

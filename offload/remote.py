@@ -59,8 +59,13 @@ class RunWatcher(Protocol):
         """The server queued the call as its job ``job_id``."""
         ...
 
-    def checkpointed(self, state: Any, count: int, done: int, total: int) -> None:
-        """Checkpoint ``count`` arrived with ``state``, ``done`` of ``total`` (0, 0: untold)."""
+    def started(self) -> None:
+        """A worker took the call (asked for by a watcher of a plain call: STARTED)."""
+        ...
+
+    def checkpointed(self, state: Any, count: int, done: int, total: int, nbytes: int = 0) -> None:
+        """Checkpoint ``count`` arrived with ``state`` (``nbytes`` on the wire), ``done`` of
+        ``total`` (0, 0: untold)."""
         ...
 
 
@@ -144,7 +149,9 @@ class Remote:
         compress = self.config.compression == "auto"
         payload = (args, kwargs) if resume is None else (args, kwargs, *resume)
         codecs, frames = serialize.dumps(payload, compress=compress)
-        flags = 0 if resume is None else protocol.CHECKPOINTED
+        flags = protocol.STARTS if watcher is not None else 0  # a plain call's: STARTED
+        if resume is not None:
+            flags = protocol.CHECKPOINTED
         if by_value:
             flags |= protocol.BY_VALUE
             code: Any = pickle_by_value(fn.__wrapped__)
@@ -287,13 +294,17 @@ class Remote:
             if header.kind == protocol.ACCEPTED:
                 watcher.accepted(header.aux)
                 return None
+            if header.kind == protocol.STARTED:
+                watcher.started()
+                return None
             state = serialize.loads(
                 header.codecs,
                 [f.buffer for f in frames],
                 fn.allowlist,
                 self.config.max_message_size,
             )
-            watcher.checkpointed(state, header.aux, *protocol.progress_of(header))
+            nbytes = sum(len(f.buffer) for f in frames)
+            watcher.checkpointed(state, header.aux, *protocol.progress_of(header), nbytes)
             return None
         if header.kind == protocol.RESULT:
             buffers = [f.buffer for f in frames]

@@ -46,11 +46,12 @@ from .api import OffloadedFunction
 from .checkpoints import write_checkpoint
 from .closing import Closing, _routers
 from .config import Config
-from .deploy import count_transfer
-from .fallback import FALLBACK, STICKY, Fallbacks, falls_back
+from .fallback import FALLBACK, STICKY, Fallbacks, Started, falls_back, not_again
 from .futures import CallFuture, chain_unless_cancelled, running_future, settle
-from .jobhost import JobName
+from .jobhost import JobName, Movable
 from .jobs import Job
+from .lessons import Lessons
+from .migration import Migrations
 from .profiler import LOCAL, REMOTE, Decider
 from .profiler.sizes import call_size
 from .remote import Outcome, Remote
@@ -59,7 +60,7 @@ from .servers import Servers
 log = logging.getLogger("offload")
 
 
-class Router(Closing):
+class Router(Closing, Lessons):
     """Decides the side of each call and runs it there; the executor behind a Client."""
 
     def __init__(self, config: Config, decider: Decider, servers: Servers) -> None:
@@ -73,6 +74,8 @@ class Router(Closing):
         self._pool_: ThreadPoolExecutor | None = None
         #: What ran here instead of on the server, warned about once per function and reason.
         self.fallbacks = Fallbacks()
+        #: Running jobs moved to a faster server (``migrate="auto"``).
+        self.migrations = Migrations(config.migrate)
         self._outstanding: set[Future[Any]] = set()
         self._stopping = False  # no new calls; those in flight go on
         self._closed = threading.Event()  # everything finished and released
@@ -139,14 +142,17 @@ class Router(Closing):
             return job.result()
         tried: tuple[str, ...] = ()
         while side != LOCAL:
-            remote = None
+            remote, started = None, Started() if self.servers.fleet else None
             try:
                 remote = self.servers.get(side)
                 assert remote is not None
                 inner = running_future()
-                remote.send(fn, args, kwargs, inner, wait=True)
+                remote.send(fn, args, kwargs, inner, wait=True, watcher=started)
                 outcome: Outcome = inner.result()
             except FALLBACK as exc:
+                kept = self._kept(fn, exc, started, remote)
+                if kept is not None:
+                    raise kept from exc
                 where = self.next_place(fn, size, remote, exc, mode == "auto", tried)
                 if where is None:
                     raise
@@ -192,6 +198,15 @@ class Router(Closing):
             return None
         self.fallbacks.note(fn, exc)
         return LOCAL
+
+    def _kept(
+        self, fn: Any, exc: BaseException, started: Started | None, remote: Remote | None
+    ) -> BaseException | None:
+        """The error a lost call keeps because it may have run there (see ``not_again``)."""
+        kept = None if remote is None else not_again(fn, exc, started, remote.address)
+        if kept is not None and remote is not None:
+            self.servers.lose(remote)
+        return kept
 
     def submit(
         self,
@@ -243,25 +258,29 @@ class Router(Closing):
         tried: tuple[str, ...],
     ) -> None:
         inner = running_future()
-        remote = None
+        remote, started = None, Started() if self.servers.fleet else None
         try:
             remote = self.servers.get(where)
             assert remote is not None
-            request_id = remote.send(fn, args, kwargs, inner, wait=False)
+            request_id = remote.send(fn, args, kwargs, inner, wait=False, watcher=started)
         except errors.OffloadError as exc:
             settle(inner, exc=exc)
         else:
             outer.sent = (remote, request_id, self.config.connect_timeout)
-        there = (fn, args, kwargs, size, fallback, remote, tried)
+        there = (fn, args, kwargs, size, fallback, remote, tried, started)
         inner.add_done_callback(functools.partial(self._there_done, outer, there))
 
     def _there_done(self, outer: CallFuture, there: tuple[Any, ...], inner: Future[Any]) -> None:
-        fn, args, kwargs, size, fallback, remote, tried = there
+        fn, args, kwargs, size, fallback, remote, tried, started = there
         exc = inner.exception()
         if exc is None:
             outcome: Outcome = inner.result()
             self.learn_remote(fn, size, outcome, remote)
             settle(outer, outcome.value)
+            return
+        kept = self._kept(fn, exc, started, remote)
+        if kept is not None:
+            settle(outer, exc=kept)
             return
         where = None if outer.done() else self.next_place(fn, size, remote, exc, fallback, tried)
         if where is None:
@@ -328,47 +347,17 @@ class Router(Closing):
             return LOCAL
         return self.decider.where_among(fn, size, candidates, here)
 
-    def keep_checkpoint(self, job: JobName, state: Any, count: int) -> None:
-        """The checkpoint sink: also keep a job's latest state in ``checkpoint_dir``, if set."""
+    def keep_checkpoint(self, job: Movable, state: Any, count: int, nbytes: int = 0) -> None:
+        """The checkpoint sink: keep a job's latest state in ``checkpoint_dir``, if set; with
+        several servers, move the job if another is predicted to finish it sooner."""
         if self.config.checkpoint_dir:
             write_checkpoint(self.config.checkpoint_dir, job, state, count)
+        if self.servers.fleet and self.migrations.enabled(job):
+            self.migrations.checkpointed(job, nbytes, self.servers.candidates())
 
     def note_move(self, job: JobName, exc: BaseException, where: str) -> None:
         """A job's run was lost with ``exc`` and goes on at ``where`` (or is "paused")."""
         self.fallbacks.note_move(job.fn, job.key if job.id is None else str(job.id), exc, where)
-
-    def learn_local(self, fn: OffloadedFunction[..., Any], size: int, seconds: float) -> None:
-        """A whole call of ``size`` ran here in ``seconds``."""
-        try:
-            self.decider.observe_local(fn, size, seconds)
-        except Exception:  # the result stands, whatever the profiler thinks
-            log.warning("the profiler could not learn from a call", exc_info=True)
-
-    def learn_remote(
-        self, fn: OffloadedFunction[..., Any], size: int, outcome: Outcome, remote: Remote | None
-    ) -> None:
-        """A whole call of ``size`` ran on ``remote``; it teaches that server's link.
-
-        With one server, only the configured server's calls teach (a backup's
-        would pass for it); with several, each server's calls teach its own link.
-        """
-        if remote is None or (remote is not self.servers.primary and not self.servers.fleet):
-            return
-        if outcome.provision is not None:  # the app deployed for it: a transfer like any other
-            count_transfer(self.decider, fn, outcome.provision)
-        try:
-            self.decider.observe_remote(
-                fn,
-                size,
-                outcome.turnaround,
-                outcome.server_s,
-                outcome.sent,
-                outcome.received,
-                outcome.alone,
-                remote.link,
-            )
-        except Exception:  # the result stands, whatever the profiler thinks
-            log.warning("the profiler could not learn from a call", exc_info=True)
 
     def _track(self, future: Future[Any]) -> Future[Any]:
         with self._lock:

@@ -265,3 +265,29 @@ def power(
     """Simple typed parameters, for the ui's per-field form."""
     value = scale * base**exponent
     return {"label": label, "value": -value if negate else value, "extra": extra}
+
+
+@offload(checkpoint_every=0.05)
+def paced(n: int, step: float, log: str, slow: str) -> int:
+    """Like :func:`count_up`, logging ``server-pid i``; a step is 5x slower on a server
+    whose pid names a file in ``slow`` (a server made slow while the job runs)."""
+    i, total = offload_api.restore((0, 0))
+    while i < n:
+        time.sleep(step * (5 if os.path.exists(os.path.join(slow, str(os.getppid()))) else 1))
+        total += i * i
+        i += 1
+        with open(log, "a") as out:
+            out.write(f"{os.getppid()} {i}\n")
+        offload_api.checkpoint((i, total), done=i, total=n)
+    return total
+
+
+@offload
+def mark_begun(log: str, began: str, item: int, seconds: float) -> int:
+    """:func:`mark`, also appending ``item`` to ``began`` as the run begins."""
+    with open(began, "a") as f:
+        f.write(f"{item}\n")
+    time.sleep(seconds)
+    with open(log, "a") as f:
+        f.write(f"{item}\n")
+    return os.getppid()

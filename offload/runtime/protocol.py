@@ -11,7 +11,7 @@ Header layout (``HEADER_PREFIX`` plus variable tail)::
     0       4     magic        b"OFLD"
     4       1     version      protocol version, currently 1; others are refused
     5       1     kind         CALL=1 RESULT=2 ERROR=3 PING=4 PONG=5
-                               CHECKPOINT=6 PAUSE=7 CONTROL=8 ACCEPTED=9
+                               CHECKPOINT=6 PAUSE=7 CONTROL=8 ACCEPTED=9 STARTED=10
     6       2     flags        bit 0 BY_VALUE: payload frame 0 is the function
                                itself (cloudpickle), shipped because the server
                                may not hold it (the "traditional offloading" path);
@@ -19,7 +19,8 @@ Header layout (``HEADER_PREFIX`` plus variable tail)::
                                bit 2 ALIVE (PING): payload frame 0 is the routing
                                id of the sender's data socket, which is alive (a
                                heartbeat from a second socket, so that it never
-                               waits behind a large upload)
+                               waits behind a large upload);
+                               bit 3 STARTS (CALL): say STARTED when a worker takes it
     8       8     request id   chosen by the client, echoed in the reply
     16      8     aux          CALL: timeout in microseconds (0 = none);
                                RESULT: server-side execution time in nanoseconds;
@@ -47,6 +48,10 @@ Payload by kind:
 * ACCEPTED (server to client, for a CHECKPOINTED call only, before any
   CHECKPOINT of it): no payload; the call is queued as the server's job
   ``aux``, the id its job records and control requests use.
+* STARTED (server to client, for a CALL with STARTS, sent before a worker gets
+  it): no payload. A call whose server is lost after this may have run, so it
+  is not sent elsewhere unless it may run twice (issue 13: failover never runs
+  a function twice without ``retries``); before it, it certainly did not.
 * PAUSE (client to server): stop the call of this request id at its next
   checkpoint; it ends with ERROR ``stopped`` after its last CHECKPOINT.
 * RESULT: ``[pickle stream, *out-of-band buffers]`` of the return value.
@@ -74,14 +79,15 @@ from .._exceptions import ProtocolError
 MAGIC = b"OFLD"
 VERSION = 1
 
-CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE, CONTROL, ACCEPTED = range(1, 10)
-KINDS = frozenset((CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE, CONTROL, ACCEPTED))
+CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE, CONTROL, ACCEPTED, STARTED = range(1, 11)
+KINDS = frozenset(range(1, 11))
 #: Kinds that answer a request without ending it (its final reply follows).
-INTERIM = frozenset((CHECKPOINT, ACCEPTED))
+INTERIM = frozenset((CHECKPOINT, ACCEPTED, STARTED))
 
 BY_VALUE = 0x1
 CHECKPOINTED = 0x2
 ALIVE = 0x4
+STARTS = 0x8
 
 PROBE_MAX = 8 * 2**20  # the most padding a PONG carries
 
