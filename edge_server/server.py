@@ -277,8 +277,8 @@ class EdgeServer:
         Waking a sleeping process costs tens of microseconds on small boards and
         virtual machines, as much as the rest of a small call; a short job's reply
         usually comes back within ``busy_poll`` of its dispatch, so for that long
-        the server polls instead of sleeping. Only then: spinning at other times
-        would take CPU from the workers and clients this server exists to serve.
+        the server may poll instead of sleeping (off by default: on two cores the
+        spin takes the CPU the worker and clients need, for no gain in latency).
         """
         events = fdpoll.poll(0)
         if events:
