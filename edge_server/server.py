@@ -243,7 +243,7 @@ class EdgeServer:
             for _ in range(_CLIENT_BATCH):
                 if not sockets.readable(frontend):
                     break
-                self._on_client(frontend.recv_multipart(copy=False))
+                self._on_client(sockets.recv_frames(frontend))
                 if workers.idle and self._queue:  # start it now, as a pool would
                     workers.dispatch()
             workers.dispatch()
@@ -277,12 +277,9 @@ class EdgeServer:
         Waking a sleeping process costs tens of microseconds on small boards and
         virtual machines, as much as the rest of a small call; a short job's reply
         usually comes back within ``busy_poll`` of its dispatch, so for that long
-        the server polls instead of sleeping. Only then: spinning at other times
-        would take CPU from the workers and clients this server exists to serve.
+        the server may poll instead of sleeping (off by default: on two cores the
+        spin takes the CPU the worker and clients need, for no gain in latency).
         """
-        events = fdpoll.poll(0)
-        if events:
-            return events
         deadline = self._workers.dispatched_at + self.config.busy_poll
         if time.perf_counter() < deadline and self._running():
             while time.perf_counter() < deadline:

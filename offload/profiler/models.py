@@ -141,9 +141,14 @@ class SizeModel:
                 y -= residual + bound
             self.err[side] = err + 0.1 * (residual * residual - err)
         f, x = self.forget, log_size
-        sums = self.sums[side]
-        for k, v in enumerate((1.0, x, y, x * x, x * y)):
-            sums[k] = sums[k] * f + v
+        s = self.sums[side]  # unrolled: this runs after every call
+        s[0], s[1], s[2], s[3], s[4] = (
+            s[0] * f + 1.0,
+            s[1] * f + x,
+            s[2] * f + y,
+            s[3] * f + x * x,
+            s[4] * f + x * y,
+        )
         self.counts[side] += 1
         self.seen[side] = clock
         self._fit(side_prior)
@@ -161,8 +166,9 @@ class SizeModel:
         # centred, with ridge terms pulling the slope towards slope_prior and
         # the side factor towards side_prior: they decide when the data cannot
         # (one size seen, or one side).
-        here = self.sums[1]
-        w, sx, sy, sxx, sxy = (a + b for a, b in zip(self.sums[0], here))
+        there, here = self.sums
+        w, sx, sy = there[0] + here[0], there[1] + here[1], there[2] + here[2]
+        sxx, sxy = there[3] + here[3], there[4] + here[4]
         mx, mi, my = sx / w, here[0] / w, sy / w
         cxx = sxx / w - mx * mx + 0.01
         cxi = here[1] / w - mx * mi

@@ -39,3 +39,14 @@ def send_frames(sock: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None
     flags = int(flags)
     for i, frame in enumerate(frames):
         send(frame, flags | SNDMORE if i < last else flags, copy=False)
+
+
+def recv_frames(sock: zmq.Socket) -> list[zmq.Frame]:
+    """Receive a multipart message zero-copy (``recv_multipart`` asks RCVMORE per frame)."""
+    recv = sock.recv
+    frame = recv(copy=False)
+    frames = [frame]
+    while frame.more:
+        frame = recv(copy=False)
+        frames.append(frame)
+    return frames

@@ -321,9 +321,14 @@ class Connection:
             raise
 
     def _release(self) -> None:
-        """Give up the socket (mutex held)."""
+        """Give up the socket (mutex held); only :meth:`close` waits for that.
+
+        The I/O thread waits to be made the owner, not for a release: waking it
+        on every synchronous call cost a thread switch per call, for nothing.
+        """
         self._leader = self._io_owner = False
-        self._io_cond.notify_all()
+        if self._closed:
+            self._io_cond.notify_all()
 
     def _pass_to_io_thread(self) -> None:
         """Make the I/O thread the socket's owner (mutex held)."""
