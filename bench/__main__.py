@@ -15,7 +15,7 @@ BENCHMARKS = {
     "failures": "FlexConnect's Table 1: worker SIGKILLed at exponential times, with checkpoints",
     "load": "100 clients x 100 calls, each answered exactly once, then a SIGKILL and restart",
     "dcof": "DCOF's evaluation: three services x three scenarios on an emulated device (root)",
-    "peers": "no-op, array echo and a DCOF workload through Ray, Dask, RPyC, Pyro5 and ours",
+    "peers": "no-op and array echo beside raw pyzmq, Pyro5, execnet, a process pool, Ray, Dask",
     "abuse": "hostile clients (queued uploads, unread replies, floods, stopping) beside a good one",
     "fleet": "three servers behind shaped links as one gets busy, a link weakens, one dies (root)",
     "profile": "CPU per no-op call in client, server and worker, and py-spy profiles of each",

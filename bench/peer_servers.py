@@ -1,14 +1,19 @@
-"""What the peers' remote worker runs: the three calls, and RPyC's and Pyro5's server processes.
+"""What the peers' remote side runs: the calls, and the peers' server processes.
 
-The calls are plain module-level functions, so Ray and Dask pickle them by
-reference and the worker imports this module: code already on the server,
-as with ``offload``'s replicated code. RPyC and Pyro5 get a service object
-exposing the same three calls; their protocols do not carry numpy arrays by
-value (RPyC passes objects by reference, Pyro5's serializers have no arrays),
-so arrays travel as pickle protocol 5 bytes, which both pass by value.
+The calls are plain module-level functions, so Ray, Dask and
+ProcessPoolExecutor pickle them by reference and the worker imports this
+module: code already on the server, as with ``offload``'s replicated code.
+RPyC and Pyro5 get a service object exposing the same calls; their protocols
+do not carry numpy arrays by value (RPyC passes objects by reference, Pyro5's
+serializers have no arrays), so arrays travel as pickle protocol 5 bytes,
+which both pass by value. ``serve_rpc`` is the smallest RPC one can build on
+the raw pyzmq sockets: a ROUTER that unpickles ``(name, args)`` with its
+arrays as out-of-band frames, runs the named function and replies the same
+way. It is a baseline on loopback for this benchmark only: it unpickles what
+its own parent sends, which no real server should do with a network peer.
 
-``python -m bench.peer_servers rpyc|pyro5`` serves on a free loopback port,
-prints its address on stdout and runs until stdin closes.
+``python -m bench.peer_servers rpyc|pyro5|rpc`` serves on a free loopback
+port, prints its address on stdout and runs until stdin closes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,22 @@ def echo(value: Any) -> Any:
 def matmul(a: Any, b: Any) -> Any:
     """DCOF's matrix product, by the numba kernel compiled once (as ``bench.compiled``)."""
     return compiled.matrix_multiply.__wrapped__(a, b)
+
+
+#: What ``serve_rpc`` and execnet's remote side may call, by name.
+FUNCTIONS = {"noop": noop, "echo": echo, "matmul": matmul}
+
+
+def rpc_dumps(value: Any) -> list[Any]:
+    """``value`` as pickle-5 frames: the pickle, then each large buffer out of band."""
+    buffers: list[pickle.PickleBuffer] = []
+    head = pickle.dumps(value, protocol=5, buffer_callback=buffers.append)
+    return [head, *(b.raw() for b in buffers)]
+
+
+def rpc_loads(frames: list[Any]) -> Any:
+    """The value of ``rpc_dumps`` frames (zmq frames: the buffers are not copied)."""
+    return pickle.loads(frames[0].buffer, buffers=frames[1:])
 
 
 class Worker:
@@ -106,6 +127,19 @@ def serve_pyro5() -> None:
     daemon.requestLoop()
 
 
+def serve_rpc() -> None:
+    import zmq
+
+    sock = zmq.Context().socket(zmq.ROUTER)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    print(f"tcp://127.0.0.1:{port}", flush=True)
+    _exit_with_stdin()
+    while True:
+        peer, *frames = sock.recv_multipart(copy=False)
+        name, args = rpc_loads(frames)
+        sock.send_multipart([peer, *rpc_dumps(FUNCTIONS[name](*args))], copy=False)
+
+
 if __name__ == "__main__":
     compiled.warm()
-    {"rpyc": serve_rpyc, "pyro5": serve_pyro5}[sys.argv[1]]()
+    {"rpyc": serve_rpyc, "pyro5": serve_pyro5, "rpc": serve_rpc}[sys.argv[1]]()

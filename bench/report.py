@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import peers_md
+
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).parent.parent
 MARKER = re.compile(r"(<!-- bench:([a-z0-9-]+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
@@ -788,50 +790,26 @@ def dcof_run(r: Results) -> str:
 
 # -- peers --------------------------------------------------------------------------------
 
-PEER_LABELS = {
-    "offload": "offload",
-    "ray": "Ray",
-    "dask": "Dask distributed",
-    "rpyc": "RPyC",
-    "pyro5": "Pyro5",
-}
-
 
 @block("peers")
 def peers(r: Results) -> str:
-    p = r["peers"]["peers"]
-    others = [k for k in p if k != "offload"]
-    ours = p["offload"]
-    short = {k: PEER_LABELS[k].split()[0] for k in others}
-    noop = ", ".join(f"{num(p[k]['noop_p50_us'])} ({short[k]})" for k in others[:-1])
-    noop += f" and {num(p[others[-1]]['noop_p50_us'])} us ({short[others[-1]]})"
-    echo = ", ".join(num(p[k]["echo_16MB_ms"]) for k in others[:-1])
-    echo += f" and {num(p[others[-1]]['echo_16MB_ms'])} ms"
     return (
-        "`python -m bench peers` puts the same no-op, array-echo and matrix calls through "
-        f"{', '.join(short[k] for k in others[:-1])} and {short[others[-1]]} "
-        "(`pip install -e '.[peers]'`; `bench/results/peers.json`): no-op p50 "
-        f"{num(ours['noop_p50_us'])} us for ours against {noop}; a 16 MB echo in "
-        f"{num(ours['echo_16MB_ms'])} ms against {echo}.\n"
+        "`python -m bench peers` runs offload beside raw pyzmq, a minimal pickle-5 RPC on the "
+        "same sockets, Pyro5, execnet, ProcessPoolExecutor, RPyC, Ray and Dask, each with one "
+        "remote worker process on loopback (`pip install -e '.[peers]'`; "
+        "`bench/results/peers.json`):\n\n" + peers_md.summary(r["peers"])
     )
 
 
 @block("peers-run")
 def peers_run(r: Results) -> str:
     report = r["peers"]
-    rows = []
-    for key, row in report["peers"].items():
-        rows.append(
-            f"| {PEER_LABELS.get(key, key)} {row['version']} | {row['noop_p50_us']:.0f} / "
-            f"{row['noop_p99_us']:.0f} | {row['echo_1MB_ms']:.2f} ({row['echo_1MB_MBps']:.0f}) | "
-            f"{row['echo_16MB_ms']:.1f} ({row['echo_16MB_MBps']:.0f}) | "
-            f"{row['matmul_300_ms']:.1f} | {row['startup_s']:.1f} |"
-        )
-    size = "" if report["size"] == "full" else ", a quick run (`--quick`)"
     return (
-        f"`bench/results/peers.json`, same VM{size}, each framework with its defaults:\n\n"
-        "| framework | no-op p50 / p99 us | echo 1 MB ms (MB/s) | echo 16 MB ms (MB/s) | "
-        "300x300 matrix ms | startup s |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        "`bench/results/peers.json`, same VM, each system with its defaults; "
+        + peers_md.header(report)
+        + "\n\n"
+        + "\n".join(peers_md.table(report))
+        + "\n"
     )
 
 

@@ -1,31 +1,43 @@
-"""Smoke run of the peers benchmark: ours and one peer measured, a missing peer skipped."""
+"""Smoke run of the peers benchmark: raw, minimal RPC, ProcessPoolExecutor and offload measured."""
 
 from __future__ import annotations
 
 import importlib.util
 
-import pytest
+from . import peers, peers_md
 
-from . import peers
+MEASURED = ["raw", "rpc", "ppe", "offload"]
 
 
-def test_ours_measured_and_a_missing_peer_skipped(monkeypatch, tmp_path):
+def test_the_four_measured_against_raw_and_a_missing_peer_skipped(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(
         peers.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "rpyc" else real(name, *a),
     )
-    rows = peers.run(["offload", "rpyc"], size="smoke")
+    report = {"size": "smoke", "machine": {}} | peers.run([*MEASURED, "rpyc"], size="smoke")
+    rows = report["peers"]
     assert "not installed" in rows["rpyc"]["skipped"]
+    big = report["big_mb"]
+    for name in MEASURED:
+        row = rows[name]
+        assert 0 < row["noop_p50_us"] <= row["noop_p99_us"], name
+        assert row["noop_calls"] == peers.COUNTS["smoke"]["noop"]
+        assert row["client_cpu_us"] > 0 and row["server_cpu_total_us"] >= 0, name
+        assert row["echo_1MB_MBps"] > 0 and row[f"echo_{big}MB_MBps"] > 0, name
+        for key in (
+            "noop_p50_vs_raw",
+            "noop_p99_vs_raw",
+            "echo_1MB_vs_raw",
+            f"echo_{big}MB_vs_raw",
+        ):
+            assert row[key] > 0, (name, key)
+    assert rows["raw"]["noop_p50_vs_raw"] == 1.0
+    # offload's server side is its edge-server front and its worker, apart and summed
     ours = rows["offload"]
-    assert 0 < ours["noop_p50_us"] <= ours["noop_p99_us"]
-    assert ours["echo_16MB_MBps"] > 0 and ours["matmul_300_ms"] > 0
-    text = peers.markdown({"size": "smoke", "machine": {}, "peers": rows})
-    assert "| rpyc | - | rpyc not installed" in text and "| offload | 0.1.0 |" in text
-
-
-def test_a_peer_through_its_own_server_process():
-    pytest.importorskip("Pyro5")
-    rows = peers.run(["pyro5"], size="smoke")
-    assert rows["pyro5"]["matmul_300_ms"] > 0  # the result was checked against a local run
+    assert set(ours["server_cpu_us"]) == {"front", "worker"}
+    assert ours["server_cpu_total_us"] == sum(ours["server_cpu_us"].values())
+    text = peers_md.markdown(report, "-")
+    assert "| RPyC | - | rpyc not installed" in text and "| offload (edge server" in text
+    assert "Not installed, so not run: RPyC." in peers_md.summary(report)

@@ -1,0 +1,104 @@
+"""The markdown of a ``bench peers`` report: ``peers.md`` and the README blocks.
+
+Kept apart from :mod:`bench.peers` so that ``python -m bench report`` formats
+the committed results without importing what the measurement needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _x(ratio: float | None) -> str:
+    return f" ({ratio:.2f}x)" if ratio is not None else ""
+
+
+def mbps(row: dict[str, Any], mb: int) -> str:
+    """Echo throughput and its ratio to raw pyzmq's: ``1,234 (0.87x)``."""
+    value = row[f"echo_{mb}MB_MBps"]
+    if value is None:
+        return "not run (too slow)"
+    return f"{value:,.0f}{_x(row.get(f'echo_{mb}MB_vs_raw'))}"
+
+
+def server_cpu(row: dict[str, Any]) -> str:
+    """Server CPU per call: ``front 90 + worker 40 = 130`` when split, else the one figure."""
+    parts = row["server_cpu_us"]
+    if len(parts) == 1:
+        return f"{row['server_cpu_total_us']:.0f}"
+    split = " + ".join(f"{k} {v:.0f}" for k, v in parts.items())
+    return f"{split} = {row['server_cpu_total_us']:.0f}"
+
+
+def header(report: dict[str, Any]) -> str:
+    """What the run was: size, rounds, what each figure is, the load, whether clusters ran."""
+    loads = report["load_average_1min"]
+    cpus = report["machine"].get("cpus", "?") if report["machine"] else "?"
+    return (
+        f"{report['size']} run, {report['rounds']} rounds in rotation, each system started alone "
+        "in each round; no-op: p50 / p99 of the median round; CPU per no-op call over all its "
+        "rounds (client: `process_time`; server: psutil, its processes and their children); "
+        f"echo: random int64 arrays of 1 and {report['big_mb']} MB, median round trip, MB/s "
+        "counting both ways; (Nx): against raw pyzmq in this run. Load average (1 min) during "
+        f"the run: {min(loads):.1f}-{max(loads):.1f} on {cpus} CPUs."
+        + ("" if report["clusters"] else " Ray and Dask not run (`--no-clusters`).")
+    )
+
+
+def table(report: dict[str, Any]) -> list[str]:
+    """Every system's figures, one row each."""
+    big = report["big_mb"]
+    lines = [
+        "| system | version | no-op calls | no-op p50 us | no-op p99 us | client CPU us/call "
+        f"| server CPU us/call | echo 1 MB MB/s | echo {big} MB MB/s | startup s "
+        "| how arrays travel |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in report["peers"].values():
+        if "skipped" in r:
+            lines.append(f"| {r['label']} | - | {r['skipped']} | | | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['label']} | {r['version']} | {r['noop_calls']:,} | {r['noop_p50_us']:,.0f}"
+            f"{_x(r.get('noop_p50_vs_raw'))} | {r['noop_p99_us']:,.0f}"
+            f"{_x(r.get('noop_p99_vs_raw'))} | {r['client_cpu_us']:.0f} | {server_cpu(r)} "
+            f"| {mbps(r, 1)} | {mbps(r, big)} | {r['startup_s']:.1f} | {r['transport']} |"
+        )
+    return lines
+
+
+def markdown(report: dict[str, Any], machine: str) -> str:
+    """``peers.md``: the header, the machine and the table."""
+    lines = [
+        "# Peers on loopback, one remote worker process each",
+        "",
+        f"- machine: {machine}",
+        f"- {header(report)}",
+        "",
+        *table(report),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def summary(report: dict[str, Any]) -> str:
+    """README's block: no-op p50 (x raw), p99, CPU per call and the echoes against raw."""
+    big = report["big_mb"]
+    lines = [
+        "| system | no-op p50 us (x raw) | p99 us (x raw) | CPU us/call client / server "
+        f"| echo 1 MB vs raw | echo {big} MB vs raw |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in report["peers"].values():
+        if "skipped" in r:
+            continue
+        ratios = [r.get(f"echo_{mb}MB_vs_raw") for mb in (1, big)]
+        lines.append(
+            f"| {r['label']} | {r['noop_p50_us']:,.0f}{_x(r.get('noop_p50_vs_raw'))} "
+            f"| {r['noop_p99_us']:,.0f}{_x(r.get('noop_p99_vs_raw'))} "
+            f"| {r['client_cpu_us']:.0f} / {server_cpu(r)} | "
+            + " | ".join("-" if x is None else f"{x:.2f}" for x in ratios)
+            + " |"
+        )
+    skipped = [r["label"] for r in report["peers"].values() if "skipped" in r]
+    note = f" Not installed, so not run: {', '.join(skipped)}." if skipped else ""
+    return "\n".join(lines) + "\n\n" + header(report) + note + "\n"
