@@ -18,7 +18,8 @@ def _serve(address: Any) -> None:
     address.put(f"tcp://127.0.0.1:{port}")
     while True:
         frames = sock.recv_multipart(copy=False)
-        if len(frames) == 2 and frames[1].bytes == b"STOP":
+        # len() first: ``.bytes`` copies the frame, and an array echo is two frames too
+        if len(frames) == 2 and len(frames[1]) == 4 and frames[1].bytes == b"STOP":
             break
         sock.send_multipart(frames, copy=False)
     sock.close()
