@@ -8,7 +8,7 @@ in rotation (each round starts, measures and stops every system, the next
 round starting one further down the list), three rounds in a full run, so
 a shared machine's slow spells fall on all of them. Per system:
 
-- no-op p50 and p99 (the median round's) and their ratio to raw pyzmq's;
+- no-op p50 and p99 (medians of the rounds' figures) and their ratio to raw pyzmq's;
 - CPU per no-op call in the calling process (``time.process_time``) and on
   the server side (``psutil`` CPU times of the system's server processes and
   their children; ``offload``'s edge-server front and its worker apart and
@@ -135,7 +135,7 @@ def measure_round(peer: Peer, counts: dict[str, int], arrays: dict[int, Any]) ->
 
 
 def summarise(rounds: list[dict[str, Any]], big: int) -> dict[str, Any]:
-    """One system's figures over its rounds: median round for latency, totals for CPU."""
+    """One system's figures over its rounds: medians of the rounds for latency, totals for CPU."""
     calls = sum(r["calls"] for r in rounds)
     server = {
         g: sum(r["server_cpu_s"][g] for r in rounds) / calls * 1e6

@@ -35,8 +35,9 @@ def header(report: dict[str, Any]) -> str:
     loads = report["load_average_1min"]
     cpus = report["machine"].get("cpus", "?") if report["machine"] else "?"
     return (
-        f"{report['size']} run, {report['rounds']} rounds in rotation, each system started alone "
-        "in each round; no-op: p50 / p99 of the median round; CPU per no-op call over all its "
+        f"A {report['size']} run, {report['rounds']} rounds in rotation, each system started "
+        "alone in each round; no-op: the median over rounds of each round's p50 and p99; CPU "
+        "per no-op call over all its "
         "rounds (client: `process_time`; server: psutil, its processes and their children); "
         f"echo: random int64 arrays of 1 and {report['big_mb']} MB, median round trip, MB/s "
         "counting both ways; (Nx): against raw pyzmq in this run. Load average (1 min) during "

@@ -21,6 +21,7 @@ SETTINGS = (
     "with a 99% Student-t interval",
     "intervals are 2-5 ms",
     "arrays over 100 KB",
+    "the 1 MB echo runs under 50 MB/s",
 )
 
 
