@@ -36,10 +36,12 @@ sets it at what the worker holds plus ``limit_memory``, and
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import resource
 import signal
+import time
 from pathlib import Path
 
 import psutil
@@ -294,13 +296,24 @@ def release(path: Path | None) -> None:
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(psutil.Error):
             psutil.wait_procs([psutil.Process(p) for p in left], timeout=0.005)
-    with contextlib.suppress(OSError):
-        path.rmdir()
+    _rmdir(path, patience=0.2)  # bounded: this runs on the server's loop
 
 
 def release_server(server_pid: int, controller: str = "pids") -> None:
     """Remove the (by now empty) cgroup that held server ``server_pid``'s workers' groups."""
     path = group(server_pid, "", controller)
     if path is not None:
-        with contextlib.suppress(OSError):
+        _rmdir(path)
+
+
+def _rmdir(path: Path, patience: float = 1.0) -> None:
+    """Remove an empty cgroup; a group whose last process is still exiting is busy a moment."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
             path.rmdir()
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                return
+        time.sleep(0.01)
