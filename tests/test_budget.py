@@ -10,6 +10,7 @@ connection closes.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -227,3 +228,38 @@ def test_large_arenas_are_reused_while_calls_come_and_given_back_when_idle(make_
             time.sleep(0.1)
         assert not large_arenas()  # idle: given back
         assert client.call(echo, (big,), {}) == big
+
+
+def test_kept_results_count_against_their_client_until_written(tmp_path, monkeypatch):
+    from edge_server.budget import Budget
+    from edge_server.payloads import PayloadFiles
+    from edge_server.store import Store
+
+    gate = threading.Event()
+    write = PayloadFiles._write
+    monkeypatch.setattr(PayloadFiles, "_write", lambda *a: gate.wait(20) and write(*a))
+    store = Store(tmp_path / "jobs.sqlite", file_min=2**20)
+    budget = Budget(8 * 2**20, 4 * 2**20)
+    budget.outside = store.held
+    try:
+        store.added(1, "", "f", 1, b"a", 10, 1.0, False)
+        store.added(2, "", "f", 2, b"b", 10, 1.0, False)
+        store.waiting(2, [b"h", os.urandom(2 * 2**20)])  # a queued call: its job counts it
+        store.ended(1, "", "done", 10, 3 * 2**20, 0.0, None, [b"h", bytes(3 * 2**20)], holder=b"a")
+        store.added(3, "", "f", 3, b"a", 10, 1.0, False)
+        store.ended(3, "", "done", 10, 5, 0.0, None, [b"h", b"small"], holder=b"a")
+        kept = 3 * 2**20 + 1 + 6  # with their headers
+        assert store.held(b"a") == kept and store.held() == kept and store.held(b"b") == 0
+        assert budget.snapshot()["held_bytes"] == kept
+        with pytest.raises(offload.ServerBusy, match="client budget"):
+            budget.take(b"a", 2**20)  # 3 MB kept for it, not yet on disk: 1 MB more is over 4
+        store.started(2, True)  # the call's write, still queued, is dropped: its frames go
+        assert store.files.held() == 3 * 2**20 + 1
+        store.flush()  # the small result is written
+        gate.set()
+        wait_for(lambda: store.held() == 0 and store.files.held() == 0)
+        assert budget.take(b"a", 2**20) == 2**20  # written: its bytes no longer count
+        assert store.frames(1, "result")[1] == bytes(3 * 2**20)
+    finally:
+        gate.set()
+        store.close()
