@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -50,13 +51,18 @@ def health_latencies(server: offload.LocalServer, stop: threading.Event) -> list
     return times
 
 
-def flood(server: offload.LocalServer, calls: int, size: int, busy: int = 0) -> zmq.Socket:
-    """A call of ``busy`` bytes keeps the worker busy; ``calls`` of ``size`` bytes queue."""
-    sock = connect(server)
-    sock.send_multipart(call(apps.hold, os.urandom(busy), 30.0, rid=1))
+def flood_messages(calls: int, size: int, busy: int = 0) -> list[list[Any]]:
+    """A call of ``busy`` bytes to keep the worker busy, then ``calls`` of ``size`` bytes."""
     data = os.urandom(size)
-    for rid in range(2, calls + 2):
-        sock.send_multipart(call(apps.hold, data, 0.0, rid=rid), copy=False)
+    first = call(apps.hold, os.urandom(busy), 30.0, rid=1)
+    return [first, *(call(apps.hold, data, 0.0, rid=rid) for rid in range(2, calls + 2))]
+
+
+def flood(server: offload.LocalServer, messages: list[list[Any]]) -> zmq.Socket:
+    """Send ``messages`` (built beforehand: pickling 64 MB holds this process's GIL)."""
+    sock = connect(server)
+    for frames in messages:
+        sock.send_multipart(frames, copy=False)
     return sock
 
 
@@ -74,6 +80,9 @@ def test_health_is_answered_while_a_gigabyte_of_calls_is_queued(tmp_path):
             *("--memory-budget", "2G", "--client-budget", "2G"),
         ],
     )
+    # Built before the measuring starts: pickling a gigabyte in this process would hold
+    # the GIL the health checker needs, and measure the test instead of the server.
+    messages = flood_messages(16, 64 * MB)
     stop = threading.Event()
     latencies: list[float] = []
     watcher = threading.Thread(target=lambda: latencies.extend(health_latencies(server, stop)))
@@ -82,7 +91,7 @@ def test_health_is_answered_while_a_gigabyte_of_calls_is_queued(tmp_path):
         with offload.Client(server) as client:
             client.ping(timeout=10)
             watcher.start()
-            sock = flood(server, 16, 64 * MB)  # 1 GB
+            sock = flood(server, messages)  # 1 GB
             wait_for(lambda: client.server.health()["queued"] == 16, timeout=60)
             wait_for(lambda: payload_bytes(tmp_path) >= 16 * 64 * MB, timeout=60)
         stop.set()
@@ -120,7 +129,8 @@ def test_after_sigkill_the_next_start_sweeps_what_no_job_needs(tmp_path):
     pid = server.process.pid
     sock = None
     try:
-        sock = flood(server, 4, 8 * MB, busy=4 * MB)  # the running one staged in shared memory
+        # The running one is staged in shared memory.
+        sock = flood(server, flood_messages(4, 8 * MB, busy=4 * MB))
         wait_for(lambda: payload_bytes(tmp_path) >= 4 * 8 * MB)
         wait_for(lambda: list(arena_dir().glob(f"offload-{pid}-*")))
         (tmp_path / "payloads" / "999.call.tmp").mkdir()  # as a write cut short leaves it
