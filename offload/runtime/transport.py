@@ -87,7 +87,9 @@ class Connection:
         self.address = address
         #: The data socket's routing id, chosen here: heartbeats vouch for it.
         self.identity = b"c" + secrets.token_bytes(15)
-        self._link = Link(context, address, self.identity, curve, int(heartbeat_interval * 1000))
+        self._link = Link(
+            context, address, self.identity, curve, int(heartbeat_interval * 1000), max_reply
+        )
         self._observers: tuple[Observer, ...] = () if observer is None else (observer,)
         self._max_reply = max_reply
 
