@@ -11,7 +11,9 @@ A frame over ``max_frame`` bytes is refused as it arrives: ZeroMQ's
 MAXMSGSIZE cuts the connection after its first bytes, where reading frame by
 frame would come too late (ZeroMQ hands a message over only once all of its
 frames are in memory). ZeroMQ never reconnects a socket it cut for that, so
-the data socket is then made again, under the same routing id.
+the data socket is then made again, under a new routing id: the server may
+still hold the old one's connection, and ZeroMQ would leave a second
+connection claiming it unread.
 
 Not thread-safe: only the connection's current socket owner (its *leader*)
 touches the sockets; any thread may :meth:`Link.wake` it.
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import select
 from collections.abc import Sequence
 from typing import Any
@@ -85,6 +88,7 @@ class Link:
             self._fdpoll.unregister(sockets.fd(sock))
         self._monitor.close(linger=0)
         self.sock.close(linger=0)
+        self.identity = new_identity()  # heartbeats vouch for this one from now on
         self._open_data()
 
     def send(self, frames: Sequence[Any]) -> None:
@@ -198,6 +202,11 @@ class Link:
         self._hb.close(linger=0)
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def new_identity() -> bytes:
+    """A data socket's routing id: random, so that no two clients share one."""
+    return b"c" + secrets.token_bytes(15)
 
 
 _REFUSED = (

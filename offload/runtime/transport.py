@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import secrets
 import struct
 import threading
 import time
@@ -49,7 +48,7 @@ import zmq
 
 from .._exceptions import ProtocolError, ServerUnavailable
 from . import protocol, sockets
-from .link import Link
+from .link import Link, new_identity
 from .pending import Decoder, Pending
 
 __all__ = ["RECEIVED", "SENT", "Connection", "Decoder", "Observer"]
@@ -85,8 +84,8 @@ class Connection:
         request as its frames arrive, before it is all in memory (None: no limit).
         """
         self.address = address
-        #: The data socket's routing id, chosen here: heartbeats vouch for it.
-        self.identity = b"c" + secrets.token_bytes(15)
+        #: The data socket's first routing id (a socket made again gets a new one: see Link).
+        self.identity = new_identity()
         self._link = Link(
             context, address, self.identity, curve, int(heartbeat_interval * 1000), max_reply
         )
