@@ -25,6 +25,7 @@ import contextlib
 import os
 import secrets
 import select
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -73,9 +74,13 @@ class Link:
         self.sock = _dealer(self._context, self.address, self.identity, self._curve,
                             self._max_frame)  # fmt: skip
         self._shaken = False  # a handshake succeeded on it (so a cut is not a refusal)
+        self._cut_at: float | None = None  # disconnected after a handshake, no retry seen yet
         # The data connection's own fate: a disconnect loses the calls sent on it.
         self._monitor = self.sock.get_monitor_socket(
-            zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | _REFUSED
+            zmq.EVENT_DISCONNECTED
+            | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_CONNECT_RETRIED
+            | _REFUSED
         )
         self._monitor_fd = sockets.fd(self._monitor)
         for sock in (self.sock, self._monitor):
@@ -91,8 +96,10 @@ class Link:
         self.identity = new_identity()  # heartbeats vouch for this one from now on
         self._open_data()
 
-    def send(self, frames: Sequence[Any]) -> None:
-        """Queue a message on the data socket without blocking."""
+    def send(self, frames: Sequence[Any], pending: Pending) -> None:
+        """Queue a message on the data socket without blocking (see :meth:`_mend`)."""
+        if self._cut_at is not None:
+            self._mend(pending, wait=True)
         try:
             sockets.send_frames(self.sock, frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
@@ -148,19 +155,10 @@ class Link:
         if events:
             fired = {fd for fd, _ in events}
             if self._monitor_fd in fired:
-                cut = False
-                while sockets.readable(self._monitor):
-                    event = zmq.utils.monitor.parse_monitor_message(self._monitor.recv_multipart())
-                    if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                        self._shaken = True
-                    elif event["event"] == zmq.EVENT_DISCONNECTED:
-                        cut = cut or self._shaken
-                        pending.disconnected(self._max_frame)
-                    else:
-                        pending.refused(self._refusal(int(event["event"])))
-                if cut:  # after a handshake: not a refusal, so a new socket will not hammer
-                    self._renew_data()
+                self._read_monitor(pending)
             self._hb_dirty = self._hb_dirty or self._hb_fd in fired
+        if self._cut_at is not None:
+            self._mend(pending, wait=False)
         pending.fail_if_refused()
         if self._hb_dirty:
             self._hb_dirty = False
@@ -168,6 +166,37 @@ class Link:
                 pending.on_pong(self._hb.recv_multipart())
         if pending.ping_due():
             self._ping()
+
+    def _read_monitor(self, pending: Pending) -> None:
+        """What happened to the data connection: into ``pending``, and whether it was cut."""
+        while sockets.readable(self._monitor):
+            event = zmq.utils.monitor.parse_monitor_message(self._monitor.recv_multipart())
+            kind = event["event"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._shaken, self._cut_at = True, None
+            elif kind == zmq.EVENT_CONNECT_RETRIED:
+                self._cut_at = None  # ZeroMQ reconnects by itself
+            elif kind == zmq.EVENT_DISCONNECTED:
+                if self._shaken:  # not a refusal: a new socket would not hammer the server
+                    self._cut_at = time.monotonic()
+                pending.disconnected(self._max_frame)
+            else:
+                pending.refused(self._refusal(int(kind)))
+
+    def _mend(self, pending: Pending, wait: bool) -> None:
+        """Make the data socket again if ZeroMQ cut it for good.
+
+        ZeroMQ reconnects after a lost connection (it says CONNECT_RETRIED at
+        once), never after cutting one itself (an oversize frame). ``wait``:
+        a message is about to go, so wait for ZeroMQ's word rather than time.
+        """
+        assert self._cut_at is not None
+        deadline = self._cut_at + _RETRY_SAID_S
+        while wait and self._cut_at is not None and time.monotonic() < deadline:
+            if self._monitor.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+                self._read_monitor(pending)
+        if self._cut_at is not None and time.monotonic() >= deadline:
+            self._renew_data()
 
     def _refusal(self, event: int) -> AuthenticationFailed:
         """What a failed handshake says: which keys to check."""
@@ -202,6 +231,9 @@ class Link:
         self._hb.close(linger=0)
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+_RETRY_SAID_S = 0.2  # ZeroMQ says it will reconnect within this long of a lost connection
 
 
 def new_identity() -> bytes:

@@ -349,7 +349,7 @@ class Connection:
     # -- socket I/O (the leader only) ---------------------------------------------------------
 
     def _send(self, frames: Sequence[Any]) -> None:
-        self._link.send(frames)
+        self._link.send(frames, self._pending)
         if self._observers:
             kind, request_id = _KIND_AND_ID.unpack_from(frames[0])
             self._notify(request_id, SENT, kind, frames)
