@@ -72,14 +72,21 @@ class ArenaWriter:
         if self.size > KEEP_MAX:
             self.close()
 
-    def pack(self, frames: Sequence[Any]) -> tuple[bytes, bytes, list[Any]]:
-        """Place large frames in the arena: return ``(arena name, spans, inline frames)``."""
+    def pack(
+        self, frames: Sequence[Any], release_gil: bool = False
+    ) -> tuple[bytes, bytes, list[Any]]:
+        """Place large frames in the arena: return ``(arena name, spans, inline frames)``.
+
+        ``release_gil``: copy with numpy, which lets other threads run meanwhile
+        (a copy into a mapping holds the GIL), for a caller on a thread of its own.
+        """
         views = [memoryview(f) for f in frames]
         large = [v.nbytes for v in views if v.nbytes >= ARENA_MIN]
         if not large:
             return b"", _SPAN.pack(INLINE, 0, 0) * len(views), views
         self._reserve(sum(_aligned(n) for n in large))
-        assert self._map is not None
+        arena = self._map
+        assert arena is not None
         spans, inline, offset = [], [], 0
         for view in views:
             n = view.nbytes
@@ -87,7 +94,14 @@ class ArenaWriter:
                 spans.append(_SPAN.pack(INLINE, 0, n))
                 inline.append(view)
                 continue
-            self._map[offset : offset + n] = view.cast("B")
+            if release_gil:
+                import numpy as np  # the server has it loaded already
+
+                target = np.frombuffer(arena, np.uint8, n, offset)
+                target[:] = np.frombuffer(view.cast("B"), np.uint8)
+                del target  # a view of the mapping must not outlive the copy
+            else:
+                arena[offset : offset + n] = view.cast("B")
             spans.append(_SPAN.pack(MAPPED, offset, n))
             offset += _aligned(n)
         return self.name, b"".join(spans), inline

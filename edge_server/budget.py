@@ -5,7 +5,7 @@ from the moment its call is admitted until it is let go: the call's payload
 while it waits in the queue and while a worker runs it (the frames, their copy
 in the worker's arena, the payload file), then the reply while ZeroMQ still
 sends it from the worker's result arena (a client that never reads its
-replies keeps them there). Two ceilings:
+replies keeps them there), and a kept result until it is written to disk. Two ceilings:
 
 * ``memory_budget``: all clients together;
 * ``client_budget``: one client (its ZeroMQ identity). A client that holds
@@ -45,19 +45,29 @@ class Budget:
         self.by_client: Counter[bytes] = Counter()
         #: Let go of what has been sent since the loop last looked (set by the dispatcher).
         self.settle: Callable[[], None] = lambda: None
+        #: Bytes held outside these counts, of a client (None: of all): the kept results
+        #: still waiting for the disk (set by the ledger, from the store).
+        self.outside: Callable[[bytes | None], int] = lambda client: 0
+
+    def of(self, client: bytes | None = None) -> int:
+        """Bytes held for ``client`` (None: for all clients)."""
+        if client is None:
+            return self.held + self.outside(None)
+        return self.by_client.get(client, 0) + self.outside(client)
 
     def over(self, client: bytes, size: int) -> str | None:
         """Why holding ``size`` more bytes for ``client`` is not possible, or None if it is."""
-        mine = self.by_client.get(client, 0)
+        mine = self.of(client)
         if mine and mine + size > self.per_client:
             return (
                 f"client budget: this client holds {megabytes(mine)} of "
                 f"{megabytes(self.per_client)} (queued calls and unread replies); "
                 f"{megabytes(size)} more do not fit"
             )
-        if self.held + size > self.total:
+        held = self.of()
+        if held + size > self.total:
             return (
-                f"memory budget: the server holds {megabytes(self.held)} of "
+                f"memory budget: the server holds {megabytes(held)} of "
                 f"{megabytes(self.total)} for all clients; {megabytes(size)} more do not fit"
             )
         return None
@@ -94,7 +104,7 @@ class Budget:
     def snapshot(self) -> dict[str, int]:
         """What health reports: bytes held, the ceilings, and clients holding any."""
         return {
-            "held_bytes": self.held,
+            "held_bytes": self.of(),
             "memory_budget": self.total,
             "client_budget": self.per_client,
             "clients_holding": len(self.by_client),

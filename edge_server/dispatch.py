@@ -1,7 +1,8 @@
 """The worker side of the event loop: hand queued jobs to idle workers and route what comes back.
 
 A job goes to an idle worker over its Unix-socket channel (large frames
-through the worker's in-arena); the worker answers with checkpoints (sent
+through the worker's in-arena, a large call's copied there by
+:mod:`~edge_server.staging`'s thread); the worker answers with checkpoints (sent
 straight on to the client) and one DONE, whose reply goes to the client
 (large frames tracked until ZeroMQ has sent them, then the arena is freed).
 A job past its deadline has its worker killed; a worker that dies fails its
@@ -43,6 +44,7 @@ from .config import ServerConfig
 from .fairqueue import FairQueue
 from .ledger import Ledger, outcome
 from .pool import ARENA_IDLE_S, Pool, Worker
+from .staging import STAGE_MIN, Staged, Stager
 
 log = logging.getLogger("edge_server")
 
@@ -76,6 +78,7 @@ class Dispatcher:
         # key of their own) -> tracker, client, size (charged until the tracker is done).
         self.unsent: dict[bytes, tuple[zmq.MessageTracker, bytes, int]] = {}
         self._sent = 0
+        self.stager: Stager | None = None  # copies large calls off the loop (set by the engine)
         ledger.budget.settle = self.settle  # a refusal looks at what was sent meanwhile
 
     def fail(self, job: Job, error: OffloadError, state: JobState = JobState.FAILED) -> None:
@@ -89,10 +92,7 @@ class Dispatcher:
 
     def worker_of(self, job_id: int) -> Worker | None:
         """The worker running job ``job_id``, if one is."""
-        for worker in self.pool.by_identity.values():
-            if worker.job is not None and worker.job.id == job_id:
-                return worker
-        return None
+        return self.pool.worker_of(job_id)
 
     def stop_job(self, worker: Worker, why: str) -> Job:
         """Kill ``worker``, which is running a job (a fresh one replaces it); return the job.
@@ -169,7 +169,7 @@ class Dispatcher:
             self.release_arenas()  # a FREE ahead of the job lets the worker reuse its arena
         picked: list[tuple[Job, Worker]] = []
         while self.queue and self.idle:
-            job = self.queue.pop(self._at_running_limit)
+            job = self.queue.pop(self.pool.at_running_limit)
             if job is None:
                 break  # every client with calls waiting has its share running
             worker = self.idle.popleft()
@@ -190,16 +190,34 @@ class Dispatcher:
             self._hand(job, worker)
 
     def _hand(self, job: Job, worker: Worker) -> None:
-        """Send ``job`` to ``worker`` (large frames through its arena)."""
-        header, payload = job.frames[0], job.frames[1:]
+        """Send ``job`` to ``worker`` (large frames via its arena; a large call via the stager)."""
+        frames = [f.buffer for f in job.frames[1:]]
+        worker.trim_at = None  # busy: its arenas are in use
+        if self.stager is not None and sum(f.nbytes for f in frames) >= STAGE_MIN:
+            self.stager.stage(worker, job, worker.in_arena, frames)
+            return
         try:
-            name, spans, inline = worker.in_arena.pack([f.buffer for f in payload])
-        except OSError as exc:  # e.g. /dev/shm is full
+            staged: Staged = worker.in_arena.pack(frames)
+        except OSError as exc:
+            staged = exc
+        self._send_job(job, worker, staged)
+
+    def staged(self) -> None:
+        """Send the jobs the stager has put in their workers' arenas (unless ended meanwhile)."""
+        assert self.stager is not None
+        for worker, job, staged in self.stager.collect():
+            if worker.job is job and worker in self.pool.by_identity.values():
+                self._send_job(job, worker, staged)
+
+    def _send_job(self, job: Job, worker: Worker, staged: Staged) -> None:
+        if isinstance(staged, Exception):  # e.g. /dev/shm is full
             worker.job = None
             self.idle.appendleft(worker)
-            log.error("cannot stage job %d for a worker: %s", job.id, exc)
-            self.fail(job, ServerUnavailable(f"server: {exc}"))
+            log.error("cannot stage job %d for a worker: %s", job.id, staged)
+            self.fail(job, ServerUnavailable(f"server: {staged}"))
             return
+        name, spans, inline = staged
+        header = job.frames[0]
         assert worker.channel is not None
         try:
             worker.channel.send(
@@ -216,20 +234,8 @@ class Dispatcher:
             self.fail(job, ProtocolError(f"cannot run: {exc}"))
             return
         worker.handed += 1  # as the worker counts the jobs it receives (stop signals)
-        worker.trim_at = None  # busy: its arenas are in use
         self.dispatched_at = time.perf_counter()
         worker.deadline = time.monotonic() + job.timeout if job.timeout else None
-
-    def _at_running_limit(self, client: bytes) -> bool:
-        """Whether ``client`` already has ``max_running_per_client`` calls running."""
-        limit = self.config.max_running_per_client
-        if limit >= len(self.pool.by_identity):
-            return False  # no client can reach it: skip the count (the usual case)
-        running = 0
-        for worker in self.pool.by_identity.values():
-            if worker.job is not None and worker.job.client == client:
-                running += 1
-        return running >= limit
 
     # -- from the workers -----------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from .fairqueue import FairQueue
 from .ledger import Ledger
 from .pool import Deployed, Pool
 from .registry import Registry
+from .staging import Stager
 from .store import Store
 
 
@@ -95,6 +96,7 @@ class LocalEngine:
     ) -> None:
         self.pool = Pool(config, workdir, arena_directory, token)
         self.workers = Dispatcher(config, self.pool, queue, ledger, send)
+        self.stager = self.workers.stager = Stager()
         self._trim_due: float | None = None
 
     def start(self) -> None:
@@ -110,6 +112,7 @@ class LocalEngine:
 
     def stop(self, timeout: float) -> None:
         self.pool.stop(timeout=timeout)
+        self.stager.close()
 
     def watched(self) -> set[int] | None:
         pool = self.pool
@@ -117,7 +120,7 @@ class LocalEngine:
             return None
         pool.changed = False
         fds = pool.by_sentinel.keys() | pool.by_fd.keys() | pool.unnamed.keys()
-        return {*fds, pool.listener.fileno()}
+        return {*fds, pool.listener.fileno(), self.stager.fd}
 
     def handle(self, fds: list[int]) -> None:
         # Deaths and new connections are handled after the whole batch: they close
@@ -133,6 +136,8 @@ class LocalEngine:
                 deaths.append(pool.by_sentinel[fd])
             elif fd == pool.listener.fileno():
                 incoming = True
+            elif fd == self.stager.fd:
+                workers.staged()
         for worker in deaths:
             workers.on_death(worker)
         if incoming:

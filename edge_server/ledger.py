@@ -85,6 +85,7 @@ class Ledger:
         self._running: set[int] = set()  # while any job runs, the store hears that we live
         self._alive_at = 0.0
         self.budget = Budget(config.memory_budget, config.client_budget)
+        self.budget.outside = store.held  # kept results until they are written
         #: Control operations an engine adds (a site's quote, credits, lend, resources):
         #: op -> handler(owner, request body) -> reply body.
         self.extra_ops: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {}
@@ -183,6 +184,7 @@ class Ledger:
             error,
             reply if keep else None,
             job.stored,
+            holder=job.client,
         )
         job.stored = False
         waiters = self._waiters.pop(job.id, ())

@@ -10,6 +10,11 @@ a ``.tmp`` directory and renamed into place when complete (a crash leaves a
 files of a job go when it no longer needs them (deleted by the same thread),
 and a start deletes those of jobs that no longer need them (:meth:`sweep`).
 
+Until it is written, a payload is memory: the thread holds only the frames
+still to write (a payload dropped before its turn is let go at once), and
+counts the bytes it holds for each *holder* (:meth:`held`), so that a kept
+result still waiting for the disk counts against its client's budget.
+
 Like SQLite with ``synchronous=NORMAL``, a payload survives the server process
 dying (it is in the page cache), not the machine losing power.
 """
@@ -22,6 +27,7 @@ import os
 import queue
 import shutil
 import threading
+from collections import Counter
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,11 +45,12 @@ class PayloadFiles:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self._todo: queue.SimpleQueue[tuple[str, int, str, Sequence[Any]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._todo: queue.SimpleQueue[tuple[str, int, str] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._dropped: set[tuple[int, str]] = set()  # dropped before their write was done
+        # What is still to write: (job, part) -> frames, their holder and size.
+        self._queued: dict[tuple[int, str], tuple[Sequence[Any], bytes, int]] = {}
+        self._dropped: set[tuple[int, str]] = set()  # dropped while being written
+        self._held: Counter[bytes] = Counter()  # bytes queued or being written, per holder
         self.pending = 0  # bytes handed to the thread and not yet written
         self._thread = threading.Thread(target=self._run, name="payload-writer", daemon=True)
         self._thread.start()
@@ -51,19 +58,42 @@ class PayloadFiles:
     def path(self, job_id: int, part: str) -> Path:
         return self.directory / f"{job_id}.{part}"
 
-    def put(self, job_id: int, part: str, frames: Sequence[Any]) -> None:
-        """Write ``frames`` of ``job_id``'s ``part`` (soon, off this thread)."""
+    def put(self, job_id: int, part: str, frames: Sequence[Any], holder: bytes = b"") -> None:
+        """Write ``frames`` of ``job_id``'s ``part`` (soon, off this thread).
+
+        Until written, their bytes count as held by ``holder`` (b"": counted elsewhere).
+        """
         size = sum(memoryview(f).nbytes for f in frames)
+        key = (job_id, part)
         with self._lock:
-            self._dropped.discard((job_id, part))
-            self.pending += size
-        self._todo.put(("put", job_id, part, frames))
+            self._dropped.discard(key)
+            self._forget(key)
+            self._queued[key] = (frames, holder, size)
+            self._count(holder, size)
+        self._todo.put(("put", job_id, part))
 
     def drop(self, job_id: int, part: str) -> None:
-        """Delete ``job_id``'s ``part`` (soon; a write still to come is skipped)."""
+        """Delete ``job_id``'s ``part`` (soon; a write still to come is skipped, and let go)."""
         with self._lock:
             self._dropped.add((job_id, part))
-        self._todo.put(("drop", job_id, part, ()))
+            self._forget((job_id, part))
+        self._todo.put(("drop", job_id, part))
+
+    def held(self, holder: bytes | None = None) -> int:
+        """Bytes queued or being written for ``holder`` (None: for anyone, b"" included)."""
+        with self._lock:
+            return self.pending if holder is None else self._held.get(holder, 0)
+
+    def _count(self, holder: bytes, size: int) -> None:  # with the lock
+        self.pending += size
+        self._held[holder] += size
+        if self._held[holder] <= 0:
+            del self._held[holder]
+
+    def _forget(self, key: tuple[int, str]) -> None:  # with the lock
+        gone = self._queued.pop(key, None)
+        if gone is not None:
+            self._count(gone[1], -gone[2])
 
     def read(self, job_id: int, part: str) -> list[bytes]:
         """The frames of ``job_id``'s ``part`` ([] if it has none on disk)."""
@@ -113,40 +143,44 @@ class PayloadFiles:
             task = self._todo.get()
             if task is _STOP:
                 return
-            action, job_id, part, frames = task
+            action, job_id, part = task
+            key, todo = (job_id, part), None
             try:
                 if action == "put":
-                    self._write(job_id, part, frames)
+                    with self._lock:
+                        todo = self._queued.get(key)
+                    if todo is not None:  # else dropped, or written by an earlier task
+                        self._write(job_id, part, todo[0])
                 else:
                     with self._lock:
-                        self._dropped.discard((job_id, part))
+                        self._dropped.discard(key)
                     _remove(self.path(job_id, part))
             except OSError as exc:  # e.g. the disk is full: this payload is not kept
                 log.error("cannot write the payload of job %d: %s", job_id, exc)
                 _remove(self.path(job_id, part).with_suffix(f".{part}.tmp"))
+            finally:
+                if todo is not None:
+                    with self._lock:  # written (or not): its frames are let go
+                        if self._queued.get(key) is todo:  # not put again meanwhile
+                            self._forget(key)
 
     def _write(self, job_id: int, part: str, frames: Sequence[Any]) -> None:
-        size = sum(memoryview(f).nbytes for f in frames)
-        try:
-            if self._skipped(job_id, part):
+        if self._skipped(job_id, part):
+            return
+        final = self.path(job_id, part)
+        scratch = final.with_name(final.name + ".tmp")
+        _remove(scratch)
+        scratch.mkdir()
+        for seq, frame in enumerate(frames):
+            if self._skipped(job_id, part):  # taken by a worker meanwhile: stop here
+                _remove(scratch)
                 return
-            final = self.path(job_id, part)
-            scratch = final.with_name(final.name + ".tmp")
-            _remove(scratch)
-            scratch.mkdir()
-            for seq, frame in enumerate(frames):
-                if self._skipped(job_id, part):  # taken by a worker meanwhile: stop here
-                    _remove(scratch)
-                    return
-                with open(scratch / str(seq), "wb") as out:
-                    out.write(memoryview(frame))
+            with open(scratch / str(seq), "wb") as out:
+                out.write(memoryview(frame))
+        _remove(final)
+        scratch.rename(final)
+        if self._skipped(job_id, part):
             _remove(final)
-            scratch.rename(final)
-            if self._skipped(job_id, part):
-                _remove(final)
-        finally:
-            with self._lock:
-                self.pending -= size
 
     def _skipped(self, job_id: int, part: str) -> bool:
         with self._lock:

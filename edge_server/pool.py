@@ -107,6 +107,23 @@ class Pool:
         self.deployed: tuple[Deployed, ...] = ()
         self.epoch = 0
 
+    def worker_of(self, job_id: int) -> Worker | None:
+        """The worker running job ``job_id``, if one is."""
+        for worker in self.by_identity.values():
+            if worker.job is not None and worker.job.id == job_id:
+                return worker
+        return None
+
+    def at_running_limit(self, client: bytes) -> bool:
+        """Whether ``client`` already has ``max_running_per_client`` calls running."""
+        limit = self._config.max_running_per_client
+        if limit >= len(self.by_identity):
+            return False  # no client can reach it: skip the count (the usual case)
+        running = sum(
+            w.job is not None and w.job.client == client for w in self.by_identity.values()
+        )
+        return running >= limit
+
     def in_use(self) -> set[Path]:
         """The deployed app directories live workers imported (not to be removed)."""
         return {Path(d[0]) for w in self.by_identity.values() for d in w.deployed}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,7 @@ class Store:
         self._in_files: set[int] = set()  # jobs whose waiting call is a payload file
         self._reclaimed = 0.0
         self._unwritten = Unwritten()
+        self._small: Counter[bytes] = Counter()  # bytes of small kept results, per holder
         self._oldest = 0.0  # when the oldest unwritten change was made (0: none)
 
     @property
@@ -154,8 +156,12 @@ class Store:
         reply: Sequence[Any] | None = None,
         stored_payload: bool = False,
         at: float | None = None,
+        holder: bytes = b"",
     ) -> None:
-        """A job finished in ``state`` (at ``at``, else now); ``reply`` (its frames) is kept."""
+        """A job finished in ``state`` (at ``at``, else now); ``reply`` (its frames) is kept.
+
+        The kept copy counts as held by ``holder`` until written (:meth:`held`).
+        """
         if error is not None:  # text from a job may hold lone surrogates SQLite cannot store
             error = error.encode("utf-8", "replace").decode()
         self._unwritten.ended.append(
@@ -164,10 +170,12 @@ class Store:
         self._unwritten.usage.append((owner, cpu_s, bytes_in, bytes_out))
         if reply is not None:  # copied: the frames may be in an arena a worker reuses
             copied = [bytes(f) for f in reply]
-            if sum(len(f) for f in copied) >= self._file_min:
-                self.files.put(job_id, "result", copied)
+            size = sum(len(f) for f in copied)
+            if size >= self._file_min:
+                self.files.put(job_id, "result", copied, holder)
             else:
                 self._unwritten.results.append((job_id, copied))
+                self._small[holder] += size
         if stored_payload:
             self._drop_call(job_id)
         self._touch()
@@ -219,7 +227,15 @@ class Store:
         finally:
             self._clear()
 
+    def held(self, holder: bytes | None = None) -> int:
+        """Bytes of kept results not yet written, of ``holder`` (None: of all)."""
+        small = sum(self._small.values()) if holder is None else self._small.get(holder, 0)
+        if holder is None:  # the writer's calls are counted by their jobs, not here
+            return small + self.files.held() - self.files.held(b"")
+        return small + (self.files.held(holder) if holder else 0)
+
     def _clear(self) -> None:
+        self._small.clear()
         self._unwritten = Unwritten()
         self._oldest = 0.0
 

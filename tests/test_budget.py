@@ -10,6 +10,7 @@ connection closes.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -89,6 +90,14 @@ def test_a_call_past_a_budget_is_refused_saying_which_and_others_are_served(make
             sock.close()
 
 
+def _kernel_send_buffer_max() -> int:
+    """The most a TCP socket's send buffer grows to (the server's side of a stuck client)."""
+    try:
+        return int(open("/proc/sys/net/ipv4/tcp_wmem").read().split()[2])
+    except (OSError, IndexError, ValueError):
+        return 4 * 2**20  # Linux's usual
+
+
 @pytest.mark.parametrize(
     ("megabytes", "calls", "budget"),
     [(1.5, 12, 6), (0.2, 40, 1)],  # sent from a result arena; inline (under 256 KB)
@@ -96,6 +105,11 @@ def test_a_call_past_a_budget_is_refused_saying_which_and_others_are_served(make
 def test_unread_replies_past_the_client_budget_are_dropped_and_recorded(
     make_server, megabytes, calls, budget
 ):
+    # Enough replies to fill the kernel's buffers (the server's send buffer, the client's
+    # receive buffer), then twice the budget: some must be dropped, however fast or slowly
+    # the buffers were filled.
+    absorbed = _kernel_send_buffer_max() + 2**20
+    calls = max(calls, int((absorbed + 2 * budget * 2**20) / (megabytes * 2**20)) + 1)
     server = make_server("--client-budget", f"{budget}M", workers=1)
     # A client that never reads: small buffers, so its replies back up into the server.
     stuck = connect(server, RCVHWM=1, RCVBUF=65536)
@@ -107,16 +121,15 @@ def test_unread_replies_past_the_client_budget_are_dropped_and_recorded(
 
             def all_ended() -> bool:
                 nonlocal peak
-                health = watcher.server.health()
-                peak = max(peak, health["held_bytes"])
-                idle = health["running"] == 0 and health["queued"] == 0
-                return idle and len(watcher.server.jobs(limit=50)) == calls  # all came and ended
+                peak = max(peak, watcher.server.health()["held_bytes"])
+                jobs = watcher.server.jobs(limit=calls + 10)
+                return len(jobs) == calls and all(j.state in ("done", "failed") for j in jobs)
 
-            wait_for(all_ended)
-            jobs = watcher.server.jobs(limit=50)
+            wait_for(all_ended, timeout=60)
+            jobs = watcher.server.jobs(limit=calls + 10)
             assert watcher.ping(timeout=5)  # the server serves everyone else meanwhile
             dropped = [j for j in jobs if j.error and "dropped" in j.error]
-            assert dropped, [j.error for j in jobs]
+            assert dropped, (watcher.server.health(), [(j.state, j.error) for j in jobs])
             assert all("client budget" in j.error and j.state == "failed" for j in dropped)
             assert peak <= budget * 2**20
             held = watcher.server.health()["held_bytes"]
@@ -227,3 +240,38 @@ def test_large_arenas_are_reused_while_calls_come_and_given_back_when_idle(make_
             time.sleep(0.1)
         assert not large_arenas()  # idle: given back
         assert client.call(echo, (big,), {}) == big
+
+
+def test_kept_results_count_against_their_client_until_written(tmp_path, monkeypatch):
+    from edge_server.budget import Budget
+    from edge_server.payloads import PayloadFiles
+    from edge_server.store import Store
+
+    gate = threading.Event()
+    write = PayloadFiles._write
+    monkeypatch.setattr(PayloadFiles, "_write", lambda *a: gate.wait(20) and write(*a))
+    store = Store(tmp_path / "jobs.sqlite", file_min=2**20)
+    budget = Budget(8 * 2**20, 4 * 2**20)
+    budget.outside = store.held
+    try:
+        store.added(1, "", "f", 1, b"a", 10, 1.0, False)
+        store.added(2, "", "f", 2, b"b", 10, 1.0, False)
+        store.waiting(2, [b"h", os.urandom(2 * 2**20)])  # a queued call: its job counts it
+        store.ended(1, "", "done", 10, 3 * 2**20, 0.0, None, [b"h", bytes(3 * 2**20)], holder=b"a")
+        store.added(3, "", "f", 3, b"a", 10, 1.0, False)
+        store.ended(3, "", "done", 10, 5, 0.0, None, [b"h", b"small"], holder=b"a")
+        kept = 3 * 2**20 + 1 + 6  # with their headers
+        assert store.held(b"a") == kept and store.held() == kept and store.held(b"b") == 0
+        assert budget.snapshot()["held_bytes"] == kept
+        with pytest.raises(offload.ServerBusy, match="client budget"):
+            budget.take(b"a", 2**20)  # 3 MB kept for it, not yet on disk: 1 MB more is over 4
+        store.started(2, True)  # the call's write, still queued, is dropped: its frames go
+        assert store.files.held() == 3 * 2**20 + 1
+        store.flush()  # the small result is written
+        gate.set()
+        wait_for(lambda: store.held() == 0 and store.files.held() == 0)
+        assert budget.take(b"a", 2**20) == 2**20  # written: its bytes no longer count
+        assert store.frames(1, "result")[1] == bytes(3 * 2**20)
+    finally:
+        gate.set()
+        store.close()

@@ -90,3 +90,58 @@ def test_a_result_over_the_limit_is_refused_as_it_arrives():
     )
     assert isinstance(outcome, offload.UnloadableResult), outcome
     assert "over max_message_size" in str(outcome)
+
+
+def test_a_frame_over_the_limit_is_refused_before_it_is_in_memory_and_the_client_goes_on():
+    import psutil
+
+    from offload.runtime import serialize
+
+    sock = zmq.Context.instance().socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    huge = bytes(256 * 2**20)  # one frame, 16 times the client's limit
+    me = psutil.Process()
+    outcomes: list[Any] = []
+
+    def calls() -> None:
+        with offload.Client(
+            f"tcp://127.0.0.1:{port}", heartbeat_timeout=30, max_message_size=16 * 2**20
+        ) as c:
+            for _ in range(2):
+                try:
+                    outcomes.append(c.call(apps.add, (1, 2), {}, mode="remote"))
+                except BaseException as exc:
+                    outcomes.append(exc)
+
+    caller = threading.Thread(target=calls)
+    before = peak = me.memory_info().rss
+    caller.start()
+    try:
+        answered = 0
+        deadline = time.monotonic() + 60
+        while caller.is_alive() and time.monotonic() < deadline:
+            peak = max(peak, me.memory_info().rss)
+            if not sock.poll(10):
+                continue
+            client, head, *_ = sock.recv_multipart()
+            header = protocol.decode_header(head)
+            if header.kind == protocol.PING:
+                sock.send_multipart(
+                    [client, *protocol.json_message(protocol.PONG, header.request_id, _INFO)]
+                )
+            elif header.kind == protocol.CALL and not answered:
+                answered += 1
+                sock.send_multipart([client, _result(header.request_id), huge], copy=False)
+            elif header.kind == protocol.CALL:  # the second call: a proper answer
+                codecs, frames = serialize.dumps(3)
+                sock.send_multipart([client, _result(header.request_id, codecs), *frames])
+        caller.join(30)
+        assert not caller.is_alive(), "the calls are still waiting"
+    finally:
+        sock.close()
+    first, second = outcomes
+    assert isinstance(first, offload.ServerUnavailable), first
+    assert "frame over" in str(first)
+    assert peak - before < 128 * 2**20, (peak - before) / 2**20  # never held whole
+    assert second == 3  # the data socket was made again: the client goes on

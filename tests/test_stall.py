@@ -8,10 +8,12 @@ leaves nothing behind that no job needs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -50,18 +52,29 @@ def health_latencies(server: offload.LocalServer, stop: threading.Event) -> list
     return times
 
 
-def flood(server: offload.LocalServer, calls: int, size: int, busy: int = 0) -> zmq.Socket:
-    """A call of ``busy`` bytes keeps the worker busy; ``calls`` of ``size`` bytes queue."""
-    sock = connect(server)
-    sock.send_multipart(call(apps.hold, os.urandom(busy), 30.0, rid=1))
+def flood_messages(calls: int, size: int, busy: int = 0) -> list[list[Any]]:
+    """A call of ``busy`` bytes to keep the worker busy, then ``calls`` of ``size`` bytes."""
     data = os.urandom(size)
-    for rid in range(2, calls + 2):
-        sock.send_multipart(call(apps.hold, data, 0.0, rid=rid), copy=False)
+    first = call(apps.hold, os.urandom(busy), 30.0, rid=1)
+    return [first, *(call(apps.hold, data, 0.0, rid=rid) for rid in range(2, calls + 2))]
+
+
+def flood(server: offload.LocalServer, messages: list[list[Any]]) -> zmq.Socket:
+    """Send ``messages`` (built beforehand: pickling 64 MB holds this process's GIL)."""
+    sock = connect(server)
+    for frames in messages:
+        sock.send_multipart(frames, copy=False)
     return sock
 
 
 def payload_bytes(data_dir: Path) -> int:
-    return sum(f.stat().st_size for f in (data_dir / "payloads").rglob("*") if f.is_file())
+    """Bytes in payload files (the writer renames and deletes them meanwhile: skipped)."""
+    total = 0
+    for root, _, files in os.walk(data_dir / "payloads"):  # ignores what vanished
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
 
 
 def test_health_is_answered_while_a_gigabyte_of_calls_is_queued(tmp_path):
@@ -74,6 +87,9 @@ def test_health_is_answered_while_a_gigabyte_of_calls_is_queued(tmp_path):
             *("--memory-budget", "2G", "--client-budget", "2G"),
         ],
     )
+    # Built before the measuring starts: pickling a gigabyte in this process would hold
+    # the GIL the health checker needs, and measure the test instead of the server.
+    messages = flood_messages(16, 64 * MB)
     stop = threading.Event()
     latencies: list[float] = []
     watcher = threading.Thread(target=lambda: latencies.extend(health_latencies(server, stop)))
@@ -82,7 +98,7 @@ def test_health_is_answered_while_a_gigabyte_of_calls_is_queued(tmp_path):
         with offload.Client(server) as client:
             client.ping(timeout=10)
             watcher.start()
-            sock = flood(server, 16, 64 * MB)  # 1 GB
+            sock = flood(server, messages)  # 1 GB
             wait_for(lambda: client.server.health()["queued"] == 16, timeout=60)
             wait_for(lambda: payload_bytes(tmp_path) >= 16 * 64 * MB, timeout=60)
         stop.set()
@@ -120,7 +136,8 @@ def test_after_sigkill_the_next_start_sweeps_what_no_job_needs(tmp_path):
     pid = server.process.pid
     sock = None
     try:
-        sock = flood(server, 4, 8 * MB, busy=4 * MB)  # the running one staged in shared memory
+        # The running one is staged in shared memory.
+        sock = flood(server, flood_messages(4, 8 * MB, busy=4 * MB))
         wait_for(lambda: payload_bytes(tmp_path) >= 4 * 8 * MB)
         wait_for(lambda: list(arena_dir().glob(f"offload-{pid}-*")))
         (tmp_path / "payloads" / "999.call.tmp").mkdir()  # as a write cut short leaves it

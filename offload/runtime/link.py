@@ -5,16 +5,27 @@ so that a PING never waits behind a large upload or download on the data
 connection; a monitor of the data socket's disconnects (they lose the calls
 sent on it) and failed CurveZMQ handshakes (the server refused this client's
 key: :class:`~offload.AuthenticationFailed`, not a mere lost connection);
-and a pipe that wakes whoever polls. Not thread-safe: only the connection's
-current socket owner (its *leader*) touches the sockets; any thread may
-:meth:`Link.wake` it.
+and a pipe that wakes whoever polls.
+
+A frame over ``max_frame`` bytes is refused as it arrives: ZeroMQ's
+MAXMSGSIZE cuts the connection after its first bytes, where reading frame by
+frame would come too late (ZeroMQ hands a message over only once all of its
+frames are in memory). ZeroMQ never reconnects a socket it cut for that, so
+the data socket is then made again, under a new routing id: the server may
+still hold the old one's connection, and ZeroMQ would leave a second
+connection claiming it unread.
+
+Not thread-safe: only the connection's current socket owner (its *leader*)
+touches the sockets; any thread may :meth:`Link.wake` it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import select
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,31 +47,59 @@ class Link:
         identity: bytes,
         curve: tuple[bytes, bytes, bytes] | None,
         poll_ms: int,
+        max_frame: int | None = None,
     ) -> None:
         self.address = address
         self.identity = identity
         self._curve = curve
-        self.sock = _dealer(context, address, identity, curve)
-        self._hb = _dealer(context, address, None, curve)
+        self._context = context
+        self._max_frame = max_frame
+        self._hb = _dealer(context, address, None, curve, max_frame)
         self._hb_fd = sockets.fd(self._hb)
         self._hb_dirty = False
-        # The data connection's own fate: a disconnect loses the calls sent on it.
-        self._monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | _REFUSED)
-        self._monitor_fd = sockets.fd(self._monitor)
-        for sock in (self.sock, self._hb, self._monitor):
-            sockets.readable(sock)  # arms the fd: ZeroMQ signals only readers that looked
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         # Poll the sockets' notification fds directly rather than through zmq.Poller:
         # each zmq_poll costs several extra system calls per socket, and a small
         # call's latency is mostly system calls.
         self._fdpoll = select.poll()
-        for fd in (sockets.fd(self.sock), self._hb_fd, self._monitor_fd, self._wake_r):
+        for fd in (self._hb_fd, self._wake_r):
             self._fdpoll.register(fd, select.POLLIN)
+        sockets.readable(self._hb)  # arms the fd: ZeroMQ signals only readers that looked
+        self._open_data()
         self._poll_ms = poll_ms
 
-    def send(self, frames: Sequence[Any]) -> None:
-        """Queue a message on the data socket without blocking."""
+    def _open_data(self) -> None:
+        """The data socket and its monitor, watched by the poll."""
+        self.sock = _dealer(self._context, self.address, self.identity, self._curve,
+                            self._max_frame)  # fmt: skip
+        self._shaken = False  # a handshake succeeded on it (so a cut is not a refusal)
+        self._cut_at: float | None = None  # disconnected after a handshake, no retry seen yet
+        # The data connection's own fate: a disconnect loses the calls sent on it.
+        self._monitor = self.sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED
+            | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_CONNECT_RETRIED
+            | _REFUSED
+        )
+        self._monitor_fd = sockets.fd(self._monitor)
+        for sock in (self.sock, self._monitor):
+            sockets.readable(sock)
+            self._fdpoll.register(sockets.fd(sock), select.POLLIN)
+
+    def _renew_data(self) -> None:
+        """Make the data socket again: ZeroMQ does not reconnect one it cut (an oversize frame)."""
+        for sock in (self.sock, self._monitor):
+            self._fdpoll.unregister(sockets.fd(sock))
+        self._monitor.close(linger=0)
+        self.sock.close(linger=0)
+        self.identity = new_identity()  # heartbeats vouch for this one from now on
+        self._open_data()
+
+    def send(self, frames: Sequence[Any], pending: Pending) -> None:
+        """Queue a message on the data socket without blocking (see :meth:`_mend`)."""
+        if self._cut_at is not None:
+            self._mend(pending, wait=True)
         try:
             sockets.send_frames(self.sock, frames, zmq.NOBLOCK)
         except zmq.ZMQError as exc:
@@ -69,8 +108,9 @@ class Link:
     def receive(self, pending: Pending, limit: int | None) -> list[zmq.Frame] | None:
         """One reply, frame by frame; one over ``limit`` bytes fails its request, unkept.
 
-        Not ZeroMQ's MAXMSGSIZE: it drops the connection for good. A single
-        frame still arrives whole, but no more than one past the limit is held.
+        A frame over the limit never arrives (MAXMSGSIZE cuts the connection);
+        frames each under it but together over it arrive (ZeroMQ holds all of a
+        message's frames before handing over the first), and are let go at once.
         """
         sock = self.sock
         frame = sock.recv(copy=False)
@@ -115,13 +155,10 @@ class Link:
         if events:
             fired = {fd for fd, _ in events}
             if self._monitor_fd in fired:
-                while sockets.readable(self._monitor):
-                    event = zmq.utils.monitor.parse_monitor_message(self._monitor.recv_multipart())
-                    if event["event"] == zmq.EVENT_DISCONNECTED:
-                        pending.disconnected()
-                    else:
-                        pending.refused(self._refusal(int(event["event"])))
+                self._read_monitor(pending)
             self._hb_dirty = self._hb_dirty or self._hb_fd in fired
+        if self._cut_at is not None:
+            self._mend(pending, wait=False)
         pending.fail_if_refused()
         if self._hb_dirty:
             self._hb_dirty = False
@@ -129,6 +166,37 @@ class Link:
                 pending.on_pong(self._hb.recv_multipart())
         if pending.ping_due():
             self._ping()
+
+    def _read_monitor(self, pending: Pending) -> None:
+        """What happened to the data connection: into ``pending``, and whether it was cut."""
+        while sockets.readable(self._monitor):
+            event = zmq.utils.monitor.parse_monitor_message(self._monitor.recv_multipart())
+            kind = event["event"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._shaken, self._cut_at = True, None
+            elif kind == zmq.EVENT_CONNECT_RETRIED:
+                self._cut_at = None  # ZeroMQ reconnects by itself
+            elif kind == zmq.EVENT_DISCONNECTED:
+                if self._shaken:  # not a refusal: a new socket would not hammer the server
+                    self._cut_at = time.monotonic()
+                pending.disconnected(self._max_frame)
+            else:
+                pending.refused(self._refusal(int(kind)))
+
+    def _mend(self, pending: Pending, wait: bool) -> None:
+        """Make the data socket again if ZeroMQ cut it for good.
+
+        ZeroMQ reconnects after a lost connection (it says CONNECT_RETRIED at
+        once), never after cutting one itself (an oversize frame). ``wait``:
+        a message is about to go, so wait for ZeroMQ's word rather than time.
+        """
+        assert self._cut_at is not None
+        deadline = self._cut_at + _RETRY_SAID_S
+        while wait and self._cut_at is not None and time.monotonic() < deadline:
+            if self._monitor.poll(max(1, int((deadline - time.monotonic()) * 1000))):
+                self._read_monitor(pending)
+        if self._cut_at is not None and time.monotonic() >= deadline:
+            self._renew_data()
 
     def _refusal(self, event: int) -> AuthenticationFailed:
         """What a failed handshake says: which keys to check."""
@@ -165,6 +233,14 @@ class Link:
         os.close(self._wake_w)
 
 
+_RETRY_SAID_S = 0.2  # ZeroMQ says it will reconnect within this long of a lost connection
+
+
+def new_identity() -> bytes:
+    """A data socket's routing id: random, so that no two clients share one."""
+    return b"c" + secrets.token_bytes(15)
+
+
 _REFUSED = (
     zmq.EVENT_HANDSHAKE_FAILED_AUTH
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -177,11 +253,12 @@ def _dealer(
     address: str,
     identity: bytes | None = None,
     curve: tuple[bytes, bytes, bytes] | None = None,
+    max_frame: int | None = None,
 ) -> zmq.Socket:
-    # No MAXMSGSIZE here: ZeroMQ drops a connection that exceeds it and never
-    # reconnects; the client checks sizes itself (UnloadableResult).
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if max_frame is not None:  # ZeroMQ checks each frame's size as it begins to arrive
+        sock.setsockopt(zmq.MAXMSGSIZE, max_frame)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     if identity is not None:

@@ -136,14 +136,18 @@ class Pending:
             self.fail_all(ServerUnavailable(f"{self.address} restarted; calls in flight are lost"))
         self._instance = instance
 
-    def disconnected(self) -> None:
+    def disconnected(self, max_frame: int | None = None) -> None:
         """The data connection dropped: the calls sent on it are lost.
 
         After a refused handshake ZeroMQ may try again and drop again: until the
         server is heard, the refusal is what to tell, not a lost connection.
+        ZeroMQ does not say why it cut a connection: a reply frame over
+        ``max_frame`` bytes is one reason, so the message names it.
         """
         self.up, self._instance = False, None  # whoever answers next is news
-        self.fail_all(self._refusal or ServerUnavailable(f"lost the connection to {self.address}"))
+        why = "" if max_frame is None else f" (or it sent a frame over {max_frame} bytes)"
+        lost = ServerUnavailable(f"lost the connection to {self.address}{why}")
+        self.fail_all(self._refusal or lost)
 
     def refused(self, exc: OffloadError) -> None:
         """The server refused the handshake (``exc`` says which keys to check).

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import secrets
 import struct
 import threading
 import time
@@ -49,7 +48,7 @@ import zmq
 
 from .._exceptions import ProtocolError, ServerUnavailable
 from . import protocol, sockets
-from .link import Link
+from .link import Link, new_identity
 from .pending import Decoder, Pending
 
 __all__ = ["RECEIVED", "SENT", "Connection", "Decoder", "Observer"]
@@ -85,9 +84,11 @@ class Connection:
         request as its frames arrive, before it is all in memory (None: no limit).
         """
         self.address = address
-        #: The data socket's routing id, chosen here: heartbeats vouch for it.
-        self.identity = b"c" + secrets.token_bytes(15)
-        self._link = Link(context, address, self.identity, curve, int(heartbeat_interval * 1000))
+        #: The data socket's first routing id (a socket made again gets a new one: see Link).
+        self.identity = new_identity()
+        self._link = Link(
+            context, address, self.identity, curve, int(heartbeat_interval * 1000), max_reply
+        )
         self._observers: tuple[Observer, ...] = () if observer is None else (observer,)
         self._max_reply = max_reply
 
@@ -353,7 +354,7 @@ class Connection:
     # -- socket I/O (the leader only) ---------------------------------------------------------
 
     def _send(self, frames: Sequence[Any]) -> None:
-        self._link.send(frames)
+        self._link.send(frames, self._pending)
         if self._observers:
             kind, request_id = _KIND_AND_ID.unpack_from(frames[0])
             self._notify(request_id, SENT, kind, frames)
