@@ -7,9 +7,7 @@ socket must not be used by two threads at once, so exactly one thread, the
 
 * A synchronous call that finds no leader becomes the leader: it sends its
   own request, polls for replies, resolves whatever arrives, and returns when
-  its own reply is in. The common single-caller case thus pays no thread
-  hand-off at all, which matters when a round trip is a few tens of
-  microseconds.
+  its own reply is in: a lone caller pays no thread hand-off at all.
 * A call that finds a leader appends its frames to an outbox and wakes the
   leader through a pipe; the leader sends them.
 * A leader that must leave while replies are still pending (a synchronous
@@ -86,9 +84,8 @@ class Connection:
         self.address = address
         #: The data socket's first routing id (a socket made again gets a new one: see Link).
         self.identity = new_identity()
-        self._link = Link(
-            context, address, self.identity, curve, int(heartbeat_interval * 1000), max_reply
-        )
+        interval_ms = int(heartbeat_interval * 1000)
+        self._link = Link(context, address, self.identity, curve, interval_ms, max_reply)
         self._observers: tuple[Observer, ...] = () if observer is None else (observer,)
         self._max_reply = max_reply
 
