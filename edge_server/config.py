@@ -26,8 +26,8 @@ class ServerConfig:
     max_call_seconds: the longest any call may run, whatever timeout its client
         asked for (a client may ask for none).
     busy_poll: seconds after handing a job to a worker during which the server
-        polls for the reply instead of sleeping (0, the default, disables: on a
-        two-core machine the spin takes the core the worker and the clients need); see
+        polls for the reply instead of sleeping, only while a core is spare (no
+        call queued, fewer jobs running than cores); 0 disables; see
         :meth:`EdgeServer._wait <edge_server.server.EdgeServer._wait>`.
     close_grace: on stop (SIGTERM), how long running jobs get: checkpointed ones
         are asked for a checkpoint at once and stop there, others may finish.
@@ -105,7 +105,7 @@ class ServerConfig:
     queue_size: int = 1000
     compression: str = "auto"
     max_call_seconds: float = 3600.0
-    busy_poll: float = 0.0
+    busy_poll: float = 0.0005
     close_grace: float = 10.0
     orphans: str = "stop"
     secret_key: str | None = None

@@ -96,8 +96,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         type=float,
         default=defaults.busy_poll * 1e6,
         help="after handing out a job, poll this many microseconds for its reply before "
-        "sleeping; may lower small-call latency on an idle many-core machine, costs a core "
-        "while it spins (default: %(default)g us)",
+        "sleeping, only while a core is spare (nothing queued, fewer jobs than cores); 0: never "
+        "(default: %(default)g us)",
     )
     parser.add_argument(
         "--close-grace",

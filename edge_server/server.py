@@ -85,6 +85,7 @@ class EdgeServer:
         self._seen = self._clients.seen  # client identity -> when last heard from
         self._clients_checked = 0.0
         self._queue = FairQueue()
+        self._cores = len(os.sched_getaffinity(0))  # the CPUs this server may run on
         self._next_job = 0
         self._started = time.monotonic()
         self._load = LoadMeter()
@@ -269,27 +270,27 @@ class EdgeServer:
         if not self._closing_since:
             self._closing_since = now
             begin_closing(self._queue, self._seen, self._workers)
-        return not self._running() or now - self._closing_since > self.config.close_grace
+        return not self._engine.busy() or now - self._closing_since > self.config.close_grace
 
     def _wait(self, fdpoll: select.poll) -> list[tuple[int, int]]:
         """Wait for events; shortly after handing out a job, poll without sleeping.
 
-        Waking a sleeping process costs tens of microseconds on small boards and
-        virtual machines, as much as the rest of a small call; a short job's reply
-        usually comes back within ``busy_poll`` of its dispatch, so for that long
-        the server may poll instead of sleeping (off by default: on two cores the
-        spin takes the CPU the worker and clients need, for no gain in latency).
+        Waking a sleeping process costs tens of microseconds, as much as the rest
+        of a small call; a short job's reply usually comes within ``busy_poll`` of
+        its dispatch, so for that long the server polls instead of sleeping, but
+        only while a core is spare (nothing queued, fewer jobs than cores): under
+        load the spin never takes the CPU the workers and clients need.
         """
         deadline = self._workers.dispatched_at + self.config.busy_poll
-        if time.perf_counter() < deadline and self._running():
+        if time.perf_counter() < deadline and self._spare_core():
             while time.perf_counter() < deadline:
                 events = fdpoll.poll(0)
                 if events:
                     return events
         return fdpoll.poll(self._poll_timeout())
 
-    def _running(self) -> bool:
-        return self._engine.busy() > 0
+    def _spare_core(self) -> bool:
+        return not self._queue and 0 < self._engine.busy() < self._cores
 
     def _poll_timeout(self) -> int | None:
         if self._stopping:
