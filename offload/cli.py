@@ -38,7 +38,7 @@ from typing import Any, NoReturn
 import zmq.auth
 
 from . import _exceptions as errors
-from . import cli_deploy, cli_site, human
+from . import cli_deploy, cli_fleet, cli_site, human
 from . import cli_output as out
 from .client import Client
 from .config import Config
@@ -160,12 +160,7 @@ def _parser(json_errors: bool = False) -> argparse.ArgumentParser:
         metavar="DURATION",
         help="with servers=auto, browse the LAN this long (default: 2 s)",
     )
-    servers.add_argument("--servers", help='"auto" (find them on the LAN) or addresses, a,b')
-    servers.add_argument("--location", metavar="LAT,LON", help="where this device is")
-    servers.add_argument("--known-servers", metavar="DIR", help="public keys of trusted servers")
-    servers.add_argument(
-        "--insecure", action="store_true", default=None, help="trust servers without a key"
-    )
+    cli_fleet.add_arguments(servers)
     return parser
 
 
@@ -291,11 +286,8 @@ def _servers(args: argparse.Namespace) -> int:
         server=args.server,
         server_key=args.server_key,
         client_key=args.client_key,
-        servers=args.servers,
-        location=args.location,
-        known_servers=args.known_servers,
-        insecure=args.insecure,
         profile_cache="",
+        **cli_fleet.settings(args),
     )
     if not (config.server or config.backup_server or config.servers):
         raise errors.ConfigError(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _exceptions as errors
+from .. import cli_fleet
 from ..config import Config
 
 
@@ -31,12 +32,7 @@ def add_command(command: Callable[..., Any]) -> None:
         metavar="MODULE",
         help="a module whose @offload functions the New job page offers; may be repeated",
     )
-    ui.add_argument("--servers", help='"auto" (find them on the LAN) or addresses, a,b')
-    ui.add_argument("--location", metavar="LAT,LON", help="where this device is (for distances)")
-    ui.add_argument("--known-servers", metavar="DIR", help="public keys of trusted servers")
-    ui.add_argument(
-        "--insecure", action="store_true", default=None, help="trust servers without a key"
-    )
+    cli_fleet.add_arguments(ui)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,10 +52,7 @@ def run(args: argparse.Namespace) -> int:
         server=args.server,
         server_key=args.server_key,
         client_key=args.client_key,
-        servers=args.servers,
-        location=args.location,
-        known_servers=args.known_servers,
-        insecure=args.insecure,
+        **cli_fleet.settings(args),
         mode="remote",  # a job started from the page runs on a server, where the page sees it
     )
     if not (config.server or config.servers):
