@@ -15,6 +15,7 @@ from .deploy import count_transfer
 from .profiler import Decider
 from .remote import Outcome, Remote
 from .servers import Servers
+from .usable import server_load
 
 log = logging.getLogger("offload")
 
@@ -65,13 +66,5 @@ class Lessons:
 
 def crowded(remote: Remote) -> bool:
     """Whether the server's latest PONG counted other clients' calls filling its workers."""
-    info = remote.server_info
-    load = info.get("load")
-    if not isinstance(load, dict):
-        return False
-    try:
-        ahead = int(load.get("queued", 0)) + int(load.get("running", 0)) - remote.calls_at_pong
-        workers = int(load.get("workers") or info.get("workers") or 1)
-    except (TypeError, ValueError):
-        return False
-    return ahead >= max(workers, 1)
+    load = server_load(remote)
+    return load is not None and load[0] >= load[1]

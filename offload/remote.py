@@ -297,13 +297,11 @@ class Remote:
             if header.kind == protocol.STARTED:
                 watcher.started()
                 return None
+            buffers = [f.buffer for f in frames]
             state = serialize.loads(
-                header.codecs,
-                [f.buffer for f in frames],
-                fn.allowlist,
-                self.config.max_message_size,
+                header.codecs, buffers, fn.allowlist, self.config.max_message_size
             )
-            nbytes = sum(len(f.buffer) for f in frames)
+            nbytes = sum(b.nbytes for b in buffers)
             watcher.checkpointed(state, header.aux, *protocol.progress_of(header), nbytes)
             return None
         if header.kind == protocol.RESULT:

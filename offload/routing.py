@@ -203,8 +203,10 @@ class Router(Closing, Lessons):
         self, fn: Any, exc: BaseException, started: Started | None, remote: Remote | None
     ) -> BaseException | None:
         """The error a lost call keeps because it may have run there (see ``not_again``)."""
-        kept = None if remote is None else not_again(fn, exc, started, remote.address)
-        if kept is not None and remote is not None:
+        if remote is None:
+            return None
+        kept = not_again(fn, exc, started, remote.address)
+        if kept is not None:
             self.servers.lose(remote)
         return kept
 

@@ -178,20 +178,31 @@ def _answered(pinged: Future[Any], deadline: float) -> bool:
     return True
 
 
+def server_load(remote: Remote) -> tuple[int, int, float] | None:
+    """Other clients' calls queued or running, workers, and calls ended per second, from
+    the server's latest PONG (None when it told none, or nonsense)."""
+    info = remote.server_info
+    load = info.get("load")
+    if not isinstance(load, dict):
+        return None
+    try:
+        workers = int(load.get("workers") or info.get("workers") or 1)
+        ahead = int(load.get("queued", 0)) + int(load.get("running", 0))
+    except (TypeError, ValueError):
+        return None
+    rate = load.get("rate_per_s")
+    rate = float(rate) if isinstance(rate, (int, float)) and rate > 0 else 0.0
+    return max(ahead - remote.calls_at_pong, 0), max(workers, 1), rate
+
+
 def _update(candidate: Candidate, remote: Remote) -> None:
     """Copy what the server's latest PONG said into its candidate."""
     info = remote.server_info
-    load = info.get("load")
-    if isinstance(load, dict):
-        try:
-            workers = int(load.get("workers") or info.get("workers") or 1)
-            ahead = int(load.get("queued", 0)) + int(load.get("running", 0))
-        except (TypeError, ValueError):
-            return
-        candidate.workers = max(workers, 1)
-        rate = load.get("rate_per_s")
-        candidate.rate = float(rate) if isinstance(rate, (int, float)) and rate > 0 else 0.0
-        candidate.others = max(ahead - remote.calls_at_pong, 0)
+    load = server_load(remote)
+    if load is None and isinstance(info.get("load"), dict):
+        return  # a malformed load: keep the candidate as it was
+    if load is not None:
+        candidate.others, candidate.workers, candidate.rate = load
     functions = info.get("functions")
     if isinstance(functions, list):
         candidate.functions = frozenset(f for f in functions if isinstance(f, str))

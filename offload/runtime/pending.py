@@ -164,10 +164,10 @@ class Pending:
         """The handshake refusal not yet followed by an answer from the server, if any."""
         return self._refusal
 
-    def fail_soon(self, request_id: int, exc: OffloadError, delay: float = REFUSAL_WAIT_S) -> None:
-        """Fail ``request_id`` with ``exc`` in ``delay`` s, unless a refusal explains it first."""
+    def fail_soon(self, request_id: int, exc: OffloadError) -> None:
+        """Fail ``request_id`` with ``exc`` in ``REFUSAL_WAIT_S``, unless a refusal explains it."""
         with self.mutex:
-            self._doomed[request_id] = (exc, time.monotonic() + delay)
+            self._doomed[request_id] = (exc, time.monotonic() + REFUSAL_WAIT_S)
 
     def fail_if_refused(self) -> None:
         """Fail what is pending with the handshake's refusal, if there was one."""

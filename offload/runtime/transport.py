@@ -82,10 +82,8 @@ class Connection:
         request as its frames arrive, before it is all in memory (None: no limit).
         """
         self.address = address
-        #: The data socket's first routing id (a socket made again gets a new one: see Link).
-        self.identity = new_identity()
-        interval_ms = int(heartbeat_interval * 1000)
-        self._link = Link(context, address, self.identity, curve, interval_ms, max_reply)
+        interval_ms = int(heartbeat_interval * 1000)  # the routing id is the Link's: see there
+        self._link = Link(context, address, new_identity(), curve, interval_ms, max_reply)
         self._observers: tuple[Observer, ...] = () if observer is None else (observer,)
         self._max_reply = max_reply
 
