@@ -171,7 +171,7 @@ class Deployer:
             log.exception("apps request failed")
             self._send(client, errors.error_reply(request_id, ServerUnavailable(f"server: {exc}")))
 
-    def finish(self, _woken: bytes = b"") -> None:
+    def finish(self) -> None:
         """On the event loop: answer the deployments whose thread is done, and serve them."""
         while True:
             try:

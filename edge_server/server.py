@@ -259,7 +259,8 @@ class EdgeServer:
             more_from_clients = sockets.readable(frontend)
             events = fdpoll.poll(0) if more_from_clients else self._wait(fdpoll)
             if any(fd == self._wake_r for fd, _ in events):  # a stop, or a deployment is done
-                self._deployer.finish(os.read(self._wake_r, 4096))
+                os.read(self._wake_r, 4096)
+                self._deployer.finish()
             engine.handle([fd for fd, _ in events if fd in watched])
             engine.housekeeping(time.monotonic())
             self._check_clients()

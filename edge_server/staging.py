@@ -43,13 +43,11 @@ class Stager:
         self._done: deque[tuple[Any, Any, Staged]] = deque()
         self.fd, self._wake = os.pipe()
         os.set_blocking(self.fd, False)
-        self.busy = 0  # calls handed over and not yet collected
         self._thread = threading.Thread(target=self._run, name="stager", daemon=True)
         self._thread.start()
 
     def stage(self, worker: Any, job: Any, arena: ArenaWriter, frames: Sequence[Any]) -> None:
         """Copy ``frames`` of ``job`` into ``arena`` (``worker``'s), soon."""
-        self.busy += 1
         self._todo.put((worker, job, arena, frames))
 
     def collect(self) -> list[tuple[Any, Any, Staged]]:
@@ -59,7 +57,6 @@ class Stager:
         done = []
         while self._done:
             done.append(self._done.popleft())
-        self.busy -= len(done)
         return done
 
     def close(self) -> None:
