@@ -24,8 +24,6 @@ import sys
 import threading
 from typing import Any
 
-from . import compiled
-
 
 def noop() -> None:
     """Does nothing: the call's cost is all framework."""
@@ -36,13 +34,8 @@ def echo(value: Any) -> Any:
     return value
 
 
-def matmul(a: Any, b: Any) -> Any:
-    """DCOF's matrix product, by the numba kernel compiled once (as ``bench.compiled``)."""
-    return compiled.matrix_multiply.__wrapped__(a, b)
-
-
 #: What ``serve_rpc`` and execnet's remote side may call, by name.
-FUNCTIONS = {"noop": noop, "echo": echo, "matmul": matmul}
+FUNCTIONS = {"noop": noop, "echo": echo}
 
 
 def rpc_dumps(value: Any) -> list[Any]:
@@ -65,9 +58,6 @@ class Worker:
 
     def echo(self, value: Any) -> Any:
         return echo(value)
-
-    def matmul(self, a: Any, b: Any) -> Any:
-        return matmul(a, b)
 
 
 def pickled(fn: Any) -> Any:
@@ -97,7 +87,6 @@ def serve_rpyc() -> None:
     class Service(rpyc.Service):
         exposed_noop = staticmethod(noop)
         exposed_echo = staticmethod(pickled(echo))
-        exposed_matmul = staticmethod(pickled(matmul))
 
     server = ThreadedServer(
         Service, hostname="127.0.0.1", port=0, protocol_config={"allow_public_attrs": False}
@@ -117,9 +106,6 @@ def serve_pyro5() -> None:
 
         def echo(self, data: bytes) -> bytes:
             return pickled(echo)(data)
-
-        def matmul(self, data: bytes) -> bytes:
-            return pickled(matmul)(data)
 
     daemon = Pyro5.api.Daemon(host="127.0.0.1")
     print(daemon.register(Service, "bench"), flush=True)
@@ -141,5 +127,4 @@ def serve_rpc() -> None:
 
 
 if __name__ == "__main__":
-    compiled.warm()
     {"rpyc": serve_rpyc, "pyro5": serve_pyro5, "rpc": serve_rpc}[sys.argv[1]]()

@@ -102,7 +102,7 @@ def test_the_apps_kernels_are_the_compiled_ones_word_for_word():
     try:
         for service, module in dcof.APPS.items():
             app = importlib.import_module(module)
-            kernel = f"{service}_kernel" if service != "power" else "power_kernel"
+            kernel = f"{service}_kernel"
             assert inspect.getsource(getattr(app, kernel)) == inspect.getsource(
                 getattr(compiled, kernel)
             )

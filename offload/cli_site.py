@@ -88,20 +88,20 @@ def _credits(client_of: ClientOf, args: argparse.Namespace) -> int:
         print(json.dumps(credits))
         return 0
     prices = credits["prices"]
-    fields = [("balance", f"{_cr(credits['balance'])} credits")]
+    fields = [("balance", f"{human.credits(credits['balance'])} credits")]
     for slot, (cpu, memory) in enumerate(prices["slots"]):
         now = " (now)" if slot == prices["slot"] else ""
         fields.append(
             (
                 f"{slot * 6:02d}-{slot * 6 + 6:02d}h",
-                f"{_cr(cpu)}/core-hour, {_cr(memory)}/GB-hour{now}",
+                f"{human.credits(cpu)}/core-hour, {human.credits(memory)}/GB-hour{now}",
             )
         )
     print(out.fields_text(fields))
     rows = [
         {
             "when": human.local_time(entry["at"]),
-            "amount": _cr(entry["amount"]),
+            "amount": human.credits(entry["amount"]),
             "job": str(entry["job"] or ""),
             "what": entry["memo"],
         }
@@ -110,12 +110,6 @@ def _credits(client_of: ClientOf, args: argparse.Namespace) -> int:
     if rows:
         print(out.table(rows, ("when", "amount", "job", "what")))
     return 0
-
-
-def _cr(micro: int) -> str:
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(int(micro)), 1_000_000)
-    return f"{sign}{whole}.{frac:06d}"
 
 
 def _quote(client_of: ClientOf, args: argparse.Namespace) -> int:
@@ -140,10 +134,10 @@ def _quote(client_of: ClientOf, args: argparse.Namespace) -> int:
     print(
         out.fields_text(
             [
-                ("cost", f"{_cr(quote['micro_credits'])} credits"),
+                ("cost", f"{human.credits(quote['micro_credits'])} credits"),
                 ("time", f"{human.seconds(quote['seconds'])} ({quote['basis']})"),
-                ("price", f"{_cr(quote['price_cpu'])}/core-hour (slot {quote['slot']})"),
-                ("balance", f"{_cr(quote['balance'])} credits"),
+                ("price", f"{human.credits(quote['price_cpu'])}/core-hour (slot {quote['slot']})"),
+                ("balance", f"{human.credits(quote['balance'])} credits"),
             ]
         )
     )
@@ -195,7 +189,7 @@ def _resources(client_of: ClientOf, args: argparse.Namespace) -> int:
             "memory": human.size(m["memory"]) if m["memory"] else "auto",
             "hours": m["hours"],
             "online": "yes" if m["online"] else "no",
-            "earned": _cr(m["earned"]),
+            "earned": human.credits(m["earned"]),
         }
         for m in machines
     ]

@@ -16,6 +16,13 @@ _PARSE_DURATION = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 
 _PARSE_DURATION |= {"day": 86400.0, "days": 86400.0}
 
 
+def credits(micro: int) -> str:
+    """Micro-credits as credits with six decimals (exact: no float on the way)."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(int(micro)), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"
+
+
 def size(nbytes: float) -> str:
     """``512 MB``, ``1.5 KB``, ``12 bytes``: binary units (1 KB = 1,024 bytes)."""
     for unit, scale in _SIZE_UNITS:

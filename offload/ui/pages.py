@@ -290,9 +290,9 @@ def _estimate(estimate: dict[str, Any]) -> str:
     quote = estimate.get("quote")
     if quote:
         lines.append(
-            f'<p>Cost: <strong id="quote">{credits_text(quote["micro_credits"])}</strong> credits'
+            f'<p>Cost: <strong id="quote">{human.credits(quote["micro_credits"])}</strong> credits'
             f" ({escape(str(quote.get('basis')))} time), balance "
-            f"{credits_text(quote['balance'])}</p>"
+            f"{human.credits(quote['balance'])}</p>"
         )
     else:
         lines.append(f'<p class="muted">No credits: {escape(estimate.get("quote_error", ""))}</p>')
@@ -315,14 +315,14 @@ def credits_page(addresses: list[str], address: str, credits: dict[str, Any]) ->
             f"{escape(credits['not_site'])}</span></p>"
         )
     balance = (
-        f'<p class="card">Balance <strong id="balance">{credits_text(credits["balance"])}</strong>'
+        f'<p class="card">Balance <strong id="balance">{human.credits(credits["balance"])}</strong>'
         " credits</p>"
     )
     prices = credits.get("prices") or {"slots": [], "slot": -1}
     slots = "".join(
         f"<tr{' class=now' if n == prices['slot'] else ''}><td>{n * 6:02d}-{n * 6 + 6:02d} h"
-        f"{' (now)' if n == prices['slot'] else ''}</td><td>{credits_text(cpu)}</td>"
-        f"<td>{credits_text(memory)}</td></tr>"
+        f"{' (now)' if n == prices['slot'] else ''}</td><td>{human.credits(cpu)}</td>"
+        f"<td>{human.credits(memory)}</td></tr>"
         for n, (cpu, memory) in enumerate(prices["slots"])
     )
     price_table = (
@@ -330,7 +330,7 @@ def credits_page(addresses: list[str], address: str, credits: dict[str, Any]) ->
         f"<th>per core-hour</th><th>per GB-hour</th></tr>{slots}</table></div>"
     )
     entries = "".join(
-        f"<tr><td>{human.local_time(e['at'])}</td><td>{credits_text(e['amount'])}</td>"
+        f"<tr><td>{human.local_time(e['at'])}</td><td>{human.credits(e['amount'])}</td>"
         f"<td>{e['job'] or ''}</td><td class=wrap>{escape(str(e['memo']))}</td></tr>"
         for e in credits.get("statement", [])
     )
@@ -342,7 +342,7 @@ def credits_page(addresses: list[str], address: str, credits: dict[str, Any]) ->
         f"<tr><td>{escape(str(m['host']))}</td><td>{m['cores']}</td>"
         f"<td>{human.size(m['memory']) if m['memory'] else 'auto'}</td>"
         f"<td>{escape(str(m['hours']))}</td><td>{'yes' if m['online'] else 'no'}</td>"
-        f"<td>{credits_text(m['earned'])}</td></tr>"
+        f"<td>{human.credits(m['earned'])}</td></tr>"
         for m in credits.get("resources", [])
     )
     lent = (
@@ -353,13 +353,6 @@ def credits_page(addresses: list[str], address: str, credits: dict[str, Any]) ->
         else '<p class="muted">No machines lent (<code>offload lend --site ...</code>).</p>'
     )
     return form + balance + price_table + statement + lent
-
-
-def credits_text(micro: int) -> str:
-    """Micro-credits as credits with six decimals (exact: no float on the way)."""
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(int(micro)), 1_000_000)
-    return f"{sign}{whole}.{frac:06d}"
 
 
 def _traceback(text: str) -> str:
