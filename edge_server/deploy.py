@@ -70,17 +70,6 @@ JSON_MAX = 4 * 2**20
 Send = Callable[[bytes, list[Any]], None]
 
 
-def apps_request(frames: Sequence[Any]) -> dict[str, Any] | None:
-    """The JSON of a control message about apps (``deploy``, ``rollback``, ``apps``), else None."""
-    if len(frames) < 3 or len(frames[2]) > JSON_MAX:
-        return None
-    try:
-        body = protocol.decode_json(frames[2].buffer)
-    except ProtocolError:
-        return None
-    return body if body.get("op") in OPS else None
-
-
 class Deployer:
     """The server's apps: deploy, roll back and list them; one deployment at a time."""
 
@@ -131,18 +120,20 @@ class Deployer:
 
     # -- what the event loop asks ---------------------------------------------------------------
 
-    def handled(
-        self, client: bytes, owner: str, request_id: int, frames: list[Any], closing: bool
-    ) -> bool:
-        """Answer a control message if it is about apps (else False: not this module's)."""
-        body = apps_request(frames)
-        if body is None:
-            return False
+    def handle(
+        self,
+        client: bytes,
+        owner: str,
+        request_id: int,
+        body: dict[str, Any],
+        blobs: list[Any],
+        closing: bool,
+    ) -> None:
+        """Answer a control request about apps (``body["op"]`` in :data:`OPS`)."""
         if closing and body.get("op") != "apps":
             self._send(client, errors.error_reply(request_id, ServerUnavailable("server closing")))
         else:
-            self.request(client, owner, request_id, body, frames[3:])
-        return True
+            self.request(client, owner, request_id, body, blobs)
 
     def request(
         self, client: bytes, owner: str, request_id: int, body: dict[str, Any], blobs: list[Any]

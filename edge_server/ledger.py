@@ -245,6 +245,14 @@ class Ledger:
         """Answer one control request (a JSON object with an ``op``) from ``owner``."""
         try:
             body = protocol.decode_json(frame)
+        except ProtocolError as exc:
+            self._send(client, errors.error_reply(request_id, exc))
+            return
+        self.answer(client, owner, request_id, body)
+
+    def answer(self, client: bytes, owner: str, request_id: int, body: dict[str, Any]) -> None:
+        """Answer one control request already decoded (its ``op`` is not about apps)."""
+        try:
             op = body.get("op")
             if op == "jobs":
                 limit = _int(body, "limit", 50, 1, _LIMIT_MAX)
@@ -299,12 +307,12 @@ class Ledger:
             else:
                 raise ProtocolError(f"unknown control operation {str(op)[:100]!r}")
         except StoreError as exc:  # this request fails, the server serves on
-            log.exception("control request %r failed", body if "body" in locals() else None)
+            log.exception("control request %r failed", body)
             self._send(client, errors.error_reply(request_id, ServerUnavailable(f"server: {exc}")))
         except OffloadError as exc:  # refused: the client raises it
             self._send(client, errors.error_reply(request_id, exc))
         except Exception as exc:  # a bug: this request fails, the server serves on
-            log.exception("control request %r failed", body if "body" in locals() else None)
+            log.exception("control request %r failed", body)
             self._send(client, errors.error_reply(request_id, ServerUnavailable(f"server: {exc}")))
 
     def _status(self, job_id: int, owner: str | None) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from .admission import admit
 from .arena import arena_dir, remove_stale_files
 from .clients import Clients
 from .config import ServerConfig
+from .control import route_control
 from .deploy import Deployer
 from .dispatch import TRACKER_POLL_MS
 from .engine import make_engine
@@ -66,7 +67,6 @@ from .store import Store
 log = logging.getLogger("edge_server")
 
 _CLIENT_BATCH = 64
-_CONTROL_MAX = 65536  # bytes of one control request's JSON
 _MAX_CLIENTS = 100_000  # clients (routing ids of calls and control requests) tracked at once
 
 
@@ -343,12 +343,8 @@ class EdgeServer:
             self._workers.pause(client, header.request_id)
             return
         if header.kind == protocol.CONTROL:
-            if self._deployer.handled(client, who, header.request_id, frames, self._stopping):
-                pass  # about apps: deploy, rollback, apps (edge_server.deploy)
-            elif len(frames) != 3 or len(frames[2]) > _CONTROL_MAX:
-                self._reply_error(client, header.request_id, ProtocolError("bad control request"))
-            else:
-                self._ledger.control(client, who, header.request_id, frames[2].buffer)
+            route_control(client, who, header.request_id, frames, self._deployer,
+                          self._ledger, self._stopping, self._reply_error)  # fmt: skip
             return
         if self._stopping:
             self._reply_error(client, header.request_id, ServerUnavailable("server closing"))
