@@ -13,6 +13,7 @@ import zmq
 
 from offload._exceptions import (
     CodeShippingDisabled,
+    InlineRefused,
     PayloadTooLarge,
     ProtocolError,
     UnknownFunction,
@@ -45,6 +46,7 @@ class Job:
     keep: bool = False  # keep its result whatever happens (queued before a restart)
     cpu_s: float = 0.0  # CPU seconds its worker spent on it (known once it has ended)
     held: int = 0  # bytes charged to its client's budget until it ends (edge_server.budget)
+    inline: bool = False  # run in a thread of the server process (edge_server.inline)
 
 
 def admit(
@@ -71,6 +73,17 @@ def admit(
     if size > config.max_message_size:
         raise PayloadTooLarge(
             f"call is {size} bytes; this server accepts {config.max_message_size}",
+        )
+    inline = bool(header.flags & protocol.INLINE)
+    if inline and not config.allow_inline:
+        raise InlineRefused(
+            f"{header.name!r} asks to run inline (isolation='thread'), in the server's process; "
+            "this server runs calls in worker processes only (start it with --allow-inline)"
+        )
+    if inline and header.flags & (protocol.BY_VALUE | protocol.CHECKPOINTED):
+        raise InlineRefused(
+            f"{header.name!r}: shipped code and checkpointed calls never run inline, "
+            "only in worker processes"
         )
     if header.flags & protocol.BY_VALUE:
         if not config.allow_code_shipping:
@@ -100,4 +113,5 @@ def admit(
         owner=owner,
         function=header.name,
         bytes_in=size,
+        inline=inline,
     )

@@ -20,6 +20,12 @@ class ServerConfig:
     types: extra ``module:Name`` types call arguments may contain.
     workers: worker processes running jobs (default: CPU count).
     allow_code_shipping: accept functions sent by value (runs client code!).
+    allow_inline: run calls that ask for it (``@offload(isolation="thread")``)
+        in threads of the server process, not worker processes; only
+        functions of ``apps``, never shipped or deployed code nor
+        checkpointed calls. No crash, memory or CPU isolation, and a hung
+        call cannot be stopped: see :mod:`edge_server.inline`. Off: such
+        calls are refused with InlineRefused.
     max_message_size: largest call accepted, in bytes.
     queue_size: calls waiting for a worker before new ones get ServerBusy.
     compression: lz4 on results where it pays (``"auto"``) or ``"off"``.
@@ -101,6 +107,7 @@ class ServerConfig:
     types: tuple[str, ...] = ()
     workers: int = os.cpu_count() or 1
     allow_code_shipping: bool = False
+    allow_inline: bool = False
     max_message_size: int = 512 * 2**20
     queue_size: int = 1000
     compression: str = "auto"
@@ -193,6 +200,8 @@ class ServerConfig:
             raise ConfigError("client_budget must be at least 1 MB and at most memory_budget")
         if self.engine not in ("local", "dask"):
             raise ConfigError("engine must be 'local' or 'dask'")
+        if self.allow_inline and self.engine != "local":
+            raise ConfigError("allow_inline runs calls in this process: not with the dask engine")
         if self.engine == "dask" and not self.scheduler:
             raise ConfigError("the dask engine needs a scheduler address")
         tls = (self.site_tls_ca, self.site_tls_cert, self.site_tls_key)

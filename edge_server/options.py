@@ -65,6 +65,13 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
         help="accept functions sent by value: runs client code, trusted clients only",
     )
     parser.add_argument(
+        "--allow-inline",
+        action="store_true",
+        help='run @offload(isolation="thread") calls of --app functions in threads of this '
+        "process: no worker hop, but no crash, memory or CPU isolation and no stopping a hung "
+        "call; trusted small functions only (default: refused)",
+    )
+    parser.add_argument(
         "--max-message-size",
         type=parse_size,
         default=defaults.max_message_size,
@@ -285,6 +292,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ServerConfig, argpars
             types=tuple(args.allow_type),
             workers=args.workers,
             allow_code_shipping=args.allow_code_shipping,
+            allow_inline=args.allow_inline,
             max_message_size=args.max_message_size,
             queue_size=args.queue_size,
             compression=args.compression,

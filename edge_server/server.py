@@ -57,6 +57,7 @@ from .dispatch import TRACKER_POLL_MS
 from .engine import make_engine
 from .fairqueue import FairQueue
 from .frontend import open_frontend
+from .inline import InlineEngine, with_inline
 from .ledger import Ledger
 from .load import LoadMeter
 from .orphans import begin_closing, stop_orphans
@@ -144,16 +145,11 @@ class EdgeServer:
                 self.health,
                 lambda client, ids: self._workers.withdraw(client, ids),
             )
-            engine = self._engine = make_engine(
-                self.config,
-                self.registry,
-                Path(workdir),
-                store,
-                context,
-                self._queue,
-                self._ledger,
-                self._send,
-            )
+            engine = self._engine = with_inline(
+                make_engine(self.config, self.registry, Path(workdir), store, context,
+                            self._queue, self._ledger, self._send),
+                self.config, self.registry, self._ledger, self._send,
+            )  # fmt: skip
             self._workers = engine.workers
             self._deployer = Deployer.open(self.config, self.registry, self._send, self._wake_w,
                                            self._switch_apps, engine.apps_in_use)  # fmt: skip
@@ -359,6 +355,9 @@ class EdgeServer:
             self._reply_error(client, header.request_id, refusal)
             return
         self._next_job = job.id
+        if job.inline and isinstance(self._engine, InlineEngine):  # no worker: a thread here
+            self._engine.run_inline(job)
+            return
         self._queue.append(job)
         self._ledger.accepted(job)
 

@@ -35,6 +35,7 @@ that has one is in brackets.
     └── RemoteCallError
         ├── UnknownFunction                 [unknown_function]
         │   └── CodeShippingDisabled        [code_shipping_disabled]
+        ├── InlineRefused                   [inline_refused]
         ├── VersionMismatch                 [version_mismatch]
         ├── WorkerCrashed                   [worker_crashed]
         ├── CallTimeout                     [timeout]
@@ -141,6 +142,17 @@ class UnknownFunction(RemoteCallError, LookupError):
 
 class CodeShippingDisabled(UnknownFunction):
     """The client shipped a function by value but the server does not allow it."""
+
+
+class InlineRefused(RemoteCallError):
+    """The server will not run this call inline (``@offload(isolation="thread")``).
+
+    It runs inline calls only when started with ``--allow-inline``, and only of
+    functions from its own ``--app`` modules: never code shipped by value, a
+    deployed app's function, or a checkpointed call. Nothing ran; in ``auto``
+    mode the call runs here instead, warned (the server never quietly runs it
+    in a worker process instead).
+    """
 
 
 class VersionMismatch(RemoteCallError):
@@ -266,6 +278,7 @@ ERROR_CODES: dict[str, type[OffloadError]] = {
     "unavailable": ServerUnavailable,
     "unknown_function": UnknownFunction,
     "code_shipping_disabled": CodeShippingDisabled,
+    "inline_refused": InlineRefused,
     "version_mismatch": VersionMismatch,
     "worker_crashed": WorkerCrashed,
     "timeout": CallTimeout,

@@ -21,6 +21,7 @@ from .runtime.serialize import Allowlist
 P = ParamSpec("P")
 R = TypeVar("R")
 ShipCode = Literal["never", "missing", "always"]
+Isolation = Literal["process", "thread"]
 
 
 class Caller(Protocol):
@@ -78,7 +79,12 @@ class OffloadedFunction(Generic[P, R]):
         retries: int = 0,
         provision: bool | None = None,
         migrate: str | None = None,
+        isolation: Isolation = "process",
     ) -> None:
+        if isolation not in ("process", "thread"):
+            raise ConfigError(f"isolation must be 'process' or 'thread', not {isolation!r}")
+        if isolation == "thread" and checkpoint_every is not None:
+            raise ConfigError("isolation='thread' runs no checkpointed calls: they need a worker")
         if migrate not in (None, *MIGRATE):
             raise ConfigError(f"migrate must be one of {MIGRATE}, not {migrate!r}")
         if checkpoint_every is not None and checkpoint_every < 0:
@@ -107,6 +113,8 @@ class OffloadedFunction(Generic[P, R]):
         self.provision = provision
         #: Whether its running jobs move to a server predicted faster (None: the client's).
         self.migrate = migrate
+        #: "thread": its calls ask to run in a thread of the server process (edge_server.inline).
+        self.isolation = isolation
         self.wire_name = function_name(fn)
         self.allowlist = Allowlist(frozenset({fn.__module__, self.wire_name.split(":")[0]}))
         #: Its calls are :class:`~offload.Job` s: they take checkpoints or may be retried.
@@ -175,6 +183,7 @@ def offload(
     retries: int = 0,
     provision: bool | None = None,
     migrate: str | None = None,
+    isolation: Isolation = "process",
 ) -> Callable[[Callable[P, R]], OffloadedFunction[P, R]]: ...
 def offload(
     fn: Callable[P, R] | None = None,
@@ -188,6 +197,7 @@ def offload(
     retries: int = 0,
     provision: bool | None = None,
     migrate: str | None = None,
+    isolation: Isolation = "process",
 ) -> Any:
     """Mark ``fn`` as offloadable: each call runs here or on an edge server.
 
@@ -208,7 +218,12 @@ def offload(
     ``migrate``: ``"auto"`` moves a running checkpointed job to another server
     when that is predicted to finish it sooner, moving its last checkpoint
     included; ``"never"`` keeps it where it runs (``None``: the client's
-    ``migrate``; see :mod:`offload.migration`).
+    ``migrate``; see :mod:`offload.migration`). ``isolation``: ``"process"``
+    (a worker process per job, the default) or ``"thread"``: for small trusted
+    functions, the server runs its calls in a thread of its own process, which
+    saves the hop to a worker but gives up crash, memory and CPU isolation and
+    cannot stop a hung call; a server runs them only with ``--allow-inline``,
+    and refuses them otherwise (:class:`~offload.InlineRefused`).
     """
 
     def wrap(f: Callable[P, R]) -> OffloadedFunction[P, R]:
@@ -222,6 +237,7 @@ def offload(
             retries=retries,
             provision=provision,
             migrate=migrate,
+            isolation=isolation,
         )
 
     return wrap if fn is None else wrap(fn)

@@ -27,10 +27,16 @@ FALLBACK = (
     errors.PayloadTooLarge,
     errors.SerializationError,
     errors.DeployRefused,  # provisioning on first use: the server would not take the app
+    errors.InlineRefused,  # isolation="thread" on a server without --allow-inline
 )
 
 #: Failures that show this server will never run the function: later calls stay here.
-STICKY = (errors.UnknownFunction, errors.VersionMismatch, errors.DeployRefused)
+STICKY = (
+    errors.UnknownFunction,
+    errors.VersionMismatch,
+    errors.DeployRefused,
+    errors.InlineRefused,
+)
 
 
 def falls_back(exc: BaseException) -> bool:

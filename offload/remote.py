@@ -152,6 +152,8 @@ class Remote:
         flags = protocol.STARTS if watcher is not None else 0  # a plain call's: STARTED
         if resume is not None:
             flags = protocol.CHECKPOINTED
+        if fn.isolation == "thread":  # run in the server's process (refused unless allowed)
+            flags |= protocol.INLINE
         if by_value:
             flags |= protocol.BY_VALUE
             code: Any = pickle_by_value(fn.__wrapped__)

@@ -291,3 +291,29 @@ def mark_begun(log: str, began: str, item: int, seconds: float) -> int:
     with open(log, "a") as f:
         f.write(f"{item}\n")
     return os.getppid()
+
+
+# -- inline (isolation="thread"): run by a thread of the server process --
+
+
+@offload(isolation="thread")
+def inline_where() -> int:
+    """The pid of the process that ran the call: the server's own when run inline."""
+    return os.getpid()
+
+
+@offload(isolation="thread")
+def inline_add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+@offload(isolation="thread")
+def inline_fail(message: str) -> None:
+    raise AppError(message)
+
+
+@offload(isolation="thread", timeout=1.0)
+def inline_hang(seconds: float) -> float:
+    """Sleeps past its 1 s timeout: a thread that cannot be stopped."""
+    time.sleep(seconds)
+    return seconds

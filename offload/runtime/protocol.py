@@ -20,7 +20,12 @@ Header layout (``HEADER_PREFIX`` plus variable tail)::
                                id of the sender's data socket, which is alive (a
                                heartbeat from a second socket, so that it never
                                waits behind a large upload);
-                               bit 3 STARTS (CALL): say STARTED when a worker takes it
+                               bit 3 STARTS (CALL): say STARTED when a worker takes it;
+                               bit 4 INLINE (CALL): run it in a thread of the server
+                               process, not a worker process
+                               (``@offload(isolation="thread")``); a server that does
+                               not allow it (``--allow-inline``) answers ERROR
+                               ``inline_refused`` and never runs it otherwise
     8       8     request id   chosen by the client, echoed in the reply
     16      8     aux          CALL: timeout in microseconds (0 = none);
                                RESULT: server-side execution time in nanoseconds;
@@ -88,6 +93,7 @@ BY_VALUE = 0x1
 CHECKPOINTED = 0x2
 ALIVE = 0x4
 STARTS = 0x8
+INLINE = 0x10
 
 PROBE_MAX = 8 * 2**20  # the most padding a PONG carries
 
