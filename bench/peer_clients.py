@@ -14,6 +14,7 @@ work as client CPU.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -183,24 +184,30 @@ def _ppe() -> Iterator[Calls]:
 
 
 @contextlib.contextmanager
-def _ours() -> Iterator[Calls]:
-    from .workloads import echo, noop
+def _ours(inline: bool = False) -> Iterator[Calls]:
+    """offload's edge server with one worker; ``inline``: its calls run in threads of the
+    server process (``--allow-inline``, ``@offload(isolation="thread")``), not the worker."""
+    from .workloads import echo, echo_inline, noop, noop_inline
 
+    call_noop, call_echo = (noop_inline, echo_inline) if inline else (noop, echo)
+    allow = ["--allow-inline"] if inline else []
     with (
         offload.serve_local(
-            ["bench.workloads"], workers=1, extra_args=["--log-level", "WARNING"]
+            ["bench.workloads"], workers=1, extra_args=["--log-level", "WARNING", *allow]
         ) as server,
         offload.Client(server.address, mode="remote", profile_cache="") as client,
     ):
         client.ping(timeout=60)
+        if inline:  # the worker starts meanwhile: up before any CPU is read
+            client.call(noop, (), {})
         front = psutil.Process(server.process.pid)
 
         def split() -> dict[str, list[psutil.Process]]:
             return {"front": [front], "worker": front.children(recursive=True)}
 
         yield Calls(
-            noop=lambda: client.call(noop, (), {}),
-            echo=lambda a: client.call(echo, (a,), {}),
+            noop=lambda: client.call(call_noop, (), {}),
+            echo=lambda a: client.call(call_echo, (a,), {}),
             server=split,
         )
 
@@ -278,6 +285,13 @@ PEERS = (
         "offload",
         _ours,
         "ZeroMQ; pickle 5, arrays out of band, lz4 where it pays",
+    ),
+    Peer(
+        "offload_inline",
+        'offload (inline thread: isolation="thread", --allow-inline)',
+        "offload",
+        functools.partial(_ours, inline=True),
+        "as offload; run by a thread of the edge server, not its worker",
     ),
     Peer("ray", "Ray actor", "ray", _ray, "gRPC; arrays over 100 KB via the object store", True),
     Peer("dask", "Dask distributed", "distributed", _dask, "TCP (tornado); pickle 5", True),

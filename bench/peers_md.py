@@ -68,13 +68,30 @@ def table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def inline_note(report: dict[str, Any]) -> str:
+    """Both of offload's figures side by side: a worker process per job, and inline threads."""
+    rows = report["peers"]
+    ours, inline = rows.get("offload", {}), rows.get("offload_inline", {})
+    if "noop_p50_us" not in ours or "noop_p50_us" not in inline:
+        return ""
+    return (
+        ' offload with `@offload(isolation="thread")` on a server started with '
+        "`--allow-inline` (calls run by a thread of the edge server, no worker process: no "
+        "crash, memory or CPU isolation, see README) against its default, a worker process per "
+        f"job, in this run: no-op p50 {inline['noop_p50_us']:,.0f} us against "
+        f"{ours['noop_p50_us']:,.0f} us ({inline['noop_p50_us'] / ours['noop_p50_us']:.2f}x); "
+        f"CPU per call client {inline['client_cpu_us']:.0f} against {ours['client_cpu_us']:.0f} "
+        f"us, server {server_cpu(inline)} against {server_cpu(ours)} us."
+    )
+
+
 def markdown(report: dict[str, Any], machine: str) -> str:
     """``peers.md``: the header, the machine and the table."""
     lines = [
         "# Peers on loopback, one remote worker process each",
         "",
         f"- machine: {machine}",
-        f"- {header(report)}",
+        f"- {header(report)}{inline_note(report)}",
         "",
         *table(report),
     ]
@@ -102,4 +119,4 @@ def summary(report: dict[str, Any]) -> str:
         )
     skipped = [r["label"] for r in report["peers"].values() if "skipped" in r]
     note = f" Not installed, so not run: {', '.join(skipped)}." if skipped else ""
-    return "\n".join(lines) + "\n\n" + header(report) + note + "\n"
+    return "\n".join(lines) + "\n\n" + header(report) + note + inline_note(report) + "\n"

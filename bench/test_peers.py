@@ -1,4 +1,5 @@
-"""Smoke run of the peers benchmark: raw, minimal RPC, ProcessPoolExecutor and offload measured."""
+"""Smoke run of the peers benchmark: raw, minimal RPC, ProcessPoolExecutor, offload (a worker
+process per job, and inline threads) measured."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import importlib.util
 
 from . import peers, peers_md
 
-MEASURED = ["raw", "rpc", "ppe", "offload"]
+MEASURED = ["raw", "rpc", "ppe", "offload", "offload_inline"]
 
 
 def test_the_four_measured_against_raw_and_a_missing_peer_skipped(monkeypatch):
@@ -35,9 +36,12 @@ def test_the_four_measured_against_raw_and_a_missing_peer_skipped(monkeypatch):
             assert row[key] > 0, (name, key)
     assert rows["raw"]["noop_p50_vs_raw"] == 1.0
     # offload's server side is its edge-server front and its worker, apart and summed
-    ours = rows["offload"]
-    assert set(ours["server_cpu_us"]) == {"front", "worker"}
-    assert ours["server_cpu_total_us"] == sum(ours["server_cpu_us"].values())
+    for name in ("offload", "offload_inline"):
+        ours = rows[name]
+        assert set(ours["server_cpu_us"]) == {"front", "worker"}
+        assert ours["server_cpu_total_us"] == sum(ours["server_cpu_us"].values())
     text = peers_md.markdown(report, "-")
     assert "| RPyC | - | rpyc not installed" in text and "| offload (edge server" in text
     assert "Not installed, so not run: RPyC." in peers_md.summary(report)
+    # both of offload's figures: a worker process per job (default) and inline threads
+    assert 'isolation="thread"' in peers_md.summary(report) and "--allow-inline" in text

@@ -25,6 +25,17 @@ def echo(value: Any) -> Any:
     return value
 
 
+@offload(mode="remote", isolation="thread")
+def noop_inline() -> None:
+    """:func:`noop` run inline, in a thread of a server started with ``--allow-inline``."""
+
+
+@offload(mode="remote", isolation="thread")
+def echo_inline(value: Any) -> Any:
+    """:func:`echo` run inline, in a thread of a server started with ``--allow-inline``."""
+    return value
+
+
 MOD = 1009  # matrix entries stay below it, so int64 products are exact
 
 
