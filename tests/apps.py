@@ -312,6 +312,12 @@ def inline_fail(message: str) -> None:
     raise AppError(message)
 
 
+@offload(isolation="thread")
+def inline_exit(code: int) -> None:
+    """``sys.exit`` inline: the call fails, the server does not exit."""
+    raise SystemExit(code)
+
+
 @offload(isolation="thread", timeout=1.0)
 def inline_hang(seconds: float) -> float:
     """Sleeps past its 1 s timeout: a thread that cannot be stopped."""

@@ -55,7 +55,9 @@ def test_an_exception_raised_inline_arrives_as_its_type_with_the_traceback(inlin
         inline_client.call(apps.inline_fail, ("boom",), {})
     assert isinstance(caught.value.__cause__, offload.RemoteTraceback)
     assert "inline_fail" in caught.value.__cause__.tb
-    assert inline_client.call(apps.inline_add, (1, 1), {}) == 2  # served on
+    with pytest.raises(offload.RemoteError, match="SystemExit"):  # sys.exit(): the call fails
+        inline_client.call(apps.inline_exit, (3,), {})
+    assert inline_client.call(apps.inline_add, (1, 1), {}) == 2  # the server serves on
 
 
 def test_bad_and_unknown_functions_inline_are_refused_and_the_server_serves_on(inline_client):
