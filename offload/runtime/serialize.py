@@ -186,12 +186,17 @@ class Allowlist:
         )
 
 
+_unpickler_init = pickle.Unpickler.__init__
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, data: Any, buffers: Sequence[Any], allowlist: Allowlist) -> None:
-        super().__init__(io.BytesIO(data), buffers=buffers)
+        _unpickler_init(self, io.BytesIO(data), buffers=buffers)
         self._allowlist = allowlist
-        self._used: set[int] = set()
-        self._keep: list[Any] = []  # keeps used buffers alive so their ids stay theirs
+        # Made by the first array (most results have none): the buffers used, and
+        # those buffers kept alive so that their ids stay theirs.
+        self._used: set[int] | None = None
+        self._keep: list[Any] = []
 
     def find_class(self, module: str, name: str) -> Any:
         if module == __name__ and name == "_array":
@@ -199,7 +204,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._allowlist.resolve(self, module, name)
 
     def _array(self, buffer: Any, *args: Any) -> Any:
-        if id(buffer) in self._used:
+        if self._used is None:
+            self._used = set()
+        elif id(buffer) in self._used:
             raise ForbiddenType("a buffer may back one array only")
         self._used.add(id(buffer))
         self._keep.append(buffer)
