@@ -81,6 +81,8 @@ class Remote:
         self.server_info: dict[str, Any] = {}
         #: This client's requests in flight there when that PONG came (its load counts them).
         self.calls_at_pong = 0
+        #: ``offload.usable.server_load``'s answer and the PONG it read it from.
+        self.load_memo: tuple[dict[str, Any], int, Any] | None = None
         #: Deploys the apps of functions that provision on first use (``provision``).
         self.provisioner = Provisioner(self)
         assert config.server is not None
@@ -161,7 +163,7 @@ class Remote:
             if compress:
                 codec, code = maybe_compress(memoryview(code))
             codecs, frames = bytes([codec]) + codecs, [code, *frames]
-        nbytes = sum(memoryview(f).nbytes for f in frames)
+        nbytes = sum([memoryview(f).nbytes for f in frames])
         # The server's own limit (from its PONG) too: ZeroMQ would drop the connection.
         limit = min(self.config.max_message_size, self.server_info.get("max_message_size", nbytes))
         if nbytes > limit:

@@ -52,10 +52,11 @@ from .._exceptions import (
     SerializationError,
 )
 from . import picklecost
-from .compression import declared_size, decompress, maybe_compress
+from .compression import MIN_SIZE, declared_size, decompress, maybe_compress
 from .protocol import RAW
 
 OUT_OF_BAND_MIN = 1024
+_ONE_RAW = bytes(1)  # the codecs of one raw frame
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 _NEWOBJ = copyreg.__newobj__  # type: ignore[attr-defined]
 _NEWOBJ_EX = copyreg.__newobj_ex__  # type: ignore[attr-defined]
@@ -272,6 +273,8 @@ def dumps(value: Any, *, compress: bool = True) -> tuple[bytes, list[Any]]:
         raise
     except Exception as exc:
         raise SerializationError(f"cannot serialize {type(value).__name__}: {exc}") from exc
+    if not frames and stream.tell() < MIN_SIZE:  # one small frame: nothing to compress
+        return _ONE_RAW, [stream.getbuffer()]
     frames.insert(0, stream.getbuffer())
     if not compress:
         return bytes(len(frames)), frames

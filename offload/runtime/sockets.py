@@ -34,11 +34,14 @@ def send_frames(sock: zmq.Socket, frames: Sequence[Any], flags: int = 0) -> None
 
     With NOBLOCK, only the first frame can fail: ZeroMQ takes the rest with it.
     """
+    if not frames:
+        return
     send = sock.send
-    last = len(frames) - 1
     flags = int(flags)
-    for i, frame in enumerate(frames):
-        send(frame, flags | SNDMORE if i < last else flags, copy=False)
+    more = flags | SNDMORE
+    for i in range(len(frames) - 1):
+        send(frames[i], more, copy=False)
+    send(frames[-1], flags, copy=False)
 
 
 def recv_frames(sock: zmq.Socket) -> list[zmq.Frame]:
