@@ -10,6 +10,11 @@ quote). Writes ``bench/results/profile_noop.json`` (the CPU figures) and
 ``profile_noop.md`` (those, and each process's top functions by self and
 inclusive samples). Needs ``py-spy`` on the PATH (``pip install py-spy``)
 for the profiles; without it only the CPU figures are written.
+
+CPU times swing with whatever else the machine runs; the Python opcodes the
+calling thread executes per call (counted with ``sys.settrace`` over a few
+hundred calls) do not, so they are reported too, per function: the figure to
+compare across changes on a shared machine.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -92,7 +98,31 @@ def _run(calls: int, spy_dir: Path | None) -> dict[str, float]:
         }
         for spy in spies:
             spy.wait(timeout=120)
+        if spy_dir is None:
+            per_call.update(_opcodes(client, 300))
     return per_call
+
+
+def _opcodes(client: offload.Client, calls: int) -> dict[str, Any]:
+    """Python opcodes (and the top functions by opcodes) the caller runs per no-op call."""
+    per: collections.Counter[str] = collections.Counter()
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if event == "call":
+            frame.f_trace_opcodes = True
+        elif event == "opcode":
+            code = frame.f_code
+            per["/".join(code.co_filename.split("/")[-2:]) + ":" + code.co_name] += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        for _ in range(calls):
+            client.call(noop, (), {})
+    finally:
+        sys.settrace(None)
+    top = [(name, round(n / calls, 1)) for name, n in per.most_common(15)]
+    return {"client_opcodes": round(sum(per.values()) / calls), "client_opcodes_top": top}
 
 
 def _top(path: Path) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
@@ -123,6 +153,14 @@ def _report(figures: dict[str, Any], spy_dir: Path | None) -> str:
         f"{figures['plain']['worker_cpu_us']:.0f} us; wall {figures['plain']['wall_us']:.0f} us "
         "per call (mean).\n",
     ]
+    if "client_opcodes" in figures["plain"]:
+        lines.append(
+            f"The calling thread runs {figures['plain']['client_opcodes']:,} Python opcodes per "
+            "call (`sys.settrace`, 300 calls: unlike CPU time, the same on a busy machine); "
+            "by function:\n\n| opcodes per call | function |\n|---|---|"
+        )
+        lines += [f"| {n:.0f} | `{f}` |" for f, n in figures["plain"]["client_opcodes_top"]]
+        lines.append("")
     if spy_dir is None:
         lines.append("py-spy was not on the PATH: no profiles.\n")
         return "\n".join(lines)

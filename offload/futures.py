@@ -8,9 +8,13 @@ cancellable while the call still waits in a queue, as a
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+import threading
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Protocol
+
+log = logging.getLogger("offload")
 
 
 class Withdrawer(Protocol):
@@ -68,6 +72,104 @@ def running_future() -> Future[Any]:
     future: Future[Any] = Future()
     future.set_running_or_notify_cancel()
     return future
+
+
+class Reply(Future[Any]):
+    """A synchronous call's own answer: a running future without a Condition per call.
+
+    A :class:`Future` builds a Condition (a Python object around an RLock),
+    and ``set_result`` and ``result`` each take it and run ``notify_all``:
+    on a no-op call that was a few percent of the client's CPU, spent on a
+    future no one else ever sees. This one keeps what the transport and the
+    router use of a running future (``done``, ``set_result``,
+    ``set_exception``, ``result``, ``exception``, ``add_done_callback``) with
+    one plain lock, and a second one made only when a thread must block in
+    :meth:`result` (the reply was not in yet: another thread leads the
+    socket). It is never cancelled and never handed to user code.
+    """
+
+    _PENDING, _RESULT, _ERROR = 0, 1, 2
+
+    def __init__(self) -> None:  # Future.__init__ (its Condition) is what this saves
+        self._step = Reply._PENDING
+        self._value: Any = None
+        self._lock = threading.Lock()
+        self._wakes: threading.Lock | None = None
+        self._then: list[Callable[[Future[Any]], object]] | None = None
+
+    def done(self) -> bool:
+        return self._step != Reply._PENDING
+
+    def running(self) -> bool:
+        return self._step == Reply._PENDING
+
+    def cancelled(self) -> bool:
+        return False
+
+    def cancel(self) -> bool:
+        return False
+
+    def set_running_or_notify_cancel(self) -> bool:
+        return True
+
+    def set_result(self, result: Any) -> None:
+        self._finish(Reply._RESULT, result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        self._finish(Reply._ERROR, exception)
+
+    def _finish(self, step: int, value: Any) -> None:
+        with self._lock:
+            if self._step != Reply._PENDING:
+                raise InvalidStateError(f"{self!r} is done already")
+            self._value, self._step = value, step
+            wakes, then, self._then = self._wakes, self._then, None
+        if wakes is not None:
+            wakes.release()
+        for callback in then or ():
+            self._call(callback)
+
+    def _call(self, callback: Callable[[Future[Any]], object]) -> None:
+        try:
+            callback(self)
+        except Exception:
+            log.exception("exception calling callback for %r", self)
+
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
+        with self._lock:
+            if self._step == Reply._PENDING:
+                self._then = [*(self._then or ()), fn]
+                return
+        self._call(fn)
+
+    def _wait(self, timeout: float | None) -> None:
+        """Block until done (the resolver releases ``_wakes``), or raise TimeoutError."""
+        with self._lock:
+            if self._step != Reply._PENDING:
+                return
+            if self._wakes is None:
+                self._wakes = threading.Lock()
+                self._wakes.acquire()
+            wakes = self._wakes
+        if not wakes.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            raise TimeoutError
+        wakes.release()  # for any other waiter
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._step == Reply._PENDING:
+            self._wait(timeout)
+        if self._step == Reply._ERROR:
+            raise self._value
+        return self._value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._step == Reply._PENDING:
+            self._wait(timeout)
+        return self._value if self._step == Reply._ERROR else None
+
+    def __repr__(self) -> str:
+        state = ("pending", "finished", "raised")[self._step]
+        return f"<Reply at {id(self):#x} state={state}>"
 
 
 def settle(future: Future[Any], value: Any = None, exc: BaseException | None = None) -> None:

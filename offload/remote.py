@@ -18,8 +18,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import zmq
 import zmq.auth
@@ -39,9 +38,12 @@ from .runtime.transport import Connection
 log = logging.getLogger("offload")
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """How one remote call went: its value, and what the profiler learns from it."""
+class Outcome(NamedTuple):
+    """How one remote call went: its value, and what the profiler learns from it.
+
+    A named tuple, not a frozen dataclass: one is made per call, and a frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__``.
+    """
 
     value: Any
     turnaround: float  # seconds from sending to the decoded reply
@@ -79,6 +81,8 @@ class Remote:
         self.server_info: dict[str, Any] = {}
         #: This client's requests in flight there when that PONG came (its load counts them).
         self.calls_at_pong = 0
+        #: ``offload.usable.server_load``'s answer and the PONG it read it from.
+        self.load_memo: tuple[dict[str, Any], int, Any] | None = None
         #: Deploys the apps of functions that provision on first use (``provision``).
         self.provisioner = Provisioner(self)
         assert config.server is not None
@@ -161,7 +165,7 @@ class Remote:
             if compress:
                 codec, code = maybe_compress(memoryview(code))
             codecs, frames = bytes([codec]) + codecs, [code, *frames]
-        nbytes = sum(memoryview(f).nbytes for f in frames)
+        nbytes = sum([memoryview(f).nbytes for f in frames])
         # The server's own limit (from its PONG) too: ZeroMQ would drop the connection.
         limit = min(self.config.max_message_size, self.server_info.get("max_message_size", nbytes))
         if nbytes > limit:
@@ -290,13 +294,33 @@ class Remote:
         frames: Sequence[Any],
     ) -> Any:
         """A reply's :class:`Outcome` (or exception); ACCEPTED and CHECKPOINT go to ``watcher``."""
-        if header.kind in protocol.INTERIM:
+        kind = header.kind
+        if kind == protocol.RESULT:
+            buffers = [f.buffer for f in frames]
+            limit = self.config.max_message_size
+            try:
+                received = sum([b.nbytes for b in buffers])
+                if received > limit:
+                    raise errors.PayloadTooLarge(f"{received} bytes, over max_message_size")
+                value = serialize.loads(header.codecs, buffers, fn.allowlist, limit)
+            except errors.OffloadError as exc:  # the call ran: never rerun it for this
+                raise errors.UnloadableResult(f"result of {fn.wire_name}: {exc}") from exc
+            return Outcome(
+                value,
+                time.perf_counter() - start,
+                header.aux / 1e9,
+                sent,
+                received,
+                alone and not self.conn.in_flight(),
+                provisioned,
+            )
+        if kind in protocol.INTERIM:
             if watcher is None:
                 raise errors.ProtocolError(f"a checkpoint answered a call of {fn.wire_name}")
-            if header.kind == protocol.ACCEPTED:
+            if kind == protocol.ACCEPTED:
                 watcher.accepted(header.aux)
                 return None
-            if header.kind == protocol.STARTED:
+            if kind == protocol.STARTED:
                 watcher.started()
                 return None
             buffers = [f.buffer for f in frames]
@@ -306,29 +330,9 @@ class Remote:
             nbytes = sum(b.nbytes for b in buffers)
             watcher.checkpointed(state, header.aux, *protocol.progress_of(header), nbytes)
             return None
-        if header.kind == protocol.RESULT:
-            buffers = [f.buffer for f in frames]
-            try:
-                received = sum(b.nbytes for b in buffers)
-                if received > self.config.max_message_size:
-                    raise errors.PayloadTooLarge(f"{received} bytes, over max_message_size")
-                value = serialize.loads(
-                    header.codecs, buffers, fn.allowlist, self.config.max_message_size
-                )
-            except errors.OffloadError as exc:  # the call ran: never rerun it for this
-                raise errors.UnloadableResult(f"result of {fn.wire_name}: {exc}") from exc
-            return Outcome(
-                value,
-                time.perf_counter() - start,
-                header.aux / 1e9,
-                sent,
-                received,
-                alone and self.conn.in_flight() == 0,
-                provisioned,
-            )
-        if header.kind == protocol.ERROR and frames:
+        if kind == protocol.ERROR and frames:
             raise errors_wire.rebuild(protocol.decode_json(frames[0].buffer))
-        raise errors.ProtocolError(f"unexpected reply kind {header.kind}")
+        raise errors.ProtocolError(f"unexpected reply kind {kind}")
 
     def ping(self, *, up: int = 0, down: int = 0, timed: bool = True) -> Future[dict[str, Any]]:
         """PING the server (with ``up`` bytes, asking ``down`` back); ``timed`` feeds the RTT.

@@ -47,7 +47,7 @@ from .checkpoints import write_checkpoint
 from .closing import Closing, _routers
 from .config import Config
 from .fallback import FALLBACK, STICKY, Fallbacks, Started, falls_back, not_again
-from .futures import CallFuture, chain_unless_cancelled, running_future, settle
+from .futures import CallFuture, Reply, chain_unless_cancelled, running_future, settle
 from .jobhost import JobName, Movable
 from .jobs import Job
 from .lessons import Lessons
@@ -146,7 +146,7 @@ class Router(Closing, Lessons):
             try:
                 remote = self.servers.get(side)
                 assert remote is not None
-                inner = running_future()
+                inner = Reply()  # a lighter future: only this thread waits for it
                 remote.send(fn, args, kwargs, inner, wait=True, watcher=started)
                 outcome: Outcome = inner.result()
             except FALLBACK as exc:

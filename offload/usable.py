@@ -180,8 +180,22 @@ def _answered(pinged: Future[Any], deadline: float) -> bool:
 
 def server_load(remote: Remote) -> tuple[int, int, float] | None:
     """Other clients' calls queued or running, workers, and calls ended per second, from
-    the server's latest PONG (None when it told none, or nonsense)."""
-    info = remote.server_info
+    the server's latest PONG (None when it told none, or nonsense).
+
+    Read after every call (``lessons.crowded``), so worked out once per PONG: kept
+    in ``remote.load_memo`` with the PONG's dict and count it came from.
+    """
+    info, calls = remote.server_info, remote.calls_at_pong
+    memo = remote.load_memo
+    if memo is not None and memo[0] is info and memo[1] == calls:
+        return memo[2]
+    load = _load_of(info, calls)
+    remote.load_memo = (info, calls, load)
+    return load
+
+
+def _load_of(info: dict[str, Any], calls: int) -> tuple[int, int, float] | None:
+    """:func:`server_load` from a PONG's ``info``, sent with ``calls`` of ours in flight."""
     load = info.get("load")
     if not isinstance(load, dict):
         return None
@@ -192,7 +206,7 @@ def server_load(remote: Remote) -> tuple[int, int, float] | None:
         return None
     rate = load.get("rate_per_s")
     rate = float(rate) if isinstance(rate, (int, float)) and rate > 0 else 0.0
-    return max(ahead - remote.calls_at_pong, 0), max(workers, 1), rate
+    return max(ahead - calls, 0), max(workers, 1), rate
 
 
 def _update(candidate: Candidate, remote: Remote) -> None:

@@ -157,3 +157,51 @@ def test_a_sample_at_a_new_reported_rate_replaces_the_old_one():
     link.on_call(250_000, 200_000, 450_000 / predicted + 0.001 + 0.5, 0.5)
     assert link.up_rate == pytest.approx(predicted, rel=0.05)
     assert link.learned_at == 8e6 / 8
+
+
+def _plain_add(m: SizeModel, x: float, cost: float, side: int, side_prior: float) -> None:
+    """SizeModel.add as plain formulas (before it was written for speed): the reference."""
+    y = math.log(cost if cost > 1e-9 else 1e-9)
+    if m.counts[side] >= 3:
+        a, b, c = m.params
+        residual = y - (a + b * x + (c if side else 0.0))
+        err = m.err[side]
+        bound = 3.0 * math.sqrt(err) + 0.1
+        if residual > bound:
+            y -= residual - bound
+        elif residual < -bound:
+            y -= residual + bound
+        m.err[side] = err + 0.1 * (residual * residual - err)
+    f, s = m.forget, m.sums[side]
+    s[0], s[1], s[2], s[3], s[4] = (s[0] * f + 1, s[1] * f + x, s[2] * f + y,
+                                    s[3] * f + x * x, s[4] * f + x * y)  # fmt: skip
+    m.counts[side] += 1
+    there, here = m.sums
+    w, sx, sy = there[0] + here[0], there[1] + here[1], there[2] + here[2]
+    sxx, sxy = there[3] + here[3], there[4] + here[4]
+    mx, mi, my = sx / w, here[0] / w, sy / w
+    cxx = sxx / w - mx * mx + 0.01
+    cxi = here[1] / w - mx * mi
+    cii = mi - mi * mi + 0.01
+    rx = sxy / w - mx * my + 0.01 * m.slope_prior
+    ri = here[2] / w - mi * my + 0.01 * side_prior
+    b = min(max((rx * cii - cxi * ri) / (cxx * cii - cxi * cxi), 0.0), 4.0)
+    c = (ri - cxi * b) / cii
+    m.params = (my - b * mx - c * mi, b, c)
+
+
+def test_size_model_add_is_the_plain_formulas_to_the_bit():
+    rng = random.Random(7)
+    odd = [0.0, -0.0, 1e-12, 1.0, 1e300, 1e-320]
+    for _ in range(300):
+        forget, prior = rng.choice([0.5, 0.8, 0.95]), rng.uniform(-2, 3)
+        fast, plain = SizeModel(forget, prior), SizeModel(forget, prior)
+        for _ in range(rng.randint(1, 30)):
+            x = rng.choice([0.0, 3.0, rng.uniform(0, 25)])
+            cost = rng.choice([rng.lognormvariate(-5, 4), rng.choice(odd)])
+            side, side_prior = rng.choice([0, 0, 1]), rng.choice([0.0, rng.uniform(-3, 3)])
+            fast.add(x, cost, 0, side, side_prior)
+            _plain_add(plain, x, cost, side, side_prior)
+            assert repr((fast.params, fast.err, fast.sums)) == repr(
+                (plain.params, plain.err, plain.sums)
+            )

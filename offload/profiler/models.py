@@ -25,6 +25,7 @@ from typing import Any
 # tighter bound freezes a drift that is still catching up.
 ERR_MAX = 1.0
 _MIN = 1e-9  # a cost of zero has no logarithm; a nanosecond is "free"
+_log, _sqrt = math.log, math.sqrt
 
 
 class Smoothed:
@@ -128,13 +129,19 @@ class SizeModel:
         side: int = 0,
         side_prior: float = 0.0,
     ) -> None:
-        """Learn that a call of size ``exp(log_size)`` on ``side`` cost ``cost``."""
-        y = math.log(cost if cost > _MIN else _MIN)
-        if self.counts[side] >= 3:
+        """Learn that a call of size ``exp(log_size)`` on ``side`` cost ``cost``.
+
+        It runs three times after every remote call: written for the interpreter
+        (locals, unpacking, one slice store), the same floating-point operations
+        in the same order as the plain formulas.
+        """
+        y = _log(cost if cost > _MIN else _MIN)
+        counts = self.counts
+        if counts[side] >= 3:
             a, b, c = self.params
             residual = y - (a + b * log_size + (c if side else 0.0))
             err = self.err[side]
-            bound = 3.0 * math.sqrt(err) + 0.1
+            bound = 3.0 * _sqrt(err) + 0.1
             if residual > bound:
                 y -= residual - bound
             elif residual < -bound:
@@ -142,14 +149,9 @@ class SizeModel:
             self.err[side] = err + 0.1 * (residual * residual - err)
         f, x = self.forget, log_size
         s = self.sums[side]  # unrolled: this runs after every call
-        s[0], s[1], s[2], s[3], s[4] = (
-            s[0] * f + 1.0,
-            s[1] * f + x,
-            s[2] * f + y,
-            s[3] * f + x * x,
-            s[4] * f + x * y,
-        )
-        self.counts[side] += 1
+        w, sx, sy, sxx, sxy = s
+        s[:] = (w * f + 1.0, sx * f + x, sy * f + y, sxx * f + x * x, sxy * f + x * y)
+        counts[side] += 1
         self.seen[side] = clock
         self._fit(side_prior)
 
@@ -166,17 +168,16 @@ class SizeModel:
         # centred, with ridge terms pulling the slope towards slope_prior and
         # the side factor towards side_prior: they decide when the data cannot
         # (one size seen, or one side).
-        there, here = self.sums
-        w, sx, sy = there[0] + here[0], there[1] + here[1], there[2] + here[2]
-        sxx, sxy = there[3] + here[3], there[4] + here[4]
-        mx, mi, my = sx / w, here[0] / w, sy / w
-        cxx = sxx / w - mx * mx + 0.01
-        cxi = here[1] / w - mx * mi
+        (tw, tx, ty, txx, txy), (hw, hx, hy, hxx, hxy) = self.sums
+        w = tw + hw
+        mx, mi, my = (tx + hx) / w, hw / w, (ty + hy) / w
+        cxx = (txx + hxx) / w - mx * mx + 0.01
+        cxi = hx / w - mx * mi
         cii = mi - mi * mi + 0.01
-        rx = sxy / w - mx * my + 0.01 * self.slope_prior
-        ri = here[2] / w - mi * my + 0.01 * side_prior
+        rx = (txy + hxy) / w - mx * my + 0.01 * self.slope_prior
+        ri = hy / w - mi * my + 0.01 * side_prior
         b = (rx * cii - cxi * ri) / (cxx * cii - cxi * cxi)
-        b = min(max(b, 0.0), 4.0)
+        b = 0.0 if b < 0.0 else 4.0 if b > 4.0 else b  # min(max(b, 0), 4), NaN and -0.0 alike
         c = (ri - cxi * b) / cii
         self.params = (my - b * mx - c * mi, b, c)
 

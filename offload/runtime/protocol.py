@@ -147,14 +147,18 @@ def progress_of(header: Header) -> tuple[int, int]:
     return (done, total) if done <= total else (0, 0)
 
 
+_PREFIX_SIZE = HEADER_PREFIX.size
+_unpack_prefix = HEADER_PREFIX.unpack_from
+_new_header = tuple.__new__  # Header(...) without its Python-level __new__: every reply's
+_CODECS = bytes((RAW, LZ4))
+
+
 def decode_header(frame: bytes | memoryview) -> Header:
     """Unpack and validate a header frame, raising :class:`ProtocolError` if malformed."""
-    size = HEADER_PREFIX.size
+    size = _PREFIX_SIZE
     if len(frame) < size:
         raise ProtocolError(f"header frame of {len(frame)} bytes is shorter than {size}")
-    magic, version, kind, flags, request_id, aux, fingerprint, name_len = HEADER_PREFIX.unpack_from(
-        frame
-    )
+    magic, version, kind, flags, request_id, aux, fingerprint, name_len = _unpack_prefix(frame)
     if magic != MAGIC:
         raise ProtocolError(f"bad magic {bytes(magic)!r}, expected {MAGIC!r}")
     if version != VERSION:
@@ -165,13 +169,13 @@ def decode_header(frame: bytes | memoryview) -> Header:
     if len(frame) < end:
         raise ProtocolError("header frame truncated inside the function name")
     try:
-        name = bytes(frame[size:end]).decode()
+        name = bytes(frame[size:end]).decode() if name_len else ""  # replies carry none
     except UnicodeDecodeError as exc:
         raise ProtocolError("function name is not valid UTF-8") from exc
     codecs = bytes(frame[end:])
-    if any(c not in (RAW, LZ4) for c in codecs):
+    if codecs.translate(None, _CODECS):  # what is left is no codec
         raise ProtocolError("unknown payload codec")
-    return Header(kind, flags, request_id, aux, fingerprint, name, codecs)
+    return _new_header(Header, (kind, flags, request_id, aux, fingerprint, name, codecs))
 
 
 def with_request_id(header: bytes, request_id: int) -> bytes:

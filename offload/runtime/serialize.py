@@ -52,10 +52,11 @@ from .._exceptions import (
     SerializationError,
 )
 from . import picklecost
-from .compression import declared_size, decompress, maybe_compress
+from .compression import MIN_SIZE, declared_size, decompress, maybe_compress
 from .protocol import RAW
 
 OUT_OF_BAND_MIN = 1024
+_ONE_RAW = bytes(1)  # the codecs of one raw frame
 _HEAPTYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class defined in Python
 _NEWOBJ = copyreg.__newobj__  # type: ignore[attr-defined]
 _NEWOBJ_EX = copyreg.__newobj_ex__  # type: ignore[attr-defined]
@@ -186,12 +187,17 @@ class Allowlist:
         )
 
 
+_unpickler_init = pickle.Unpickler.__init__
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, data: Any, buffers: Sequence[Any], allowlist: Allowlist) -> None:
-        super().__init__(io.BytesIO(data), buffers=buffers)
+        _unpickler_init(self, io.BytesIO(data), buffers=buffers)
         self._allowlist = allowlist
-        self._used: set[int] = set()
-        self._keep: list[Any] = []  # keeps used buffers alive so their ids stay theirs
+        # Made by the first array (most results have none): the buffers used, and
+        # those buffers kept alive so that their ids stay theirs.
+        self._used: set[int] | None = None
+        self._keep: list[Any] = []
 
     def find_class(self, module: str, name: str) -> Any:
         if module == __name__ and name == "_array":
@@ -199,7 +205,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return self._allowlist.resolve(self, module, name)
 
     def _array(self, buffer: Any, *args: Any) -> Any:
-        if id(buffer) in self._used:
+        if self._used is None:
+            self._used = set()
+        elif id(buffer) in self._used:
             raise ForbiddenType("a buffer may back one array only")
         self._used.add(id(buffer))
         self._keep.append(buffer)
@@ -265,6 +273,8 @@ def dumps(value: Any, *, compress: bool = True) -> tuple[bytes, list[Any]]:
         raise
     except Exception as exc:
         raise SerializationError(f"cannot serialize {type(value).__name__}: {exc}") from exc
+    if not frames and stream.tell() < MIN_SIZE:  # one small frame: nothing to compress
+        return _ONE_RAW, [stream.getbuffer()]
     frames.insert(0, stream.getbuffer())
     if not compress:
         return bytes(len(frames)), frames

@@ -34,11 +34,9 @@ connection, for per-call byte counts.
 from __future__ import annotations
 
 import itertools
-import logging
-import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -47,18 +45,10 @@ import zmq
 from .._exceptions import ProtocolError, ServerUnavailable
 from . import protocol, sockets
 from .link import Link, new_identity
+from .observers import RECEIVED, SENT, Observer, notify, notify_sent
 from .pending import Decoder, Pending
 
 __all__ = ["RECEIVED", "SENT", "Connection", "Decoder", "Observer"]
-
-log = logging.getLogger("offload")
-
-#: ``observer(request_id, direction, kind, frames, nbytes)``; see :meth:`Connection.observe`.
-Observer = Callable[[int, str, int, int, int], None]
-SENT = "sent"
-RECEIVED = "received"
-
-_KIND_AND_ID = struct.Struct("!5xB2xQ")  # a header's kind (byte 5) and request id (8-15)
 
 
 class Connection:
@@ -197,7 +187,7 @@ class Connection:
                 raise
         if nested:
             while wait and not future.done() and not self._closed:
-                self._pump()
+                self._pump(future)
         elif wait:
             self._lead(until=future)
         else:
@@ -291,7 +281,7 @@ class Connection:
         try:
             while True:
                 if not handoff:
-                    self._pump()
+                    self._pump(until)
                 with self._mutex:
                     if self._closed:
                         self._release()
@@ -351,11 +341,16 @@ class Connection:
     def _send(self, frames: Sequence[Any]) -> None:
         self._link.send(frames, self._pending)
         if self._observers:
-            kind, request_id = _KIND_AND_ID.unpack_from(frames[0])
-            self._notify(request_id, SENT, kind, frames)
+            notify_sent(self._observers, frames)
 
-    def _pump(self) -> None:
-        """One round: send queued frames, wait for events, resolve replies, check liveness."""
+    def _pump(self, until: Future[Any] | None = None) -> None:
+        """One round: send queued frames, wait for events, resolve replies, check liveness.
+
+        Once ``until`` is done, the replies still waiting are left for the next
+        round, whoever pumps it: :meth:`Link.wait` looks for one before it polls
+        (ZeroMQ's fd would not say again), so asking the socket once more here,
+        on every synchronous call, would only cost a system call.
+        """
         link = self._link
         if self._woken:
             link.clear_wake()
@@ -373,6 +368,8 @@ class Connection:
             reply = link.receive(self._pending, self._max_reply)
             if reply is not None:
                 self._dispatch(reply)
+            if until is not None and until.done():
+                break
         link.service(events, self._pending)
 
     def _dispatch(self, frames: list[zmq.Frame]) -> None:
@@ -384,13 +381,5 @@ class Connection:
             pending.fail(protocol.peek_request_id(frames[0].buffer), exc)
             return
         if self._observers:
-            self._notify(header.request_id, RECEIVED, header.kind, frames)
+            notify(self._observers, header.request_id, RECEIVED, header.kind, frames)
         pending.resolve(header, frames[1:])
-
-    def _notify(self, request_id: int, direction: str, kind: int, frames: Sequence[Any]) -> None:
-        nbytes = sum(memoryview(frame).nbytes for frame in frames)
-        for observer in self._observers:
-            try:
-                observer(request_id, direction, kind, len(frames), nbytes)
-            except Exception:
-                log.exception("a connection observer failed")
