@@ -19,6 +19,7 @@ from pathlib import Path
 
 import zmq.auth
 
+from ._exceptions import ConfigError
 from .config import Config
 from .discovery import Found
 from .geo import distance_km, format_location, parse_location
@@ -121,3 +122,17 @@ def listing(config: Config, discovered: list[Found]) -> list[Known]:
         else:
             servers[address] = Known(address, "discovered", False, "unknown key", None, found)
     return list(servers.values())
+
+
+def curve_keys(config: Config) -> tuple[bytes, bytes, bytes] | None:
+    """(client public, client secret, server public) keys from the config's key files."""
+    if config.client_key is None or config.server_key is None:
+        return None
+    try:
+        public, secret = zmq.auth.load_certificate(config.client_key)
+        server, _ = zmq.auth.load_certificate(config.server_key)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read CurveZMQ keys: {exc}") from exc
+    if secret is None:
+        raise ConfigError(f"{config.client_key} holds no secret key (use NAME.key_secret)")
+    return public, secret, server

@@ -21,12 +21,12 @@ from concurrent.futures import Future
 from typing import Any, NamedTuple, Protocol
 
 import zmq
-import zmq.auth
 
 from . import _exceptions as errors
 from .api import OffloadedFunction
 from .config import Config
 from .deploy import Deployed, Provisioner
+from .fleet import curve_keys
 from .futures import chain, running_future, settle
 from .profiler import Link
 from .runtime import errors as errors_wire
@@ -92,7 +92,7 @@ class Remote:
             config.server,
             heartbeat_interval=config.heartbeat_interval,
             heartbeat_timeout=config.heartbeat_timeout,
-            curve=_curve(config),
+            curve=curve_keys(config),
             # A reply: its payload, a header, and at most a PONG's probe padding.
             max_reply=max(config.max_message_size, protocol.PROBE_MAX) + 65536,
         )
@@ -385,17 +385,3 @@ def _decode_control(header: protocol.Header, frames: Sequence[Any]) -> tuple[Any
     if header.kind != protocol.CONTROL or not frames:
         raise errors.ProtocolError(f"expected CONTROL, got kind {header.kind}")
     return protocol.decode_json(frames[0].buffer), [f.buffer for f in frames[1:]]
-
-
-def _curve(config: Config) -> tuple[bytes, bytes, bytes] | None:
-    """(client public, client secret, server public) keys from the config's key files."""
-    if config.client_key is None or config.server_key is None:
-        return None
-    try:
-        public, secret = zmq.auth.load_certificate(config.client_key)
-        server, _ = zmq.auth.load_certificate(config.server_key)
-    except (OSError, ValueError) as exc:
-        raise errors.ConfigError(f"cannot read CurveZMQ keys: {exc}") from exc
-    if secret is None:
-        raise errors.ConfigError(f"{config.client_key} holds no secret key (use NAME.key_secret)")
-    return public, secret, server
