@@ -245,8 +245,10 @@ class EdgeServer:
                 if not sockets.readable(frontend):
                     break
                 self._on_client(sockets.recv_frames(frontend))
-                if workers.idle and self._queue:  # start it now, as a pool would
-                    workers.dispatch()
+                if self._queue and len(self._queue) <= len(workers.idle):
+                    workers.dispatch()  # start it now, as a pool would
+            # Calls that waited behind others start after the batch: their start and
+            # the new calls' payloads then go to the store in one commit.
             workers.dispatch()
             self._ledger.tick(time.monotonic())
             fds = engine.watched()
