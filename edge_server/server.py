@@ -278,14 +278,13 @@ class EdgeServer:
     def _wait(self, fdpoll: select.poll) -> list[tuple[int, int]]:
         """Wait for events; shortly after handing out a job, poll without sleeping.
 
-        Waking a sleeping process costs tens of microseconds, as much as the rest
-        of a small call; a short job's reply usually comes within ``busy_poll`` of
-        its dispatch, so for that long the server polls instead of sleeping, but
-        only while a core is spare (nothing queued, fewer jobs than cores): under
-        load the spin never takes the CPU the workers and clients need.
+        A short job's reply usually comes within ``busy_poll`` of its dispatch;
+        for that long the server may poll instead of sleeping, only while a core
+        is spare (nothing queued, fewer jobs than cores). Off by default: 500 us
+        of it cost ~100 us of CPU per no-op call and no lower p50 (issue 16).
         """
         deadline = self._workers.dispatched_at + self.config.busy_poll
-        if time.perf_counter() < deadline and self._spare_core():
+        if self.config.busy_poll and time.perf_counter() < deadline and self._spare_core():
             while time.perf_counter() < deadline:
                 events = fdpoll.poll(0)
                 if events:
