@@ -259,6 +259,7 @@ class Ledger:
 
     def answer(self, client: bytes, owner: str, request_id: int, body: dict[str, Any]) -> None:
         """Answer one control request already decoded (its ``op`` is not about apps)."""
+        self.store_waiting()  # reading flushes the store: not a call's row without its payload
         try:
             op = body.get("op")
             if op == "jobs":
