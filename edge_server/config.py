@@ -33,8 +33,8 @@ class ServerConfig:
         asked for (a client may ask for none).
     busy_poll: seconds after handing a job to a worker during which the server
         polls for the reply instead of sleeping, only while a core is spare (no
-        call queued, fewer jobs running than cores); 0 disables; see
-        :meth:`EdgeServer._wait <edge_server.server.EdgeServer._wait>`.
+        call queued, fewer jobs running than cores); 0 (the default) disables;
+        see :meth:`EdgeServer._wait <edge_server.server.EdgeServer._wait>`.
     close_grace: on stop (SIGTERM), how long running jobs get: checkpointed ones
         are asked for a checkpoint at once and stop there, others may finish.
     purge_on_exit: delete all job data this server stored when it exits.
@@ -112,7 +112,7 @@ class ServerConfig:
     queue_size: int = 1000
     compression: str = "auto"
     max_call_seconds: float = 3600.0
-    busy_poll: float = 0.0005
+    busy_poll: float = 0.0  # measured: 100 us of CPU per no-op call, no gain in p50
     close_grace: float = 10.0
     orphans: str = "stop"
     secret_key: str | None = None

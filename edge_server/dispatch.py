@@ -159,9 +159,9 @@ class Dispatcher:
     def dispatch(self) -> None:
         """Hand queued jobs to idle workers, round-robin between clients.
 
-        Jobs whose payload is in the store are marked running there (one
-        commit for the batch) before any is sent: a server killed a moment
-        later must not run them again after its restart.
+        Jobs whose payload is in the store are marked running there (one commit
+        with the calls still waiting) before any is sent: a server killed a
+        moment later must not run them again after its restart.
         """
         if self.stopping:
             return  # closing: what is still queued stays in the store for the restart
@@ -180,11 +180,11 @@ class Dispatcher:
             picked.append((job, worker))
         if not picked:
             return
-        stored = False
+        stored = any(job.stored for job, _ in picked)  # before started() clears it
         for job, _ in picked:
-            stored = stored or job.stored
             self.ledger.started(job)
         if stored:
+            self.ledger.store_waiting()
             self.ledger.commit()
         for job, worker in picked:
             self._hand(job, worker)

@@ -206,12 +206,7 @@ class Ledger:
 
     def tick(self, now: float) -> None:
         """Once per loop pass: store waiting payloads, write what is due, expire what is old."""
-        if self._new:
-            for job in self._new:
-                if job.state is JobState.QUEUED and not job.stored:
-                    self.store.waiting(job.id, [f.buffer for f in job.frames])
-                    job.stored = True
-            self._new.clear()
+        self.store_waiting()
         if self._running and now - self._alive_at >= _ALIVE_EVERY:
             self._alive_at = now
             self.store.alive()  # a crash then records how long its jobs ran
@@ -227,6 +222,18 @@ class Ledger:
                     log.info("expired %d old jobs from the history", gone)
         except StoreError:
             log.exception("the job store could not expire old jobs or give back space")
+
+    def store_waiting(self) -> None:
+        """Record the payloads of the calls accepted since the last pass that still wait.
+
+        A call a worker took in the same pass never has its payload stored.
+        """
+        if self._new:
+            for job in self._new:
+                if job.state is JobState.QUEUED and not job.stored:
+                    self.store.waiting(job.id, [f.buffer for f in job.frames])
+                    job.stored = True
+            self._new.clear()
 
     def commit(self) -> None:
         """Write everything recorded so far to the store now."""
@@ -252,6 +259,7 @@ class Ledger:
 
     def answer(self, client: bytes, owner: str, request_id: int, body: dict[str, Any]) -> None:
         """Answer one control request already decoded (its ``op`` is not about apps)."""
+        self.store_waiting()  # reading flushes the store: not a call's row without its payload
         try:
             op = body.get("op")
             if op == "jobs":

@@ -88,6 +88,7 @@ class EdgeServer:
         self._queue = FairQueue()
         self._cores = len(os.sched_getaffinity(0))  # the CPUs this server may run on
         self._next_job = 0
+        self._sends = 0  # messages sent to clients (the loop's EVENTS check looks at it)
         self._started = time.monotonic()
         self._load = LoadMeter()
         self._info = {
@@ -227,7 +228,8 @@ class EdgeServer:
         # Sockets are watched through their fds with select.poll, not zmq.Poller:
         # zmq_poll costs several system calls per socket per call, and on a small
         # board a no-op call's latency is mostly system calls. The frontend's fd
-        # only signals "state changed", so EVENTS is checked on every iteration.
+        # only signals "state changed", so EVENTS is checked before sleeping unless
+        # it said "nothing" and nothing was sent since (a send may eat the signal).
         frontend, engine, workers = self._frontend, self._engine, self._workers
         fdpoll = select.poll()
         static = (sockets.fd(frontend), self._wake_r)
@@ -237,13 +239,16 @@ class EdgeServer:
         while not (self._stopping and self._closed()):
             # A bounded batch per pass: a client flooding the server must not keep
             # workers' replies and dispatch waiting.
+            drained = -1  # self._sends when EVENTS last said no message waits
             for _ in range(_CLIENT_BATCH):
                 if not sockets.readable(frontend):
+                    drained = self._sends
                     break
                 self._on_client(sockets.recv_frames(frontend))
-                if workers.idle and self._queue:  # start it now, as a pool would
-                    workers.dispatch()
-            workers.dispatch()
+                if self._queue and len(self._queue) <= len(workers.idle):
+                    workers.dispatch()  # start it now, as a pool would
+            if self._queue:  # calls that waited behind others: their start and the new
+                workers.dispatch()  # calls' payloads go to the store in one commit
             self._ledger.tick(time.monotonic())
             fds = engine.watched()
             if fds is not None:
@@ -252,7 +257,7 @@ class EdgeServer:
                 for fd in fds - watched:
                     fdpoll.register(fd, select.POLLIN)
                 watched = set(fds)
-            more_from_clients = sockets.readable(frontend)
+            more_from_clients = drained != self._sends and sockets.readable(frontend)
             events = fdpoll.poll(0) if more_from_clients else self._wait(fdpoll)
             if any(fd == self._wake_r for fd, _ in events):  # a stop, or a deployment is done
                 os.read(self._wake_r, 4096)
@@ -272,14 +277,13 @@ class EdgeServer:
     def _wait(self, fdpoll: select.poll) -> list[tuple[int, int]]:
         """Wait for events; shortly after handing out a job, poll without sleeping.
 
-        Waking a sleeping process costs tens of microseconds, as much as the rest
-        of a small call; a short job's reply usually comes within ``busy_poll`` of
-        its dispatch, so for that long the server polls instead of sleeping, but
-        only while a core is spare (nothing queued, fewer jobs than cores): under
-        load the spin never takes the CPU the workers and clients need.
+        A short job's reply usually comes within ``busy_poll`` of its dispatch;
+        for that long the server may poll instead of sleeping, only while a core
+        is spare (nothing queued, fewer jobs than cores). Off by default: 500 us
+        of it cost ~100 us of CPU per no-op call and no lower p50 (issue 16).
         """
         deadline = self._workers.dispatched_at + self.config.busy_poll
-        if time.perf_counter() < deadline and self._spare_core():
+        if self.config.busy_poll and time.perf_counter() < deadline and self._spare_core():
             while time.perf_counter() < deadline:
                 events = fdpoll.poll(0)
                 if events:
@@ -298,15 +302,11 @@ class EdgeServer:
             wait = self._workers.tracker_wait
             self._workers.tracker_wait = min(2 * wait, TRACKER_POLL_MS[1])
             return wait
-        deadlines = []
-        for due in (self._ledger.due(), self._engine.due()):
-            if due is not None:
-                deadlines.append(due)
+        now = time.monotonic()
+        dues = [due for due in (self._ledger.due(), self._engine.due()) if due is not None]
         if self._seen:  # look for vanished clients every second
-            deadlines.append(time.monotonic() + 1.0)
-        if not deadlines:
-            return None
-        return max(0, int((min(deadlines) - time.monotonic()) * 1000) + 1)
+            dues.append(now + 1.0)
+        return max(0, int((min(dues) - now) * 1000) + 1) if dues else None
 
     # -- clients --------------------------------------------------------------------------------
 
@@ -390,4 +390,5 @@ class EdgeServer:
             self._transmit(client, frames)
 
     def _transmit(self, client: bytes, frames: list[Any]) -> None:
+        self._sends += 1
         sockets.send_frames(self._frontend, [client, *frames])

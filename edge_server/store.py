@@ -167,7 +167,7 @@ class Store:
         self._unwritten.ended.append(
             (state, at or time.time(), bytes_out, cpu_s, error, int(reply is not None), job_id)
         )
-        self._unwritten.usage.append((owner, cpu_s, bytes_in, bytes_out))
+        self._unwritten.use(owner, cpu_s, bytes_in, bytes_out)
         if reply is not None:  # copied: the frames may be in an arena a worker reuses
             copied = [bytes(f) for f in reply]
             size = sum(len(f) for f in copied)

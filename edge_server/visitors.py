@@ -60,13 +60,19 @@ class Visitors:
         self._here = parse_location(location) if location else None
         self._salt = secrets.token_bytes(16)
         self._seen: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._names: dict[bytes, str] = {}  # routing id -> its anonymous name
 
     def who(self, client: bytes, owner: str) -> str:
         """A client's name in the list: its public key, or an anonymous id."""
         if owner:
             return owner
-        digest = hashlib.blake2b(client, key=self._salt, digest_size=6).hexdigest()
-        return f"anonymous-{digest}"
+        name = self._names.get(client)
+        if name is None:  # hashed once per client, not twice per call
+            if len(self._names) >= MAX_VISITORS:
+                self._names.clear()
+            digest = hashlib.blake2b(client, key=self._salt, digest_size=6).hexdigest()
+            name = self._names[client] = f"anonymous-{digest}"
+        return name
 
     def _entry(self, client: bytes, owner: str) -> dict[str, Any]:
         name = self.who(client, owner)

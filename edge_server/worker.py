@@ -107,7 +107,7 @@ def run_worker(
         while True:
             try:
                 frames = channel.recv()
-            except EOFError:
+            except (EOFError, ConnectionResetError):  # the server is gone (SIGKILL: reset)
                 return
             kind = bytes(frames[0])
             if kind == b"S":
