@@ -219,8 +219,13 @@ class AdaptiveDecider(Explaining, Learning):
         link: Link | None = None,
         wait: float = 0.0,
         extra_up: int = 0,
+        energy: bool = False,
     ) -> tuple[Side, int, tuple[Any, ...]]:
-        """(side, reason, estimates) without changing any state."""
+        """(side, reason, estimates) without changing any state.
+
+        The estimated joules are ``None`` when the objective is time alone, unless
+        ``energy`` asks for them (``explain``, ``costs``): the decision does not need them.
+        """
         x = log(size) if size > 1 else 0.0  # log_size, inlined: the hot path
         if link is None:
             link = self._link
@@ -259,21 +264,27 @@ class AdaptiveDecider(Explaining, Learning):
         t_remote = link.fixed + t_up + t_exec + t_down
         # A site's credits, as the time they are worth to the user (credit_value_s).
         t_cost = t_remote + self._credit_s * link.price_s * t_exec
-        # EnergyModel.local and .remote, inlined: the radio is busy for the wire's
-        # share of the transfer, the device idles for the rest of the call.
-        energy = self._energy
-        e_local = energy.cpu_w * t_local
-        radio_up, radio_down = t_up * link.radio_up, t_down * link.radio_down
-        idle = t_remote - radio_up - radio_down
-        e_remote = energy.tx_w * radio_up + energy.rx_w * radio_down
-        if idle > 0:
-            e_remote += energy.idle_w * idle
-
         weight, bias, critical = self._weight, self._bias, self._critical
-        per_s = weight / (t_local + t_cost)  # each side's share of the time, weighted
-        per_j = (1.0 - weight) / (e_local + e_remote)  # and of the energy
-        s_local = bias * (per_s * t_local + per_j * e_local)
-        s_remote = per_s * t_cost + per_j * e_remote
+        if weight == 1.0 and not energy:  # the time objective: the joules are not needed
+            s_local, s_remote = bias * t_local, t_cost  # (scores compare only as ratios)
+            e_local = e_remote = None
+        else:
+            # EnergyModel.local and .remote, inlined: the radio is busy for the wire's
+            # share of the transfer, the device idles for the rest of the call.
+            model = self._energy
+            e_local = model.cpu_w * t_local
+            radio_up, radio_down = t_up * link.radio_up, t_down * link.radio_down
+            idle = t_remote - radio_up - radio_down
+            e_remote = model.tx_w * radio_up + model.rx_w * radio_down
+            if idle > 0:
+                e_remote += model.idle_w * idle
+            if weight == 0.0:
+                s_local, s_remote = bias * e_local, e_remote
+            else:
+                per_s = weight / (t_local + t_cost)  # each side's share of the time, weighted
+                per_j = (1.0 - weight) / (e_local + e_remote)  # and of the energy
+                s_local = bias * (per_s * t_local + per_j * e_local)
+                s_remote = per_s * t_cost + per_j * e_remote
         estimates = (t_local, t_exec, t_remote, t_up + t_down, e_local, e_remote, critical)
 
         side: Side = LOCAL if s_local <= s_remote else REMOTE
