@@ -31,7 +31,7 @@ def losses(steps: list[trace.Step], time_weight: float) -> list[dict[str, Any]]:
         fn = trace.SERVICES[step.service]
         d.profiler.device.state = device_state(step)
         d.profiler.link.on_rtt(step.rtt_s)
-        _, reason, _ = d._evaluate(d.profile(fn), step.size, True)
+        _, reason, _ = d._evaluate(d.profile(fn), step.size, step.server_up)
         side = replay_step(replay, step)
         o = outcomes(step)
         mine, other = (o[k], o[k + 1]) if side == "local" else (o[k + 1], o[k])
@@ -55,7 +55,7 @@ def losses(steps: list[trace.Step], time_weight: float) -> list[dict[str, Any]]:
 def replay_step(replay: Replay, step: trace.Step) -> str:
     """The replay's own step, minus the RTT sample already taken."""
     d, fn = replay.decider, trace.SERVICES[step.service]
-    side = d.choose(d.profile(fn), step.size, True)
+    side = d.choose(d.profile(fn), step.size, step.server_up)
     if side == "local":
         d.observe_local(fn, step.size, step.local_s)
     else:
