@@ -33,7 +33,8 @@ and runs the call on the cheaper side, subject to, in order:
    enough to try is the one that tries it. A change (a link that recovered)
    is noticed while each kind of exploration costs at most about
    ``1 / explore_every`` of the total. When this device gets much slower (its
-   CPU taken by another app), the server side is re-checked at once.
+   CPU taken by another app), or a critical condition begins or ends, the
+   server side is re-checked at once.
 
 The path reads plain attributes and does a few float operations: no system
 call, no lock. :meth:`AdaptiveDecider.explain` runs the same code and says why.
@@ -92,6 +93,7 @@ class AdaptiveDecider(Explaining, Learning):
         self._fresh_link = 0.0
         self._state: DeviceState | None = None
         self._busy = 1.0
+        self._critical = False
         self._adopt(self._device.state)
         # Learning (never deciding) takes this: calls finish on several threads, and
         # the drifts, the slowdown and the link are shared by all functions.
@@ -111,6 +113,12 @@ class AdaptiveDecider(Explaining, Learning):
             weight, bias, critical = 0.0, policy.critical_bias, True
         if state.cpu_load > policy.cpu_busy or state.memory_free < policy.memory_low:
             bias, critical = policy.critical_bias, True
+        if self._state is not None and critical != self._critical:
+            # A critical condition began or ended (the battery ran low or was charged, the
+            # CPU or memory ran short): the sides settled before were weighed otherwise,
+            # and the server's speed may be as stale as the time since it was last
+            # tried, so the next call able to measure it goes there once.
+            self._fresh[THERE] = -1e300
         self._weight, self._bias, self._critical = weight, bias, critical
         self._credit_s = policy.credit_value_s
         busy = contention(state.cpu_load)
