@@ -12,8 +12,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *(f"- {k}: {v}" for k, v in report["testbed"].items()),
         f"- energy: {report['energy_source']}",
-        f"- decision cost: {report['decision_cost']['decide_us']:.2f} us per call on this "
-        f"machine's CPU, before emulation "
+        f"- decision cost: {report['decision_cost']['decide_us']:.2f} us of CPU time per call "
+        f"on this machine, before emulation "
         f"({report['decision_cost']['decide_share_of_roundtrip']:.1%} of a raw pyzmq round trip)",
         "",
         "| policy | time s | energy J | time / oracle | energy / oracle | remote | agrees |",
