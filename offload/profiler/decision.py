@@ -101,6 +101,8 @@ class AdaptiveDecider(Explaining, Learning):
         # By the function's key (name and fingerprint), so transient wrappers of one
         # function share a profile; the least recently created go past MAX_PROFILES.
         self._profiles: OrderedDict[str, FunctionProfile] = OrderedDict()
+        # The same by the function object, for the hot path: its key is a property.
+        self._by_fn: dict[Any, FunctionProfile] = {}
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -140,7 +142,7 @@ class AdaptiveDecider(Explaining, Learning):
         self, fn: Any, args: tuple[Any, ...], kwargs: Any, server_up: bool, extra_up: int = 0
     ) -> tuple[Side, int]:
         size = call_size(fn, args, kwargs)
-        prof = self._profiles.get(fn.key)
+        prof = self._by_fn.get(fn)
         if prof is None:
             prof = self.profile(fn)
         side = self.choose(prof, size, server_up, None, 0.0, extra_up)
@@ -162,7 +164,7 @@ class AdaptiveDecider(Explaining, Learning):
 
         ``here`` False (``mode="remote"``): the best server, "remote" if there is none.
         """
-        prof = self._profiles.get(fn.key)
+        prof = self._by_fn.get(fn)
         if prof is None:
             prof = self.profile(fn)
         x = log(size) if size > 1 else 0.0
@@ -357,10 +359,13 @@ class AdaptiveDecider(Explaining, Learning):
         """What has been learned about ``fn`` (created, or loaded from disk, on first use)."""
         key = fn.key
         prof = self._profiles.get(key)
-        if prof is not None:
-            return prof
-        prof = self.profiler.store.profile(key)
-        self._profiles[key] = prof
-        while len(self._profiles) > MAX_PROFILES:
-            self._profiles.popitem(last=False)  # the store keeps what it learned
+        if prof is None:
+            prof = self.profiler.store.profile(key)
+            self._profiles[key] = prof
+            while len(self._profiles) > MAX_PROFILES:
+                self._profiles.popitem(last=False)  # the store keeps what it learned
+                self._by_fn.clear()  # it may hold the profile let go
+        if len(self._by_fn) >= MAX_PROFILES:
+            self._by_fn.clear()  # wrappers made at run time must not pile up
+        self._by_fn[fn] = prof
         return prof
