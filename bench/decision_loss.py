@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from math import log
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,11 @@ def losses(steps: list[trace.Step], time_weight: float) -> list[dict[str, Any]]:
         fn = trace.SERVICES[step.service]
         d.profiler.device.state = device_state(step)
         d.profiler.link.on_rtt(step.rtt_s)
-        _, reason, _ = d._evaluate(d.profile(fn), step.size, True)
+        _, reason, est = d._evaluate(d.profile(fn), step.size, step.server_up, energy=True)
         side = replay_step(replay, step)
         o = outcomes(step)
         mine, other = (o[k], o[k + 1]) if side == "local" else (o[k + 1], o[k])
+        guess = (est[0], est[2]) if k == 0 else (est[4], est[5])  # local, remote
         rows.append(
             {
                 "phase": step.phase,
@@ -45,6 +47,7 @@ def losses(steps: list[trace.Step], time_weight: float) -> list[dict[str, Any]]:
                 "best": min(mine, other),
                 "nth_in_phase": in_phase[step.phase],
                 "nth_of_fn": seen_fn[step.service],
+                "miss": which_estimate(side, guess, (o[k], o[k + 1])),
             }
         )
         in_phase[step.phase] += 1
@@ -52,10 +55,25 @@ def losses(steps: list[trace.Step], time_weight: float) -> list[dict[str, Any]]:
     return rows
 
 
+def which_estimate(
+    side: str, guess: tuple[float | None, float | None], actual: tuple[float, float]
+) -> str:
+    """Which estimate a wrong choice hangs on: the side taken came out worse than
+    estimated (a slow call: noise, or a change only that call could show), or the side
+    not taken would have been better than estimated (a stale estimate of it)."""
+    if guess[0] is None or guess[1] is None:
+        return "no estimate"
+    taken, other = (0, 1) if side == "local" else (1, 0)
+    worse = log(max(actual[taken], 1e-6) / max(guess[taken], 1e-6))
+    better = log(max(guess[other], 1e-6) / max(actual[other], 1e-6))
+    name = "remote" if other else "local"
+    return "taken came out worse" if worse > better else f"{name} (not taken) was better"
+
+
 def replay_step(replay: Replay, step: trace.Step) -> str:
     """The replay's own step, minus the RTT sample already taken."""
     d, fn = replay.decider, trace.SERVICES[step.service]
-    side = d.choose(d.profile(fn), step.size, True)
+    side = d.choose(d.profile(fn), step.size, step.server_up)
     if side == "local":
         d.observe_local(fn, step.size, step.local_s)
     else:
@@ -90,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
             (lambda r: r["reason"], "by reason"),
             (lambda r: "first 6 of phase" if r["nth_in_phase"] < 6 else "later", "by position"),
             (lambda r: "first 10 of fn" if r["nth_of_fn"] < 10 else "later", "new function"),
+            (lambda r: r["miss"] if r["excess"] > 0 else "right", "by estimate missed"),
         ):
             print("\n".join(table(rows, key, title)))
 

@@ -12,8 +12,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         *(f"- {k}: {v}" for k, v in report["testbed"].items()),
         f"- energy: {report['energy_source']}",
-        f"- decision cost: {report['decision_cost']['decide_us']:.2f} us per call on this "
-        f"machine's CPU, before emulation "
+        f"- decision cost: {report['decision_cost']['decide_us']:.2f} us of CPU time per call "
+        f"on this machine, before emulation "
         f"({report['decision_cost']['decide_share_of_roundtrip']:.1%} of a raw pyzmq round trip)",
         "",
         "| policy | time s | energy J | time / oracle | energy / oracle | remote | agrees |",
@@ -59,6 +59,27 @@ def markdown(report: dict[str, Any]) -> str:
             f"objective {first['ours']['time_ratio_to_oracle']:.3f} of the oracle's time, "
             f"with the energy objective {first['ours_energy']['energy_ratio_to_oracle']:.3f} "
             "of its energy).",
+        ]
+    floor = report.get("noise_floor")
+    if floor:
+        lines += [
+            "",
+            "Noise floor: knowing the mean outcome of both sides for each phase, service and "
+            "intensity, but not each call's, reaches "
+            f"{floor['time_ratio_to_oracle']:.3f} of the oracle's time and "
+            f"{floor['energy_ratio_to_oracle']:.3f} of its energy (the rest of the oracle's "
+            "lead is single calls' noise, which no estimate made before a call can see; "
+            f"{floor['calls_per_group']:.0f} calls per group: with one, it cannot tell).",
+        ]
+    bat = report.get("battery")
+    if bat is not None:
+        lines += [
+            "",
+            f"Battery counter: skipped: {bat['skipped']}."
+            if "skipped" in bat
+            else f"Battery counter ({bat['counter']}): {bat['measured_j']:.1f} J measured over "
+            f"the live run, {bat['modelled_j']:.1f} J modelled for its calls "
+            f"({bat['measured_over_modelled']:.2f}x; {bat['note']}).",
         ]
     if "live" in report:
         live = report["live"]

@@ -7,11 +7,14 @@ least that); ``python -m bench decisions`` is the full evaluation.
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 
 from offload.profiler import AdaptiveDecider, DeviceProfiler, DeviceState, Profiler
 
-from . import trace
+from . import battery, delay, trace
 from .decisions import first_calls, replay
 
 
@@ -113,3 +116,44 @@ def test_the_testbed_reports_its_link_rate_as_an_interface_would():
         assert device.sample().link_mbit == 2.0
     finally:
         bed.stack.close()
+
+
+def test_the_battery_is_measured_only_where_it_reports_a_counter(tmp_path):
+    assert battery.why_not(tmp_path) is not None  # no battery: skipped, with the reason
+    bat = tmp_path / "BAT0"
+    bat.mkdir()
+    (bat / "energy_now").write_text("20000000\n")  # µWh
+    assert battery.why_not(tmp_path) is None
+    assert battery.why_not(tmp_path, replayed=True) is not None
+    path = battery.counter(tmp_path)
+    assert path is not None
+    with battery.Meter(path) as meter:
+        (bat / "energy_now").write_text("19999000\n")  # 1000 µWh drawn: 3.6 J
+    assert meter.joules == pytest.approx(3.6)
+    entry = battery.report(meter, 1.8, None)
+    assert entry["measured_over_modelled"] == pytest.approx(2.0)
+    assert "skipped" in battery.report(None, None, "no battery")
+
+
+def test_the_far_relay_adds_the_round_trip_it_is_told_and_keeps_order(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as echo:
+        port = echo.getsockname()[1]
+        relay = delay.Delay(f"tcp://127.0.0.1:{port}", "127.0.0.1", [], tmp_path)
+        try:
+            host, relay_port = relay.address.removeprefix("tcp://").rsplit(":", 1)
+            with socket.create_connection((host, int(relay_port)), timeout=10) as client:
+                peer, _ = echo.accept()
+                with peer:
+                    peer.settimeout(10)
+                    relay.set(200.0)  # 100 ms each way
+                    start = time.monotonic()
+                    client.sendall(b"first")
+                    relay.set(0.0)  # a shorter delay must not let later bytes overtake
+                    client.sendall(b"second")
+                    got = b""
+                    while len(got) < len(b"firstsecond"):
+                        got += peer.recv(64)
+                    assert got == b"firstsecond"
+                    assert time.monotonic() - start >= 0.1
+        finally:
+            relay.stop()

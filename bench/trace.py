@@ -27,7 +27,7 @@ from examples import workloads
 from offload.profiler import REMOTE, DeviceProfiler, Side
 from offload.profiler.sizes import call_size
 
-from . import emulation
+from . import delay, emulation
 
 SERVICES: dict[str, offload.OffloadedFunction[..., Any]] = {
     "bubble_sort": workloads.bubble_sort,
@@ -60,6 +60,7 @@ class Phase:
     device_busy: bool = False
     battery: int = 80  # percent, discharging
     drop_s: float = 0.0  # the link stalls for this long when the phase begins, then returns
+    rtt_ms: float = 0.0  # added to every round trip (a far server: bench.delay)
 
 
 PHASES = (
@@ -70,6 +71,7 @@ PHASES = (
     Phase("low-battery", mbit=8.0, battery=12),
     Phase("wifi-again"),
     Phase("link-drop", drop_s=3.0),
+    Phase("far-server", rtt_ms=150.0),  # a high RTT, the bandwidth of good Wi-Fi
 )
 
 
@@ -144,6 +146,7 @@ class _Recorder:
         up: int,
         down: int,
         alone: bool = True,
+        link: Any = None,
     ) -> None:
         self.last = (turnaround, server, up, down)
 
@@ -167,6 +170,7 @@ class Testbed:
         allow_code_shipping: bool = False,
         extra_args: tuple[str, ...] = (),
         others: tuple[tuple[str, ...], ...] = (),
+        far: bool = False,
     ) -> None:
         self.why_not = emulation.available() if emulate else {"device": "off", "link": "off"}
         self.device_share = device_share
@@ -182,6 +186,9 @@ class Testbed:
         self.link: emulation.SlowLink | None = None
         self.device: emulation.SlowDevice | None = None
         self.server: offload.LocalServer | None = None
+        #: ``far``: clients reach the server through a relay that can add a round-trip time.
+        self.far = far
+        self.delay: delay.Delay | None = None
         self.power_supply = Path(self.stack.enter_context(tempfile.TemporaryDirectory()))
         self.set_battery(80)
         #: A sysfs-style network interface whose ``speed`` is the emulated link's rate.
@@ -207,6 +214,11 @@ class Testbed:
         self._launcher, self._bind = launcher, bind
         self.server = self._serve(self.apps, self.allow_code_shipping, self.extra_args)
         self.others = [self._serve((), False, args) for args in self.others_args]
+        if self.far:
+            host = self.link.server_ip if self.link is not None else "127.0.0.1"
+            scratch = Path(self.stack.enter_context(tempfile.TemporaryDirectory()))
+            self.delay = delay.Delay(str(self.server), host, launcher, scratch)
+            self.stack.callback(self.delay.stop)
         if self.why_not["device"] is None:  # after the server: children inherit the cgroup
             self.device = self.stack.enter_context(emulation.SlowDevice(self.device_share))
 
@@ -228,6 +240,11 @@ class Testbed:
     def __exit__(self, *exc: object) -> None:
         self.stack.close()
 
+    @property
+    def address(self) -> str:
+        """Where clients connect: the server, or the relay in front of it."""
+        return self.delay.address if self.delay is not None else str(self.server)
+
     def describe(self) -> dict[str, Any]:
         """What was emulated, for the report's header."""
         return {
@@ -239,6 +256,14 @@ class Testbed:
             if self.link
             else f"unemulated: loopback ({self.why_not['link']})",
             "battery": "a sysfs-style power_supply directory the phases rewrite",
+            **(
+                {
+                    "far": "every connection through a user-space TCP relay beside the server "
+                    "(bench.delay) that holds each chunk for half the phase's added RTT each way"
+                }
+                if self.delay is not None
+                else {}
+            ),
             "link rate": LINK_RATE_NOTE,
         }
 
@@ -260,6 +285,8 @@ class Testbed:
         if self.link is not None:
             self.link.set_rate(phase.mbit)
             self.set_link_speed(phase.mbit)
+        if self.delay is not None:
+            self.delay.set(phase.rtt_ms)
         with contextlib.ExitStack() as stack:
             if phase.server_hogs:
                 stack.enter_context(emulation.hog(phase.server_hogs))
@@ -309,7 +336,7 @@ def measure(bed: Testbed, size: str, seed: int, progress: Any = print) -> list[S
     recorder = _Recorder()
     device = DeviceProfiler(power_supply=bed.power_supply, interface=bed.interface)
     steps: list[Step] = []
-    with offload.Client(bed.server, decider=recorder, profile_cache="") as client:
+    with offload.Client(bed.address, decider=recorder, profile_cache="") as client:
         client.ping(timeout=30)
         for phase, service, intensity, args in run(bed, size, seed, progress):
             fn = SERVICES[service]

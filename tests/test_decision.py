@@ -246,3 +246,24 @@ def test_a_weaker_link_reported_by_the_device_moves_a_big_transfer_here(fn):
     assert side(d, fn, 400_000) == "local"
     d.profiler.device.state = DeviceState(link_mbit=54.0)  # and back
     assert side(d, fn, 400_000) == "remote"
+
+
+def test_when_a_critical_condition_begins_or_ends_the_server_is_tried_again_once(fn):
+    d = make()
+    for _ in range(3):
+        teach(d, fn, 1000, local=0.10, remote=0.05)
+    for _ in range(3):  # then the server got 8x slower: this device is better
+        d.observe_remote(fn, 1000, 0.41, 0.40, 1000, 100)
+    for _ in range(5):
+        assert side(d, fn, 1000) == "local"
+        d.observe_local(fn, 1000, 0.10)
+    d.profiler.device.state = DeviceState(memory_free=0.05)  # critical: memory short
+    assert side(d, fn, 1000) == "remote"  # is the server still slow? one call finds out
+    d.observe_remote(fn, 1000, 0.41, 0.40, 1000, 100)  # it is
+    for _ in range(5):
+        assert side(d, fn, 1000) == "local"
+        d.observe_local(fn, 1000, 0.10)
+    d.profiler.device.state = DeviceState()  # memory freed: the condition ended
+    assert side(d, fn, 1000) == "remote"  # is the server still slow? one call finds out
+    d.observe_remote(fn, 1000, 0.41, 0.40, 1000, 100)  # it is
+    assert side(d, fn, 1000) == "local"

@@ -33,7 +33,8 @@ and runs the call on the cheaper side, subject to, in order:
    enough to try is the one that tries it. A change (a link that recovered)
    is noticed while each kind of exploration costs at most about
    ``1 / explore_every`` of the total. When this device gets much slower (its
-   CPU taken by another app), the server side is re-checked at once.
+   CPU taken by another app), or a critical condition begins or ends, the
+   server side is re-checked at once.
 
 The path reads plain attributes and does a few float operations: no system
 call, no lock. :meth:`AdaptiveDecider.explain` runs the same code and says why.
@@ -92,6 +93,7 @@ class AdaptiveDecider(Explaining, Learning):
         self._fresh_link = 0.0
         self._state: DeviceState | None = None
         self._busy = 1.0
+        self._critical = False
         self._adopt(self._device.state)
         # Learning (never deciding) takes this: calls finish on several threads, and
         # the drifts, the slowdown and the link are shared by all functions.
@@ -99,6 +101,8 @@ class AdaptiveDecider(Explaining, Learning):
         # By the function's key (name and fingerprint), so transient wrappers of one
         # function share a profile; the least recently created go past MAX_PROFILES.
         self._profiles: OrderedDict[str, FunctionProfile] = OrderedDict()
+        # The same by the function object, for the hot path: its key is a property.
+        self._by_fn: dict[Any, FunctionProfile] = {}
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -111,6 +115,12 @@ class AdaptiveDecider(Explaining, Learning):
             weight, bias, critical = 0.0, policy.critical_bias, True
         if state.cpu_load > policy.cpu_busy or state.memory_free < policy.memory_low:
             bias, critical = policy.critical_bias, True
+        if self._state is not None and critical != self._critical:
+            # A critical condition began or ended (the battery ran low or was charged, the
+            # CPU or memory ran short): the sides settled before were weighed otherwise,
+            # and the server's speed may be as stale as the time since it was last
+            # tried, so the next call able to measure it goes there once.
+            self._fresh[THERE] = -1e300
         self._weight, self._bias, self._critical = weight, bias, critical
         self._credit_s = policy.credit_value_s
         busy = contention(state.cpu_load)
@@ -132,7 +142,7 @@ class AdaptiveDecider(Explaining, Learning):
         self, fn: Any, args: tuple[Any, ...], kwargs: Any, server_up: bool, extra_up: int = 0
     ) -> tuple[Side, int]:
         size = call_size(fn, args, kwargs)
-        prof = self._profiles.get(fn.key)
+        prof = self._by_fn.get(fn)
         if prof is None:
             prof = self.profile(fn)
         side = self.choose(prof, size, server_up, None, 0.0, extra_up)
@@ -154,7 +164,7 @@ class AdaptiveDecider(Explaining, Learning):
 
         ``here`` False (``mode="remote"``): the best server, "remote" if there is none.
         """
-        prof = self._profiles.get(fn.key)
+        prof = self._by_fn.get(fn)
         if prof is None:
             prof = self.profile(fn)
         x = log(size) if size > 1 else 0.0
@@ -219,8 +229,13 @@ class AdaptiveDecider(Explaining, Learning):
         link: Link | None = None,
         wait: float = 0.0,
         extra_up: int = 0,
+        energy: bool = False,
     ) -> tuple[Side, int, tuple[Any, ...]]:
-        """(side, reason, estimates) without changing any state."""
+        """(side, reason, estimates) without changing any state.
+
+        The estimated joules are ``None`` when the objective is time alone, unless
+        ``energy`` asks for them (``explain``, ``costs``): the decision does not need them.
+        """
         x = log(size) if size > 1 else 0.0  # log_size, inlined: the hot path
         if link is None:
             link = self._link
@@ -259,21 +274,27 @@ class AdaptiveDecider(Explaining, Learning):
         t_remote = link.fixed + t_up + t_exec + t_down
         # A site's credits, as the time they are worth to the user (credit_value_s).
         t_cost = t_remote + self._credit_s * link.price_s * t_exec
-        # EnergyModel.local and .remote, inlined: the radio is busy for the wire's
-        # share of the transfer, the device idles for the rest of the call.
-        energy = self._energy
-        e_local = energy.cpu_w * t_local
-        radio_up, radio_down = t_up * link.radio_up, t_down * link.radio_down
-        idle = t_remote - radio_up - radio_down
-        e_remote = energy.tx_w * radio_up + energy.rx_w * radio_down
-        if idle > 0:
-            e_remote += energy.idle_w * idle
-
         weight, bias, critical = self._weight, self._bias, self._critical
-        per_s = weight / (t_local + t_cost)  # each side's share of the time, weighted
-        per_j = (1.0 - weight) / (e_local + e_remote)  # and of the energy
-        s_local = bias * (per_s * t_local + per_j * e_local)
-        s_remote = per_s * t_cost + per_j * e_remote
+        if weight == 1.0 and not energy:  # the time objective: the joules are not needed
+            s_local, s_remote = bias * t_local, t_cost  # (scores compare only as ratios)
+            e_local = e_remote = None
+        else:
+            # EnergyModel.local and .remote, inlined: the radio is busy for the wire's
+            # share of the transfer, the device idles for the rest of the call.
+            model = self._energy
+            e_local = model.cpu_w * t_local
+            radio_up, radio_down = t_up * link.radio_up, t_down * link.radio_down
+            idle = t_remote - radio_up - radio_down
+            e_remote = model.tx_w * radio_up + model.rx_w * radio_down
+            if idle > 0:
+                e_remote += model.idle_w * idle
+            if weight == 0.0:
+                s_local, s_remote = bias * e_local, e_remote
+            else:
+                per_s = weight / (t_local + t_cost)  # each side's share of the time, weighted
+                per_j = (1.0 - weight) / (e_local + e_remote)  # and of the energy
+                s_local = bias * (per_s * t_local + per_j * e_local)
+                s_remote = per_s * t_cost + per_j * e_remote
         estimates = (t_local, t_exec, t_remote, t_up + t_down, e_local, e_remote, critical)
 
         side: Side = LOCAL if s_local <= s_remote else REMOTE
@@ -338,10 +359,13 @@ class AdaptiveDecider(Explaining, Learning):
         """What has been learned about ``fn`` (created, or loaded from disk, on first use)."""
         key = fn.key
         prof = self._profiles.get(key)
-        if prof is not None:
-            return prof
-        prof = self.profiler.store.profile(key)
-        self._profiles[key] = prof
-        while len(self._profiles) > MAX_PROFILES:
-            self._profiles.popitem(last=False)  # the store keeps what it learned
+        if prof is None:
+            prof = self.profiler.store.profile(key)
+            self._profiles[key] = prof
+            while len(self._profiles) > MAX_PROFILES:
+                self._profiles.popitem(last=False)  # the store keeps what it learned
+                self._by_fn.clear()  # it may hold the profile let go
+        if len(self._by_fn) >= MAX_PROFILES:
+            self._by_fn.clear()  # wrappers made at run time must not pile up
+        self._by_fn[fn] = prof
         return prof

@@ -49,12 +49,14 @@ class Explaining:
         server_up: bool,
         link: Link | None = None,
         wait: float = 0.0,
+        extra_up: int = 0,
+        energy: bool = False,
     ) -> tuple[Side, int, tuple[Any, ...]]:
         raise NotImplementedError
 
     def costs(self, fn: Any, size: int) -> tuple[float, float, float, float, float] | None:
         """(local s, server s, transfer s, local J, remote J) of a call, if both sides are known."""
-        _, _, est = self._evaluate(self.profile(fn), size, True)
+        _, _, est = self._evaluate(self.profile(fn), size, True, energy=True)
         if est[2] is None:
             return None
         t_local, t_exec, _, t_wire, e_local, e_remote, _ = est
@@ -85,7 +87,7 @@ class Explaining:
         link, wait = None, 0.0
         if chosen is not None:
             link, wait = chosen.link, chosen.wait(self.servers.exec_s(prof, log_x, chosen))
-        side, reason, est = self._evaluate(prof, size, server_up, link, wait)
+        side, reason, est = self._evaluate(prof, size, server_up, link, wait, energy=True)
         t_local, t_exec, t_remote, t_wire, e_local, e_remote, critical = est
         reasons = [REASONS[reason]]
         state = self.profiler.device.state

@@ -30,7 +30,8 @@ def value_bytes(value: Any, depth: int = 0) -> int:
     if kind is list or kind is tuple:
         if not value:
             return _SCALAR
-        if depth >= _DEPTH:
+        first = type(value[0])
+        if first is int or first is float or depth >= _DEPTH:  # numbers: no call deeper
             return len(value) * _SCALAR
         return len(value) * value_bytes(value[0], depth + 1)
     nbytes = getattr(value, "nbytes", None)  # numpy arrays, memoryviews
@@ -57,4 +58,10 @@ def call_size(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     measure = fn.size
     if measure is not None:
         return int(measure(*args, **kwargs))
-    return argument_bytes(args, kwargs)
+    total = 1  # argument_bytes, inlined: every auto call pays for this
+    for value in args:
+        total += value_bytes(value)
+    if kwargs:
+        for value in kwargs.values():
+            total += value_bytes(value)
+    return total
