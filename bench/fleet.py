@@ -2,8 +2,9 @@
 
 Three edge servers, each in its own network namespace behind a veth pair
 shaped by ``tc tbf`` (:class:`bench.emulation.SlowLink`), with different
-rates and worker counts, and locations at different distances from the
-client. A workload of sequential calls (an upload of ``payload`` bytes and
+rates, worker counts and CPU quotas (:mod:`bench.fleet_cpu`: a cgroup each,
+``CPU`` of one CPU), and locations at different distances from the client.
+A workload of sequential calls (an upload of ``payload`` bytes and
 ``serve_s`` of service, :func:`bench.fleet_app.work`) runs through five
 phases: steady; ``mid`` busy (another client keeps its workers' queue full);
 ``far``'s link weakens (100 to 2 Mbit/s); ``mid`` killed (SIGKILL); ``mid``
@@ -55,13 +56,15 @@ from typing import Any
 import offload
 from offload.profiler import EnergyModel
 
-from . import emulation, fleet_app, fleet_migration
+from . import emulation, fleet_app, fleet_cpu, fleet_migration
 from .fleet_app import work
 
 RESULTS = Path(__file__).parent / "results"
 CLIENT_AT = (57.0488, 9.9217)
 #: name -> (distance km, link Mbit/s, workers)
 SERVERS = {"near": (1.5, 8.0, 1), "mid": (6.0, 40.0, 2), "far": (25.0, 100.0, 1)}
+#: name -> the share of one CPU its server and workers may use (a cgroup's quota)
+CPU = {"near": 0.5, "mid": 1.0, "far": 0.3}
 WEAK_MBIT = 2.0
 LOCAL_SLOWDOWN = 4.0
 PHASES = ("steady", "mid busy", "far link weak", "mid dead", "mid back")
@@ -86,6 +89,7 @@ class Fleet:
     def __init__(self, stack: contextlib.ExitStack) -> None:
         self._stack = stack
         self.links: dict[str, FleetLink] = {}
+        self.quotas = {n: stack.enter_context(fleet_cpu.CpuQuota(CPU[n], n)) for n in SERVERS}
         self.servers: dict[str, offload.LocalServer] = {}
         self.address: dict[str, str] = {}
         for index, (name, (_, mbit, _)) in enumerate(SERVERS.items()):
@@ -102,7 +106,7 @@ class Fleet:
             ["bench.fleet_app"],
             workers=workers,
             bind=bind,
-            launcher=link.launcher,
+            launcher=[*self.quotas[name].launcher, *link.launcher],
             extra_args=["--log-level", "ERROR", "--name", name, "--location", location],
         )
         self.servers[name] = server
@@ -313,6 +317,9 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
     why = emulation.available()["link"]
     if why is not None:
         raise SystemExit(f"bench fleet needs network namespaces: {why}")
+    why = fleet_cpu.available()
+    if why is not None:
+        raise SystemExit(f"bench fleet needs CPU quotas (cgroups): {why}")
     opts = dict(QUICK if args.quick else FULL)
     fleet_app.SLOWDOWN = LOCAL_SLOWDOWN  # this process is the emulated device
     rng = random.Random(args.seed)
@@ -331,7 +338,8 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
         "quick": args.quick,
         "setup": {
             "servers": {
-                n: {"km": km, "mbit": mbit, "workers": w} for n, (km, mbit, w) in SERVERS.items()
+                n: {"km": km, "mbit": mbit, "workers": w, "cpu": CPU[n]}
+                for n, (km, mbit, w) in SERVERS.items()
             },
             "weak_mbit": WEAK_MBIT,
             "local_slowdown": LOCAL_SLOWDOWN,
@@ -354,10 +362,7 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     setup, policies_ = report["setup"], report["policies"]
-    servers = ", ".join(
-        f"{n} ({s['km']} km, {s['mbit']:g} Mbit/s, {s['workers']} worker{'s' * (s['workers'] > 1)})"
-        for n, s in setup["servers"].items()
-    )
+    servers = ", ".join(f"{n} ({_server(s)})" for n, s in setup["servers"].items())
     lines = [
         "# Many servers: per-call choice against fixed policies and the oracle",
         "",
@@ -389,6 +394,13 @@ def markdown(report: dict[str, Any]) -> str:
         cells = " | ".join(f"{p['per_phase_s'][ph]:.2f}" for ph in setup["phases"])
         lines.append(f"| {name} | {cells} |")
     return "\n".join(lines) + "\n\n" + fleet_migration.markdown(report.get("migration"))
+
+
+def _server(s: dict[str, Any]) -> str:
+    """One server of the setup, for people: distance, link, workers, CPU quota."""
+    quota = f", {s['cpu']:g} CPU" if "cpu" in s else ""
+    workers = f"{s['workers']} worker{'s' * (s['workers'] > 1)}"
+    return f"{s['km']} km, {s['mbit']:g} Mbit/s, {workers}{quota}"
 
 
 def figure(report: dict[str, Any], path: Path) -> None:
