@@ -8,7 +8,8 @@ A workload of sequential calls (an upload of ``payload`` bytes and
 ``serve_s`` of service, :func:`bench.fleet_app.work`) runs through five
 phases: steady; ``mid`` busy (another client keeps its workers' queue full);
 ``far``'s link weakens (100 to 2 Mbit/s); ``mid`` killed (SIGKILL); ``mid``
-back (restarted on its address).
+back (restarted on its address; the phase begins once its workers have
+started, :func:`ready`).
 
 Policies, each run through the same phases from a cold client:
 
@@ -111,6 +112,7 @@ class Fleet:
         )
         self.servers[name] = server
         self.address[name] = server.address
+        ready(server.address, workers)
 
     def kill(self, name: str) -> None:
         process = self.servers[name].process
@@ -136,6 +138,27 @@ class Fleet:
     def name_of(self, pid: int) -> str:
         """The server whose worker answered (``pid``: its parent), or "here"."""
         return next((n for n, s in self.servers.items() if s.process.pid == pid), "here")
+
+
+def ready(address: str, workers: int, timeout: float = 60.0) -> None:
+    """Wait until the server at ``address`` says all its ``workers`` are ready (started).
+
+    A restarted server answers PINGs seconds before its workers have started;
+    the phase begins once they have, so every policy meets the same server
+    (ours leaves a server out while its PONG says none is ready; a fixed
+    policy's first call would wait there, and the per-call oracle would take
+    the calls after that wait from whichever policy paid it).
+    """
+    deadline = time.monotonic() + timeout
+    with offload.Client(address, **CLIENT) as client:
+        while True:
+            with contextlib.suppress(offload.OffloadError, TimeoutError):
+                load = client.ping(timeout=2).get("load", {})
+                if load.get("ready", workers) >= workers:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{address}: its workers did not start in {timeout:g} s")
+            time.sleep(0.1)
 
 
 @contextlib.contextmanager
