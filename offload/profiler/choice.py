@@ -152,9 +152,18 @@ class ServerChoice:
         return exp(a + b * x) * c.link.server_drift.value
 
     def pick(
-        self, prof: FunctionProfile, x: float, candidates: Sequence[Candidate], name: str
+        self,
+        prof: FunctionProfile,
+        x: float,
+        candidates: Sequence[Candidate],
+        name: str,
+        explore: bool = True,
     ) -> tuple[Candidate | None, int, list[tuple[float, Candidate]]]:
-        """(server, why, [(estimate, server)] best first) for a call; changes nothing."""
+        """(server, why, [(estimate, server)] best first) for a call; changes nothing.
+
+        ``explore`` False: never a server only to explore it (a call that already lost
+        its server goes on to the best one left: its caller has waited once already).
+        """
         ranked = sorted(
             ((self.estimate(prof, x, c, name), c) for c in candidates if c.serves(name)),
             key=_first,
@@ -169,7 +178,7 @@ class ServerChoice:
                     if t_best > t * self._keep:
                         return c, KEPT, ranked
                     break
-        if prof.time.counts[THERE]:  # explore only once the function has run somewhere
+        if explore and prof.time.counts[THERE]:  # once the function has run somewhere
             clock, every, spent = prof.clock, self._every, self._spent
             for t, c in ranked[1:]:
                 # Across functions: once the seconds spent since this server was last
