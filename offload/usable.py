@@ -102,24 +102,32 @@ class Usable:
     def watch(self) -> None:
         """Until :meth:`close`: PING the servers about to change, then rebuild the tuple.
 
-        Every ``heartbeat_interval / WATCH_PER_HEARTBEAT`` s: the servers lost or on
-        probation, and those whose latest PONG counted other clients' calls there.
+        Every ``heartbeat_interval / WATCH_PER_HEARTBEAT`` s: the servers lost, on
+        probation or starting, and those whose latest PONG counted other clients' calls
+        there; never one whose previous PING is still unanswered (a dead server's would
+        pile up, and a call's estimate counts what is in flight there).
         """
         step = max(0.05, self._config.heartbeat_interval / WATCH_PER_HEARTBEAT)
+        unanswered: dict[str, Future[Any]] = {}
         while not self._closed.wait(step):
             with self._lock:
                 watched = [
-                    remote
+                    (address, remote)
                     for address, remote in self._remotes.items()
-                    if address in self._lost
-                    or self._by_address[address].others > 0
-                    or address in self.excluded
+                    if (
+                        address in self._lost
+                        or address in self.excluded
+                        or self._by_address[address].others > 0
+                    )
+                    and (address not in unanswered or unanswered[address].done())
                 ]
             if not watched:
                 continue
             deadline = time.monotonic() + step
-            for pinged in [remote.ping() for remote in watched]:
-                _answered(pinged, deadline)
+            for address, remote in watched:
+                unanswered[address] = remote.ping()
+            for address, _ in watched:
+                _answered(unanswered[address], deadline)
             with self._lock:
                 self._rebuild()
 
