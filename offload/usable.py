@@ -78,6 +78,8 @@ class Usable:
         #: address -> (losses counted for its probation, when it was usable again).
         self._losses: dict[str, tuple[int, float]] = {}
         self._watcher: threading.Thread | None = None
+        #: address -> this client's calls in flight there when it was last PINGed.
+        self._mine: dict[str, int] = {}
         self._closed = threading.Event()
         self._pinged = 0.0
         self._first = True
@@ -125,11 +127,16 @@ class Usable:
                 continue
             deadline = time.monotonic() + step
             for address, remote in watched:
-                unanswered[address] = remote.ping()
+                unanswered[address] = self._ping(address, remote)
             for address, _ in watched:
                 _answered(unanswered[address], deadline)
             with self._lock:
                 self._rebuild()
+
+    def _ping(self, address: str, remote: Remote) -> Future[Any]:
+        """PING ``remote``, noting this client's calls in flight there as it goes."""
+        self._mine[address] = remote.conn.in_flight()
+        return remote.ping()
 
     def close(self) -> None:
         """Stop the watcher (the connections are the client's to close)."""
@@ -153,11 +160,11 @@ class Usable:
             for server in known:
                 remote = self._remote(server)
                 if remote is not None and due:
-                    pings.append((remote, remote.ping()))
+                    pings.append((remote, self._ping(server.address, remote)))
         if wait > 0:  # the first PING connects; a second one, on an idle line, times the RTT
             deadline = now + wait
             answered = [r for r, pinged in pings if _answered(pinged, deadline)]
-            for pinged in [remote.ping() for remote in answered]:
+            for pinged in [self._ping(remote.address, remote) for remote in answered]:
                 _answered(pinged, deadline)
         with self._lock:
             self._rebuild()
@@ -190,7 +197,7 @@ class Usable:
         usable, excluded, starting = [], {}, []
         for address, candidate in self._by_address.items():
             remote = self._remotes[address]
-            _update(candidate, remote)
+            _update(candidate, remote, self._mine.get(address, 0))
             up = remote.conn.up
             if address in self._lost:
                 since = self._lost[address]
@@ -282,9 +289,16 @@ def _starting(remote: Remote) -> bool:
     return isinstance(ready, int) and ready <= 0 and load.get("running") == 0
 
 
-def server_load(remote: Remote) -> tuple[int, int, float] | None:
+def server_load(remote: Remote, mine: int = 0) -> tuple[int, int, float] | None:
     """Other clients' calls queued or running, workers, and calls ended per second, from
-    the server's latest PONG (None when it told none, or nonsense)."""
+    the server's latest PONG (None when it told none, or nonsense).
+
+    This client's calls there are not others': those in flight when the PONG came, or
+    ``mine`` (those in flight when the PING left), whichever is more. A call that ended
+    between the two was counted by the server, but its reply may be read before the PONG
+    (it comes on another socket): counted as another client's, it made the server look
+    busy until the next PONG, and the decision alternated between it and another server.
+    """
     info = remote.server_info
     load = info.get("load")
     if not isinstance(load, dict):
@@ -296,13 +310,13 @@ def server_load(remote: Remote) -> tuple[int, int, float] | None:
         return None
     rate = load.get("rate_per_s")
     rate = float(rate) if isinstance(rate, (int, float)) and rate > 0 else 0.0
-    return max(ahead - remote.calls_at_pong, 0), max(workers, 1), rate
+    return max(ahead - max(remote.calls_at_pong, mine), 0), max(workers, 1), rate
 
 
-def _update(candidate: Candidate, remote: Remote) -> None:
+def _update(candidate: Candidate, remote: Remote, mine: int) -> None:
     """Copy what the server's latest PONG said into its candidate."""
     info = remote.server_info
-    load = server_load(remote)
+    load = server_load(remote, mine)
     if load is None and isinstance(info.get("load"), dict):
         return  # a malformed load: keep the candidate as it was
     if load is not None:

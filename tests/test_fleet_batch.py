@@ -105,3 +105,13 @@ def test_a_batch_spreads_over_the_servers_and_loses_no_item_with_one(make_server
     assert set(ran_on) <= {*by_pid, os.getppid()}  # a lost item may go on here (auto's choice)
     assert len(set(ran_on) & set(by_pid)) >= 2, f"the batch went to one server: {ran_on}"
     assert victim.process.pid in ran_on or failed  # it had taken some before it died
+
+
+def test_a_call_that_ended_between_ping_and_pong_is_not_another_clients():
+    """The server counted this client's call; its reply was read before the PONG."""
+    from offload.usable import server_load
+
+    pong = {"load": {"queued": 0, "running": 1, "workers": 2, "rate_per_s": 3.0}}
+    remote = SimpleNamespace(server_info=pong, calls_at_pong=0)
+    assert server_load(remote) == (1, 2, 3.0)  # read alone, it looks like another client's
+    assert server_load(remote, mine=1) == (0, 2, 3.0)  # in flight when the PING left
