@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 from .emulation import CGROUP
@@ -54,10 +55,16 @@ class CpuQuota:
         return ["sh", "-c", 'echo $$ > "$0" && exec "$@"', procs]
 
     def __exit__(self, *exc: object) -> None:
-        # Its processes are gone (the fleet stops its servers first); a straggler's
-        # group stays behind rather than fail the bench's results.
-        with contextlib.suppress(OSError):
-            self.group.rmdir()
+        # The fleet stops its servers first; their workers may take a moment to go. A
+        # straggler's group stays behind rather than fail the bench's results.
+        for _ in range(40):
+            try:
+                self.group.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.05)
 
 
 def available() -> str | None:
