@@ -2,12 +2,14 @@
 
 Three edge servers, each in its own network namespace behind a veth pair
 shaped by ``tc tbf`` (:class:`bench.emulation.SlowLink`), with different
-rates and worker counts, and locations at different distances from the
-client. A workload of sequential calls (an upload of ``payload`` bytes and
+rates, worker counts and CPU quotas (:mod:`bench.fleet_cpu`: a cgroup each,
+``CPU`` of one CPU), and locations at different distances from the client.
+A workload of sequential calls (an upload of ``payload`` bytes and
 ``serve_s`` of service, :func:`bench.fleet_app.work`) runs through five
 phases: steady; ``mid`` busy (another client keeps its workers' queue full);
 ``far``'s link weakens (100 to 2 Mbit/s); ``mid`` killed (SIGKILL); ``mid``
-back (restarted on its address).
+back (restarted on its address; the phase begins once its workers have
+started, :func:`ready`).
 
 Policies, each run through the same phases from a cold client:
 
@@ -55,13 +57,15 @@ from typing import Any
 import offload
 from offload.profiler import EnergyModel
 
-from . import emulation, fleet_app, fleet_migration
+from . import emulation, fleet_app, fleet_cpu, fleet_migration
 from .fleet_app import work
 
 RESULTS = Path(__file__).parent / "results"
 CLIENT_AT = (57.0488, 9.9217)
 #: name -> (distance km, link Mbit/s, workers)
 SERVERS = {"near": (1.5, 8.0, 1), "mid": (6.0, 40.0, 2), "far": (25.0, 100.0, 1)}
+#: name -> the share of one CPU its server and workers may use (a cgroup's quota)
+CPU = {"near": 0.5, "mid": 1.0, "far": 0.3}
 WEAK_MBIT = 2.0
 LOCAL_SLOWDOWN = 4.0
 PHASES = ("steady", "mid busy", "far link weak", "mid dead", "mid back")
@@ -86,6 +90,7 @@ class Fleet:
     def __init__(self, stack: contextlib.ExitStack) -> None:
         self._stack = stack
         self.links: dict[str, FleetLink] = {}
+        self.quotas = {n: stack.enter_context(fleet_cpu.CpuQuota(CPU[n], n)) for n in SERVERS}
         self.servers: dict[str, offload.LocalServer] = {}
         self.address: dict[str, str] = {}
         for index, (name, (_, mbit, _)) in enumerate(SERVERS.items()):
@@ -102,11 +107,12 @@ class Fleet:
             ["bench.fleet_app"],
             workers=workers,
             bind=bind,
-            launcher=link.launcher,
+            launcher=[*self.quotas[name].launcher, *link.launcher],
             extra_args=["--log-level", "ERROR", "--name", name, "--location", location],
         )
         self.servers[name] = server
         self.address[name] = server.address
+        ready(server.address, workers)
 
     def kill(self, name: str) -> None:
         process = self.servers[name].process
@@ -132,6 +138,27 @@ class Fleet:
     def name_of(self, pid: int) -> str:
         """The server whose worker answered (``pid``: its parent), or "here"."""
         return next((n for n, s in self.servers.items() if s.process.pid == pid), "here")
+
+
+def ready(address: str, workers: int, timeout: float = 60.0) -> None:
+    """Wait until the server at ``address`` says all its ``workers`` are ready (started).
+
+    A restarted server answers PINGs seconds before its workers have started;
+    the phase begins once they have, so every policy meets the same server
+    (ours leaves a server out while its PONG says none is ready; a fixed
+    policy's first call would wait there, and the per-call oracle would take
+    the calls after that wait from whichever policy paid it).
+    """
+    deadline = time.monotonic() + timeout
+    with offload.Client(address, **CLIENT) as client:
+        while True:
+            with contextlib.suppress(offload.OffloadError, TimeoutError):
+                load = client.ping(timeout=2).get("load", {})
+                if load.get("ready", workers) >= workers:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{address}: its workers did not start in {timeout:g} s")
+            time.sleep(0.1)
 
 
 @contextlib.contextmanager
@@ -313,6 +340,9 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
     why = emulation.available()["link"]
     if why is not None:
         raise SystemExit(f"bench fleet needs network namespaces: {why}")
+    why = fleet_cpu.available()
+    if why is not None:
+        raise SystemExit(f"bench fleet needs CPU quotas (cgroups): {why}")
     opts = dict(QUICK if args.quick else FULL)
     fleet_app.SLOWDOWN = LOCAL_SLOWDOWN  # this process is the emulated device
     rng = random.Random(args.seed)
@@ -331,7 +361,8 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
         "quick": args.quick,
         "setup": {
             "servers": {
-                n: {"km": km, "mbit": mbit, "workers": w} for n, (km, mbit, w) in SERVERS.items()
+                n: {"km": km, "mbit": mbit, "workers": w, "cpu": CPU[n]}
+                for n, (km, mbit, w) in SERVERS.items()
             },
             "weak_mbit": WEAK_MBIT,
             "local_slowdown": LOCAL_SLOWDOWN,
@@ -354,10 +385,7 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     setup, policies_ = report["setup"], report["policies"]
-    servers = ", ".join(
-        f"{n} ({s['km']} km, {s['mbit']:g} Mbit/s, {s['workers']} worker{'s' * (s['workers'] > 1)})"
-        for n, s in setup["servers"].items()
-    )
+    servers = ", ".join(f"{n} ({_server(s)})" for n, s in setup["servers"].items())
     lines = [
         "# Many servers: per-call choice against fixed policies and the oracle",
         "",
@@ -389,6 +417,13 @@ def markdown(report: dict[str, Any]) -> str:
         cells = " | ".join(f"{p['per_phase_s'][ph]:.2f}" for ph in setup["phases"])
         lines.append(f"| {name} | {cells} |")
     return "\n".join(lines) + "\n\n" + fleet_migration.markdown(report.get("migration"))
+
+
+def _server(s: dict[str, Any]) -> str:
+    """One server of the setup, for people: distance, link, workers, CPU quota."""
+    quota = f", {s['cpu']:g} CPU" if "cpu" in s else ""
+    workers = f"{s['workers']} worker{'s' * (s['workers'] > 1)}"
+    return f"{s['km']} km, {s['mbit']:g} Mbit/s, {workers}{quota}"
 
 
 def figure(report: dict[str, Any], path: Path) -> None:

@@ -452,13 +452,18 @@ def abuse(r: Results) -> str:
 # -- fleet --------------------------------------------------------------------------------
 
 
+def _cpu(server: dict[str, Any]) -> str:
+    """A fleet server's CPU quota, if the results say it."""
+    return f", {server['cpu']:g} CPU" if "cpu" in server else ""
+
+
 @block("fleet")
 def fleet(r: Results) -> str:
     f = r["fleet"]
     setup, policies = f["setup"], f["policies"]
     servers = ", ".join(
         f"{n} ({s['km']:g} km, {s['mbit']:g} Mbit/s, {s['workers']} worker"
-        f"{'s' if s['workers'] > 1 else ''})"
+        f"{'s' if s['workers'] > 1 else ''}{_cpu(s)})"
         for n, s in setup["servers"].items()
     )
     rows = []

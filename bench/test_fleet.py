@@ -25,7 +25,8 @@ def test_the_oracle_takes_each_calls_best_outcome_and_ratios_follow():
         "quick": True,
         "setup": {
             "servers": {
-                n: {"km": k, "mbit": m, "workers": w} for n, (k, m, w) in fleet.SERVERS.items()
+                n: {"km": k, "mbit": m, "workers": w, "cpu": fleet.CPU[n]}
+                for n, (k, m, w) in fleet.SERVERS.items()
             },
             "phases": list(fleet.PHASES),
             "local_slowdown": 4.0,
@@ -35,6 +36,7 @@ def test_the_oracle_takes_each_calls_best_outcome_and_ratios_follow():
     }
     text = fleet.markdown(report)
     assert "| ours | 0.25 | 1.32 |" in text
+    assert "far (25.0 km, 100 Mbit/s, 1 worker, 0.3 CPU)" in text
 
 
 def test_the_migration_section_reports_the_gain_and_the_moves():

@@ -62,6 +62,9 @@ class Engine(Protocol):
     def size(self) -> int:
         """Workers (job slots) available now."""
 
+    def ready(self) -> int:
+        """Of those, the ones ready for a job (a worker still starting is not; PONGs say it)."""
+
     def busy(self) -> int:
         """Jobs running now."""
 
@@ -156,6 +159,9 @@ class LocalEngine:
 
     def size(self) -> int:
         return len(self.pool.by_identity)
+
+    def ready(self) -> int:
+        return sum(w.channel is not None for w in self.pool.by_identity.values())
 
     def busy(self) -> int:
         return sum(w.job is not None for w in self.pool.by_identity.values())

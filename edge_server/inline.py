@@ -189,6 +189,9 @@ class InlineEngine:
     def size(self) -> int:
         return self.inner.size()
 
+    def ready(self) -> int:
+        return self.inner.ready()
+
     def busy(self) -> int:
         return self.inner.busy() + len(self._running)
 

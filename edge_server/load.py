@@ -1,4 +1,5 @@
-"""The load a server reports in every PONG: queued and running calls, workers, service rate.
+"""The load a server reports in every PONG: queued and running calls, workers (and how
+many are ready: not still starting), service rate.
 
 A client that can reach several servers needs their load to choose among
 them, and the PONG it gets anyway (heartbeats, idle pings) is the cheapest
@@ -75,6 +76,7 @@ class LoadMeter:
             "queued": queued,
             "running": running,
             "workers": int(health["workers"]),
+            "ready": int(health.get("ready", health["workers"])),  # not still starting
             "queue_size": int(health["queue_size"]),
             "rate_per_s": round((ended - ended_then) / span, 3) if span >= 1.0 else None,
             "rate_window_s": round(span, 1),

@@ -326,6 +326,7 @@ class EdgeServer:
                 "queued": len(self._queue),
                 "running": self._engine.busy(),
                 "workers": self._engine.size(),
+                "ready": self._engine.ready(),
                 "queue_size": self.config.queue_size,
                 "price_s": self._engine.price_s,
             }

@@ -36,11 +36,13 @@ from typing import Any, overload
 
 from ._exceptions import ConfigError
 from .api import OffloadedFunction
-from .profiler import Decider, Link
+from .profiler import REMOTE, Decider, Link
+from .profiler.choice import ServerChoice
 from .profiler.djos import ItemCost, split_batch, update_backlog
 from .profiler.sizes import call_size
 from .routing import Router
 from .servers import Servers
+from .spread import spread
 
 OBJECTIVES = ("energy", "time")
 LATE = ("drop", "complete")
@@ -155,8 +157,12 @@ class BatchPlanner:
                 value = Failed(i, exc)
             outcomes[i] = ("here", time.perf_counter(), value)
 
+        where = self._spread(fn, there, sizes)
         futures: dict[int, Future[Any]] = {
-            i: router.start_there(fn, calls[i], {}, sizes[i], fallback=True) for i in there
+            i: router.start_there(
+                fn, calls[i], {}, sizes[i], fallback=True, where=where.get(i, REMOTE)
+            )
+            for i in there
         }
         finished: dict[int, float] = {}
 
@@ -208,6 +214,17 @@ class BatchPlanner:
         out.energy_j = energy
         return out
 
+    def _spread(
+        self, fn: OffloadedFunction[..., Any], there: list[int], sizes: list[int]
+    ) -> dict[int, str]:
+        """With several usable servers, the server each edge item goes to (:mod:`.spread`)."""
+        choice = getattr(self._decider, "servers", None)
+        if not there or not self._servers.fleet or not isinstance(choice, ServerChoice):
+            return {}
+        candidates = self._servers.candidates()
+        items = [(i, sizes[i]) for i in there]
+        return spread(choice, self._decider.profile(fn), fn.wire_name, items, candidates)
+
     def _plan(
         self,
         fn: OffloadedFunction[..., Any],
@@ -230,7 +247,10 @@ class BatchPlanner:
                 return everyone, [], [], 0.0, False
             smallest = min(everyone, key=lambda i: sizes[i])
             return [smallest], [i for i in everyone if i != smallest], [], 0.0, False
-        workers = max(1, int(self._servers.info.get("workers", 1)))
+        if self._servers.fleet:  # the edge lane: every usable server's workers
+            workers = max(1, sum(c.workers for c in self._servers.candidates()))
+        else:
+            workers = max(1, int(self._servers.info.get("workers", 1)))
         items = []
         known = [c for c in costs if c is not None]
         for t_local, t_exec, t_wire, e_local, e_remote in known:

@@ -191,7 +191,7 @@ class Router(Closing, Lessons):
             skip = {*tried, remote.address}
             left = tuple(c for c in self.servers.candidates() if c.address not in skip)
             if left:
-                where = self.decider.where_among(fn, size, left, here)
+                where = self.decider.where_among(fn, size, left, here, explore=False)
                 self.fallbacks.note_failover(fn, exc, remote.address, where)
                 return where
         if not here:
@@ -347,7 +347,7 @@ class Router(Closing, Lessons):
         candidates = tuple(c for c in self.servers.candidates() if c.address != left)
         if not candidates:
             return LOCAL
-        return self.decider.where_among(fn, size, candidates, here)
+        return self.decider.where_among(fn, size, candidates, here, explore=False)
 
     def keep_checkpoint(self, job: Movable, state: Any, count: int, nbytes: int = 0) -> None:
         """The checkpoint sink: keep a job's latest state in ``checkpoint_dir``, if set; with

@@ -264,5 +264,7 @@ class Servers:
             remotes = [r for r in (self.primary, *self._others.values()) if r is not None]
         if self.browser is not None:
             self.browser.stop()
+        if self.usable is not None:
+            self.usable.close()
         for remote in remotes:
             remote.close()

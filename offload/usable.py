@@ -11,8 +11,23 @@ and brings the load); the call path reads one tuple.
 Failover follows the ZeroMQ guide's Freelance pattern (the client holds
 several servers, chooses, and retries elsewhere): a server that loses a
 call (:meth:`Usable.lose`) or goes silent leaves the tuple at once; once it
-answers again it comes back after answering for ``probation`` seconds, so a
-server that flaps does not take calls between its crashes.
+answers again it comes back after answering for its probation, so a server
+that flaps does not take calls between its crashes. The probation grows with
+the server's losses (:func:`probation_s`): a quarter of ``probation`` after
+its first loss, doubling with each further one up to ``probation``, and
+forgotten once it has stayed usable for four times ``probation``: a server
+restarted once is back within a second, one that keeps crashing waits longer.
+
+A server whose PONG says none of its workers is ready yet (all starting, as
+after a restart: its first call would wait seconds for one) is not usable
+until one is, unless no other server is.
+
+Between the heartbeats, a watcher thread (:meth:`Usable.watch`) PINGs four
+times as often the servers whose state is about to change: those lost, on
+probation or starting (so a server that answers again is noticed within a
+quarter of a heartbeat) and those whose latest PONG reported other clients'
+calls (so the decision does not avoid a server for a queue that has drained
+since).
 """
 
 from __future__ import annotations
@@ -32,6 +47,21 @@ from .remote import Remote
 
 log = logging.getLogger("offload")
 
+#: Losses a server's probation forgets once it has been usable for this many ``probation``.
+FORGET = 4.0
+#: How many times per heartbeat the watcher PINGs the servers about to change.
+WATCH_PER_HEARTBEAT = 4
+
+
+def probation_s(probation: float, losses: int) -> float:
+    """Seconds a server must answer after its ``losses``-th loss before calls go there again.
+
+    A quarter of ``probation`` after the first, doubling with each further loss,
+    at most ``probation``: a server restarted once costs little, a flapping one
+    is kept out longer.
+    """
+    return probation * min(1.0, 0.25 * 2.0 ** max(losses - 1, 0))
+
 
 class Usable:
     """The usable servers of one client, as :class:`Candidate` s, and those on probation."""
@@ -45,6 +75,12 @@ class Usable:
         self._remotes: dict[str, Remote] = {}
         #: address -> when it answered again after it was lost (None: not yet).
         self._lost: dict[str, float | None] = {}
+        #: address -> (losses counted for its probation, when it was usable again).
+        self._losses: dict[str, tuple[int, float]] = {}
+        self._watcher: threading.Thread | None = None
+        #: address -> this client's calls in flight there when it was last PINGed.
+        self._mine: dict[str, int] = {}
+        self._closed = threading.Event()
         self._pinged = 0.0
         self._first = True
         #: What the decision reads: the usable servers now (a new tuple on every change).
@@ -59,7 +95,55 @@ class Usable:
                 if self._first:
                     self.refresh(known(), wait=self._config.connect_timeout)
                     self._first = False
+                    self._watcher = threading.Thread(
+                        target=self.watch, name="offload-fleet-watch", daemon=True
+                    )
+                    self._watcher.start()
         return self.candidates
+
+    def watch(self) -> None:
+        """Until :meth:`close`: PING the servers about to change, then rebuild the tuple.
+
+        Every ``heartbeat_interval / WATCH_PER_HEARTBEAT`` s: the servers lost, on
+        probation or starting, and those whose latest PONG counted other clients' calls
+        there; never one whose previous PING is still unanswered (a dead server's would
+        pile up, and a call's estimate counts what is in flight there).
+        """
+        step = max(0.05, self._config.heartbeat_interval / WATCH_PER_HEARTBEAT)
+        unanswered: dict[str, Future[Any]] = {}
+        while not self._closed.wait(step):
+            with self._lock:
+                watched = [
+                    (address, remote)
+                    for address, remote in self._remotes.items()
+                    if (
+                        address in self._lost
+                        or address in self.excluded
+                        or self._by_address[address].others > 0
+                    )
+                    and (address not in unanswered or unanswered[address].done())
+                ]
+            if not watched:
+                continue
+            deadline = time.monotonic() + step
+            for address, remote in watched:
+                unanswered[address] = self._ping(address, remote)
+            for address, _ in watched:
+                _answered(unanswered[address], deadline)
+            with self._lock:
+                self._rebuild()
+
+    def _ping(self, address: str, remote: Remote) -> Future[Any]:
+        """PING ``remote``, noting this client's calls in flight there as it goes."""
+        self._mine[address] = remote.conn.in_flight()
+        return remote.ping()
+
+    def close(self) -> None:
+        """Stop the watcher (the connections are the client's to close)."""
+        self._closed.set()
+        watcher = self._watcher
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=5)
 
     def refresh(self, known: list[Known], wait: float = 0.0) -> None:
         """Connect to new trusted servers, PING each now and then, and rebuild the tuple.
@@ -76,11 +160,11 @@ class Usable:
             for server in known:
                 remote = self._remote(server)
                 if remote is not None and due:
-                    pings.append((remote, remote.ping()))
+                    pings.append((remote, self._ping(server.address, remote)))
         if wait > 0:  # the first PING connects; a second one, on an idle line, times the RTT
             deadline = now + wait
             answered = [r for r, pinged in pings if _answered(pinged, deadline)]
-            for pinged in [remote.ping() for remote in answered]:
+            for pinged in [self._ping(remote.address, remote) for remote in answered]:
                 _answered(pinged, deadline)
         with self._lock:
             self._rebuild()
@@ -110,11 +194,10 @@ class Usable:
 
     def _rebuild(self) -> None:
         now = time.monotonic()
-        usable, excluded = [], {}
-        probation = self._config.probation
+        usable, excluded, starting = [], {}, []
         for address, candidate in self._by_address.items():
             remote = self._remotes[address]
-            _update(candidate, remote)
+            _update(candidate, remote, self._mine.get(address, 0))
             up = remote.conn.up
             if address in self._lost:
                 since = self._lost[address]
@@ -124,21 +207,31 @@ class Usable:
                     continue
                 if since is None:
                     self._lost[address] = since = now
+                probation = probation_s(self._config.probation, self._losses[address][0])
                 if now - since < probation:
                     excluded[address] = f"answering again: on probation for {probation:g} s"
                     continue
                 del self._lost[address]
+                self._losses[address] = (self._losses[address][0], now)
                 log.warning(
                     "offload: %s answered for %g s: calls go there again", address, probation
                 )
             elif up is False:  # silent by itself (heartbeats): lost like a lost call
+                self._count_loss(address)
                 self._lost[address] = None
                 excluded[address] = "not answering"
                 continue
             elif up is None:
                 excluded[address] = "has not answered yet"
                 continue
+            if _starting(remote):  # its first call would wait for a worker to start
+                starting.append(candidate)
+                continue
             usable.append(candidate)
+        if usable:  # else a call may as well queue where a worker is starting
+            excluded.update((c.address, "starting: no worker ready yet") for c in starting)
+        else:
+            usable = starting
         self.excluded = {**{a: w for a, w in self.excluded.items() if "trusted" in w}, **excluded}
         self.candidates = tuple(usable)
 
@@ -149,13 +242,22 @@ class Usable:
         """
         with self._lock:
             first = address not in self._lost or self._lost[address] is not None
+            if address not in self._lost:
+                self._count_loss(address)
             self._lost[address] = None
             remote = self._remotes.get(address)
             if remote is not None and remote.conn.up:
                 remote.conn.up = False  # answers again only once a PONG says so
-            self.candidates = tuple(c for c in self.candidates if c.address != address)
+            self._rebuild()  # without it: a server left out as starting may be the one left
             self.excluded[address] = "lost a call; not answering"
         return first
+
+    def _count_loss(self, address: str) -> None:
+        """One more loss of ``address`` for its probation (forgotten after a long usable run)."""
+        losses, back = self._losses.get(address, (0, 0.0))
+        if losses and time.monotonic() - back > FORGET * self._config.probation:
+            losses = 0
+        self._losses[address] = (losses + 1, float("inf"))
 
     def lacks(self, address: str, name: str) -> None:
         """The server at ``address`` cannot run ``name`` (unknown there, or another version)."""
@@ -178,14 +280,29 @@ def _answered(pinged: Future[Any], deadline: float) -> bool:
     return True
 
 
-def server_load(remote: Remote) -> tuple[int, int, float] | None:
+def _starting(remote: Remote) -> bool:
+    """Whether the server's latest PONG says none of its workers is ready yet (all starting)."""
+    load = remote.server_info.get("load")
+    if not isinstance(load, dict):
+        return False
+    ready = load.get("ready")
+    return isinstance(ready, int) and ready <= 0 and load.get("running") == 0
+
+
+def server_load(remote: Remote, mine: int = 0) -> tuple[int, int, float] | None:
     """Other clients' calls queued or running, workers, and calls ended per second, from
     the server's latest PONG (None when it told none, or nonsense).
 
+    This client's calls there are not others': those in flight when the PONG came, or
+    ``mine`` (those in flight when the PING left), whichever is more. A call that ended
+    between the two was counted by the server, but its reply may be read before the PONG
+    (it comes on another socket): counted as another client's, it made the server look
+    busy until the next PONG, and the decision alternated between it and another server.
+
     Read after every call (``lessons.crowded``), so worked out once per PONG: kept
-    in ``remote.load_memo`` with the PONG's dict and count it came from.
+    in ``remote.load_memo`` with the PONG's dict and the count of ours it came from.
     """
-    info, calls = remote.server_info, remote.calls_at_pong
+    info, calls = remote.server_info, max(remote.calls_at_pong, mine)
     memo = remote.load_memo
     if memo is not None and memo[0] is info and memo[1] == calls:
         return memo[2]
@@ -209,10 +326,10 @@ def _load_of(info: dict[str, Any], calls: int) -> tuple[int, int, float] | None:
     return max(ahead - calls, 0), max(workers, 1), rate
 
 
-def _update(candidate: Candidate, remote: Remote) -> None:
+def _update(candidate: Candidate, remote: Remote, mine: int) -> None:
     """Copy what the server's latest PONG said into its candidate."""
     info = remote.server_info
-    load = server_load(remote)
+    load = server_load(remote, mine)
     if load is None and isinstance(info.get("load"), dict):
         return  # a malformed load: keep the candidate as it was
     if load is not None:

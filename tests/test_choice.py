@@ -72,6 +72,8 @@ def test_hysteresis_keeps_the_last_server_and_exploring_retries_a_stale_one():
     explored = None
     for _ in range(200):
         server, why, ranked = choice.pick(prof, X, [a, b], "f")
+        if why == EXPLORE:  # but a call going on after a lost server goes to the best one
+            assert choice.pick(prof, X, [a, b], "f", explore=False)[:2] == (a, BEST)
         prof.clock += 1
         choice.commit(prof, server, why, dict((c.address, t) for t, c in ranked)[server.address])
         if why == EXPLORE:

@@ -100,7 +100,8 @@ def test_a_server_that_answers_again_is_used_after_probation(make_server, tmp_pa
         client.call(apps.where, (), {})
         usable = client.servers.usable
         assert usable is not None
-        assert {c.address for c in usable.candidates} == {a.address, b.address}
+        both = {a.address, b.address}  # once each has a worker ready (not starting)
+        _wait_for(lambda: {c.address for c in usable.candidates} == both, timeout=20)
         usable.lose(a.address)  # as a lost call would
         assert {c.address for c in usable.candidates} == {b.address}
         _wait_for(lambda: "probation" in usable.excluded.get(a.address, ""), timeout=10)

@@ -218,6 +218,8 @@ class SiteEngine:
     def size(self) -> int:
         return self.slots
 
+    ready = size  # a site's slots are its members' workers, all started
+
     def busy(self) -> int:
         return len(self.workers.runs)
 

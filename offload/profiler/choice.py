@@ -124,9 +124,17 @@ class ServerChoice:
 
     def estimate(self, prof: FunctionProfile, x: float, c: Candidate, name: str) -> float:
         """Seconds a call of log size ``x`` would take on ``c`` (see the module's formula)."""
+        fixed, t_up, t_exec, t_down = self.parts(prof, x, c, name)
+        return fixed + t_up + t_exec + c.wait(t_exec) + t_down
+
+    def parts(
+        self, prof: FunctionProfile, x: float, c: Candidate, name: str
+    ) -> tuple[float, float, float, float]:
+        """(round trip and overhead, upload, run, download) seconds of a call on ``c``.
+
+        The run once a worker takes it: the wait behind others is not in it.
+        """
         link = c.link
-        t_exec = self.exec_s(prof, x, c)
-        t_exec += c.wait(t_exec)
         a, b, _ = prof.up.params
         t_up = exp(a + b * x) / link.up_rate
         a, b, _ = prof.down.params
@@ -134,7 +142,7 @@ class ServerChoice:
         fixed = link.fixed if link.rtt.mean is not None else c.rtt_prior
         if c.functions is not None and name not in c.functions:
             fixed *= 2  # its code goes first (an UnknownFunction, then the call by value)
-        return fixed + t_up + t_exec + t_down
+        return fixed, t_up, self.exec_s(prof, x, c), t_down
 
     def exec_s(self, prof: FunctionProfile, x: float, c: Candidate) -> float:
         """Seconds a call of log size ``x`` runs on ``c`` once a worker takes it."""
@@ -144,9 +152,18 @@ class ServerChoice:
         return exp(a + b * x) * c.link.server_drift.value
 
     def pick(
-        self, prof: FunctionProfile, x: float, candidates: Sequence[Candidate], name: str
+        self,
+        prof: FunctionProfile,
+        x: float,
+        candidates: Sequence[Candidate],
+        name: str,
+        explore: bool = True,
     ) -> tuple[Candidate | None, int, list[tuple[float, Candidate]]]:
-        """(server, why, [(estimate, server)] best first) for a call; changes nothing."""
+        """(server, why, [(estimate, server)] best first) for a call; changes nothing.
+
+        ``explore`` False: never a server only to explore it (a call that already lost
+        its server goes on to the best one left: its caller has waited once already).
+        """
         ranked = sorted(
             ((self.estimate(prof, x, c, name), c) for c in candidates if c.serves(name)),
             key=_first,
@@ -161,7 +178,7 @@ class ServerChoice:
                     if t_best > t * self._keep:
                         return c, KEPT, ranked
                     break
-        if prof.time.counts[THERE]:  # explore only once the function has run somewhere
+        if explore and prof.time.counts[THERE]:  # once the function has run somewhere
             clock, every, spent = prof.clock, self._every, self._spent
             for t, c in ranked[1:]:
                 # Across functions: once the seconds spent since this server was last

@@ -48,9 +48,15 @@ class Decider(Protocol):
         ...
 
     def where_among(
-        self, fn: Any, size: int, servers: Sequence[Candidate], here: bool = True
+        self,
+        fn: Any,
+        size: int,
+        servers: Sequence[Candidate],
+        here: bool = True,
+        explore: bool = True,
     ) -> str:
-        """ "local" or the address of the server a call goes to (``here``: may be local)."""
+        """ "local" or the address of the server a call goes to (``here``: may be local;
+        ``explore`` False: a call sent on after a loss goes to the best, never to explore)."""
         ...
 
     def observe_local(self, fn: Any, size: int, seconds: float) -> None:

@@ -158,11 +158,17 @@ class AdaptiveDecider(Explaining, Learning):
         return self.where_among(fn, size, servers), size
 
     def where_among(
-        self, fn: Any, size: int, servers: Sequence[Candidate], here: bool = True
+        self,
+        fn: Any,
+        size: int,
+        servers: Sequence[Candidate],
+        here: bool = True,
+        explore: bool = True,
     ) -> str:
         """ "local" or the address of the server a call of ``size`` goes to (see choice).
 
-        ``here`` False (``mode="remote"``): the best server, "remote" if there is none.
+        ``here`` False (``mode="remote"``): the best server, "remote" if there is none;
+        ``explore`` False (a call going on after its server was lost): no exploration.
         """
         prof = self._by_fn.get(fn)
         if prof is None:
@@ -174,7 +180,7 @@ class AdaptiveDecider(Explaining, Learning):
         for candidate in servers:  # this device's access link is on the way to every server
             if candidate.link.reported != reported:
                 candidate.link.on_reported(reported)
-        server, why, ranked = self.servers.pick(prof, x, servers, fn.wire_name)
+        server, why, ranked = self.servers.pick(prof, x, servers, fn.wire_name, explore)
         if server is None:
             return self.choose(prof, size, False) if here else REMOTE
         if here:
