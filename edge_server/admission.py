@@ -26,6 +26,8 @@ from .channel import MAX_FRAMES
 from .config import ServerConfig
 from .registry import Registry
 
+_HELD = protocol.STARTS | protocol.AWAITS_GO  # STARTED, then GO before it runs
+
 
 @dataclass(eq=False)
 class Job:
@@ -38,6 +40,7 @@ class Job:
     timeout: float
     checkpointed: bool = False  # it takes checkpoints, so it can be asked to stop at one
     tells_start: bool = False  # its client wants STARTED when a worker takes it
+    awaits_go: bool = False  # ... and then waits for the client's GO (.starts)
     owner: str = ""  # the client's CurveZMQ public key (Z85); "" on an insecure server
     function: str = ""
     bytes_in: int = 0
@@ -110,6 +113,7 @@ def admit(
         timeout,
         checkpointed=bool(header.flags & protocol.CHECKPOINTED),
         tells_start=bool(header.flags & protocol.STARTS),
+        awaits_go=header.flags & _HELD == _HELD,
         owner=owner,
         function=header.name,
         bytes_in=size,

@@ -37,7 +37,7 @@ from offload._exceptions import (
 from offload.runtime import errors
 from offload.runtime.states import JobState
 
-from . import stopsig
+from . import starts, stopsig
 from .admission import Job
 from .channel import Channel
 from .config import ServerConfig
@@ -186,10 +186,10 @@ class Dispatcher:
         if stored:
             self.ledger.store_waiting()
             self.ledger.commit()
-        for job, worker in picked:
-            self._hand(job, worker)
+        for job, worker in picked:  # an AWAITS_GO call's worker waits for its client's GO
+            starts.hold_worker(self, job, worker) if job.awaits_go else self.hand(job, worker)
 
-    def _hand(self, job: Job, worker: Worker) -> None:
+    def hand(self, job: Job, worker: Worker) -> None:
         """Send ``job`` to ``worker`` (large frames via its arena; a large call via the stager)."""
         frames = [f.buffer for f in job.frames[1:]]
         worker.trim_at = None  # busy: its arenas are in use

@@ -35,6 +35,7 @@ to its count of running jobs, and leaves the rest to the engine it wraps.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -134,7 +135,11 @@ class InlineEngine:
         self.ledger.accepted(job)
         self.ledger.started(job)
         self._running[job.id] = job
-        self._jobs.put(job)
+        if job.awaits_go:  # told STARTED: it waits for its client's GO (.starts)
+            give_back = functools.partial(self._running.pop, job.id, None)
+            self.ledger.held.hold(job, functools.partial(self._jobs.put, job), give_back)
+        else:
+            self._jobs.put(job)
 
     def start(self) -> None:
         self.inner.start()

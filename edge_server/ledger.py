@@ -44,6 +44,7 @@ from offload.runtime.states import FINISHED, NAMES, JobState
 from .admission import Job
 from .budget import Budget
 from .config import ServerConfig
+from .starts import NO_GO, Held
 from .store import Store
 from .visitors import Visitors, operator_keys
 
@@ -89,6 +90,8 @@ class Ledger:
         #: Control operations an engine adds (a site's quote, credits, lend, resources):
         #: op -> handler(owner, request body) -> reply body.
         self.extra_ops: dict[str, Callable[[str, dict[str, Any]], dict[str, Any]]] = {}
+        #: STARTS calls told STARTED, waiting for their client's GO (:mod:`.starts`).
+        self.held = Held(lambda job: self.ended(job, JobState.CANCELLED, NO_GO))
         #: Who used the server lately, for its operators (the ``clients`` op).
         self.visitors = Visitors(operator_keys(config.operator_keys), config.location)
 
@@ -142,9 +145,12 @@ class Ledger:
         return jobs
 
     def started(self, job: Job) -> None:
-        """A worker takes the call (told to its client first, if it asked: STARTS)."""
-        if job.tells_start:
-            self._send(job.client, [protocol.encode_header(protocol.STARTED, job.request_id)])
+        """A worker takes the call (told to its client first, if it asked: STARTS; with
+        AWAITS_GO the call then waits for its client's GO, :mod:`.starts`)."""
+        if job.tells_start:  # AWAITS_GO echoed: the call is held for GO
+            held = protocol.AWAITS_GO if job.awaits_go else 0
+            header = protocol.encode_header(protocol.STARTED, job.request_id, flags=held)
+            self._send(job.client, [header])
         job.state = JobState.RUNNING
         self._running.add(job.id)
         self.store.started(job.id, job.stored)

@@ -336,6 +336,9 @@ class EdgeServer:
         who = self._clients.admit(client, header, frames[1], now)
         if who is None:  # too many clients, or a routing id of another key
             return
+        if header.kind == protocol.GO:  # a STARTS call told STARTED may run now
+            self._ledger.held.go(client, header.request_id)
+            return
         if header.kind == protocol.PAUSE:
             self._workers.pause(client, header.request_id)
             return
@@ -377,6 +380,7 @@ class EdgeServer:
         gone = {c for c, seen in self._seen.items() if now - seen > timeout}
         for client in gone:
             del self._seen[client]
+        self._ledger.held.expire(gone)  # told STARTED, no GO came: they never run
         running = [w.job.client for w in self._workers.running() if w.job]
         self._clients.release(lambda: {*running, *(job.client for job in self._queue)})
         if gone and self.config.orphans == "stop":

@@ -153,7 +153,8 @@ class Remote:
         compress = self.config.compression == "auto"
         payload = (args, kwargs) if resume is None else (args, kwargs, *resume)
         codecs, frames = serialize.dumps(payload, compress=compress)
-        flags = protocol.STARTS if watcher is not None else 0  # a plain call's: STARTED
+        # A plain call's (several servers): STARTED, and run only after our GO.
+        flags = protocol.STARTS | protocol.AWAITS_GO if watcher is not None else 0
         if resume is not None:
             flags = protocol.CHECKPOINTED
         if fn.isolation == "thread":  # run in the server's process (refused unless allowed)
@@ -320,8 +321,11 @@ class Remote:
             if kind == protocol.ACCEPTED:
                 watcher.accepted(header.aux)
                 return None
-            if kind == protocol.STARTED:
+            if kind == protocol.STARTED:  # marked "may have run" first, then it may run
                 watcher.started()
+                if header.flags & protocol.AWAITS_GO:  # held for our GO (older servers: run)
+                    with contextlib.suppress(errors.ServerUnavailable):  # then it never runs
+                        self.conn.post([protocol.encode_header(protocol.GO, header.request_id)])
                 return None
             buffers = [f.buffer for f in frames]
             state = serialize.loads(

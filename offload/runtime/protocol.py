@@ -12,6 +12,7 @@ Header layout (``HEADER_PREFIX`` plus variable tail)::
     4       1     version      protocol version, currently 1; others are refused
     5       1     kind         CALL=1 RESULT=2 ERROR=3 PING=4 PONG=5
                                CHECKPOINT=6 PAUSE=7 CONTROL=8 ACCEPTED=9 STARTED=10
+                               GO=11
     6       2     flags        bit 0 BY_VALUE: payload frame 0 is the function
                                itself (cloudpickle), shipped because the server
                                may not hold it (the "traditional offloading" path);
@@ -20,12 +21,17 @@ Header layout (``HEADER_PREFIX`` plus variable tail)::
                                id of the sender's data socket, which is alive (a
                                heartbeat from a second socket, so that it never
                                waits behind a large upload);
-                               bit 3 STARTS (CALL): say STARTED when a worker takes it;
+                               bit 3 STARTS (CALL): say STARTED when a worker is about
+                               to take it;
                                bit 4 INLINE (CALL): run it in a thread of the server
                                process, not a worker process
                                (``@offload(isolation="thread")``); a server that does
                                not allow it (``--allow-inline``) answers ERROR
-                               ``inline_refused`` and never runs it otherwise
+                               ``inline_refused`` and never runs it otherwise;
+                               bit 5 AWAITS_GO (CALL, with STARTS): after STARTED, hold
+                               the call until the client says GO (a server that
+                               ignores the bit runs it at once, as before); (STARTED):
+                               the call is held: answer GO
     8       8     request id   chosen by the client, echoed in the reply
     16      8     aux          CALL: timeout in microseconds (0 = none);
                                RESULT: server-side execution time in nanoseconds;
@@ -53,10 +59,29 @@ Payload by kind:
 * ACCEPTED (server to client, for a CHECKPOINTED call only, before any
   CHECKPOINT of it): no payload; the call is queued as the server's job
   ``aux``, the id its job records and control requests use.
-* STARTED (server to client, for a CALL with STARTS, sent before a worker gets
-  it): no payload. A call whose server is lost after this may have run, so it
-  is not sent elsewhere unless it may run twice (issue 13: failover never runs
-  a function twice without ``retries``); before it, it certainly did not.
+* STARTED (server to client, for a CALL with STARTS, when a worker (or an
+  inline thread) is about to take it): no payload. The call does not run yet:
+  it holds its worker until the client answers GO. A call whose server is lost
+  after STARTED may have run, so it is not sent elsewhere unless it may run
+  twice (issue 13: failover never runs a function twice without ``retries``);
+  before it, it certainly did not. With AWAITS_GO on both (the server echoes
+  the bit when it holds the call) the call runs only after GO, so a STARTED
+  lost in a SIGKILLed server's queue cannot hide a run; without it (an older
+  client or server, or a Dask site, which runs it at once) that window stays.
+* GO (client to server, same request id, answering a STARTED with AWAITS_GO):
+  no payload.
+  The client has recorded that the call may run; now the server hands it to
+  its worker. A GO for a request that is unknown, finished, not waiting, or
+  of another client's connection is ignored. A call whose client goes silent
+  for ``--client-timeout`` without GO ends cancelled, never run. Sequence::
+
+      client                        server
+      CALL (STARTS|AWAITS_GO) ──▶   queued; a worker is free for it
+                         ◀───────   STARTED (AWAITS_GO): the worker is held
+      marks "may have run"
+      GO                 ───────▶   handed to the worker
+                         ◀───────   RESULT or ERROR
+
 * PAUSE (client to server): stop the call of this request id at its next
   checkpoint; it ends with ERROR ``stopped`` after its last CHECKPOINT.
 * RESULT: ``[pickle stream, *out-of-band buffers]`` of the return value.
@@ -84,8 +109,8 @@ from .._exceptions import ProtocolError
 MAGIC = b"OFLD"
 VERSION = 1
 
-CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE, CONTROL, ACCEPTED, STARTED = range(1, 11)
-KINDS = frozenset(range(1, 11))
+(CALL, RESULT, ERROR, PING, PONG, CHECKPOINT, PAUSE, CONTROL, ACCEPTED, STARTED, GO) = range(1, 12)
+KINDS = frozenset(range(1, 12))
 #: Kinds that answer a request without ending it (its final reply follows).
 INTERIM = frozenset((CHECKPOINT, ACCEPTED, STARTED))
 
@@ -94,6 +119,7 @@ CHECKPOINTED = 0x2
 ALIVE = 0x4
 STARTS = 0x8
 INLINE = 0x10
+AWAITS_GO = 0x20
 
 PROBE_MAX = 8 * 2**20  # the most padding a PONG carries
 
