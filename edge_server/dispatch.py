@@ -1,13 +1,12 @@
 """The worker side of the event loop: hand queued jobs to idle workers and route what comes back.
 
-A job goes to an idle worker over its Unix-socket channel (large frames
-through the worker's in-arena, a large call's copied there by
-:mod:`~edge_server.staging`'s thread); the worker answers with checkpoints (sent
-straight on to the client) and one DONE, whose reply goes to the client
-(large frames tracked until ZeroMQ has sent them, then the arena is freed).
-A job past its deadline has its worker killed; a worker that dies fails its
-job with :class:`~offload.WorkerCrashed`; either way a new worker takes its place. Every
-outcome is told to the :class:`~edge_server.ledger.Ledger`.
+A job goes to an idle worker over its Unix-socket channel (large frames through the worker's
+in-arena, a large call's copied there by :mod:`~edge_server.staging`'s thread); the worker answers
+with checkpoints (sent straight on to the client) and one DONE, whose reply goes to the client
+(large frames tracked until ZeroMQ has sent them, then the arena is freed). A job past its deadline
+has its worker killed; a worker that dies fails its job with :class:`~offload.WorkerCrashed`;
+either way a new worker takes its place. Every outcome is told to the
+:class:`~edge_server.ledger.Ledger`.
 """
 
 from __future__ import annotations

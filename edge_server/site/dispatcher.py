@@ -97,9 +97,10 @@ class SiteDispatcher(Dispatcher):
         ledger.budget.settle = self.settle
 
     @property
-    def idle(self) -> int:  # type: ignore[override]
-        """Free job slots on the site (its workers' threads less the runs)."""
-        return max(0, self.engine.slots - len(self.runs))
+    def idle(self) -> range:  # type: ignore[override]
+        """Free job slots on the site (its workers' threads less the runs), as a sequence:
+        the loop reads its length and truth, as of a local server's deque of idle workers."""
+        return range(max(0, self.engine.slots - len(self.runs)))
 
     def running(self) -> list[SiteRun]:  # type: ignore[override]
         return list(self.runs.values())

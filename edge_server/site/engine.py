@@ -1,11 +1,10 @@
 """The Dask engine: the edge server's jobs as tasks on a cluster of lent machines.
 
-:class:`SiteEngine` connects a Dask client to the scheduler, sends the apps
-to every worker (``UploadDirectory``), binds the *site socket* the tasks
-call back to, and feeds the server's poll loop. :class:`~.dispatcher.SiteDispatcher`
-hands the jobs out and routes what comes back; the engine charges each
-run's credits (:mod:`edge_server.credits`; the control requests about them
-are :mod:`.accounts`').
+:class:`SiteEngine` connects a Dask client to the scheduler, sends the apps to every worker
+(``UploadDirectory``), binds the *site socket* the tasks call back to, and feeds the server's poll
+loop. :class:`~.dispatcher.SiteDispatcher` hands the jobs out and routes what comes back; the
+engine charges each run's credits (:mod:`edge_server.credits`; the control requests about them are
+:mod:`.accounts`').
 
 Why a ZeroMQ socket of the server's own, not Dask's data path, for calls,
 checkpoints and results: payloads then never pass through the scheduler (a
