@@ -36,6 +36,7 @@ FILES = {
     "README.md": [
         "overhead",
         "decisions",
+        "decisions-servers",
         "djos",
         "failures",
         "load",
@@ -280,6 +281,41 @@ def decisions(r: Results) -> str:
         f"({cost['raw_zmq_roundtrip_us']:.0f} us).\n"
     )
     return text
+
+
+SERVER_POLICY_LABELS = {
+    "always_local": "always local",
+    "nearest": "always the nearest server (up)",
+    "random_server": "a random server (up) per call",
+    "ours": "ours, objective time",
+    "ours_energy": "ours, objective energy",
+}
+
+
+@block("decisions-servers")
+def decisions_servers(r: Results) -> str:
+    full = (r.directory / "decisions_servers.json").exists()
+    name = "decisions_servers" if full else "decisions_servers_quick"
+    d = r[name]
+    rows = []
+    for key, label in SERVER_POLICY_LABELS.items():
+        p, s = d["policies"][key], d["reshuffled"][key]
+        beats = s.get("orders_better_than_every_fixed_policy")
+        rows.append(
+            f"| {label} | {p['time_ratio_to_oracle']:.2f} | {p['energy_ratio_to_oracle']:.2f} | "
+            f"time {s['time_ratio_to_oracle_mean']:.2f} ({s['time_ratio_to_oracle_max']:.2f}), "
+            f"energy {s['energy_ratio_to_oracle_mean']:.2f} "
+            f"({s['energy_ratio_to_oracle_max']:.2f}) | {'' if beats is None else beats} |"
+        )
+    size = "Full run" if full else "Quick run (`--quick`)"
+    load = ", ".join(f"{x:.1f}" for x in d["loadavg_at_trace_end"])
+    return (
+        f"{size}, {d['calls']} calls over {len(d['phases'])} phases "
+        f"({', '.join(d['phases'])}; `bench/results/{name}.json`), load average {load}:\n\n"
+        "| policy | time / oracle | energy / oracle | shuffled within phases, mean (worst of 20) "
+        "| orders of 20 better than every fixed policy |\n"
+        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
 
 
 # -- djos ---------------------------------------------------------------------------------
