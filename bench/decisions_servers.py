@@ -41,7 +41,15 @@ from offload.profiler import REMOTE, Side
 from offload.profiler.sizes import call_size
 
 from . import emulation, fleet, fleet_app
-from .decisions_servers_replay import FIXED, NAMES, SERVICES, Step, replay, reshuffled
+from .decisions_servers_replay import (
+    FIXED,
+    NAMES,
+    SERVICES,
+    Step,
+    loss_by_phase,
+    replay,
+    reshuffled,
+)
 
 RESULTS = Path(__file__).parent / "results"
 SUBNET = 90  # 10.90-92.0.0/24: apart from bench fleet's, which may run at the same time
@@ -236,6 +244,13 @@ def markdown(report: dict[str, Any]) -> str:
             f"{shuffled} | {beats} |"
         )
     lines += ["", f"Phases: {', '.join(report['phases'])}. Fixed policies: {', '.join(FIXED)}."]
+    lines += ["", "Where ours loses (excess over the oracle; first 6 calls of the phase):", ""]
+    for name, unit in (("ours", "s"), ("ours_energy", "J")):
+        for phase, p in report["loss_by_phase"][name].items():
+            lines.append(
+                f"- {name}, {phase}: {p['excess']:.2f} {unit} over the oracle's "
+                f"{p['oracle']:.2f} {unit} ({p['excess_first_6_calls']:.2f} in the first 6 calls)"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -273,6 +288,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loadavg_at_trace_end": load,
         "policies": replay(steps, seed),
         "reshuffled": reshuffled(steps, [p.name for p in PHASES], runs=20, seed=seed),
+        "loss_by_phase": loss_by_phase(steps),
+        "trace": trace_path(size).name
+        if opts.replay is None
+        else f"replayed from {opts.replay.name}",
         "wall_s": time.time() - began,
     }
     stem = "decisions_servers" + ("" if size == "full" else f"_{size}")

@@ -200,3 +200,25 @@ def reshuffled(
         | ({"orders_better_than_every_fixed_policy": beats[name]} if name in beats else {})
         for name, by_key in ratios.items()
     }
+
+
+def loss_by_phase(steps: list[Step]) -> dict[str, dict[str, dict[str, float]]]:
+    """Where ours loses: per phase, the oracle's total and ours' excess over it, and the
+    excess of the phase's first 6 calls (learning the change) against the rest (staleness).
+
+    ``ours`` is measured in seconds, ``ours_energy`` in joules (each by its objective).
+    """
+    report: dict[str, dict[str, dict[str, float]]] = {}
+    for name, weight, k in (("ours", 1.0, 0), ("ours_energy", 0.0, 1)):
+        ours, by_phase = Ours(weight), report.setdefault(name, {})
+        for step in steps:
+            best = min(v[k] for v in outcomes(step).values())
+            excess = charge(step, ours(step))[k] - best
+            p = by_phase.setdefault(step.phase, {"oracle": 0.0, "excess": 0.0, "calls": 0})
+            p["oracle"] += best
+            p["excess"] += excess
+            p["calls"] += 1
+            p["excess_first_6_calls"] = p.get("excess_first_6_calls", 0.0) + (
+                excess if p["calls"] <= 6 else 0.0
+            )
+    return report

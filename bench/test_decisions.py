@@ -194,6 +194,9 @@ def test_over_several_servers_the_oracle_takes_the_best_of_here_and_each_server(
     report = ds_replay.replay(steps)
     assert report["oracle"]["time_s"] == pytest.approx(20 * 0.1 + 20 * 0.05 + 5 * 0.1)
     assert report["ours"]["refused_calls"] == 1  # then it knows far lacks the function
+    loss = ds_replay.loss_by_phase(steps)["ours"]
+    assert [loss[p]["calls"] for p in "abc"] == [20, 20, 5]
+    assert all(p["excess"] >= p["excess_first_6_calls"] >= 0 for p in loss.values())
     for name in (*ds_replay.FIXED, "ours", "ours_energy"):
         assert report[name]["time_ratio_to_oracle"] >= 1.0 - 1e-9
     assert report["ours"]["share"]["mid"] > 0  # it found the best server of phase a
