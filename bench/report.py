@@ -852,6 +852,23 @@ def peers_run(r: Results) -> str:
 # -- bench/README.md's summary of the others ------------------------------------------------
 
 
+def _latest_servers(r: Results) -> list[str]:
+    """The three-server decisions line of ``latest`` (none before that bench has run)."""
+    full = (r.directory / "decisions_servers.json").exists()
+    name = "decisions_servers" if full else "decisions_servers_quick"
+    if not (r.directory / f"{name}.json").exists():
+        return []
+    d, pol = r[name], r[name]["policies"]
+    return [
+        f"- **decisions over three servers** (`{name}.json`, {d['calls']} calls): time / oracle "
+        f"{pol['always_local']['time_ratio_to_oracle']:.2f} always local, "
+        f"{pol['nearest']['time_ratio_to_oracle']:.2f} nearest server, "
+        f"{pol['random_server']['time_ratio_to_oracle']:.2f} random server, "
+        f"{pol['ours']['time_ratio_to_oracle']:.2f} ours (time objective); energy / oracle "
+        f"{pol['ours_energy']['energy_ratio_to_oracle']:.2f} for ours with the energy objective."
+    ]
+
+
 @block("latest")
 def latest(r: Results) -> str:
     o, d, j, f, ld = r["overhead"], r["decisions"], r["djos"], r["failures"], r["load"]
@@ -891,6 +908,7 @@ def latest(r: Results) -> str:
             if d.get("live")
             else ""
         ),
+        *_latest_servers(r),
         f"- **djos** (`djos.json`): the motivating example (LFOS {dec(ex['LFOS'])}, EFOS "
         f"{dec(ex['EFOS'])}, DJOS {dec(ex['DJOS'])} J per user per slot); in simulation DJOS uses "
         f"{span(savings, whole)}% less energy than LFOS with every drop "
