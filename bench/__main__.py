@@ -11,6 +11,7 @@ import sys
 BENCHMARKS = {
     "overhead": "a no-op call and 1-128 MB array echoes against raw pyzmq (loopback)",
     "decisions": "every policy replayed against an oracle on a measured trace, then live (root)",
+    "decisions_servers": "the same over three shaped servers: here or which server per call (root)",
     "djos": "DJOS's motivating example and simulation; --live: deadline batches on a server",
     "failures": "FlexConnect's Table 1: worker SIGKILLed at exponential times, with checkpoints",
     "load": "100 clients x 100 calls, each answered exactly once, then a SIGKILL and restart",

@@ -77,8 +77,8 @@ CLIENT = {"mode": "remote", "heartbeat_timeout": 2.0, "profile_cache": "", "retr
 class FleetLink(emulation.SlowLink):
     """A :class:`~bench.emulation.SlowLink` with names of its own (three at once)."""
 
-    def __init__(self, mbit: float, index: int) -> None:
-        super().__init__(mbit, subnet=80 + index)
+    def __init__(self, mbit: float, index: int, subnet: int = 80) -> None:
+        super().__init__(mbit, subnet=subnet + index)
         tag = f"{os.getpid() % 10000}{index}"
         self.netns = f"offload-fleet-{tag}"
         self._host, self._peer = f"of{tag}a", f"of{tag}b"
@@ -87,14 +87,14 @@ class FleetLink(emulation.SlowLink):
 class Fleet:
     """The three servers and their links; kill, restart, reshape."""
 
-    def __init__(self, stack: contextlib.ExitStack) -> None:
+    def __init__(self, stack: contextlib.ExitStack, subnet: int = 80) -> None:
         self._stack = stack
         self.links: dict[str, FleetLink] = {}
         self.quotas = {n: stack.enter_context(fleet_cpu.CpuQuota(CPU[n], n)) for n in SERVERS}
         self.servers: dict[str, offload.LocalServer] = {}
         self.address: dict[str, str] = {}
         for index, (name, (_, mbit, _)) in enumerate(SERVERS.items()):
-            self.links[name] = stack.enter_context(FleetLink(mbit, index))
+            self.links[name] = stack.enter_context(FleetLink(mbit, index, subnet))
             self.start(name)
         stack.callback(self.stop)
 

@@ -44,3 +44,23 @@ def steps(n: int, step_s: float, state_bytes: int, slow: str) -> int:
         i += 1
         checkpoint((i, os.urandom(state_bytes)), done=i, total=n)
     return i
+
+
+#: Seconds of service per byte of input of :func:`dense` and :func:`light` (on a server).
+DENSE_S_PER_BYTE = 1e-6
+LIGHT_S_PER_BYTE = 1e-7
+
+
+@offload
+def dense(data: bytes) -> int:
+    """A call whose service grows with its input, 1 us a byte: worth sending to a good server."""
+    time.sleep(len(data) * DENSE_S_PER_BYTE * SLOWDOWN)
+    return len(data)
+
+
+@offload
+def light(data: bytes) -> int:
+    """A call whose service is small against its input, 0.1 us a byte: worth keeping here
+    unless the link is fast (``bench.decisions_servers``)."""
+    time.sleep(len(data) * LIGHT_S_PER_BYTE * SLOWDOWN)
+    return len(data)

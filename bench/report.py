@@ -20,8 +20,9 @@ import re
 import sys
 
 # Importing the block modules registers their blocks.
-from . import report_dcof, report_servers  # noqa: F401
+from . import report_dcof  # noqa: F401
 from .report_calls import drop_rates
+from .report_servers import servers_results
 from .report_text import BLOCKS, ROOT, Results, block, change, dec, num, pct, span, whole, wrap
 
 MARKER = re.compile(r"(<!-- bench:([a-z0-9-]+) -->\n)(.*?)(<!-- /bench:\2 -->)", re.S)
@@ -31,6 +32,7 @@ FILES = {
     "README.md": [
         "overhead",
         "decisions",
+        "decisions-servers",
         "djos",
         "failures",
         "load",
@@ -44,6 +46,22 @@ FILES = {
 
 
 # -- bench/README.md's summary of the others ------------------------------------------------
+
+
+def _latest_servers(r: Results) -> list[str]:
+    """The three-server decisions line of ``latest`` (none before that bench has run)."""
+    name = servers_results(r)
+    if name is None:
+        return []
+    d, pol = r[name], r[name]["policies"]
+    return [
+        f"- **decisions over three servers** (`{name}.json`, {d['calls']} calls): time / oracle "
+        f"{pol['always_local']['time_ratio_to_oracle']:.2f} always local, "
+        f"{pol['nearest']['time_ratio_to_oracle']:.2f} nearest server, "
+        f"{pol['random_server']['time_ratio_to_oracle']:.2f} random server, "
+        f"{pol['ours']['time_ratio_to_oracle']:.2f} ours (time objective); energy / oracle "
+        f"{pol['ours_energy']['energy_ratio_to_oracle']:.2f} for ours with the energy objective."
+    ]
 
 
 @block("latest")
@@ -85,6 +103,7 @@ def latest(r: Results) -> str:
             if d.get("live")
             else ""
         ),
+        *_latest_servers(r),
         f"- **djos** (`djos.json`): the motivating example (LFOS {dec(ex['LFOS'])}, EFOS "
         f"{dec(ex['EFOS'])}, DJOS {dec(ex['DJOS'])} J per user per slot); in simulation DJOS uses "
         f"{span(savings, whole)}% less energy than LFOS with every drop "

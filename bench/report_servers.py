@@ -1,4 +1,5 @@
-"""The README blocks about several servers: ``bench fleet`` and its migration run."""
+"""The README blocks about several servers: ``bench fleet`` (and its migration run) and
+``bench decisions_servers``."""
 
 from __future__ import annotations
 
@@ -78,4 +79,48 @@ def _migration(m: dict[str, Any] | None) -> str:
             if "needless_moves" in m
             else ""
         )
+    )
+
+
+SERVER_POLICY_LABELS = {
+    "always_local": "always local",
+    "nearest": "always the nearest server (up)",
+    "random_server": "a random server (up) per call",
+    "ours": "ours, objective time",
+    "ours_energy": "ours, objective energy",
+}
+
+
+def servers_results(r: Results) -> str | None:
+    """The three-server decisions results to report: the full run's, else the quick one's."""
+    for name in ("decisions_servers", "decisions_servers_quick"):
+        if (r.directory / f"{name}.json").exists():
+            return name
+    return None
+
+
+@block("decisions-servers")
+def decisions_servers(r: Results) -> str:
+    name = servers_results(r)
+    if name is None:
+        return "Not run yet (`python -m bench decisions_servers`).\n"
+    d = r[name]
+    rows = []
+    for key, label in SERVER_POLICY_LABELS.items():
+        p, s = d["policies"][key], d["reshuffled"][key]
+        beats = s.get("orders_better_than_every_fixed_policy")
+        rows.append(
+            f"| {label} | {p['time_ratio_to_oracle']:.2f} | {p['energy_ratio_to_oracle']:.2f} | "
+            f"time {s['time_ratio_to_oracle_mean']:.2f} ({s['time_ratio_to_oracle_max']:.2f}), "
+            f"energy {s['energy_ratio_to_oracle_mean']:.2f} "
+            f"({s['energy_ratio_to_oracle_max']:.2f}) | {'' if beats is None else beats} |"
+        )
+    size = "Full run" if name == "decisions_servers" else "Quick run (`--quick`)"
+    load = ", ".join(f"{x:.1f}" for x in d["loadavg_at_trace_end"])
+    return (
+        f"{size}, {d['calls']} calls over {len(d['phases'])} phases "
+        f"({', '.join(d['phases'])}; `bench/results/{name}.json`), load average {load}:\n\n"
+        "| policy | time / oracle | energy / oracle | shuffled within phases, mean (worst of 20) "
+        "| orders of 20 better than every fixed policy |\n"
+        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )

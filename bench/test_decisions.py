@@ -7,6 +7,8 @@ least that); ``python -m bench decisions`` is the full evaluation.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import time
 
@@ -14,7 +16,8 @@ import pytest
 
 from offload.profiler import AdaptiveDecider, DeviceProfiler, DeviceState, Profiler
 
-from . import battery, delay, trace
+from . import battery, decisions_servers, delay, emulation, fleet, trace
+from . import decisions_servers_replay as ds_replay
 from .decisions import first_calls, replay
 
 
@@ -157,3 +160,64 @@ def test_the_far_relay_adds_the_round_trip_it_is_told_and_keeps_order(tmp_path):
                     assert time.monotonic() - start >= 0.1
         finally:
             relay.stop()
+
+
+def _server_step(phase: str, local_s: float, **remote_s: float | None) -> ds_replay.Step:
+    servers = {
+        n: None
+        if remote_s.get(n) is None
+        else {
+            "mbit": 40.0,
+            "rtt_s": 0.001,
+            "others": 0,
+            "workers": 1,
+            "rate": 0.0,
+            "remote_s": remote_s[n],
+            "server_s": remote_s[n] * 0.8,
+            "up": 20_000,
+            "down": 40,
+        }
+        for n in ds_replay.NAMES
+    }
+    return ds_replay.Step(phase, "dense", 20_001, local_s, servers)
+
+
+def test_over_several_servers_the_oracle_takes_the_best_of_here_and_each_server():
+    steps = [_server_step("a", 0.4, near=0.3, mid=0.1, far=0.2) for _ in range(20)]
+    steps += [_server_step("b", 0.4, near=0.3, mid=None, far=0.05) for _ in range(20)]
+    refusing = [_server_step("c", 0.4, near=0.3, mid=0.1, far=0.02) for _ in range(5)]
+    for step in refusing:  # far holds another version: it refuses in 0.02 s
+        far = step.servers["far"]
+        assert far is not None
+        far["refused"] = True
+    steps += refusing
+    report = ds_replay.replay(steps)
+    assert report["oracle"]["time_s"] == pytest.approx(20 * 0.1 + 20 * 0.05 + 5 * 0.1)
+    assert report["ours"]["refused_calls"] == 1  # then it knows far lacks the function
+    loss = ds_replay.loss_by_phase(steps)["ours"]
+    assert [loss[p]["calls"] for p in "abc"] == [20, 20, 5]
+    assert all(p["excess"] >= p["excess_first_6_calls"] >= 0 for p in loss.values())
+    for name in (*ds_replay.FIXED, "ours", "ours_energy"):
+        assert report[name]["time_ratio_to_oracle"] >= 1.0 - 1e-9
+    assert report["ours"]["share"]["mid"] > 0  # it found the best server of phase a
+    assert report["ours"]["time_ratio_to_oracle"] < report["nearest"]["time_ratio_to_oracle"]
+    shuffles = ds_replay.reshuffled(steps, ["a", "b"], runs=2, seed=1)
+    assert set(shuffles["ours"]) >= {"time_ratio_to_oracle_mean", "time_ratio_to_oracle_max"}
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="three servers in network namespaces need root")
+def test_the_three_server_trace_measures_every_server_up_and_none_down():
+    if (why := emulation.available()["link"]) is not None:
+        pytest.skip(f"no network emulation: {why}")
+    with contextlib.ExitStack() as stack:
+        steps = decisions_servers.measure(fleet.Fleet(stack, subnet=93), "tiny", 1)
+    assert len(steps) == 4 * len(decisions_servers.PHASES)
+    for step in steps:
+        phase = next(p for p in decisions_servers.PHASES if p.name == step.phase)
+        for name, there in step.servers.items():
+            assert (there is None) == (name in phase.down)
+            assert there is None or there["remote_s"] > 0
+            refused = name in phase.new_code and step.service == "dense"
+            assert there is None or bool(there.get("refused")) == refused
+    report = ds_replay.replay(steps)
+    assert report["oracle"]["time_s"] <= report["ours"]["time_s"]

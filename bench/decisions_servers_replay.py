@@ -1,0 +1,224 @@
+"""Replays of the three-server trace (:mod:`bench.decisions_servers`) against the oracle.
+
+Each policy walks the trace choosing, per call, here or one of the servers
+that were up, from what it could know then, and is charged the measured
+outcome of its choice. ``ours`` is the real multi-server choice
+(``AdaptiveDecider.where_among`` over one :class:`~offload.profiler.choice.Candidate`
+per server, each with its own link, fed each call's measured RTT and the load
+the server's PONG reported); it learns only from the sides it chose. A server
+that is down is not a candidate (as :mod:`offload.usable` leaves it out); the
+time the client takes to notice is not charged here (``bench fleet`` measures
+that failover gap). A server whose copy of the function is another version
+refuses the call: a policy that sends it there is charged the measured refused
+round trip, then where the call went next (:func:`charge`): for ours, as
+``offload.routing`` does, that server is marked as lacking the function (for
+good: the client's fallback is sticky) and the call goes to the best place left;
+for a fixed policy (a one-server client in ``auto`` mode), here.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from offload.profiler import AdaptiveDecider, DeviceState, EnergyModel, Policy, Profiler
+from offload.profiler.choice import Candidate
+from offload.profiler.network import Link
+
+from . import fleet_app
+
+ENERGY = EnergyModel("smartphone-wifi")
+SERVICES = {"dense": fleet_app.dense, "light": fleet_app.light}
+FIXED = ("always_local", "nearest", "random_server")
+NAMES = ("near", "mid", "far")  # nearest first
+
+
+@dataclass
+class Step:
+    """One call, measured here and on every server (``servers[name]`` None: that one was down)."""
+
+    phase: str
+    service: str
+    size: int
+    local_s: float
+    servers: dict[str, dict[str, Any] | None]
+
+
+def outcomes(step: Step) -> dict[str, tuple[float, float]]:
+    """(seconds, joules) of the call here ("local") and on each server up that could run it."""
+    out = {"local": (step.local_s, ENERGY.local(step.local_s))}
+    for name, s in step.servers.items():
+        if s is not None and not s.get("refused"):
+            out[name] = _cost(s)
+    return out
+
+
+def _cost(s: dict[str, Any]) -> tuple[float, float]:
+    rate = s["mbit"] * 1e6 / 8
+    return s["remote_s"], ENERGY.remote(s["up"] / rate, s["down"] / rate, s["remote_s"])
+
+
+def charge(step: Step, route: list[str]) -> tuple[float, float]:
+    """(seconds, joules) of a call that went along ``route``: every place but the last
+    refused it (another version there: its round trip is wasted), the last ran it."""
+    out = outcomes(step)
+    t, e = out[route[-1]]
+    for name in route[:-1]:
+        s = step.servers[name]
+        assert s is not None and s.get("refused")
+        t, e = t + _cost(s)[0], e + _cost(s)[1]
+    return t, e
+
+
+def _refused(step: Step, where: str) -> bool:
+    s = step.servers.get(where)
+    return s is not None and bool(s.get("refused"))
+
+
+class Ours:
+    """Our decider choosing among here and the servers up, learning from what it chose."""
+
+    def __init__(self, time_weight: float) -> None:
+        profiler = Profiler(profile_cache=None, power_supply=Path("/nonexistent/power_supply"))
+        self.decider = AdaptiveDecider(profiler, Policy(time_weight=time_weight))
+        # Each server's link is its own (shaped apart): no access-link rate is reported; on
+        # battery (80%, discharging), so that the energy objective counts.
+        self.decider.profiler.device.state = DeviceState(
+            battery=0.8, charging=False, link_mbit=None
+        )
+        self.candidates = {n: Candidate(n, Link(), distance_km=None) for n in NAMES}
+
+    def __call__(self, step: Step) -> list[str]:
+        d, fn = self.decider, SERVICES[step.service]
+        usable = []
+        for name, s in step.servers.items():
+            if s is None:
+                continue
+            c = self.candidates[name]
+            c.link.on_rtt(s["rtt_s"])
+            c.others, c.workers, c.rate = s["others"], s["workers"], s["rate"]
+            usable.append(c)
+        route = [d.where_among(fn, step.size, usable)]
+        while _refused(step, route[-1]):  # as offload.routing's next_place: sticky, then elsewhere
+            self.candidates[route[-1]].lacks.add(fn.wire_name)
+            left = [c for c in usable if c.address not in route]
+            route.append(d.where_among(fn, step.size, left) if left else "local")
+        where = route[-1]
+        if where == "local":
+            d.observe_local(fn, step.size, step.local_s)
+            return route
+        s = step.servers[where]
+        assert s is not None
+        link = self.candidates[where].link
+        d.observe_remote(fn, step.size, s["remote_s"], s["server_s"], s["up"], s["down"], link=link)
+        return route
+
+
+def _nearest(step: Step) -> list[str]:
+    return _then_here(step, next((n for n in NAMES if step.servers.get(n) is not None), "local"))
+
+
+def _then_here(step: Step, where: str) -> list[str]:
+    """A one-server client in ``auto`` mode: refused there, the call runs here."""
+    return [where, "local"] if _refused(step, where) else [where]
+
+
+def replay(steps: list[Step], seed: int = 0) -> dict[str, Any]:
+    """Totals of every policy and their ratios to the oracle (best of here and every server)."""
+    rng = random.Random(seed)
+    policies: dict[str, Any] = {
+        "always_local": lambda s: ["local"],
+        "nearest": _nearest,
+        "random_server": lambda s: _then_here(
+            s, rng.choice([n for n in NAMES if s.servers.get(n) is not None] or ["local"])
+        ),
+        "ours": Ours(1.0),
+        "ours_energy": Ours(0.0),
+    }
+    outs = [outcomes(s) for s in steps]
+    oracle_time = sum(min(t for t, _ in o.values()) for o in outs)
+    oracle_energy = sum(min(e for _, e in o.values()) for o in outs)
+    report: dict[str, Any] = {
+        "oracle": {
+            "time_s": oracle_time,
+            "energy_j": oracle_energy,
+            "time_ratio_to_oracle": 1.0,
+            "energy_ratio_to_oracle": 1.0,
+        }
+    }
+    for name, choose in policies.items():
+        routes = [choose(s) for s in steps]
+        costs = [charge(s, r) for s, r in zip(steps, routes)]
+        t, e = sum(c[0] for c in costs), sum(c[1] for c in costs)
+        where = [r[-1] for r in routes]
+        best = [min(o, key=lambda k: o[k][0]) for o in outs]
+        report[name] = {
+            "time_s": t,
+            "energy_j": e,
+            "time_ratio_to_oracle": t / oracle_time,
+            "energy_ratio_to_oracle": e / oracle_energy,
+            "share": {k: where.count(k) / len(where) for k in ("local", *NAMES)},
+            "agrees_with_time_oracle": sum(w == b for w, b in zip(where, best)) / len(where),
+            "refused_calls": sum(len(r) > 1 for r in routes),
+        }
+    return report
+
+
+def reshuffled(
+    steps: list[Step], phases: list[str], runs: int, seed: int
+) -> dict[str, dict[str, float]]:
+    """Each policy's ratios over ``runs`` replays of the trace shuffled within each phase."""
+    rng = random.Random(seed)
+    ratios: dict[str, dict[str, list[float]]] = {}
+    beats = {"ours": 0, "ours_energy": 0}  # orders on which it beat every fixed policy
+    for run in range(runs):
+        order: list[Step] = []
+        for phase in phases:
+            batch = [s for s in steps if s.phase == phase]
+            rng.shuffle(batch)
+            order += batch
+        results = replay(order, seed=run)
+        for name, r in results.items():
+            if name == "oracle":
+                continue
+            for key in ("time_ratio_to_oracle", "energy_ratio_to_oracle"):
+                ratios.setdefault(name, {}).setdefault(key, []).append(r[key])
+        for name, key in (
+            ("ours", "time_ratio_to_oracle"),
+            ("ours_energy", "energy_ratio_to_oracle"),
+        ):
+            beats[name] += all(results[name][key] < results[f][key] for f in FIXED)
+    return {
+        name: {
+            f"{key}_{stat}": fn(values)
+            for key, values in by_key.items()
+            for stat, fn in (("mean", statistics.mean), ("max", max))
+        }
+        | ({"orders_better_than_every_fixed_policy": beats[name]} if name in beats else {})
+        for name, by_key in ratios.items()
+    }
+
+
+def loss_by_phase(steps: list[Step]) -> dict[str, dict[str, dict[str, float]]]:
+    """Where ours loses: per phase, the oracle's total and ours' excess over it, and the
+    excess of the phase's first 6 calls (learning the change) against the rest (staleness).
+
+    ``ours`` is measured in seconds, ``ours_energy`` in joules (each by its objective).
+    """
+    report: dict[str, dict[str, dict[str, float]]] = {}
+    for name, weight, k in (("ours", 1.0, 0), ("ours_energy", 0.0, 1)):
+        ours, by_phase = Ours(weight), report.setdefault(name, {})
+        for step in steps:
+            best = min(v[k] for v in outcomes(step).values())
+            excess = charge(step, ours(step))[k] - best
+            p = by_phase.setdefault(step.phase, {"oracle": 0.0, "excess": 0.0, "calls": 0})
+            p["oracle"] += best
+            p["excess"] += excess
+            p["calls"] += 1
+            p["excess_first_6_calls"] = p.get("excess_first_6_calls", 0.0) + (
+                excess if p["calls"] <= 6 else 0.0
+            )
+    return report
