@@ -73,6 +73,20 @@ def test_other_functions_teach_how_slow_this_device_is(fn):
     assert why.estimates["local"]["time_s"] == pytest.approx(1.0, rel=0.1)
 
 
+def test_a_new_functions_tiny_local_runs_do_not_hide_how_slow_this_device_is(fn):
+    d = make()
+    other = offload.offload(lambda n: n, size=lambda n: n)
+    for _ in range(3):
+        teach(d, other, 1000, local=0.5, remote=0.1)  # this device is 5x slower
+    for size in (10, 1000, 10, 1000):  # its time on the server grows with its size
+        d.observe_remote(fn, size, size * 0.0002 + 0.01, size * 0.0002, 100, 100)
+    d.observe_local(fn, 10, 0.0001)  # a call of 0.1 ms here measures fixed costs, not speed
+    assert side(d, fn, 1000) == "remote"  # here is 5x slower, as the other function says
+    assert d.explain(fn, (1000,), {}, True).estimates["local"]["time_s"] > 0.5
+    d.observe_local(fn, 1000, 0.3)  # a run long enough to measure: its own speed counts now
+    assert d.explain(fn, (1000,), {}, True).estimates["local"]["time_s"] < 0.5
+
+
 def test_a_busy_server_is_noticed_by_every_function_at_once(fn):
     d = make()
     other = offload.offload(lambda n: n, size=lambda n: n)

@@ -17,7 +17,10 @@ and runs the call on the cheaper side, subject to, in order:
    how much slower this device has been on other functions; until that is
    known, it is run here once, on a call the server did in under
    ``cheap_try_s`` even if its cost grew with the square of its size (or after
-   four calls without one, on a call no bigger than those seen there).
+   four calls without one, on a call no bigger than those seen there). Until
+   one of its runs here lasts ``Drift.floor`` (shorter ones time fixed costs,
+   alike on both sides), how much slower here is is at least what other
+   functions showed.
 3. Critical conditions (DCOF's switch to online mode): the battery below
    ``battery_low`` and discharging (the objective becomes energy), the CPU
    above ``cpu_busy`` or free memory below ``memory_low``: the local score is
@@ -253,6 +256,12 @@ class AdaptiveDecider(Explaining, Learning):
         nominal = exp(base)  # the call's execution time on a server of nominal speed
         there, here = m.counts  # indices THERE = 0, HERE = 1
         busy = self._busy
+        if here and not prof.timed_here:
+            # Its runs here all too short to time (fixed costs, alike on both sides, pull
+            # the ratio towards 1): here is at least as much slower as others showed.
+            prior = link.slowdown.mean
+            if prior is not None and prior > c:
+                c = prior
         t_local = nominal * exp(c) * self._local_drift.value * busy if here else None
         if not server_up:
             return LOCAL, OFFLINE, (t_local, None, None, None, 0.0, 0.0, False)

@@ -44,6 +44,7 @@ class FunctionProfile:
         "lock",
         "side",
         "time",
+        "timed_here",
         "totals",
         "typical",
         "up",
@@ -59,6 +60,8 @@ class FunctionProfile:
         self.totals = {side: dict.fromkeys(_TOTALS, 0.0) for side in SIDES}
         self.clock = 0  # decisions made: the time base of exploration
         self.side: str | None = None  # the side chosen last (hysteresis)
+        #: Local runs long enough to measure this device's speed on it (see Learning._learn).
+        self.timed_here = 0
         self.typical = 0.0  # smoothed estimated seconds of a call on its better side
         # DJOS virtual queue of deadline batches (dropped items owed). It starts
         # where an item of twice the typical cost is still worth doing.
@@ -82,12 +85,15 @@ class FunctionProfile:
             "up": self.up.to_json(),
             "down": self.down.to_json(),
             "clock": self.clock,
+            "timed_here": self.timed_here,
         }
 
     def load(self, data: dict[str, Any]) -> None:
         for name in ("time", "up", "down"):
             getattr(self, name).load(data[name])
         self.clock = int(data["clock"])
+        # Saved before it was counted: take every local run as long enough.
+        self.timed_here = int(data.get("timed_here", self.time.counts[HERE]))
 
 
 class ProfileStore:

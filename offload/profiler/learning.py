@@ -108,5 +108,7 @@ class Learning:
         if drift.updates != updates:  # news of that side's speed, not just a call
             self._fresh[side] = self._spent
         m.add(x, cost, prof.clock, side, slowdown.mean or 0.0)
+        if side == HERE and seconds >= drift.floor:
+            prof.timed_here += 1
         if m.counts[HERE] >= 2 and m.counts[THERE] >= 2:
             slowdown.add(m.params[2])
