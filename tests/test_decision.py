@@ -8,6 +8,7 @@ import pytest
 
 import offload
 from offload.profiler import AdaptiveDecider, DeviceState, Policy, Profiler
+from offload.profiler.history import FunctionProfile
 
 
 def _work(n: int) -> int:
@@ -281,3 +282,16 @@ def test_when_a_critical_condition_begins_or_ends_the_server_is_tried_again_once
     assert side(d, fn, 1000) == "remote"  # is the server still slow? one call finds out
     d.observe_remote(fn, 1000, 0.41, 0.40, 1000, 100)  # it is
     assert side(d, fn, 1000) == "local"
+
+
+def test_the_count_of_timed_local_runs_is_saved_and_older_files_count_every_run(fn):
+    d = make()
+    d.observe_local(fn, 10, 0.0001)
+    d.observe_local(fn, 1000, 0.3)
+    saved = d.profile(fn).to_json()
+    restored = FunctionProfile("k")
+    restored.load(saved)
+    assert restored.timed_here == 1
+    del saved["timed_here"]  # a file written before it was counted
+    restored.load(saved)
+    assert restored.timed_here == 2
