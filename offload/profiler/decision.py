@@ -104,8 +104,6 @@ class AdaptiveDecider(Explaining, Learning):
         # By the function's key (name and fingerprint), so transient wrappers of one
         # function share a profile; the least recently created go past MAX_PROFILES.
         self._profiles: OrderedDict[str, FunctionProfile] = OrderedDict()
-        # The same by the function object, for the hot path: its key is a property.
-        self._by_fn: dict[Any, FunctionProfile] = {}
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -145,7 +143,7 @@ class AdaptiveDecider(Explaining, Learning):
         self, fn: Any, args: tuple[Any, ...], kwargs: Any, server_up: bool, extra_up: int = 0
     ) -> tuple[Side, int]:
         size = call_size(fn, args, kwargs)
-        prof = self._by_fn.get(fn)
+        prof = self._profiles.get(fn.key)
         if prof is None:
             prof = self.profile(fn)
         side = self.choose(prof, size, server_up, None, 0.0, extra_up)
@@ -173,7 +171,7 @@ class AdaptiveDecider(Explaining, Learning):
         ``here`` False (``mode="remote"``): the best server, "remote" if there is none;
         ``explore`` False (a call going on after its server was lost): no exploration.
         """
-        prof = self._by_fn.get(fn)
+        prof = self._profiles.get(fn.key)
         if prof is None:
             prof = self.profile(fn)
         x = log(size) if size > 1 else 0.0
@@ -379,8 +377,4 @@ class AdaptiveDecider(Explaining, Learning):
             self._profiles[key] = prof
             while len(self._profiles) > MAX_PROFILES:
                 self._profiles.popitem(last=False)  # the store keeps what it learned
-                self._by_fn.clear()  # it may hold the profile let go
-        if len(self._by_fn) >= MAX_PROFILES:
-            self._by_fn.clear()  # wrappers made at run time must not pile up
-        self._by_fn[fn] = prof
         return prof
