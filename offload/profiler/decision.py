@@ -49,6 +49,7 @@ from collections.abc import Sequence
 from math import exp, log
 from typing import Any
 
+from .choice import EXPLORE as EXPLORE_SERVER
 from .choice import WHY, Candidate, ServerChoice
 from .decider import LOCAL, REMOTE, Policy, Side
 from .device import DeviceState
@@ -184,8 +185,11 @@ class AdaptiveDecider(Explaining, Learning):
         if server is None:
             return self.choose(prof, size, False) if here else REMOTE
         if here:
-            wait = server.wait(self.servers.exec_s(prof, x, server))
-            if self.choose(prof, size, True, server.link, wait) == LOCAL:
+            # Here faces the best server: a server explored takes a call that goes to a
+            # server anyway (faced with its stale estimate, here would win that call).
+            face = ranked[0][1] if why == EXPLORE_SERVER else server
+            wait = face.wait(self.servers.exec_s(prof, x, face))
+            if self.choose(prof, size, True, face.link, wait) == LOCAL:
                 return LOCAL
         else:
             prof.clock += 1
