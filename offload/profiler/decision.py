@@ -123,6 +123,10 @@ class AdaptiveDecider(Explaining, Learning):
             # tried, so the next call able to measure it goes there once.
             self._fresh[THERE] = -1e300
         self._weight, self._bias, self._critical = weight, bias, critical
+        # Ranking servers: a second of transfer against a second of waiting, in joules too.
+        model = self._energy
+        radio = (model.tx_w + model.rx_w) / 2 / model.idle_w if model.idle_w > 0 else 1.0
+        self.servers.transfer_w = weight + (1.0 - weight) * radio
         self._credit_s = policy.credit_value_s
         busy = contention(state.cpu_load)
         if busy > _RECHECK * self._busy:

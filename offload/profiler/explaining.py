@@ -84,6 +84,8 @@ class Explaining:
         log_x = log(size) if size > 1 else 0.0
         if servers is not None:
             chosen, why, ranked = self.servers.pick(prof, log_x, servers, fn.wire_name)
+            seconds = self.servers.seconds  # shown in seconds, whatever they were ranked by
+            ranked = [(seconds(prof, log_x, c, fn.wire_name), c) for _, c in ranked]
             server_up = chosen is not None
         link, wait = None, 0.0
         if chosen is not None:  # here faces the best server, as in where_among
