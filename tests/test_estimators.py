@@ -83,6 +83,22 @@ def test_link_learns_download_from_large_results_and_probes():
     assert link.up_rate == pytest.approx(2e6, rel=0.05)
 
 
+def test_a_bandwidth_step_replaces_the_estimate_noise_is_averaged():
+    """A sample 8 times off the estimate is a step (the link weakened or recovered):
+    it replaces the estimate at once; a sample within that is averaged in."""
+    link = Link(prior_bps=1e9)
+    link.on_rtt(0.002)
+    for _ in range(5):  # 1 MB up at 10 MB/s
+        link.on_call(up=1_000_000, down=100, turnaround=0.002 + 0.1 + 0.01, server=0.01)
+    assert link.up_rate == pytest.approx(1e7, rel=0.05)
+    link.on_call(up=1_000_000, down=100, turnaround=0.002 + 4.0 + 0.01, server=0.01)
+    assert link.up_rate == pytest.approx(2.5e5, rel=0.05)  # 40 times slower: at once
+    link.on_call(up=1_000_000, down=100, turnaround=0.002 + 2.0 + 0.01, server=0.01)
+    assert 2.5e5 < link.up_rate < 5e5  # twice as fast: averaged, not jumped to
+    link.on_call(up=1_000_000, down=100, turnaround=0.002 + 0.1 + 0.01, server=0.01)
+    assert link.up_rate == pytest.approx(1e7, rel=0.05)  # recovered: at once too
+
+
 def test_size_estimates_follow_the_data_cheaply():
     assert value_bytes(list(range(40_000))) == 320_000
     assert value_bytes([[1] * 450] * 450) == 450 * 450 * 8

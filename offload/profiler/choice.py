@@ -18,6 +18,10 @@ server's recent service rate).
 Before any PING answered, the RTT is a prior from the distance to the server
 (or 5 ms when it is not known): distance is a prior, never the criterion.
 
+With the energy objective the servers are ranked with each second of transfer
+weighted by the radio's power over the idle device's (:attr:`ServerChoice.transfer_w`):
+a slow link costs more joules than its seconds say.
+
 Hysteresis and exploration are the decider's, extended over servers: the
 server used last by a function stays until another is ``hysteresis``
 cheaper; a server is tried again once the seconds spent on calls since one
@@ -117,15 +121,25 @@ class ServerChoice:
     def __init__(self, hysteresis: float, explore_every: int) -> None:
         self._keep = 1.0 - hysteresis
         self._every = explore_every
+        #: How much a second of transfer weighs against a second of waiting: 1 for the
+        #: time objective; for energy, the radio's power over the idle device's (the
+        #: decider sets it), so that a slow link costs what its joules do.
+        self.transfer_w = 1.0
         self._last: dict[str, str] = {}  # function key -> address used last
         self._seen: dict[tuple[str, str], int] = {}  # (function key, address) -> decision
         self._spent = 0.0  # estimated seconds of the calls sent so far
         self._fresh: dict[str, float] = {}  # address -> _spent when a call last went there
 
-    def estimate(self, prof: FunctionProfile, x: float, c: Candidate, name: str) -> float:
+    def seconds(self, prof: FunctionProfile, x: float, c: Candidate, name: str) -> float:
         """Seconds a call of log size ``x`` would take on ``c`` (see the module's formula)."""
         fixed, t_up, t_exec, t_down = self.parts(prof, x, c, name)
         return fixed + t_up + t_exec + c.wait(t_exec) + t_down
+
+    def estimate(self, prof: FunctionProfile, x: float, c: Candidate, name: str) -> float:
+        """What the servers are ranked by: :meth:`seconds`, the transfer's weighted by
+        :attr:`transfer_w` (1 for the time objective)."""
+        fixed, t_up, t_exec, t_down = self.parts(prof, x, c, name)
+        return fixed + t_exec + c.wait(t_exec) + self.transfer_w * (t_up + t_down)
 
     def parts(
         self, prof: FunctionProfile, x: float, c: Candidate, name: str

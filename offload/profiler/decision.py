@@ -52,6 +52,7 @@ from collections.abc import Sequence
 from math import exp, log
 from typing import Any
 
+from .choice import EXPLORE as EXPLORE_SERVER
 from .choice import WHY, Candidate, ServerChoice
 from .decider import LOCAL, REMOTE, Policy, Side
 from .device import DeviceState
@@ -123,6 +124,10 @@ class AdaptiveDecider(Explaining, Learning):
             # tried, so the next call able to measure it goes there once.
             self._fresh[THERE] = -1e300
         self._weight, self._bias, self._critical = weight, bias, critical
+        # Ranking servers: a second of transfer against a second of waiting, in joules too.
+        model = self._energy
+        radio = (model.tx_w + model.rx_w) / 2 / model.idle_w if model.idle_w > 0 else 1.0
+        self.servers.transfer_w = weight + (1.0 - weight) * radio
         self._credit_s = policy.credit_value_s
         busy = contention(state.cpu_load)
         if busy > _RECHECK * self._busy:
@@ -185,8 +190,11 @@ class AdaptiveDecider(Explaining, Learning):
         if server is None:
             return self.choose(prof, size, False) if here else REMOTE
         if here:
-            wait = server.wait(self.servers.exec_s(prof, x, server))
-            if self.choose(prof, size, True, server.link, wait) == LOCAL:
+            # Here faces the best server: a server explored takes a call that goes to a
+            # server anyway (faced with its stale estimate, here would win that call).
+            face = ranked[0][1] if why == EXPLORE_SERVER else server
+            wait = face.wait(self.servers.exec_s(prof, x, face))
+            if self.choose(prof, size, True, face.link, wait) == LOCAL:
                 return LOCAL
         else:
             prof.clock += 1

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from math import log
 from typing import TYPE_CHECKING, Any
 
+from .choice import EXPLORE as EXPLORE_SERVER
 from .choice import WHY, Candidate, ServerChoice
 from .decider import LOCAL, Explanation, Policy, Side
 from .history import FunctionProfile
@@ -83,10 +84,13 @@ class Explaining:
         log_x = log(size) if size > 1 else 0.0
         if servers is not None:
             chosen, why, ranked = self.servers.pick(prof, log_x, servers, fn.wire_name)
+            seconds = self.servers.seconds  # shown in seconds, whatever they were ranked by
+            ranked = [(seconds(prof, log_x, c, fn.wire_name), c) for _, c in ranked]
             server_up = chosen is not None
         link, wait = None, 0.0
-        if chosen is not None:
-            link, wait = chosen.link, chosen.wait(self.servers.exec_s(prof, log_x, chosen))
+        if chosen is not None:  # here faces the best server, as in where_among
+            face = ranked[0][1] if why == EXPLORE_SERVER else chosen
+            link, wait = face.link, face.wait(self.servers.exec_s(prof, log_x, face))
         side, reason, est = self._evaluate(prof, size, server_up, link, wait, energy=True)
         t_local, t_exec, t_remote, t_wire, e_local, e_remote, critical = est
         reasons = [REASONS[reason]]

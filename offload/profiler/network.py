@@ -35,6 +35,8 @@ from typing import Any
 from .models import Drift, Smoothed
 
 LARGE = 32 * 1024  # bytes in one direction before a call says anything about bandwidth
+#: A bandwidth sample this far from the estimate (a log: 8 times) replaces it.
+STEP = math.log(8.0)
 
 
 def rewire(rate: float, then: float, now: float) -> float:
@@ -158,7 +160,14 @@ class Link:
                     other.mean = math.log(rewire(math.exp(min(other.mean, 40.0)), then, now))
             self.prior_bps = rewire(self.prior_bps, then, now)
             self.learned_at = now
-        smoothed.add(math.log(bps))
+        sample = math.log(bps)
+        if smoothed.mean is not None and abs(sample - smoothed.mean) > STEP:
+            # A step, not noise (the link weakened or recovered): averaging it in would
+            # leave the estimate off by several times; the sample is the link now.
+            smoothed.mean = sample
+            smoothed.count += 1
+        else:
+            smoothed.add(sample)
 
     def _learn(self, up: int, down: int, outside: float) -> None:
         """Learn from ``outside`` seconds of a call not spent executing."""
