@@ -344,8 +344,16 @@ def test_an_interrupted_job_is_recorded_as_moved_once_its_server_is_back(tmp_pat
                 assert job.result(timeout=30) == sum(i * i for i in range(n))
             process.wait(timeout=10)
             process = _start(str(tmp_path), unused_tcp_port)
+            client.ping(timeout=10)
+
+            def moved() -> bool:  # a restarted server may miss a request while it starts
+                try:
+                    return client.server.status(first).state == "moved"
+                except offload.ServerUnavailable:
+                    return False
+
             # The client told the dead server where the job went; it hears it once back.
-            wait_for(lambda: client.server.status(first).state == "moved", timeout=20)
+            wait_for(moved, timeout=20)
             assert client.server.status(first).moved_to == "local"
     finally:
         _stop(process)
