@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import random
 import statistics
 import time
 from dataclasses import asdict
@@ -41,7 +40,7 @@ from typing import Any
 import offload
 from offload.profiler import AdaptiveDecider, DeviceState, EnergyModel, Policy, Profiler
 
-from . import battery, progress, trace
+from . import battery, progress, reshuffle, trace
 from .decision_floor import noise_floor
 from .decisions_md import markdown
 from .rawzmq import RawEcho
@@ -201,41 +200,18 @@ def first_calls(
     return report
 
 
-def reshuffled(steps: list[trace.Step], runs: int, seed: int) -> dict[str, dict[str, float]]:
-    """Each policy's ratios over ``runs`` replays of the trace shuffled within each phase.
-
-    The calls and their measured outcomes stay the same; only their order
-    within a phase changes, so the figures do not hang on one ordering.
-    """
-    rng = random.Random(seed)
-    ratios: dict[str, dict[str, list[float]]] = {}
-    beats = {"ours": 0, "ours_energy": 0}  # orders on which it beat every fixed policy
-    for _ in progress.steps(range(runs), "reshuffles", unit="order"):
-        order: list[trace.Step] = []
-        for phase in trace.PHASES:
-            batch = [s for s in steps if s.phase == phase.name]
-            rng.shuffle(batch)
-            order += batch
-        results = replay(order)
-        for name, r in results.items():
-            if name.startswith("_") or name == "oracle":
-                continue
-            for key in ("time_ratio_to_oracle", "energy_ratio_to_oracle"):
-                ratios.setdefault(name, {}).setdefault(key, []).append(r[key])
-        for name, key in (
-            ("ours", "time_ratio_to_oracle"),
-            ("ours_energy", "energy_ratio_to_oracle"),
-        ):
-            beats[name] += all(results[name][key] < results[f][key] for f in FIXED)
-    return {
-        name: {
-            f"{key}_{stat}": fn(values)
-            for key, values in by_key.items()
-            for stat, fn in (("mean", statistics.mean), ("max", max))
-        }
-        | ({"orders_better_than_every_fixed_policy": beats[name]} if name in beats else {})
-        for name, by_key in ratios.items()
-    }
+def reshuffled(steps: list[trace.Step], runs: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Each policy's ratios over ``runs`` replays of the trace shuffled within each phase."""
+    return reshuffle.reshuffled(
+        steps,
+        lambda s: s.phase,
+        [phase.name for phase in trace.PHASES],
+        lambda order, run: replay(order),
+        FIXED,
+        runs,
+        seed,
+        each=lambda runs: progress.steps(runs, "reshuffles", unit="order"),
+    )
 
 
 def live(bed: trace.Testbed, size: str, seed: int) -> dict[str, Any]:

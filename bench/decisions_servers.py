@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import offload
-from offload.profiler import REMOTE, Side
 from offload.profiler.sizes import call_size
 
 from . import emulation, fleet, fleet_app
@@ -50,6 +49,7 @@ from .decisions_servers_replay import (
     replay,
     reshuffled,
 )
+from .trace import Recorder
 
 RESULTS = Path(__file__).parent / "results"
 SUBNET = 90  # 10.90-92.0.0/24: apart from bench fleet's, which may run at the same time
@@ -104,23 +104,6 @@ def plan(size: str, seed: int) -> list[tuple[Phase, str, int]]:
         rng.shuffle(batch)
         calls += [(phase, s, n) for s, n in batch]
     return calls
-
-
-class Recorder:
-    """A decider for ``mode="remote"`` calls that keeps the client's measurement of each."""
-
-    def __init__(self) -> None:
-        self.last: tuple[float, float, int, int] = (0.0, 0.0, 0, 0)
-
-    def decide(self, fn: Any, args: Any, kwargs: Any, server_up: bool) -> tuple[Side, int]:
-        return REMOTE, call_size(fn, args, kwargs)
-
-    def observe_local(self, fn: Any, size: int, seconds: float) -> None:
-        pass
-
-    def observe_remote(self, fn: Any, size: int, turnaround: float, server: float, up: int,
-                       down: int, alone: bool = True, link: Any = None) -> None:  # fmt: skip
-        self.last = (turnaround, server, up, down)
 
 
 @contextlib.contextmanager

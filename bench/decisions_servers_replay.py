@@ -19,7 +19,6 @@ for a fixed policy (a one-server client in ``auto`` mode), here.
 from __future__ import annotations
 
 import random
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from offload.profiler import AdaptiveDecider, DeviceState, EnergyModel, Policy, 
 from offload.profiler.choice import Candidate
 from offload.profiler.network import Link
 
-from . import fleet_app
+from . import fleet_app, reshuffle
 
 ENERGY = EnergyModel("smartphone-wifi")
 SERVICES = {"dense": fleet_app.dense, "light": fleet_app.light}
@@ -169,37 +168,17 @@ def replay(steps: list[Step], seed: int = 0) -> dict[str, Any]:
 
 def reshuffled(
     steps: list[Step], phases: list[str], runs: int, seed: int
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, Any]]:
     """Each policy's ratios over ``runs`` replays of the trace shuffled within each phase."""
-    rng = random.Random(seed)
-    ratios: dict[str, dict[str, list[float]]] = {}
-    beats = {"ours": 0, "ours_energy": 0}  # orders on which it beat every fixed policy
-    for run in range(runs):
-        order: list[Step] = []
-        for phase in phases:
-            batch = [s for s in steps if s.phase == phase]
-            rng.shuffle(batch)
-            order += batch
-        results = replay(order, seed=run)
-        for name, r in results.items():
-            if name == "oracle":
-                continue
-            for key in ("time_ratio_to_oracle", "energy_ratio_to_oracle"):
-                ratios.setdefault(name, {}).setdefault(key, []).append(r[key])
-        for name, key in (
-            ("ours", "time_ratio_to_oracle"),
-            ("ours_energy", "energy_ratio_to_oracle"),
-        ):
-            beats[name] += all(results[name][key] < results[f][key] for f in FIXED)
-    return {
-        name: {
-            f"{key}_{stat}": fn(values)
-            for key, values in by_key.items()
-            for stat, fn in (("mean", statistics.mean), ("max", max))
-        }
-        | ({"orders_better_than_every_fixed_policy": beats[name]} if name in beats else {})
-        for name, by_key in ratios.items()
-    }
+    return reshuffle.reshuffled(
+        steps,
+        lambda s: s.phase,
+        phases,
+        lambda order, run: replay(order, seed=run),
+        FIXED,
+        runs,
+        seed,
+    )
 
 
 def loss_by_phase(steps: list[Step]) -> dict[str, dict[str, dict[str, float]]]:

@@ -125,7 +125,7 @@ def plan(size: str, seed: int) -> list[tuple[Phase, str, int, int]]:
     return calls
 
 
-class _Recorder:
+class Recorder:
     """A decider for ``mode="remote"`` calls that keeps the client's measurement of each."""
 
     def __init__(self) -> None:
@@ -333,7 +333,7 @@ def run(
 
 def measure(bed: Testbed, size: str, seed: int, progress: Any = print) -> list[Step]:
     """Run every call of the plan on both sides; return the trace."""
-    recorder = _Recorder()
+    recorder = Recorder()
     device = DeviceProfiler(power_supply=bed.power_supply, interface=bed.interface)
     steps: list[Step] = []
     with offload.Client(bed.address, decider=recorder, profile_cache="") as client:
