@@ -24,12 +24,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import zmq
+import zmq.auth
 
 pytest.importorskip("distributed")
 
 import offload
 from edge_server.credits import GRANTS, account
 from offload.cli import main as offload_main
+from offload.runtime import protocol, serialize
 from tests import site_apps
 
 GRANT = 50_000_000  # micro-credits a new user gets (50 credits)
@@ -205,8 +208,10 @@ def test_a_lost_lender_and_its_job_resumes_from_its_checkpoint_elsewhere(site: S
     with site.client() as client:
         job = client.submit(site_apps.count_up, n, step)
         _, worker = _running_on(client)
-        time.sleep(1.2)  # several checkpoints streamed back
-        assert job.progress.checkpoints > 0
+        deadline = time.monotonic() + 30  # a checkpoint streamed back (a busy machine is slow)
+        while job.progress.checkpoints == 0:
+            assert time.monotonic() < deadline, "no checkpoint came home"
+            time.sleep(0.05)
         victim = _lender_of(site, worker)
         _stop(site.lenders.pop(victim), signal.SIGKILL)  # the machine is switched off
         total, pids = job.result(timeout=60)
@@ -349,3 +354,54 @@ def test_every_pong_carries_the_sites_price_and_the_decision_can_weigh_it(site: 
             assert "price_s" not in client.ping(timeout=20)["load"]
     finally:
         plain.stop()
+
+
+def _curve_dealer(site: Site, who: str) -> zmq.Socket:
+    """A raw DEALER speaking CurveZMQ as ``who`` to the site's edge server."""
+    public, secret = zmq.auth.load_certificate(str(site.keys / f"{who}.key_secret"))
+    server_public, _ = zmq.auth.load_certificate(str(site.keys / "server.key"))
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = (
+        public,
+        secret or b"",
+        server_public,
+    )
+    sock.connect(site.server.address)
+    return sock
+
+
+def test_a_starts_call_on_the_site_is_submitted_only_after_its_go(site: Site) -> None:
+    """A fleet client's call (STARTS, AWAITS_GO) is told STARTED, then waits for GO on a site."""
+    fn = site_apps.add
+    codecs, frames = serialize.dumps(((2, 40), {}))
+    flags = protocol.STARTS | protocol.AWAITS_GO
+    call = protocol.encode_header(
+        protocol.CALL, 7, flags=flags, fingerprint=fn.fingerprint, name=fn.wire_name.encode(),
+        codecs=codecs,
+    )  # fmt: skip
+    with _curve_dealer(site, "alice") as sock, site.client() as client:
+        sock.send_multipart([call, *[bytes(memoryview(f)) for f in frames]])
+        assert sock.poll(30_000), "no STARTED"
+        header = protocol.decode_header(sock.recv_multipart()[0])
+        assert (header.kind, header.request_id, header.flags) == (
+            protocol.STARTED,
+            7,
+            protocol.AWAITS_GO,
+        )
+        assert not sock.poll(1500), "a reply came before GO"
+        site_info = client.server.health()["site"]
+        assert len(site_info["running"]) == 1  # its slot is kept for it ...
+        assert set(site_info["attempts"].values()) == {0}  # ... and no task was submitted
+        sock.send_multipart([protocol.encode_header(protocol.GO, 7)])
+        assert sock.poll(60_000), "no result after GO"
+        reply = sock.recv_multipart()
+        assert protocol.decode_header(reply[0]).kind == protocol.RESULT
+    with offload.Client(
+        servers=[site.server.address],
+        server_key=str(site.keys / "server.key"),
+        client_key=str(site.keys / "alice.key_secret"),
+        mode="remote",
+        heartbeat_timeout=20,
+    ) as fleet:  # the client's side of the exchange: it says GO itself
+        assert [fleet.call(fn, (i, 1), {}) for i in range(3)] == [1, 2, 3]

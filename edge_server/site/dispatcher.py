@@ -15,6 +15,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 import zmq
@@ -111,7 +112,8 @@ class SiteDispatcher(Dispatcher):
     def stop_job(self, worker: SiteRun, why: str) -> Job:  # type: ignore[override]
         """Kill the run (its task kills the job's process and reports what it used)."""
         run = self.runs.pop(worker.job.id, worker)
-        self.engine.kill(run, why)
+        if run.future is not None:  # a run held for its GO has no task yet
+            self.engine.kill(run, why)
         return run.job
 
     def signal(self, worker: SiteRun, kind: int) -> None:  # type: ignore[override]
@@ -169,18 +171,31 @@ class SiteDispatcher(Dispatcher):
             self.ledger.started(job)
         if stored:
             self.ledger.commit()
-        for job in picked:
+        for job in picked:  # an AWAITS_GO call waits for its client's GO (..starts)
             run = self.runs[job.id]
-            try:
-                self.engine.submit(run)
-            except Exception as exc:  # the scheduler is gone: the job goes back to the queue
-                log.error("cannot submit job %d to the site: %s", job.id, exc)
-                del self.runs[job.id]
-                self.ledger.requeued(job)
-                self.queue.push_back(job)
-                continue
-            run.deadline = time.monotonic() + job.timeout if job.timeout else None
-            self.dispatched_at = time.perf_counter()
+            if job.awaits_go:
+                self.ledger.held.hold(job, partial(self._submit, run), partial(self._unhold, run))
+            else:
+                self._submit(run)
+
+    def _submit(self, run: SiteRun) -> None:
+        """Start ``run``'s task; a scheduler that is gone puts its job back in the queue."""
+        job = run.job
+        try:
+            self.engine.submit(run)
+        except Exception as exc:
+            log.error("cannot submit job %d to the site: %s", job.id, exc)
+            self.runs.pop(job.id, None)
+            self.ledger.requeued(job)
+            self.queue.push_back(job)
+            return
+        run.deadline = time.monotonic() + job.timeout if job.timeout else None
+        self.dispatched_at = time.perf_counter()
+
+    def _unhold(self, run: SiteRun) -> None:
+        """Free the slot of a run whose client went before its GO (it was never submitted)."""
+        if self.runs.get(run.job.id) is run:
+            del self.runs[run.job.id]
 
     def _at_running_limit(self, client: bytes) -> bool:
         limit = self.config.max_running_per_client

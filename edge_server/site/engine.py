@@ -224,7 +224,6 @@ class SiteEngine:
 
     def admit(self, job: Job) -> None:
         self.accounts.admit(job)
-        job.awaits_go = False  # its STARTED says so: a site runs it at once (no GO awaited)
 
     def health(self) -> dict[str, Any]:
         return {
