@@ -221,3 +221,25 @@ def test_size_model_add_is_the_plain_formulas_to_the_bit():
             assert repr((fast.params, fast.err, fast.sums)) == repr(
                 (plain.params, plain.err, plain.sums)
             )
+
+
+def test_size_model_one_sided_fit_is_the_plain_formulas_to_the_bit():
+    # Side 1 never learned (bytes; time with every call remote): add's inlined fit.
+    rng = random.Random(11)
+    odd = [0.0, -0.0, 1e-12, 1.0, 1e300, 1e-320]
+    for _ in range(300):
+        forget, prior = rng.choice([0.5, 0.8, 0.9]), rng.choice([0.0, 1.0, rng.uniform(-2, 3)])
+        fast, plain = SizeModel(forget, prior), SizeModel(forget, prior)
+        side_prior = rng.choice([0.0, -0.0, rng.uniform(-3, 3)])
+        for _ in range(rng.randint(1, 40)):
+            x = rng.choice([0.0, 3.0, rng.uniform(0, 25)])
+            cost = rng.choice([rng.lognormvariate(-5, 4), rng.choice(odd)])
+            fast.add(x, cost, 0, 0, side_prior)
+            _plain_add(plain, x, cost, 0, side_prior)
+            assert fast.one_sided
+            assert repr((fast.params, fast.err, fast.sums)) == repr(
+                (plain.params, plain.err, plain.sums)
+            )
+        restored = SizeModel(forget, prior)
+        restored.load(fast.to_json())
+        assert restored.one_sided and restored.params[:2] == fast.params[:2]  # c: load's prior 0
