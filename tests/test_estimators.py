@@ -243,3 +243,32 @@ def test_size_model_one_sided_fit_is_the_plain_formulas_to_the_bit():
         restored = SizeModel(forget, prior)
         restored.load(fast.to_json())
         assert restored.one_sided and restored.params[:2] == fast.params[:2]  # c: load's prior 0
+
+
+def test_link_small_call_keeps_every_figure_as_a_full_refresh_would():
+    # on_call refreshes only Link.fixed after a small call: the other figures must be
+    # what a full refresh (on_reported(None) here, with no rate ever reported) gives.
+    rng = random.Random(5)
+    for _ in range(50):
+        link = Link()
+        for _ in range(rng.randint(1, 40)):
+            step = rng.random()
+            if step < 0.6:  # small calls, mostly
+                up, down = rng.randint(0, 30_000), rng.randint(0, 30_000)
+                link.on_call(up, down, rng.uniform(1e-4, 0.01), rng.uniform(0, 0.005))
+            elif step < 0.8:  # large ones measure the bandwidth
+                up, down = rng.choice([(10**6, 100), (100, 10**6), (10**6, 10**6)])
+                link.on_call(up, down, rng.uniform(0.01, 1.0), rng.uniform(0, 0.005))
+            elif step < 0.9:
+                link.on_rtt(rng.uniform(1e-4, 0.01))
+            else:
+                link.on_probe(10**6, 0, rng.uniform(0.01, 1.0))
+            figures = (link.fixed, link.up_rate, link.down_rate, link.radio_up, link.radio_down)
+            link.on_reported(None)  # a full refresh of unchanged figures
+            assert figures == (
+                link.fixed,
+                link.up_rate,
+                link.down_rate,
+                link.radio_up,
+                link.radio_down,
+            )
