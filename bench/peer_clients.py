@@ -5,7 +5,8 @@ on this machine and yields its :class:`Calls`: a no-op, an echo of a numpy
 array (returned as an array, checked by the caller), and the server-side
 processes whose CPU time the benchmark reads. By default those are all the
 processes this one has started (the system's server, its workers and their
-children); ``offload`` names its edge-server front and its worker apart, so
+children); ``offload`` (its edge-server front and its worker) and the relayed raw
+pyzmq baseline (its front and its worker) name them apart, so
 their CPU shows separately. Clusters that run their scheduler or driver in
 the calling process (Dask's ``LocalCluster``, Ray's driver) count that
 work as client CPU.
@@ -79,8 +80,8 @@ def _raw() -> Iterator[Calls]:
 
 
 @contextlib.contextmanager
-def _server(kind: str) -> Iterator[str]:
-    """``python -m bench.peer_servers KIND`` in a child process; its address."""
+def _server_process(kind: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``python -m bench.peer_servers KIND`` in a child process; its address and process."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.peer_servers", kind],
         stdin=subprocess.PIPE,
@@ -89,7 +90,7 @@ def _server(kind: str) -> Iterator[str]:
     )
     try:
         assert proc.stdout is not None
-        yield proc.stdout.readline().strip()
+        yield proc.stdout.readline().strip(), proc
     finally:
         assert proc.stdin is not None
         proc.stdin.close()  # the server exits when its stdin closes
@@ -98,6 +99,45 @@ def _server(kind: str) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def _server(kind: str) -> Iterator[str]:
+    """``python -m bench.peer_servers KIND`` in a child process; its address."""
+    with _server_process(kind) as (address, _):
+        yield address
+
+
+@contextlib.contextmanager
+def _relay() -> Iterator[Calls]:
+    """Raw pyzmq through a front and a worker process (:mod:`bench.rawrelay`): the floor of
+    one worker process per job. The front's CPU and the worker's are read apart."""
+    import zmq
+
+    from .workloads import noop
+
+    frames = call_frames(noop)  # the bytes an offload no-op call puts on the wire
+    with _server_process("relay") as (address, proc), zmq.Context() as context:
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(address)
+        front = psutil.Process(proc.pid)
+
+        def roundtrip(sent: list[Any]) -> list[zmq.Frame]:
+            sock.send_multipart(sent, copy=False)
+            return sock.recv_multipart(copy=False)
+
+        def echo(array: np.ndarray) -> np.ndarray:
+            (back,) = roundtrip([array])
+            return np.frombuffer(back, dtype=array.dtype)
+
+        def split() -> dict[str, list[psutil.Process]]:
+            return {"front": [front], "worker": front.children(recursive=True)}
+
+        try:
+            yield Calls(noop=lambda: roundtrip(frames), echo=echo, server=split)
+        finally:
+            sock.close()
 
 
 @contextlib.contextmanager
@@ -268,6 +308,13 @@ def _rpyc() -> Iterator[Calls]:
 
 PEERS = (
     Peer("raw", "raw pyzmq DEALER/ROUTER echo", "zmq", _raw, "ZeroMQ; the array's buffer as is"),
+    Peer(
+        "relay",
+        "raw pyzmq relayed through a worker process",
+        "zmq",
+        _relay,
+        "ZeroMQ to a front, a Unix socket to its worker; the buffers as they are",
+    ),
     Peer(
         "rpc",
         "minimal pickle-5 RPC (same sockets)",

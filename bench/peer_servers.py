@@ -12,7 +12,9 @@ arrays as out-of-band frames, runs the named function and replies the same
 way. It is a baseline on loopback for this benchmark only: it unpickles what
 its own parent sends, which no real server should do with a network peer.
 
-``python -m bench.peer_servers rpyc|pyro5|rpc`` serves on a free loopback
+``relay`` is :mod:`bench.rawrelay`'s front (raw pyzmq through a worker process).
+
+``python -m bench.peer_servers rpyc|pyro5|rpc|relay`` serves on a free loopback
 port, prints its address on stdout and runs until stdin closes.
 """
 
@@ -70,7 +72,7 @@ def pickled(fn: Any) -> Any:
     return call
 
 
-def _exit_with_stdin() -> None:
+def exit_with_stdin() -> None:
     """Exit this server process as soon as its parent closes our stdin (or dies)."""
 
     def watch() -> None:
@@ -92,7 +94,7 @@ def serve_rpyc() -> None:
         Service, hostname="127.0.0.1", port=0, protocol_config={"allow_public_attrs": False}
     )
     print(f"127.0.0.1:{server.port}", flush=True)
-    _exit_with_stdin()
+    exit_with_stdin()
     server.start()
 
 
@@ -109,7 +111,7 @@ def serve_pyro5() -> None:
 
     daemon = Pyro5.api.Daemon(host="127.0.0.1")
     print(daemon.register(Service, "bench"), flush=True)
-    _exit_with_stdin()
+    exit_with_stdin()
     daemon.requestLoop()
 
 
@@ -119,12 +121,19 @@ def serve_rpc() -> None:
     sock = zmq.Context().socket(zmq.ROUTER)
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     print(f"tcp://127.0.0.1:{port}", flush=True)
-    _exit_with_stdin()
+    exit_with_stdin()
     while True:
         peer, *frames = sock.recv_multipart(copy=False)
         name, args = rpc_loads(frames)
         sock.send_multipart([peer, *rpc_dumps(FUNCTIONS[name](*args))], copy=False)
 
 
+def serve_relay() -> None:
+    from .rawrelay import serve
+
+    serve()
+
+
 if __name__ == "__main__":
-    {"rpyc": serve_rpyc, "pyro5": serve_pyro5, "rpc": serve_rpc}[sys.argv[1]]()
+    kinds = {"rpyc": serve_rpyc, "pyro5": serve_pyro5, "rpc": serve_rpc, "relay": serve_relay}
+    kinds[sys.argv[1]]()

@@ -85,13 +85,37 @@ def inline_note(report: dict[str, Any]) -> str:
     )
 
 
+def relay_note(report: dict[str, Any]) -> str:
+    """The isolation floor: raw pyzmq relayed through a worker process, and offload against it."""
+    rows = report["peers"]
+    relay, ours = rows.get("relay", {}), rows.get("offload", {})
+    if "noop_p50_us" not in relay:
+        return ""
+    note = (
+        " Raw pyzmq relayed through a worker process (a front that passes each request to a "
+        "worker over a Unix socket and the reply back: the three processes of offload's worker "
+        "per job, no framework code) is the floor of that isolation: no-op p50 "
+        f"{relay['noop_p50_us']:,.0f} us{_x(relay.get('noop_p50_vs_raw'))}, p99 "
+        f"{relay['noop_p99_us']:,.0f} us{_x(relay.get('noop_p99_vs_raw'))}, CPU per call client "
+        f"{relay['client_cpu_us']:.0f} us, server {server_cpu(relay)} us."
+    )
+    if "noop_p50_us" not in ours:
+        return note
+    return note + (
+        f" offload against it: p50 {ours['noop_p50_us'] / relay['noop_p50_us']:.2f}x, p99 "
+        f"{ours['noop_p99_us'] / relay['noop_p99_us']:.2f}x, client CPU "
+        f"{ours['client_cpu_us'] - relay['client_cpu_us']:+.0f} us, server CPU "
+        f"{ours['server_cpu_total_us'] - relay['server_cpu_total_us']:+.0f} us per call."
+    )
+
+
 def markdown(report: dict[str, Any], machine: str) -> str:
     """``peers.md``: the header, the machine and the table."""
     lines = [
         "# Peers on loopback, one remote worker process each",
         "",
         f"- machine: {machine}",
-        f"- {header(report)}{inline_note(report)}",
+        f"- {header(report)}{inline_note(report)}{relay_note(report)}",
         "",
         *table(report),
     ]
@@ -119,4 +143,5 @@ def summary(report: dict[str, Any]) -> str:
         )
     skipped = [r["label"] for r in report["peers"].values() if "skipped" in r]
     note = f" Not installed, so not run: {', '.join(skipped)}." if skipped else ""
-    return "\n".join(lines) + "\n\n" + header(report) + note + inline_note(report) + "\n"
+    notes = note + inline_note(report) + relay_note(report)
+    return "\n".join(lines) + "\n\n" + header(report) + notes + "\n"

@@ -332,8 +332,9 @@ def abuse(r: Results) -> str:
 @block("peers")
 def peers(r: Results) -> str:
     return (
-        "`python -m bench peers` runs offload beside raw pyzmq, a minimal pickle-5 RPC on the "
-        "same sockets, Pyro5, execnet, ProcessPoolExecutor, RPyC, Ray and Dask, each with one "
+        "`python -m bench peers` runs offload beside raw pyzmq (direct, and relayed through a "
+        "worker process: the floor of a worker per job), a minimal pickle-5 RPC on the same "
+        "sockets, Pyro5, execnet, ProcessPoolExecutor, RPyC, Ray and Dask, each with one "
         "remote worker process on loopback (`pip install -e '.[peers]'`; "
         "`bench/results/peers.json`):\n\n" + peers_md.summary(r["peers"])
     )

@@ -1,5 +1,5 @@
-"""Smoke run of the peers benchmark: raw, minimal RPC, ProcessPoolExecutor, offload (a worker
-process per job, and inline threads) measured."""
+"""Smoke run of the peers benchmark: raw, raw relayed through a worker process, minimal RPC,
+ProcessPoolExecutor, offload (a worker process per job, and inline threads) measured."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import importlib.util
 
 from . import peers, peers_md
 
-MEASURED = ["raw", "rpc", "ppe", "offload", "offload_inline"]
+MEASURED = ["raw", "relay", "rpc", "ppe", "offload", "offload_inline"]
 
 
 def test_the_four_measured_against_raw_and_a_missing_peer_skipped(monkeypatch):
@@ -36,7 +36,8 @@ def test_the_four_measured_against_raw_and_a_missing_peer_skipped(monkeypatch):
             assert row[key] > 0, (name, key)
     assert rows["raw"]["noop_p50_vs_raw"] == 1.0
     # offload's server side is its edge-server front and its worker, apart and summed
-    for name in ("offload", "offload_inline"):
+    # ... and so is the relayed raw baseline's: the floor of a worker process per job
+    for name in ("offload", "offload_inline", "relay"):
         ours = rows[name]
         assert set(ours["server_cpu_us"]) == {"front", "worker"}
         assert ours["server_cpu_total_us"] == sum(ours["server_cpu_us"].values())
@@ -45,3 +46,7 @@ def test_the_four_measured_against_raw_and_a_missing_peer_skipped(monkeypatch):
     assert "Not installed, so not run: RPyC." in peers_md.summary(report)
     # both of offload's figures: a worker process per job (default) and inline threads
     assert 'isolation="thread"' in peers_md.summary(report) and "--allow-inline" in text
+    assert "| raw pyzmq relayed through a worker process |" in text
+    assert "offload against it: p50" in text and "offload against it: p50" in peers_md.summary(
+        report
+    )

@@ -221,3 +221,54 @@ def test_size_model_add_is_the_plain_formulas_to_the_bit():
             assert repr((fast.params, fast.err, fast.sums)) == repr(
                 (plain.params, plain.err, plain.sums)
             )
+
+
+def test_size_model_one_sided_fit_is_the_plain_formulas_to_the_bit():
+    # Side 1 never learned (bytes; time with every call remote): add's inlined fit.
+    rng = random.Random(11)
+    odd = [0.0, -0.0, 1e-12, 1.0, 1e300, 1e-320]
+    for _ in range(300):
+        forget, prior = rng.choice([0.5, 0.8, 0.9]), rng.choice([0.0, 1.0, rng.uniform(-2, 3)])
+        fast, plain = SizeModel(forget, prior), SizeModel(forget, prior)
+        side_prior = rng.choice([0.0, -0.0, rng.uniform(-3, 3)])
+        for _ in range(rng.randint(1, 40)):
+            x = rng.choice([0.0, 3.0, rng.uniform(0, 25)])
+            cost = rng.choice([rng.lognormvariate(-5, 4), rng.choice(odd)])
+            fast.add(x, cost, 0, 0, side_prior)
+            _plain_add(plain, x, cost, 0, side_prior)
+            assert fast.one_sided
+            assert repr((fast.params, fast.err, fast.sums)) == repr(
+                (plain.params, plain.err, plain.sums)
+            )
+        restored = SizeModel(forget, prior)
+        restored.load(fast.to_json())
+        assert restored.one_sided and restored.params[:2] == fast.params[:2]  # c: load's prior 0
+
+
+def test_link_small_call_keeps_every_figure_as_a_full_refresh_would():
+    # on_call refreshes only Link.fixed after a small call: the other figures must be
+    # what a full refresh (on_reported(None) here, with no rate ever reported) gives.
+    rng = random.Random(5)
+    for _ in range(50):
+        link = Link()
+        for _ in range(rng.randint(1, 40)):
+            step = rng.random()
+            if step < 0.6:  # small calls, mostly
+                up, down = rng.randint(0, 30_000), rng.randint(0, 30_000)
+                link.on_call(up, down, rng.uniform(1e-4, 0.01), rng.uniform(0, 0.005))
+            elif step < 0.8:  # large ones measure the bandwidth
+                up, down = rng.choice([(10**6, 100), (100, 10**6), (10**6, 10**6)])
+                link.on_call(up, down, rng.uniform(0.01, 1.0), rng.uniform(0, 0.005))
+            elif step < 0.9:
+                link.on_rtt(rng.uniform(1e-4, 0.01))
+            else:
+                link.on_probe(10**6, 0, rng.uniform(0.01, 1.0))
+            figures = (link.fixed, link.up_rate, link.down_rate, link.radio_up, link.radio_down)
+            link.on_reported(None)  # a full refresh of unchanged figures
+            assert figures == (
+                link.fixed,
+                link.up_rate,
+                link.down_rate,
+                link.radio_up,
+                link.radio_down,
+            )

@@ -142,8 +142,25 @@ class Link:
         self._refresh()
 
     def on_call(self, up: int, down: int, turnaround: float, server: float) -> None:
-        """A call sent ``up`` bytes, got ``down`` back, took ``turnaround`` s, ran ``server`` s."""
+        """A call sent ``up`` bytes, got ``down`` back, took ``turnaround`` s, ran ``server`` s.
+
+        A small call moves only the RTT or the overhead, so only :attr:`fixed` is
+        refreshed (the rates are :meth:`_refresh`'s of unchanged figures): every
+        call does this.
+        """
         self.calls += 1
+        if up < LARGE and down < LARGE:
+            rtt, outside = self.rtt, turnaround - server
+            if rtt.mean is None:  # no PING answered yet: the first small call stands in
+                rtt.add(0.0 if outside < 0.0 else outside)  # max(outside, 0.0)
+            else:  # as _learn's up_s and down_s, inline
+                left = outside - rtt.mean - up / self.up_rate - down / self.down_rate
+                self.overhead.add(0.0 if left < 0.0 else left)
+            rtt_mean, over = rtt.mean, self.overhead.mean
+            self.fixed = (rtt_mean if rtt_mean is not None else 0.0) + (
+                over if over is not None else 0.0
+            )
+            return
         self._learn(up, down, turnaround - server)
         self._refresh()
 
