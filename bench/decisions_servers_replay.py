@@ -102,6 +102,7 @@ class Ours:
             c = self.candidates[name]
             c.link.on_rtt(s["rtt_s"])
             c.others, c.workers, c.rate = s["others"], s["workers"], s["rate"]
+            c.service_s, c.clients = s.get("service_s", 0.0), s.get("clients")  # newer traces
             usable.append(c)
         route = [d.where_among(fn, step.size, usable)]
         while _refused(step, route[-1]):  # as offload.routing's next_place: sticky, then elsewhere

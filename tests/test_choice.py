@@ -145,3 +145,19 @@ def test_the_energy_objective_weighs_a_slow_link_by_its_radio_time():
     for weight, winner in ((1.0, slow), (0.0, busy)):
         decider = AdaptiveDecider(Profiler(profile_cache=None), Policy(time_weight=weight))
         assert decider.servers.pick(prof, X, [slow, busy], "f")[0] is winner
+
+
+def test_the_wait_behind_a_busy_server_counts_one_call_per_client_and_the_told_run():
+    """Another client keeps six 0.3 s calls on a two-worker server; its rate over the last
+    minute still says 1.33 a second (it was idle before). Taken as calls queued first come
+    first served and ``workers / rate`` (1.5 s) long, the wait is 4.5 s; the server takes
+    calls round-robin between clients (one ahead of ours, not four) and its PONG tells a
+    call's mean run: 0.3 s."""
+    busy = _server("busy", mbit=100, others=6, workers=2, rate=1.33)
+    assert 4.4 < busy.wait(0.02) < 4.6  # a server that tells neither: as before
+    busy.service_s = 0.3
+    assert 0.85 < busy.wait(0.02) < 0.95  # six ahead, 0.3 s each, on two workers
+    busy.clients = 1
+    assert 0.4 < busy.wait(0.02) < 0.5  # two running, and one of its client's queued
+    busy.others = 1  # a worker free: no wait, whatever is told
+    assert busy.wait(0.02) == 0.0

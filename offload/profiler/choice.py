@@ -12,9 +12,11 @@ where ``exec(x)`` is the function's model of server time (shared by all
 servers; each one's drift says how fast it is against that model) and
 ``wait`` the time spent behind the calls ahead of this one there
 (:meth:`Candidate.wait`): ``max(0, ahead + 1 - workers) / workers`` runs,
-``ahead`` being the other clients' calls (from the PONG) and this client's
-in flight, a run of another client's lasting ``workers / rate`` (the
-server's recent service rate).
+``ahead`` being the other clients' calls (from the PONG: those running, and
+of those queued one per client waiting, as the server takes calls
+round-robin between clients) and this client's in flight, a run of another
+client's lasting the server's mean run lately (``service_s``; from an older
+server, ``workers / rate``, its recent service rate).
 Before any PING answered, the RTT is a prior from the distance to the server
 (or 5 ms when it is not known): distance is a prior, never the criterion.
 
@@ -78,6 +80,8 @@ class Candidate:
     workers: int = 1
     others: int = 0  # other clients' calls queued or running there at its latest PONG
     rate: float = 0.0  # calls it ended per second lately (its PONG's ``rate_per_s``)
+    service_s: float = 0.0  # a call's mean run there lately (its PONG's; 0.0: not told)
+    clients: int | None = None  # clients with calls waiting there (its PONG's; None: not told)
     in_flight: Callable[[], int] = _no_calls  # this client's requests there now
     functions: frozenset[str] | None = None  # the names it serves (None: not known yet)
     ships_code: bool = False  # it accepts functions it lacks by value
@@ -93,19 +97,32 @@ class Candidate:
     def wait(self, t_exec: float) -> float:
         """Seconds a call that runs ``t_exec`` there waits behind the calls ahead of it.
 
-        ``(ahead + 1 - workers) / workers`` runs; a run of another client's is
-        ``workers / rate`` (the server's recent service rate) when that is known,
-        else :data:`UNRUN_S`, and never shorter than this one.
+        ``(ahead + 1 - workers) / workers`` runs. Ahead of it: this client's calls in
+        flight, the other clients' running ones and, of their queued ones, one per
+        client waiting when the PONG says how many (the server takes calls round-robin
+        between clients: a newcomer waits behind one call of each, not behind a batch),
+        else all. A run of another client's is the server's mean run (``service_s``)
+        when told; else ``workers / rate``, never shorter than this one (a rate over a
+        window the server was partly idle in is too low: the run it implies too long);
+        else :data:`UNRUN_S`.
         """
-        ahead = self.others + self.in_flight()
         workers = self.workers if self.workers > 0 else 1
-        excess = ahead + 1 - workers
+        others = self.others
+        queued = others - workers
+        clients = self.clients
+        if clients is not None and queued > clients:
+            others -= queued - (clients if clients > 0 else 1)
+        excess = others + self.in_flight() + 1 - workers
         if excess <= 0:
             return 0.0
         run = t_exec
-        if self.others:  # another client's run: as the rate says, and not under UNRUN_S
-            other = workers / self.rate if self.rate > 0 else UNRUN_S
-            run = (run * (excess - self.others) + max(run, other) * self.others) / excess
+        if others:  # another client's run
+            if self.service_s > 0:
+                other = self.service_s
+            else:
+                other = workers / self.rate if self.rate > 0 else UNRUN_S
+                other = other if other > run else run
+            run = (run * (excess - others) + other * others) / excess
         return excess * run / workers
 
     def serves(self, name: str) -> bool:
