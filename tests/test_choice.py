@@ -161,3 +161,22 @@ def test_the_wait_behind_a_busy_server_counts_one_call_per_client_and_the_told_r
     assert 0.4 < busy.wait(0.02) < 0.5  # two running, and one of its client's queued
     busy.others = 1  # a worker free: no wait, whatever is told
     assert busy.wait(0.02) == 0.0
+
+
+def test_a_link_measured_weak_and_since_tried_only_with_small_calls_is_explored():
+    """weak's link was measured at 2 Mbit/s; since, only small calls went there (they tell
+    its speed, not its link's). A call that would tell its bandwidth goes there once the
+    seconds spent elsewhere pay for the try, though every server had a call lately."""
+    prof, choice = _profile(), ServerChoice(0.1, 32)
+    fast, weak = _server("fast", mbit=50), _server("weak", mbit=2)
+    small = log(2_000)
+    explored = None
+    for _ in range(2000):
+        choice.commit(prof, weak, EXPLORE, 0.001, small)  # a small call of another kind
+        server, why, ranked = choice.pick(prof, X, [fast, weak], "f")
+        if why == EXPLORE:
+            explored = server
+            break
+        prof.clock += 1
+        choice.commit(prof, server, why, dict((c.address, t) for t, c in ranked)[server.address], X)
+    assert explored is weak

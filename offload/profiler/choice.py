@@ -28,7 +28,11 @@ Hysteresis and exploration are the decider's, extended over servers: the
 server used last by a function stays until another is ``hysteresis``
 cheaper; a server is tried again once the seconds spent on calls since one
 last went there are ``explore_every`` times what trying it costs on this
-call (so one slow sample does not condemn a server for good), or when this
+call (so one slow sample does not condemn a server for good), likewise its
+link once those spent since a call there last moved enough bytes to tell
+its bandwidth, on a call that would and is mostly transfer there (small
+calls tell the server's speed, not its link's: a link measured while weak
+stayed condemned while only they went there), or when this
 function has not used it for ``explore_every`` times (its extra cost, 0.25
 to 50) of its decisions, on a call no bigger than usual. The
 chosen server then faces "here" in the decider's usual time/energy
@@ -43,7 +47,7 @@ from math import exp
 from typing import Any
 
 from .history import THERE, FunctionProfile
-from .network import Link
+from .network import BOUND, Link
 
 #: Seconds of round trip per km of distance (light in fibre, and routes twice as long).
 RTT_PER_KM = 2e-5
@@ -146,6 +150,10 @@ class ServerChoice:
         self._seen: dict[tuple[str, str], int] = {}  # (function key, address) -> decision
         self._spent = 0.0  # estimated seconds of the calls sent so far
         self._fresh: dict[str, float] = {}  # address -> _spent when a call last went there
+        #: address -> _spent when a call big enough to measure its bandwidth last went there
+        #: (a small call measures the server's speed, not the link: a link that was weak and
+        #: recovered stays condemned by its old estimate if only small calls try it).
+        self._fresh_bw: dict[str, float] = {}
 
     def seconds(self, prof: FunctionProfile, x: float, c: Candidate, name: str) -> float:
         """Seconds a call of log size ``x`` would take on ``c`` (see the module's formula)."""
@@ -214,7 +222,13 @@ class ServerChoice:
             for t, c in ranked[1:]:
                 # Across functions: once the seconds spent since this server was last
                 # measured are ``every`` times what trying it costs on this call.
-                if spent - self._fresh.get(c.address, 0.0) >= every * (t - t_best):
+                gap = every * (t - t_best)
+                if spent - self._fresh.get(c.address, 0.0) >= gap:
+                    return c, EXPLORE, ranked
+                # Its bandwidth, on a call that would measure it and is mostly transfer there.
+                if spent - self._fresh_bw.get(c.address, 0.0) >= gap and self._measures_link(
+                    prof, x, c, t
+                ):
                     return c, EXPLORE, ranked
                 # This function's own estimate there: after every * (extra cost) decisions.
                 extra = t / t_best - 1.0 if t_best > 0 else 50.0
@@ -224,10 +238,27 @@ class ServerChoice:
                     return c, EXPLORE, ranked
         return best, BEST, ranked
 
-    def commit(self, prof: FunctionProfile, server: Candidate, why: int, t: float) -> None:
-        """The call goes to ``server`` (estimated ``t`` s); it is the last one unless explored."""
+    def _measures_link(self, prof: FunctionProfile, x: float, c: Candidate, t: float) -> bool:
+        """Whether a call of log size ``x`` on ``c`` (estimated ``t``) would tell its link's
+        bandwidth (``BOUND`` bytes one way, see :class:`~.network.Link`) and is mostly
+        transfer there (so that the estimate matters)."""
+        up, down = _bytes(prof, x)
+        if up < BOUND and down < BOUND:
+            return False
+        link = c.link
+        return self.transfer_w * (up / link.up_rate + down / link.down_rate) > 0.25 * t
+
+    def commit(
+        self, prof: FunctionProfile, server: Candidate, why: int, t: float, x: float | None = None
+    ) -> None:
+        """The call goes to ``server`` (estimated ``t`` s); it is the last one unless explored.
+
+        ``x``: the call's log size, to tell whether it measures the link's bandwidth.
+        """
         self._spent += t
         self._fresh[server.address] = self._spent  # its reply measures it afresh
+        if x is not None and max(_bytes(prof, x)) >= BOUND:
+            self._fresh_bw[server.address] = self._spent
         self._seen[(prof.key, server.address)] = prof.clock
         if why != EXPLORE:
             self._last[prof.key] = server.address
@@ -235,3 +266,11 @@ class ServerChoice:
 
 def _first(pair: tuple[float, Any]) -> float:
     return pair[0]
+
+
+def _bytes(prof: FunctionProfile, x: float) -> tuple[float, float]:
+    """Bytes up and down of a call of log size ``x``, as the function's models expect."""
+    a, b, _ = prof.up.params
+    up = exp(a + b * x)
+    a, b, _ = prof.down.params
+    return up, exp(a + b * x)
