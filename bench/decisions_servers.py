@@ -120,14 +120,19 @@ def conditions(servers: fleet.Fleet, phase: Phase) -> Iterator[None]:
         yield
 
 
-def _load(info: dict[str, Any]) -> tuple[int, int, float]:
-    """(calls queued or running, workers, calls ended per second) from a PONG's self-description."""
+def _load(info: dict[str, Any]) -> dict[str, Any]:
+    """Calls queued or running (``others``), workers, calls ended per second, a call's mean
+    run and the clients with calls waiting, from a PONG's self-description."""
     load = info.get("load") if isinstance(info.get("load"), dict) else {}
     assert isinstance(load, dict)
-    ahead = int(load.get("queued", 0)) + int(load.get("running", 0))
-    workers = int(load.get("workers") or info.get("workers") or 1)
-    rate = load.get("rate_per_s")
-    return ahead, max(workers, 1), float(rate) if isinstance(rate, (int, float)) else 0.0
+    rate, run = load.get("rate_per_s"), load.get("service_s")
+    return {
+        "others": int(load.get("queued", 0)) + int(load.get("running", 0)),
+        "workers": max(int(load.get("workers") or info.get("workers") or 1), 1),
+        "rate": float(rate) if isinstance(rate, (int, float)) else 0.0,
+        "service_s": float(run) if isinstance(run, (int, float)) else 0.0,
+        "clients": load.get("clients"),
+    }
 
 
 def measure(servers: fleet.Fleet, size: str, seed: int) -> list[Step]:
@@ -164,7 +169,7 @@ def measure(servers: fleet.Fleet, size: str, seed: int) -> list[Step]:
                     start = time.perf_counter()
                     info = clients[name].ping(timeout=5)
                     rtt = time.perf_counter() - start
-                    others, workers, rate = _load(info)
+                    load = _load(info)
                     refused = name in phase.new_code and service == "dense"
                     if refused:
                         turnaround, server_s, up, down = _refused(clients[name], payload), 0.0, 0, 0
@@ -176,9 +181,7 @@ def measure(servers: fleet.Fleet, size: str, seed: int) -> list[Step]:
                     there[name] = {
                         "mbit": fleet.WEAK_MBIT if weak else fleet.SERVERS[name][1],
                         "rtt_s": rtt,
-                        "others": others,
-                        "workers": workers,
-                        "rate": rate,
+                        **load,
                         "remote_s": turnaround,
                         "server_s": server_s,
                         "up": up,

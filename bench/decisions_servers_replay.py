@@ -5,7 +5,10 @@ that were up, from what it could know then, and is charged the measured
 outcome of its choice. ``ours`` is the real multi-server choice
 (``AdaptiveDecider.where_among`` over one :class:`~offload.profiler.choice.Candidate`
 per server, each with its own link, fed each call's measured RTT and the load
-the server's PONG reported); it learns only from the sides it chose. A server
+the server's PONG reported); it learns only from the sides it chose, and, as
+:mod:`offload.lessons` does, a call sent while other clients' calls filled its
+server's workers teaches the function there but not the link (its wait in the
+queue would pass for a slow link). A server
 that is down is not a candidate (as :mod:`offload.usable` leaves it out); the
 time the client takes to notice is not charged here (``bench fleet`` measures
 that failover gap). A server whose copy of the function is another version
@@ -99,6 +102,7 @@ class Ours:
             c = self.candidates[name]
             c.link.on_rtt(s["rtt_s"])
             c.others, c.workers, c.rate = s["others"], s["workers"], s["rate"]
+            c.service_s, c.clients = s.get("service_s", 0.0), s.get("clients")  # newer traces
             usable.append(c)
         route = [d.where_among(fn, step.size, usable)]
         while _refused(step, route[-1]):  # as offload.routing's next_place: sticky, then elsewhere
@@ -112,7 +116,11 @@ class Ours:
         s = step.servers[where]
         assert s is not None
         link = self.candidates[where].link
-        d.observe_remote(fn, step.size, s["remote_s"], s["server_s"], s["up"], s["down"], link=link)
+        # As offload.lessons does: a call sent while other clients' calls filled that
+        # server's workers (its PONG before the call) teaches the function, not the link.
+        alone = s["others"] < s["workers"]
+        turnaround, server_s = s["remote_s"], s["server_s"]
+        d.observe_remote(fn, step.size, turnaround, server_s, s["up"], s["down"], alone, link)
         return route
 
 

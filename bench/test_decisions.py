@@ -16,7 +16,7 @@ import pytest
 
 from offload.profiler import AdaptiveDecider, DeviceProfiler, DeviceState, Profiler
 
-from . import battery, decisions_servers, delay, emulation, fleet, trace
+from . import battery, decisions_servers, decisions_servers_loss, delay, emulation, fleet, trace
 from . import decisions_servers_replay as ds_replay
 from .decisions import first_calls, replay
 
@@ -203,6 +203,18 @@ def test_over_several_servers_the_oracle_takes_the_best_of_here_and_each_server(
     assert report["ours"]["time_ratio_to_oracle"] < report["nearest"]["time_ratio_to_oracle"]
     shuffles = ds_replay.reshuffled(steps, ["a", "b"], runs=2, seed=1)
     assert set(shuffles["ours"]) >= {"time_ratio_to_oracle_mean", "time_ratio_to_oracle_max"}
+
+
+def test_the_per_call_dump_charges_what_the_replay_does():
+    steps = [_server_step("a", 0.4, near=0.3, mid=0.1, far=0.2) for _ in range(10)]
+    steps += [_server_step("b", 0.4, near=0.3, mid=None, far=0.05) for _ in range(10)]
+    rows = decisions_servers_loss.rows(steps, 1.0)
+    assert [r["phase"] for r in rows] == [s.phase for s in steps]
+    assert all("mid" not in r["servers"] for r in rows[10:])  # down: no figures
+    charged = sum(ds_replay.charge(s, r["route"])[0] for s, r in zip(steps, rows))
+    assert charged == pytest.approx(ds_replay.replay(steps)["ours"]["time_s"])
+    assert all(r["excess"] >= 0 for r in rows)
+    assert decisions_servers_loss.line(0, rows[0]).startswith("  0 a")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="three servers in network namespaces need root")

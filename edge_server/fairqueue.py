@@ -26,6 +26,11 @@ class FairQueue:
     def __len__(self) -> int:
         return self._size
 
+    @property
+    def clients(self) -> int:
+        """How many clients have calls waiting (a newcomer's call waits behind one of each)."""
+        return len(self._rotation)
+
     def __iter__(self) -> Iterator[Job]:
         for waiting in list(self._by_client.values()):
             yield from list(waiting)

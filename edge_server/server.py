@@ -90,7 +90,7 @@ class EdgeServer:
         self._next_job = 0
         self._sends = 0  # messages sent to clients (the loop's EVENTS check looks at it)
         self._started = time.monotonic()
-        self._load = LoadMeter()
+        self._load = LoadMeter(self._queue)
         self._info = {
             "server": "edge_server",
             "version": offload.__version__,

@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import _exceptions as errors
 from .config import Config
@@ -289,9 +289,18 @@ def _starting(remote: Remote) -> bool:
     return isinstance(ready, int) and ready <= 0 and load.get("running") == 0
 
 
-def server_load(remote: Remote, mine: int = 0) -> tuple[int, int, float] | None:
-    """Other clients' calls queued or running, workers, and calls ended per second, from
-    the server's latest PONG (None when it told none, or nonsense).
+class Load(NamedTuple):
+    """What a server's latest PONG says of its load, as the decision weighs it."""
+
+    others: int  # other clients' calls queued or running
+    workers: int
+    rate: float  # calls ended per second lately (0.0: not told)
+    service_s: float  # a call's mean run lately (0.0: not told)
+    clients: int | None  # clients with calls waiting (None: not told)
+
+
+def server_load(remote: Remote, mine: int = 0) -> Load | None:
+    """The load of the server's latest PONG (None when it told none, or nonsense).
 
     This client's calls there are not others': those in flight when the PONG came, or
     ``mine`` (those in flight when the PING left), whichever is more. A call that ended
@@ -311,7 +320,7 @@ def server_load(remote: Remote, mine: int = 0) -> tuple[int, int, float] | None:
     return load
 
 
-def _load_of(info: dict[str, Any], calls: int) -> tuple[int, int, float] | None:
+def _load_of(info: dict[str, Any], calls: int) -> Load | None:
     """:func:`server_load` from a PONG's ``info``, sent with ``calls`` of ours in flight."""
     load = info.get("load")
     if not isinstance(load, dict):
@@ -323,7 +332,11 @@ def _load_of(info: dict[str, Any], calls: int) -> tuple[int, int, float] | None:
         return None
     rate = load.get("rate_per_s")
     rate = float(rate) if isinstance(rate, (int, float)) and rate > 0 else 0.0
-    return max(ahead - calls, 0), max(workers, 1), rate
+    run = load.get("service_s")
+    run = float(run) if isinstance(run, (int, float)) and 0 < run < 1e9 else 0.0
+    clients = load.get("clients")
+    clients = clients if isinstance(clients, int) and clients >= 0 else None
+    return Load(max(ahead - calls, 0), max(workers, 1), rate, run, clients)
 
 
 def _update(candidate: Candidate, remote: Remote, mine: int) -> None:
@@ -333,7 +346,8 @@ def _update(candidate: Candidate, remote: Remote, mine: int) -> None:
     if load is None and isinstance(info.get("load"), dict):
         return  # a malformed load: keep the candidate as it was
     if load is not None:
-        candidate.others, candidate.workers, candidate.rate = load
+        candidate.others, candidate.workers, candidate.rate = load[:3]
+        candidate.service_s, candidate.clients = load.service_s, load.clients
     functions = info.get("functions")
     if isinstance(functions, list):
         candidate.functions = frozenset(f for f in functions if isinstance(f, str))

@@ -145,3 +145,38 @@ def test_the_energy_objective_weighs_a_slow_link_by_its_radio_time():
     for weight, winner in ((1.0, slow), (0.0, busy)):
         decider = AdaptiveDecider(Profiler(profile_cache=None), Policy(time_weight=weight))
         assert decider.servers.pick(prof, X, [slow, busy], "f")[0] is winner
+
+
+def test_the_wait_behind_a_busy_server_counts_one_call_per_client_and_the_told_run():
+    """Another client keeps six 0.3 s calls on a two-worker server; its rate over the last
+    minute still says 1.33 a second (it was idle before). Taken as calls queued first come
+    first served and ``workers / rate`` (1.5 s) long, the wait is 4.5 s; the server takes
+    calls round-robin between clients (one ahead of ours, not four) and its PONG tells a
+    call's mean run: 0.3 s."""
+    busy = _server("busy", mbit=100, others=6, workers=2, rate=1.33)
+    assert 4.4 < busy.wait(0.02) < 4.6  # a server that tells neither: as before
+    busy.service_s = 0.3
+    assert 0.85 < busy.wait(0.02) < 0.95  # six ahead, 0.3 s each, on two workers
+    busy.clients = 1
+    assert 0.4 < busy.wait(0.02) < 0.5  # two running, and one of its client's queued
+    busy.others = 1  # a worker free: no wait, whatever is told
+    assert busy.wait(0.02) == 0.0
+
+
+def test_a_link_measured_weak_and_since_tried_only_with_small_calls_is_explored():
+    """weak's link was measured at 2 Mbit/s; since, only small calls went there (they tell
+    its speed, not its link's). A call that would tell its bandwidth goes there once the
+    seconds spent elsewhere pay for the try, though every server had a call lately."""
+    prof, choice = _profile(), ServerChoice(0.1, 32)
+    fast, weak = _server("fast", mbit=50), _server("weak", mbit=2)
+    small = log(2_000)
+    explored = None
+    for _ in range(2000):
+        choice.commit(prof, weak, EXPLORE, 0.001, small)  # a small call of another kind
+        server, why, ranked = choice.pick(prof, X, [fast, weak], "f")
+        if why == EXPLORE:
+            explored = server
+            break
+        prof.clock += 1
+        choice.commit(prof, server, why, dict((c.address, t) for t, c in ranked)[server.address], X)
+    assert explored is weak

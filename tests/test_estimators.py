@@ -99,6 +99,24 @@ def test_a_bandwidth_step_replaces_the_estimate_noise_is_averaged():
     assert link.up_rate == pytest.approx(1e7, rel=0.05)  # recovered: at once too
 
 
+def test_a_small_call_faster_than_a_stale_estimate_lifts_it():
+    """Measured at 250 KB/s (the link was weak), then only calls too small to measure it
+    (under 32 KiB one way): one that moves 20 KB in 2 ms shows the link is at least
+    10 MB/s, 40 times the estimate, which it replaces; one a shaper's burst or TCP's
+    first window carries whole (8 KB), or one within 8 times the estimate, says nothing."""
+    link = Link(prior_bps=1e9)
+    link.on_rtt(0.002)
+    link.on_call(up=1_000_000, down=100, turnaround=0.002 + 4.0 + 0.01, server=0.01)
+    assert link.up_rate == pytest.approx(2.5e5, rel=0.05)
+    link.on_call(up=8_000, down=100, turnaround=0.002 + 0.0001 + 0.01, server=0.01)
+    assert link.up_rate == pytest.approx(2.5e5, rel=0.05)  # within a burst: nothing
+    link.on_call(up=20_000, down=100, turnaround=0.002 + 0.04 + 0.01, server=0.01)
+    assert link.up_rate == pytest.approx(2.5e5, rel=0.05)  # 500 KB/s: within 8 times
+    link.on_call(up=20_000, down=100, turnaround=0.002 + 0.002 + 0.01, server=0.01)
+    assert link.up_rate > 5e6  # at least 10 MB/s: the estimate was stale
+    assert link.up_bps.count == 2
+
+
 def test_size_estimates_follow_the_data_cheaply():
     assert value_bytes(list(range(40_000))) == 320_000
     assert value_bytes([[1] * 450] * 450) == 450 * 450 * 8

@@ -61,8 +61,10 @@ def test_the_queue_takes_one_call_per_client_in_turn():
     jobs = [Job(i, client, i, [], 0.0) for i, client in enumerate([b"a", b"a", b"a", b"b"])]
     for job in jobs:
         queue.append(job)
+    assert queue.clients == 2  # a newcomer's call would wait behind one of each (the PONG's)
     order = [queue.pop(lambda client: False) for _ in range(4)]
     assert [j.id for j in order if j] == [0, 3, 1, 2]  # a, b, a, a
+    assert queue.clients == 0
     assert queue.pop(lambda client: False) is None and len(queue) == 0
     for job in jobs:
         queue.append(job)

@@ -12,9 +12,11 @@ where ``exec(x)`` is the function's model of server time (shared by all
 servers; each one's drift says how fast it is against that model) and
 ``wait`` the time spent behind the calls ahead of this one there
 (:meth:`Candidate.wait`): ``max(0, ahead + 1 - workers) / workers`` runs,
-``ahead`` being the other clients' calls (from the PONG) and this client's
-in flight, a run of another client's lasting ``workers / rate`` (the
-server's recent service rate).
+``ahead`` being the other clients' calls (from the PONG: those running, and
+of those queued one per client waiting, as the server takes calls
+round-robin between clients) and this client's in flight, a run of another
+client's lasting the server's mean run lately (``service_s``; from an older
+server, ``workers / rate``, its recent service rate).
 Before any PING answered, the RTT is a prior from the distance to the server
 (or 5 ms when it is not known): distance is a prior, never the criterion.
 
@@ -26,7 +28,11 @@ Hysteresis and exploration are the decider's, extended over servers: the
 server used last by a function stays until another is ``hysteresis``
 cheaper; a server is tried again once the seconds spent on calls since one
 last went there are ``explore_every`` times what trying it costs on this
-call (so one slow sample does not condemn a server for good), or when this
+call (so one slow sample does not condemn a server for good), likewise its
+link once those spent since a call there last moved enough bytes to tell
+its bandwidth, on a call that would and is mostly transfer there (small
+calls tell the server's speed, not its link's: a link measured while weak
+stayed condemned while only they went there), or when this
 function has not used it for ``explore_every`` times (its extra cost, 0.25
 to 50) of its decisions, on a call no bigger than usual. The
 chosen server then faces "here" in the decider's usual time/energy
@@ -41,7 +47,7 @@ from math import exp
 from typing import Any
 
 from .history import THERE, FunctionProfile
-from .network import Link
+from .network import BOUND, Link
 
 #: Seconds of round trip per km of distance (light in fibre, and routes twice as long).
 RTT_PER_KM = 2e-5
@@ -78,6 +84,8 @@ class Candidate:
     workers: int = 1
     others: int = 0  # other clients' calls queued or running there at its latest PONG
     rate: float = 0.0  # calls it ended per second lately (its PONG's ``rate_per_s``)
+    service_s: float = 0.0  # a call's mean run there lately (its PONG's; 0.0: not told)
+    clients: int | None = None  # clients with calls waiting there (its PONG's; None: not told)
     in_flight: Callable[[], int] = _no_calls  # this client's requests there now
     functions: frozenset[str] | None = None  # the names it serves (None: not known yet)
     ships_code: bool = False  # it accepts functions it lacks by value
@@ -93,19 +101,32 @@ class Candidate:
     def wait(self, t_exec: float) -> float:
         """Seconds a call that runs ``t_exec`` there waits behind the calls ahead of it.
 
-        ``(ahead + 1 - workers) / workers`` runs; a run of another client's is
-        ``workers / rate`` (the server's recent service rate) when that is known,
-        else :data:`UNRUN_S`, and never shorter than this one.
+        ``(ahead + 1 - workers) / workers`` runs. Ahead of it: this client's calls in
+        flight, the other clients' running ones and, of their queued ones, one per
+        client waiting when the PONG says how many (the server takes calls round-robin
+        between clients: a newcomer waits behind one call of each, not behind a batch),
+        else all. A run of another client's is the server's mean run (``service_s``)
+        when told; else ``workers / rate``, never shorter than this one (a rate over a
+        window the server was partly idle in is too low: the run it implies too long);
+        else :data:`UNRUN_S`.
         """
-        ahead = self.others + self.in_flight()
         workers = self.workers if self.workers > 0 else 1
-        excess = ahead + 1 - workers
+        others = self.others
+        queued = others - workers
+        clients = self.clients
+        if clients is not None and queued > clients:
+            others -= queued - (clients if clients > 0 else 1)
+        excess = others + self.in_flight() + 1 - workers
         if excess <= 0:
             return 0.0
         run = t_exec
-        if self.others:  # another client's run: as the rate says, and not under UNRUN_S
-            other = workers / self.rate if self.rate > 0 else UNRUN_S
-            run = (run * (excess - self.others) + max(run, other) * self.others) / excess
+        if others:  # another client's run
+            if self.service_s > 0:
+                other = self.service_s
+            else:
+                other = workers / self.rate if self.rate > 0 else UNRUN_S
+                other = other if other > run else run
+            run = (run * (excess - others) + other * others) / excess
         return excess * run / workers
 
     def serves(self, name: str) -> bool:
@@ -129,6 +150,10 @@ class ServerChoice:
         self._seen: dict[tuple[str, str], int] = {}  # (function key, address) -> decision
         self._spent = 0.0  # estimated seconds of the calls sent so far
         self._fresh: dict[str, float] = {}  # address -> _spent when a call last went there
+        #: address -> _spent when a call big enough to measure its bandwidth last went there
+        #: (a small call measures the server's speed, not the link: a link that was weak and
+        #: recovered stays condemned by its old estimate if only small calls try it).
+        self._fresh_bw: dict[str, float] = {}
 
     def seconds(self, prof: FunctionProfile, x: float, c: Candidate, name: str) -> float:
         """Seconds a call of log size ``x`` would take on ``c`` (see the module's formula)."""
@@ -197,7 +222,13 @@ class ServerChoice:
             for t, c in ranked[1:]:
                 # Across functions: once the seconds spent since this server was last
                 # measured are ``every`` times what trying it costs on this call.
-                if spent - self._fresh.get(c.address, 0.0) >= every * (t - t_best):
+                gap = every * (t - t_best)
+                if spent - self._fresh.get(c.address, 0.0) >= gap:
+                    return c, EXPLORE, ranked
+                # Its bandwidth, on a call that would measure it and is mostly transfer there.
+                if spent - self._fresh_bw.get(c.address, 0.0) >= gap and self._measures_link(
+                    prof, x, c, t
+                ):
                     return c, EXPLORE, ranked
                 # This function's own estimate there: after every * (extra cost) decisions.
                 extra = t / t_best - 1.0 if t_best > 0 else 50.0
@@ -207,10 +238,27 @@ class ServerChoice:
                     return c, EXPLORE, ranked
         return best, BEST, ranked
 
-    def commit(self, prof: FunctionProfile, server: Candidate, why: int, t: float) -> None:
-        """The call goes to ``server`` (estimated ``t`` s); it is the last one unless explored."""
+    def _measures_link(self, prof: FunctionProfile, x: float, c: Candidate, t: float) -> bool:
+        """Whether a call of log size ``x`` on ``c`` (estimated ``t``) would tell its link's
+        bandwidth (``BOUND`` bytes one way, see :class:`~.network.Link`) and is mostly
+        transfer there (so that the estimate matters)."""
+        up, down = _bytes(prof, x)
+        if up < BOUND and down < BOUND:
+            return False
+        link = c.link
+        return self.transfer_w * (up / link.up_rate + down / link.down_rate) > 0.25 * t
+
+    def commit(
+        self, prof: FunctionProfile, server: Candidate, why: int, t: float, x: float | None = None
+    ) -> None:
+        """The call goes to ``server`` (estimated ``t`` s); it is the last one unless explored.
+
+        ``x``: the call's log size, to tell whether it measures the link's bandwidth.
+        """
         self._spent += t
         self._fresh[server.address] = self._spent  # its reply measures it afresh
+        if x is not None and max(_bytes(prof, x)) >= BOUND:
+            self._fresh_bw[server.address] = self._spent
         self._seen[(prof.key, server.address)] = prof.clock
         if why != EXPLORE:
             self._last[prof.key] = server.address
@@ -218,3 +266,11 @@ class ServerChoice:
 
 def _first(pair: tuple[float, Any]) -> float:
     return pair[0]
+
+
+def _bytes(prof: FunctionProfile, x: float) -> tuple[float, float]:
+    """Bytes up and down of a call of log size ``x``, as the function's models expect."""
+    a, b, _ = prof.up.params
+    up = exp(a + b * x)
+    a, b, _ = prof.down.params
+    return up, exp(a + b * x)

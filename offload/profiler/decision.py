@@ -198,7 +198,7 @@ class AdaptiveDecider(Explaining, Learning):
                 return LOCAL
         else:
             prof.clock += 1
-        self.servers.commit(prof, server, why, next(t for t, c in ranked if c is server))
+        self.servers.commit(prof, server, why, next(t for t, c in ranked if c is server), x)
         if self._debug:
             logger.debug("%s size=%d -> %s (%s)", prof.key, size, server.address, WHY[why])
         return server.address

@@ -10,7 +10,10 @@ Everything is learned from traffic the client sends anyway:
 * Bandwidth from large calls (over ``LARGE`` bytes in one direction): bytes
   over the time left once execution, RTT and overhead are taken out. A call
   whose bytes go mostly one way teaches that direction; a balanced one
-  teaches both the same figure.
+  teaches both the same figure. A smaller call (over ``BOUND`` bytes, past
+  what a shaper's burst or TCP's first window carries at once) bounds it
+  from below: one ``STEP`` faster than the estimate lifts a stale one (a
+  link measured while weak, then only tried with small calls).
 
 Until a large transfer has been seen, bandwidth is ``prior_bps`` (a
 configured guess, or what an active probe measured). A server that stops
@@ -37,6 +40,9 @@ from .models import Drift, Smoothed
 LARGE = 32 * 1024  # bytes in one direction before a call says anything about bandwidth
 #: A bandwidth sample this far from the estimate (a log: 8 times) replaces it.
 STEP = math.log(8.0)
+#: Bytes one way from which a call too small to measure the bandwidth still bounds it
+#: (:meth:`Link._bound`); a smaller one may have gone in a token bucket's burst.
+BOUND = LARGE // 2
 
 
 def rewire(rate: float, then: float, now: float) -> float:
@@ -194,6 +200,7 @@ class Link:
                 self.rtt.add(max(outside, 0.0))
             else:
                 self.overhead.add(max(outside - rtt - self.up_s(up) - self.down_s(down), 0.0))
+                self._bound(up, down, outside)
             return
         wire = outside - self.fixed
         if wire <= 0:
@@ -210,6 +217,22 @@ class Link:
             bps = (up + down) / wire
             self._measured(self.up_bps, bps)
             self._measured(self.down_bps, bps)
+
+    def _bound(self, up: int, down: int, outside: float) -> None:
+        """A call too small to measure the bandwidth (under ``LARGE`` bytes each way) still
+        bounds it: its bytes (``BOUND`` at least, past a token bucket's burst) did not move
+        faster than the link does. A bound ``STEP`` above the estimate says the estimate is
+        stale (measured while the link was weak; it recovered since, and the large calls
+        that would measure it go elsewhere): the bound replaces it.
+        """
+        nbytes, smoothed = (up, self.up_bps) if up >= down else (down, self.down_bps)
+        if nbytes < BOUND or outside <= 0 or smoothed.mean is None:
+            return
+        wire = outside - self.fixed
+        if wire <= 0:  # faster than the RTT estimate's noise: the whole time bounds it below
+            wire = outside
+        if math.log(nbytes / wire) - smoothed.mean > STEP:
+            self._measured(smoothed, nbytes / wire)
 
     def on_probe(self, up: int, down: int, seconds: float) -> None:
         """A probe moved ``up`` bytes out or ``down`` bytes in, in ``seconds`` (RTT included)."""
