@@ -152,7 +152,8 @@ class Link:
 
         A small call moves only the RTT or the overhead, so only :attr:`fixed` is
         refreshed (the rates are :meth:`_refresh`'s of unchanged figures): every
-        call does this.
+        call does this. The exception, a small call that shows a bandwidth
+        estimate stale (:meth:`_bound`), refreshes all.
         """
         self.calls += 1
         if up < LARGE and down < LARGE:
@@ -162,6 +163,9 @@ class Link:
             else:  # as _learn's up_s and down_s, inline
                 left = outside - rtt.mean - up / self.up_rate - down / self.down_rate
                 self.overhead.add(0.0 if left < 0.0 else left)
+                if (up >= BOUND or down >= BOUND) and self._bound(up, down, outside):
+                    self._refresh()  # a stale bandwidth estimate was lifted: all figures move
+                    return
             rtt_mean, over = rtt.mean, self.overhead.mean
             self.fixed = (rtt_mean if rtt_mean is not None else 0.0) + (
                 over if over is not None else 0.0
@@ -218,21 +222,23 @@ class Link:
             self._measured(self.up_bps, bps)
             self._measured(self.down_bps, bps)
 
-    def _bound(self, up: int, down: int, outside: float) -> None:
+    def _bound(self, up: int, down: int, outside: float) -> bool:
         """A call too small to measure the bandwidth (under ``LARGE`` bytes each way) still
         bounds it: its bytes (``BOUND`` at least, past a token bucket's burst) did not move
         faster than the link does. A bound ``STEP`` above the estimate says the estimate is
         stale (measured while the link was weak; it recovered since, and the large calls
-        that would measure it go elsewhere): the bound replaces it.
+        that would measure it go elsewhere): the bound replaces it, and True says so.
         """
         nbytes, smoothed = (up, self.up_bps) if up >= down else (down, self.down_bps)
         if nbytes < BOUND or outside <= 0 or smoothed.mean is None:
-            return
+            return False
         wire = outside - self.fixed
         if wire <= 0:  # faster than the RTT estimate's noise: the whole time bounds it below
             wire = outside
         if math.log(nbytes / wire) - smoothed.mean > STEP:
             self._measured(smoothed, nbytes / wire)
+            return True
+        return False
 
     def on_probe(self, up: int, down: int, seconds: float) -> None:
         """A probe moved ``up`` bytes out or ``down`` bytes in, in ``seconds`` (RTT included)."""
