@@ -173,3 +173,22 @@ def test_a_call_its_lost_server_had_started_is_not_run_again(make_server, tmp_pa
         time.sleep(1.5)  # the run, had it been sent again, would have logged by now
         assert _lines(began) == [7] and _lines(log).count(7) <= 1  # begun once, not again
         assert client.call(apps.where, (), {})  # the other server still takes calls
+
+
+def test_a_server_that_lacked_a_function_is_asked_again_later(make_server, caplog):
+    """A server marked as lacking a function (it failed there as unknown or another version)
+    is a candidate for it again once its code changes or a while has passed, warned."""
+    a, b = make_server(), make_server()
+    settings = dict(mode="remote", heartbeat_interval=0.2, probation=0.1, heartbeat_timeout=10)
+    with offload.Client(servers=[a.address, b.address], **settings) as client:
+        client.call(apps.where, (), {})
+        usable = client.servers.usable
+        assert usable is not None
+        both = {a.address, b.address}
+        _wait_for(lambda: {c.address for c in usable.candidates} == both, timeout=20)
+        (marked,) = [c for c in usable.candidates if c.address == a.address]
+        name = apps.add.wire_name
+        usable.lacks(a.address, name)  # as a call refused there as unknown would
+        assert not marked.serves(name)
+        _wait_for(lambda: marked.serves(name), timeout=10)  # LACKS_RETRY probations: 1.2 s
+    assert any("may go there again" in r.getMessage() for r in caplog.records)
