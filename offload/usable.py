@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 from . import _exceptions as errors
 from .config import Config
 from .fleet import Known
+from .lacking import Lacking
 from .profiler.choice import Candidate
 from .remote import Remote
 
@@ -51,9 +52,6 @@ log = logging.getLogger("offload")
 FORGET = 4.0
 #: How many times per heartbeat the watcher PINGs the servers about to change.
 WATCH_PER_HEARTBEAT = 4
-#: A server that could not run a function (unknown there, another version) is asked
-#: for it again after this many ``probation``: it may have been deployed to since.
-LACKS_RETRY = 12.0
 
 
 def probation_s(probation: float, losses: int) -> float:
@@ -83,8 +81,8 @@ class Usable:
         self._watcher: threading.Thread | None = None
         #: address -> this client's calls in flight there when it was last PINGed.
         self._mine: dict[str, int] = {}
-        #: address -> (its code as PONGs said when it first lacked a function, when).
-        self._lacking: dict[str, tuple[str, float]] = {}
+        #: The servers that could not run a function, asked again later (:mod:`.lacking`).
+        self._lacking = Lacking(config.probation)
         self._closed = threading.Event()
         self._pinged = 0.0
         self._first = True
@@ -204,7 +202,7 @@ class Usable:
             remote = self._remotes[address]
             _update(candidate, remote, self._mine.get(address, 0))
             if candidate.lacks:
-                self._forgive(candidate, remote, now)
+                self._lacking.forgive(candidate, remote, now)
             up = remote.conn.up
             if address in self._lost:
                 since = self._lost[address]
@@ -272,28 +270,7 @@ class Usable:
             candidate = self._by_address.get(address)
             remote = self._remotes.get(address)
             if candidate is not None and remote is not None:
-                candidate.lacks.add(name)
-                self._lacking.setdefault(address, (_code(remote), time.monotonic()))
-
-    def _forgive(self, candidate: Candidate, remote: Remote, now: float) -> None:
-        """Ask ``candidate`` again for the functions it lacked once its code or instance
-        changed (a restart, a deployment), or after ``LACKS_RETRY`` probations (a new
-        version under the same names), warned: a call may then fail over once more."""
-        code, since = self._lacking.get(candidate.address, ("", now))
-        if _code(remote) != code:
-            why = "its code changed since"
-        elif now - since >= LACKS_RETRY * self._config.probation:
-            why = f"{now - since:.0f} s passed"
-        else:
-            return
-        log.warning(
-            "offload: %s could not run %s; %s: calls of them may go there again",
-            candidate.address,
-            ", ".join(sorted(candidate.lacks)),
-            why,
-        )
-        candidate.lacks.clear()
-        self._lacking.pop(candidate.address, None)
+                self._lacking.mark(candidate, remote, name)
 
     def loads(self) -> dict[str, dict[str, Any]]:
         """Each server's latest load, by address."""
@@ -367,12 +344,6 @@ def _load_of(info: dict[str, Any], calls: int) -> Load | None:
     clients = load.get("clients")
     clients = clients if isinstance(clients, int) and clients >= 0 else None
     return Load(max(ahead - calls, 0), max(workers, 1), rate, run, clients)
-
-
-def _code(remote: Remote) -> str:
-    """What a server's PONG says of its code: its instance and the functions it serves."""
-    info = remote.server_info
-    return f"{info.get('instance')}/{info.get('functions')}"
 
 
 def _update(candidate: Candidate, remote: Remote, mine: int) -> None:
