@@ -12,6 +12,11 @@ the worker answers the job and leaves, and a fresh one takes its place.
 Descriptors of the shared-memory arenas (``offload-*`` files, which come and
 go with the calls) do not count.
 
+Listing ``/proc/self/fd`` after every job costs a no-op call six system calls
+and a set of strings; :class:`FdCheck` proves in three (or a few more) that the
+descriptors open are exactly the baseline's, and only when it cannot does the
+listing run (a job left one open, or an arena is open: the listing judges).
+
 Threads are judged in two kinds. A Python thread left running (``threading``)
 always replaces the worker. A native thread a library starts for itself and
 keeps asleep (numba's and LLVM's on the first compilation, OpenMP's pool) is
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import signal
 import sys
@@ -44,19 +50,20 @@ class Baseline:
         self.tids = set(_tasks())
         self.python_threads = threading.active_count()
         self.fds = {fd for fd in _fd_numbers() if _target(fd) is not None}
+        self.fd_check = FdCheck(self.fds)
 
     def leftovers(self) -> str | None:
         """Kill the processes the last job left; say what else it left, or None if nothing.
 
         Cheap when the job left nothing (a few system calls, no /proc file
         read): the thread count is a ``stat``, whether any child is left a
-        ``waitpid``; only the main thread's children are looked at unless more
-        threads are running.
+        ``waitpid``, the descriptors :class:`FdCheck`; only the main thread's
+        children are looked at unless more threads are running.
         """
         more_threads = _task_count() > self.tasks
-        tasks = _tasks() if more_threads else [str(os.getpid())]
+        tasks = _tasks() if more_threads else []
         if more_threads or _has_children():
-            kill_children(tasks)
+            kill_children(tasks or [str(os.getpid())])  # the pid: only when children are left
         if more_threads:  # killing processes starts or stops no thread
             python = threading.active_count() - self.python_threads
             if python > 0:
@@ -66,12 +73,53 @@ class Baseline:
                 return f"{len(native)} native threads still running"
             self.tids |= native  # a library's sleeping helpers: adopted
             self.tasks = len(self.tids)
+        if self.fd_check.unchanged():
+            return None
         files = 0
         for fd in _fd_numbers() - self.fds:
             target = _target(fd)  # None: closed by now (the listing's own descriptor)
             if target is not None and not os.path.basename(target).startswith("offload-"):
                 files += 1
         return f"{files} files left open" if files else None
+
+
+class FdCheck:
+    """Whether the open descriptors are exactly ``fds``, in a few system calls.
+
+    With ``fds`` = {0..L-1} and the others T (all above L): the count of open
+    descriptors (``stat("/proc/self/fd").st_size``, Linux 6.2 and later) is
+    ``len(fds)``, the lowest free descriptor (a ``dup``) is L, and every one of
+    T is open (an ``F_GETFD`` each). Then {0..L-1} and T are open and nothing
+    else is: the open set is ``fds``. Any other answer proves nothing (a job
+    left a descriptor, closed one of the worker's, an arena is open) and the
+    caller lists ``/proc/self/fd`` as before. Off (always "cannot tell") where
+    the count is not reported, or T is large.
+    """
+
+    def __init__(self, fds: set[int]) -> None:
+        self.count = len(fds)
+        self.lowest = next(n for n in range(len(fds) + 1) if n not in fds)
+        self.others = sorted(fd for fd in fds if fd > self.lowest)
+        self.source = min(fds, default=-1)  # an open descriptor to dup from
+        self.on = self.source >= 0 and len(self.others) <= 8 and _fd_count() == self.count
+
+    def unchanged(self) -> bool:
+        """True only when the open descriptors are provably the baseline's."""
+        if not self.on or _fd_count() != self.count:
+            return False
+        try:
+            probe = os.dup(self.source)
+        except OSError:  # the source was closed
+            return False
+        os.close(probe)
+        if probe != self.lowest:
+            return False
+        try:
+            for fd in self.others:
+                fcntl.fcntl(fd, fcntl.F_GETFD)
+        except OSError:  # one of the worker's descriptors was closed
+            return False
+        return True
 
 
 def kill_children(tasks: list[str] | None = None, rounds: int = 20) -> None:
@@ -142,6 +190,14 @@ def _running(tid: str) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] == "R"
     except (OSError, IndexError):
         return False
+
+
+def _fd_count() -> int:
+    """How many descriptors are open (0 where the kernel does not say: before Linux 6.2)."""
+    try:
+        return os.stat("/proc/self/fd").st_size
+    except OSError:
+        return 0
 
 
 def _fd_numbers() -> set[int]:
