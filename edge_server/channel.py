@@ -38,27 +38,37 @@ class Channel:
     def send(self, frames: Sequence[Any]) -> None:
         """Write one message (blocking until the kernel has all of it).
 
-        ``sendmsg`` takes at most ``IOV_MAX`` buffers, so a message with many
-        frames is written in several calls.
+        One ``sendmsg`` when the kernel takes it all (a small message, the
+        usual case); else the rest is written in more calls, at most
+        ``IOV_MAX`` buffers each.
         """
-        views = [memoryview(f).cast("B") for f in frames]
-        if len(views) > MAX_FRAMES:
-            raise ValueError(f"{len(views)} frames, more than {MAX_FRAMES}")
-        prefix = struct.pack(f"!I{len(views)}I", len(views), *(v.nbytes for v in views))
-        pending = [memoryview(prefix), *views]
+        count = len(frames)
+        if count > MAX_FRAMES:
+            raise ValueError(f"{count} frames, more than {MAX_FRAMES}")
+        sizes = [f.nbytes if type(f) is memoryview else memoryview(f).nbytes for f in frames]
+        prefix = struct.pack(f"!I{count}I", count, *sizes)
+        if count < _IOV_MAX:
+            sent = self.sock.sendmsg([prefix, *frames])
+            if sent == len(prefix) + sum(sizes):
+                return
+        else:
+            sent = 0
+        pending = [memoryview(prefix), *(memoryview(f).cast("B") for f in frames)]
         i = 0
-        while i < len(pending):
-            sent = self.sock.sendmsg(pending[i : i + _IOV_MAX])
+        while True:
             while i < len(pending) and sent >= pending[i].nbytes:
                 sent -= pending[i].nbytes
                 i += 1
+            if i == len(pending):
+                return
             if sent:
                 pending[i] = pending[i][sent:]
+            sent = self.sock.sendmsg(pending[i : i + _IOV_MAX])
 
     def recv(self) -> list[memoryview]:
         """Read one whole message, blocking; raise EOFError if the peer closed."""
         while True:
-            message = self._parse()
+            message = self._parse() if self._buf else None
             if message is not None:
                 return message
             self._fill(blocking=True)
@@ -95,9 +105,14 @@ class Channel:
         end = head + sum(lengths)
         if len(buf) < end:
             return None
-        data = memoryview(bytes(buf[head:end]))
-        del buf[:end]
-        frames, pos = [], 0
+        if end == len(buf):  # the usual case: the buffer holds this message only
+            data = memoryview(bytes(buf))[head:]
+            buf.clear()
+        else:
+            data = memoryview(bytes(buf[head:end]))
+            del buf[:end]
+        pos = 0
+        frames = []
         for n in lengths:
             frames.append(data[pos : pos + n])
             pos += n
