@@ -13,7 +13,7 @@ Descriptors of the shared-memory arenas (``offload-*`` files, which come and
 go with the calls) do not count.
 
 Listing ``/proc/self/fd`` after every job costs a no-op call six system calls
-and a set of strings; :class:`FdCheck` proves in three (or a few more) that the
+and a set of strings; :class:`FdCheck` proves in two (a stat and a poll) that the
 descriptors open are exactly the baseline's, and only when it cannot does the
 listing run (a job left one open, or an arena is open: the listing judges).
 
@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import os
+import select
 import signal
 import sys
 import threading
@@ -84,42 +84,28 @@ class Baseline:
 
 
 class FdCheck:
-    """Whether the open descriptors are exactly ``fds``, in a few system calls.
+    """Whether the open descriptors are exactly ``fds``, in two system calls.
 
-    With ``fds`` = {0..L-1} and the others T (all above L): the count of open
-    descriptors (``stat("/proc/self/fd").st_size``, Linux 6.2 and later) is
-    ``len(fds)``, the lowest free descriptor (a ``dup``) is L, and every one of
-    T is open (an ``F_GETFD`` each). Then {0..L-1} and T are open and nothing
-    else is: the open set is ``fds``. Any other answer proves nothing (a job
-    left a descriptor, closed one of the worker's, an arena is open) and the
-    caller lists ``/proc/self/fd`` as before. Off (always "cannot tell") where
-    the count is not reported, or T is large.
+    The count of open descriptors (``stat("/proc/self/fd").st_size``, Linux
+    6.2 and later) is ``len(fds)`` and a ``poll`` of all of ``fds`` finds none
+    closed (POLLNVAL): then ``fds`` are open and nothing else is. Any other
+    answer proves nothing (a job left a descriptor, closed one of the
+    worker's, an arena is open) and the caller lists ``/proc/self/fd`` as
+    before. Off (always "cannot tell") where the kernel gives no count.
     """
 
     def __init__(self, fds: set[int]) -> None:
         self.count = len(fds)
-        self.lowest = next(n for n in range(len(fds) + 1) if n not in fds)
-        self.others = sorted(fd for fd in fds if fd > self.lowest)
-        self.source = min(fds, default=-1)  # an open descriptor to dup from
-        self.on = self.source >= 0 and len(self.others) <= 8 and _fd_count() == self.count
+        self._poll = select.poll()
+        for fd in fds:
+            self._poll.register(fd, 0)  # no events asked: only HUP, ERR and NVAL come back
+        self.on = bool(fds) and _fd_count() == self.count
 
     def unchanged(self) -> bool:
         """True only when the open descriptors are provably the baseline's."""
         if not self.on or _fd_count() != self.count:
             return False
-        try:
-            probe = os.dup(self.source)
-        except OSError:  # the source was closed
-            return False
-        os.close(probe)
-        if probe != self.lowest:
-            return False
-        try:
-            for fd in self.others:
-                fcntl.fcntl(fd, fcntl.F_GETFD)
-        except OSError:  # one of the worker's descriptors was closed
-            return False
-        return True
+        return not any(events & select.POLLNVAL for _, events in self._poll.poll(0))
 
 
 def kill_children(tasks: list[str] | None = None, rounds: int = 20) -> None:
