@@ -58,9 +58,24 @@ def test_without_a_count_from_the_kernel_the_shortcut_is_off():
     out = _run(
         """
         import edge_server.clean as clean
-        clean._fd_count = lambda: 0
+        clean._fd_count = lambda fd_dir=None: 0
         check = FdCheck(baseline.fds)
         print(check.on, check.unchanged())
         """
     )
     assert out == "False False"
+
+
+def test_a_job_that_puts_another_directory_under_the_counted_ones_is_still_counted():
+    out = _run(
+        """
+        import tempfile, threading
+        empty = os.open(tempfile.mkdtemp(), os.O_RDONLY)  # 2 links: would count 0 threads
+        os.dup2(empty, baseline._task_dir.fd)
+        os.dup2(empty, baseline._fd_dir.fd)
+        os.close(empty)
+        threading.Thread(target=threading.Event().wait, daemon=True).start()
+        print(baseline._task_dir.stat().st_nlink > 2, baseline.leftovers())
+        """
+    )
+    assert out == "True 1 threads still running"
