@@ -303,10 +303,8 @@ class EdgeServer:
             self._workers.tracker_wait = min(2 * wait, TRACKER_POLL_MS[1])
             return wait
         now = time.monotonic()
-        due = now + 1.0 if self._seen else None  # look for vanished clients every second
-        for other in (self._ledger.due(), self._engine.due()):
-            if other is not None and (due is None or other < due):
-                due = other
+        dues = (self._ledger.due(), self._engine.due(), now + 1.0 if self._seen else None)
+        due = min((d for d in dues if d is not None), default=None)  # clients: every second
         return None if due is None else max(0, int((due - now) * 1000) + 1)
 
     # -- clients --------------------------------------------------------------------------------
