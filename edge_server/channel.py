@@ -13,16 +13,24 @@ framing can stay minimal::
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import struct
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 _COUNT = struct.Struct("!I")
 MAX_FRAMES = 1 << 16
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 _CHUNK = 1 << 16
+
+
+@functools.lru_cache(maxsize=64)
+def _lengths(count: int) -> struct.Struct:
+    """The struct of ``count`` u32 lengths (cached: a message's format is built once)."""
+    return struct.Struct(f"!{count}I")
 
 
 class Channel:
@@ -45,8 +53,8 @@ class Channel:
         count = len(frames)
         if count > MAX_FRAMES:
             raise ValueError(f"{count} frames, more than {MAX_FRAMES}")
-        sizes = [f.nbytes if type(f) is memoryview else memoryview(f).nbytes for f in frames]
-        prefix = struct.pack(f"!I{count}I", count, *sizes)
+        sizes = [memoryview(f).nbytes for f in frames]
+        prefix = _lengths(count + 1).pack(count, *sizes)
         if count < _IOV_MAX:
             sent = self.sock.sendmsg([prefix, *frames])
             if sent == len(prefix) + sum(sizes):
@@ -101,7 +109,7 @@ class Channel:
         head = 4 + 4 * count
         if len(buf) < head:
             return None
-        lengths = struct.unpack_from(f"!{count}I", buf, 4)
+        lengths = _lengths(count).unpack_from(buf, 4)
         end = head + sum(lengths)
         if len(buf) < end:
             return None
@@ -111,12 +119,7 @@ class Channel:
         else:
             data = memoryview(bytes(buf[head:end]))
             del buf[:end]
-        pos = 0
-        frames = []
-        for n in lengths:
-            frames.append(data[pos : pos + n])
-            pos += n
-        return frames
+        return [data[stop - n : stop] for n, stop in zip(lengths, accumulate(lengths))]
 
     def close(self) -> None:
         self.sock.close()

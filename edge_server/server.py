@@ -303,9 +303,10 @@ class EdgeServer:
             self._workers.tracker_wait = min(2 * wait, TRACKER_POLL_MS[1])
             return wait
         now = time.monotonic()
-        dues = (self._ledger.due(), self._engine.due(), now + 1.0 if self._seen else None)
-        due = min((d for d in dues if d is not None), default=None)  # clients: every second
-        return None if due is None else max(0, int((due - now) * 1000) + 1)
+        dues = [due for due in (self._ledger.due(), self._engine.due()) if due is not None]
+        if self._seen:  # look for vanished clients every second
+            dues.append(now + 1.0)
+        return max(0, int((min(dues) - now) * 1000) + 1) if dues else None
 
     # -- clients --------------------------------------------------------------------------------
 
