@@ -13,16 +13,24 @@ framing can stay minimal::
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import struct
 from collections.abc import Sequence
+from itertools import accumulate
 from typing import Any
 
 _COUNT = struct.Struct("!I")
 MAX_FRAMES = 1 << 16
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
 _CHUNK = 1 << 16
+
+
+@functools.lru_cache(maxsize=64)
+def _lengths(count: int) -> struct.Struct:
+    """The struct of ``count`` u32 lengths (cached: a message's format is built once)."""
+    return struct.Struct(f"!{count}I")
 
 
 class Channel:
@@ -38,27 +46,37 @@ class Channel:
     def send(self, frames: Sequence[Any]) -> None:
         """Write one message (blocking until the kernel has all of it).
 
-        ``sendmsg`` takes at most ``IOV_MAX`` buffers, so a message with many
-        frames is written in several calls.
+        One ``sendmsg`` when the kernel takes it all (a small message, the
+        usual case); else the rest is written in more calls, at most
+        ``IOV_MAX`` buffers each.
         """
-        views = [memoryview(f).cast("B") for f in frames]
-        if len(views) > MAX_FRAMES:
-            raise ValueError(f"{len(views)} frames, more than {MAX_FRAMES}")
-        prefix = struct.pack(f"!I{len(views)}I", len(views), *(v.nbytes for v in views))
-        pending = [memoryview(prefix), *views]
+        count = len(frames)
+        if count > MAX_FRAMES:
+            raise ValueError(f"{count} frames, more than {MAX_FRAMES}")
+        sizes = [memoryview(f).nbytes for f in frames]
+        prefix = _lengths(count + 1).pack(count, *sizes)
+        if count < _IOV_MAX:
+            sent = self.sock.sendmsg([prefix, *frames])
+            if sent == len(prefix) + sum(sizes):
+                return
+        else:
+            sent = 0
+        pending = [memoryview(prefix), *(memoryview(f).cast("B") for f in frames)]
         i = 0
-        while i < len(pending):
-            sent = self.sock.sendmsg(pending[i : i + _IOV_MAX])
+        while True:
             while i < len(pending) and sent >= pending[i].nbytes:
                 sent -= pending[i].nbytes
                 i += 1
+            if i == len(pending):
+                return
             if sent:
                 pending[i] = pending[i][sent:]
+            sent = self.sock.sendmsg(pending[i : i + _IOV_MAX])
 
     def recv(self) -> list[memoryview]:
         """Read one whole message, blocking; raise EOFError if the peer closed."""
         while True:
-            message = self._parse()
+            message = self._parse() if self._buf else None
             if message is not None:
                 return message
             self._fill(blocking=True)
@@ -91,17 +109,17 @@ class Channel:
         head = 4 + 4 * count
         if len(buf) < head:
             return None
-        lengths = struct.unpack_from(f"!{count}I", buf, 4)
+        lengths = _lengths(count).unpack_from(buf, 4)
         end = head + sum(lengths)
         if len(buf) < end:
             return None
-        data = memoryview(bytes(buf[head:end]))
-        del buf[:end]
-        frames, pos = [], 0
-        for n in lengths:
-            frames.append(data[pos : pos + n])
-            pos += n
-        return frames
+        if end == len(buf):  # the usual case: the buffer holds this message only
+            data = memoryview(bytes(buf))[head:]
+            buf.clear()
+        else:
+            data = memoryview(bytes(buf[head:end]))
+            del buf[:end]
+        return [data[stop - n : stop] for n, stop in zip(lengths, accumulate(lengths))]
 
     def close(self) -> None:
         self.sock.close()

@@ -152,10 +152,11 @@ class LocalEngine:
         self.workers.release_arenas()
 
     def due(self) -> float | None:
-        deadlines = [w.deadline for w in self.pool.by_identity.values() if w.deadline]
-        if self._trim_due is not None:
-            deadlines.append(self._trim_due)
-        return min(deadlines) if deadlines else None
+        due = self._trim_due
+        for worker in self.pool.by_identity.values():
+            if worker.deadline and (due is None or worker.deadline < due):
+                due = worker.deadline
+        return due
 
     def size(self) -> int:
         return len(self.pool.by_identity)

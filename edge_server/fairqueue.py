@@ -80,4 +80,7 @@ class FairQueue:
 
     def _forget(self, client: bytes) -> None:
         del self._by_client[client]
-        self._rotation.remove(client)
+        if self._rotation and self._rotation[-1] == client:  # pop just rotated it to the back
+            self._rotation.pop()
+        else:
+            self._rotation.remove(client)

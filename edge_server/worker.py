@@ -121,7 +121,7 @@ def run_worker(
             if kind == b"K":
                 resume_from = [bytes(f) for f in frames[1:]]
                 continue
-            job_id, header_frame, name, spans = (bytes(f) for f in frames[1:5])
+            job_id, header_frame, name, spans = map(bytes, frames[1:5])
             payload = reader.unpack(name, spans, frames[5:])
             _slot, jobs_seen = jobs_seen % stopsig.SLOTS, jobs_seen + 1
 
