@@ -52,7 +52,7 @@ class Unwritten:
             last = max(row[0] for row in self.added)
             db.execute(
                 "INSERT INTO meta VALUES ('last_id', ?) ON CONFLICT (key) DO UPDATE SET "
-                "value = MAX(CAST(value AS INTEGER), excluded.value)",
+                "value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
                 (last,),
             )
             db.executemany(

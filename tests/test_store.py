@@ -272,3 +272,20 @@ def test_the_operators_overview_reads_live_jobs_usage_and_failures_read_only(tmp
     assert [(f[0], f[1], f[4]) for f in seen.failed] == [(3, "bob", "ValueError: no")]
     assert [(u[0], u[1], u[2]) for u in seen.usage] == [("bob", 1, 0.5)]
     store.close()
+
+
+def test_the_last_id_kept_is_the_highest_given_not_the_latest(tmp_path):
+    """meta.last_id (ids are never reused, even once their jobs expire) never goes down:
+    the value is compared as a number (text, as the column keeps it, ranks above any)."""
+    store = Store(tmp_path / "jobs.sqlite")
+    _add(store, 100)
+    store.flush()
+    _add(store, 50, request_id=8)
+    store.flush()
+    store.close()
+    db = sqlite3.connect(tmp_path / "jobs.sqlite")
+    try:
+        (value,) = db.execute("SELECT value FROM meta WHERE key='last_id'").fetchone()
+    finally:
+        db.close()
+    assert int(value) == 100
