@@ -28,7 +28,9 @@ Policies, each run through the same phases from a cold client:
 send every call to their server and run it here only when that server does
 not answer (as ``auto`` mode does today: DCOF's offline mode). This device
 is emulated as ``LOCAL_SLOWDOWN`` times slower than a server (the service
-sleep is that much longer in this process). All use the same heartbeats. Energy is modelled (the
+sleep is that much longer in this process), and this process runs in a cgroup of its
+own (:class:`bench.fleet_cpu.Device`), so that the CPU load its client sees is the
+device's, not other jobs' on a shared host. All use the same heartbeats. Energy is modelled (the
 ``smartphone-wifi`` profile: radio power while uploading at the link's rate,
 idle power while waiting, CPU power while running here), not measured.
 
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
     rng = random.Random(args.seed)
     runs: dict[str, dict[str, Any]] = {}
     with contextlib.ExitStack() as stack:
+        stack.enter_context(fleet_cpu.Device())  # the device's CPU load is its own
         fleet = Fleet(stack)
         for name, make in policies(fleet, rng).items():
             fleet.reset()

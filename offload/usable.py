@@ -28,6 +28,10 @@ probation or starting (so a server that answers again is noticed within a
 quarter of a heartbeat) and those whose latest PONG reported other clients'
 calls (so the decision does not avoid a server for a queue that has drained
 since).
+
+It also probes each usable server's bandwidth once, and again after it was lost
+(:mod:`offload.probing`); the first call waits for the uplink probes, so its
+choice is made on measured links rather than one assumed figure for all.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from typing import Any
 from . import _exceptions as errors
 from .config import Config
 from .fleet import Known
+from .probing import PROBE_BYTES, Prober
 from .profiler.choice import Candidate
 from .remote import Remote
 
@@ -83,6 +88,8 @@ class Usable:
         self._closed = threading.Event()
         self._pinged = 0.0
         self._first = True
+        #: Measures each usable server's link (again after it was lost): :mod:`offload.probing`.
+        self._prober = Prober(config.probe_bytes or PROBE_BYTES)
         #: What the decision reads: the usable servers now (a new tuple on every change).
         self.candidates: tuple[Candidate, ...] = ()
         #: Servers not usable now, and why (for ``explain`` and ``offload servers``).
@@ -94,6 +101,8 @@ class Usable:
             with self._first_lock:
                 if self._first:
                     self.refresh(known(), wait=self._config.connect_timeout)
+                    deadline = time.monotonic() + self._config.connect_timeout
+                    self._prober.wait(self._usable_remotes(), deadline)
                     self._first = False
                     self._watcher = threading.Thread(
                         target=self.watch, name="offload-fleet-watch", daemon=True
@@ -112,6 +121,7 @@ class Usable:
         step = max(0.05, self._config.heartbeat_interval / WATCH_PER_HEARTBEAT)
         unanswered: dict[str, Future[Any]] = {}
         while not self._closed.wait(step):
+            self._prober.step(self._usable_remotes())
             with self._lock:
                 watched = [
                     (address, remote)
@@ -132,6 +142,11 @@ class Usable:
                 _answered(unanswered[address], deadline)
             with self._lock:
                 self._rebuild()
+
+    def _usable_remotes(self) -> list[Remote]:
+        """The connections to the usable servers."""
+        with self._lock:
+            return [self._remotes[c.address] for c in self.candidates]
 
     def _ping(self, address: str, remote: Remote) -> Future[Any]:
         """PING ``remote``, noting this client's calls in flight there as it goes."""
@@ -254,6 +269,7 @@ class Usable:
 
     def _count_loss(self, address: str) -> None:
         """One more loss of ``address`` for its probation (forgotten after a long usable run)."""
+        self._prober.forget(address)
         losses, back = self._losses.get(address, (0, 0.0))
         if losses and time.monotonic() - back > FORGET * self._config.probation:
             losses = 0

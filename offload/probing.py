@@ -1,0 +1,102 @@
+"""Bandwidth probes of the servers a client chooses among (issue 13, item 5).
+
+With several servers, a server none of this client's calls went to yet is
+ranked by the bandwidth assumed for every link (``assumed_mbit_s``): three
+servers behind links of 8, 40 and 100 Mbit/s all look the same, and the
+first calls go to whichever the RTT prior favours, then stay there while it
+is not much worse than the assumed figure of the others. So each server's
+link is measured once it answers, by an active probe: ``nbytes`` up in a
+PING, then ``nbytes`` down in its PONG (:meth:`~offload.profiler.network.Link.on_probe`),
+one direction per step, only while this client has nothing else in flight
+there (the probe would measure the queue behind its own calls, and slow
+them). A server lost and back is probed again: it may have come back
+elsewhere, or behind another link.
+
+Nothing here blocks, except :meth:`Prober.wait` (the client's first call,
+which waits for the first PONGs anyway, waits for the uplink probes too, so
+that its choice is made on measured links). The probe's time includes
+serializing and the server's turnaround of a PING, so it bounds the
+bandwidth from below; calls then refine it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future
+from typing import Any
+
+from .remote import Remote
+
+log = logging.getLogger("offload")
+
+#: Bytes each way of a server's probe when ``probe_bytes`` is not set: above the
+#: size from which a transfer teaches the bandwidth (``network.LARGE``), small
+#: enough for 64 ms on an 8 Mbit/s link.
+PROBE_BYTES = 64 * 1024
+#: The directions probed, in order: (up, down) multipliers of the probe size.
+DIRECTIONS = ((1, 0), (0, 1))
+
+
+class Prober:
+    """Probes each usable server's link once (again after it was lost), a direction a step."""
+
+    def __init__(self, nbytes: int) -> None:
+        self._nbytes = nbytes
+        self._lock = threading.Lock()
+        #: address -> how many directions were probed (or are being probed) since it was usable
+        self._stage: dict[str, int] = {}
+        self._pending: dict[str, Future[None]] = {}
+
+    def forget(self, address: str) -> None:
+        """``address`` was lost: probe its link again once it is usable."""
+        with self._lock:
+            self._stage.pop(address, None)
+
+    def step(self, remotes: Iterable[Remote]) -> list[Future[None]]:
+        """Send the next probe to each of ``remotes`` (usable servers) that needs one; the
+        probes sent (each resolves once measured, or failed)."""
+        sent = []
+        for remote in remotes:
+            address = remote.address
+            with self._lock:
+                pending = self._pending.get(address)
+                stage = self._stage.get(address, 0)
+                if stage >= len(DIRECTIONS) or (pending is not None and not pending.done()):
+                    continue
+                if remote.conn.up is not True or remote.conn.in_flight():
+                    continue
+                self._stage[address] = stage + 1
+                up, down = (self._nbytes * k for k in DIRECTIONS[stage])
+                probe = self._pending[address] = _probe(remote, up, down)
+            sent.append(probe)
+        return sent
+
+    def wait(self, remotes: Iterable[Remote], deadline: float) -> None:
+        """Probe the uplink of each of ``remotes`` now and wait for them until ``deadline``."""
+        for probe in self.step(remotes):
+            try:
+                probe.result(max(0.0, deadline - time.monotonic()))
+            except Exception:  # not answering, or too slow: the choice goes on without it
+                log.debug("a bandwidth probe did not finish", exc_info=True)
+
+
+def _probe(remote: Remote, up: int, down: int) -> Future[None]:
+    """PING ``remote`` with ``up`` bytes (asking ``down`` back); resolves once its link
+    learned the rate (a PING's own future may wake a waiter before its callbacks ran)."""
+    start = time.perf_counter()
+    measured: Future[None] = Future()
+    measured.set_running_or_notify_cancel()
+
+    def learn(pinged: Future[Any]) -> None:
+        error = None if pinged.cancelled() else pinged.exception()
+        if pinged.cancelled() or error is not None:
+            measured.set_exception(error or TimeoutError("the probe was cancelled"))
+            return
+        remote.link.on_probe(up, down, time.perf_counter() - start)
+        measured.set_result(None)
+
+    remote.ping(up=up, down=down).add_done_callback(learn)
+    return measured
