@@ -7,16 +7,20 @@ first calls go to whichever the RTT prior favours, then stay there while it
 is not much worse than the assumed figure of the others. So each server's
 link is measured once it answers, by an active probe: ``nbytes`` up in a
 PING, then ``nbytes`` down in its PONG (:meth:`~offload.profiler.network.Link.on_probe`),
-one direction per step, only while this client has nothing else in flight
-there (the probe would measure the queue behind its own calls, and slow
-them). A server lost and back is probed again: it may have come back
-elsewhere, or behind another link.
+one direction at a time, only while this client has nothing else in flight
+there (the probe would measure the queue behind its own calls). A server
+lost and back is probed again: it may have come back elsewhere, or behind
+another link.
 
-Nothing here blocks, except :meth:`Prober.wait` (the client's first call,
-which waits for the first PONGs anyway, waits for the uplink probes too, so
-that its choice is made on measured links). The probe's time includes
-serializing and the server's turnaround of a PING, so it bounds the
-bandwidth from below; calls then refine it.
+A probe and a call at once on one link would slow each other, and the call
+would teach its link a rate the probe took half of. So the client's first
+call, which waits for the first PONGs anyway, waits for the probes too
+(:meth:`Prober.wait`: each server both ways, the servers at once), and a
+server lost and back is probed as soon as it answers, most often before it
+takes calls again (while on probation, or while its workers start).
+Otherwise nothing here blocks. The probe's time includes serializing and the
+server's turnaround of a PING, so it bounds the bandwidth from below; calls
+then refine it.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ class Prober:
             self._stage.pop(address, None)
 
     def step(self, remotes: Iterable[Remote]) -> list[Future[None]]:
-        """Send the next probe to each of ``remotes`` (usable servers) that needs one; the
+        """Send the next probe to each of ``remotes`` that answers and needs one; the
         probes sent (each resolves once measured, or failed)."""
         sent = []
         for remote in remotes:
@@ -74,13 +78,15 @@ class Prober:
             sent.append(probe)
         return sent
 
-    def wait(self, remotes: Iterable[Remote], deadline: float) -> None:
-        """Probe the uplink of each of ``remotes`` now and wait for them until ``deadline``."""
-        for probe in self.step(remotes):
-            try:
-                probe.result(max(0.0, deadline - time.monotonic()))
-            except Exception:  # not answering, or too slow: the choice goes on without it
-                log.debug("a bandwidth probe did not finish", exc_info=True)
+    def wait(self, remotes: list[Remote], deadline: float) -> None:
+        """Probe each of ``remotes`` both ways now (one direction at a time, the servers at
+        once) and wait for them until ``deadline``."""
+        for _ in DIRECTIONS:
+            for probe in self.step(remotes):
+                try:
+                    probe.result(max(0.0, deadline - time.monotonic()))
+                except Exception:  # not answering, or too slow: the choice goes on without it
+                    log.debug("a bandwidth probe did not finish", exc_info=True)
 
 
 def _probe(remote: Remote, up: int, down: int) -> Future[None]:

@@ -29,9 +29,10 @@ quarter of a heartbeat) and those whose latest PONG reported other clients'
 calls (so the decision does not avoid a server for a queue that has drained
 since).
 
-It also probes each usable server's bandwidth once, and again after it was lost
-(:mod:`offload.probing`); the first call waits for the uplink probes, so its
-choice is made on measured links rather than one assumed figure for all.
+It also probes each server's bandwidth (:mod:`offload.probing`): the first call
+waits for the probes, so its choice is made on measured links rather than one
+assumed figure for all, and a server lost and back is probed again while it
+takes no calls yet (probation, or starting).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class Usable:
                 if self._first:
                     self.refresh(known(), wait=self._config.connect_timeout)
                     deadline = time.monotonic() + self._config.connect_timeout
-                    self._prober.wait(self._usable_remotes(), deadline)
+                    self._prober.wait(self._answering(), deadline)
                     self._first = False
                     self._watcher = threading.Thread(
                         target=self.watch, name="offload-fleet-watch", daemon=True
@@ -121,7 +122,7 @@ class Usable:
         step = max(0.05, self._config.heartbeat_interval / WATCH_PER_HEARTBEAT)
         unanswered: dict[str, Future[Any]] = {}
         while not self._closed.wait(step):
-            self._prober.step(self._usable_remotes())
+            self._prober.step(self._answering())
             with self._lock:
                 watched = [
                     (address, remote)
@@ -143,10 +144,10 @@ class Usable:
             with self._lock:
                 self._rebuild()
 
-    def _usable_remotes(self) -> list[Remote]:
-        """The connections to the usable servers."""
+    def _answering(self) -> list[Remote]:
+        """The connections to the servers that answer (usable, on probation, or starting)."""
         with self._lock:
-            return [self._remotes[c.address] for c in self.candidates]
+            return [r for r in self._remotes.values() if r.conn.up is True]
 
     def _ping(self, address: str, remote: Remote) -> Future[Any]:
         """PING ``remote``, noting this client's calls in flight there as it goes."""

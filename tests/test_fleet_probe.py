@@ -23,7 +23,7 @@ def _until(check: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.05)
 
 
-def test_every_server_is_probed_before_the_first_choice_and_both_ways_after(server, make_server):
+def test_every_server_is_probed_both_ways_before_the_first_choice_and_once(server, make_server):
     other = make_server()
     addresses = [server.address, other.address]
     with offload.Client(servers=addresses, mode="auto", profile_cache="") as client:
@@ -31,6 +31,7 @@ def test_every_server_is_probed_before_the_first_choice_and_both_ways_after(serv
         assert first
         for c in first:  # (a server whose workers still start is left out, probed later)
             assert c.link.up_bps.mean is not None, "ranked by a measured uplink"
+            assert c.link.down_bps.mean is not None, "and downlink"
             assert c.link.snapshot()["up_bps"] != c.link.prior_bps
         _until(lambda: len(client.servers.candidates()) == 2)
         candidates = client.servers.candidates()
