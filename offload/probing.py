@@ -10,7 +10,10 @@ PING, then ``nbytes`` down in its PONG (:meth:`~offload.profiler.network.Link.on
 one direction at a time, only while this client has nothing else in flight
 there (the probe would measure the queue behind its own calls). A server
 lost and back is probed again: it may have come back elsewhere, or behind
-another link.
+another link. So is a link whose estimate a call moved by a step (four times
+or more): the step stands until the probe confirms it (a weakened link) or
+undoes it (one call slowed by the server or the host, not the link), and a
+link no call measured for a while (an estimate that old decides failovers).
 
 A probe and a call at once on one link would slow each other, and the call
 would teach its link a rate the probe took half of. So the client's first
@@ -44,39 +47,75 @@ PROBE_BYTES = 64 * 1024
 DIRECTIONS = ((1, 0), (0, 1))
 
 
-class Prober:
-    """Probes each usable server's link once (again after it was lost), a direction a step."""
+#: A link's rate this many times off what its last probe left (a call saw a step) is
+#: probed again: one slow call (a hiccup of the server's or the host's) would otherwise
+#: keep a good server out of the choice until an exploration, a weakened link is
+#: confirmed.
+CHANGED = 4.0
 
-    def __init__(self, nbytes: int) -> None:
+
+class Prober:
+    """Probes each answering server's link, a direction a step: once it answers (again after
+    it was lost), when a call changed its estimate by a step (:data:`CHANGED`), and once
+    ``stale_s`` passed with no call there to keep the estimate current."""
+
+    def __init__(self, nbytes: int, stale_s: float) -> None:
         self._nbytes = nbytes
+        self._stale_s = stale_s
         self._lock = threading.Lock()
-        #: address -> how many directions were probed (or are being probed) since it was usable
+        #: address -> how many directions were probed (or are being probed) in this round
         self._stage: dict[str, int] = {}
         self._pending: dict[str, Future[None]] = {}
+        #: address -> (up rate, down rate, calls) its link had as its last round ended, and when
+        self._left: dict[str, tuple[float, float, int, float]] = {}
 
     def forget(self, address: str) -> None:
-        """``address`` was lost: probe its link again once it is usable."""
+        """``address`` was lost: probe its link again once it answers."""
         with self._lock:
             self._stage.pop(address, None)
+            self._left.pop(address, None)
 
     def step(self, remotes: Iterable[Remote]) -> list[Future[None]]:
         """Send the next probe to each of ``remotes`` that answers and needs one; the
         probes sent (each resolves once measured, or failed)."""
         sent = []
+        now = time.monotonic()
         for remote in remotes:
             address = remote.address
             with self._lock:
                 pending = self._pending.get(address)
+                if pending is not None and not pending.done():
+                    continue
                 stage = self._stage.get(address, 0)
-                if stage >= len(DIRECTIONS) or (pending is not None and not pending.done()):
+                if stage >= len(DIRECTIONS) and not self._due(address, remote, now):
                     continue
                 if remote.conn.up is not True or remote.conn.in_flight():
                     continue
+                stage %= len(DIRECTIONS)
                 self._stage[address] = stage + 1
                 up, down = (self._nbytes * k for k in DIRECTIONS[stage])
                 probe = self._pending[address] = _probe(remote, up, down)
             sent.append(probe)
         return sent
+
+    def _due(self, address: str, remote: Remote, now: float) -> bool:
+        """Whether a link probed both ways is due another round (lock held)."""
+        link = remote.link
+        left = self._left.get(address)
+        if left is None:  # its round just ended: what it left, to compare with
+            self._left[address] = (link.up_rate, link.down_rate, link.calls, now)
+            return False
+        up, down, calls, when = left
+        stepped = max(up / link.up_rate, link.up_rate / up) >= CHANGED or (
+            max(down / link.down_rate, link.down_rate / down) >= CHANGED
+        )
+        stale = calls == link.calls and now - when > self._stale_s
+        if stepped or stale:
+            del self._left[address]
+            return True
+        if calls != link.calls:  # calls keep it current: stale counts from the latest
+            self._left[address] = (up, down, link.calls, now)
+        return False
 
     def wait(self, remotes: list[Remote], deadline: float) -> None:
         """Probe each of ``remotes`` both ways now (one direction at a time, the servers at

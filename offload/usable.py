@@ -57,6 +57,8 @@ log = logging.getLogger("offload")
 FORGET = 4.0
 #: How many times per heartbeat the watcher PINGs the servers about to change.
 WATCH_PER_HEARTBEAT = 4
+#: Heartbeats after which a server's link no call measured is probed again.
+STALE_HEARTBEATS = 10
 
 
 def probation_s(probation: float, losses: int) -> float:
@@ -90,7 +92,8 @@ class Usable:
         self._pinged = 0.0
         self._first = True
         #: Measures each usable server's link (again after it was lost): :mod:`offload.probing`.
-        self._prober = Prober(config.probe_bytes or PROBE_BYTES)
+        stale = STALE_HEARTBEATS * config.heartbeat_interval
+        self._prober = Prober(config.probe_bytes or PROBE_BYTES, stale)
         #: What the decision reads: the usable servers now (a new tuple on every change).
         self.candidates: tuple[Candidate, ...] = ()
         #: Servers not usable now, and why (for ``explain`` and ``offload servers``).

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import offload
 from offload.config import Config
+from offload.probing import CHANGED, PROBE_BYTES
 from offload.profiler import Link
 from offload.remote import Remote
 
@@ -71,3 +72,18 @@ def test_a_ping_sent_while_the_server_is_lost_does_not_time_the_rtt(server):
         assert remote.link.rtt.count == 1
     finally:
         remote.close()
+
+
+def test_a_link_one_slow_call_stepped_is_probed_again_and_undone(server, make_server):
+    other = make_server()
+    with offload.Client(servers=[server.address, other.address], profile_cache="") as client:
+        client.servers.candidates()
+        usable = client.servers.usable
+        assert usable is not None
+        _until(lambda: len(usable.candidates) == 2)
+        link = usable.candidates[0].link
+        _until(lambda: link.down_bps.mean is not None)
+        measured = link.up_rate
+        link.on_call(up=10 * PROBE_BYTES, down=0, turnaround=20.0, server=0.0)  # a hiccup
+        assert link.up_rate < measured / 100, "one call moved the estimate by a step"
+        _until(lambda: link.up_rate > measured / CHANGED)  # the probe undid it
