@@ -25,7 +25,8 @@ until one is, unless no other server is.
 Between the heartbeats, a watcher thread (:meth:`Usable.watch`) PINGs four
 times as often the servers whose state is about to change: those lost, on
 probation or starting (so a server that answers again is noticed within a
-quarter of a heartbeat) and those whose latest PONG reported other clients'
+quarter of a heartbeat; one whose workers start, every 50 ms: it takes calls
+as soon as one is ready) and those whose latest PONG reported other clients'
 calls (so the decision does not avoid a server for a queue that has drained
 since).
 
@@ -57,6 +58,9 @@ log = logging.getLogger("offload")
 FORGET = 4.0
 #: How many times per heartbeat the watcher PINGs the servers about to change.
 WATCH_PER_HEARTBEAT = 4
+#: Seconds between the watcher's PINGs of a server whose workers start (none ready yet):
+#: it takes calls from the moment one is ready, and a restart ends only then.
+STARTING_S = 0.05
 #: Heartbeats after which a server's link no call measured is probed again.
 STALE_HEARTBEATS = 10
 
@@ -119,13 +123,18 @@ class Usable:
 
         Every ``heartbeat_interval / WATCH_PER_HEARTBEAT`` s: the servers lost, on
         probation or starting, and those whose latest PONG counted other clients' calls
-        there; never one whose previous PING is still unanswered (a dead server's would
-        pile up, and a call's estimate counts what is in flight there).
+        there; every :data:`STARTING_S` one whose workers start; never one whose previous
+        PING is still unanswered (a dead server's would pile up, and a call's estimate
+        counts what is in flight there). Each step also sends the probes due
+        (:mod:`offload.probing`).
         """
-        step = max(0.05, self._config.heartbeat_interval / WATCH_PER_HEARTBEAT)
+        step = max(STARTING_S, self._config.heartbeat_interval / WATCH_PER_HEARTBEAT)
         unanswered: dict[str, Future[Any]] = {}
-        while not self._closed.wait(step):
+        pinged: dict[str, float] = {}
+        fine = STARTING_S
+        while not self._closed.wait(fine):
             self._prober.step(self._answering())
+            now = time.monotonic()
             with self._lock:
                 watched = [
                     (address, remote)
@@ -136,11 +145,13 @@ class Usable:
                         or self._by_address[address].others > 0
                     )
                     and (address not in unanswered or unanswered[address].done())
+                    and now - pinged.get(address, 0.0) >= (fine if _starting(remote) else step)
                 ]
             if not watched:
                 continue
-            deadline = time.monotonic() + step
+            deadline = now + fine
             for address, remote in watched:
+                pinged[address] = now
                 unanswered[address] = self._ping(address, remote)
             for address, _ in watched:
                 _answered(unanswered[address], deadline)
