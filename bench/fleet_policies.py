@@ -61,8 +61,8 @@ class Ours:
         return self._fleet.name_of(self._client.call(work, (payload, serve_s), {}))
 
     def predict(self, payload: bytes, serve_s: float) -> dict[str, Any]:
-        """What the client would choose for this call now, and its estimate of each side
-        (``offload.explain``: it runs nothing and changes nothing)."""
+        """What the client would choose for this call now, its estimate of each side, and
+        why a server is left out (``offload.explain``: it runs nothing, changes nothing)."""
         result = self._client.explain(work, payload, serve_s)
         side = "here" if result.side == "local" else self._names.get(result.server or "", "?")
         estimates = {
@@ -70,7 +70,12 @@ class Ours:
             for row in result.candidates
             if row["time_s"] is not None
         }
-        return {"side": side, "estimates": estimates}
+        left_out = {
+            self._names.get(row["where"], row["where"]): row["why"]
+            for row in result.candidates
+            if row["time_s"] is None
+        }
+        return {"side": side, "estimates": estimates, "left_out": left_out}
 
 
 @contextlib.contextmanager
