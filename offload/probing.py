@@ -66,8 +66,9 @@ class Prober:
         #: address -> how many directions were probed (or are being probed) in this round
         self._stage: dict[str, int] = {}
         self._pending: dict[str, Future[None]] = {}
-        #: address -> (up rate, down rate, calls) its link had as its last round ended, and when
-        self._left: dict[str, tuple[float, float, int, float]] = {}
+        #: address -> (up rate, down rate, calls) of its link when last looked at, when, and
+        #: whether calls had measured it since its last round of probes
+        self._left: dict[str, tuple[float, float, int, float, bool]] = {}
 
     def forget(self, address: str) -> None:
         """``address`` was lost: probe its link again once it answers."""
@@ -99,22 +100,30 @@ class Prober:
         return sent
 
     def _due(self, address: str, remote: Remote, now: float) -> bool:
-        """Whether a link probed both ways is due another round (lock held)."""
+        """Whether a link probed both ways is due another round (lock held).
+
+        A step counts only between two estimates calls made: a probe and a call measure
+        a little differently (a short probe may pass in the link's burst), and comparing
+        one with the other would probe again and again.
+        """
         link = remote.link
         left = self._left.get(address)
         if left is None:  # its round just ended: what it left, to compare with
-            self._left[address] = (link.up_rate, link.down_rate, link.calls, now)
+            self._left[address] = (link.up_rate, link.down_rate, link.calls, now, False)
             return False
-        up, down, calls, when = left
+        up, down, calls, when, by_calls = left
+        if calls == link.calls:
+            if now - when > self._stale_s:  # no call measured it for a while
+                del self._left[address]
+                return True
+            return False
         stepped = max(up / link.up_rate, link.up_rate / up) >= CHANGED or (
             max(down / link.down_rate, link.down_rate / down) >= CHANGED
         )
-        stale = calls == link.calls and now - when > self._stale_s
-        if stepped or stale:
+        if by_calls and stepped:
             del self._left[address]
             return True
-        if calls != link.calls:  # calls keep it current: stale counts from the latest
-            self._left[address] = (up, down, link.calls, now)
+        self._left[address] = (link.up_rate, link.down_rate, link.calls, now, True)
         return False
 
     def wait(self, remotes: list[Remote], deadline: float) -> None:

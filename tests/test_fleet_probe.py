@@ -83,7 +83,9 @@ def test_a_link_one_slow_call_stepped_is_probed_again_and_undone(server, make_se
         _until(lambda: len(usable.candidates) == 2)
         link = usable.candidates[0].link
         _until(lambda: link.down_bps.mean is not None)
-        measured = link.up_rate
-        link.on_call(up=10 * PROBE_BYTES, down=0, turnaround=20.0, server=0.0)  # a hiccup
+        measured, size = link.up_rate, 10 * PROBE_BYTES
+        link.on_call(up=size, down=0, turnaround=link.fixed + size / measured, server=0.0)
+        time.sleep(1.0)  # the watcher looks (every 50 ms): calls measure this link now
+        link.on_call(up=size, down=0, turnaround=20.0, server=0.0)  # a hiccup
         assert link.up_rate < measured / 100, "one call moved the estimate by a step"
         _until(lambda: link.up_rate > measured / CHANGED)  # the probe undid it
