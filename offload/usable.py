@@ -28,7 +28,9 @@ probation or starting (so a server that answers again is noticed within a
 quarter of a heartbeat; one whose workers start, every 50 ms: it takes calls
 as soon as one is ready) and those whose latest PONG reported other clients'
 calls (so the decision does not avoid a server for a queue that has drained
-since).
+since); and, while this client makes calls, every server (so that its calls do
+not go to a server other clients filled since its latest heartbeat; an idle
+client PINGs once a heartbeat).
 
 It also probes each server's bandwidth (:mod:`offload.probing`): the first call
 waits for the probes, so its choice is made on measured links rather than one
@@ -123,24 +125,32 @@ class Usable:
 
         Every ``heartbeat_interval / WATCH_PER_HEARTBEAT`` s: the servers lost, on
         probation or starting, and those whose latest PONG counted other clients' calls
-        there; every :data:`STARTING_S` one whose workers start; never one whose previous
-        PING is still unanswered (a dead server's would pile up, and a call's estimate
-        counts what is in flight there). Each step also sends the probes due
+        there; while this client makes calls (one ended within a heartbeat), every
+        server, so that a server other clients just filled is seen within that time.
+        Every :data:`STARTING_S` one whose workers start. Never one whose previous PING
+        is still unanswered (a dead server's would pile up, and a call's estimate counts
+        what is in flight there). Each step also sends the probes due
         (:mod:`offload.probing`).
         """
         step = max(STARTING_S, self._config.heartbeat_interval / WATCH_PER_HEARTBEAT)
         unanswered: dict[str, Future[Any]] = {}
         pinged: dict[str, float] = {}
         fine = STARTING_S
+        calls, called = 0, 0.0
         while not self._closed.wait(fine):
             self._prober.step(self._answering())
             now = time.monotonic()
             with self._lock:
+                total = sum(r.link.calls for r in self._remotes.values())
+                if total != calls:
+                    calls, called = total, now
+                busy = now - called < self._config.heartbeat_interval  # calls being made
                 watched = [
                     (address, remote)
                     for address, remote in self._remotes.items()
                     if (
-                        address in self._lost
+                        busy
+                        or address in self._lost
                         or address in self.excluded
                         or self._by_address[address].others > 0
                     )
