@@ -75,3 +75,40 @@ def available() -> str | None:
     if controllers.exists() and "cpu" in controllers.read_text().split():
         return None if os.access(CGROUP, os.W_OK) else "the cgroup root is not writable"
     return "no cgroup cpu controller"
+
+
+class Device(CpuQuota):
+    """The emulated device: this process in a cgroup of its own (with the whole host as its
+    quota), so that the CPU load its client measures (:class:`offload.profiler.DeviceProfiler`
+    reads a quota'd group's usage) is the device's own, not other tenants' of a shared host.
+
+    On a host that other jobs share, they would count as the device's load, and every
+    estimate of a call run here would grow up to 4 times (``contention``) although the
+    emulated device's calls (sleeps) do not slow down: the device would look busy because
+    its host is. Entered before the clients are made; on exit, the process goes back to
+    the root group.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(float(os.cpu_count() or 1), "device")
+        acct = CGROUP / "cpuacct"  # v1 may account CPU time in a hierarchy of its own
+        self._acct = acct / self.name if self._v1 and (acct / "cpuacct.usage").exists() else None
+
+    def __enter__(self) -> Device:
+        super().__enter__()
+        groups = [self.group, *([self._acct] if self._acct is not None else [])]
+        if self._acct is not None:
+            self._acct.mkdir(exist_ok=True)
+        for group in groups:
+            (group / "cgroup.procs").write_text(str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for group in (self.group, self._acct):
+            if group is not None:
+                with contextlib.suppress(OSError):
+                    (group.parent / "cgroup.procs").write_text(str(os.getpid()))
+        if self._acct is not None:
+            with contextlib.suppress(OSError):
+                self._acct.rmdir()
+        super().__exit__(*exc)

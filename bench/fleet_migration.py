@@ -35,7 +35,7 @@ import offload
 from .fleet_app import SLOWED, steps
 
 if TYPE_CHECKING:
-    from .fleet import Fleet
+    from .fleet_setup import Fleet
 
 FULL = {"steps": 80, "step_s": 0.05, "state_kb": 32, "repeats": 3}
 QUICK = {"steps": 40, "step_s": 0.05, "state_kb": 32, "repeats": 1}

@@ -12,10 +12,10 @@ from typing import Any
 
 from .api import OffloadedFunction
 from .deploy import count_transfer
+from .pongs import server_load
 from .profiler import Decider
 from .remote import Outcome, Remote
 from .servers import Servers
-from .usable import server_load
 
 log = logging.getLogger("offload")
 

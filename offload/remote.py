@@ -81,7 +81,7 @@ class Remote:
         self.server_info: dict[str, Any] = {}
         #: This client's requests in flight there when that PONG came (its load counts them).
         self.calls_at_pong = 0
-        #: ``offload.usable.server_load``'s answer and the PONG it read it from.
+        #: ``offload.pongs.server_load``'s answer and the PONG it read it from.
         self.load_memo: tuple[dict[str, Any], int, Any] | None = None
         #: Deploys the apps of functions that provision on first use (``provision``).
         self.provisioner = Provisioner(self)
@@ -348,9 +348,11 @@ class Remote:
         frames: list[Any] = [protocol.encode_header(protocol.PING, request_id, aux=down)]
         if up:
             frames.append(bytes(up))
-        # Timed only on an idle connection: behind a large transfer, a PING
-        # measures the queue, not the round trip.
-        idle = self.conn.in_flight() == 0
+        # Timed only on an idle connection that answers: behind a large transfer, a
+        # PING measures the queue, not the round trip; sent while the server is lost
+        # or not yet answering, it measures how long the server was away (a restart:
+        # seconds in the RTT, which then keeps a returning server looking far away).
+        idle = self.conn.in_flight() == 0 and self.conn.up is True
         start = time.perf_counter() if timed and idle and not (up or down) else 0.0
         try:
             self.conn.request(

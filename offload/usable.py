@@ -25,9 +25,17 @@ until one is, unless no other server is.
 Between the heartbeats, a watcher thread (:meth:`Usable.watch`) PINGs four
 times as often the servers whose state is about to change: those lost, on
 probation or starting (so a server that answers again is noticed within a
-quarter of a heartbeat) and those whose latest PONG reported other clients'
+quarter of a heartbeat; one whose workers start, every 50 ms: it takes calls
+as soon as one is ready) and those whose latest PONG reported other clients'
 calls (so the decision does not avoid a server for a queue that has drained
-since).
+since); and, while this client makes calls, every server (so that its calls do
+not go to a server other clients filled since its latest heartbeat; an idle
+client PINGs once a heartbeat).
+
+It also probes each server's bandwidth (:mod:`offload.probing`): the first call
+waits for the probes, so its choice is made on measured links rather than one
+assumed figure for all, and a server lost and back is probed again while it
+takes no calls yet (probation, or starting).
 """
 
 from __future__ import annotations
@@ -37,12 +45,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, NamedTuple
+from typing import Any
 
 from . import _exceptions as errors
 from .config import Config
 from .fleet import Known
 from .lacking import Lacking
+from .pongs import server_load, workers_starting
+from .probing import PROBE_BYTES, Prober
 from .profiler.choice import Candidate
 from .remote import Remote
 
@@ -52,6 +62,11 @@ log = logging.getLogger("offload")
 FORGET = 4.0
 #: How many times per heartbeat the watcher PINGs the servers about to change.
 WATCH_PER_HEARTBEAT = 4
+#: Seconds between the watcher's PINGs of a server whose workers start (none ready yet):
+#: it takes calls from the moment one is ready, and a restart ends only then.
+STARTING_S = 0.05
+#: Heartbeats after which a server's link no call measured is probed again.
+STALE_HEARTBEATS = 10
 
 
 def probation_s(probation: float, losses: int) -> float:
@@ -86,6 +101,9 @@ class Usable:
         self._closed = threading.Event()
         self._pinged = 0.0
         self._first = True
+        #: Measures each usable server's link (again after it was lost): :mod:`offload.probing`.
+        stale = STALE_HEARTBEATS * config.heartbeat_interval
+        self._prober = Prober(config.probe_bytes or PROBE_BYTES, stale)
         #: What the decision reads: the usable servers now (a new tuple on every change).
         self.candidates: tuple[Candidate, ...] = ()
         #: Servers not usable now, and why (for ``explain`` and ``offload servers``).
@@ -97,6 +115,8 @@ class Usable:
             with self._first_lock:
                 if self._first:
                     self.refresh(known(), wait=self._config.connect_timeout)
+                    deadline = time.monotonic() + self._config.connect_timeout
+                    self._prober.wait(self._answering(), deadline)
                     self._first = False
                     self._watcher = threading.Thread(
                         target=self.watch, name="offload-fleet-watch", daemon=True
@@ -109,32 +129,54 @@ class Usable:
 
         Every ``heartbeat_interval / WATCH_PER_HEARTBEAT`` s: the servers lost, on
         probation or starting, and those whose latest PONG counted other clients' calls
-        there; never one whose previous PING is still unanswered (a dead server's would
-        pile up, and a call's estimate counts what is in flight there).
+        there; while this client makes calls (one ended within a heartbeat), every
+        server, so that a server other clients just filled is seen within that time.
+        Every :data:`STARTING_S` one whose workers start. Never one whose previous PING
+        is still unanswered (a dead server's would pile up, and a call's estimate counts
+        what is in flight there). Each step also sends the probes due
+        (:mod:`offload.probing`).
         """
-        step = max(0.05, self._config.heartbeat_interval / WATCH_PER_HEARTBEAT)
+        step = max(STARTING_S, self._config.heartbeat_interval / WATCH_PER_HEARTBEAT)
         unanswered: dict[str, Future[Any]] = {}
-        while not self._closed.wait(step):
+        pinged: dict[str, float] = {}
+        fine = STARTING_S
+        calls, called = 0, 0.0
+        while not self._closed.wait(fine):
+            self._prober.step(self._answering())
+            now = time.monotonic()
             with self._lock:
+                total = sum(r.link.calls for r in self._remotes.values())
+                if total != calls:
+                    calls, called = total, now
+                busy = now - called < self._config.heartbeat_interval  # calls being made
                 watched = [
                     (address, remote)
                     for address, remote in self._remotes.items()
                     if (
-                        address in self._lost
+                        busy
+                        or address in self._lost
                         or address in self.excluded
                         or self._by_address[address].others > 0
                     )
                     and (address not in unanswered or unanswered[address].done())
+                    and now - pinged.get(address, 0.0)
+                    >= (fine if workers_starting(remote) else step)
                 ]
             if not watched:
                 continue
-            deadline = time.monotonic() + step
+            deadline = now + fine
             for address, remote in watched:
+                pinged[address] = now
                 unanswered[address] = self._ping(address, remote)
             for address, _ in watched:
                 _answered(unanswered[address], deadline)
             with self._lock:
                 self._rebuild()
+
+    def _answering(self) -> list[Remote]:
+        """The connections to the servers that answer (usable, on probation, or starting)."""
+        with self._lock:
+            return [r for r in self._remotes.values() if r.conn.up is True]
 
     def _ping(self, address: str, remote: Remote) -> Future[Any]:
         """PING ``remote``, noting this client's calls in flight there as it goes."""
@@ -229,7 +271,7 @@ class Usable:
             elif up is None:
                 excluded[address] = "has not answered yet"
                 continue
-            if _starting(remote):  # its first call would wait for a worker to start
+            if workers_starting(remote):  # its first call would wait for a worker to start
                 starting.append(candidate)
                 continue
             usable.append(candidate)
@@ -259,6 +301,7 @@ class Usable:
 
     def _count_loss(self, address: str) -> None:
         """One more loss of ``address`` for its probation (forgotten after a long usable run)."""
+        self._prober.forget(address)
         losses, back = self._losses.get(address, (0, 0.0))
         if losses and time.monotonic() - back > FORGET * self._config.probation:
             losses = 0
@@ -285,65 +328,6 @@ def _answered(pinged: Future[Any], deadline: float) -> bool:
     except Exception:
         return False  # not answering: the rebuild says so
     return True
-
-
-def _starting(remote: Remote) -> bool:
-    """Whether the server's latest PONG says none of its workers is ready yet (all starting)."""
-    load = remote.server_info.get("load")
-    if not isinstance(load, dict):
-        return False
-    ready = load.get("ready")
-    return isinstance(ready, int) and ready <= 0 and load.get("running") == 0
-
-
-class Load(NamedTuple):
-    """What a server's latest PONG says of its load, as the decision weighs it."""
-
-    others: int  # other clients' calls queued or running
-    workers: int
-    rate: float  # calls ended per second lately (0.0: not told)
-    service_s: float  # a call's mean run lately (0.0: not told)
-    clients: int | None  # clients with calls waiting (None: not told)
-
-
-def server_load(remote: Remote, mine: int = 0) -> Load | None:
-    """The load of the server's latest PONG (None when it told none, or nonsense).
-
-    This client's calls there are not others': those in flight when the PONG came, or
-    ``mine`` (those in flight when the PING left), whichever is more. A call that ended
-    between the two was counted by the server, but its reply may be read before the PONG
-    (it comes on another socket): counted as another client's, it made the server look
-    busy until the next PONG, and the decision alternated between it and another server.
-
-    Read after every call (``lessons.crowded``), so worked out once per PONG: kept
-    in ``remote.load_memo`` with the PONG's dict and the count of ours it came from.
-    """
-    info, calls = remote.server_info, max(remote.calls_at_pong, mine)
-    memo = remote.load_memo
-    if memo is not None and memo[0] is info and memo[1] == calls:
-        return memo[2]
-    load = _load_of(info, calls)
-    remote.load_memo = (info, calls, load)
-    return load
-
-
-def _load_of(info: dict[str, Any], calls: int) -> Load | None:
-    """:func:`server_load` from a PONG's ``info``, sent with ``calls`` of ours in flight."""
-    load = info.get("load")
-    if not isinstance(load, dict):
-        return None
-    try:
-        workers = int(load.get("workers") or info.get("workers") or 1)
-        ahead = int(load.get("queued", 0)) + int(load.get("running", 0))
-    except (TypeError, ValueError):
-        return None
-    rate = load.get("rate_per_s")
-    rate = float(rate) if isinstance(rate, (int, float)) and rate > 0 else 0.0
-    run = load.get("service_s")
-    run = float(run) if isinstance(run, (int, float)) and 0 < run < 1e9 else 0.0
-    clients = load.get("clients")
-    clients = clients if isinstance(clients, int) and clients >= 0 else None
-    return Load(max(ahead - calls, 0), max(workers, 1), rate, run, clients)
 
 
 def _update(candidate: Candidate, remote: Remote, mine: int) -> None:

@@ -109,7 +109,7 @@ def test_a_batch_spreads_over_the_servers_and_loses_no_item_with_one(make_server
 
 def test_a_call_that_ended_between_ping_and_pong_is_not_another_clients():
     """The server counted this client's call; its reply was read before the PONG."""
-    from offload.usable import server_load
+    from offload.pongs import server_load
 
     pong = {"load": {"queued": 0, "running": 1, "workers": 2, "rate_per_s": 3.0}}
     remote = SimpleNamespace(server_info=pong, calls_at_pong=0, load_memo=None)
