@@ -74,6 +74,8 @@ _RECHECK = 1.5
 #: Decisions after which a function never run here is tried here even on a dear call.
 _COLD_LOCAL_AFTER = 4
 
+_SETTLED = frozenset((CHEAPER, KEPT))  # reasons that settle the side: one lookup per call
+
 
 class AdaptiveDecider(Explaining, Learning):
     """The default decider: per-call estimates of time and energy from a :class:`Profiler`."""
@@ -224,7 +226,9 @@ class AdaptiveDecider(Explaining, Learning):
             best = est[0] if est[0] < est[2] else est[2]
             prof.typical += 0.1 * (best - prof.typical)
             self._spent += best
-        if reason in (COLD, EXPLORE):
+        if reason in _SETTLED:  # the usual case, tested first: the side stands
+            prof.side = side
+        elif reason != OFFLINE:  # COLD or EXPLORE
             # Mark the side as freshly tried so that calls made before this one
             # reports do not all try it too; its result moves the mark on.
             index = HERE if side == LOCAL else THERE
@@ -232,8 +236,8 @@ class AdaptiveDecider(Explaining, Learning):
             self._fresh[index] = self._spent
             if index == THERE:
                 self._fresh_link = self._spent
-        if reason != EXPLORE and reason != OFFLINE:
-            prof.side = side
+            if reason == COLD:  # an exploration does not move the side settled on
+                prof.side = side
         return side
 
     def _evaluate(
@@ -272,20 +276,24 @@ class AdaptiveDecider(Explaining, Learning):
         if not server_up:
             return LOCAL, OFFLINE, (t_local, None, None, None, 0.0, 0.0, False)
         drift = link.server_drift
-        t_exec = nominal * drift.value + wait if there else None
         every = self._every
-        if t_exec is None and prof.clock - m.seen[THERE] >= every:
-            if extra_up and t_local is not None and link.fixed + extra_up / link.up_rate > t_local:
-                # Its app alone would take longer to send than the call takes here.
-                return LOCAL, CHEAPER, (t_local, None, None, None, 0.0, 0.0, False)
-            return REMOTE, COLD, (t_local, None, None, None, 0.0, 0.0, False)
-        if t_local is None and there and link.slowdown.mean is not None:
-            # Never run here, but other functions say how much slower here is.
-            t_local = exp(base + link.slowdown.mean) * self._local_drift.value * busy
-        if t_local is None and self._cold_local(prof, x, t_exec):
-            return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
-        if t_local is None or t_exec is None:  # a first try still running: lean on the other
-            return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
+        if not there or t_local is None:  # a cold start to weigh (else the usual case, below)
+            t_exec = nominal * drift.value + wait if there else None
+            if t_exec is None and prof.clock - m.seen[THERE] >= every:
+                # Its app alone would take longer to send than the call takes here: local.
+                app_s = link.fixed + extra_up / link.up_rate if extra_up else 0.0
+                if extra_up and t_local is not None and app_s > t_local:
+                    return LOCAL, CHEAPER, (t_local, None, None, None, 0.0, 0.0, False)
+                return REMOTE, COLD, (t_local, None, None, None, 0.0, 0.0, False)
+            if t_local is None and there and link.slowdown.mean is not None:
+                # Never run here, but other functions say how much slower here is.
+                t_local = exp(base + link.slowdown.mean) * self._local_drift.value * busy
+            if t_local is None and self._cold_local(prof, x, t_exec):
+                return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
+            if t_local is None or t_exec is None:  # a first try still running: lean on the other
+                return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
+        else:
+            t_exec = nominal * drift.value + wait
 
         # Both sides known (a remote sample also teaches the byte models).
         a, b, _ = prof.up.params
@@ -295,14 +303,14 @@ class AdaptiveDecider(Explaining, Learning):
         t_remote = link.fixed + t_up + t_exec + t_down
         # A site's credits, as the time they are worth to the user (credit_value_s).
         t_cost = t_remote + self._credit_s * link.price_s * t_exec
-        weight, bias, critical = self._weight, self._bias, self._critical
+        weight = self._weight
         if weight == 1.0 and not energy:  # the time objective: the joules are not needed
-            s_local, s_remote = bias * t_local, t_cost  # (scores compare only as ratios)
+            s_local, s_remote = self._bias * t_local, t_cost  # (scores compare only as ratios)
             e_local = e_remote = None
         else:
             # EnergyModel.local and .remote, inlined: the radio is busy for the wire's
             # share of the transfer, the device idles for the rest of the call.
-            model = self._energy
+            model, bias = self._energy, self._bias
             e_local = model.cpu_w * t_local
             radio_up, radio_down = t_up * link.radio_up, t_down * link.radio_down
             idle = t_remote - radio_up - radio_down
@@ -316,13 +324,15 @@ class AdaptiveDecider(Explaining, Learning):
                 per_j = (1.0 - weight) / (e_local + e_remote)  # and of the energy
                 s_local = bias * (per_s * t_local + per_j * e_local)
                 s_remote = per_s * t_cost + per_j * e_remote
-        estimates = (t_local, t_exec, t_remote, t_up + t_down, e_local, e_remote, critical)
+        estimates = (t_local, t_exec, t_remote, t_up + t_down, e_local, e_remote, self._critical)
 
-        side: Side = LOCAL if s_local <= s_remote else REMOTE
+        if s_local <= s_remote:  # one test of the side, not one per use: the hot path
+            side, best, other = LOCAL, s_local, s_remote
+        else:
+            side, best, other = REMOTE, s_remote, s_local
         reason = CHEAPER
-        best, other = (s_local, s_remote) if side == LOCAL else (s_remote, s_local)
         last = prof.side
-        if last is not None and last != side and best > other * self._keep:
+        if last != side and last is not None and best > other * self._keep:
             side, reason, best, other = (REMOTE if side == LOCAL else LOCAL), KEPT, other, best
         # Explore the other side if what makes it look worse has gone stale, in
         # proportion to how much worse: this function's own estimate of it, or
@@ -343,7 +353,7 @@ class AdaptiveDecider(Explaining, Learning):
                 and spent - self._fresh[THERE] >= budget
                 and nominal >= drift.floor  # long enough to measure speed
             )
-            seen = m.seen[THERE]
+            seen, cost, elsewhere = m.seen[THERE], t_local, REMOTE
         else:
             budget = every * extra * t_remote
             here_drift = self._local_drift
@@ -352,11 +362,11 @@ class AdaptiveDecider(Explaining, Learning):
                 and spent - self._fresh[HERE] >= budget
                 and nominal * exp(c) >= here_drift.floor
             )
-            seen = m.seen[HERE]
+            seen, cost, elsewhere = m.seen[HERE], t_remote, LOCAL
         own = prof.clock - (seen if seen > 0 else 0) >= wait
         # ...on a call no bigger than usual: never a big one just to learn.
-        if shared or (own and (t_local if side == LOCAL else t_remote) <= 2.0 * prof.typical):
-            return (REMOTE if side == LOCAL else LOCAL), EXPLORE, estimates
+        if shared or (own and cost <= 2.0 * prof.typical):
+            return elsewhere, EXPLORE, estimates
         return side, reason, estimates
 
     def _cold_local(self, prof: FunctionProfile, x: float, t_exec: float | None) -> bool:
