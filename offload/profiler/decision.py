@@ -54,6 +54,7 @@ from typing import Any
 
 from .choice import EXPLORE as EXPLORE_SERVER
 from .choice import WHY, Candidate, ServerChoice
+from .cold import cold_local
 from .decider import LOCAL, REMOTE, Policy, Side
 from .device import DeviceState
 from .explaining import CHEAPER, COLD, EXPLORE, KEPT, OFFLINE, Explaining
@@ -70,9 +71,6 @@ MAX_PROFILES = 1024
 
 #: A device this much slower than at the last sample re-checks the server side (see _adopt).
 _RECHECK = 1.5
-
-#: Decisions after which a function never run here is tried here even on a dear call.
-_COLD_LOCAL_AFTER = 4
 
 _SETTLED = frozenset((CHEAPER, KEPT))  # reasons that settle the side: one lookup per call
 
@@ -107,6 +105,7 @@ class AdaptiveDecider(Explaining, Learning):
         # By the function's key (name and fingerprint), so transient wrappers of one
         # function share a profile; the least recently created go past MAX_PROFILES.
         self._profiles: OrderedDict[str, FunctionProfile] = OrderedDict()
+        self._last: tuple[Any, FunctionProfile] = (None, FunctionProfile(""))  # see decide
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -150,9 +149,14 @@ class AdaptiveDecider(Explaining, Learning):
         self, fn: Any, args: tuple[Any, ...], kwargs: Any, server_up: bool, extra_up: int = 0
     ) -> tuple[Side, int]:
         size = call_size(fn, args, kwargs)
-        prof = self._profiles.get(fn.key)
-        if prof is None:
-            prof = self.profile(fn)
+        # The last function decided, and its profile: calls of one function come in runs,
+        # and fn.key, a property, costs as much as a tenth of the decision.
+        last = self._last
+        if last[0] is not fn:
+            found = self._profiles.get(fn.key)
+            # One tuple: another thread reads both or neither.
+            last = self._last = (fn, found if found is not None else self.profile(fn))
+        prof = last[1]
         side = self.choose(prof, size, server_up, None, 0.0, extra_up)
         if self._debug:
             logger.debug("%s size=%d -> %s", prof.key, size, side)
@@ -288,7 +292,7 @@ class AdaptiveDecider(Explaining, Learning):
             if t_local is None and there and link.slowdown.mean is not None:
                 # Never run here, but other functions say how much slower here is.
                 t_local = exp(base + link.slowdown.mean) * self._local_drift.value * busy
-            if t_local is None and self._cold_local(prof, x, t_exec):
+            if t_local is None and cold_local(prof, x, t_exec, self._cheap_try_s):
                 return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
             if t_local is None or t_exec is None:  # a first try still running: lean on the other
                 return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
@@ -368,23 +372,6 @@ class AdaptiveDecider(Explaining, Learning):
         if shared or (own and cost <= 2.0 * prof.typical):
             return elsewhere, EXPLORE, estimates
         return side, reason, estimates
-
-    def _cold_local(self, prof: FunctionProfile, x: float, t_exec: float | None) -> bool:
-        """Whether to run a function never run here on this call (of log size ``x``), once.
-
-        On a call the server did in under ``cheap_try_s``, extrapolated as if the cost
-        grew with the square of the size beyond the sizes seen there (sorting does; a
-        prior slope of 1 would send a call 50 times as big here on its first try); after
-        ``_COLD_LOCAL_AFTER`` calls without one, on a call no bigger than those seen
-        (after four times as many, on any call).
-        """
-        m = prof.time
-        w, sx = m.sums[THERE][0], m.sums[THERE][1]
-        over = x - sx / w if w > 0 else 0.0
-        if t_exec is not None and t_exec * (exp(over) if over > 0 else 1.0) < self._cheap_try_s:
-            return True
-        waited = prof.clock - max(m.seen[HERE], 0)
-        return waited >= _COLD_LOCAL_AFTER and (over <= 0.0 or waited >= 4 * _COLD_LOCAL_AFTER)
 
     def profile(self, fn: Any) -> FunctionProfile:
         """What has been learned about ``fn`` (created, or loaded from disk, on first use)."""
