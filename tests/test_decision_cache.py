@@ -68,3 +68,29 @@ def test_a_profile_pushed_out_comes_back_on_the_next_decision(monkeypatch):
     d.decide(one, (1000,), {}, True)
     assert list(d._profiles) == [one.key]
     assert d.profile(one).clock == 2  # the store kept what it learned
+
+
+def test_the_last_function_is_kept_weakly_and_need_not_take_weak_references():
+    import gc
+    import weakref
+
+    class Holder:
+        def value(self, n: int) -> int:
+            return n
+
+    d = make()
+    holder = Holder()
+    ref = weakref.ref(holder)
+    d.decide(offload.offload(holder.value), (1000,), {}, True)
+    del holder
+    gc.collect()
+    assert ref() is None  # neither the wrapper nor its bound method's instance kept
+
+    class Bare:  # a function-like object without weak references: decided, not kept
+        __slots__ = ("key", "size", "wire_name")
+
+    bare = Bare()
+    bare.key, bare.size, bare.wire_name = "bare@0", None, "bare"
+    for _ in range(2):
+        d.decide(bare, (1000,), {}, True)
+    assert d.profile(bare).clock == 2

@@ -47,8 +47,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import exp, log
 from typing import Any
 
@@ -73,6 +74,10 @@ MAX_PROFILES = 1024
 _RECHECK = 1.5
 
 _SETTLED = frozenset((CHEAPER, KEPT))  # reasons that settle the side: one lookup per call
+
+
+def _none() -> None:
+    """What the weak reference to the last function decided gives before there is one."""
 
 
 class AdaptiveDecider(Explaining, Learning):
@@ -105,7 +110,7 @@ class AdaptiveDecider(Explaining, Learning):
         # By the function's key (name and fingerprint), so transient wrappers of one
         # function share a profile; the least recently created go past MAX_PROFILES.
         self._profiles: OrderedDict[str, FunctionProfile] = OrderedDict()
-        self._last: tuple[Any, FunctionProfile] = (None, FunctionProfile(""))  # see decide
+        self._last: tuple[Callable[[], Any], FunctionProfile] = (_none, FunctionProfile(""))
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -150,13 +155,17 @@ class AdaptiveDecider(Explaining, Learning):
     ) -> tuple[Side, int]:
         size = call_size(fn, args, kwargs)
         # The last function decided, and its profile: calls of one function come in runs,
-        # and fn.key, a property, costs as much as a tenth of the decision.
+        # and fn.key, a property, costs as much as a tenth of the decision. Weakly: a
+        # wrapper must not keep its function alive (a bound method, so its instance).
         last = self._last
-        if last[0] is not fn:
-            found = self._profiles.get(fn.key)
-            # One tuple: another thread reads both or neither.
-            last = self._last = (fn, found if found is not None else self.profile(fn))
         prof = last[1]
+        if last[0]() is not fn:
+            found = self._profiles.get(fn.key)
+            prof = found if found is not None else self.profile(fn)
+            try:
+                self._last = (weakref.ref(fn), prof)  # one tuple: read whole by other threads
+            except TypeError:  # a function object that takes no weak reference: not kept
+                self._last = (_none, prof)
         side = self.choose(prof, size, server_up, None, 0.0, extra_up)
         if self._debug:
             logger.debug("%s size=%d -> %s", prof.key, size, side)
