@@ -47,13 +47,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import exp, log
 from typing import Any
 
 from .choice import EXPLORE as EXPLORE_SERVER
 from .choice import WHY, Candidate, ServerChoice
+from .cold import cold_local
 from .decider import LOCAL, REMOTE, Policy, Side
 from .device import DeviceState
 from .explaining import CHEAPER, COLD, EXPLORE, KEPT, OFFLINE, Explaining
@@ -71,8 +73,11 @@ MAX_PROFILES = 1024
 #: A device this much slower than at the last sample re-checks the server side (see _adopt).
 _RECHECK = 1.5
 
-#: Decisions after which a function never run here is tried here even on a dear call.
-_COLD_LOCAL_AFTER = 4
+_SETTLED = frozenset((CHEAPER, KEPT))  # reasons that settle the side: one lookup per call
+
+
+def _none() -> None:
+    """What the weak reference to the last function decided gives before there is one."""
 
 
 class AdaptiveDecider(Explaining, Learning):
@@ -105,6 +110,7 @@ class AdaptiveDecider(Explaining, Learning):
         # By the function's key (name and fingerprint), so transient wrappers of one
         # function share a profile; the least recently created go past MAX_PROFILES.
         self._profiles: OrderedDict[str, FunctionProfile] = OrderedDict()
+        self._last: tuple[Callable[[], Any], FunctionProfile] = (_none, FunctionProfile(""))
 
     # -- the hot path ------------------------------------------------------------------------
 
@@ -148,9 +154,18 @@ class AdaptiveDecider(Explaining, Learning):
         self, fn: Any, args: tuple[Any, ...], kwargs: Any, server_up: bool, extra_up: int = 0
     ) -> tuple[Side, int]:
         size = call_size(fn, args, kwargs)
-        prof = self._profiles.get(fn.key)
-        if prof is None:
-            prof = self.profile(fn)
+        # The last function decided, and its profile: calls of one function come in runs,
+        # and fn.key, a property, costs as much as a tenth of the decision. Weakly: a
+        # wrapper must not keep its function alive (a bound method, so its instance).
+        last = self._last
+        prof = last[1]
+        if last[0]() is not fn:
+            found = self._profiles.get(fn.key)
+            prof = found if found is not None else self.profile(fn)
+            try:
+                self._last = (weakref.ref(fn), prof)  # one tuple: read whole by other threads
+            except TypeError:  # a function object that takes no weak reference: not kept
+                self._last = (_none, prof)
         side = self.choose(prof, size, server_up, None, 0.0, extra_up)
         if self._debug:
             logger.debug("%s size=%d -> %s", prof.key, size, side)
@@ -224,7 +239,9 @@ class AdaptiveDecider(Explaining, Learning):
             best = est[0] if est[0] < est[2] else est[2]
             prof.typical += 0.1 * (best - prof.typical)
             self._spent += best
-        if reason in (COLD, EXPLORE):
+        if reason in _SETTLED:  # the usual case, tested first: the side stands
+            prof.side = side
+        elif reason != OFFLINE:  # COLD or EXPLORE
             # Mark the side as freshly tried so that calls made before this one
             # reports do not all try it too; its result moves the mark on.
             index = HERE if side == LOCAL else THERE
@@ -232,8 +249,8 @@ class AdaptiveDecider(Explaining, Learning):
             self._fresh[index] = self._spent
             if index == THERE:
                 self._fresh_link = self._spent
-        if reason != EXPLORE and reason != OFFLINE:
-            prof.side = side
+            if reason == COLD:  # an exploration does not move the side settled on
+                prof.side = side
         return side
 
     def _evaluate(
@@ -272,20 +289,24 @@ class AdaptiveDecider(Explaining, Learning):
         if not server_up:
             return LOCAL, OFFLINE, (t_local, None, None, None, 0.0, 0.0, False)
         drift = link.server_drift
-        t_exec = nominal * drift.value + wait if there else None
         every = self._every
-        if t_exec is None and prof.clock - m.seen[THERE] >= every:
-            if extra_up and t_local is not None and link.fixed + extra_up / link.up_rate > t_local:
-                # Its app alone would take longer to send than the call takes here.
-                return LOCAL, CHEAPER, (t_local, None, None, None, 0.0, 0.0, False)
-            return REMOTE, COLD, (t_local, None, None, None, 0.0, 0.0, False)
-        if t_local is None and there and link.slowdown.mean is not None:
-            # Never run here, but other functions say how much slower here is.
-            t_local = exp(base + link.slowdown.mean) * self._local_drift.value * busy
-        if t_local is None and self._cold_local(prof, x, t_exec):
-            return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
-        if t_local is None or t_exec is None:  # a first try still running: lean on the other
-            return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
+        if not there or t_local is None:  # a cold start to weigh (else the usual case, below)
+            t_exec = nominal * drift.value + wait if there else None
+            if t_exec is None and prof.clock - m.seen[THERE] >= every:
+                # Its app alone would take longer to send than the call takes here: local.
+                app_s = link.fixed + extra_up / link.up_rate if extra_up else 0.0
+                if extra_up and t_local is not None and app_s > t_local:
+                    return LOCAL, CHEAPER, (t_local, None, None, None, 0.0, 0.0, False)
+                return REMOTE, COLD, (t_local, None, None, None, 0.0, 0.0, False)
+            if t_local is None and there and link.slowdown.mean is not None:
+                # Never run here, but other functions say how much slower here is.
+                t_local = exp(base + link.slowdown.mean) * self._local_drift.value * busy
+            if t_local is None and cold_local(prof, x, t_exec, self._cheap_try_s):
+                return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
+            if t_local is None or t_exec is None:  # a first try still running: lean on the other
+                return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
+        else:
+            t_exec = nominal * drift.value + wait
 
         # Both sides known (a remote sample also teaches the byte models).
         a, b, _ = prof.up.params
@@ -295,14 +316,14 @@ class AdaptiveDecider(Explaining, Learning):
         t_remote = link.fixed + t_up + t_exec + t_down
         # A site's credits, as the time they are worth to the user (credit_value_s).
         t_cost = t_remote + self._credit_s * link.price_s * t_exec
-        weight, bias, critical = self._weight, self._bias, self._critical
+        weight = self._weight
         if weight == 1.0 and not energy:  # the time objective: the joules are not needed
-            s_local, s_remote = bias * t_local, t_cost  # (scores compare only as ratios)
+            s_local, s_remote = self._bias * t_local, t_cost  # (scores compare only as ratios)
             e_local = e_remote = None
         else:
             # EnergyModel.local and .remote, inlined: the radio is busy for the wire's
             # share of the transfer, the device idles for the rest of the call.
-            model = self._energy
+            model, bias = self._energy, self._bias
             e_local = model.cpu_w * t_local
             radio_up, radio_down = t_up * link.radio_up, t_down * link.radio_down
             idle = t_remote - radio_up - radio_down
@@ -316,13 +337,15 @@ class AdaptiveDecider(Explaining, Learning):
                 per_j = (1.0 - weight) / (e_local + e_remote)  # and of the energy
                 s_local = bias * (per_s * t_local + per_j * e_local)
                 s_remote = per_s * t_cost + per_j * e_remote
-        estimates = (t_local, t_exec, t_remote, t_up + t_down, e_local, e_remote, critical)
+        estimates = (t_local, t_exec, t_remote, t_up + t_down, e_local, e_remote, self._critical)
 
-        side: Side = LOCAL if s_local <= s_remote else REMOTE
+        if s_local <= s_remote:  # one test of the side, not one per use: the hot path
+            side, best, other = LOCAL, s_local, s_remote
+        else:
+            side, best, other = REMOTE, s_remote, s_local
         reason = CHEAPER
-        best, other = (s_local, s_remote) if side == LOCAL else (s_remote, s_local)
         last = prof.side
-        if last is not None and last != side and best > other * self._keep:
+        if last != side and last is not None and best > other * self._keep:
             side, reason, best, other = (REMOTE if side == LOCAL else LOCAL), KEPT, other, best
         # Explore the other side if what makes it look worse has gone stale, in
         # proportion to how much worse: this function's own estimate of it, or
@@ -343,7 +366,7 @@ class AdaptiveDecider(Explaining, Learning):
                 and spent - self._fresh[THERE] >= budget
                 and nominal >= drift.floor  # long enough to measure speed
             )
-            seen = m.seen[THERE]
+            seen, cost, elsewhere = m.seen[THERE], t_local, REMOTE
         else:
             budget = every * extra * t_remote
             here_drift = self._local_drift
@@ -352,29 +375,12 @@ class AdaptiveDecider(Explaining, Learning):
                 and spent - self._fresh[HERE] >= budget
                 and nominal * exp(c) >= here_drift.floor
             )
-            seen = m.seen[HERE]
+            seen, cost, elsewhere = m.seen[HERE], t_remote, LOCAL
         own = prof.clock - (seen if seen > 0 else 0) >= wait
         # ...on a call no bigger than usual: never a big one just to learn.
-        if shared or (own and (t_local if side == LOCAL else t_remote) <= 2.0 * prof.typical):
-            return (REMOTE if side == LOCAL else LOCAL), EXPLORE, estimates
+        if shared or (own and cost <= 2.0 * prof.typical):
+            return elsewhere, EXPLORE, estimates
         return side, reason, estimates
-
-    def _cold_local(self, prof: FunctionProfile, x: float, t_exec: float | None) -> bool:
-        """Whether to run a function never run here on this call (of log size ``x``), once.
-
-        On a call the server did in under ``cheap_try_s``, extrapolated as if the cost
-        grew with the square of the size beyond the sizes seen there (sorting does; a
-        prior slope of 1 would send a call 50 times as big here on its first try); after
-        ``_COLD_LOCAL_AFTER`` calls without one, on a call no bigger than those seen
-        (after four times as many, on any call).
-        """
-        m = prof.time
-        w, sx = m.sums[THERE][0], m.sums[THERE][1]
-        over = x - sx / w if w > 0 else 0.0
-        if t_exec is not None and t_exec * (exp(over) if over > 0 else 1.0) < self._cheap_try_s:
-            return True
-        waited = prof.clock - max(m.seen[HERE], 0)
-        return waited >= _COLD_LOCAL_AFTER and (over <= 0.0 or waited >= 4 * _COLD_LOCAL_AFTER)
 
     def profile(self, fn: Any) -> FunctionProfile:
         """What has been learned about ``fn`` (created, or loaded from disk, on first use)."""

@@ -18,22 +18,28 @@ from typing import Any
 
 _SCALAR = 8
 _DEPTH = 4
+# Type sets: one membership test instead of a chain of ``is`` tests (every auto call runs
+# this). Exact types, as ``type(value) is int`` was: a subclass takes the general path.
+_SCALARS = frozenset((int, float, bool, type(None)))
+_NUMBERS = frozenset((int, float))
+_SEQUENCES = frozenset((list, tuple))
+_TEXT = frozenset((bytes, str, bytearray))
 
 
 def value_bytes(value: Any, depth: int = 0) -> int:
     """Estimated bytes of one value."""
     kind = type(value)
-    if kind is int or kind is float or kind is bool or value is None:
+    if kind in _SCALARS:
         return _SCALAR
-    if kind is bytes or kind is str or kind is bytearray:
-        return len(value)
-    if kind is list or kind is tuple:
+    if kind in _SEQUENCES:
         if not value:
             return _SCALAR
         first = type(value[0])
-        if first is int or first is float or depth >= _DEPTH:  # numbers: no call deeper
+        if first in _NUMBERS or depth >= _DEPTH:  # numbers: no call deeper
             return len(value) * _SCALAR
         return len(value) * value_bytes(value[0], depth + 1)
+    if kind in _TEXT:
+        return len(value)
     nbytes = getattr(value, "nbytes", None)  # numpy arrays, memoryviews
     if type(nbytes) is int:
         return nbytes
