@@ -11,6 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("offload", "edge_server")
+#: Kept under 400 lines a module: the packages, and the benchmarks that reproduce the papers.
+SIZED = (*PACKAGES, "bench")
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:
@@ -118,7 +120,7 @@ def test_runtime_imports_nothing_above_it():
 def test_modules_stay_under_400_lines():
     long = {
         str(path.relative_to(ROOT)): n
-        for package in PACKAGES
+        for package in SIZED
         for path in (ROOT / package).rglob("*.py")
         if (n := len(path.read_text().splitlines())) >= 400
     }
