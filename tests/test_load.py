@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import offload
 from edge_server.load import LoadMeter
-from offload.usable import Load, server_load
+from offload.pongs import Load, server_load
 from tests.apps import nap
 
 
