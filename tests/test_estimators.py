@@ -117,6 +117,30 @@ def test_a_small_call_faster_than_a_stale_estimate_lifts_it():
     assert link.up_bps.count == 2
 
 
+def test_a_small_call_far_slower_than_the_estimate_lowers_it():
+    """Measured at 10 MB/s, then a call too small to measure the link (20 KB) takes 60 ms
+    more than its run and round trip: 330 KB/s, 30 times slower, over a transfer many
+    round trips long, says the link weakened, and replaces the estimate before a large
+    call pays for it (nor does its slow transfer pass for overhead). One within 8 times,
+    or slower by a few round trips only (jitter), says nothing."""
+    links = []
+    for _ in range(3):
+        link = Link(prior_bps=1e9)
+        link.on_rtt(0.005)
+        link.on_call(up=1_000_000, down=100, turnaround=0.005 + 0.1 + 0.01, server=0.01)
+        assert link.up_rate == pytest.approx(1e7, rel=0.05)
+        links.append(link)
+    weak, slower, jitter = links
+    weak.on_call(up=20_000, down=100, turnaround=0.005 + 0.06 + 0.01, server=0.01)
+    assert 2e5 < weak.up_rate < 5e5  # the link weakened
+    assert weak.up_bps.count == 2
+    assert weak.overhead.mean == pytest.approx(0.0, abs=1e-3)
+    slower.on_call(up=20_000, down=100, turnaround=0.005 + 0.01 + 0.01, server=0.01)
+    assert slower.up_rate == pytest.approx(1e7, rel=0.05)  # 2 MB/s: within 8 times
+    jitter.on_call(up=20_000, down=100, turnaround=0.005 + 0.03 + 0.01, server=0.01)
+    assert jitter.up_rate == pytest.approx(1e7, rel=0.05)  # 15x slower, 6 round trips
+
+
 def test_size_estimates_follow_the_data_cheaply():
     assert value_bytes(list(range(40_000))) == 320_000
     assert value_bytes([[1] * 450] * 450) == 450 * 450 * 8

@@ -11,9 +11,11 @@ Everything is learned from traffic the client sends anyway:
   over the time left once execution, RTT and overhead are taken out. A call
   whose bytes go mostly one way teaches that direction; a balanced one
   teaches both the same figure. A smaller call (over ``BOUND`` bytes, past
-  what a shaper's burst or TCP's first window carries at once) bounds it
-  from below: one ``STEP`` faster than the estimate lifts a stale one (a
-  link measured while weak, then only tried with small calls).
+  what a shaper's burst or TCP's first window carries at once) tells a step:
+  one ``STEP`` faster than the estimate lifts a stale one (a link measured
+  while weak, then only tried with small calls), one ``STEP`` slower, its
+  transfer well past the round trip, lowers it (the link weakened: the next
+  large call there would pay for it).
 
 Until a large transfer has been seen, bandwidth is ``prior_bps`` (a
 configured guess, or what an active probe measured). A server that stops
@@ -160,11 +162,15 @@ class Link:
             rtt, outside = self.rtt, turnaround - server
             if rtt.mean is None:  # no PING answered yet: the first small call stands in
                 rtt.add(0.0 if outside < 0.0 else outside)  # max(outside, 0.0)
-            else:  # as _learn's up_s and down_s, inline
+            else:
+                # A step in the bandwidth first: else its transfer would pass for overhead.
+                step = (up >= BOUND or down >= BOUND) and self._bound(up, down, outside)
+                if step:
+                    self._refresh()
                 left = outside - rtt.mean - up / self.up_rate - down / self.down_rate
                 self.overhead.add(0.0 if left < 0.0 else left)
-                if (up >= BOUND or down >= BOUND) and self._bound(up, down, outside):
-                    self._refresh()  # a stale bandwidth estimate was lifted: all figures move
+                if step:  # the bandwidth estimate moved: all figures move
+                    self._refresh()
                     return
             rtt_mean, over = rtt.mean, self.overhead.mean
             self.fixed = (rtt_mean if rtt_mean is not None else 0.0) + (
@@ -224,10 +230,15 @@ class Link:
 
     def _bound(self, up: int, down: int, outside: float) -> bool:
         """A call too small to measure the bandwidth (under ``LARGE`` bytes each way) still
-        bounds it: its bytes (``BOUND`` at least, past a token bucket's burst) did not move
-        faster than the link does. A bound ``STEP`` above the estimate says the estimate is
-        stale (measured while the link was weak; it recovered since, and the large calls
-        that would measure it go elsewhere): the bound replaces it, and True says so.
+        tells a step in it: its bytes (``BOUND`` at least, past a token bucket's burst) did
+        not move faster than the link does. A bound ``STEP`` above the estimate says the
+        estimate is stale (measured while the link was weak; it recovered since, and the
+        large calls that would measure it go elsewhere). A rate ``STEP`` below it, over a
+        transfer eight times the round trip and overhead (not their jitter), says the link
+        weakened (even a burst did not hide it): left to the next large call, that one
+        would pay for it (bench decisions_servers: 20 KB to far took 0.04 s where 0.02 s
+        were predicted, then 400 KB went there and took 1.65 s). Either replaces the
+        estimate, and True says so.
         """
         nbytes, smoothed = (up, self.up_bps) if up >= down else (down, self.down_bps)
         if nbytes < BOUND or outside <= 0 or smoothed.mean is None:
@@ -235,7 +246,8 @@ class Link:
         wire = outside - self.fixed
         if wire <= 0:  # faster than the RTT estimate's noise: the whole time bounds it below
             wire = outside
-        if math.log(nbytes / wire) - smoothed.mean > STEP:
+        off = math.log(nbytes / wire) - smoothed.mean
+        if off > STEP or (off < -STEP and wire > 8.0 * self.fixed):
             self._measured(smoothed, nbytes / wire)
             return True
         return False
