@@ -71,3 +71,12 @@ def test_a_dear_call_is_told_from_the_typical_one_from_the_first_calls():
     assert not dear(prof, 1.0)  # nothing typical yet
     prof.typical, prof.typical_w = 0.01, 0.1  # one call of 0.1 s seen
     assert not dear(prof, 0.1) and not dear(prof, 0.19) and dear(prof, 0.2)
+
+
+def test_explain_says_why_here_is_not_tried_yet():
+    decider = _decider()
+    servers = [_server("a", mbit=100), _server("b", mbit=40)]
+    _run(decider, servers, 6, "said@1")
+    fn = type("F", (), {"key": "said@1", "wire_name": "f", "size": None})()
+    said = decider.explain(fn, (b"x" * SIZE,), {}, True, servers)
+    assert said.side != "local" and said.reasons[0].startswith("never run here")
