@@ -120,7 +120,7 @@ def test_a_server_explored_takes_a_call_bound_for_a_server_not_one_here_wins():
     fn = type("F", (), {"key": "g@1", "wire_name": "g", "size": None})()
     size = 100_000
     places = []
-    for _ in range(1000):
+    for _ in range(2000):  # here and weak share the exploration budget: weak's turn is late
         where = decider.where_among(fn, size, [fast, weak])
         places.append(where)
         if where == "local":
@@ -130,7 +130,7 @@ def test_a_server_explored_takes_a_call_bound_for_a_server_not_one_here_wins():
             turnaround = 0.021 + size / link.up_rate
             decider.observe_remote(fn, size, turnaround, 0.02, size, 100, link=link)
     assert weak.address in places  # explored, on a call that would have gone to a server
-    # Here only on its cold start and its own explorations (one in ~200 calls); before, a
+    # Here only on its cold start and its own explorations (one in ~500 calls); before, a
     # server due for exploring sent every call here (42 of 1000) until it was tried.
     assert places.count("local") < 10
 

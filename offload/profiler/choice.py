@@ -34,7 +34,9 @@ its bandwidth, on a call that would and is mostly transfer there (small
 calls tell the server's speed, not its link's: a link measured while weak
 stayed condemned while only they went there), or when this
 function has not used it for ``explore_every`` times (its extra cost, 0.25
-to 50) of its decisions, on a call no bigger than usual. The
+to 50) of its decisions, on a call no bigger than usual; each of these
+waits as many times longer as there are servers, as here's explorations do
+(here and the other servers share the ``1 / explore_every`` budget). The
 chosen server then faces "here" in the decider's usual time/energy
 comparison. Everything read here is a plain attribute: no system call.
 """
@@ -218,7 +220,8 @@ class ServerChoice:
                         return c, KEPT, ranked
                     break
         if explore and prof.time.counts[THERE]:  # once the function has run somewhere
-            clock, every, spent = prof.clock, self._every, self._spent
+            # Here and the other servers share one budget: each waits len(ranked) times.
+            clock, every, spent = prof.clock, self._every * len(ranked), self._spent
             for t, c in ranked[1:]:
                 # Across functions: once the seconds spent since this server was last
                 # measured are ``every`` times what trying it costs on this call.

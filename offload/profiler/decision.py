@@ -20,7 +20,8 @@ and runs the call on the cheaper side, subject to, in order:
    four calls without one, on a call no bigger than those seen there). Until
    one of its runs here lasts ``Drift.floor`` (shorter ones time fixed costs,
    alike on both sides), how much slower here is is at least what other
-   functions showed.
+   functions showed. With several servers, here is tried on a dear call, or
+   after ``explore_every`` decisions per server (:func:`.cold.cold_among`).
 3. Critical conditions (DCOF's switch to online mode): the battery below
    ``battery_low`` and discharging (the objective becomes energy), the CPU
    above ``cpu_busy`` or free memory below ``memory_low``: the local score is
@@ -35,7 +36,9 @@ and runs the call on the cheaper side, subject to, in order:
    ``explore_every`` times this call's extra cost, so the first call cheap
    enough to try is the one that tries it. A change (a link that recovered)
    is noticed while each kind of exploration costs at most about
-   ``1 / explore_every`` of the total. When this device gets much slower (its
+   ``1 / explore_every`` of the total (with several servers, here's own
+   history waits as many times longer as there are servers: they share that
+   budget). When this device gets much slower (its
    CPU taken by another app), or a critical condition begins or ends, the
    server side is re-checked at once.
 
@@ -49,13 +52,13 @@ import logging
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from math import exp, log
 from typing import Any
 
-from .choice import EXPLORE as EXPLORE_SERVER
-from .choice import WHY, Candidate, ServerChoice
-from .cold import cold_local
+from .among import Among
+from .choice import ServerChoice
+from .cold import cold_among, cold_local
 from .decider import LOCAL, REMOTE, Policy, Side
 from .device import DeviceState
 from .explaining import CHEAPER, COLD, EXPLORE, KEPT, OFFLINE, Explaining
@@ -80,7 +83,7 @@ def _none() -> None:
     """What the weak reference to the last function decided gives before there is one."""
 
 
-class AdaptiveDecider(Explaining, Learning):
+class AdaptiveDecider(Among, Explaining, Learning):
     """The default decider: per-call estimates of time and energy from a :class:`Profiler`."""
 
     def __init__(self, profiler: Profiler, policy: Policy | None = None) -> None:
@@ -171,53 +174,6 @@ class AdaptiveDecider(Explaining, Learning):
             logger.debug("%s size=%d -> %s", prof.key, size, side)
         return side, size
 
-    def decide_among(
-        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], servers: Sequence[Candidate]
-    ) -> tuple[str, int]:
-        """Where a call runs among here and ``servers``: "local" or an address; and its size."""
-        size = call_size(fn, args, kwargs)
-        return self.where_among(fn, size, servers), size
-
-    def where_among(
-        self,
-        fn: Any,
-        size: int,
-        servers: Sequence[Candidate],
-        here: bool = True,
-        explore: bool = True,
-    ) -> str:
-        """ "local" or the address of the server a call of ``size`` goes to (see choice).
-
-        ``here`` False (``mode="remote"``): the best server, "remote" if there is none;
-        ``explore`` False (a call going on after its server was lost): no exploration.
-        """
-        prof = self._profiles.get(fn.key)
-        if prof is None:
-            prof = self.profile(fn)
-        x = log(size) if size > 1 else 0.0
-        if self._device.state is not self._state:
-            self._adopt(self._device.state)
-        reported = self._link.reported
-        for candidate in servers:  # this device's access link is on the way to every server
-            if candidate.link.reported != reported:
-                candidate.link.on_reported(reported)
-        server, why, ranked = self.servers.pick(prof, x, servers, fn.wire_name, explore)
-        if server is None:
-            return self.choose(prof, size, False) if here else REMOTE
-        if here:
-            # Here faces the best server: a server explored takes a call that goes to a
-            # server anyway (faced with its stale estimate, here would win that call).
-            face = ranked[0][1] if why == EXPLORE_SERVER else server
-            wait = face.wait(self.servers.exec_s(prof, x, face))
-            if self.choose(prof, size, True, face.link, wait) == LOCAL:
-                return LOCAL
-        else:
-            prof.clock += 1
-        self.servers.commit(prof, server, why, next(t for t, c in ranked if c is server), x)
-        if self._debug:
-            logger.debug("%s size=%d -> %s (%s)", prof.key, size, server.address, WHY[why])
-        return server.address
-
     def choose(
         self,
         prof: FunctionProfile,
@@ -226,18 +182,21 @@ class AdaptiveDecider(Explaining, Learning):
         link: Link | None = None,
         wait: float = 0.0,
         extra_up: int = 0,
+        among: int = 0,
     ) -> Side:
         """Decide for a call of ``size`` and advance the function's decision clock.
 
         ``link``: the server's (default the configured one); ``wait``: seconds the
         call would wait there behind others (see :mod:`.choice`); ``extra_up``:
-        bytes to send before the call could run there (its app, to provision).
+        bytes to send before the call could run there (its app, to provision);
+        ``among``: how many servers could take it, when several (see :mod:`.cold`).
         """
-        side, reason, est = self._evaluate(prof, size, server_up, link, wait, extra_up)
+        side, reason, est = self._evaluate(prof, size, server_up, link, wait, extra_up, among=among)
         clock = prof.clock = prof.clock + 1
         if est[2] is not None:  # the cost of a typical call, to keep explorations cheap
-            best = est[0] if est[0] < est[2] else est[2]
+            best = est[2] if est[0] is None or est[2] < est[0] else est[0]
             prof.typical += 0.1 * (best - prof.typical)
+            prof.typical_w += 0.1 * (1.0 - prof.typical_w)
             self._spent += best
         if reason in _SETTLED:  # the usual case, tested first: the side stands
             prof.side = side
@@ -262,8 +221,9 @@ class AdaptiveDecider(Explaining, Learning):
         wait: float = 0.0,
         extra_up: int = 0,
         energy: bool = False,
+        among: int = 0,
     ) -> tuple[Side, int, tuple[Any, ...]]:
-        """(side, reason, estimates) without changing any state.
+        """(side, reason, estimates) without changing any state (``among``: see choose).
 
         The estimated joules are ``None`` when the objective is time alone, unless
         ``energy`` asks for them (``explain``, ``costs``): the decision does not need them.
@@ -301,9 +261,10 @@ class AdaptiveDecider(Explaining, Learning):
             if t_local is None and there and link.slowdown.mean is not None:
                 # Never run here, but other functions say how much slower here is.
                 t_local = exp(base + link.slowdown.mean) * self._local_drift.value * busy
-            if t_local is None and cold_local(prof, x, t_exec, self._cheap_try_s):
+            alone = among < 2  # several servers: never run here is weighed below (cold_among)
+            if alone and t_local is None and cold_local(prof, x, t_exec, self._cheap_try_s):
                 return LOCAL, COLD, (None, t_exec, None, None, 0.0, 0.0, False)
-            if t_local is None or t_exec is None:  # a first try still running: lean on the other
+            if t_exec is None or (alone and t_local is None):  # a first try still running
                 return (REMOTE if t_local is None else LOCAL), COLD, (t_local, t_exec) + (None,) * 5
         else:
             t_exec = nominal * drift.value + wait
@@ -314,6 +275,10 @@ class AdaptiveDecider(Explaining, Learning):
         a, b, _ = prof.down.params
         t_down = exp(a + b * x) / link.down_rate
         t_remote = link.fixed + t_up + t_exec + t_down
+        if t_local is None:  # never run here, with several servers to run it
+            go = cold_among(prof, x, t_exec, t_remote, self._cheap_try_s, every, among)
+            est = (None, t_exec, t_remote, t_up + t_down, None, None, False)
+            return (LOCAL if go else REMOTE), COLD, est
         # A site's credits, as the time they are worth to the user (credit_value_s).
         t_cost = t_remote + self._credit_s * link.price_s * t_exec
         weight = self._weight
@@ -376,6 +341,8 @@ class AdaptiveDecider(Explaining, Learning):
                 and nominal * exp(c) >= here_drift.floor
             )
             seen, cost, elsewhere = m.seen[HERE], t_remote, LOCAL
+            if among > 1:  # here is one of the sides sharing the budget (see cold_among)
+                wait *= among
         own = prof.clock - (seen if seen > 0 else 0) >= wait
         # ...on a call no bigger than usual: never a big one just to learn.
         if shared or (own and cost <= 2.0 * prof.typical):

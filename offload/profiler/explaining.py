@@ -31,6 +31,11 @@ REASONS = {
     EXPLORE: "exploring: the other side's estimate is stale",
 }
 
+UNTRIED = (
+    "never run here: tried here once its servers get dear (twice the usual), "
+    "or after explore_every decisions per server"
+)
+
 
 class Explaining:
     """The visibility half of :class:`~offload.profiler.decision.AdaptiveDecider`."""
@@ -52,6 +57,7 @@ class Explaining:
         wait: float = 0.0,
         extra_up: int = 0,
         energy: bool = False,
+        among: int = 0,
     ) -> tuple[Side, int, tuple[Any, ...]]:
         raise NotImplementedError
 
@@ -91,9 +97,12 @@ class Explaining:
         if chosen is not None:  # here faces the best server, as in where_among
             face = ranked[0][1] if why == EXPLORE_SERVER else chosen
             link, wait = face.link, face.wait(self.servers.exec_s(prof, log_x, face))
-        side, reason, est = self._evaluate(prof, size, server_up, link, wait, energy=True)
+        among = len(ranked)
+        side, reason, est = self._evaluate(prof, size, server_up, link, wait, 0, True, among)
         t_local, t_exec, t_remote, t_wire, e_local, e_remote, critical = est
         reasons = [REASONS[reason]]
+        if reason == COLD and side != LOCAL and t_local is None and among > 1:
+            reasons[0] = UNTRIED  # it is not tried at once (see cold.cold_among)
         state = self.profiler.device.state
         if critical:
             reasons.append(

@@ -47,6 +47,7 @@ class FunctionProfile:
         "timed_here",
         "totals",
         "typical",
+        "typical_w",
         "up",
     )
 
@@ -63,6 +64,9 @@ class FunctionProfile:
         #: Local runs long enough to measure this device's speed on it (see Learning._learn).
         self.timed_here = 0
         self.typical = 0.0  # smoothed estimated seconds of a call on its better side
+        #: The weight ``typical`` has gathered (it starts at 0): ``typical / typical_w`` is
+        #: the mean without the pull of its start (see cold.dear).
+        self.typical_w = 0.0
         # DJOS virtual queue of deadline batches (dropped items owed). It starts
         # where an item of twice the typical cost is still worth doing.
         self.backlog = 2.0
