@@ -95,7 +95,7 @@ class Watched(Protocol):
 
 
 class RunOf:
-    """One run's :class:`~offload.remote.RunWatcher`: what its server says goes to its job."""
+    """One run's :class:`~offload.outcome.RunWatcher`: what its server says goes to its job."""
 
     __slots__ = ("job", "remote")
 

@@ -37,7 +37,8 @@ from . import _exceptions as errors
 from .api import OffloadedFunction
 from .futures import cancel_now, running_future, settle
 from .jobhost import JobHost, Progress, RunOf, tell_moved
-from .remote import Outcome, Remote
+from .outcome import Outcome
+from .remote import Remote
 from .runtime.checkpoint import Session, Stopped, running
 
 __all__ = ["Job", "JobHost", "Progress"]

@@ -12,9 +12,10 @@ from typing import Any
 
 from .api import OffloadedFunction
 from .deploy import count_transfer
+from .outcome import Outcome
 from .pongs import server_load
 from .profiler import Decider
-from .remote import Outcome, Remote
+from .remote import Remote
 from .servers import Servers
 
 log = logging.getLogger("offload")

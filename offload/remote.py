@@ -15,10 +15,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import zmq
 
@@ -28,6 +29,7 @@ from .config import Config
 from .deploy import Deployed, Provisioner
 from .fleet import curve_keys
 from .futures import chain, running_future, settle
+from .outcome import Outcome, RunWatcher
 from .profiler import Link
 from .runtime import errors as errors_wire
 from .runtime import protocol, serialize
@@ -36,39 +38,6 @@ from .runtime.functions import pickle_by_value
 from .runtime.transport import Connection
 
 log = logging.getLogger("offload")
-
-
-class Outcome(NamedTuple):
-    """How one remote call went: its value, and what the profiler learns from it.
-
-    A named tuple, not a frozen dataclass: one is made per call, and a frozen
-    dataclass's ``__init__`` sets each field through ``object.__setattr__``.
-    """
-
-    value: Any
-    turnaround: float  # seconds from sending to the decoded reply
-    server_s: float  # seconds the server spent executing it
-    sent: int  # bytes of the call
-    received: int  # bytes of the reply
-    alone: bool  # no other call shared the connection meanwhile
-    provision: Deployed | None = None  # the app deployed first for it (provision on first use)
-
-
-class RunWatcher(Protocol):
-    """Who hears about a checkpointed call while it runs on a server (a :class:`~offload.Job`)."""
-
-    def accepted(self, job_id: int) -> None:
-        """The server queued the call as its job ``job_id``."""
-        ...
-
-    def started(self) -> None:
-        """A worker took the call (asked for by a watcher of a plain call: STARTED)."""
-        ...
-
-    def checkpointed(self, state: Any, count: int, done: int, total: int, nbytes: int = 0) -> None:
-        """Checkpoint ``count`` arrived with ``state`` (``nbytes`` on the wire), ``done`` of
-        ``total`` (0, 0: untold)."""
-        ...
 
 
 class Remote:
@@ -85,6 +54,9 @@ class Remote:
         self.load_memo: tuple[dict[str, Any], int, Any] | None = None
         #: Deploys the apps of functions that provision on first use (``provision``).
         self.provisioner = Provisioner(self)
+        #: Plain PINGs in flight (no probe bytes): they share no link time with a call.
+        self._pings = 0
+        self._pings_lock = threading.Lock()
         assert config.server is not None
         self._context = zmq.Context()
         self.conn = Connection(
@@ -187,7 +159,7 @@ class Remote:
             name=fn.wire_name.encode(),
             codecs=codecs,
         )
-        alone = conn.in_flight() == 0
+        alone = conn.in_flight() <= self._pings  # a call learns its link only alone on it
         decode = functools.partial(self._decode, fn, start, nbytes, alone, watcher, provisioned)
         if provisions:  # it may lack the function: on UnknownFunction, deploy its app and retry
             inner = running_future()
@@ -312,7 +284,7 @@ class Remote:
                 header.aux / 1e9,
                 sent,
                 received,
-                alone and not self.conn.in_flight(),
+                alone and self.conn.in_flight() <= self._pings,
                 provisioned,
             )
         if kind in protocol.INTERIM:
@@ -354,6 +326,10 @@ class Remote:
         # seconds in the RTT, which then keeps a returning server looking far away).
         idle = self.conn.in_flight() == 0 and self.conn.up is True
         start = time.perf_counter() if timed and idle and not (up or down) else 0.0
+        if not (up or down):  # the fleet watcher's, during a call: the call is still alone
+            with self._pings_lock:
+                self._pings += 1
+            future.add_done_callback(self._ping_done)
         try:
             self.conn.request(
                 request_id, frames, future, functools.partial(self._decode_pong, start), wait=False
@@ -361,6 +337,10 @@ class Remote:
         except errors.ServerUnavailable as exc:  # nothing to send to: the answer is no
             future.set_exception(exc)
         return future
+
+    def _ping_done(self, _: Future[Any]) -> None:
+        with self._pings_lock:
+            self._pings -= 1
 
     def _decode_pong(
         self, start: float, header: protocol.Header, frames: Sequence[Any]

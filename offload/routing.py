@@ -52,9 +52,10 @@ from .jobhost import JobName, Movable
 from .jobs import Job
 from .lessons import Lessons
 from .migration import Migrations
+from .outcome import Outcome
 from .profiler import LOCAL, REMOTE, Decider
 from .profiler.sizes import call_size
-from .remote import Outcome, Remote
+from .remote import Remote
 from .servers import Servers
 
 log = logging.getLogger("offload")

@@ -89,3 +89,34 @@ def test_a_link_one_slow_call_stepped_is_probed_again_and_undone(server, make_se
         link.on_call(up=size, down=0, turnaround=20.0, server=0.0)  # a hiccup
         assert link.up_rate < measured / 100, "one call moved the estimate by a step"
         _until(lambda: link.up_rate > measured / CHANGED)  # the probe undid it
+
+
+def test_a_call_with_only_a_plain_ping_beside_it_is_alone_on_its_link(make_server):
+    """The fleet watcher PINGs servers while calls run; a PING carries no probe bytes and
+    shares no link time with the call, so the call still teaches its link (it is alone),
+    as a probe beside it would not let it. The server is stopped (SIGSTOP) while the
+    PING and the call are sent, so the PING is in flight when the call leaves."""
+    import os
+    import signal
+    from concurrent.futures import Future
+
+    from tests import apps
+
+    server = make_server()
+    remote = Remote(Config(server=server.address, profile_cache=""), Link())
+    try:
+        remote.ping().result(10)
+        outcomes = []
+        for beside in ({}, {"up": PROBE_BYTES}):
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                pinged = remote.ping(**beside)
+                future: Future = Future()
+                remote.send(apps.add, (1, 2), {}, future, wait=False)
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            pinged.result(10)
+            outcomes.append(future.result(10).alone)
+        assert outcomes == [True, False]
+    finally:
+        remote.close()
