@@ -84,8 +84,12 @@ def test_a_link_one_slow_call_stepped_is_probed_again_and_undone(server, make_se
         link = usable.candidates[0].link
         _until(lambda: link.down_bps.mean is not None)
         measured, size = link.up_rate, 10 * PROBE_BYTES
-        link.on_call(up=size, down=0, turnaround=link.fixed + size / measured, server=0.0)
-        time.sleep(1.0)  # the watcher looks (every 50 ms): calls measure this link now
+        # Two calls at the measured rate, the watcher looking after each (every 50 ms): the
+        # prober notes what its round left at its first look after the round, which may come
+        # after the first call; by the second, calls measure this link either way.
+        for _ in range(2):
+            link.on_call(up=size, down=0, turnaround=link.fixed + size / measured, server=0.0)
+            time.sleep(0.5)
         link.on_call(up=size, down=0, turnaround=20.0, server=0.0)  # a hiccup
         assert link.up_rate < measured / 100, "one call moved the estimate by a step"
         _until(lambda: link.up_rate > measured / CHANGED)  # the probe undid it
