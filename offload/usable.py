@@ -337,8 +337,8 @@ def _update(candidate: Candidate, remote: Remote, mine: int) -> None:
     if load is None and isinstance(info.get("load"), dict):
         return  # a malformed load: keep the candidate as it was
     if load is not None:
-        candidate.others, candidate.workers, candidate.rate = load[:3]
-        candidate.service_s, candidate.clients = load.service_s, load.clients
+        (candidate.others, candidate.workers, candidate.rate, candidate.service_s,
+         candidate.clients) = load  # fmt: skip
     functions = info.get("functions")
     if isinstance(functions, list):
         candidate.functions = frozenset(f for f in functions if isinstance(f, str))

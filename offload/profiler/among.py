@@ -28,7 +28,6 @@ class Among:
     """The several-servers half of :class:`~offload.profiler.decision.AdaptiveDecider`."""
 
     servers: ServerChoice
-    _profiles: dict[str, FunctionProfile]
     _device: DeviceProfiler
     _state: DeviceState | None
     _link: Link
@@ -72,9 +71,7 @@ class Among:
         ``here`` False (``mode="remote"``): the best server, "remote" if there is none;
         ``explore`` False (a call going on after its server was lost): no exploration.
         """
-        prof = self._profiles.get(fn.key)
-        if prof is None:
-            prof = self.profile(fn)
+        prof = self.profile(fn)
         x = log(size) if size > 1 else 0.0
         if self._device.state is not self._state:
             self._adopt(self._device.state)

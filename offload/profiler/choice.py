@@ -176,10 +176,8 @@ class ServerChoice:
         The run once a worker takes it: the wait behind others is not in it.
         """
         link = c.link
-        a, b, _ = prof.up.params
-        t_up = exp(a + b * x) / link.up_rate
-        a, b, _ = prof.down.params
-        t_down = exp(a + b * x) / link.down_rate
+        up, down = _bytes(prof, x)
+        t_up, t_down = up / link.up_rate, down / link.down_rate
         fixed = link.fixed if link.rtt.mean is not None else c.rtt_prior
         if c.functions is not None and name not in c.functions:
             fixed *= 2  # its code goes first (an UnknownFunction, then the call by value)

@@ -163,8 +163,7 @@ class AdaptiveDecider(Among, Explaining, Learning):
         last = self._last
         prof = last[1]
         if last[0]() is not fn:
-            found = self._profiles.get(fn.key)
-            prof = found if found is not None else self.profile(fn)
+            prof = self.profile(fn)
             try:
                 self._last = (weakref.ref(fn), prof)  # one tuple: read whole by other threads
             except TypeError:  # a function object that takes no weak reference: not kept

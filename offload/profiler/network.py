@@ -203,15 +203,8 @@ class Link:
             smoothed.add(sample)
 
     def _learn(self, up: int, down: int, outside: float) -> None:
-        """Learn from ``outside`` seconds of a call not spent executing."""
-        if up < LARGE and down < LARGE:
-            rtt = self.rtt.mean
-            if rtt is None:  # no PING answered yet: the first small call stands in
-                self.rtt.add(max(outside, 0.0))
-            else:
-                self.overhead.add(max(outside - rtt - self.up_s(up) - self.down_s(down), 0.0))
-                self._bound(up, down, outside)
-            return
+        """Learn the bandwidth from ``outside`` seconds of a large call not spent executing
+        (a small call's figures are :meth:`on_call`'s own)."""
         wire = outside - self.fixed
         if wire <= 0:
             return
