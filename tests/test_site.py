@@ -118,7 +118,7 @@ class Site:
 
     def lend(self, name: str, *extra: str) -> subprocess.Popen:
         """Start ``offload lend`` for the lender's key as machine ``name``; wait until it serves."""
-        before = self.workers()
+        before = self.settled()
         (self.root / name).mkdir(exist_ok=True)
         log = open(self.root / f"{name}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
@@ -135,6 +135,15 @@ class Site:
             assert time.monotonic() < deadline, "the lender's worker did not join"
             time.sleep(0.1)
         return process
+
+    def settled(self, timeout: float = 30.0) -> int:
+        """The site's workers, once they are one per running lender: a lender stopped a
+        moment ago counts until the site next looks at its cluster (``REFRESH_S``)."""
+        deadline = time.monotonic() + timeout
+        while (count := self.workers()) != len(self.lenders):
+            assert time.monotonic() < deadline, f"{count} workers, {len(self.lenders)} lenders"
+            time.sleep(0.1)
+        return count
 
     def workers(self) -> int:
         with self.client("alice") as client:

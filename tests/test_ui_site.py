@@ -106,6 +106,7 @@ def test_credits_show_the_balance_prices_and_statement(page: Any) -> None:
 
 def test_new_job_shows_the_price_before_submitting(page: Any) -> None:
     page.click("text=New job")
+    page.wait_for_url("**/new")  # loaded: app.js (deferred) listens before any input
     page.select_option("#fn", "tests.site_apps:add")
     page.fill("#args", "[2, 3]")
     page.click("#estimate-button")
