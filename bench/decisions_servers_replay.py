@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from offload.config import Config
+from offload.probing import PROBE_BYTES, Probe, schedule
 from offload.profiler import AdaptiveDecider, DeviceState, EnergyModel, Policy, Profiler
 from offload.profiler.choice import Candidate
 from offload.profiler.network import Link
@@ -92,15 +94,38 @@ class Ours:
             battery=0.8, charging=False, link_mbit=None
         )
         self.candidates = {n: Candidate(n, Link(), distance_km=None) for n in NAMES}
+        self.schedule = schedule(PROBE_BYTES, Config().heartbeat_interval, time_weight)
+        self.clock = 0.0  # the seconds of this policy's calls so far: its client's clock
+        self.probed: set[str] = set()  # the servers up whose links were probed since
+        self.probe_j = 0.0  # the radio's joules for the probes
+
+    def _probe(self, name: str, s: dict[str, Any], probes: tuple[Probe, ...]) -> None:
+        """``probes`` (:mod:`offload.probing`), as the client's prober sends them: the trace
+        holds none, so each takes the RTT plus its bytes at the link's rate then (its shaped
+        rate: no token bucket's burst makes it read high, as a real one may). In the
+        background: the radio's energy is charged, not the time."""
+        link, rate = self.candidates[name].link, s["mbit"] * 1e6 / 8
+        for up, down in probes:
+            link.on_probe(up, down, s["rtt_s"] + (up + down) / rate)
+            self.probe_j += ENERGY.remote(up / rate, down / rate, (up + down) / rate)
+        self.probed.add(name)
+        self.schedule.due(name, link, self.clock)  # what the probes left, to compare with
 
     def __call__(self, step: Step) -> list[str]:
         d, fn = self.decider, SERVICES[step.service]
         usable = []
         for name, s in step.servers.items():
             if s is None:
+                if name in self.probed:  # lost: probed again once back
+                    self.probed.discard(name)
+                    self.schedule.forget(name)
                 continue
             c = self.candidates[name]
             c.link.on_rtt(s["rtt_s"])
+            due = self.schedule.round if name not in self.probed else ()
+            due = due or self.schedule.due(name, c.link, self.clock)
+            if due:
+                self._probe(name, s, due)
             c.others, c.workers, c.rate = s["others"], s["workers"], s["rate"]
             c.service_s, c.clients = s.get("service_s", 0.0), s.get("clients")  # newer traces
             usable.append(c)
@@ -109,6 +134,7 @@ class Ours:
             self.candidates[route[-1]].lacks.add(fn.wire_name)
             left = [c for c in usable if c.address not in route]
             route.append(d.where_among(fn, step.size, left) if left else "local")
+        self.clock += charge(step, route)[0]
         where = route[-1]
         if where == "local":
             d.observe_local(fn, step.size, step.local_s)
@@ -160,6 +186,7 @@ def replay(steps: list[Step], seed: int = 0) -> dict[str, Any]:
         routes = [choose(s) for s in steps]
         costs = [charge(s, r) for s, r in zip(steps, routes)]
         t, e = sum(c[0] for c in costs), sum(c[1] for c in costs)
+        e += getattr(choose, "probe_j", 0.0)  # ours' probes, in the background
         where = [r[-1] for r in routes]
         best = [min(o, key=lambda k: o[k][0]) for o in outs]
         report[name] = {

@@ -14,6 +14,9 @@ another link. So is a link whose estimate a call moved by a step (four times
 or more): the step stands until the probe confirms it (a weakened link) or
 undoes it (one call slowed by the server or the host, not the link), and a
 link no call measured for a while (an estimate that old decides failovers).
+A link well below its best gets a small look up now and then, sooner than
+that, when the objective counts time: it may have come back, and calls,
+which avoid it, would never tell (:class:`Schedule`).
 
 A probe and a call at once on one link would slow each other, and the call
 would teach its link a rate the probe took half of. So the client's first
@@ -35,6 +38,7 @@ from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any
 
+from .profiler.network import LARGE, Link
 from .remote import Remote
 
 log = logging.getLogger("offload")
@@ -43,9 +47,12 @@ log = logging.getLogger("offload")
 #: size from which a transfer teaches the bandwidth (``network.LARGE``), small
 #: enough for 64 ms on an 8 Mbit/s link.
 PROBE_BYTES = 64 * 1024
-#: The directions probed, in order: (up, down) multipliers of the probe size.
-DIRECTIONS = ((1, 0), (0, 1))
-
+#: Bytes up of a look at a link below its best: the least that teaches a bandwidth.
+LOOK_BYTES = LARGE
+#: Heartbeats after which a link no call measured is probed again.
+STALE_HEARTBEATS = 10
+#: Heartbeats after which a link well below its best is first looked at again.
+RECOVER_HEARTBEATS = 1
 
 #: A link's rate this many times off what its last probe left (a call saw a step) is
 #: probed again: one slow call (a hiccup of the server's or the host's) would otherwise
@@ -53,28 +60,103 @@ DIRECTIONS = ((1, 0), (0, 1))
 #: confirmed.
 CHANGED = 4.0
 
+#: What a probe moves: (bytes up, bytes down), one direction at a time.
+Probe = tuple[int, int]
 
-class Prober:
-    """Probes each answering server's link, a direction a step: once it answers (again after
-    it was lost), when a call changed its estimate by a step (:data:`CHANGED`), and once
-    ``stale_s`` passed with no call there to keep the estimate current."""
 
-    def __init__(self, nbytes: int, stale_s: float) -> None:
-        self._nbytes = nbytes
+class Schedule:
+    """Which probes a server's link is due: the rules, without sockets or a clock.
+
+    A full round (``nbytes`` up, then down) when the server first answers (again,
+    after it was lost), when a call stepped the link's estimate (:data:`CHANGED`),
+    and when no call measured it for ``stale_s``. A link well below the best it was
+    measured at (:data:`CHANGED` times or more, either way) may have come back, and
+    nothing else would tell, since calls avoid it: with ``recover_s``, it gets a look
+    (:data:`LOOK_BYTES` up) after ``recover_s``, then after twice as long while it
+    stays low, up to ``stale_s``; a look that finds it back up is followed by a full
+    round. :class:`Prober` follows it; so does a replay of a trace, on its own clock.
+    """
+
+    def __init__(self, nbytes: int, stale_s: float, recover_s: float | None) -> None:
+        self.round: tuple[Probe, ...] = ((nbytes, 0), (0, nbytes))
         self._stale_s = stale_s
-        self._lock = threading.Lock()
-        #: address -> how many directions were probed (or are being probed) in this round
-        self._stage: dict[str, int] = {}
-        self._pending: dict[str, Future[None]] = {}
+        self._recover_s = stale_s if recover_s is None else min(recover_s, stale_s)
         #: address -> (up rate, down rate, calls) of its link when last looked at, when, and
         #: whether calls had measured it since its last round of probes
         self._left: dict[str, tuple[float, float, int, float, bool]] = {}
+        #: address -> the best (up, down) rates its link was measured at
+        self._best: dict[str, tuple[float, float]] = {}
+        #: address -> how long a link below its best waits for its next look
+        self._wait: dict[str, float] = {}
+
+    def forget(self, address: str) -> None:
+        """``address`` was lost: it may come back elsewhere, behind another link."""
+        for held in (self._left, self._best, self._wait):
+            held.pop(address, None)
+
+    def due(self, address: str, link: Link, now: float) -> tuple[Probe, ...]:
+        """The probes ``address``'s link is due now, after its previous ones (none: ``()``).
+
+        A step counts only between two estimates calls made: a probe and a call measure
+        a little differently (a short probe may pass in the link's burst), and comparing
+        one with the other would probe again and again.
+        """
+        best_up, best_down = self._best.get(address, (0.0, 0.0))
+        best = self._best[address] = max(best_up, link.up_rate), max(best_down, link.down_rate)
+        left = self._left.get(address)
+        if left is None:  # its probes just ended: what they left, to compare with
+            self._left[address] = (link.up_rate, link.down_rate, link.calls, now, False)
+            return ()
+        up, down, calls, when, by_calls = left
+        if calls == link.calls:
+            low_up = best[0] >= CHANGED * link.up_rate
+            low_down = best[1] >= CHANGED * link.down_rate
+            if address in self._wait and not low_up and low_down:  # a look found it back up
+                del self._left[address], self._wait[address]
+                return self.round
+            wait = self._wait.get(address, self._recover_s) if low_up else self._stale_s
+            if now - when <= wait:
+                return ()
+            del self._left[address]
+            if not low_up:
+                self._wait.pop(address, None)
+                return self.round  # no call measured it for a while
+            self._wait[address] = min(2.0 * wait, self._stale_s)
+            return ((LOOK_BYTES, 0),) if wait < self._stale_s else self.round
+        stepped = max(up / link.up_rate, link.up_rate / up) >= CHANGED or (
+            max(down / link.down_rate, link.down_rate / down) >= CHANGED
+        )
+        if by_calls and stepped:
+            del self._left[address]
+            return self.round
+        self._left[address] = (link.up_rate, link.down_rate, link.calls, now, True)
+        return ()
+
+
+def schedule(nbytes: int, heartbeat_s: float, time_weight: float) -> Schedule:
+    """A client's :class:`Schedule`: looks at links below their best only when time counts
+    in its objective (``time_weight`` above 0): a look spends the radio's energy on a
+    sooner choice of a link that came back."""
+    recover = RECOVER_HEARTBEATS * heartbeat_s if time_weight > 0 else None
+    return Schedule(nbytes, STALE_HEARTBEATS * heartbeat_s, recover)
+
+
+class Prober:
+    """Probes each answering server's link, one probe at a time, as its :class:`Schedule`
+    says."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        self._schedule = schedule
+        self._lock = threading.Lock()
+        #: address -> the probes of its current round not sent yet
+        self._todo: dict[str, list[Probe]] = {}
+        self._pending: dict[str, Future[None]] = {}
 
     def forget(self, address: str) -> None:
         """``address`` was lost: probe its link again once it answers."""
         with self._lock:
-            self._stage.pop(address, None)
-            self._left.pop(address, None)
+            self._todo.pop(address, None)
+            self._schedule.forget(address)
 
     def step(self, remotes: Iterable[Remote]) -> list[Future[None]]:
         """Send the next probe to each of ``remotes`` that answers and needs one; the
@@ -87,49 +169,20 @@ class Prober:
                 pending = self._pending.get(address)
                 if pending is not None and not pending.done():
                     continue
-                stage = self._stage.get(address, 0)
-                if stage >= len(DIRECTIONS) and not self._due(address, remote, now):
+                todo = self._todo.setdefault(address, list(self._schedule.round))
+                if not todo:
+                    todo.extend(self._schedule.due(address, remote.link, now))
+                if not todo or remote.conn.up is not True or remote.conn.in_flight():
                     continue
-                if remote.conn.up is not True or remote.conn.in_flight():
-                    continue
-                stage %= len(DIRECTIONS)
-                self._stage[address] = stage + 1
-                up, down = (self._nbytes * k for k in DIRECTIONS[stage])
+                up, down = todo.pop(0)
                 probe = self._pending[address] = _probe(remote, up, down)
             sent.append(probe)
         return sent
 
-    def _due(self, address: str, remote: Remote, now: float) -> bool:
-        """Whether a link probed both ways is due another round (lock held).
-
-        A step counts only between two estimates calls made: a probe and a call measure
-        a little differently (a short probe may pass in the link's burst), and comparing
-        one with the other would probe again and again.
-        """
-        link = remote.link
-        left = self._left.get(address)
-        if left is None:  # its round just ended: what it left, to compare with
-            self._left[address] = (link.up_rate, link.down_rate, link.calls, now, False)
-            return False
-        up, down, calls, when, by_calls = left
-        if calls == link.calls:
-            if now - when > self._stale_s:  # no call measured it for a while
-                del self._left[address]
-                return True
-            return False
-        stepped = max(up / link.up_rate, link.up_rate / up) >= CHANGED or (
-            max(down / link.down_rate, link.down_rate / down) >= CHANGED
-        )
-        if by_calls and stepped:
-            del self._left[address]
-            return True
-        self._left[address] = (link.up_rate, link.down_rate, link.calls, now, True)
-        return False
-
     def wait(self, remotes: list[Remote], deadline: float) -> None:
         """Probe each of ``remotes`` both ways now (one direction at a time, the servers at
         once) and wait for them until ``deadline``."""
-        for _ in DIRECTIONS:
+        for _ in self._schedule.round:
             for probe in self.step(remotes):
                 try:
                     probe.result(max(0.0, deadline - time.monotonic()))

@@ -52,7 +52,7 @@ from .config import Config
 from .fleet import Known
 from .lacking import Lacking
 from .pongs import server_load, workers_starting
-from .probing import PROBE_BYTES, Prober
+from .probing import PROBE_BYTES, Prober, schedule
 from .profiler.choice import Candidate
 from .remote import Remote
 
@@ -65,8 +65,6 @@ WATCH_PER_HEARTBEAT = 4
 #: Seconds between the watcher's PINGs of a server whose workers start (none ready yet):
 #: it takes calls from the moment one is ready, and a restart ends only then.
 STARTING_S = 0.05
-#: Heartbeats after which a server's link no call measured is probed again.
-STALE_HEARTBEATS = 10
 
 
 def probation_s(probation: float, losses: int) -> float:
@@ -102,8 +100,8 @@ class Usable:
         self._pinged = 0.0
         self._first = True
         #: Measures each usable server's link (again after it was lost): :mod:`offload.probing`.
-        stale = STALE_HEARTBEATS * config.heartbeat_interval
-        self._prober = Prober(config.probe_bytes or PROBE_BYTES, stale)
+        nbytes, beat = config.probe_bytes or PROBE_BYTES, config.heartbeat_interval
+        self._prober = Prober(schedule(nbytes, beat, config.time_weight))
         #: What the decision reads: the usable servers now (a new tuple on every change).
         self.candidates: tuple[Candidate, ...] = ()
         #: Servers not usable now, and why (for ``explain`` and ``offload servers``).

@@ -1,0 +1,83 @@
+"""offload.probing.Schedule: which probes a link is due, on a clock the test holds."""
+
+from __future__ import annotations
+
+from offload.probing import CHANGED, LOOK_BYTES, Schedule, schedule
+from offload.profiler.network import Link
+
+FULL = ((1000, 0), (0, 1000))
+
+
+def _probed(link: Link, bps: float) -> None:
+    """Both ways at ``bps`` (no RTT measured: the probe's whole time is the wire's)."""
+    link.on_probe(1000_000, 0, 1000_000 / bps)
+    link.on_probe(0, 1000_000, 1000_000 / bps)
+
+
+def _after_round(s: Schedule, link: Link, now: float) -> None:
+    assert s.due("a", link, now) == ()  # notes what the round left
+
+
+def test_a_link_measured_by_no_call_gets_a_full_round_once_stale():
+    s, link = Schedule(1000, stale_s=10.0, recover_s=1.0), Link()
+    assert s.round == FULL
+    _probed(link, 10e6)
+    _after_round(s, link, 0.0)
+    assert s.due("a", link, 9.0) == ()
+    assert s.due("a", link, 10.5) == FULL
+
+
+def test_a_link_below_its_best_is_looked_at_sooner_and_less_often_while_it_stays_low():
+    s, link = Schedule(1000, stale_s=10.0, recover_s=1.0), Link()
+    _probed(link, 10e6)
+    _after_round(s, link, 0.0)
+    _probed(link, 10e6 / (4 * CHANGED))  # weakened (a round after a step, say)
+    _probed(link, 10e6 / (4 * CHANGED))
+    _after_round(s, link, 0.0)
+    looks = []
+    for tenth in range(1, 300):
+        now = tenth / 10
+        due = s.due("a", link, now)
+        if due:
+            assert due == (((LOOK_BYTES, 0),) if len(looks) < 4 else FULL)  # stale: a round
+            looks.append(now)
+            _after_round(s, link, now)  # the look found it as low as before
+    waits = [round(b - a, 1) for a, b in zip([0.0, *looks], looks)]
+    assert waits == [1.1, 2.1, 4.1, 8.1, 10.1]  # doubling from recover_s up to stale_s
+
+
+def test_a_look_that_finds_the_link_back_up_is_followed_by_a_full_round():
+    s, link = Schedule(1000, stale_s=10.0, recover_s=1.0), Link()
+    _probed(link, 10e6)
+    _after_round(s, link, 0.0)
+    for _ in range(3):
+        _probed(link, 10e6 / (4 * CHANGED))
+    _after_round(s, link, 0.0)
+    assert s.due("a", link, 1.5) == ((LOOK_BYTES, 0),)
+    for _ in range(3):
+        link.on_probe(LOOK_BYTES, 0, LOOK_BYTES / 10e6)  # up is back
+    _after_round(s, link, 1.6)
+    assert s.due("a", link, 1.7) == FULL  # the other way is measured too, at once
+
+
+def test_with_energy_as_the_objective_a_low_link_waits_for_its_stale_round():
+    s, link = schedule(1000, 1.0, time_weight=0.0), Link()
+    _probed(link, 10e6)
+    _after_round(s, link, 0.0)
+    for _ in range(3):
+        _probed(link, 10e6 / (4 * CHANGED))
+    _after_round(s, link, 0.0)
+    assert all(s.due("a", link, t / 10) == () for t in range(1, 100))
+    assert s.due("a", link, 10.5) == FULL
+    assert schedule(1000, 1.0, time_weight=1.0).due("a", Link(), 0.0) == ()  # notes only
+
+
+def test_a_lost_server_forgets_its_best():
+    s, link = Schedule(1000, stale_s=10.0, recover_s=1.0), Link()
+    _probed(link, 10e6)
+    _after_round(s, link, 0.0)
+    s.forget("a")
+    slow = Link()
+    _probed(slow, 10e6 / (4 * CHANGED))
+    _after_round(s, slow, 0.0)  # back behind a slower link: that is its best now
+    assert s.due("a", slow, 5.0) == ()
