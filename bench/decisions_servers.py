@@ -48,6 +48,7 @@ from .decisions_servers_replay import (
     loss_by_phase,
     replay,
     reshuffled,
+    unforeseen,
 )
 from .trace import Recorder
 
@@ -230,6 +231,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"{shuffled} | {beats} |"
         )
     lines += ["", f"Phases: {', '.join(report['phases'])}. Fixed policies: {', '.join(FIXED)}."]
+    floor = report["unforeseen_floor"]
+    lines += [
+        "",
+        "A floor for any decider that cannot see a change coming (the oracle, but each phase's "
+        "first call goes where the previous phase said): "
+        f"time {floor['time_ratio_to_oracle']:.3f}, energy {floor['energy_ratio_to_oracle']:.3f} "
+        "of the oracle's.",
+    ]
     lines += ["", "Where ours loses (excess over the oracle; first 6 calls of the phase):", ""]
     for name, unit in (("ours", "s"), ("ours_energy", "J")):
         for phase, p in report["loss_by_phase"][name].items():
@@ -275,6 +284,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "policies": replay(steps, seed),
         "reshuffled": reshuffled(steps, [p.name for p in PHASES], runs=20, seed=seed),
         "loss_by_phase": loss_by_phase(steps),
+        "unforeseen_floor": unforeseen(steps),
         "trace": trace_path(size).name
         if opts.replay is None
         else f"replayed from {opts.replay.name}",

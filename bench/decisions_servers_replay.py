@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from math import log
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,37 @@ def loss_by_phase(steps: list[Step]) -> dict[str, dict[str, dict[str, float]]]:
                 excess if p["calls"] <= 6 else 0.0
             )
     return report
+
+
+def unforeseen(steps: list[Step]) -> dict[str, float]:
+    """A floor for any decider that cannot see a change coming, as ratios to the oracle.
+
+    The oracle, except for the first call of each phase: nothing announced the change,
+    so it goes where the previous phase's measured outcomes of the same service at the
+    nearest size were best (among the places that can run it now), and is charged what
+    that place cost now. Each objective on its own (time in seconds, energy in joules).
+    Every later call of the phase is the oracle's: the floor learns a change at once.
+    """
+    outs = [outcomes(s) for s in steps]
+    ratios = {}
+    for k, name in ((0, "time_ratio_to_oracle"), (1, "energy_ratio_to_oracle")):
+        floor = best = 0.0
+        for i, (step, out) in enumerate(zip(steps, outs)):
+            cost = min(v[k] for v in out.values())
+            best += cost
+            if i and step.phase != steps[i - 1].phase:
+                before = [
+                    (s, o)
+                    for s, o in zip(steps[:i], outs[:i])
+                    if s.phase == steps[i - 1].phase and s.service == step.service
+                ]
+                if before:
+                    near = min(abs(log(s.size / step.size)) for s, _ in before)
+                    alike = [o for s, o in before if abs(log(s.size / step.size)) == near]
+                    sides = [side for side in out if all(side in o for o in alike)]
+                    if sides:
+                        then = min(sides, key=lambda side: sum(o[side][k] for o in alike))
+                        cost = out[then][k]
+            floor += cost
+        ratios[name] = floor / best
+    return ratios

@@ -122,5 +122,27 @@ def decisions_servers(r: Results) -> str:
         f"({', '.join(d['phases'])}; `bench/results/{name}.json`), load average {load}:\n\n"
         "| policy | time / oracle | energy / oracle | shuffled within phases, mean (worst of 20) "
         "| orders of 20 better than every fixed policy |\n"
-        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + _floor(r)
+    )
+
+
+def _floor(r: Results) -> str:
+    """The floor of a decider that cannot see changes coming, on the full and quick traces."""
+    said = []
+    for name, trace in (("decisions_servers", "full"), ("decisions_servers_quick", "quick")):
+        if not (r.directory / f"{name}.json").exists():
+            continue
+        floor = r[name].get("unforeseen_floor")
+        if floor is not None:
+            said.append(
+                f"{trace} trace: time {floor['time_ratio_to_oracle']:.3f}, energy "
+                f"{floor['energy_ratio_to_oracle']:.3f}"
+            )
+    if not said:
+        return ""
+    return (
+        "\nNo decider that cannot see a change coming does better than the oracle with each "
+        "phase's first call sent where the previous phase's outcomes said (`unforeseen_floor`): "
+        + "; ".join(said)
+        + " of the oracle's.\n"
     )

@@ -205,6 +205,22 @@ def test_over_several_servers_the_oracle_takes_the_best_of_here_and_each_server(
     assert set(shuffles["ours"]) >= {"time_ratio_to_oracle_mean", "time_ratio_to_oracle_max"}
 
 
+def test_the_unforeseen_floor_pays_only_each_phases_first_call_where_the_last_phase_said():
+    steps = [_server_step("a", 0.4, near=0.3, mid=0.1, far=0.2) for _ in range(10)]
+    steps += [_server_step("b", 0.4, near=0.3, mid=0.5, far=0.05) for _ in range(10)]
+    floor = ds_replay.unforeseen(steps)
+    # Phase b's first call goes to mid (best in a) and costs 0.5, not far's 0.05.
+    oracle = 10 * 0.1 + 10 * 0.05
+    assert floor["time_ratio_to_oracle"] == pytest.approx((oracle - 0.05 + 0.5) / oracle)
+    assert floor["energy_ratio_to_oracle"] > 1.0
+    assert ds_replay.unforeseen(steps[:10]) == {
+        "time_ratio_to_oracle": 1.0,
+        "energy_ratio_to_oracle": 1.0,
+    }  # no change: the oracle itself
+    ratio = ds_replay.replay(steps)["ours"]["time_ratio_to_oracle"]
+    assert ratio >= floor["time_ratio_to_oracle"] - 1e-9  # ours cannot see the change either
+
+
 def test_the_per_call_dump_charges_what_the_replay_does():
     steps = [_server_step("a", 0.4, near=0.3, mid=0.1, far=0.2) for _ in range(10)]
     steps += [_server_step("b", 0.4, near=0.3, mid=None, far=0.05) for _ in range(10)]
