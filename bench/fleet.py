@@ -64,7 +64,7 @@ import offload
 
 from . import emulation, fleet_app, fleet_cpu, fleet_migration
 from .fleet_policies import policies
-from .fleet_report import PHASES, figure, markdown, summarize
+from .fleet_report import PHASES, figure, markdown, summarize, unforeseen
 from .fleet_setup import CLIENT, CPU, SERVERS, WEAK_MBIT, Fleet, busy
 
 __all__ = ["CPU", "PHASES", "QUICK", "SERVERS", "main", "markdown", "run_policy", "summarize"]
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
             "energy": "modelled (smartphone-wifi)",
         },
         "policies": summarize(runs, opts["payload"]),
+        "unforeseen_floor": unforeseen(runs, opts["payload"]),
         "calls": {name: run["calls"] for name, run in runs.items()},
         "migration": migration,
     }

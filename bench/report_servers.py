@@ -57,9 +57,22 @@ def fleet(r: Results) -> str:
             f"Ours is {ours['time_ratio_to_oracle']:.2f}x the oracle's time (target: within 1.1x: "
             f"{'met' if within else 'not met'}) and "
             f"{'faster than every other policy' if beats else 'not faster than every other policy'}"
+            f", at {ours['energy_ratio_to_oracle']:.2f}x its energy{_floor_said(f)}"
             f"; its failover gap is {ours['failover_gap_s']:.2f} s (target: at most two heartbeat "
             f"intervals, {2 * setup['heartbeat_interval_s']:g} s). {_migration(f.get('migration'))}"
         )
+    )
+
+
+def _floor_said(f: dict[str, Any]) -> str:
+    """What no policy that cannot see a change coming does better than, if the run says."""
+    floor = f.get("unforeseen_floor")
+    if floor is None:
+        return ""
+    return (
+        " (no policy that cannot see a change coming does better than "
+        f"{floor['time_ratio_to_oracle']:.3f}x in time and {floor['energy_ratio_to_oracle']:.3f}x "
+        "in energy: the oracle with each phase's first call sent where its previous call went)"
     )
 
 

@@ -71,10 +71,12 @@ class Schedule:
     after it was lost), when a call stepped the link's estimate (:data:`CHANGED`),
     and when no call measured it for ``stale_s``. A link well below the best it was
     measured at (:data:`CHANGED` times or more, either way) may have come back, and
-    nothing else would tell, since calls avoid it: with ``recover_s``, it gets a look
-    (:data:`LOOK_BYTES` up) after ``recover_s``, then after twice as long while it
-    stays low, up to ``stale_s``; a look that finds it back up is followed by a full
-    round. :class:`Prober` follows it; so does a replay of a trace, on its own clock.
+    nothing else would tell, since calls avoid it: with ``recover_s``, while the client
+    makes calls (``busy``: a link that came back would take some), it gets a look
+    (:data:`LOOK_BYTES` up) every ``recover_s``; an idle client waits for the stale
+    round, so looks cost in proportion to the calls that may gain from them. A look that
+    finds the link back up is followed by a full round. :class:`Prober` follows it; so
+    does a replay of a trace, on its own clock.
     """
 
     def __init__(self, nbytes: int, stale_s: float, recover_s: float | None) -> None:
@@ -86,15 +88,16 @@ class Schedule:
         self._left: dict[str, tuple[float, float, int, float, bool]] = {}
         #: address -> the best (up, down) rates its link was measured at
         self._best: dict[str, tuple[float, float]] = {}
-        #: address -> how long a link below its best waits for its next look
-        self._wait: dict[str, float] = {}
+        #: the addresses whose latest probe was a look
+        self._looked: set[str] = set()
 
     def forget(self, address: str) -> None:
         """``address`` was lost: it may come back elsewhere, behind another link."""
-        for held in (self._left, self._best, self._wait):
+        for held in (self._left, self._best):
             held.pop(address, None)
+        self._looked.discard(address)
 
-    def due(self, address: str, link: Link, now: float) -> tuple[Probe, ...]:
+    def due(self, address: str, link: Link, now: float, busy: bool = True) -> tuple[Probe, ...]:
         """The probes ``address``'s link is due now, after its previous ones (none: ``()``).
 
         A step counts only between two estimates calls made: a probe and a call measure
@@ -111,18 +114,19 @@ class Schedule:
         if calls == link.calls:
             low_up = best[0] >= CHANGED * link.up_rate
             low_down = best[1] >= CHANGED * link.down_rate
-            if address in self._wait and not low_up and low_down:  # a look found it back up
-                del self._left[address], self._wait[address]
+            if address in self._looked and not low_up and low_down:  # a look found it back up
+                del self._left[address]
+                self._looked.discard(address)
                 return self.round
-            wait = self._wait.get(address, self._recover_s) if low_up else self._stale_s
-            if now - when <= wait:
+            look = low_up and busy and self._recover_s < self._stale_s
+            if now - when <= (self._recover_s if look else self._stale_s):
                 return ()
             del self._left[address]
-            if not low_up:
-                self._wait.pop(address, None)
-                return self.round  # no call measured it for a while
-            self._wait[address] = min(2.0 * wait, self._stale_s)
-            return ((LOOK_BYTES, 0),) if wait < self._stale_s else self.round
+            if look:
+                self._looked.add(address)
+                return ((LOOK_BYTES, 0),)
+            self._looked.discard(address)
+            return self.round  # no call measured it for a while
         stepped = max(up / link.up_rate, link.up_rate / up) >= CHANGED or (
             max(down / link.down_rate, link.down_rate / down) >= CHANGED
         )
@@ -158,9 +162,9 @@ class Prober:
             self._todo.pop(address, None)
             self._schedule.forget(address)
 
-    def step(self, remotes: Iterable[Remote]) -> list[Future[None]]:
-        """Send the next probe to each of ``remotes`` that answers and needs one; the
-        probes sent (each resolves once measured, or failed)."""
+    def step(self, remotes: Iterable[Remote], busy: bool = True) -> list[Future[None]]:
+        """Send the next probe to each of ``remotes`` that answers and needs one (``busy``:
+        this client makes calls); the probes sent (each resolves once measured, or failed)."""
         sent = []
         now = time.monotonic()
         for remote in remotes:
@@ -171,7 +175,7 @@ class Prober:
                     continue
                 todo = self._todo.setdefault(address, list(self._schedule.round))
                 if not todo:
-                    todo.extend(self._schedule.due(address, remote.link, now))
+                    todo.extend(self._schedule.due(address, remote.link, now, busy))
                 if not todo or remote.conn.up is not True or remote.conn.in_flight():
                     continue
                 up, down = todo.pop(0)

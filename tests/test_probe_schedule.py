@@ -27,7 +27,7 @@ def test_a_link_measured_by_no_call_gets_a_full_round_once_stale():
     assert s.due("a", link, 10.5) == FULL
 
 
-def test_a_link_below_its_best_is_looked_at_sooner_and_less_often_while_it_stays_low():
+def test_a_link_below_its_best_is_looked_at_every_recover_s_while_calls_are_made():
     s, link = Schedule(1000, stale_s=10.0, recover_s=1.0), Link()
     _probed(link, 10e6)
     _after_round(s, link, 0.0)
@@ -35,15 +35,17 @@ def test_a_link_below_its_best_is_looked_at_sooner_and_less_often_while_it_stays
     _probed(link, 10e6 / (4 * CHANGED))
     _after_round(s, link, 0.0)
     looks = []
-    for tenth in range(1, 300):
+    for tenth in range(1, 50):
         now = tenth / 10
-        due = s.due("a", link, now)
+        due = s.due("a", link, now, busy=True)
         if due:
-            assert due == (((LOOK_BYTES, 0),) if len(looks) < 4 else FULL)  # stale: a round
+            assert due == ((LOOK_BYTES, 0),)
             looks.append(now)
             _after_round(s, link, now)  # the look found it as low as before
-    waits = [round(b - a, 1) for a, b in zip([0.0, *looks], looks)]
-    assert waits == [1.1, 2.1, 4.1, 8.1, 10.1]  # doubling from recover_s up to stale_s
+    assert looks == [1.1, 2.2, 3.3, 4.4]
+    # An idle client does not look: the stale round comes, ten seconds after the last look.
+    assert all(s.due("a", link, 4.4 + t / 10, busy=False) == () for t in range(1, 100))
+    assert s.due("a", link, 14.5, busy=False) == FULL
 
 
 def test_a_look_that_finds_the_link_back_up_is_followed_by_a_full_round():
