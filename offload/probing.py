@@ -68,10 +68,11 @@ class Schedule:
     """Which probes a server's link is due: the rules, without sockets or a clock.
 
     A full round (``nbytes`` up, then down) when the server first answers (again,
-    after it was lost), when a call stepped the link's estimate (:data:`CHANGED`),
-    and when no call measured it for ``stale_s``. A link well below the best it was
-    measured at (:data:`CHANGED` times or more, either way) may have come back, and
-    nothing else would tell, since calls avoid it: with ``recover_s``, while the client
+    after it was lost), when a call stepped the link's estimate up (:data:`CHANGED`;
+    down: a look each way it stepped), and when no call measured it for ``stale_s``.
+    A link well below the best it was measured at (:data:`CHANGED` times or more,
+    either way) may have come back, and nothing else would tell, since calls avoid
+    it: with ``recover_s``, while the client
     makes calls (``busy``: a link that came back would take some), it gets a look
     (:data:`LOOK_BYTES` up) every ``recover_s``; an idle client waits for the stale
     round, so looks cost in proportion to the calls that may gain from them. A look that
@@ -127,12 +128,16 @@ class Schedule:
                 return ((LOOK_BYTES, 0),)
             self._looked.discard(address)
             return self.round  # no call measured it for a while
-        stepped = max(up / link.up_rate, link.up_rate / up) >= CHANGED or (
-            max(down / link.down_rate, link.down_rate / down) >= CHANGED
-        )
-        if by_calls and stepped:
+        up_step = max(up / link.up_rate, link.up_rate / up) >= CHANGED
+        down_step = max(down / link.down_rate, link.down_rate / down) >= CHANGED
+        if by_calls and (up_step or down_step):
             del self._left[address]
-            return self.round
+            if (up_step and link.up_rate > up) or (down_step and link.down_rate > down):
+                return self.round  # faster: a full round costs little
+            # Slower: a look each way it stepped confirms or undoes it at half a round's bytes
+            # (a round over a link that fell to 2 Mbit/s costs the radio half a second).
+            looks = (((LOOK_BYTES, 0), up_step), ((0, LOOK_BYTES), down_step))
+            return tuple(probe for probe, stepped in looks if stepped)
         self._left[address] = (link.up_rate, link.down_rate, link.calls, now, True)
         return ()
 

@@ -83,3 +83,20 @@ def test_a_lost_server_forgets_its_best():
     _probed(slow, 10e6 / (4 * CHANGED))
     _after_round(s, slow, 0.0)  # back behind a slower link: that is its best now
     assert s.due("a", slow, 5.0) == ()
+
+
+def test_a_step_down_calls_made_is_confirmed_by_a_look_a_step_up_by_a_round():
+    s, link = Schedule(1000, stale_s=10.0, recover_s=1.0), Link()
+    _probed(link, 10e6)
+    _after_round(s, link, 0.0)
+    link.on_call(1_000_000, 100, 0.1, 0.0)  # 1 MB up at the probed 10 MB/s
+    assert s.due("a", link, 0.1) == ()  # a call measured it: noted
+    link.on_call(1_000_000, 100, 1.6, 0.0)  # 16 times slower: the estimate steps down
+    assert link.up_rate < 10e6 / CHANGED
+    assert s.due("a", link, 1.7) == ((LOOK_BYTES, 0),)  # up only: down did not step
+    link.on_probe(LOOK_BYTES, 0, LOOK_BYTES / 10e6)  # the look: it was one slow call
+    _after_round(s, link, 1.8)
+    link.on_call(1_000_000, 100, 1.6, 0.0)
+    assert s.due("a", link, 1.9) == ()  # calls measured it: noted
+    link.on_call(1_000_000, 100, 0.1, 0.0)  # fast again: a step up
+    assert s.due("a", link, 2.0) == FULL
