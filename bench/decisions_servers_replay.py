@@ -239,14 +239,16 @@ def loss_by_phase(steps: list[Step]) -> dict[str, dict[str, dict[str, float]]]:
     return report
 
 
-def unforeseen(steps: list[Step]) -> dict[str, float]:
-    """A floor for any decider that cannot see a change coming, as ratios to the oracle.
+def unforeseen(steps: list[Step], changed: dict[str, set[str]]) -> dict[str, float]:
+    """A floor for a decider that always picks the best place it can know of, as ratios
+    to the oracle: it knows everything but what nothing announces, a link's new rate.
 
-    The oracle, except for the first call of each phase: nothing announced the change,
-    so it goes where the previous phase's measured outcomes of the same service at the
-    nearest size were best (among the places that can run it now), and is charged what
-    that place cost now. Each objective on its own (time in seconds, energy in joules).
-    Every later call of the phase is the oracle's: the floor learns a change at once.
+    The oracle, except for the first call of a phase in which servers' links changed
+    (``changed``: phase -> those servers): it believes each of them costs what the
+    previous phase measured there for the same service at the nearest size, every other
+    place what it costs now, goes to the cheapest so believed, and is charged what that
+    place cost now. Every later call is the oracle's: the floor learns at once. Each
+    objective on its own (time in seconds, energy in joules).
     """
     outs = [outcomes(s) for s in steps]
     ratios = {}
@@ -255,19 +257,22 @@ def unforeseen(steps: list[Step]) -> dict[str, float]:
         for i, (step, out) in enumerate(zip(steps, outs)):
             cost = min(v[k] for v in out.values())
             best += cost
-            if i and step.phase != steps[i - 1].phase:
-                before = [
-                    (s, o)
-                    for s, o in zip(steps[:i], outs[:i])
-                    if s.phase == steps[i - 1].phase and s.service == step.service
-                ]
-                if before:
-                    near = min(abs(log(s.size / step.size)) for s, _ in before)
-                    alike = [o for s, o in before if abs(log(s.size / step.size)) == near]
-                    sides = [side for side in out if all(side in o for o in alike)]
-                    if sides:
-                        then = min(sides, key=lambda side: sum(o[side][k] for o in alike))
-                        cost = out[then][k]
+            moved = changed.get(step.phase, set())
+            if i and moved and step.phase != steps[i - 1].phase:
+                believed = {side: v[k] for side, v in out.items()}
+                for side in moved & set(out):
+                    before = [
+                        (s, o)
+                        for s, o in zip(steps[:i], outs[:i])
+                        if s.phase == steps[i - 1].phase and s.service == step.service and side in o
+                    ]
+                    if before:
+                        near = min(abs(log(s.size / step.size)) for s, _ in before)
+                        alike = [
+                            o[side][k] for s, o in before if abs(log(s.size / step.size)) == near
+                        ]
+                        believed[side] = sum(alike) / len(alike)
+                cost = out[min(believed, key=believed.__getitem__)][k]
             floor += cost
         ratios[name] = floor / best
     return ratios

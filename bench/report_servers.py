@@ -65,14 +65,15 @@ def fleet(r: Results) -> str:
 
 
 def _floor_said(f: dict[str, Any]) -> str:
-    """What no policy that cannot see a change coming does better than, if the run says."""
+    """The unforeseen floor of the run, if it says."""
     floor = f.get("unforeseen_floor")
     if floor is None:
         return ""
     return (
-        " (no policy that cannot see a change coming does better than "
-        f"{floor['time_ratio_to_oracle']:.3f}x in time and {floor['energy_ratio_to_oracle']:.3f}x "
-        "in energy: the oracle with each phase's first call sent where its previous call went)"
+        " (a policy that always picks the best place it can know of, everything but a link's "
+        "new rate, which nothing announces, pays at least "
+        f"{floor['time_ratio_to_oracle']:.3f}x the time and {floor['energy_ratio_to_oracle']:.3f}x "
+        "the energy: the first call after the change goes where the link was good)"
     )
 
 
@@ -154,8 +155,7 @@ def _floor(r: Results) -> str:
     if not said:
         return ""
     return (
-        "\nNo decider that cannot see a change coming does better than the oracle with each "
-        "phase's first call sent where the previous phase's outcomes said (`unforeseen_floor`): "
-        + "; ".join(said)
-        + " of the oracle's.\n"
+        "\nA decider that always picks the best place it can know of (everything but a link's "
+        "new rate, which nothing announces: the first call after it goes where the link was "
+        "good) pays at least (`unforeseen_floor`): " + "; ".join(said) + " of the oracle's.\n"
     )

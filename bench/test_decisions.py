@@ -205,18 +205,18 @@ def test_over_several_servers_the_oracle_takes_the_best_of_here_and_each_server(
     assert set(shuffles["ours"]) >= {"time_ratio_to_oracle_mean", "time_ratio_to_oracle_max"}
 
 
-def test_the_unforeseen_floor_pays_only_each_phases_first_call_where_the_last_phase_said():
+def test_the_unforeseen_floor_pays_the_first_call_after_a_link_changed_where_it_was_good():
     steps = [_server_step("a", 0.4, near=0.3, mid=0.1, far=0.2) for _ in range(10)]
     steps += [_server_step("b", 0.4, near=0.3, mid=0.5, far=0.05) for _ in range(10)]
-    floor = ds_replay.unforeseen(steps)
-    # Phase b's first call goes to mid (best in a) and costs 0.5, not far's 0.05.
+    floor = ds_replay.unforeseen(steps, {"b": {"mid", "far"}})
+    # Both links changed unannounced: phase b's first call goes to mid (best in a), costs 0.5.
     oracle = 10 * 0.1 + 10 * 0.05
     assert floor["time_ratio_to_oracle"] == pytest.approx((oracle - 0.05 + 0.5) / oracle)
     assert floor["energy_ratio_to_oracle"] > 1.0
-    assert ds_replay.unforeseen(steps[:10]) == {
+    assert ds_replay.unforeseen(steps, {"b": {"mid"}}) == {
         "time_ratio_to_oracle": 1.0,
         "energy_ratio_to_oracle": 1.0,
-    }  # no change: the oracle itself
+    }  # far's new cost is known (only mid's link changed): the oracle itself
     ratio = ds_replay.replay(steps)["ours"]["time_ratio_to_oracle"]
     assert ratio >= floor["time_ratio_to_oracle"] - 1e-9  # ours cannot see the change either
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from bench import fleet
+from typing import Any
+
+import pytest
+
+from bench import fleet, fleet_report
 
 
 def _calls(spec: list[tuple[str, float, str]]) -> dict:
@@ -60,3 +64,17 @@ def test_the_migration_section_reports_the_gain_and_the_moves():
     assert "| auto | 2.50 |" in text and "2.40x faster than `never`" in text
     assert "Moves: near -> mid." in text
     assert fleet_migration.markdown(None).startswith("Migration: not measured")
+
+
+def test_the_unforeseen_floor_sends_the_first_call_over_a_changed_link_where_it_was_good():
+    def call(phase: str, where: str, s: float) -> dict[str, Any]:
+        return {"phase": phase, "where": where, "s": s}
+
+    a = [call("mid busy", "far", 0.03), call("mid busy", "far", 0.03)]
+    a += [call("far link weak", "far", 0.5), call("far link weak", "mid", 0.05)]
+    b = [call("mid busy", "mid", 0.2), call("mid busy", "mid", 0.2)]
+    b += [call("far link weak", "mid", 0.05), call("far link weak", "mid", 0.05)]
+    floor = fleet_report.unforeseen({"a": {"calls": a}, "b": {"calls": b}}, 1000)
+    # far was good before its link weakened: the first call after goes there, and pays 0.5.
+    assert floor["time_ratio_to_oracle"] == pytest.approx((0.03 + 0.03 + 0.5 + 0.05) / 0.16)
+    assert floor["energy_ratio_to_oracle"] > 1.0
