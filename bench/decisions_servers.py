@@ -244,12 +244,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"{shuffled} | {beats} |"
         )
     lines += ["", f"Phases: {', '.join(report['phases'])}. Fixed policies: {', '.join(FIXED)}."]
-    floor = report["unforeseen_floor"]
+    floor = report["unforeseen"]
     lines += [
         "",
-        "Unforeseen floor: a decider that always picks the best place it can know of "
+        "Unforeseen reference: a decider that always picks the best place it can know of "
         "(everything but a link's new rate, which nothing announces: the first call after it "
-        "goes where the link was good) pays at least "
+        "goes where the link was good) pays "
         f"{floor['time_ratio_to_oracle']:.3f} of the oracle's time and "
         f"{floor['energy_ratio_to_oracle']:.3f} of its energy.",
     ]
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "policies": replay(steps, seed),
         "reshuffled": reshuffled(steps, [p.name for p in PHASES], runs=20, seed=seed),
         "loss_by_phase": loss_by_phase(steps),
-        "unforeseen_floor": unforeseen(steps, links_changed()),
+        "unforeseen": unforeseen(steps, links_changed()),
         "trace": trace_path(size).name
         if opts.replay is None
         else f"replayed from {opts.replay.name}",

@@ -110,7 +110,8 @@ class Ours:
             link.on_probe(up, down, s["rtt_s"] + (up + down) / rate)
             self.probe_j += ENERGY.remote(up / rate, down / rate, (up + down) / rate)
         self.probed.add(name)
-        self.schedule.due(name, link, self.clock)  # what the probes left, to compare with
+        if more := self.schedule.due(name, link, self.clock):  # notes what they left
+            self._probe(name, s, more)  # a look that found the link back: a round
 
     def __call__(self, step: Step) -> list[str]:
         d, fn = self.decider, SERVICES[step.service]
@@ -123,10 +124,8 @@ class Ours:
                 continue
             c = self.candidates[name]
             c.link.on_rtt(s["rtt_s"])
-            due = self.schedule.round if name not in self.probed else ()
-            due = due or self.schedule.due(name, c.link, self.clock)
-            if due:
-                self._probe(name, s, due)
+            if name not in self.probed:  # a server's first round comes before its calls
+                self._probe(name, s, self.schedule.round)
             c.others, c.workers, c.rate = s["others"], s["workers"], s["rate"]
             c.service_s, c.clients = s.get("service_s", 0.0), s.get("clients")  # newer traces
             usable.append(c)
@@ -136,10 +135,20 @@ class Ours:
             left = [c for c in usable if c.address not in route]
             route.append(d.where_among(fn, step.size, left) if left else "local")
         self.clock += charge(step, route)[0]
-        where = route[-1]
+        self._learn(step, fn, route[-1])
+        for c in usable:  # the probes now due inform the next call, not this one
+            if due := self.schedule.due(c.address, c.link, self.clock):
+                s = step.servers[c.address]
+                assert s is not None
+                self._probe(c.address, s, due)
+        return route
+
+    def _learn(self, step: Step, fn: Any, where: str) -> None:
+        """What the call that ran at ``where`` teaches."""
+        d = self.decider
         if where == "local":
             d.observe_local(fn, step.size, step.local_s)
-            return route
+            return
         s = step.servers[where]
         assert s is not None
         link = self.candidates[where].link
@@ -148,7 +157,6 @@ class Ours:
         alone = s["others"] < s["workers"]
         turnaround, server_s = s["remote_s"], s["server_s"]
         d.observe_remote(fn, step.size, turnaround, server_s, s["up"], s["down"], alone, link)
-        return route
 
 
 def _nearest(step: Step) -> list[str]:
@@ -240,15 +248,16 @@ def loss_by_phase(steps: list[Step]) -> dict[str, dict[str, dict[str, float]]]:
 
 
 def unforeseen(steps: list[Step], changed: dict[str, set[str]]) -> dict[str, float]:
-    """A floor for a decider that always picks the best place it can know of, as ratios
+    """What a decider that always picks the best place it can know of pays, as ratios
     to the oracle: it knows everything but what nothing announces, a link's new rate.
 
     The oracle, except for the first call of a phase in which servers' links changed
     (``changed``: phase -> those servers): it believes each of them costs what the
     previous phase measured there for the same service at the nearest size, every other
     place what it costs now, goes to the cheapest so believed, and is charged what that
-    place cost now. Every later call is the oracle's: the floor learns at once. Each
-    objective on its own (time in seconds, energy in joules).
+    place cost now. Every later call is the oracle's: it learns at once. Each objective
+    on its own (time in seconds, energy in joules). A reference, not a bound on every
+    decider: one that happens to avoid that link at that call pays less.
     """
     outs = [outcomes(s) for s in steps]
     ratios = {}

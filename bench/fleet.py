@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None, out: Path = RESULTS) -> dict[str, Any]:
             "energy": "modelled (smartphone-wifi)",
         },
         "policies": summarize(runs, opts["payload"]),
-        "unforeseen_floor": unforeseen(runs, opts["payload"]),
+        "unforeseen": unforeseen(runs, opts["payload"]),
         "calls": {name: run["calls"] for name, run in runs.items()},
         "migration": migration,
     }

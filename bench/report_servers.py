@@ -65,13 +65,13 @@ def fleet(r: Results) -> str:
 
 
 def _floor_said(f: dict[str, Any]) -> str:
-    """The unforeseen floor of the run, if it says."""
-    floor = f.get("unforeseen_floor")
+    """The unforeseen reference of the run, if it says."""
+    floor = f.get("unforeseen")
     if floor is None:
         return ""
     return (
         " (a policy that always picks the best place it can know of, everything but a link's "
-        "new rate, which nothing announces, pays at least "
+        "new rate, which nothing announces, pays "
         f"{floor['time_ratio_to_oracle']:.3f}x the time and {floor['energy_ratio_to_oracle']:.3f}x "
         "the energy: the first call after the change goes where the link was good)"
     )
@@ -146,7 +146,7 @@ def _floor(r: Results) -> str:
     for name, trace in (("decisions_servers", "full"), ("decisions_servers_quick", "quick")):
         if not (r.directory / f"{name}.json").exists():
             continue
-        floor = r[name].get("unforeseen_floor")
+        floor = r[name].get("unforeseen")
         if floor is not None:
             said.append(
                 f"{trace} trace: time {floor['time_ratio_to_oracle']:.3f}, energy "
@@ -157,5 +157,5 @@ def _floor(r: Results) -> str:
     return (
         "\nA decider that always picks the best place it can know of (everything but a link's "
         "new rate, which nothing announces: the first call after it goes where the link was "
-        "good) pays at least (`unforeseen_floor`): " + "; ".join(said) + " of the oracle's.\n"
+        "good) pays (`unforeseen`): " + "; ".join(said) + " of the oracle's.\n"
     )

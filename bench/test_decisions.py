@@ -205,7 +205,7 @@ def test_over_several_servers_the_oracle_takes_the_best_of_here_and_each_server(
     assert set(shuffles["ours"]) >= {"time_ratio_to_oracle_mean", "time_ratio_to_oracle_max"}
 
 
-def test_the_unforeseen_floor_pays_the_first_call_after_a_link_changed_where_it_was_good():
+def test_the_unforeseen_pays_the_first_call_after_a_link_changed_where_it_was_good():
     steps = [_server_step("a", 0.4, near=0.3, mid=0.1, far=0.2) for _ in range(10)]
     steps += [_server_step("b", 0.4, near=0.3, mid=0.5, far=0.05) for _ in range(10)]
     floor = ds_replay.unforeseen(steps, {"b": {"mid", "far"}})
@@ -217,8 +217,6 @@ def test_the_unforeseen_floor_pays_the_first_call_after_a_link_changed_where_it_
         "time_ratio_to_oracle": 1.0,
         "energy_ratio_to_oracle": 1.0,
     }  # far's new cost is known (only mid's link changed): the oracle itself
-    ratio = ds_replay.replay(steps)["ours"]["time_ratio_to_oracle"]
-    assert ratio >= floor["time_ratio_to_oracle"] - 1e-9  # ours cannot see the change either
 
 
 def test_the_per_call_dump_charges_what_the_replay_does():

@@ -66,7 +66,7 @@ def test_the_migration_section_reports_the_gain_and_the_moves():
     assert fleet_migration.markdown(None).startswith("Migration: not measured")
 
 
-def test_the_unforeseen_floor_sends_the_first_call_over_a_changed_link_where_it_was_good():
+def test_the_unforeseen_sends_the_first_call_over_a_changed_link_where_it_was_good():
     def call(phase: str, where: str, s: float) -> dict[str, Any]:
         return {"phase": phase, "where": where, "s": s}
 

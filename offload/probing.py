@@ -14,9 +14,9 @@ another link. So is a link whose estimate a call moved by a step (four times
 or more): the step stands until the probe confirms it (a weakened link) or
 undoes it (one call slowed by the server or the host, not the link), and a
 link no call measured for a while (an estimate that old decides failovers).
-A link well below its best gets a small look up now and then, sooner than
-that, when the objective counts time: it may have come back, and calls,
-which avoid it, would never tell (:class:`Schedule`).
+A link calls saw drop gets a small look each way it dropped, every heartbeat
+while the client makes calls and time counts in its objective: it may have
+come back, and calls, which avoid it, would never tell (:class:`Schedule`).
 
 A probe and a call at once on one link would slow each other, and the call
 would teach its link a rate the probe took half of. So the client's first
@@ -47,11 +47,11 @@ log = logging.getLogger("offload")
 #: size from which a transfer teaches the bandwidth (``network.LARGE``), small
 #: enough for 64 ms on an 8 Mbit/s link.
 PROBE_BYTES = 64 * 1024
-#: Bytes up of a look at a link below its best: the least that teaches a bandwidth.
+#: Bytes of a look at a link that dropped, one way: the least that teaches a bandwidth.
 LOOK_BYTES = LARGE
-#: Heartbeats after which a link no call measured is probed again.
+#: Heartbeats after which a link neither a call nor a round measured is probed again.
 STALE_HEARTBEATS = 10
-#: Heartbeats after which a link well below its best is first looked at again.
+#: Heartbeats between looks at a link that dropped, while the client makes calls.
 RECOVER_HEARTBEATS = 1
 
 #: A link's rate this many times off what its last probe left (a call saw a step) is
@@ -64,39 +64,57 @@ CHANGED = 4.0
 Probe = tuple[int, int]
 
 
+class _Seen:
+    """What the schedule knows of one link: its rates and calls when last noted, and when."""
+
+    __slots__ = ("by_calls", "calls", "down", "drop", "looked_at", "measured_at", "sent", "up")
+
+    def __init__(self, link: Link, now: float) -> None:
+        self.up, self.down, self.calls = link.up_rate, link.down_rate, link.calls
+        self.by_calls = False  # whether calls measured it since it was last probed
+        self.measured_at = now  # when a call or a full round last measured it
+        self.looked_at = now
+        #: its (up, down) rates before calls saw it drop, while it stays that low
+        self.drop: tuple[float, float] | None = None
+        self.sent: str | None = None  # "round" or "look": probes sent, not noted yet
+
+    def note(self, link: Link) -> None:
+        self.up, self.down, self.calls = link.up_rate, link.down_rate, link.calls
+
+    def low(self, link: Link) -> tuple[bool, bool]:
+        """Whether each way is still :data:`CHANGED` times below its rate before the drop."""
+        if self.drop is None:
+            return False, False
+        return self.drop[0] >= CHANGED * link.up_rate, self.drop[1] >= CHANGED * link.down_rate
+
+
 class Schedule:
     """Which probes a server's link is due: the rules, without sockets or a clock.
 
     A full round (``nbytes`` up, then down) when the server first answers (again,
-    after it was lost), when a call stepped the link's estimate up (:data:`CHANGED`;
-    down: a look each way it stepped), and when no call measured it for ``stale_s``.
-    A link well below the best it was measured at (:data:`CHANGED` times or more,
-    either way) may have come back, and nothing else would tell, since calls avoid
-    it: with ``recover_s``, while the client
-    makes calls (``busy``: a link that came back would take some), it gets a look
-    (:data:`LOOK_BYTES` up) every ``recover_s``; an idle client waits for the stale
-    round, so looks cost in proportion to the calls that may gain from them. A look that
-    finds the link back up is followed by a full round. :class:`Prober` follows it; so
-    does a replay of a trace, on its own clock.
+    after it was lost), when a call stepped the link's estimate up (:data:`CHANGED`),
+    and when neither a call nor a round measured it for ``stale_s``. When calls saw it
+    step down, a look (:data:`LOOK_BYTES`) each way it stepped confirms the drop or
+    undoes it. A link that dropped may come back, and nothing else would tell, since
+    calls avoid it: with ``recover_s``, while the client makes calls (``busy``: a link
+    that came back would take some), it gets a look each way it is still low every
+    ``recover_s``, until it is back within :data:`CHANGED` of its rate before the drop;
+    an idle client waits for the stale round, so looks cost in proportion to the calls
+    that may gain from them. A look that finds it back is followed by a full round.
+    The drop is measured against the rate calls and rounds left before it, never
+    against a single high reading (a short transfer may pass in a token bucket's burst).
+    :class:`Prober` follows it; so does a replay of a trace, on its own clock.
     """
 
     def __init__(self, nbytes: int, stale_s: float, recover_s: float | None) -> None:
         self.round: tuple[Probe, ...] = ((nbytes, 0), (0, nbytes))
         self._stale_s = stale_s
-        self._recover_s = stale_s if recover_s is None else min(recover_s, stale_s)
-        #: address -> (up rate, down rate, calls) of its link when last looked at, when, and
-        #: whether calls had measured it since its last round of probes
-        self._left: dict[str, tuple[float, float, int, float, bool]] = {}
-        #: address -> the best (up, down) rates its link was measured at
-        self._best: dict[str, tuple[float, float]] = {}
-        #: the addresses whose latest probe was a look
-        self._looked: set[str] = set()
+        self._recover_s = recover_s
+        self._seen: dict[str, _Seen] = {}
 
     def forget(self, address: str) -> None:
         """``address`` was lost: it may come back elsewhere, behind another link."""
-        for held in (self._left, self._best):
-            held.pop(address, None)
-        self._looked.discard(address)
+        self._seen.pop(address, None)
 
     def due(self, address: str, link: Link, now: float, busy: bool = True) -> tuple[Probe, ...]:
         """The probes ``address``'s link is due now, after its previous ones (none: ``()``).
@@ -105,47 +123,59 @@ class Schedule:
         a little differently (a short probe may pass in the link's burst), and comparing
         one with the other would probe again and again.
         """
-        best_up, best_down = self._best.get(address, (0.0, 0.0))
-        best = self._best[address] = max(best_up, link.up_rate), max(best_down, link.down_rate)
-        left = self._left.get(address)
-        if left is None:  # its probes just ended: what they left, to compare with
-            self._left[address] = (link.up_rate, link.down_rate, link.calls, now, False)
+        seen = self._seen.get(address)
+        if seen is None:  # its first round just ended
+            self._seen[address] = _Seen(link, now)
             return ()
-        up, down, calls, when, by_calls = left
-        if calls == link.calls:
-            low_up = best[0] >= CHANGED * link.up_rate
-            low_down = best[1] >= CHANGED * link.down_rate
-            if address in self._looked and not low_up and low_down:  # a look found it back up
-                del self._left[address]
-                self._looked.discard(address)
-                return self.round
-            look = low_up and busy and self._recover_s < self._stale_s
-            if now - when <= (self._recover_s if look else self._stale_s):
-                return ()
-            del self._left[address]
-            if look:
-                self._looked.add(address)
-                return ((LOOK_BYTES, 0),)
-            self._looked.discard(address)
-            return self.round  # no call measured it for a while
-        up_step = max(up / link.up_rate, link.up_rate / up) >= CHANGED
-        down_step = max(down / link.down_rate, link.down_rate / down) >= CHANGED
-        if by_calls and (up_step or down_step):
-            del self._left[address]
-            if (up_step and link.up_rate > up) or (down_step and link.down_rate > down):
-                return self.round  # faster: a full round costs little
-            # Slower: a look each way it stepped confirms or undoes it at half a round's bytes
-            # (a round over a link that fell to 2 Mbit/s costs the radio half a second).
-            looks = (((LOOK_BYTES, 0), up_step), ((0, LOOK_BYTES), down_step))
-            return tuple(probe for probe, stepped in looks if stepped)
-        self._left[address] = (link.up_rate, link.down_rate, link.calls, now, True)
+        if seen.sent is not None:  # the probes it was due just ended: what they left
+            sent, seen.sent = seen.sent, None
+            seen.note(link)
+            seen.by_calls = False
+            if sent == "round":
+                seen.measured_at = now
+            low = seen.low(link)
+            if not any(low):
+                seen.drop = None
+                return self._send(seen, "round") if sent == "look" else ()
+            return ()
+        if link.calls != seen.calls:  # calls measured it
+            up_step = max(seen.up / link.up_rate, link.up_rate / seen.up) >= CHANGED
+            down_step = max(seen.down / link.down_rate, link.down_rate / seen.down) >= CHANGED
+            if seen.by_calls and (up_step or down_step):
+                if (up_step and link.up_rate > seen.up) or (
+                    down_step and link.down_rate > seen.down
+                ):
+                    return self._send(seen, "round")  # faster: a round costs little
+                # Slower: a look each way it stepped, at half a round's bytes (a round over
+                # a link fallen to 2 Mbit/s costs the radio half a second).
+                seen.drop = seen.drop or (seen.up, seen.down)
+                return self._looks(seen, (up_step, down_step), now)
+            seen.note(link)
+            seen.by_calls, seen.measured_at = True, now
+            return ()
+        if now - seen.measured_at > self._stale_s:
+            return self._send(seen, "round")  # nothing measured it for a while
+        low = seen.low(link)
+        recover = self._recover_s
+        if any(low) and busy and recover is not None and now - seen.looked_at > recover:
+            return self._looks(seen, low, now)
         return ()
+
+    def _send(self, seen: _Seen, kind: str) -> tuple[Probe, ...]:
+        seen.sent = kind
+        return self.round
+
+    def _looks(self, seen: _Seen, ways: tuple[bool, bool], now: float) -> tuple[Probe, ...]:
+        seen.sent, seen.looked_at = "look", now
+        looks = (((LOOK_BYTES, 0), ways[0]), ((0, LOOK_BYTES), ways[1]))
+        return tuple(probe for probe, way in looks if way)
 
 
 def schedule(nbytes: int, heartbeat_s: float, time_weight: float) -> Schedule:
-    """A client's :class:`Schedule`: looks at links below their best only when time counts
-    in its objective (``time_weight`` above 0): a look spends the radio's energy on a
-    sooner choice of a link that came back."""
+    """A client's :class:`Schedule`: looks at links that dropped only when time counts in
+    its objective (``time_weight`` above 0): a look spends the radio's energy on a sooner
+    choice of a link that came back (for the energy objective, a replay of the three-server
+    trace lost more to the looks than they won)."""
     recover = RECOVER_HEARTBEATS * heartbeat_s if time_weight > 0 else None
     return Schedule(nbytes, STALE_HEARTBEATS * heartbeat_s, recover)
 

@@ -35,9 +35,9 @@ client PINGs once a heartbeat).
 It also probes each server's bandwidth (:mod:`offload.probing`): the first call
 waits for the probes, so its choice is made on measured links rather than one
 assumed figure for all, and a server lost and back is probed again while it
-takes no calls yet (probation, or starting). While this client makes calls, a link
-well below its best gets a small look every heartbeat (with the objective time):
-calls avoid it, so only a probe would see it come back.
+takes no calls yet (probation, or starting). While this client places calls (here
+or there), a link calls saw drop gets a small look every heartbeat when time counts
+in its objective: calls avoid it, so only a probe would see it come back.
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ class Usable:
         self._closed = threading.Event()
         self._pinged = 0.0
         self._first = True
-        #: How many times calls asked for the candidates (no lock: a count to see change by).
+        #: How many times the candidates were asked for: calls placed, and ``explain`` or a
+        #: batch's plan (no lock: a count that only has to change).
         self.asked = 0
         #: Measures each usable server's link (again after it was lost): :mod:`offload.probing`.
         nbytes, beat = config.probe_bytes or PROBE_BYTES, config.heartbeat_interval
@@ -113,7 +114,7 @@ class Usable:
 
     def ready(self, known: Callable[[], list[Known]]) -> tuple[Candidate, ...]:
         """The usable servers; the first time, after waiting for each one's first PONG."""
-        self.asked += 1  # calls being made, wherever they run: the watcher's "busy"
+        self.asked += 1  # calls being placed, wherever they run: for the prober's looks
         if self._first:
             with self._first_lock:
                 if self._first:
@@ -132,8 +133,7 @@ class Usable:
 
         Every ``heartbeat_interval / WATCH_PER_HEARTBEAT`` s: the servers lost, on
         probation or starting, and those whose latest PONG counted other clients' calls
-        there; while this client makes calls (one was placed, here or on a server, or
-        ended within a heartbeat), every
+        there; while this client makes calls (one ended within a heartbeat), every
         server, so that a server other clients just filled is seen within that time.
         Every :data:`STARTING_S` one whose workers start. Never one whose previous PING
         is still unanswered (a dead server's would pile up, and a call's estimate counts
@@ -145,10 +145,13 @@ class Usable:
         pinged: dict[str, float] = {}
         fine = STARTING_S
         calls, called = 0, 0.0
+        asked, placed = 0, 0.0
         while not self._closed.wait(fine):
             now = time.monotonic()
+            if self.asked != asked:
+                asked, placed = self.asked, now
             with self._lock:
-                total = self.asked + sum(r.link.calls for r in self._remotes.values())
+                total = sum(r.link.calls for r in self._remotes.values())
                 if total != calls:
                     calls, called = total, now
                 busy = now - called < self._config.heartbeat_interval  # calls being made
@@ -165,7 +168,8 @@ class Usable:
                     and now - pinged.get(address, 0.0)
                     >= (fine if workers_starting(remote) else step)
                 ]
-            self._prober.step(self._answering(), busy)
+            # Looks at a link that dropped pay off while calls are placed, here or there.
+            self._prober.step(self._answering(), now - placed < self._config.heartbeat_interval)
             if not watched:
                 continue
             deadline = now + fine

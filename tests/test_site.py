@@ -231,13 +231,14 @@ def test_a_lost_lender_and_its_job_resumes_from_its_checkpoint_elsewhere(site: S
 
 
 def test_a_lender_retires_at_the_end_of_its_time_and_its_job_moves(site: Site) -> None:
-    """m3 lends for 6 s: its checkpointed job stops at a checkpoint and goes on elsewhere.
+    """m3 lends for 10 s: its checkpointed job stops at a checkpoint and goes on elsewhere.
 
-    One 8 s job per lender, submitted once m3 has joined (within 30 s, most often 1-2):
-    each lender's one slot takes one, so m3 is running one when its time ends.
+    One 12 s job per lender, submitted once the site counts m3 (its 10 s run from its
+    start: most often 1-2 s before): each lender's one slot takes one, so m3 is running
+    one when its time ends, unless joining took it most of its time.
     """
-    site.lend("m3", "--for", "6s")
-    n, step = 80, 0.1
+    site.lend("m3", "--for", "10s")
+    n, step = 120, 0.1
     with site.client() as client:
         jobs = [client.submit(site_apps.count_up, n, step) for _ in site.lenders]
         results = [job.result(timeout=60) for job in jobs]
