@@ -171,6 +171,9 @@ class Usable:
             # Looks at a link that dropped pay off while calls are placed, here or there.
             self._prober.step(self._answering(), now - placed < self._config.heartbeat_interval)
             if not watched:
+                if self._probation_ended(now):  # usable from now, not from the next PING
+                    with self._lock:
+                        self._rebuild()
                 continue
             deadline = now + fine
             for address, remote in watched:
@@ -180,6 +183,15 @@ class Usable:
                 _answered(unanswered[address], deadline)
             with self._lock:
                 self._rebuild()
+
+    def _probation_ended(self, now: float) -> bool:
+        """Whether a server answering again has answered for its probation by ``now``."""
+        with self._lock:
+            return any(
+                since is not None
+                and now - since >= probation_s(self._config.probation, self._losses[a][0])
+                for a, since in self._lost.items()
+            )
 
     def _answering(self) -> list[Remote]:
         """The connections to the servers that answer (usable, on probation, or starting)."""
