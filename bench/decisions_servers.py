@@ -244,14 +244,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"{shuffled} | {beats} |"
         )
     lines += ["", f"Phases: {', '.join(report['phases'])}. Fixed policies: {', '.join(FIXED)}."]
-    floor = report["unforeseen"]
+    ref = report["unforeseen"]
     lines += [
         "",
         "Unforeseen reference: a decider that always picks the best place it can know of "
         "(everything but a link's new rate, which nothing announces: the first call after it "
         "goes where the link was good) pays "
-        f"{floor['time_ratio_to_oracle']:.3f} of the oracle's time and "
-        f"{floor['energy_ratio_to_oracle']:.3f} of its energy.",
+        f"{ref['time_ratio_to_oracle']:.3f} of the oracle's time and "
+        f"{ref['energy_ratio_to_oracle']:.3f} of its energy.",
     ]
     lines += ["", "Where ours loses (excess over the oracle; first 6 calls of the phase):", ""]
     for name, unit in (("ours", "s"), ("ours_energy", "J")):

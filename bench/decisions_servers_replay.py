@@ -97,7 +97,6 @@ class Ours:
         self.candidates = {n: Candidate(n, Link(), distance_km=None) for n in NAMES}
         self.schedule = schedule(PROBE_BYTES, Config().heartbeat_interval, time_weight)
         self.clock = 0.0  # the seconds of this policy's calls so far: its client's clock
-        self.probed: set[str] = set()  # the servers up whose links were probed since
         self.probe_j = 0.0  # the radio's joules for the probes
 
     def _probe(self, name: str, s: dict[str, Any], probes: tuple[Probe, ...]) -> None:
@@ -109,7 +108,6 @@ class Ours:
         for up, down in probes:
             link.on_probe(up, down, s["rtt_s"] + (up + down) / rate)
             self.probe_j += ENERGY.remote(up / rate, down / rate, (up + down) / rate)
-        self.probed.add(name)
         if more := self.schedule.due(name, link, self.clock):  # notes what they left
             self._probe(name, s, more)  # a look that found the link back: a round
 
@@ -118,13 +116,11 @@ class Ours:
         usable = []
         for name, s in step.servers.items():
             if s is None:
-                if name in self.probed:  # lost: probed again once back
-                    self.probed.discard(name)
-                    self.schedule.forget(name)
+                self.schedule.forget(name)  # lost: probed again once back
                 continue
             c = self.candidates[name]
             c.link.on_rtt(s["rtt_s"])
-            if name not in self.probed:  # a server's first round comes before its calls
+            if not self.schedule.knows(name):  # a server's first round comes before its calls
                 self._probe(name, s, self.schedule.round)
             c.others, c.workers, c.rate = s["others"], s["workers"], s["rate"]
             c.service_s, c.clients = s.get("service_s", 0.0), s.get("clients")  # newer traces
@@ -262,7 +258,7 @@ def unforeseen(steps: list[Step], changed: dict[str, set[str]]) -> dict[str, flo
     outs = [outcomes(s) for s in steps]
     ratios = {}
     for k, name in ((0, "time_ratio_to_oracle"), (1, "energy_ratio_to_oracle")):
-        floor = best = 0.0
+        paid = best = 0.0
         for i, (step, out) in enumerate(zip(steps, outs)):
             cost = min(v[k] for v in out.values())
             best += cost
@@ -282,6 +278,6 @@ def unforeseen(steps: list[Step], changed: dict[str, set[str]]) -> dict[str, flo
                         ]
                         believed[side] = sum(alike) / len(alike)
                 cost = out[min(believed, key=believed.__getitem__)][k]
-            floor += cost
-        ratios[name] = floor / best
+            paid += cost
+        ratios[name] = paid / best
     return ratios

@@ -73,7 +73,7 @@ def unforeseen(runs: dict[str, dict[str, Any]], payload: int) -> dict[str, float
     model = EnergyModel("smartphone-wifi")
     calls = [runs[p]["calls"] for p in runs]
     oracle = [min((c[i] for c in calls), key=lambda c: c["s"]) for i in range(len(calls[0]))]
-    floor = list(oracle)
+    paid = list(oracle)
     for i, best in enumerate(oracle):
         moved = LINKS_CHANGED.get(best["phase"], set())
         if not (i and moved and best["phase"] != oracle[i - 1]["phase"]):
@@ -85,10 +85,10 @@ def unforeseen(runs: dict[str, dict[str, Any]], payload: int) -> dict[str, float
         believed = {side: _mean(then[side]) if side in moved and side in then else s
                     for side, s in now.items()}  # fmt: skip
         side = min(believed, key=believed.__getitem__)
-        floor[i] = {**best, "where": side, "s": now[side]}
+        paid[i] = {**best, "where": side, "s": now[side]}
     return {
-        "time_ratio_to_oracle": sum(c["s"] for c in floor) / sum(c["s"] for c in oracle),
-        "energy_ratio_to_oracle": sum(energy(c, payload, model) for c in floor)
+        "time_ratio_to_oracle": sum(c["s"] for c in paid) / sum(c["s"] for c in oracle),
+        "energy_ratio_to_oracle": sum(energy(c, payload, model) for c in paid)
         / sum(energy(c, payload, model) for c in oracle),
     }
 
@@ -129,15 +129,15 @@ def markdown(report: dict[str, Any]) -> str:
             f"{p['energy_j']:.2f} | {p['energy_ratio_to_oracle']:.2f} | "
             f"{'-' if gap is None else f'{gap:.2f}'} | {sides} |"
         )
-    floor = report.get("unforeseen")
-    if floor is not None:
+    ref = report.get("unforeseen")
+    if ref is not None:
         lines += [
             "",
             "Unforeseen reference: a policy that always picks the best place it can know of "
             "(everything but a link's new rate, which nothing announces: the first call after "
             "it goes where the link was good) pays "
-            f"{floor['time_ratio_to_oracle']:.3f}x the oracle's time and "
-            f"{floor['energy_ratio_to_oracle']:.3f}x its energy.",
+            f"{ref['time_ratio_to_oracle']:.3f}x the oracle's time and "
+            f"{ref['energy_ratio_to_oracle']:.3f}x its energy.",
         ]
     lines += [
         "",

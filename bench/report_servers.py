@@ -57,22 +57,22 @@ def fleet(r: Results) -> str:
             f"Ours is {ours['time_ratio_to_oracle']:.2f}x the oracle's time (target: within 1.1x: "
             f"{'met' if within else 'not met'}) and "
             f"{'faster than every other policy' if beats else 'not faster than every other policy'}"
-            f", at {ours['energy_ratio_to_oracle']:.2f}x its energy{_floor_said(f)}"
+            f", at {ours['energy_ratio_to_oracle']:.2f}x its energy{_unforeseen_said(f)}"
             f"; its failover gap is {ours['failover_gap_s']:.2f} s (target: at most two heartbeat "
             f"intervals, {2 * setup['heartbeat_interval_s']:g} s). {_migration(f.get('migration'))}"
         )
     )
 
 
-def _floor_said(f: dict[str, Any]) -> str:
+def _unforeseen_said(f: dict[str, Any]) -> str:
     """The unforeseen reference of the run, if it says."""
-    floor = f.get("unforeseen")
-    if floor is None:
+    ref = f.get("unforeseen")
+    if ref is None:
         return ""
     return (
         " (a policy that always picks the best place it can know of, everything but a link's "
         "new rate, which nothing announces, pays "
-        f"{floor['time_ratio_to_oracle']:.3f}x the time and {floor['energy_ratio_to_oracle']:.3f}x "
+        f"{ref['time_ratio_to_oracle']:.3f}x the time and {ref['energy_ratio_to_oracle']:.3f}x "
         "the energy: the first call after the change goes where the link was good)"
     )
 
@@ -136,21 +136,21 @@ def decisions_servers(r: Results) -> str:
         f"({', '.join(d['phases'])}; `bench/results/{name}.json`), load average {load}:\n\n"
         "| policy | time / oracle | energy / oracle | shuffled within phases, mean (worst of 20) "
         "| orders of 20 better than every fixed policy |\n"
-        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + _floor(r)
+        "|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + _unforeseen(r)
     )
 
 
-def _floor(r: Results) -> str:
-    """The floor of a decider that cannot see changes coming, on the full and quick traces."""
+def _unforeseen(r: Results) -> str:
+    """The unforeseen reference of the full and quick traces, as far as they say."""
     said = []
     for name, trace in (("decisions_servers", "full"), ("decisions_servers_quick", "quick")):
         if not (r.directory / f"{name}.json").exists():
             continue
-        floor = r[name].get("unforeseen")
-        if floor is not None:
+        ref = r[name].get("unforeseen")
+        if ref is not None:
             said.append(
-                f"{trace} trace: time {floor['time_ratio_to_oracle']:.3f}, energy "
-                f"{floor['energy_ratio_to_oracle']:.3f}"
+                f"{trace} trace: time {ref['time_ratio_to_oracle']:.3f}, energy "
+                f"{ref['energy_ratio_to_oracle']:.3f}"
             )
     if not said:
         return ""

@@ -116,6 +116,10 @@ class Schedule:
         """``address`` was lost: it may come back elsewhere, behind another link."""
         self._seen.pop(address, None)
 
+    def knows(self, address: str) -> bool:
+        """Whether ``address``'s first round ended (and it was not lost since)."""
+        return address in self._seen
+
     def due(self, address: str, link: Link, now: float, busy: bool = True) -> tuple[Probe, ...]:
         """The probes ``address``'s link is due now, after its previous ones (none: ``()``).
 

@@ -188,10 +188,13 @@ class Usable:
         """Whether a server answering again has answered for its probation by ``now``."""
         with self._lock:
             return any(
-                since is not None
-                and now - since >= probation_s(self._config.probation, self._losses[a][0])
+                since is not None and now - since >= self._probation(a)
                 for a, since in self._lost.items()
             )
+
+    def _probation(self, address: str) -> float:
+        """Seconds ``address``, lost, must answer before calls go there again (lock held)."""
+        return probation_s(self._config.probation, self._losses[address][0])
 
     def _answering(self) -> list[Remote]:
         """The connections to the servers that answer (usable, on probation, or starting)."""
@@ -274,7 +277,7 @@ class Usable:
                     continue
                 if since is None:
                     self._lost[address] = since = now
-                probation = probation_s(self._config.probation, self._losses[address][0])
+                probation = self._probation(address)
                 if now - since < probation:
                     excluded[address] = f"answering again: on probation for {probation:g} s"
                     continue
