@@ -27,7 +27,7 @@ import pytest
 
 import offload
 from tests import apps
-from tests.uikit import CHROMIUM, Ui, chromium, running_ui
+from tests.uikit import CHROMIUM, Ui, chromium, open_new_job, running_ui
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytest.importorskip("starlette", reason="starlette is not installed (the ui extra)")
@@ -86,8 +86,7 @@ def test_overview_lists_the_server_and_draws_the_map(page: Any, edge: Any, shots
 
 def test_submit_watch_pause_resume_download(page: Any, tmp_path: Path, shots: Path) -> None:
     log = tmp_path / "steps.log"
-    page.click("text=New job")
-    page.wait_for_url("**/new")  # loaded: app.js (deferred) listens before any input
+    open_new_job(page)
     page.select_option("#fn", "tests.apps:count_up")
     page.fill("#args", json.dumps([40, 0.1, str(log)]))
     page.click("#estimate-button")
@@ -122,8 +121,7 @@ def test_submit_watch_pause_resume_download(page: Any, tmp_path: Path, shots: Pa
 
 
 def test_a_plain_job_then_its_estimate(page: Any, shots: Path) -> None:
-    page.click("text=New job")
-    page.wait_for_url("**/new")  # loaded: app.js (deferred) listens before any input
+    open_new_job(page)
     page.select_option("#fn", "tests.apps:add")
     page.fill("#args", "[2, 3]")
     page.click("#submit-button")
@@ -133,8 +131,7 @@ def test_a_plain_job_then_its_estimate(page: Any, shots: Path) -> None:
     with page.expect_download() as download:
         row.locator("a[data-when=done]").click()
     assert json.loads(Path(download.value.path()).read_text()) == 5
-    page.click("text=New job")  # the profiler now knows add: the estimate has figures
-    page.wait_for_url("**/new")  # loaded: app.js (deferred) listens before any input
+    open_new_job(page)  # the profiler now knows add: the estimate has figures
     page.select_option("#fn", "tests.apps:add")
     page.fill("#args", "[2, 3]")
     page.click("#estimate-button")
@@ -147,8 +144,7 @@ def test_a_plain_job_then_its_estimate(page: Any, shots: Path) -> None:
 def test_an_uploaded_npy_file_as_an_argument(page: Any, tmp_path: Path) -> None:
     array = np.arange(12, dtype=np.float64).reshape(3, 4)
     np.save(tmp_path / "in.npy", array)
-    page.click("text=New job")
-    page.wait_for_url("**/new")  # loaded: app.js (deferred) listens before any input
+    open_new_job(page)
     page.select_option("#fn", "tests.apps:scaled")
     page.fill("#args", '["@file", 2.5]')
     page.set_input_files("#file", str(tmp_path / "in.npy"))
@@ -163,8 +159,8 @@ def test_an_uploaded_npy_file_as_an_argument(page: Any, tmp_path: Path) -> None:
 
 def test_an_uploaded_pickle_is_refused(page: Any, tmp_path: Path) -> None:
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    page.click("text=New job")
-    page.wait_for_url("**/new")  # loaded: app.js (deferred) listens before any input
+    open_new_job(page)
+    assert page.locator("#form-error").count() == 0  # nothing given yet: nothing wrong yet
     page.select_option("#fn", "tests.apps:echo")
     page.fill("#args", '["@file"]')
     page.set_input_files("#file", str(tmp_path / "objects.npy"))
@@ -173,8 +169,7 @@ def test_an_uploaded_pickle_is_refused(page: Any, tmp_path: Path) -> None:
 
 
 def test_failed_job_shows_its_error_and_state_filter(page: Any) -> None:
-    page.click("text=New job")
-    page.wait_for_url("**/new")  # loaded: app.js (deferred) listens before any input
+    open_new_job(page)
     page.select_option("#fn", "tests.apps:fail")
     page.fill("#args", '["boom from the browser"]')
     page.click("#submit-button")
@@ -193,8 +188,7 @@ def test_failed_job_shows_its_error_and_state_filter(page: Any) -> None:
 
 
 def test_bad_arguments_are_a_clear_error(page: Any) -> None:
-    page.click("text=New job")
-    page.wait_for_url("**/new")  # loaded: app.js (deferred) listens before any input
+    open_new_job(page)
     page.fill("#args", "[1, 2")
     page.click("#submit-button")
     assert "arguments are JSON" in page.locator("#form-error").inner_text()
@@ -230,8 +224,7 @@ def test_a_job_started_elsewhere_appears_and_finishes_live_in_the_servers_list(
 
 
 def test_the_form_for_simple_types(page: Any, shots: Path) -> None:
-    page.click("text=New job")
-    page.wait_for_url("**/new")  # loaded: app.js (deferred) listens before any input
+    open_new_job(page)
     page.select_option("#fn", "tests.apps:power")
     fields = page.locator("fieldset[data-fn='tests.apps:power']")
     assert fields.is_visible() and page.locator("fieldset.fields:visible").count() == 1
@@ -270,8 +263,7 @@ def test_the_form_for_simple_types(page: Any, shots: Path) -> None:
 
 
 def test_a_bad_json_field_is_a_clear_error(page: Any) -> None:
-    page.click("text=New job")
-    page.wait_for_url("**/new")  # loaded: app.js (deferred) listens before any input
+    open_new_job(page)
     page.select_option("#fn", "tests.apps:power")
     page.fill("#p-power-base", "3")
     page.fill("#p-power-extra", "{nope")

@@ -22,7 +22,7 @@ import pytest
 
 import offload
 from offload.cli import main as offload_main
-from tests.uikit import CHROMIUM, Ui, chromium, running_ui
+from tests.uikit import CHROMIUM, Ui, chromium, open_new_job, running_ui
 
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytest.importorskip("starlette", reason="starlette is not installed (the ui extra)")
@@ -105,8 +105,7 @@ def test_credits_show_the_balance_prices_and_statement(page: Any) -> None:
 
 
 def test_new_job_shows_the_price_before_submitting(page: Any) -> None:
-    page.click("text=New job")
-    page.wait_for_url("**/new")  # loaded: app.js (deferred) listens before any input
+    open_new_job(page)
     page.select_option("#fn", "tests.site_apps:add")
     page.fill("#args", "[2, 3]")
     page.click("#estimate-button")

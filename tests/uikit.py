@@ -70,3 +70,14 @@ def chromium(api: Any, executable: str = CHROMIUM) -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+def open_new_job(page: Any) -> None:
+    """Go to New job and wait until app.js listens to the form.
+
+    ``wait_for_url`` is not enough: when the click has already committed the navigation the
+    URL matches at once, and the load state it then waits for may still be the old page's, so
+    a fill could come before the listener that switches the form to JSON mode.
+    """
+    page.click("text=New job")
+    page.locator("#new-job[data-ready]").wait_for(state="attached")

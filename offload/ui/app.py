@@ -157,17 +157,17 @@ def build(state: UiState, token: str, csrf: str | None = None, poll: float = 0.5
         mode = str(source.get("mode") or ("json" if "args" in source else "fields"))
         estimate, error = None, ""
         try:
-            if mode == "fields":
-                upload = str(source.get("upload", ""))
-                parsed = parse_fields(
-                    name, state.function(name), source, load_npy(upload) if upload else None
-                )
-            else:
-                parsed = parse_arguments(args, kwargs, str(source.get("upload", "")))
-            if request.method == "POST":
-                await run_in_threadpool(state.submit, name, *parsed)
-                return RedirectResponse("/jobs", 303)
-            if "fn" in source:
+            if request.method == "POST" or "fn" in source:  # a fresh form has nothing wrong yet
+                if mode == "fields":
+                    upload = str(source.get("upload", ""))
+                    parsed = parse_fields(
+                        name, state.function(name), source, load_npy(upload) if upload else None
+                    )
+                else:
+                    parsed = parse_arguments(args, kwargs, str(source.get("upload", "")))
+                if request.method == "POST":
+                    await run_in_threadpool(state.submit, name, *parsed)
+                    return RedirectResponse("/jobs", 303)
                 estimate = await run_in_threadpool(state.estimate, name, *parsed)
         except (errors.OffloadError, TypeError) as exc:
             error = f"{type(exc).__name__}: {exc}"

@@ -161,4 +161,5 @@ document.addEventListener("DOMContentLoaded", () => {
     if (event.target.closest("fieldset.fields")) { mode("fields"); }
     else if (event.target.id === "args" || event.target.id === "kwargs") { mode("json"); }
   });
+  form.dataset.ready = "1";  // listening: typing now picks the mode (tests wait for this)
 });
