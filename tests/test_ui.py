@@ -35,6 +35,15 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 
+def form_says(page: Any, text: str) -> None:
+    """The form's error says ``text``, once the page that answers the submit is shown.
+
+    Retried (``expect``) rather than read once: a submit's page comes after the click
+    returns, and the page before it may show an error of its own.
+    """
+    playwright_api.expect(page.locator("#form-error")).to_contain_text(text)
+
+
 @pytest.fixture(scope="module")
 def edge() -> Iterator[offload.LocalServer]:
     with offload.serve_local(["tests.apps"], workers=2, extra_args=["--log-level", "WARNING"]) as s:
@@ -165,7 +174,7 @@ def test_an_uploaded_pickle_is_refused(page: Any, tmp_path: Path) -> None:
     page.fill("#args", '["@file"]')
     page.set_input_files("#file", str(tmp_path / "objects.npy"))
     page.click("#submit-button")
-    assert "not a .npy array" in page.locator("#form-error").inner_text()
+    form_says(page, "not a .npy array")
 
 
 def test_failed_job_shows_its_error_and_state_filter(page: Any) -> None:
@@ -191,7 +200,7 @@ def test_bad_arguments_are_a_clear_error(page: Any) -> None:
     open_new_job(page)
     page.fill("#args", "[1, 2")
     page.click("#submit-button")
-    assert "arguments are JSON" in page.locator("#form-error").inner_text()
+    form_says(page, "arguments are JSON")
 
 
 def test_overview_shows_jobs_on_the_server_started_elsewhere_live(page: Any, edge: Any) -> None:
@@ -236,11 +245,11 @@ def test_the_form_for_simple_types(page: Any, shots: Path) -> None:
     page.fill("#p-power-base", "2.5")  # not a whole number: the app says so (no 500)
     assert page.locator("#mode-fields").is_checked()
     page.click("#submit-button")
-    assert "base: '2.5' is not a whole number" in page.locator("#form-error").inner_text()
+    form_says(page, "base: '2.5' is not a whole number")
     assert page.locator("#p-power-base").input_value() == "2.5"  # kept to correct
     page.fill("#p-power-base", "")
     page.click("#submit-button")
-    assert "base: a value is needed" in page.locator("#form-error").inner_text()
+    form_says(page, "base: a value is needed")
     page.fill("#p-power-base", "3")
     page.fill("#p-power-exponent", "4")
     page.fill("#p-power-scale", "0.5")
@@ -268,7 +277,7 @@ def test_a_bad_json_field_is_a_clear_error(page: Any) -> None:
     page.fill("#p-power-base", "3")
     page.fill("#p-power-extra", "{nope")
     page.click("#submit-button")
-    assert "extra: not JSON" in page.locator("#form-error").inner_text()
+    form_says(page, "extra: not JSON")
 
 
 def test_hostile_requests_get_clear_errors_and_the_app_keeps_serving(page: Any) -> None:
