@@ -26,6 +26,7 @@ class JobName(Protocol):
     fn: OffloadedFunction[..., Any]
     key: str  # this device's name for it, for its whole life
     id: int | None  # the server's id of its latest run there
+    size: int  # its call's size in bytes (the profiler's x)
 
 
 class Movable(JobName, Protocol):

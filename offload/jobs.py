@@ -84,7 +84,9 @@ class Job(Future[Any]):
         self.add_done_callback(_settle)  # a plain function: no cycle keeps a done job alive
         #: The function this job runs.
         self.fn = fn
-        self._args, self._kwargs, self._size = args, kwargs, size
+        self._args, self._kwargs = args, kwargs
+        #: Its call's size in bytes, as the profiler measures calls.
+        self.size = size
         #: This device's name for the job, for its whole life (checkpoint files are named after it).
         self.key = uuid.uuid4().hex[:12]
         #: The server's id of the job's latest run there (``offload status ID``), and that
@@ -258,7 +260,7 @@ class Job(Future[Any]):
         finally:
             self._session = None
         if fresh:  # only a whole run teaches how long the function takes
-            self._host.learn_local(self.fn, self._size, time.perf_counter() - start)
+            self._host.learn_local(self.fn, self.size, time.perf_counter() - start)
         settle(self, value)
 
     def _run_there(self, remote: Remote) -> None:
@@ -291,7 +293,7 @@ class Job(Future[Any]):
         if exc is None:
             outcome: Outcome = inner.result()
             if fresh:
-                self._host.learn_remote(self.fn, self._size, outcome, remote)
+                self._host.learn_remote(self.fn, self.size, outcome, remote)
             settle(self, outcome.value)
         elif self._cancel_wanted or self.done():
             return
@@ -322,7 +324,7 @@ class Job(Future[Any]):
         try:
             lost = isinstance(exc, errors.ServerUnavailable)
             target = self._host.fallback_target(
-                self.fn, self._size, self._where, lost, self._here_allowed
+                self.fn, self.size, self._where, lost, self._here_allowed
             )
         except errors.OffloadError as err:
             settle(self, exc=err)

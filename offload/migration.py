@@ -8,12 +8,19 @@ else the client's ``Config.migrate``; default ``"auto"``)::
     checkpoint k of a run on server S, done of total
       |  pace on S = seconds per unit of progress between checkpoints (EWMA)
       v
-    stay = (total - done) * pace on S
+    stay = (total - done) * pace on S + result bytes / S's bandwidth down
     on T = (total - done) * pace there: as measured when this job ran there,
            else its fastest pace anywhere, scaled by T's speed (server_drift)
            + the wait behind the calls queued on T (Candidate.wait)
+           + result bytes / T's bandwidth down
     cost = two round trips to T (stop here, start there) + checkpoint bytes / T's bandwidth
     move to the best T when stay - on T > cost and > MARGIN * stay
+
+The result's bytes are what the profiler predicts for the job's call size
+(its function's history; 0 before any run came back), over each link's
+bandwidth as last measured (calls and probes): once a user moving away from
+S has been seen to weaken S's link, a large result is better fetched from a
+server nearer them.
 
 A move is :meth:`~offload.Job.move`: the run on S stops at its next safe
 point, its state comes home as a checkpoint, and the job goes on at T from
@@ -88,9 +95,16 @@ class Migrations:
         return (job.fn.migrate or self._default) == "auto"
 
     def checkpointed(
-        self, job: Movable, nbytes: int, candidates: Sequence[Candidate]
+        self,
+        job: Movable,
+        nbytes: int,
+        candidates: Sequence[Candidate],
+        result_bytes: float = 0.0,
     ) -> Move | None:
-        """A checkpoint of ``job`` (``nbytes`` on the wire) arrived: move it if that pays."""
+        """A checkpoint of ``job`` (``nbytes`` on the wire) arrived: move it if that pays.
+
+        ``result_bytes``: the size its result is predicted to have (0: not known).
+        """
         progress = job.progress
         where = progress.where
         if "://" not in where:  # here or paused: only remote runs move
@@ -120,7 +134,8 @@ class Migrations:
             pace.base = min(pace.base, rate / source.link.server_drift.value)
             if pace.intervals < MIN_INTERVALS or not progress.total:
                 return None
-            move = self._best(job, pace, rate, progress.total - progress.done, nbytes, servers)
+            left = progress.total - progress.done
+            move = self._best(job, pace, rate, left, nbytes, result_bytes, servers)
         if move is not None and job.move(move.target):
             self._say(job, move)
             return move
@@ -133,10 +148,11 @@ class Migrations:
         rate: float,
         left: int,
         nbytes: int,
+        result: float,
         servers: dict[str, Candidate],
     ) -> Move | None:
         """The server where ``job`` would finish soonest, if moving there pays (lock held)."""
-        stay = left * rate
+        stay = left * rate + result / servers[pace.where].link.down_rate
         name = job.fn.wire_name
         best: Move | None = None
         for address, c in servers.items():
@@ -144,7 +160,7 @@ class Migrations:
                 continue
             per_unit = pace.per_unit.get(address, pace.base * c.link.server_drift.value)
             run = left * per_unit
-            there = run + c.wait(run)
+            there = run + c.wait(run) + result / c.link.down_rate
             trip = c.link.fixed if c.link.rtt.mean is not None else c.rtt_prior
             if c.functions is not None and name not in c.functions:
                 trip *= 2  # its code goes first
@@ -161,7 +177,8 @@ class Migrations:
         self.moves.append(move)
         message = (
             f"offload: moving job {move.job} of {job.fn.wire_name} from {move.source} to "
-            f"{move.target}: {move.stay:.2f} s predicted left there, {move.there:.2f} s on "
+            f"{move.target}: {move.stay:.2f} s predicted left there (its result's way home "
+            f"included), {move.there:.2f} s on "
             f"{move.target} plus {move.cost:.3f} s to move its checkpoint ({move.nbytes} bytes)"
         )
         warnings.warn(message, RuntimeWarning, stacklevel=2)

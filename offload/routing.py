@@ -54,6 +54,7 @@ from .lessons import Lessons
 from .migration import Migrations
 from .outcome import Outcome
 from .profiler import LOCAL, REMOTE, Decider
+from .profiler.learning import log_size
 from .profiler.sizes import call_size
 from .remote import Remote
 from .servers import Servers
@@ -356,7 +357,8 @@ class Router(Closing, Lessons):
         if self.config.checkpoint_dir:
             write_checkpoint(self.config.checkpoint_dir, job, state, count)
         if self.servers.fleet and self.migrations.enabled(job):
-            self.migrations.checkpointed(job, nbytes, self.servers.candidates())
+            result = self.decider.profile(job.fn).down.predict(log_size(job.size))
+            self.migrations.checkpointed(job, nbytes, self.servers.candidates(), result or 0.0)
 
     def note_move(self, job: JobName, exc: BaseException, where: str) -> None:
         """A job's run was lost with ``exc`` and goes on at ``where`` (or is "paused")."""

@@ -112,6 +112,7 @@ class _Job:
     fn: _Fn = field(default_factory=_Fn)
     key: str = "k"
     id: int | None = 1
+    size: int = 1000
     moved: list[str] = field(default_factory=list)
 
     @property
@@ -133,10 +134,13 @@ def _candidate(name: str, mbit: float = 100.0) -> Candidate:
     link = Link(27e6 / 8)
     link.on_rtt(0.001)
     link.on_probe(10**6, 0, 0.001 + 8 / mbit)
+    link.on_probe(0, 10**6, 0.001 + 8 / mbit)
     return Candidate(f"tcp://{name}:1", link)
 
 
-def _feed(monkeypatch, checks: Migrations, job: _Job, servers, per_unit: float, n: int, nbytes=0):
+def _feed(
+    monkeypatch, checks: Migrations, job: _Job, servers, per_unit: float, n: int, nbytes=0, result=0
+):
     """``n`` checkpoints of ``job``, 5 units apart at ``per_unit`` s each; the last move."""
     now = [1000.0]
     monkeypatch.setattr(migration.time, "monotonic", lambda: now[0])
@@ -144,7 +148,7 @@ def _feed(monkeypatch, checks: Migrations, job: _Job, servers, per_unit: float, 
     for _ in range(n):
         now[0] += 5 * per_unit
         job.done += 5
-        move = checks.checkpointed(job, nbytes, servers) or move
+        move = checks.checkpointed(job, nbytes, servers, result) or move
     return move
 
 
@@ -169,6 +173,24 @@ def test_no_move_without_a_known_total_or_when_the_checkpoint_costs_more(monkeyp
     # 10 MB at 0.1 Mbit/s is 800 s: far more than the ~10 s left on the slowed server.
     assert _feed(monkeypatch, checks, job, [a, b], 0.2, 3, nbytes=10**7) is None
     assert job.moved == []
+
+
+def test_a_large_result_moves_the_job_nearer_the_user_when_its_link_weakens(monkeypatch):
+    """As the user moves away from a, a's link falls to 1 Mbit/s: b is as fast and
+    near, so a 5 MB result (40 s home from a, 0.4 s from b) is better fetched there."""
+    a, b = _candidate("a", mbit=1.0), _candidate("b")
+    steady = _Job(a.address)
+    assert _feed(monkeypatch, Migrations("auto"), steady, [a, b], 0.02, 6) is None
+    assert steady.moved == []  # no result to bring home: the same pace, nothing to gain
+    job = _Job(a.address)
+    with pytest.warns(RuntimeWarning, match="its result's way home included"):
+        move = _feed(monkeypatch, Migrations("auto"), job, [a, b], 0.02, 3, result=5 * 10**6)
+    assert move is not None and move.target == b.address and job.moved == [b.address]
+    # 85 units left at 0.02 s: 1.7 s on either, plus the result's way home from each.
+    assert move.stay == pytest.approx(1.7 + 40, rel=0.02)
+    assert move.there == pytest.approx(1.7 + 0.4, rel=0.02)
+    small = _Job(a.address)  # 5 kB comes home from a in 0.04 s: not worth a move
+    assert _feed(monkeypatch, Migrations("auto"), small, [a, b], 0.02, 6, result=5000) is None
 
 
 def test_the_function_or_the_client_says_whether_jobs_move():
