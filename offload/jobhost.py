@@ -37,7 +37,10 @@ class Movable(JobName, Protocol):
 
     def running(self) -> bool: ...
 
-    def move(self, where: str) -> bool: ...
+    #: The server the user placed it on, where migration leaves it (None: not placed).
+    pinned: str | None
+
+    def move(self, where: str, pin: bool = True) -> bool: ...
 
 
 log = logging.getLogger("offload")

@@ -84,9 +84,7 @@ class Job(Future[Any]):
         self.add_done_callback(_settle)  # a plain function: no cycle keeps a done job alive
         #: The function this job runs.
         self.fn = fn
-        self._args, self._kwargs = args, kwargs
-        #: Its call's size in bytes, as the profiler measures calls.
-        self.size = size
+        self._args, self._kwargs, self.size = args, kwargs, size  # size: the call's bytes
         #: This device's name for the job, for its whole life (checkpoint files are named after it).
         self.key = uuid.uuid4().hex[:12]
         #: The server's id of the job's latest run there (``offload status ID``), and that
@@ -106,6 +104,7 @@ class Job(Future[Any]):
         self._paused = threading.Event()
         self._pause_wanted = False
         self._move_to: str | None = None  # where a run stopping to move goes on (move())
+        self.pinned: str | None = None  # the server a user put it on: migration leaves it there
         self._cancel_wanted = False
         self._remote: tuple[Remote, int] | None = None
         self._local: Future[Any] | None = None  # a run here, queued or running
@@ -168,21 +167,19 @@ class Job(Future[Any]):
             if not self.paused:
                 raise errors.OffloadError("only a paused job can be resumed")
             if where not in ("local", "remote") and "://" not in where:
-                raise errors.ConfigError(
-                    f"resume where? 'local', 'remote' or an address, not {where!r}"
-                )
+                raise errors.ConfigError(f"resume where? local, remote or an address: {where!r}")
             self._paused.clear()
             self._settled.clear()
-            self._pause_wanted = False
+            self._pause_wanted, self.pinned = False, where if "://" in where else None
         self._start(where)
 
-    def move(self, where: str) -> bool:
-        """Move a running job to server ``where``: its run stops at its next safe point (its
-        state comes home as a checkpoint) and goes on there; False if it is not running."""
+    def move(self, where: str, pin: bool = True) -> bool:
+        """Move a running job to server ``where`` (``pin``: for good, as a user does): its run
+        stops at its next safe point, its state comes home, it goes on there (False: no run)."""
         with self._lock:
             if not self.running() or self._remote is None or self._pause_wanted:
                 return False
-            self._move_to, self._pause_wanted = where, True
+            self._move_to, self._pause_wanted, self.pinned = where, True, where if pin else None
             self._stop_run()
         return True
 

@@ -28,7 +28,8 @@ it (S's record says ``moved``). Every move is warned and logged with its
 numbers. A run is judged only after ``MIN_INTERVALS`` checkpoint intervals
 on its server, so a move is never decided on the pace of another one, and a
 job whose function does not tell ``done`` and ``total`` never moves (how
-much is left is unknown).
+much is left is unknown), nor does a job on the server its user chose
+(``job.resume(address)``, ``job.move(address)``: :attr:`~offload.Job.pinned`).
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class Migrations:
         """
         progress = job.progress
         where = progress.where
-        if "://" not in where:  # here or paused: only remote runs move
+        if "://" not in where or where == job.pinned:  # here, paused, or where the user put it
             return None
         now = time.monotonic()
         with self._lock:
@@ -136,7 +137,7 @@ class Migrations:
                 return None
             left = progress.total - progress.done
             move = self._best(job, pace, rate, left, nbytes, result_bytes, servers)
-        if move is not None and job.move(move.target):
+        if move is not None and job.move(move.target, pin=False):
             self._say(job, move)
             return move
         return None

@@ -95,6 +95,23 @@ def test_never_keeps_the_job_where_it_runs(make_server, tmp_path, recwarn):
         assert not [w for w in recwarn if "moving job" in str(w.message)]
 
 
+def test_a_job_resumed_where_its_user_chose_is_not_moved_away(make_server, tmp_path, recwarn):
+    a, b = make_server(), make_server()
+    by_address = {s.address: s for s in (a, b)}
+    with offload.Client(servers=[a.address, b.address], **SETTINGS) as client:
+        job, log = _start(client, "auto", tmp_path)
+        job.pause(timeout=10)
+        chosen = b if job.server == a.address else a  # not where it ran
+        job.resume(chosen.address)  # the user's choice: auto leaves the job there
+        assert job.pinned == chosen.address
+        (tmp_path / "slow" / str(chosen.process.pid)).touch()
+        assert job.result(timeout=60) == EXPECTED
+        assert job.server == chosen.address and client.router.migrations.moves == []
+        assert not [w for w in recwarn if "moving job" in str(w.message)]
+        resumed = [pid for pid, _ in _steps(log)][-1]
+        assert by_address[job.server].process.pid == resumed
+
+
 # -- the arithmetic, with a clock the test sets ---------------------------------------------------
 
 
@@ -113,6 +130,7 @@ class _Job:
     key: str = "k"
     id: int | None = 1
     size: int = 1000
+    pinned: str | None = None
     moved: list[str] = field(default_factory=list)
 
     @property
@@ -122,8 +140,9 @@ class _Job:
     def running(self) -> bool:
         return True
 
-    def move(self, where: str) -> bool:
+    def move(self, where: str, pin: bool = True) -> bool:
         """As a job does: a run already stopping to move does not move again."""
+        assert not pin  # migration's moves are not a user's
         self.moved.append(where)
         return len(self.moved) == 1
 
@@ -173,6 +192,19 @@ def test_no_move_without_a_known_total_or_when_the_checkpoint_costs_more(monkeyp
     # 10 MB at 0.1 Mbit/s is 800 s: far more than the ~10 s left on the slowed server.
     assert _feed(monkeypatch, checks, job, [a, b], 0.2, 3, nbytes=10**7) is None
     assert job.moved == []
+
+
+def test_a_job_on_the_server_its_user_chose_stays_there(monkeypatch):
+    a, b = _candidate("a"), _candidate("b")
+    job, checks = _Job(a.address, pinned=a.address), Migrations("auto")  # job.resume(a)
+    _feed(monkeypatch, checks, job, [a, b], 0.02, 3)
+    assert _feed(monkeypatch, checks, job, [a, b], 0.2, 3) is None  # a slowed 10x
+    assert job.moved == []
+    job, checks = _Job(b.address, pinned=a.address), Migrations("auto")  # a failover put it on b
+    _feed(monkeypatch, checks, job, [a, b], 0.02, 3)
+    with pytest.warns(RuntimeWarning, match="moving job"):  # b slowed: it is not pinned there
+        move = _feed(monkeypatch, checks, job, [a, b], 0.2, 3)
+    assert move is not None and move.target == a.address and job.moved[0] == a.address
 
 
 def test_a_large_result_moves_the_job_nearer_the_user_when_its_link_weakens(monkeypatch):
