@@ -26,7 +26,6 @@ class JobName(Protocol):
     fn: OffloadedFunction[..., Any]
     key: str  # this device's name for it, for its whole life
     id: int | None  # the server's id of its latest run there
-    size: int  # its call's size in bytes (the profiler's x)
 
 
 class Movable(JobName, Protocol):
@@ -37,6 +36,7 @@ class Movable(JobName, Protocol):
 
     def running(self) -> bool: ...
 
+    size: int  # its call's size in bytes (the profiler's x)
     #: The server the user placed it on, where migration leaves it (None: not placed).
     pinned: str | None
 

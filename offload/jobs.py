@@ -11,8 +11,7 @@ A call of a function declared with ``checkpoint_every`` (or ``retries``) returns
           |   server dies / link drops / worker killed / server closing (SIGTERM)
           v
     Job._recover: the same server (worker crash), else where the host says (the backup
-                  server, else here),
-                  each time from the latest state (``offload.restore`` returns it)
+                  server, else here), each time from the latest state (``offload.restore``)
     Job.pause(): PAUSE --> worker signalled --> stops at its next checkpoint --> ERROR stopped
     Job.resume(where): a new run from the latest state, here or on a server
     Job.move(server): pause, then resume there at once (migration, :mod:`offload.migration`)
@@ -84,7 +83,9 @@ class Job(Future[Any]):
         self.add_done_callback(_settle)  # a plain function: no cycle keeps a done job alive
         #: The function this job runs.
         self.fn = fn
-        self._args, self._kwargs, self.size = args, kwargs, size  # size: the call's bytes
+        self._args, self._kwargs = args, kwargs
+        #: Its call's size in bytes (what the profiler predicts from).
+        self.size = size
         #: This device's name for the job, for its whole life (checkpoint files are named after it).
         self.key = uuid.uuid4().hex[:12]
         #: The server's id of the job's latest run there (``offload status ID``), and that
@@ -98,13 +99,12 @@ class Job(Future[Any]):
         self._count = count
         self._when: float | None = None
         self._where = ""
-        self._runs = 0
-        self._retries = fn.retries
-        self._crashes = 0
+        self._runs, self._retries, self._crashes = 0, fn.retries, 0
         self._paused = threading.Event()
         self._pause_wanted = False
         self._move_to: str | None = None  # where a run stopping to move goes on (move())
-        self.pinned: str | None = None  # the server a user put it on: migration leaves it there
+        #: The server its user put it on (resume, move): migration leaves it there.
+        self.pinned: str | None = None
         self._cancel_wanted = False
         self._remote: tuple[Remote, int] | None = None
         self._local: Future[Any] | None = None  # a run here, queued or running
@@ -161,8 +161,9 @@ class Job(Future[Any]):
         if not self._paused.wait(timeout) and not self.done():
             raise TimeoutError(f"{self.fn.wire_name} did not reach a checkpoint in {timeout} s")
 
-    def resume(self, where: str = "local") -> None:
-        """Continue a paused job from its latest checkpoint: "local", "remote" or an address."""
+    def resume(self, where: str = "local", pin: bool = True) -> None:
+        """Continue a paused job from its latest checkpoint: "local", "remote" or an address
+        (with ``pin``, :attr:`pinned` there: migration will not move it away)."""
         with self._lock:
             if not self.paused:
                 raise errors.OffloadError("only a paused job can be resumed")
@@ -170,7 +171,7 @@ class Job(Future[Any]):
                 raise errors.ConfigError(f"resume where? local, remote or an address: {where!r}")
             self._paused.clear()
             self._settled.clear()
-            self._pause_wanted, self.pinned = False, where if "://" in where else None
+            self._pause_wanted, self.pinned = False, where if pin and "://" in where else None
         self._start(where)
 
     def move(self, where: str, pin: bool = True) -> bool:
@@ -220,8 +221,7 @@ class Job(Future[Any]):
             if remote is None:
                 self._tell_moved("local")
                 self._where = "local"
-                local = self._host.local_executor.submit(self._run_here)
-                self._local = local
+                self._local = local = self._host.local_executor.submit(self._run_here)
                 local.add_done_callback(self._local_done)
             else:
                 self._where = remote.address

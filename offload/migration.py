@@ -17,10 +17,9 @@ else the client's ``Config.migrate``; default ``"auto"``)::
     move to the best T when stay - on T > cost and > MARGIN * stay
 
 The result's bytes are what the profiler predicts for the job's call size
-(its function's history; 0 before any run came back), over each link's
-bandwidth as last measured (calls and probes): once a user moving away from
-S has been seen to weaken S's link, a large result is better fetched from a
-server nearer them.
+(learned from whole remote runs of its function; 0 before one came back),
+over each link's bandwidth as last measured by calls and probes. S's is from
+before this run: a probe waits while a call is in flight on its server.
 
 A move is :meth:`~offload.Job.move`: the run on S stops at its next safe
 point, its state comes home as a checkpoint, and the job goes on at T from

@@ -41,7 +41,7 @@ def form_says(page: Any, text: str) -> None:
     Retried (``expect``) rather than read once: a submit's page comes after the click
     returns, and the page before it may show an error of its own.
     """
-    playwright_api.expect(page.locator("#form-error")).to_contain_text(text)
+    playwright_api.expect(page.locator("#form-error")).to_contain_text(text, timeout=15_000)
 
 
 @pytest.fixture(scope="module")

@@ -223,10 +223,13 @@ class UiState:
         """Resume a paused job started here: ``local``, ``remote`` or a trusted server's address.
 
         ConfigError for any other address (a form never makes the app connect elsewhere).
+        A server other than the one it ran on is the user's choice: the job is pinned there
+        (:attr:`offload.Job.pinned`); the one it ran on is the form's default, not a choice.
         """
         if where not in ("local", "remote") and where not in self.addresses():
             raise errors.ConfigError(f"resume where? here, or a trusted server, not {where!r}")
-        self._job(key).resume(where)
+        job = self._job(key)
+        job.resume(where, pin=where != job.server)
 
     def cancel_started(self, key: str) -> None:
         """Cancel a job started here."""
