@@ -51,6 +51,7 @@ from .decisions_servers_replay import (
     reshuffled,
     unforeseen,
 )
+from .report_text import UNFORESEEN
 from .trace import Recorder
 
 RESULTS = Path(__file__).parent / "results"
@@ -247,9 +248,7 @@ def markdown(report: dict[str, Any]) -> str:
     ref = report["unforeseen"]
     lines += [
         "",
-        "Unforeseen reference: a decider that always picks the best place it can know of "
-        "(everything but a link's new rate, which nothing announces: the first call after it "
-        "goes where the link was good) pays "
+        f"Unforeseen reference: a decider that {UNFORESEEN} pays "
         f"{ref['time_ratio_to_oracle']:.3f} of the oracle's time and "
         f"{ref['energy_ratio_to_oracle']:.3f} of its energy.",
     ]

@@ -10,6 +10,7 @@ from offload.profiler import EnergyModel
 
 from . import fleet_migration
 from .fleet_setup import SERVERS, WEAK_MBIT
+from .report_text import UNFORESEEN
 
 PHASES = ("steady", "mid busy", "far link weak", "mid dead", "mid back")
 
@@ -133,9 +134,7 @@ def markdown(report: dict[str, Any]) -> str:
     if ref is not None:
         lines += [
             "",
-            "Unforeseen reference: a policy that always picks the best place it can know of "
-            "(everything but a link's new rate, which nothing announces: the first call after "
-            "it goes where the link was good) pays "
+            f"Unforeseen reference: a policy that {UNFORESEEN} pays "
             f"{ref['time_ratio_to_oracle']:.3f}x the oracle's time and "
             f"{ref['energy_ratio_to_oracle']:.3f}x its energy.",
         ]

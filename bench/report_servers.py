@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .report_text import (
+    UNFORESEEN,
     Results,
     block,
     wrap,
@@ -70,10 +71,8 @@ def _unforeseen_said(f: dict[str, Any]) -> str:
     if ref is None:
         return ""
     return (
-        " (a policy that always picks the best place it can know of, everything but a link's "
-        "new rate, which nothing announces, pays "
-        f"{ref['time_ratio_to_oracle']:.3f}x the time and {ref['energy_ratio_to_oracle']:.3f}x "
-        "the energy: the first call after the change goes where the link was good)"
+        f" (a policy that {UNFORESEEN} pays {ref['time_ratio_to_oracle']:.3f}x the time and "
+        f"{ref['energy_ratio_to_oracle']:.3f}x the energy)"
     )
 
 
@@ -142,20 +141,17 @@ def decisions_servers(r: Results) -> str:
 
 def _unforeseen(r: Results) -> str:
     """The unforeseen reference of the full and quick traces, as far as they say."""
-    said = []
+    traces = []
     for name, trace in (("decisions_servers", "full"), ("decisions_servers_quick", "quick")):
         if not (r.directory / f"{name}.json").exists():
             continue
         ref = r[name].get("unforeseen")
         if ref is not None:
-            said.append(
+            traces.append(
                 f"{trace} trace: time {ref['time_ratio_to_oracle']:.3f}, energy "
                 f"{ref['energy_ratio_to_oracle']:.3f}"
             )
-    if not said:
+    if not traces:
         return ""
-    return (
-        "\nA decider that always picks the best place it can know of (everything but a link's "
-        "new rate, which nothing announces: the first call after it goes where the link was "
-        "good) pays (`unforeseen`): " + "; ".join(said) + " of the oracle's.\n"
-    )
+    said = "; ".join(traces)
+    return f"\nA decider that {UNFORESEEN} pays (`unforeseen`): {said} of the oracle's.\n"

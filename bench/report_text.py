@@ -15,6 +15,11 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+#: What the unforeseen reference of bench fleet and bench decisions_servers does, in one wording.
+UNFORESEEN = (
+    "always picks the best place it can know of (everything but a link's new rate, which nothing "
+    "announces: the first call after it goes where the link was good)"
+)
 ROOT = Path(__file__).parent.parent
 
 

@@ -74,7 +74,7 @@ def test_the_unforeseen_sends_the_first_call_over_a_changed_link_where_it_was_go
     a += [call("far link weak", "far", 0.5), call("far link weak", "mid", 0.05)]
     b = [call("mid busy", "mid", 0.2), call("mid busy", "mid", 0.2)]
     b += [call("far link weak", "mid", 0.05), call("far link weak", "mid", 0.05)]
-    floor = fleet_report.unforeseen({"a": {"calls": a}, "b": {"calls": b}}, 1000)
+    ref = fleet_report.unforeseen({"a": {"calls": a}, "b": {"calls": b}}, 1000)
     # far was good before its link weakened: the first call after goes there, and pays 0.5.
-    assert floor["time_ratio_to_oracle"] == pytest.approx((0.03 + 0.03 + 0.5 + 0.05) / 0.16)
-    assert floor["energy_ratio_to_oracle"] > 1.0
+    assert ref["time_ratio_to_oracle"] == pytest.approx((0.03 + 0.03 + 0.5 + 0.05) / 0.16)
+    assert ref["energy_ratio_to_oracle"] > 1.0

@@ -38,7 +38,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .jobhost import Movable
@@ -52,6 +52,11 @@ MIN_INTERVALS = 2
 MARGIN = 0.25
 #: Weight of the latest interval in a run's pace.
 ALPHA = 0.5
+
+
+def _nothing(job: Movable) -> float:
+    """A result of unknown size: nothing counted for its way home."""
+    return 0.0
 
 
 @dataclass
@@ -83,8 +88,10 @@ class Move:
 class Migrations:
     """The migration check of one client's jobs; :attr:`moves` lists what it moved."""
 
-    def __init__(self, default: str) -> None:
+    def __init__(self, default: str, result_bytes: Callable[[Movable], float] = _nothing) -> None:
+        """``result_bytes``: the size a job's result is predicted to have (0: not known)."""
         self._default = default
+        self._result_bytes = result_bytes
         self._lock = threading.Lock()
         self._paces: weakref.WeakKeyDictionary[Movable, _Pace] = weakref.WeakKeyDictionary()
         #: Every move decided, in order.
@@ -95,16 +102,9 @@ class Migrations:
         return (job.fn.migrate or self._default) == "auto"
 
     def checkpointed(
-        self,
-        job: Movable,
-        nbytes: int,
-        candidates: Sequence[Candidate],
-        result_bytes: float = 0.0,
+        self, job: Movable, nbytes: int, candidates: Sequence[Candidate]
     ) -> Move | None:
-        """A checkpoint of ``job`` (``nbytes`` on the wire) arrived: move it if that pays.
-
-        ``result_bytes``: the size its result is predicted to have (0: not known).
-        """
+        """A checkpoint of ``job`` (``nbytes`` on the wire) arrived: move it if that pays."""
         progress = job.progress
         where = progress.where
         if "://" not in where or where == job.pinned:  # here, paused, or where the user put it
@@ -134,8 +134,8 @@ class Migrations:
             pace.base = min(pace.base, rate / source.link.server_drift.value)
             if pace.intervals < MIN_INTERVALS or not progress.total:
                 return None
-            left = progress.total - progress.done
-            move = self._best(job, pace, rate, left, nbytes, result_bytes, servers)
+            left, result = progress.total - progress.done, self._result_bytes(job)
+            move = self._best(job, pace, rate, left, nbytes, result, servers)
         if move is not None and job.move(move.target, pin=False):
             self._say(job, move)
             return move

@@ -70,7 +70,7 @@ class _Seen:
     __slots__ = ("by_calls", "calls", "down", "drop", "looked_at", "measured_at", "sent", "up")
 
     def __init__(self, link: Link, now: float) -> None:
-        self.up, self.down, self.calls = link.up_rate, link.down_rate, link.calls
+        self.note(link)
         self.by_calls = False  # whether calls measured it since it was last probed
         self.measured_at = now  # when a call or a full round last measured it
         self.looked_at = now
@@ -79,6 +79,7 @@ class _Seen:
         self.sent: str | None = None  # "round" or "look": probes sent, not noted yet
 
     def note(self, link: Link) -> None:
+        """Keep what ``link``'s estimate says now, to compare the next one with."""
         self.up, self.down, self.calls = link.up_rate, link.down_rate, link.calls
 
     def low(self, link: Link) -> tuple[bool, bool]:

@@ -77,7 +77,7 @@ class Router(Closing, Lessons):
         #: What ran here instead of on the server, warned about once per function and reason.
         self.fallbacks = Fallbacks()
         #: Running jobs moved to a faster server (``migrate="auto"``).
-        self.migrations = Migrations(config.migrate)
+        self.migrations = Migrations(config.migrate, self._result_bytes)
         self._outstanding: set[Future[Any]] = set()
         self._stopping = False  # no new calls; those in flight go on
         self._closed = threading.Event()  # everything finished and released
@@ -357,8 +357,12 @@ class Router(Closing, Lessons):
         if self.config.checkpoint_dir:
             write_checkpoint(self.config.checkpoint_dir, job, state, count)
         if self.servers.fleet and self.migrations.enabled(job):
-            result = self.decider.profile(job.fn).down.predict(log_size(job.size))
-            self.migrations.checkpointed(job, nbytes, self.servers.candidates(), result or 0.0)
+            self.migrations.checkpointed(job, nbytes, self.servers.candidates())
+
+    def _result_bytes(self, job: Movable) -> float:
+        """The size ``job``'s result is predicted to have: what whole remote runs of its
+        function returned, at its call's size (0 before one came back)."""
+        return self.decider.profile(job.fn).down.predict(log_size(job.size)) or 0.0
 
     def note_move(self, job: JobName, exc: BaseException, where: str) -> None:
         """A job's run was lost with ``exc`` and goes on at ``where`` (or is "paused")."""

@@ -157,9 +157,7 @@ def _candidate(name: str, mbit: float = 100.0) -> Candidate:
     return Candidate(f"tcp://{name}:1", link)
 
 
-def _feed(
-    monkeypatch, checks: Migrations, job: _Job, servers, per_unit: float, n: int, nbytes=0, result=0
-):
+def _feed(monkeypatch, checks: Migrations, job: _Job, servers, per_unit: float, n: int, nbytes=0):
     """``n`` checkpoints of ``job``, 5 units apart at ``per_unit`` s each; the last move."""
     now = [1000.0]
     monkeypatch.setattr(migration.time, "monotonic", lambda: now[0])
@@ -167,7 +165,7 @@ def _feed(
     for _ in range(n):
         now[0] += 5 * per_unit
         job.done += 5
-        move = checks.checkpointed(job, nbytes, servers, result) or move
+        move = checks.checkpointed(job, nbytes, servers) or move
     return move
 
 
@@ -216,13 +214,13 @@ def test_a_large_result_moves_the_job_nearer_the_user_when_its_link_weakens(monk
     assert steady.moved == []  # no result to bring home: the same pace, nothing to gain
     job = _Job(a.address)
     with pytest.warns(RuntimeWarning, match="its result's way home included"):
-        move = _feed(monkeypatch, Migrations("auto"), job, [a, b], 0.02, 3, result=5 * 10**6)
+        move = _feed(monkeypatch, Migrations("auto", lambda job: 5e6), job, [a, b], 0.02, 3)
     assert move is not None and move.target == b.address and job.moved == [b.address]
     # 85 units left at 0.02 s: 1.7 s on either, plus the result's way home from each.
     assert move.stay == pytest.approx(1.7 + 40, rel=0.02)
     assert move.there == pytest.approx(1.7 + 0.4, rel=0.02)
     small = _Job(a.address)  # 5 kB comes home from a in 0.04 s: not worth a move
-    assert _feed(monkeypatch, Migrations("auto"), small, [a, b], 0.02, 6, result=5000) is None
+    assert _feed(monkeypatch, Migrations("auto", lambda job: 5e3), small, [a, b], 0.02, 6) is None
 
 
 def test_the_function_or_the_client_says_whether_jobs_move():
